@@ -1,0 +1,348 @@
+"""The ``prunelens`` command line.
+
+Subcommands: ``dashboard`` (the default), ``methods``, ``score``, ``prune``, ``curve``, ``train``,
+``precompute``, ``bench``, ``finetune``. Every analysis subcommand takes ``--model``, ``--data``,
+``--limit`` and ``--json FILE``; progress goes to stderr. User errors print one line
+``error: <what> (<what to do>)`` and exit with code 2; ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+from analysis.errors import ParamError, PrunelensError
+
+
+class CliError(SystemExit):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, no usage dump
+        sys.stderr.write(f"error: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(2)
+
+
+def _progress_printer(enabled: bool = True):
+    """A progress sink that draws one tqdm bar on stderr."""
+    if not enabled:
+        return lambda fraction, message="": None
+    from tqdm import tqdm
+
+    bar = tqdm(total=1000, file=sys.stderr, leave=False, bar_format="{l_bar}{bar}| {desc}")
+
+    def progress(fraction: float, message: str = "") -> None:
+        bar.n = int(max(0.0, min(1.0, fraction)) * 1000)
+        bar.set_description_str(message[:60], refresh=True)
+        if fraction >= 1.0:
+            bar.refresh()
+
+    progress.close = bar.close  # type: ignore[attr-defined]
+    return progress
+
+
+def _parse_params(pairs: list[str] | None) -> dict:
+    params = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ParamError(f"--param takes name=value, got '{pair}'")
+        name, value = pair.split("=", 1)
+        params[name.strip()] = value.strip()
+    return params
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ParamError(f"{what} must be comma-separated numbers, got '{text}'") from None
+
+
+def _write_json(path: str | None, payload) -> None:
+    text = json.dumps(payload, indent=2)
+    if path:
+        try:
+            Path(path).write_text(text + "\n")
+        except OSError as exc:
+            raise PrunelensError(f"cannot write {path}: {exc.strerror} (choose a writable path)") from None
+        print(f"wrote {path}", file=sys.stderr)
+    else:
+        print(text)
+
+
+def _session(args):
+    from analysis.operations import open_session
+
+    print(f"loading model '{args.model}' and data '{args.data}' ...", file=sys.stderr)
+    return open_session(args.model, args.data, args.limit, device=getattr(args, "device", "cpu"))
+
+
+# ---------------------------------------------------------------------------------------------
+# subcommands
+
+
+def cmd_dashboard(args) -> int:
+    app = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+    if not app.exists():
+        raise PrunelensError(f"dashboard not found at {app} (reinstall prunelens)")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app),
+           "--server.address", args.host, "--server.port", str(args.port),
+           "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--server.maxUploadSize", "50"]
+    print(f"prunelens dashboard on http://{args.host}:{args.port}", file=sys.stderr)
+    return subprocess.call(cmd)
+
+
+def cmd_methods(args) -> int:
+    from analysis.methods import all_methods
+
+    payload = [m.describe() for m in all_methods().values()]
+    if args.json:
+        _write_json(args.json, payload)
+    else:
+        for m in payload:
+            params = ", ".join(f"{p['name']}={p['default']}" for p in m["params"]) or "no parameters"
+            print(f"{m['name']:<12} units: {','.join(m['units']):<28} {params}")
+            print(f"{'':<12} {m['title']}: {m['summary']}")
+    return 0
+
+
+def cmd_score(args) -> int:
+    from analysis.operations import compute_scores
+
+    session = _session(args)
+    progress = _progress_printer(not args.quiet)
+    result = compute_scores(session, args.method, args.unit, _parse_params(args.param), progress,
+                            use_store=not args.no_cache)
+    payload = result.as_json(session)
+    if args.json:
+        _write_json(args.json, payload)
+    else:
+        import numpy as np
+
+        print(f"{result.method} {result.unit} scores ({'from the store' if result.cached else f'{result.seconds:.1f}s'}):")
+        print(np.array2string(result.scores, precision=3, suppress_small=True, max_line_width=120))
+    return 0
+
+
+def cmd_prune(args) -> int:
+    from analysis.operations import prune
+
+    session = _session(args)
+    out = prune(session, args.method, args.sparsity, args.unit, args.scope, _parse_params(args.param),
+                physical=args.physical, threshold=args.threshold,
+                keep_one_per_layer=args.keep_one_per_layer, progress=_progress_printer(not args.quiet))
+    if args.json:
+        _write_json(args.json, out)
+    else:
+        b, p, d, c = out["base"], out["pruned"], out["delta"], out["compression"]
+        removed_units = sum(1 for v in _flatten(out["mask"]) if v == 0)
+        print(f"{out['method']} {out['unit']}: removed {removed_units} units "
+              f"(sparsity {out['sparsity']:.1%}, {c['removed']:,} of {c['total']:,} encoder params = {c['fraction']:.1%})")
+        for name in ("accuracy", "loss", "margin"):
+            print(f"  {name:<9} base {b[name]:.4f}  pruned {p[name]:.4f}  delta {d[name]:+.4f} ± {d[name + '_se']:.4f}  [masked]")
+        if "physical" in out:
+            ph = out["physical"]
+            print(f"  physically pruned: accuracy {ph['accuracy']:.4f}, max |logit diff| vs masked "
+                  f"{ph['max_abs_logit_difference']:.2e}, {ph['seconds']:.2f}s vs masked {out['masked_seconds']:.2f}s")
+    return 0
+
+
+def _flatten(x):
+    if isinstance(x, list):
+        for item in x:
+            yield from _flatten(item)
+    else:
+        yield x
+
+
+def cmd_curve(args) -> int:
+    from analysis.operations import curve
+
+    session = _session(args)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise ParamError("--methods needs at least one method name")
+    rows = curve(session, methods, _floats(args.sparsities, "--sparsities"), args.unit, args.scope,
+                 progress=_progress_printer(not args.quiet))
+    if args.csv:
+        import pandas as pd
+
+        try:
+            pd.DataFrame(rows).to_csv(args.csv, index=False)
+        except OSError as exc:
+            raise PrunelensError(f"cannot write {args.csv}: {exc.strerror}") from None
+        print(f"wrote {args.csv}", file=sys.stderr)
+    if args.json or not args.csv:
+        if args.json:
+            _write_json(args.json, rows)
+        else:
+            for r in rows:
+                print(f"{r['method']:<12} {r['sparsity']:>5.2f}  acc {r['accuracy']:.4f}  loss {r['loss']:.4f}  margin {r['margin']:.3f}")
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from analysis.finetune import Recipe, finetune
+
+    recipe = Recipe(epochs=args.epochs, seed=args.seed)
+    out_dir = Path(args.out) if args.out else None
+    manifest = finetune(recipe, **({"out_dir": out_dir} if out_dir else {}))
+    _write_json(args.json, manifest)
+    return 0
+
+
+def cmd_precompute(args) -> int:
+    from analysis.precompute import precompute
+
+    session = _session(args)
+    summary = precompute(session, out_dir=Path(args.out) if args.out else None,
+                         methods=[m for m in (args.methods or "").split(",") if m] or None,
+                         include_training=not args.skip_training,
+                         progress=_progress_printer(not args.quiet))
+    _write_json(args.json, summary)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from analysis.bench import run_bench
+
+    session = _session(args)
+    result = run_bench(session, quick=args.quick)
+    _write_json(args.json, result)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from analysis.training import train_command
+
+    session = _session(args)
+    out = train_command(session, args.method, _parse_params(args.param),
+                        progress=_progress_printer(not args.quiet), use_store=not args.no_cache)
+    _write_json(args.json, out)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--model", default="default", help="default, a local folder, or a hub id")
+    common.add_argument("--data", default="default", help="default (Rotten Tomatoes), glue:<task>, or a CSV/JSONL path")
+    common.add_argument("--limit", type=int, default=None, help="evaluate on the first N examples only")
+    common.add_argument("--json", default=None, metavar="FILE", help="write the result as JSON")
+    common.add_argument("--quiet", action="store_true", help="no progress bar")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    common.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+
+    parser = _Parser(prog="prunelens", description="Which heads and modules of a BERT encoder matter?")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    p = sub.add_parser("dashboard", help="start the dashboard (localhost only)")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default localhost only)")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("methods", help="methods, units and declared parameters")
+    p.add_argument("--json", default=None, metavar="FILE")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("score", parents=[common], help="importance scores of one method")
+    p.add_argument("--method", required=True)
+    p.add_argument("--unit", default=None, help="head, attention, ffn or neuron")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE")
+    p.add_argument("--no-cache", action="store_true", help="recompute, do not read or write the store")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("prune", parents=[common], help="prune by a method's scores and evaluate")
+    p.add_argument("--method", required=True)
+    p.add_argument("--sparsity", type=float, default=None, help="fraction of units removed, in [0, 1)")
+    p.add_argument("--threshold", type=float, default=None, help="remove units scoring below this")
+    p.add_argument("--unit", default=None)
+    p.add_argument("--scope", choices=("global", "layer"), default=None)
+    p.add_argument("--keep-one-per-layer", action="store_true")
+    p.add_argument("--physical", action="store_true", help="also slice the weights and compare")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("curve", parents=[common], help="accuracy/loss vs sparsity for several methods")
+    p.add_argument("--methods", required=True, help="comma-separated method names")
+    p.add_argument("--sparsities", default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")
+    p.add_argument("--unit", default="head")
+    p.add_argument("--scope", choices=("global", "layer"), default="global")
+    p.add_argument("--csv", default=None, metavar="FILE")
+    p.set_defaults(func=cmd_curve)
+
+    p = sub.add_parser("train", parents=[common], help="training modes (admm, pins, snip), cached")
+    p.add_argument("--method", required=True)
+    p.add_argument("--param", action="append", metavar="NAME=VALUE")
+    p.add_argument("--no-cache", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("precompute", parents=[common], help="fill the store for a model/data pair")
+    p.add_argument("--out", default=None, help="store folder to write (default: the user store)")
+    p.add_argument("--methods", default=None, help="comma-separated subset of methods")
+    p.add_argument("--skip-training", action="store_true")
+    p.set_defaults(func=cmd_precompute)
+
+    p = sub.add_parser("bench", parents=[common], help="benchmark suite (ratios against a naive loop)")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("finetune", help="rebuild the default checkpoint")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", default=None, help="folder to write (default: the shipped checkpoint)")
+    p.add_argument("--json", default=None, metavar="FILE")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=cmd_finetune)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["dashboard", *(argv if argv is not None else sys.argv[1:])])
+    debug = args.debug or os.environ.get("PRUNELENS_DEBUG") == "1"
+    if not debug:
+        warnings.simplefilter("ignore", FutureWarning)
+    try:
+        with warnings.catch_warnings():
+            from analysis.cache import StoreWarning
+
+            warnings.simplefilter("always", StoreWarning)
+            warnings.showwarning = _show_warning
+            return int(args.func(args) or 0)
+    except PrunelensError as exc:
+        if debug:
+            raise
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted (nothing half-written was kept)\n")
+        return 130
+    except Exception as exc:  # a bug: one line unless --debug
+        if debug:
+            raise
+        sys.stderr.write(f"error: internal error {type(exc).__name__}: {str(exc)[:200]} "
+                         "(rerun with --debug and report it)\n")
+        return 1
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    sys.stderr.write(f"warning: {message}\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

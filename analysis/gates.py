@@ -1,0 +1,117 @@
+"""Hook-based gates for heads, attention blocks, FFN blocks and FFN neurons.
+
+transformers 5 accepts ``head_mask`` but ignores it, so prunelens gates units with hooks:
+
+- a head is its slice of the input of ``attention.output.dense`` (forward pre-hook);
+- an FFN neuron is its input to ``output.dense`` (forward pre-hook);
+- an attention block / FFN block is the output of ``attention.output.dense`` / ``output.dense``
+  before the residual add (forward hook), so a removed block leaves the residual path and LayerNorm.
+
+:func:`gated` is the one context manager: it attaches the hooks and removes every one of them on
+exit, also when an exception is raised inside. Masks may be float tensors with ``requires_grad``,
+so gradients with respect to gate values flow (Michel et al. importance, relaxed gates).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from analysis.models import encoder_layers
+
+
+@dataclass
+class Masks:
+    """Gate values per unit kind; ``None`` means all ones. 1 keeps a unit, 0 removes it."""
+
+    head: torch.Tensor | np.ndarray | None = None  # (layers, heads)
+    attention: torch.Tensor | np.ndarray | None = None  # (layers,)
+    ffn: torch.Tensor | np.ndarray | None = None  # (layers,)
+    neuron: torch.Tensor | np.ndarray | None = None  # (layers, ffn)
+
+    @classmethod
+    def for_unit(cls, unit: str, mask) -> Masks:
+        if unit not in ("head", "attention", "ffn", "neuron"):
+            raise ValueError(f"no gate for unit '{unit}'")
+        return cls(**{unit: mask})
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, k) is None for k in ("head", "attention", "ffn", "neuron"))
+
+
+def _as_tensor(value) -> torch.Tensor | None:
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        return value if value.is_floating_point() else value.float()
+    return torch.as_tensor(np.asarray(value, dtype=np.float32))
+
+
+def _is_ones(row: torch.Tensor) -> bool:
+    return not row.requires_grad and bool(torch.all(row == 1))
+
+
+def _scale_input(gate: torch.Tensor, repeat: int):
+    def hook(module, args):
+        x = args[0]
+        g = gate.to(x.dtype).repeat_interleave(repeat) if repeat > 1 else gate.to(x.dtype)
+        return (x * g,) + tuple(args[1:])
+
+    return hook
+
+
+def _scale_output(gate: torch.Tensor):
+    def hook(module, args, output):
+        return output * gate.to(output.dtype)
+
+    return hook
+
+
+@contextmanager
+def gated(model: nn.Module, masks: Masks | None = None, **kinds):
+    """Apply gate masks to ``model`` for the duration of the block.
+
+    ``gated(model, Masks(head=m))`` or ``gated(model, head=m)``. Rows that are all ones with no
+    gradient attach no hook, so an unpruned layer costs nothing.
+    """
+    masks = masks or Masks(**kinds)
+    layers = encoder_layers(model)
+    head = _as_tensor(masks.head)
+    attention = _as_tensor(masks.attention)
+    ffn = _as_tensor(masks.ffn)
+    neuron = _as_tensor(masks.neuron)
+    for name, value, dims in (("head", head, 2), ("attention", attention, 1), ("ffn", ffn, 1),
+                              ("neuron", neuron, 2)):
+        if value is not None and (value.dim() != dims or value.shape[0] != len(layers)):
+            raise ValueError(f"{name} mask has shape {tuple(value.shape)}; expected {len(layers)} layers")
+    handles = []
+    try:
+        for i, layer in enumerate(layers):
+            out_dense = layer.attention.output.dense
+            if head is not None and not _is_ones(head[i]):
+                size = out_dense.in_features // head.shape[1]
+                handles.append(out_dense.register_forward_pre_hook(_scale_input(head[i], size)))
+            if attention is not None and not _is_ones(attention[i]):
+                handles.append(out_dense.register_forward_hook(_scale_output(attention[i])))
+            ffn_dense = layer.output.dense
+            if neuron is not None and not _is_ones(neuron[i]):
+                handles.append(ffn_dense.register_forward_pre_hook(_scale_input(neuron[i], 1)))
+            if ffn is not None and not _is_ones(ffn[i]):
+                handles.append(ffn_dense.register_forward_hook(_scale_output(ffn[i])))
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def hook_count(model: nn.Module) -> int:
+    """Number of hooks attached to the encoder's gate points (0 outside ``gated``)."""
+    total = 0
+    for layer in encoder_layers(model):
+        for module in (layer.attention.output.dense, layer.output.dense):
+            total += len(module._forward_pre_hooks) + len(module._forward_hooks)
+    return total

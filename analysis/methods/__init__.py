@@ -1,0 +1,40 @@
+"""The method registry: one module per method, each exposing ``METHOD``.
+
+Adding a method = adding a module here that defines a :class:`~analysis.methods.base.Method`
+with its declared parameters, and listing it in ``_MODULES``. The CLI, the store and every
+dashboard page pick it up from :func:`all_methods`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from analysis.errors import ParamError
+from analysis.methods.base import UNITS, Context, Method, Param
+
+_MODULES = ("michel", "ablation", "magnitude", "random_scores")
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def all_methods() -> dict[str, Method]:
+    if not _REGISTRY:
+        for module in _MODULES:
+            try:
+                method = importlib.import_module(f"analysis.methods.{module}").METHOD
+            except ModuleNotFoundError as exc:
+                if exc.name == f"analysis.methods.{module}":
+                    continue  # a method still being written is simply absent
+                raise
+            _REGISTRY[method.name] = method
+    return _REGISTRY
+
+
+def get_method(name: str) -> Method:
+    methods = all_methods()
+    if name not in methods:
+        raise ParamError(f"unknown method '{name}' (choose one of: {', '.join(methods)})")
+    return methods[name]
+
+
+__all__ = ["UNITS", "Context", "Method", "Param", "all_methods", "get_method"]

@@ -1,0 +1,22 @@
+"""``random``: seeded uniform scores, the floor every method must clear."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analysis.methods.base import SEED, Method
+
+
+class RandomScores(Method):
+    def compute(self, ctx, unit, params):
+        rng = np.random.default_rng(params["seed"])
+        return rng.random(ctx.loaded.inventory.unit_shape(unit))
+
+
+METHOD = RandomScores(
+    name="random",
+    title="Random",
+    summary="Uniform random scores from a seed: the floor every method must clear.",
+    units=("head", "attention", "ffn", "neuron"),
+    params=(SEED,),
+)

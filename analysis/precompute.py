@@ -1,0 +1,53 @@
+"""``prunelens precompute``: fill a store with everything the dashboard shows for one model/data.
+
+For the embedded default this is what ships in ``cached_results/``: every method's scores for
+every unit it declares (default parameters), 0-90% head curves for all methods, and one training
+run per training method with its default budget.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from analysis.cache import ResultStore
+from analysis.methods import all_methods
+from analysis.methods.base import Progress, no_progress
+from analysis.operations import Session, compute_scores, curve
+
+CURVE_SPARSITIES = [round(0.1 * i, 1) for i in range(10)]
+
+
+def precompute(session: Session, out_dir: Path | None = None, methods: list[str] | None = None,
+               include_training: bool = True, progress: Progress = no_progress) -> dict:
+    if out_dir is not None:
+        session.store = ResultStore(user_dir=out_dir, shipped_dir=None)
+    registry = all_methods()
+    names = methods or list(registry)
+    summary: dict = {"scores": {}, "curves": [], "training": {}, "seconds": {}}
+    jobs = [(n, u) for n in names for u in registry[n].units]
+    for i, (name, unit) in enumerate(jobs):
+        t0 = time.perf_counter()
+        progress(i / len(jobs), f"{name} {unit}")
+        result = compute_scores(session, name, unit)
+        summary["scores"].setdefault(name, []).append(unit)
+        summary["seconds"][f"{name}/{unit}"] = round(time.perf_counter() - t0, 2)
+    head_methods = [n for n in names if "head" in registry[n].units]
+    for scope in ("global", "layer"):
+        t0 = time.perf_counter()
+        curve(session, head_methods, CURVE_SPARSITIES, "head", scope,
+              progress=lambda f, m: progress(f, f"curve ({scope}): {m}"))
+        summary["curves"].append(scope)
+        summary["seconds"][f"curve/{scope}"] = round(time.perf_counter() - t0, 2)
+    if include_training:
+        from analysis.training import train_command, trainable_methods
+
+        for name in trainable_methods():
+            if name not in names:
+                continue
+            t0 = time.perf_counter()
+            run = train_command(session, name, None, progress=lambda f, m: progress(f, f"train {name}: {m}"))
+            summary["training"][name] = {"cached": run.get("cached", False)}
+            summary["seconds"][f"train/{name}"] = round(time.perf_counter() - t0, 2)
+    del result
+    return summary
