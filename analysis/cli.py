@@ -76,9 +76,25 @@ def _write_json(path: str | None, payload) -> None:
         print(text)
 
 
+def _check_output(path: str | None) -> None:
+    """Refuse an output path whose folder is missing before any work is done."""
+    if path and not Path(path).expanduser().resolve().parent.is_dir():
+        raise PrunelensError(f"cannot write {path}: its folder does not exist (create it first)")
+
+
+def _print_notes(session) -> None:
+    """Data notes and, once evaluation ran, truncation notes: one ``note:`` line each."""
+    evaluator = getattr(session, "_evaluator", None)
+    notes = evaluator.notes if evaluator is not None else list(session.data.notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
 def _session(args):
     from analysis.operations import open_session
 
+    _check_output(getattr(args, "json", None))
+    _check_output(getattr(args, "csv", None))
     print(f"loading model '{args.model}' and data '{args.data}' ...", file=sys.stderr)
     return open_session(args.model, args.data, args.limit, device=getattr(args, "device", "cpu"))
 
@@ -138,6 +154,8 @@ def cmd_prune(args) -> int:
     out = prune(session, args.method, args.sparsity, args.unit, args.scope, _parse_params(args.param),
                 physical=args.physical, threshold=args.threshold,
                 keep_one_per_layer=args.keep_one_per_layer, progress=_progress_printer(not args.quiet))
+    out["notes"] = session.evaluator.notes
+    _print_notes(session)
     if args.json:
         _write_json(args.json, out)
     else:
@@ -171,6 +189,7 @@ def cmd_curve(args) -> int:
         raise ParamError("--methods needs at least one method name")
     rows = curve(session, methods, _floats(args.sparsities, "--sparsities"), args.unit, args.scope,
                  progress=_progress_printer(not args.quiet))
+    _print_notes(session)
     if args.csv:
         import pandas as pd
 

@@ -296,8 +296,12 @@ def tokenize_batches(tokenizer, data: TextData, batch_size: int = 64, max_length
                      sort_by_length: bool = True) -> tuple[list[Batch], int]:
     """Tokenize once, sort by length, pad each batch to its own longest row.
 
-    Returns the batches and the number of examples that were truncated to ``max_length``.
+    Returns the batches and the number of examples that were truncated to ``max_length``
+    (capped by the tokenizer's ``model_max_length``, i.e. the model's position embeddings).
     """
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and 0 < model_max < max_length:
+        max_length = model_max
     encoded = tokenizer(
         data.texts,
         data.text_pairs,

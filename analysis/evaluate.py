@@ -4,11 +4,16 @@ Owns the :class:`Evaluator`: it tokenizes a data set once into length-sorted bat
 model under ``torch.inference_mode`` with gate masks applied, and compares a pruned model with the
 unpruned one *on the same examples* (paired standard errors of the deltas). The unpruned outputs
 are computed once per model + data and reused.
+
+Speed (see docs/PERFORMANCE.md): masked outputs come from :mod:`analysis.fastpath` when it agrees
+with the reference forward; :meth:`Evaluator.evaluate_many` shares layer prefixes between masks;
+:meth:`Evaluator.estimate` answers first on a fixed random subset with its error bar.
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,10 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from analysis.data import TextData, tokenize_batches
+from analysis.fastpath import FastEncoder, mask_rows, prefix_keys, unsupported_reason
 from analysis.gates import Masks, gated
 from analysis.models import LoadedModel
 
 METRICS = ("accuracy", "loss", "margin")
+FAST_TOLERANCE = 1e-4  # max |logit difference| fast vs reference path on the probe batch
+ESTIMATE_SIZE = 128  # examples in the fixed random subset of the first estimate
 
 
 @dataclass
@@ -142,16 +150,31 @@ class Evaluator:
 
     ``max_length`` truncates long inputs (the count is in ``truncated``); batches are sorted by
     length so padding is minimal. The model is only read, never changed.
+
+    Masked outputs come from :mod:`analysis.fastpath` (pruned matmuls, [CLS]-only last layer,
+    layer-prefix cache, an LRU of whole-mask outputs) when the model supports it and the fast
+    path agrees with the reference forward on the first batch; otherwise, and for an explicit
+    ``model=`` or masks that need gradients, the reference path (HF forward under hook gates)
+    runs. ``fast=False`` forces the reference path.
     """
 
+    OUTPUTS_LRU = 48
+
     def __init__(self, loaded: LoadedModel, data: TextData, batch_size: int = 64,
-                 max_length: int = 128, device: str = "cpu"):
+                 max_length: int = 128, device: str = "cpu", fast: bool = True):
         loaded.check_data(data)
         self.loaded = loaded
         self.data = data
         self.device = device
+        self.batch_size = batch_size
+        self.max_length = max_length
         self.batches, self.truncated = tokenize_batches(loaded.tokenizer, data, batch_size, max_length)
         self._base: Outputs | None = None
+        self._fast_wanted = fast
+        self._fast = None  # FastEncoder once checked
+        self.fast_note: str | None = None
+        self._outputs_lru: OrderedDict[bytes, Outputs] = OrderedDict()
+        self._subsets: dict[tuple[int, int], Evaluator] = {}
 
     @property
     def n(self) -> int:
@@ -164,20 +187,90 @@ class Evaluator:
             notes.append(f"{self.truncated} example(s) longer than the limit were truncated")
         return notes
 
-    def outputs(self, masks: Masks | None = None, model=None, limit_batches: int | None = None) -> Outputs:
-        """Logits of every example (data-set order) with ``masks`` applied to ``model``."""
+    # -- paths --------------------------------------------------------------------------------
+
+    def reference_outputs(self, masks: Masks | None = None, model=None,
+                          limit_batches: int | None = None) -> Outputs:
+        """The definition: the HF forward under hook gates, batch by batch."""
         model = model if model is not None else self.loaded.model
         batches = self.batches if limit_batches is None else self.batches[:limit_batches]
-        n = sum(len(b.index) for b in batches)
         logits = np.zeros((len(self.data), model.config.num_labels), dtype=np.float32)
         with torch.inference_mode(), gated(model, masks or Masks()):
             for batch in batches:
                 out = model(**batch.to(self.device).model_inputs()).logits
                 logits[batch.index.numpy()] = out.float().cpu().numpy()
-        if limit_batches is not None:
-            rows = np.concatenate([b.index.numpy() for b in batches]) if n else np.zeros(0, int)
+        return self._collect(logits, batches, limit_batches is not None)
+
+    def _collect(self, logits: np.ndarray, batches, partial: bool) -> Outputs:
+        if partial:
+            rows = (np.concatenate([b.index.numpy() for b in batches]) if batches
+                    else np.zeros(0, int))
             return Outputs(logits[rows], self.data.labels[rows])
         return Outputs(logits, self.data.labels)
+
+    def fast_encoder(self):
+        """The checked :class:`~analysis.fastpath.FastEncoder`, or None (reference path)."""
+        if self._fast is None and self._fast_wanted:
+            self._fast_wanted = False  # check once
+            reason = None if str(self.device) == "cpu" else "device is not the CPU"
+            reason = reason or unsupported_reason(self.loaded.model)
+            if reason is None and self.batches:
+                encoder = FastEncoder(self.loaded.model)
+                probe = self.batches[:1]
+                fast = encoder.logits(probe, None, use_cache=False)[0].numpy()
+                ref = self.reference_outputs(limit_batches=1).logits  # in batch order too
+                diff = float(np.abs(fast - ref).max()) if len(ref) else 0.0
+                if diff <= FAST_TOLERANCE:
+                    self._fast = encoder
+                else:
+                    reason = f"fast path differs from the reference by {diff:.2e}"
+            self.fast_note = reason
+        return self._fast
+
+    def _fast_usable(self, masks: Masks | None, model) -> bool:
+        if model is not None and model is not self.loaded.model:
+            return False
+        if masks is not None:
+            for value in (masks.head, masks.attention, masks.ffn, masks.neuron):
+                if isinstance(value, torch.Tensor) and value.requires_grad:
+                    return False
+        return self.fast_encoder() is not None
+
+    def outputs(self, masks: Masks | None = None, model=None, limit_batches: int | None = None) -> Outputs:
+        """Logits of every example (data-set order) with ``masks`` applied to ``model``."""
+        if not self._fast_usable(masks, model):
+            return self.reference_outputs(masks, model, limit_batches)
+        encoder = self._fast
+        if limit_batches is not None:
+            batches = self.batches[:limit_batches]
+            per_batch = encoder.logits(batches, masks, use_cache=False)
+            return self._collect(self._scatter(batches, per_batch), batches, True)
+        key = prefix_keys(mask_rows(masks, len(encoder.layers)))[-1]
+        hit = self._outputs_lru.get(key)
+        if hit is not None:
+            self._outputs_lru.move_to_end(key)
+            return hit
+        out = Outputs(self._scatter(self.batches, encoder.logits(self.batches, masks)),
+                      self.data.labels)
+        self._outputs_lru[key] = out
+        while len(self._outputs_lru) > self.OUTPUTS_LRU:
+            self._outputs_lru.popitem(last=False)
+        return out
+
+    def _scatter(self, batches, per_batch: list[torch.Tensor]) -> np.ndarray:
+        logits = np.zeros((len(self.data), self.loaded.model.config.num_labels), dtype=np.float32)
+        for batch, out in zip(batches, per_batch):
+            logits[batch.index.numpy()] = out.float().numpy()
+        return logits
+
+    def clear_caches(self) -> None:
+        """Drop cached layer inputs and outputs (the unpruned outputs stay)."""
+        self._outputs_lru.clear()
+        if self._fast is not None:
+            self._fast.caches.clear()
+        self._subsets.clear()
+
+    # -- results ------------------------------------------------------------------------------
 
     @property
     def base_outputs(self) -> Outputs:
@@ -189,6 +282,11 @@ class Evaluator:
     def base(self) -> EvalResult:
         return EvalResult.from_outputs(self.base_outputs, self.data.metric)
 
+    def _pruned_outputs(self, masks: Masks | None, model) -> Outputs:
+        if (masks is None or masks.is_empty()) and model is None:
+            return self.base_outputs
+        return self.outputs(masks, model)
+
     def evaluate(self, masks: Masks | None = None, model=None) -> EvalResult:
         if (masks is None or masks.is_empty()) and model is None:
             return self.base
@@ -196,9 +294,59 @@ class Evaluator:
 
     def compare(self, masks: Masks | None = None, model=None) -> Comparison:
         """Pruned against unpruned on the same examples, with paired standard errors."""
-        pruned = self.outputs(masks, model) if (masks is not None and not masks.is_empty()) or model is not None else self.base_outputs
+        pruned = self._pruned_outputs(masks, model)
         return Comparison(
             base=self.base,
             pruned=EvalResult.from_outputs(pruned, self.data.metric),
             delta=paired_delta(self.base_outputs, pruned, self.data.metric),
         )
+
+    def outputs_many(self, masks_list: list[Masks | None]) -> list[Outputs]:
+        """Outputs for several masks, computed in an order that shares layer prefixes."""
+        if not masks_list:
+            return []
+        encoder = self.fast_encoder()
+        order = list(range(len(masks_list)))
+        if encoder is not None:
+            rows = [[r.key() for r in mask_rows(m, len(encoder.layers))] for m in masks_list]
+            order.sort(key=lambda i: rows[i])
+        results: list[Outputs | None] = [None] * len(masks_list)
+        for i in order:
+            results[i] = self._pruned_outputs(masks_list[i], None)
+        return results  # type: ignore[return-value]
+
+    def evaluate_many(self, masks_list: list[Masks | None]) -> list[EvalResult]:
+        """``[evaluate(m) for m in masks_list]``, sharing layer prefixes between masks."""
+        return [EvalResult.from_outputs(o, self.data.metric) for o in self.outputs_many(masks_list)]
+
+    def compare_many(self, masks_list: list[Masks | None]) -> list[Comparison]:
+        base = self.base
+        return [Comparison(base, EvalResult.from_outputs(o, self.data.metric),
+                           paired_delta(self.base_outputs, o, self.data.metric))
+                for o in self.outputs_many(masks_list)]
+
+    # -- first estimate -----------------------------------------------------------------------
+
+    def subset(self, size: int = ESTIMATE_SIZE, seed: int = 0) -> Evaluator:
+        """An evaluator on a fixed random subset of ``size`` examples (the whole set if smaller)."""
+        if size >= self.n:
+            return self
+        key = (size, seed)
+        if key not in self._subsets:
+            rows = np.sort(np.random.default_rng(seed).choice(self.n, size, replace=False))
+            data = TextData(
+                name=self.data.name, split=f"{self.data.split}[subset {size}, seed {seed}]",
+                texts=[self.data.texts[i] for i in rows], labels=self.data.labels[rows],
+                text_pairs=None if self.data.text_pairs is None else [self.data.text_pairs[i] for i in rows],
+                metric=self.data.metric)
+            child = Evaluator(self.loaded, data, self.batch_size, self.max_length, self.device,
+                              fast=False)
+            child._fast = self.fast_encoder()  # same model: share the checked encoder and plans
+            child.subset_rows = rows
+            self._subsets[key] = child
+        return self._subsets[key]
+
+    def estimate(self, masks: Masks | None = None, size: int = ESTIMATE_SIZE, seed: int = 0) -> Comparison:
+        """A quick first answer on a fixed random subset, with paired standard errors (the error
+        bar); replace it with :meth:`compare` when that is ready."""
+        return self.subset(size, seed).compare(masks)

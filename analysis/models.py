@@ -187,6 +187,9 @@ def _check_architecture(config, name: str) -> None:
 
 
 def _finish(model: nn.Module, tokenizer, name: str, source: str, notes=None) -> LoadedModel:
+    max_positions = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(max_positions, int) and getattr(tokenizer, "model_max_length", 0) > max_positions:
+        tokenizer.model_max_length = max_positions  # longer inputs would overflow the positions
     model.eval()
     model.to(torch.float32)
     for p in model.parameters():
@@ -273,7 +276,7 @@ def load_model(spec: str = "default") -> LoadedModel:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
         source, kwargs = "hub", {"local_files_only": True}
         try:
-            AutoConfig.from_pretrained(spec, **kwargs)
+            AutoConfig.from_pretrained(spec, trust_remote_code=False, **kwargs)
         except Exception:
             if offline:
                 raise ModelError(
@@ -290,10 +293,14 @@ def load_model(spec: str = "default") -> LoadedModel:
         raise ModelError(f"cannot read config of {spec}: {msg}") from None
     _check_architecture(config, spec)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model, info = AutoModelForSequenceClassification.from_pretrained(
             where, trust_remote_code=False, attn_implementation="sdpa", dtype=torch.float32,
             use_safetensors=True if source == "folder" and any(path.glob("*.safetensors")) else None,
-            **kwargs)
+            weights_only=True, output_loading_info=True, **kwargs)
+        if any(k.startswith("classifier") for k in info.get("missing_keys", ())):
+            raise ModelError(
+                f"model '{spec}' has no trained sequence-classification head in its weights "
+                "(fine-tune it for classification first, e.g. with BertForSequenceClassification)")
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, **kwargs)
     except ModelError:
         raise

@@ -130,7 +130,7 @@ class _NoHeads(nn.Module):
 
 
 def _keep_rows(linear: nn.Linear, rows: torch.Tensor) -> nn.Linear:
-    new = nn.Linear(linear.in_features, len(rows), bias=linear.bias is not None)
+    new = torch.nn.utils.skip_init(nn.Linear, linear.in_features, len(rows), bias=linear.bias is not None)
     new.weight.data = linear.weight.data[rows].clone()
     if linear.bias is not None:
         new.bias.data = linear.bias.data[rows].clone()
@@ -138,7 +138,7 @@ def _keep_rows(linear: nn.Linear, rows: torch.Tensor) -> nn.Linear:
 
 
 def _keep_cols(linear: nn.Linear, cols: torch.Tensor) -> nn.Linear:
-    new = nn.Linear(len(cols), linear.out_features, bias=linear.bias is not None)
+    new = torch.nn.utils.skip_init(nn.Linear, len(cols), linear.out_features, bias=linear.bias is not None)
     new.weight.data = linear.weight.data[:, cols].clone()
     if linear.bias is not None:
         new.bias.data = linear.bias.data.clone()

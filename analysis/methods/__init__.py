@@ -12,7 +12,7 @@ import importlib
 from analysis.errors import ParamError
 from analysis.methods.base import UNITS, Context, Method, Param
 
-_MODULES = ("michel", "ablation", "magnitude", "random_scores")
+_MODULES = ("michel", "ablation", "magnitude", "random_scores", "admm", "admm_quant", "smp", "pins", "snip")
 
 _REGISTRY: dict[str, Method] = {}
 

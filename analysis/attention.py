@@ -1,0 +1,189 @@
+"""Attention maps of one sentence (or sentence pair), computed without touching the shared model.
+
+The loaded model runs with sdpa attention, which returns no attention weights, and it must not be
+switched to eager (DESIGN: never mutate a shared model). So :func:`attention_from_inputs` captures
+the query and key projections of every layer with forward hooks on
+``layer.attention.self.query/key`` (hooks removed on exit, like :mod:`analysis.gates`) and
+computes ``softmax(Q Kᵀ · scaling + padding mask)`` per head itself — exactly what the eager
+implementation returns with ``output_attentions=True``.
+
+With a head mask the forward pass runs under :func:`analysis.gates.gated`, so the maps are those
+of the *pruned* model (later layers see the effect of earlier pruning); the pruned heads are
+recorded so views can mark or hide them. Attention tensors are never stored in the result store.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from analysis.errors import DataError, ParamError
+from analysis.gates import gated
+from analysis.models import LoadedModel, encoder_layers
+
+MAX_TOKENS = 128
+
+
+@dataclass
+class AttentionMaps:
+    """Attention probabilities of one input: ``attention[layer, head, from_token, to_token]``."""
+
+    tokens: list[str]
+    attention: np.ndarray  # (layers, heads, seq, seq), rows sum to 1
+    head_mask: np.ndarray  # (layers, heads) 0/1; 0 = pruned head
+    sentence_b_start: int | None = None
+    truncated: bool = False
+
+    @property
+    def layers(self) -> int:
+        return int(self.attention.shape[0])
+
+    @property
+    def heads(self) -> int:
+        return int(self.attention.shape[1])
+
+    @property
+    def pruned_heads(self) -> list[tuple[int, int]]:
+        return [(int(layer), int(head)) for layer, head in np.argwhere(self.head_mask == 0)]
+
+    def head(self, layer: int, head: int) -> np.ndarray:
+        """The (seq, seq) map of one head."""
+        if not (0 <= layer < self.layers and 0 <= head < self.heads):
+            raise ParamError(f"no head ({layer}, {head}) in a {self.layers}x{self.heads} model")
+        return self.attention[layer, head]
+
+    def as_json(self, layers: list[int] | None = None, heads: list[int] | None = None) -> dict:
+        layers = list(range(self.layers)) if layers is None else list(layers)
+        heads = list(range(self.heads)) if heads is None else list(heads)
+        sub = self.attention[np.ix_(layers, heads)]
+        return {
+            "tokens": list(self.tokens),
+            "sentence_b_start": self.sentence_b_start,
+            "layers": layers,
+            "heads": heads,
+            "pruned_heads": [[lay, h] for lay, h in self.pruned_heads if lay in layers and h in heads],
+            "attention": np.round(sub.astype(np.float64), 6).tolist(),
+        }
+
+    def to_csv(self, layers: list[int] | None = None, heads: list[int] | None = None) -> str:
+        """Long format: one row per (layer, head, from, to)."""
+        layers = list(range(self.layers)) if layers is None else list(layers)
+        heads = list(range(self.heads)) if heads is None else list(heads)
+        out = io.StringIO()
+        out.write("layer,head,pruned,from_index,from_token,to_index,to_token,weight\n")
+        tokens = [_csv_field(t) for t in self.tokens]
+        for layer in layers:
+            for head in heads:
+                pruned = int(self.head_mask[layer, head] == 0)
+                matrix = self.attention[layer, head]
+                for i, src in enumerate(tokens):
+                    for j, dst in enumerate(tokens):
+                        out.write(f"{layer},{head},{pruned},{i},{src},{j},{dst},{matrix[i, j]:.6g}\n")
+        return out.getvalue()
+
+
+def _csv_field(text: str) -> str:
+    if any(c in text for c in ',"\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _check_mask(head_mask, layers: int, heads: int) -> np.ndarray:
+    if head_mask is None:
+        return np.ones((layers, heads), dtype=np.int8)
+    mask = np.asarray(head_mask, dtype=np.float64)
+    if mask.shape != (layers, heads):
+        raise ParamError(f"head mask has shape {mask.shape}; expected ({layers}, {heads})")
+    if not np.isin(mask, (0.0, 1.0)).all():
+        raise ParamError("head mask must hold only 0 (pruned) and 1 (kept)")
+    return mask.astype(np.int8)
+
+
+def _additive_mask(attention_mask: torch.Tensor | None, shape: tuple[int, int],
+                   dtype: torch.dtype) -> torch.Tensor:
+    """(batch, 1, 1, seq): 0 where a key may be attended to, the dtype's minimum at padding."""
+    batch, seq = shape
+    if attention_mask is None:
+        return torch.zeros(batch, 1, 1, seq, dtype=dtype)
+    keep = attention_mask[:, None, None, :].to(dtype)
+    return (1.0 - keep) * torch.finfo(dtype).min
+
+
+@torch.no_grad()
+def attention_from_inputs(model: nn.Module, inputs: dict, head_mask=None) -> torch.Tensor:
+    """Attention probabilities (layers, batch, heads, seq, seq) of a tokenized batch.
+
+    Runs one forward pass with read-only hooks on every layer's query and key projections; the
+    model's modules, config and parameters are left exactly as they were.
+    """
+    layers = encoder_layers(model)
+    captured: dict[tuple[int, str], torch.Tensor] = {}
+
+    def keep(index: int, which: str):
+        def hook(module, args, output):
+            captured[(index, which)] = output.detach()
+
+        return hook
+
+    handles = []
+    try:
+        for i, layer in enumerate(layers):
+            handles.append(layer.attention.self.query.register_forward_hook(keep(i, "q")))
+            handles.append(layer.attention.self.key.register_forward_hook(keep(i, "k")))
+        if head_mask is not None:
+            with gated(model, head=head_mask):
+                model(**inputs)
+        else:
+            model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    maps = []
+    for i, layer in enumerate(layers):
+        self_attn = layer.attention.self
+        q, k = captured[(i, "q")], captured[(i, "k")]
+        batch, seq, width = q.shape
+        heads = int(getattr(self_attn, "num_attention_heads", model.config.num_attention_heads))
+        size = width // heads
+        scaling = float(getattr(self_attn, "scaling", 1.0 / math.sqrt(size)))
+        q = q.view(batch, seq, heads, size).transpose(1, 2)
+        k = k.view(batch, seq, heads, size).transpose(1, 2)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * scaling
+        scores = scores + _additive_mask(inputs.get("attention_mask"), (batch, seq), scores.dtype)
+        maps.append(torch.softmax(scores, dim=-1))
+    return torch.stack(maps)
+
+
+def attention_maps(loaded: LoadedModel, text: str, text_pair: str | None = None,
+                   head_mask=None, max_length: int = MAX_TOKENS) -> AttentionMaps:
+    """Attention maps of one sentence (or pair) under the model, optionally with heads pruned."""
+    text = (text or "").strip()
+    if not text:
+        raise DataError("type a sentence to see its attention (the text is empty)")
+    if max_length < 4:
+        raise ParamError(f"max_length must be at least 4, got {max_length}")
+    inv = loaded.inventory
+    mask = _check_mask(head_mask, inv.layers, inv.heads)
+    tokenizer = loaded.tokenizer
+    pair = (text_pair or "").strip() or None
+    enc = tokenizer(text, pair, truncation=True, max_length=max_length, return_tensors="pt")
+    full = tokenizer(text, pair, truncation=False)["input_ids"]
+    inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    ids = enc["input_ids"][0].tolist()
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    device = next(loaded.model.parameters()).device
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    probs = attention_from_inputs(loaded.model, inputs, None if mask.all() else mask)
+    sentence_b_start = None
+    if pair is not None and "token_type_ids" in enc:
+        types = enc["token_type_ids"][0].tolist()
+        sentence_b_start = types.index(1) if 1 in types else None
+    return AttentionMaps(tokens=tokens, attention=probs[:, 0].cpu().numpy().astype(np.float32),
+                         head_mask=mask, sentence_b_start=sentence_b_start,
+                         truncated=len(full) > len(ids))

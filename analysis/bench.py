@@ -1,0 +1,272 @@
+"""The benchmark suite behind ``prunelens bench``: seconds and ratios, all in one run.
+
+Owns :func:`run_bench` and the naive baseline it is measured against. Everything is timed in the
+same process on the same data (the session's split, ``--limit`` respected), wall-clock seconds
+(``time.perf_counter``) and, next to them, the process CPU seconds (``time.process_time``), which
+stay meaningful when other jobs share the cores. Nothing here is used by the dashboard.
+
+Measured (JSON keys):
+
+- ``naive_s``: tokenize each batch of 32 in file order, pad to the batch, HF forward without
+  ``inference_mode``;
+- ``forward_s``: one reference forward pass (pre-tokenized, length-sorted, ``inference_mode``);
+- ``eval_p50_s`` / ``eval_p90_s``: a slider sweep over head sparsities (michel scores, global):
+  ``Evaluator.compare`` of each new mask, full data, fresh evaluator, in slider order;
+- ``first_estimate_s``: p50 of ``Evaluator.estimate`` (fixed random subset) for the same moves;
+- ``ratio``: ``naive_s / eval_p50_s``;
+- ``michel_s``, ``ablation_s`` (all heads, leave-one-out) and their ratios to ``forward_s``;
+- ``curve_cold_s`` / ``curve_cached_s``: a 4-method × 10-sparsity head curve with scores in the
+  store but no curve points, then again from the store;
+- ``physical_vs_masked``: masked (hook) forward seconds / physically pruned forward seconds at 50%
+  heads (``physical_vs_masked_neuron`` at 50% neurons); > 1 is a speed-up;
+- ``bf16_agreement``: prediction agreement of bf16 autocast with fp32 (off by default);
+- ``rss_mb``: resident memory of this process with the model loaded and the caches warm.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import tempfile
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from analysis.cache import ResultStore
+from analysis.evaluate import Evaluator
+from analysis.gates import Masks
+from analysis.pruning import physically_prune, select
+
+CURVE_METHODS = ("michel", "magnitude", "random", "ablation")
+CURVE_SPARSITIES = tuple(round(0.1 * i, 1) for i in range(10))
+
+
+class Timer:
+    """Wall and CPU seconds of one block."""
+
+    def __init__(self):
+        self.wall = self.cpu = 0.0
+
+    @contextmanager
+    def __call__(self):
+        w, c = time.perf_counter(), time.process_time()
+        try:
+            yield self
+        finally:
+            self.wall = time.perf_counter() - w
+            self.cpu = time.process_time() - c
+
+
+def timed(fn, *args, **kwargs) -> tuple[float, float, object]:
+    t = Timer()
+    with t():
+        out = fn(*args, **kwargs)
+    return t.wall, t.cpu, out
+
+
+def naive_loop(loaded, data, batch_size: int = 32, max_length: int = 128) -> np.ndarray:
+    """The baseline: tokenize each batch of 32 in file order, no inference mode."""
+    model, tok = loaded.model, loaded.tokenizer
+    logits = []
+    for start in range(0, len(data), batch_size):
+        texts = data.texts[start:start + batch_size]
+        pairs = None if data.text_pairs is None else data.text_pairs[start:start + batch_size]
+        enc = tok(texts, pairs, padding=True, truncation=True, max_length=max_length,
+                  return_tensors="pt")
+        logits.append(model(**enc).logits.detach())
+    return torch.cat(logits).numpy()
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set size of this process in MiB."""
+    current = float("nan")
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    current = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return current, peak
+
+
+def _p(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def run_bench(session, quick: bool = False, threads: int | None = None,
+              progress=None) -> dict:
+    """Run the suite on ``session``'s model and data; returns the JSON-able result.
+
+    ``quick`` uses fewer slider positions and fewer curve sparsities (same keys).
+    """
+    say = progress or (lambda msg: print(msg, file=__import__("sys").stderr))
+    threads = threads or int(os.environ.get("PRUNELENS_BENCH_THREADS", "2"))
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = _run(session, quick, say, threads, ResultStore(tmp, shipped_dir=None))
+    finally:
+        torch.set_num_threads(old_threads)
+    say(format_table(out))
+    return out
+
+
+# (label, key, target, "max" = value must stay below target / "min" = above)
+TARGETS = (
+    ("naive loop (s)", "naive_s", None, ""),
+    ("reference forward (s)", "forward_s", None, ""),
+    ("fast forward, unpruned, cold (s)", "fast_forward_s", None, ""),
+    ("slider move, full data p50 (s)", "eval_p50_s", 1.0, "max"),
+    ("slider move, full data p90 (s)", "eval_p90_s", None, ""),
+    ("naive / slider p50", "ratio", 7.0, "min"),
+    ("first estimate p50 (s)", "first_estimate_s", 0.3, "max"),
+    ("michel / forward", "michel_vs_forward", 3.0, "max"),
+    ("ablation of all heads / forward", "ablation_vs_forward", 25.0, "max"),
+    ("curve 4x10, cold (s)", "curve_cold_s", 60.0, "max"),
+    ("curve 4x10, from the store (s)", "curve_cached_s", 1.0, "max"),
+    ("masked / physical, 50% heads", "physical_vs_masked", 1.0, "min"),
+    ("masked / physical, 50% neurons", "physical_vs_masked_neuron", 1.0, "min"),
+    ("bf16 prediction agreement", "bf16_agreement", None, ""),
+    ("RSS (MiB)", "rss_mb", 2048.0, "max"),
+)
+
+
+def format_table(out: dict) -> str:
+    """The result as a plain-text table with the issue's targets."""
+    lines = [f"{'measure':36} {'value':>10}  target", "-" * 60]
+    for label, key, target, kind in TARGETS:
+        value = out.get(key)
+        shown = "n/a" if value is None else f"{value:10.3f}"
+        goal = ""
+        if target is not None and value is not None:
+            ok = value <= target if kind == "max" else value >= target
+            goal = f"{'<=' if kind == 'max' else '>='} {target:g}  {'ok' if ok else 'MISSED'}"
+        lines.append(f"{label:36} {shown:>10}  {goal}")
+    lines.append(f"threads {out.get('threads')}, n={out.get('data', {}).get('n')}, "
+                 f"load average {out.get('load_average_before')}")
+    return "\n".join(lines)
+
+
+def _run(session, quick: bool, say, threads: int, store: ResultStore) -> dict:
+    from analysis.operations import Session, compute_scores
+
+    loaded, data = session.loaded, session.data
+    out: dict = {"model": loaded.describe(), "data": data.describe(), "threads": threads,
+                 "quick": quick, "load_average_before": list(os.getloadavg())}
+    ev = Evaluator(loaded, data, device=session.device)
+    # a fresh session on an empty temporary store: nothing is read from or written to the user's
+    fresh = Session(loaded, data, store, session.device)
+    fresh._evaluator = ev
+
+    say("naive loop ...")
+    out["naive_s"], out["naive_cpu_s"], naive = timed(naive_loop, loaded, data)
+    say("reference forward ...")
+    out["forward_s"], out["forward_cpu_s"], ref = timed(ev.reference_outputs)
+    out["naive_vs_forward"] = out["naive_s"] / out["forward_s"]
+    out["naive_max_abs_logit_difference"] = float(np.abs(naive - ref.logits).max())
+    say("fast path, unpruned (cold) ...")
+    out["fast_forward_s"], out["fast_forward_cpu_s"], _ = timed(lambda: ev.base_outputs)
+    out["fast_path"] = ev.fast_encoder() is not None
+    out["fast_path_note"] = ev.fast_note
+    out["base_max_abs_logit_difference"] = float(np.abs(ev.base_outputs.logits - ref.logits).max())
+
+    say("michel (head gradients) ...")
+    out["michel_s"], out["michel_cpu_s"], scored = timed(compute_scores, fresh, "michel", "head")
+    michel = scored.scores
+    out["michel_vs_forward"] = out["michel_s"] / out["forward_s"]
+
+    # slider: michel scores, global scope, increasing sparsity as a user drags
+    steps = [0.1, 0.3, 0.5, 0.7] if quick else [round(0.05 * i, 2) for i in range(1, 19)]
+    say(f"slider sweep ({len(steps)} positions) ...")
+    sub = ev.subset()
+    _ = sub.base_outputs  # computed once when the page opens, like the full base
+    walls, cpus, est_walls, est_cpus, max_diff = [], [], [], [], 0.0
+    for s in steps:
+        masks = Masks(head=select(michel, s).astype(np.float32))
+        w, c, _ = timed(ev.estimate, masks)
+        est_walls.append(w)
+        est_cpus.append(c)
+        w, c, _ = timed(ev.compare, masks)
+        walls.append(w)
+        cpus.append(c)
+        if s in (0.3, 0.5):
+            check = ev.reference_outputs(masks).logits
+            max_diff = max(max_diff, float(np.abs(ev.outputs(masks).logits - check).max()))
+    out.update(eval_p50_s=_p(walls, 50), eval_p90_s=_p(walls, 90), eval_p50_cpu_s=_p(cpus, 50),
+               first_estimate_s=_p(est_walls, 50), first_estimate_p90_s=_p(est_walls, 90),
+               first_estimate_cpu_s=_p(est_cpus, 50), estimate_size=len(sub.data),
+               slider_positions=steps, slider_max_abs_logit_difference=max_diff)
+    out["ratio"] = out["naive_s"] / out["eval_p50_s"]
+    out["eval_vs_forward"] = out["eval_p50_s"] / out["forward_s"]
+
+    say("ablation of every head ...")
+    out["ablation_s"], out["ablation_cpu_s"], _ = timed(compute_scores, fresh, "ablation", "head")
+    out["ablation_vs_forward"] = out["ablation_s"] / out["forward_s"]
+
+    say("physically pruned vs masked ...")
+    for unit, key in (("head", "physical_vs_masked"), ("neuron", "physical_vs_masked_neuron")):
+        shape = loaded.inventory.unit_shape(unit)
+        scores = np.random.default_rng(0).random(shape)
+        masks = Masks.for_unit(unit, select(scores, 0.5).astype(np.float32))
+        small = physically_prune(loaded.model, masks)
+        masked_s, _, _ = timed(ev.reference_outputs, masks)
+        physical_s, _, phys = timed(ev.reference_outputs, None, small)
+        fast_s, _, _ = timed(ev.outputs, masks)
+        out[key] = masked_s / physical_s
+        out[f"{key}_detail"] = {
+            "masked_s": masked_s, "physical_s": physical_s, "fast_path_masked_s": fast_s,
+            "max_abs_logit_difference": float(np.abs(
+                phys.logits - ev.reference_outputs(masks).logits).max())}
+        del small
+
+    say("curve, cold then cached ...")
+    out.update(_curve_bench(fresh, ev, quick))
+
+    say("bf16 agreement ...")
+    out.update(_bf16_agreement(ev, michel))
+    out["rss_mb"], out["rss_peak_mb"] = rss_mb()
+    out["load_average_after"] = list(os.getloadavg())
+    return out
+
+
+def _curve_bench(fresh, ev: Evaluator, quick: bool) -> dict:
+    """Scores are in the (temporary) store already; curve points and masked outputs are not."""
+    from analysis.operations import compute_scores, curve
+
+    sparsities = list(CURVE_SPARSITIES[::3] if quick else CURVE_SPARSITIES)
+    methods = list(CURVE_METHODS)
+    for name in methods:
+        compute_scores(fresh, name, "head")
+    ev.clear_caches()
+    cold_w, cold_c, rows = timed(curve, fresh, methods, sparsities, "head")
+    cached_w, _, again = timed(curve, fresh, methods, sparsities, "head")
+    if [r["accuracy"] for r in rows] != [r["accuracy"] for r in again]:
+        raise AssertionError("curve from the store differs from the computed curve")
+    return {"curve_cold_s": cold_w, "curve_cold_cpu_s": cold_c, "curve_cached_s": cached_w,
+            "curve_methods": methods, "curve_sparsities": sparsities}
+
+
+def _bf16_agreement(ev: Evaluator, scores: np.ndarray) -> dict:
+    encoder = ev.fast_encoder()
+    if encoder is None:
+        return {"bf16_agreement": None}
+    agree, total, worst = 0, 0, 0.0
+    w32 = w16 = 0.0
+    for s in (0.0, 0.3, 0.5):
+        masks = Masks(head=select(scores, s).astype(np.float32))
+        t, _, a = timed(encoder.logits, ev.batches, masks, use_cache=False)
+        w32 += t
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            t, _, b = timed(encoder.logits, ev.batches, masks, use_cache=False)
+        w16 += t
+        a, b = torch.cat(a), torch.cat(b).float()
+        agree += int((a.argmax(-1) == b.argmax(-1)).sum())
+        total += len(a)
+        worst = max(worst, float((a - b).abs().max()))
+    return {"bf16_agreement": agree / total, "bf16_max_abs_logit_difference": worst,
+            "bf16_speedup": w32 / w16, "bf16_default": False}

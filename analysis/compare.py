@@ -1,0 +1,139 @@
+"""Comparing methods: ranks, rank correlations, overlap of kept sets, one unit across methods.
+
+Owns the numbers the dashboard's Compare page and head-details panel show:
+
+- :func:`normalized_ranks`: scores -> ranks in [0, 1] (0 = least important), so heatmaps of
+  different methods share one colour scale;
+- :func:`rank_correlations`: Spearman and Kendall (``scipy.stats``) between every pair of score maps;
+- :func:`jaccard_matrix`: Jaccard overlap of the kept sets at one sparsity;
+- :func:`unit_scores`: one unit's score and rank under every method (cheap methods computed,
+  expensive ones read from the store only);
+- :func:`score_summary`: range and quantiles of a score map (for threshold sliders).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from analysis.errors import ParamError
+from analysis.methods import all_methods
+from analysis.methods.base import Progress, no_progress
+from analysis.pruning import select
+
+
+def normalized_ranks(scores) -> np.ndarray:
+    """Ranks of all units of a map scaled to [0, 1] (ties averaged); same shape as ``scores``."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size == 0:
+        raise ParamError("no scores to rank")
+    if s.size == 1:
+        return np.zeros(s.shape)
+    r = stats.rankdata(s.reshape(-1), method="average") - 1.0
+    return (r / (s.size - 1)).reshape(s.shape)
+
+
+def _check_same_shape(scores: dict[str, np.ndarray]) -> list[str]:
+    names = list(scores)
+    if not names:
+        raise ParamError("choose at least one method to compare")
+    shapes = {np.asarray(scores[n]).shape for n in names}
+    if len(shapes) != 1:
+        raise ParamError(f"score maps have different shapes {sorted(shapes)} (compare one unit at a time)")
+    return names
+
+
+@dataclass
+class RankCorrelations:
+    methods: list[str]
+    spearman: np.ndarray  # (m, m); NaN where a map is constant
+    kendall: np.ndarray
+
+    def as_dict(self) -> dict:
+        clean = lambda a: [[None if np.isnan(v) else float(v) for v in row] for row in a]
+        return {"methods": self.methods, "spearman": clean(self.spearman), "kendall": clean(self.kendall)}
+
+
+def rank_correlations(scores: dict[str, np.ndarray]) -> RankCorrelations:
+    """Spearman's rho and Kendall's tau (tau-b) between every pair of flattened score maps."""
+    names = _check_same_shape(scores)
+    flat = [np.asarray(scores[n], dtype=np.float64).reshape(-1) for n in names]
+    m = len(names)
+    rho = np.eye(m)
+    tau = np.eye(m)
+    for i in range(m):
+        for j in range(i + 1, m):
+            if np.ptp(flat[i]) == 0 or np.ptp(flat[j]) == 0:
+                rho[i, j] = rho[j, i] = tau[i, j] = tau[j, i] = np.nan
+                continue
+            rho[i, j] = rho[j, i] = float(stats.spearmanr(flat[i], flat[j]).statistic)
+            tau[i, j] = tau[j, i] = float(stats.kendalltau(flat[i], flat[j]).statistic)
+    return RankCorrelations(names, rho, tau)
+
+
+def jaccard(mask_a, mask_b) -> float:
+    """|kept in both| / |kept in either| of two 0/1 keep-masks (1.0 when both keep nothing)."""
+    a = np.asarray(mask_a).astype(bool)
+    b = np.asarray(mask_b).astype(bool)
+    if a.shape != b.shape:
+        raise ParamError(f"masks have different shapes {a.shape} and {b.shape}")
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def kept_masks(scores: dict[str, np.ndarray], sparsity: float, scope: str = "global") -> dict[str, np.ndarray]:
+    return {n: select(s, sparsity=sparsity, scope=scope) for n, s in scores.items()}
+
+
+def jaccard_matrix(scores: dict[str, np.ndarray], sparsity: float, scope: str = "global") -> np.ndarray:
+    """Pairwise Jaccard overlap of the sets each method keeps at ``sparsity``."""
+    names = _check_same_shape(scores)
+    masks = kept_masks(scores, sparsity, scope)
+    m = len(names)
+    out = np.ones((m, m))
+    for i in range(m):
+        for j in range(i + 1, m):
+            out[i, j] = out[j, i] = jaccard(masks[names[i]], masks[names[j]])
+    return out
+
+
+def score_summary(scores) -> dict:
+    """Min, max and quartiles of a score map (threshold sliders and captions)."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    q = np.quantile(s, [0.0, 0.25, 0.5, 0.75, 1.0])
+    return {"min": float(q[0]), "q1": float(q[1]), "median": float(q[2]), "q3": float(q[3]),
+            "max": float(q[4]), "n": int(s.size)}
+
+
+def unit_scores(session, unit: str, index: tuple[int, ...], compute_cheap: bool = True,
+                progress: Progress = no_progress) -> list[dict]:
+    """One unit's score under every registered method that scores ``unit`` (default parameters).
+
+    Each row: method, title, score, rank (1 = most important), of (units), source
+    (``store``, ``computed`` or ``missing`` for an expensive method not in the store).
+    """
+    from analysis.operations import compute_scores
+
+    rows = []
+    methods = [m for m in all_methods().values() if unit in m.units]
+    for k, method in enumerate(methods):
+        params = method.validate(None)
+        key = session.key("scores", method.name, unit, params)
+        hit = session.store.get(key)
+        if hit is not None:
+            scores, source = np.asarray(hit["scores"], dtype=np.float64), "store"
+        elif compute_cheap and not method.expensive:
+            scores = compute_scores(session, method.name, unit, params).scores
+            source = "computed"
+        else:
+            rows.append({"method": method.name, "title": method.title, "score": None, "rank": None,
+                         "of": None, "source": "missing"})
+            continue
+        value = float(scores[index])
+        rank = int(np.sum(scores.reshape(-1) > value)) + 1
+        rows.append({"method": method.name, "title": method.title, "score": value, "rank": rank,
+                     "of": int(scores.size), "source": source})
+        progress((k + 1) / len(methods), method.name)
+    return rows

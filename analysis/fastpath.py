@@ -1,0 +1,436 @@
+"""The fast masked forward pass behind :class:`analysis.evaluate.Evaluator`.
+
+Owns a functional re-implementation of the BERT-layout encoder that computes what the hook-gated
+model computes (to float rounding, ~1e-6), but cheaper:
+
+- **pruned matmuls**: a mask is applied by slicing the weights (fused Q/K/V rows of the kept
+  heads, attention-output columns, FFN rows/columns of the kept neurons); float gate values scale
+  the output weights; a block gated to 0 is skipped entirely;
+- **[CLS]-only last layer**: the classifier only reads position 0, so the last layer computes the
+  query, the attention, the output projection and the FFN for [CLS] alone, with the key and value
+  projections folded into the query (``q·(W_k x + b_k) = (W_kᵀ q)·x + const`` and
+  ``Σ p (W_v x + b_v) = W_v (Σ p x) + b_v``): the last layer costs a few percent of a full one;
+- **layer-prefix cache**: the input of layer ``L`` depends only on the mask rows of layers
+  ``< L``; inputs (and, where computed, the all-heads attention context) are kept in a
+  byte-budgeted LRU keyed by a hash of those rows, so a mask that first differs from a cached one
+  at layer ``L`` recomputes from ``L`` only (slider moves, leave-one-out ablation, curves).
+
+Only what the classifier needs is computed; the reference path (HF forward under
+:func:`analysis.gates.gated`) stays the definition, and :class:`FastEncoder` checks itself against
+it on first use (see ``Evaluator``). Unsupported models (non-absolute position embeddings,
+decoders, unknown heads) are reported by :func:`unsupported_reason` and use the reference path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from analysis.gates import Masks
+from analysis.models import encoder_layers
+
+DEFAULT_CACHE_MB = int(os.environ.get("PRUNELENS_LAYER_CACHE_MB", "640"))
+
+
+def unsupported_reason(model: nn.Module) -> str | None:
+    """Why the fast path cannot run ``model`` (None when it can)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return "no config"
+    if getattr(config, "is_decoder", False):
+        return "decoder models are not supported by the fast path"
+    if getattr(config, "position_embedding_type", "absolute") not in (None, "absolute"):
+        return "relative position embeddings"
+    base = getattr(model, "base_model", None)
+    if base is None or not hasattr(base, "embeddings") or not hasattr(model, "classifier"):
+        return "no embeddings/classifier"
+    try:
+        layers = encoder_layers(model)
+    except Exception:  # noqa: BLE001 - any layout problem means: use the reference path
+        return "no encoder layers"
+    for layer in layers:
+        attn = getattr(getattr(layer, "attention", None), "self", None)
+        if attn is None or not all(hasattr(attn, n) for n in ("query", "key", "value")):
+            return "attention layout"
+        if getattr(layer, "crossattention", None) is not None:
+            return "cross-attention"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# mask rows and prefix keys
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """The gate values of one layer (``None`` = all ones)."""
+
+    head: np.ndarray | None
+    attention: float
+    ffn: float
+    neuron: np.ndarray | None
+
+    def key(self) -> bytes:
+        parts = [b"h", b"" if self.head is None else self.head.tobytes(),
+                 b"a", np.float32(self.attention).tobytes(), b"f", np.float32(self.ffn).tobytes(),
+                 b"n", b"" if self.neuron is None else self.neuron.tobytes()]
+        return b"|".join(parts)
+
+
+def _np(value) -> np.ndarray | None:
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=np.float32)
+
+
+def mask_rows(masks: Masks | None, layers: int) -> list[LayerRow]:
+    """Per-layer gate rows; rows that are all ones become ``None`` so equal masks share keys."""
+    masks = masks or Masks()
+    head, neuron = _np(masks.head), _np(masks.neuron)
+    attention, ffn = _np(masks.attention), _np(masks.ffn)
+    for name, value, dims in (("head", head, 2), ("attention", attention, 1), ("ffn", ffn, 1),
+                              ("neuron", neuron, 2)):
+        if value is not None and (value.ndim != dims or value.shape[0] != layers):
+            raise ValueError(f"{name} mask has shape {tuple(value.shape)}; expected {layers} layers")
+    rows = []
+    for i in range(layers):
+        h = None if head is None or np.all(head[i] == 1) else np.ascontiguousarray(head[i])
+        n = None if neuron is None or np.all(neuron[i] == 1) else np.ascontiguousarray(neuron[i])
+        rows.append(LayerRow(h, 1.0 if attention is None else float(attention[i]),
+                             1.0 if ffn is None else float(ffn[i]), n))
+    return rows
+
+
+def prefix_keys(rows: list[LayerRow]) -> list[bytes]:
+    """``keys[L]`` identifies the input of layer ``L`` (it depends on rows ``< L`` only)."""
+    h = hashlib.blake2b(digest_size=16)
+    keys = [h.digest()]
+    for row in rows:
+        h.update(row.key())
+        keys.append(h.copy().digest())
+    return keys
+
+
+# ---------------------------------------------------------------------------------------------
+# the byte-budgeted LRU of layer inputs
+
+
+@dataclass
+class PrefixEntry:
+    states: list[torch.Tensor]  # input of the layer, one tensor per batch
+    context: list[torch.Tensor] | None = None  # all-heads attention context at that layer
+
+    @property
+    def nbytes(self) -> int:
+        total = sum(t.numel() * t.element_size() for t in self.states)
+        if self.context is not None:
+            total += sum(t.numel() * t.element_size() for t in self.context)
+        return total
+
+
+class PrefixCache:
+    """LRU of :class:`PrefixEntry` keyed by (layer, prefix key), capped at ``budget_bytes``."""
+
+    def __init__(self, budget_bytes: int):
+        self.budget = budget_bytes
+        self.entries: OrderedDict[tuple[int, bytes], PrefixEntry] = OrderedDict()
+        self.pinned: set[tuple[int, bytes]] = set()  # the unpruned model's layer inputs
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, layer: int, key: bytes) -> PrefixEntry | None:
+        entry = self.entries.get((layer, key))
+        if entry is not None:
+            self.entries.move_to_end((layer, key))
+        return entry
+
+    def put(self, layer: int, key: bytes, entry: PrefixEntry, pin: bool = False) -> None:
+        """Insert, then evict least recently used unpinned entries down to the budget."""
+        old = self.entries.pop((layer, key), None)
+        if old is not None:
+            self.bytes -= old.nbytes
+        size = entry.nbytes
+        if size > self.budget - self._pinned_bytes():
+            self.pinned.discard((layer, key))
+            return
+        self.entries[(layer, key)] = entry
+        self.bytes += size
+        if pin:
+            self.pinned.add((layer, key))
+        for name in [k for k in self.entries if k not in self.pinned]:
+            if self.bytes <= self.budget:
+                break
+            self.bytes -= self.entries.pop(name).nbytes
+
+    def _pinned_bytes(self) -> int:
+        return sum(self.entries[k].nbytes for k in self.pinned if k in self.entries)
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.pinned.clear()
+        self.bytes = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# per-layer weights and plans
+
+
+@dataclass
+class LayerPlan:
+    """Sliced, gate-scaled weights of one layer for one mask row."""
+
+    heads: torch.Tensor  # kept head ids
+    qkv_w: torch.Tensor | None  # (3 * kept * d, H): Q rows, K rows, V rows of the kept heads
+    qkv_b: torch.Tensor | None
+    o_w: torch.Tensor | None  # (H, kept * d), scaled by head and block gates
+    o_b: torch.Tensor  # scaled by the block gate
+    i_w: torch.Tensor | None  # (kept neurons, H)
+    i_b: torch.Tensor | None
+    f_w: torch.Tensor | None  # (H, kept neurons), scaled by neuron and block gates
+    f_b: torch.Tensor
+    all_heads: bool
+
+    @property
+    def attention_active(self) -> bool:
+        return self.qkv_w is not None
+
+    @property
+    def ffn_active(self) -> bool:
+        return self.i_w is not None
+
+
+class _Layer:
+    """Read-only views of one encoder layer's parameters (fused Q/K/V is a one-time copy)."""
+
+    def __init__(self, layer: nn.Module, heads: int):
+        attn = layer.attention.self
+        self.heads = heads
+        self.size = attn.query.out_features // heads
+        self.scale = float(getattr(attn, "scaling", self.size ** -0.5))
+        self.qkv_w = torch.cat([attn.query.weight, attn.key.weight, attn.value.weight]).detach()
+        self.qkv_b = torch.cat([attn.query.bias, attn.key.bias, attn.value.bias]).detach()
+        self.o_w = layer.attention.output.dense.weight.detach()
+        self.o_b = layer.attention.output.dense.bias.detach()
+        self.ln1 = layer.attention.output.LayerNorm
+        self.i_w = layer.intermediate.dense.weight.detach()
+        self.i_b = layer.intermediate.dense.bias.detach()
+        self.act = layer.intermediate.intermediate_act_fn
+        self.f_w = layer.output.dense.weight.detach()
+        self.f_b = layer.output.dense.bias.detach()
+        self.ln2 = layer.output.LayerNorm
+
+    def plan(self, row: LayerRow) -> LayerPlan:
+        d, width = self.size, self.heads * self.size
+        head = np.ones(self.heads, np.float32) if row.head is None else row.head
+        kept = np.flatnonzero(head != 0)
+        g_a = row.attention
+        o_b = self.o_b * g_a if g_a != 1 else self.o_b
+        qkv_w = qkv_b = o_w = None
+        if len(kept) and g_a != 0:
+            if len(kept) == self.heads:
+                qkv_w, qkv_b = self.qkv_w, self.qkv_b
+                o_w = self.o_w
+            else:
+                cols = torch.as_tensor((kept[:, None] * d + np.arange(d)).reshape(-1))
+                rows = torch.cat([cols, cols + width, cols + 2 * width])
+                qkv_w, qkv_b = self.qkv_w[rows], self.qkv_b[rows]
+                o_w = self.o_w[:, cols]
+            scale = np.repeat(head[kept], d) * g_a
+            if np.any(scale != 1):
+                o_w = o_w * torch.as_tensor(scale, dtype=o_w.dtype)
+        neuron = row.neuron
+        g_f = row.ffn
+        f_b = self.f_b * g_f if g_f != 1 else self.f_b
+        i_w = i_b = f_w = None
+        keep_n = None if neuron is None else np.flatnonzero(neuron != 0)
+        if g_f != 0 and (keep_n is None or len(keep_n)):
+            if keep_n is None:
+                i_w, i_b, f_w = self.i_w, self.i_b, self.f_w
+                scale_n = None
+            else:
+                idx = torch.as_tensor(keep_n)
+                i_w, i_b, f_w = self.i_w[idx], self.i_b[idx], self.f_w[:, idx]
+                scale_n = neuron[keep_n]
+            scale = np.ones(1, np.float32) * g_f if scale_n is None else scale_n * g_f
+            if np.any(scale != 1):
+                f_w = f_w * torch.as_tensor(np.broadcast_to(scale, (f_w.shape[1],)).copy(),
+                                            dtype=f_w.dtype)
+        return LayerPlan(torch.as_tensor(kept), qkv_w, qkv_b, o_w, o_b, i_w, i_b, f_w, f_b,
+                         all_heads=len(kept) == self.heads)
+
+    # -- full layer ---------------------------------------------------------------------------
+
+    def context(self, x: torch.Tensor, attend: torch.Tensor, qkv_w, qkv_b, heads: int) -> torch.Tensor:
+        """Attention context (B, T, heads * d) of the heads whose fused rows are given."""
+        b, t, _ = x.shape
+        qkv = F.linear(x, qkv_w, qkv_b).view(b, t, 3, heads, self.size).permute(2, 0, 3, 1, 4)
+        ctx = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attend,
+                                             scale=self.scale)
+        return ctx.transpose(1, 2).reshape(b, t, heads * self.size)
+
+    def full_context(self, x: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
+        return self.context(x, attend, self.qkv_w, self.qkv_b, self.heads)
+
+    def forward(self, x: torch.Tensor, attend: torch.Tensor, plan: LayerPlan,
+                full_context: torch.Tensor | None = None) -> torch.Tensor:
+        if plan.attention_active:
+            if full_context is not None:
+                ctx = full_context if plan.all_heads else full_context.view(
+                    *full_context.shape[:2], self.heads, self.size)[:, :, plan.heads].flatten(2)
+            else:
+                ctx = self.context(x, attend, plan.qkv_w, plan.qkv_b, len(plan.heads))
+            a = self.ln1(F.linear(ctx, plan.o_w, plan.o_b) + x)
+        else:
+            a = self.ln1(x + plan.o_b)
+        if plan.ffn_active:
+            return self.ln2(F.linear(self.act(F.linear(a, plan.i_w, plan.i_b)), plan.f_w, plan.f_b) + a)
+        return self.ln2(a + plan.f_b)
+
+    # -- [CLS]-only last layer ----------------------------------------------------------------
+
+    def forward_cls(self, x: torch.Tensor, keep: torch.Tensor, plan: LayerPlan) -> torch.Tensor:
+        """Output of this layer at position 0 only, (B, H); ``keep`` is (B, T) bool."""
+        cls = x[:, 0]
+        if plan.attention_active:
+            k, d = len(plan.heads), self.size
+            hidden = x.shape[-1]
+            w = plan.qkv_w.view(3, k, d, hidden)
+            bias = plan.qkv_b.view(3, k, d)
+            q = (F.linear(cls, plan.qkv_w[: k * d], plan.qkv_b[: k * d]).view(-1, k, d)) * self.scale
+            u = torch.einsum("bhd,hdc->bhc", q, w[1])  # folded key projection (B, k, H)
+            scores = torch.bmm(u, x.transpose(1, 2))  # (B, k, T); the q·b_k term cancels
+            scores = scores.masked_fill(~keep[:, None, :], float("-inf"))
+            z = torch.bmm(torch.softmax(scores, dim=-1), x)  # (B, k, H)
+            ctx = torch.einsum("bhc,hdc->bhd", z, w[2]) + bias[2]
+            a = self.ln1(F.linear(ctx.reshape(len(cls), k * d), plan.o_w, plan.o_b) + cls)
+        else:
+            a = self.ln1(cls + plan.o_b)
+        if plan.ffn_active:
+            return self.ln2(F.linear(self.act(F.linear(a, plan.i_w, plan.i_b)), plan.f_w, plan.f_b) + a)
+        return self.ln2(a + plan.f_b)
+
+
+class FastEncoder:
+    """Masked forward of a BERT-layout classifier: embeddings → layers → [CLS] → head.
+
+    Holds a :class:`PrefixCache` per batch list (see :meth:`logits`). Never changes the model.
+    """
+
+    def __init__(self, model: nn.Module, cache_bytes: int = DEFAULT_CACHE_MB << 20):
+        reason = unsupported_reason(model)
+        if reason:
+            raise ValueError(f"fast path unsupported: {reason}")
+        self.model = model
+        self.base = model.base_model
+        heads = int(model.config.num_attention_heads)
+        self.layers = [_Layer(layer, heads) for layer in encoder_layers(model)]
+        self.cache_bytes = cache_bytes
+        self._plans: dict[tuple[int, bytes], LayerPlan] = {}
+        self.caches: dict[int, tuple[list, PrefixCache]] = {}  # id(batches) -> (batches, cache)
+
+    # -- pieces -------------------------------------------------------------------------------
+
+    def embed(self, batch) -> torch.Tensor:
+        kwargs = {"input_ids": batch.input_ids}
+        if batch.token_type_ids is not None:
+            kwargs["token_type_ids"] = batch.token_type_ids
+        x = self.base.embeddings(**kwargs)
+        project = getattr(self.base, "embeddings_project", None)
+        return project(x) if project is not None else x
+
+    def classify(self, cls: torch.Tensor) -> torch.Tensor:
+        seq = cls[:, None, :]
+        pooler = getattr(self.base, "pooler", None)
+        classifier = self.model.classifier
+        if pooler is not None and isinstance(classifier, nn.Linear):
+            return classifier(pooler(seq))
+        return classifier(seq)
+
+    def plan(self, i: int, row: LayerRow) -> LayerPlan:
+        key = (i, row.key())
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) > 4096:
+                self._plans.clear()
+            plan = self._plans[key] = self.layers[i].plan(row)
+        return plan
+
+    def cache_for(self, batches: list) -> PrefixCache:
+        held = self.caches.get(id(batches))
+        if held is None:  # holding the list keeps its id from being reused
+            held = self.caches[id(batches)] = (batches, PrefixCache(self.cache_bytes))
+        return held[1]
+
+    # -- the forward --------------------------------------------------------------------------
+
+    def logits(self, batches: list, masks: Masks | None = None, use_cache: bool = True) -> list[torch.Tensor]:
+        """Logits per batch under ``masks``; starts from the deepest cached layer input."""
+        n_layers = len(self.layers)
+        rows = mask_rows(masks, n_layers)
+        keys = prefix_keys(rows)
+        plans = [self.plan(i, row) for i, row in enumerate(rows)]
+        cache = self.cache_for(batches) if use_cache else PrefixCache(0)
+        start, entry = 0, None
+        for layer in range(n_layers - 1, 0, -1):
+            entry = cache.get(layer, keys[layer])
+            if entry is not None:
+                start = layer
+                break
+        # the start layer (when it is not the [CLS]-only last layer) computes the all-heads context
+        # once and keeps it: the next mask that first differs there only slices it
+        want_context = use_cache and start < n_layers - 1 and (entry is None or entry.context is None)
+        new_states: dict[int, list[torch.Tensor]] = {i: [] for i in range(start + 1, n_layers)}
+        if start == 0 and entry is None:
+            entry = cache.get(0, keys[0])
+            new_states[0] = [] if entry is None else None
+        new_context: list[torch.Tensor] = []
+        out = []
+        with torch.inference_mode():
+            for b, batch in enumerate(batches):
+                keep = batch.attention_mask.bool()
+                attend = keep[:, None, None, :]
+                if entry is not None:
+                    x = entry.states[b]
+                else:
+                    x = self.embed(batch)
+                    if use_cache:
+                        new_states[0].append(x)
+                for i in range(start, n_layers):
+                    if i > start and use_cache:
+                        new_states[i].append(x)
+                    if i == n_layers - 1:
+                        x = self.layers[i].forward_cls(x, keep, plans[i])
+                        break
+                    full = None
+                    if i == start and entry is not None and entry.context is not None:
+                        full = entry.context[b]
+                    elif i == start and want_context and plans[i].attention_active:
+                        full = self.layers[i].full_context(x, attend)
+                        new_context.append(full)
+                    x = self.layers[i].forward(x, attend, plans[i], full)
+                out.append(self.classify(x))
+        if use_cache:
+            # the unpruned model's layer inputs are pinned: every mask starts from one of them
+            base = prefix_keys([LayerRow(None, 1.0, 1.0, None)] * n_layers)
+            if new_states.get(0):
+                entry = PrefixEntry(new_states.pop(0))
+                cache.put(0, keys[0], entry, pin=True)
+            else:
+                new_states.pop(0, None)
+            if new_context and entry is not None and len(new_context) == len(batches):
+                cache.put(start, keys[start], PrefixEntry(entry.states, new_context),
+                          pin=keys[start] == base[start])
+            for i, states in new_states.items():
+                if states:
+                    cache.put(i, keys[i], PrefixEntry(states), pin=keys[i] == base[i])
+        return out

@@ -1,0 +1,587 @@
+"""``admm``: ADMM semi-structured N:M pattern pruning (Wang, arXiv 2407.08334).
+
+Owns three things:
+
+* **Live scores** (``compute``): the one-shot magnitude N:M projection of the six linear weights
+  of every encoder layer (Q, K, V, attention output, intermediate, output), no ADMM, instant. A
+  unit's score is the share of its squared weight norm that survives the projection,
+  ``||Π(W)_u||² / ||W_u||²`` (a head: its Q/K/V rows and O columns; a neuron: its intermediate
+  row and output column; a block: all of its matrices). Equivalently ``1 − ||W − Π(W)||²/||W||²``,
+  which is the definition ``admm-quant`` reuses for its grid.
+* **Dashboard helpers**: :func:`pattern_of` (a small slice of one matrix's mask) and
+  :func:`accuracy_by_pattern` (accuracy of a *copy* of the model projected to several N:M).
+* **Training mode** (``prunelens train --method admm``): ADMM on a copy of the model.
+  W-step: optimizer steps on ``L(W) + ρ/2·Σ||W − Z + U||²`` (by default in proximal-gradient
+  form: Adam on L, then the penalty's exact proximal step; ``penalty=gradient`` sums the
+  gradients instead); Z-step ``Z = Π_S(W + U)``;
+  ``U ← U + W − Z``; ρ grows by ``rho_growth`` each iteration (U is rescaled by ρ_old/ρ_new, the
+  scaled-dual convention). Then ``W ← Π_S(W)`` and a short masked fine-tune with SR-STE
+  (forward with projected weights, gradients to the dense weights plus ``λ·(W − Π_S(W))``, which
+  for N:M is ``λ·(1 − mask)⊙W``); the final weights are projected once more, so they satisfy the
+  pattern exactly. The shared model is never touched.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from analysis.data import TextData, load_data, tokenize_batches
+from analysis.errors import ParamError
+from analysis.methods.base import SEED, Method, Param, Progress, no_progress
+from analysis.models import LoadedModel, encoder_layers
+from analysis.patterns import (
+    check_bits,
+    check_nm,
+    distinct_per_row,
+    exactly_n_fraction,
+    kbit_scale,
+    nm_mask,
+    project_kbit,
+    project_nm,
+)
+from analysis.training import Trainer
+
+MATRICES = ("query", "key", "value", "attention_output", "intermediate", "output")
+DEFAULT_PATTERNS = ((1, 4), (2, 4), (3, 4), (2, 8), (4, 8))
+
+
+# ---------------------------------------------------------------------------------------------
+# projections and the weights they apply to
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Π_S for one constraint set; ``label`` names it in reports."""
+
+    label: str
+    baseline: str  # what the one-shot projection is called in reports
+
+    def __call__(self, weight: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def check(self, model: nn.Module) -> None:
+        """Raise ParamError if the constraint does not fit the model's matrices."""
+
+    def stats(self, weights: list[torch.Tensor]) -> dict:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class NMProjection(Projection):
+    n: int = 2
+    m: int = 4
+
+    def __call__(self, weight):
+        return project_nm(weight, self.n, self.m)
+
+    def check(self, model):
+        for _, name, linear in constrained_linears(model)[:len(MATRICES)]:
+            check_nm(self.n, self.m, linear.in_features, f"the {name} matrix")
+
+    def stats(self, weights):
+        blocks = sum(w.numel() // self.m for w in weights)
+        exact = sum(exactly_n_fraction(w, self.n, self.m) * (w.numel() // self.m) for w in weights)
+        zeros = sum(int((w == 0).sum()) for w in weights)
+        return {"pattern": self.label, "exactly_n_fraction": exact / blocks,
+                "sparsity": zeros / sum(w.numel() for w in weights)}
+
+
+@dataclass(frozen=True)
+class KBitProjection(Projection):
+    bits: int = 4
+
+    def __call__(self, weight):
+        return project_kbit(weight, self.bits)
+
+    def stats(self, weights):
+        on_grid = total = 0
+        most = 0
+        for w in weights:
+            scale = kbit_scale(w, self.bits)
+            steps = w.detach() / scale
+            on_grid += int((steps - steps.round()).abs().le(1e-4).sum())
+            total += w.numel()
+            most = max(most, int(distinct_per_row(w).max()))
+        return {"pattern": self.label, "on_grid_fraction": on_grid / total,
+                "max_distinct_per_row": most, "grid_size": 2**self.bits - 1}
+
+
+def nm_projection(n: int, m: int) -> NMProjection:
+    check_nm(n, m)
+    return NMProjection(label=f"{n}:{m}", baseline=f"one-shot magnitude {n}:{m}", n=n, m=m)
+
+
+def kbit_projection(bits: int) -> KBitProjection:
+    check_bits(bits)
+    return KBitProjection(label=f"{bits}-bit", baseline=f"plain {bits}-bit rounding", bits=bits)
+
+
+def layer_linears(layer: nn.Module) -> dict[str, nn.Linear]:
+    """The six constrained linear modules of one encoder layer, by :data:`MATRICES` name."""
+    attn = layer.attention
+    return {"query": attn.self.query, "key": attn.self.key, "value": attn.self.value,
+            "attention_output": attn.output.dense, "intermediate": layer.intermediate.dense,
+            "output": layer.output.dense}
+
+
+def constrained_linears(model: nn.Module) -> list[tuple[int, str, nn.Linear]]:
+    return [(i, name, lin) for i, layer in enumerate(encoder_layers(model))
+            for name, lin in layer_linears(layer).items()]
+
+
+@torch.no_grad()
+def apply_projection(model: nn.Module, project: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Replace every constrained weight of ``model`` (a copy!) by its projection, in place."""
+    for _, _, linear in constrained_linears(model):
+        linear.weight.copy_(project(linear.weight))
+
+
+# ---------------------------------------------------------------------------------------------
+# live scores
+
+
+def _energy(t: torch.Tensor, dim: int) -> torch.Tensor:
+    return (t.detach().double() ** 2).sum(dim)
+
+
+def unit_shares(model: nn.Module, inventory, unit: str,
+                project: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
+    """Per unit, ``1 − ||W − Π(W)||² / ||W||²`` over the weights the unit owns (for N:M this is
+    the share of squared norm that survives). Shaped ``inventory.unit_shape(unit)``."""
+    rows = []
+    for layer in encoder_layers(model):
+        lin = layer_linears(layer)
+        full, lost = {}, {}
+        for name, module in lin.items():
+            w = module.weight.detach()
+            full[name], lost[name] = w, w - project(w)
+        if unit in ("head", "neuron"):
+            in_rows, in_cols = (("query", "key", "value"), ("attention_output",)) if unit == "head" \
+                else (("intermediate",), ("output",))
+            parts = []
+            for src in (full, lost):
+                e = sum(_energy(src[k], 1) for k in in_rows) + sum(_energy(src[k], 0) for k in in_cols)
+                parts.append(e.reshape(inventory.heads, inventory.head_size).sum(1) if unit == "head" else e)
+            e_full, e_lost = parts
+        else:
+            names = MATRICES[:4] if unit == "attention" else MATRICES[4:]
+            e_full = sum(_energy(full[k], (0, 1)) for k in names)
+            e_lost = sum(_energy(lost[k], (0, 1)) for k in names)
+        share = 1.0 - e_lost / torch.where(e_full > 0, e_full, torch.ones_like(e_full))
+        rows.append(share.numpy() if unit in ("head", "neuron") else float(share))
+    return np.asarray(rows, dtype=np.float64)
+
+
+class Admm(Method):
+    def projection(self, params: dict) -> Projection:
+        return nm_projection(params["n"], params["m"])
+
+    def compute(self, ctx, unit, params):
+        projection = self.projection(params)
+        projection.check(ctx.loaded.model)
+        ctx.progress(0.0, f"{projection.label} projection")
+        scores = unit_shares(ctx.loaded.model, ctx.loaded.inventory, unit, projection)
+        ctx.progress(1.0, f"{projection.label} projection")
+        return scores
+
+
+# ---------------------------------------------------------------------------------------------
+# dashboard helpers
+
+
+@dataclass
+class PatternSlice:
+    """A window of one matrix: its weights and the N:M keep-mask (1 = kept)."""
+
+    layer: int
+    matrix: str
+    n: int
+    m: int
+    row_start: int
+    col_start: int
+    weights: np.ndarray
+    mask: np.ndarray
+
+    def as_dict(self) -> dict:
+        return {"layer": self.layer, "matrix": self.matrix, "n": self.n, "m": self.m,
+                "row_start": self.row_start, "col_start": self.col_start,
+                "weights": self.weights.tolist(), "mask": self.mask.tolist()}
+
+
+def _window(spec: int | tuple[int, int], size: int, what: str) -> tuple[int, int]:
+    start, stop = (0, spec) if isinstance(spec, int) else (int(spec[0]), int(spec[1]))
+    if not 0 <= start < stop:
+        raise ParamError(f"{what} window must be a positive count or (start, stop), got {spec!r}")
+    return start, min(stop, size)
+
+
+def pattern_of(loaded: LoadedModel, layer: int, matrix: str, n: int = 2, m: int = 4,
+               rows: int | tuple[int, int] = 16, cols: int | tuple[int, int] = 32) -> PatternSlice:
+    """The N:M mask of a window of one constrained matrix (``rows``/``cols``: a count from the
+    top-left corner, or ``(start, stop)``). The column window is widened to whole blocks."""
+    if matrix not in MATRICES:
+        raise ParamError(f"unknown matrix '{matrix}' (choose one of: {', '.join(MATRICES)})")
+    layers = loaded.layers()
+    if not 0 <= layer < len(layers):
+        raise ParamError(f"layer {layer} does not exist (the model has layers 0..{len(layers) - 1})")
+    weight = layer_linears(layers[layer])[matrix].weight.detach()
+    check_nm(n, m, weight.shape[1], f"the {matrix} matrix")
+    r0, r1 = _window(rows, weight.shape[0], "row")
+    c0, c1 = _window(cols, weight.shape[1], "column")
+    c0, c1 = c0 - c0 % m, min(weight.shape[1], c1 + (-c1) % m)
+    window = weight[r0:r1, c0:c1]
+    mask = nm_mask(window, n, m)  # blocks are aligned, so this equals the full matrix's mask
+    return PatternSlice(layer, matrix, n, m, r0, c0, window.float().numpy(),
+                        mask.to(torch.int8).numpy())
+
+
+def accuracy_by_pattern(session, patterns=DEFAULT_PATTERNS, progress: Progress = no_progress,
+                        use_store: bool = True) -> list[dict]:
+    """Accuracy/loss/margin of a copy of the model with every constrained weight projected to
+    each N:M in ``patterns``, beside the dense model (first row, ``n = m``). Cached."""
+    patterns = [(int(n), int(m)) for n, m in patterns]
+    for n, m in patterns:
+        nm_projection(n, m).check(session.loaded.model)
+    key = session.key("pattern-accuracy", "admm", "", {"patterns": patterns})
+    if use_store:
+        hit = session.store.get(key)
+        if hit is not None:
+            return hit["rows"]
+    evaluator = session.evaluator
+    base = evaluator.base
+    rows = [{"pattern": "dense", "n": 1, "m": 1, "sparsity": 0.0, **_metrics(base.as_dict())}]
+    work = copy.deepcopy(session.loaded.model)
+    originals = [lin.weight.detach().clone() for _, _, lin in constrained_linears(work)]
+    for i, (n, m) in enumerate(patterns):
+        progress(i / len(patterns), f"evaluating {n}:{m}")
+        with torch.no_grad():
+            for (_, _, lin), w in zip(constrained_linears(work), originals):
+                lin.weight.copy_(project_nm(w, n, m))
+        comparison = evaluator.compare(model=work)
+        rows.append({"pattern": f"{n}:{m}", "n": n, "m": m, "sparsity": 1 - n / m,
+                     **_metrics(comparison.pruned.as_dict()),
+                     "delta": {k: comparison.delta[k] for k in ("accuracy", "loss", "margin")}})
+    progress(1.0, "done")
+    del work
+    if use_store:
+        session.store.put(key, {"rows": rows})
+    return rows
+
+
+def _metrics(d: dict) -> dict:
+    keys = ("accuracy", "loss", "margin", "accuracy_se", "loss_se", "margin_se", "metric_name",
+            "metric", "n")
+    return {k: d[k] for k in keys if k in d}
+
+
+# ---------------------------------------------------------------------------------------------
+# the ADMM solver (generic over the weights, the loss and the projection)
+
+
+@dataclass
+class AdmmState:
+    """Scaled-form ADMM for ``min L(W) s.t. W ∈ S`` over a list of weight tensors."""
+
+    weights: list[torch.Tensor]
+    project: Callable[[torch.Tensor], torch.Tensor]
+    rho: float
+    z: list[torch.Tensor] = field(default_factory=list)
+    u: list[torch.Tensor] = field(default_factory=list)
+    prox: bool = False
+
+    @classmethod
+    def start(cls, weights, project, rho: float, prox: bool = False) -> AdmmState:
+        with torch.no_grad():
+            z = [project(w.detach()).clone() for w in weights]
+            u = [torch.zeros_like(w) for w in weights]
+        return cls(list(weights), project, float(rho), z, u, prox)
+
+    def penalty(self) -> torch.Tensor:
+        return self.rho / 2 * sum(((w - z + u) ** 2).sum() for w, z, u in zip(self.weights, self.z, self.u))
+
+    def residual(self) -> float:
+        """Primal residual ||W − Z|| over all weights."""
+        with torch.no_grad():
+            return math.sqrt(sum(float(((w - z) ** 2).sum()) for w, z in zip(self.weights, self.z)))
+
+    def w_step(self, loss_fn: Callable[[], torch.Tensor], optimizer, steps: int) -> dict:
+        """``steps`` optimizer steps on L(W) + ρ/2·||W − Z + U||²; mean task loss and penalty.
+
+        ``prox=False``: the optimizer sees the gradient of the sum. ``prox=True`` (proximal
+        gradient): the optimizer steps on L alone, then the penalty's exact proximal step
+        ``W ← (W + ρ(Z − U)) / (1 + ρ)`` follows, so the pull towards Z − U does not depend on
+        Adam's per-coordinate scaling (with lr 1e-4, Adam moves a weight by ~1e-4 per step
+        whatever the penalty, too little to empty the pruned weights in a short budget)."""
+        task_total = penalty_total = 0.0
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            task = loss_fn()
+            penalty = self.penalty()
+            (task if self.prox else task + penalty).backward()
+            optimizer.step()
+            if self.prox:
+                with torch.no_grad():
+                    for w, z, u in zip(self.weights, self.z, self.u):
+                        w.add_(z - u, alpha=self.rho).div_(1 + self.rho)
+            task_total += float(task.detach())
+            penalty_total += float(penalty.detach())
+        return {"loss": task_total / max(1, steps), "penalty": penalty_total / max(1, steps)}
+
+    @torch.no_grad()
+    def zu_step(self) -> float:
+        """Z = Π(W + U); U ← U + W − Z. Returns the dual residual ρ·||Z − Z_old||."""
+        change = 0.0
+        for i, (w, u) in enumerate(zip(self.weights, self.u)):
+            z_new = self.project(w.detach() + u)
+            change += float(((z_new - self.z[i]) ** 2).sum())
+            u.add_(w.detach() - z_new)
+            self.z[i] = z_new
+        return self.rho * math.sqrt(change)
+
+    @torch.no_grad()
+    def grow(self, factor: float) -> None:
+        """ρ ← factor·ρ, rescaling the scaled dual U so the unscaled dual ρU is unchanged."""
+        for u in self.u:
+            u.div_(factor)
+        self.rho *= factor
+
+    def iterate(self, loss_fn, optimizer, steps: int, growth: float = 1.0) -> dict:
+        record = {"rho": self.rho, **self.w_step(loss_fn, optimizer, steps)}
+        record["dual_residual"] = self.zu_step()
+        record["residual"] = self.residual()
+        self.grow(growth)
+        return record
+
+
+# ---------------------------------------------------------------------------------------------
+# SR-STE fine-tuning
+
+
+class _ProjectSTE(torch.autograd.Function):
+    """Forward: Π(W). Backward: the gradient passes straight to W, plus λ·(W − Π(W))."""
+
+    @staticmethod
+    def forward(ctx, weight, projected, decay):
+        ctx.save_for_backward(weight - projected)
+        ctx.decay = decay
+        return projected.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (pruned,) = ctx.saved_tensors
+        return grad + ctx.decay * pruned, None, None
+
+
+class ProjectedWeight(nn.Module):
+    """A parametrization: the module computes with Π(W) while W itself stays dense (SR-STE)."""
+
+    def __init__(self, project: Callable[[torch.Tensor], torch.Tensor], decay: float):
+        super().__init__()
+        self.project = project
+        self.decay = decay
+
+    def forward(self, weight):
+        with torch.no_grad():
+            projected = self.project(weight)
+        return _ProjectSTE.apply(weight, projected, self.decay)
+
+
+# ---------------------------------------------------------------------------------------------
+# the training run
+
+
+def training_data(session) -> TextData:
+    """Rotten Tomatoes' train split for the default data (never the evaluation split), else the
+    session's own data."""
+    if session.data.name == "rotten_tomatoes":
+        data = load_data("default", split="train")
+        session.loaded.check_data(data)
+        return data
+    return session.data
+
+
+def _train_batches(session, data: TextData, count: int, batch_size: int, seed: int):
+    rng = np.random.default_rng(seed)
+    needed = count * batch_size
+    order = np.concatenate([rng.permutation(len(data)) for _ in range(needed // max(1, len(data)) + 1)])
+    rows = order[:needed]
+    sample = TextData(data.name, data.split, [data.texts[i] for i in rows], data.labels[rows],
+                      None if data.text_pairs is None else [data.text_pairs[i] for i in rows],
+                      data.metric)
+    batches, _ = tokenize_batches(session.loaded.tokenizer, sample, batch_size, max_length=64,
+                                  sort_by_length=False)
+    return batches
+
+
+def _trainable(model: nn.Module) -> list[nn.Parameter]:
+    """Everything but the embeddings (the big vocabulary matrix would only cost memory)."""
+    params = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(".embeddings." not in f".{name}")
+        if p.requires_grad:
+            params.append(p)
+    return params
+
+
+def _evaluate(evaluator, model) -> dict:
+    comparison = evaluator.compare(model=model)
+    return {**_metrics(comparison.pruned.as_dict()),
+            "delta": {k: comparison.delta[k] for k in ("accuracy", "loss", "margin")}}
+
+
+TRAIN_PARAMS = (
+    Param("iterations", "int", 6, "ADMM iterations (W-step, Z-step, U-step)", 1, 200),
+    Param("steps", "int", 10, "optimizer steps per W-step", 1, 1000),
+    Param("finetune_steps", "int", 40, "masked SR-STE fine-tune steps after the projection", 0, 5000),
+    Param("batch_size", "int", 16, "training batch size", 1, 256),
+    Param("lr", "float", 1e-4, "Adam learning rate (W-step and fine-tune)", 1e-7, 1e-1, log=True),
+    Param("penalty", "choice", "prox", "how the W-step treats ρ/2·||W − Z + U||²: its exact "
+          "proximal step after each optimizer step on L (prox), or its gradient added to L's",
+          choices=("prox", "gradient")),
+    Param("rho0", "float", 0.02, "initial ADMM penalty ρ", 1e-7, 1e3, log=True),
+    Param("rho_growth", "float", 1.5, "ρ is multiplied by this after every iteration", 1.0, 10.0),
+    Param("decay", "float", 2e-4, "SR-STE decay λ on the pruned weights", 0.0, 1.0),
+    Param("finetune_baseline", "bool", False, "also give the one-shot projection the same SR-STE "
+          "fine-tune (no ADMM), to separate ADMM's gain from the fine-tune's"),
+    SEED,
+)
+
+
+def _loss_fn(model: nn.Module, batches, device: str) -> Callable[[], torch.Tensor]:
+    stream = iter(batches)
+
+    def loss_fn() -> torch.Tensor:
+        batch = next(stream).to(device)
+        logits = model(**batch.model_inputs()).logits
+        return F.cross_entropy(logits, batch.labels.to(logits.device))
+
+    return loss_fn
+
+
+def sr_ste_finetune(model: nn.Module, projection: Projection, loss_fn, steps: int, lr: float,
+                    decay: float, progress: Progress = no_progress) -> list[dict]:
+    """Masked fine-tune of ``model`` (a copy) with SR-STE; ends with the weights projected."""
+    linears = [lin for _, _, lin in constrained_linears(model)]
+    history = []
+    with torch.enable_grad():
+        for lin in linears:
+            parametrize.register_parametrization(lin, "weight", ProjectedWeight(projection, decay))
+        optimizer = torch.optim.Adam(_trainable(model), lr=lr)
+        for step in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn()
+            loss.backward()
+            optimizer.step()
+            history.append({"step": step + 1, "loss": float(loss.detach())})
+            if (step + 1) % 5 == 0 or step + 1 == steps:
+                progress((step + 1) / steps, f"SR-STE fine-tune step {step + 1}/{steps}")
+        for lin in linears:
+            parametrize.remove_parametrizations(lin, "weight", leave_parametrized=True)
+    apply_projection(model, projection)  # idempotent; makes the constraint exact
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return history
+
+
+def run_admm(session, params: dict, progress: Progress, projection: Projection) -> dict:
+    """ADMM + hard projection + SR-STE fine-tune on a copy; evaluates dense, one-shot, ADMM
+    (and, with ``finetune_baseline``, the one-shot projection given the same fine-tune)."""
+    loaded, evaluator = session.loaded, session.evaluator
+    projection.check(loaded.model)
+    torch.manual_seed(params["seed"])
+    data = training_data(session)
+    admm_steps = params["iterations"] * params["steps"]
+    total_steps = admm_steps + params["finetune_steps"]
+    batches = _train_batches(session, data, total_steps, params["batch_size"], params["seed"])
+    sub = lambda a, b: lambda f, msg: progress(a + (b - a) * f, msg)
+
+    progress(0.0, "evaluating the dense model and the one-shot projection")
+    evaluation = {"dense": {**_metrics(evaluator.base.as_dict()),
+                            "delta": {"accuracy": 0.0, "loss": 0.0, "margin": 0.0}}}
+    work = copy.deepcopy(loaded.model)
+    apply_projection(work, projection)
+    evaluation["oneshot"] = _evaluate(evaluator, work)
+    if params["finetune_baseline"]:
+        sr_ste_finetune(work, projection, _loss_fn(work, batches[admm_steps:], session.device),
+                        params["finetune_steps"], params["lr"], params["decay"], sub(0.0, 0.2))
+        evaluation["oneshot_finetuned"] = _evaluate(evaluator, work)
+    del work
+
+    model = copy.deepcopy(loaded.model)
+    model.eval()  # no dropout: runs are deterministic
+    loss_fn = _loss_fn(model, batches, session.device)
+    history = []
+    with torch.enable_grad():
+        trainable = _trainable(model)
+        weights = [lin.weight for _, _, lin in constrained_linears(model)]
+        state = AdmmState.start(weights, projection, params["rho0"], prox=params["penalty"] == "prox")
+        optimizer = torch.optim.Adam(trainable, lr=params["lr"])
+        initial = state.residual()
+        for it in range(params["iterations"]):
+            record = state.iterate(loss_fn, optimizer, params["steps"], params["rho_growth"])
+            history.append({"iteration": it + 1, **record})
+            progress(0.2 + 0.5 * (it + 1) / params["iterations"],
+                     f"ADMM iteration {it + 1}/{params['iterations']}: loss {record['loss']:.3f}, "
+                     f"||W-Z|| {record['residual']:.3g}")
+        del state, optimizer
+    shares = {unit: unit_shares(model, loaded.inventory, unit, projection).tolist()
+              for unit in ("head", "attention", "ffn")}
+    apply_projection(model, projection)
+    evaluation["admm_projected"] = _evaluate(evaluator, model)
+    finetune = sr_ste_finetune(model, projection, loss_fn, params["finetune_steps"], params["lr"],
+                               params["decay"], sub(0.7, 0.95))
+    evaluation["admm"] = _evaluate(evaluator, model)
+    final = [lin.weight.detach() for _, _, lin in constrained_linears(model)]
+    progress(1.0, "done")
+    labels = {"dense": "dense model", "oneshot": projection.baseline,
+              "admm_projected": f"ADMM {projection.label}, projected, before fine-tune",
+              "admm": f"ADMM {projection.label} after SR-STE fine-tune"}
+    if params["finetune_baseline"]:
+        labels["oneshot_finetuned"] = f"{projection.baseline} + the same SR-STE fine-tune"
+    return {
+        "projection": projection.label,
+        "labels": labels,
+        "evaluation": evaluation,
+        "initial_residual": initial,
+        "history": history,
+        "finetune_history": finetune,
+        "scores": shares["head"],
+        "shares": shares,
+        "shares_oneshot": {unit: unit_shares(loaded.model, loaded.inventory, unit, projection).tolist()
+                           for unit in ("head", "attention", "ffn")},
+        "constraint": projection.stats(final),
+        "train": {"data": data.name, "split": data.split, "examples": total_steps * params["batch_size"],
+                  "steps": total_steps},
+    }
+
+
+def _run_nm(session, params, progress=no_progress) -> dict:
+    return run_admm(session, params, progress, nm_projection(params["n"], params["m"]))
+
+
+NM_PARAMS = (
+    Param("n", "int", 2, "N: weights kept in every block of M", 1, 64),
+    Param("m", "int", 4, "M: block length along the input dimension (must divide it)", 1, 64),
+)
+
+METHOD = Admm(
+    name="admm",
+    title="ADMM N:M pattern pruning",
+    summary="Share of each unit's weight norm that survives a one-shot magnitude N:M projection "
+            "(keep N of every M consecutive input weights); training mode runs ADMM + SR-STE.",
+    units=("head", "attention", "ffn", "neuron"),
+    params=NM_PARAMS,
+    paper="Wang, ADMM based semi-structured pattern pruning for transformers (arXiv 2407.08334)",
+    trainer=Trainer(params=NM_PARAMS + TRAIN_PARAMS, run=_run_nm,
+                    summary="ADMM (W-, Z-, U-steps, growing ρ) on a copy, hard N:M projection, "
+                            "SR-STE fine-tune; compares dense, one-shot magnitude and ADMM."),
+)

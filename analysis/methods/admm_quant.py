@@ -1,0 +1,38 @@
+"""``admm-quant``: the ADMM loop of :mod:`analysis.methods.admm` with the Z-step projecting onto
+a per-output-channel symmetric k-bit grid instead of an N:M pattern (Wang, arXiv 2407.08334).
+
+Live scores: per unit, ``1 − ||W − Q(W)||² / ||W||²`` for plain k-bit rounding Q (the share of
+the unit's squared weight norm left intact). Training mode: ADMM + grid projection + a
+straight-through fine-tune, compared with plain rounding of the dense model.
+"""
+
+from __future__ import annotations
+
+from analysis.methods.admm import TRAIN_PARAMS, Admm, Projection, kbit_projection, run_admm
+from analysis.methods.base import Param, no_progress
+from analysis.training import Trainer
+
+QUANT_PARAMS = (Param("bits", "int", 4, "bits per weight (per-output-channel symmetric grid)", 2, 16),)
+
+
+class AdmmQuant(Admm):
+    def projection(self, params: dict) -> Projection:
+        return kbit_projection(params["bits"])
+
+
+def _run_quant(session, params, progress=no_progress) -> dict:
+    return run_admm(session, params, progress, kbit_projection(params["bits"]))
+
+
+METHOD = AdmmQuant(
+    name="admm-quant",
+    title="ADMM k-bit quantization",
+    summary="Share of each unit's squared weight norm left intact by plain per-channel k-bit "
+            "rounding; training mode runs ADMM with a k-bit Z-step and a straight-through fine-tune.",
+    units=("head", "attention", "ffn", "neuron"),
+    params=QUANT_PARAMS,
+    paper="Wang, ADMM based semi-structured pattern pruning for transformers (arXiv 2407.08334)",
+    trainer=Trainer(params=QUANT_PARAMS + TRAIN_PARAMS, run=_run_quant,
+                    summary="ADMM with the Z-step on a k-bit grid, then grid projection and a "
+                            "straight-through fine-tune; compares dense, plain rounding and ADMM."),
+)

@@ -1,0 +1,459 @@
+"""``pins``: pruning with principled importance and self-regularization (Ren & Zhu, ACL Findings
+2023, arXiv 2305.12394).
+
+The importance of a weight θ with gradient g is the gain of keeping it over dropping it,
+S = −θ·g + η·g² (:func:`pins_score`), smoothed over steps as in PLATON (:func:`ema_update`):
+Ī ← β1·Ī + (1−β1)·S, U ← β2·U + (1−β2)·|S − Ī| (with the updated Ī); the final importance is Ī·U.
+Scored weights: Q, K, V, attention-output, intermediate and output dense of every layer.
+
+- Score-only mode (``compute``, live): on a private copy of the model (the shared one is never
+  touched), S is accumulated over ``batches`` seeded random batches of the session's data without
+  any update (eval mode, gradient of the batch-mean cross-entropy), then Ī·U is summed to heads
+  (their Q/K/V rows and O columns), neurons (intermediate row + output column), attention and FFN
+  blocks (all their matrices); by default divided by the largest |score| of the unit (raw Ī·U is
+  ~1e-10; the ranking is unchanged).
+- Training mode (``prunelens train --method pins``, :func:`train_run`): iterative weight-level
+  pruning of those six matrices per layer, globally across them, with a cubic schedule
+  (:func:`cubic_sparsity`) from 0 to the target over a fixed step budget; at every pruning step the
+  lowest Ī·U weights are masked (kept at zero after every optimizer step). Self-regularization adds
+  T²·KL(softened student ‖ softened teacher), the teacher being a frozen copy of the model as it was
+  just before the latest sparsity increase. Runs with and without it, plus a magnitude baseline at
+  the same weight sparsity, each evaluated on the session's evaluation data.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import OrderedDict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from analysis.data import TextData, load_data, tokenize_batches
+from analysis.errors import ParamError
+from analysis.methods.base import SEED, Method, Param, Progress, no_progress
+from analysis.models import Inventory, encoder_layers
+
+MATRICES = ("query", "key", "value", "attention_output", "intermediate", "output")
+
+
+# ---------------------------------------------------------------------------------------------
+# pure pieces
+
+
+def pins_score(theta: torch.Tensor, grad: torch.Tensor, eta: float) -> torch.Tensor:
+    """S = −θ·g + η·g², elementwise."""
+    return -theta * grad + eta * grad * grad
+
+
+def ema_update(ibar: torch.Tensor, unc: torch.Tensor, score: torch.Tensor, beta1: float = 0.85,
+               beta2: float = 0.99) -> tuple[torch.Tensor, torch.Tensor]:
+    """PLATON smoothing: Ī' = β1·Ī + (1−β1)·S, U' = β2·U + (1−β2)·|S − Ī'| (new tensors)."""
+    new_ibar = beta1 * ibar + (1.0 - beta1) * score
+    new_unc = beta2 * unc + (1.0 - beta2) * (score - new_ibar).abs()
+    return new_ibar, new_unc
+
+
+def cubic_sparsity(step: int, total: int, target: float, warmup: int = 0, final: int = 0) -> float:
+    """Cubic schedule: 0 up to ``warmup``, then target·(1 − (1 − frac)³), ``target`` from
+    ``total − final`` on (frac = (step − warmup) / (total − final − warmup))."""
+    end = total - final
+    if end <= warmup:
+        raise ValueError("the schedule needs total - final > warmup")
+    if step <= warmup:
+        return 0.0
+    if step >= end:
+        return float(target)
+    frac = (step - warmup) / (end - warmup)
+    return float(target * (1.0 - (1.0 - frac) ** 3))
+
+
+def self_reg_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                  temperature: float = 2.0) -> torch.Tensor:
+    """T²·KL(softmax(student/T) ‖ softmax(teacher/T)), batch mean."""
+    log_s = F.log_softmax(student_logits / temperature, dim=-1)
+    log_t = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
+    kl = (log_s.exp() * (log_s - log_t)).sum(-1).mean()
+    return temperature**2 * kl
+
+
+def layer_linears(layer: nn.Module) -> list[nn.Linear]:
+    """The six scored/pruned matrices of one layer, in :data:`MATRICES` order."""
+    a = layer.attention
+    return [a.self.query, a.self.key, a.self.value, a.output.dense, layer.intermediate.dense,
+            layer.output.dense]
+
+
+def prunable_weights(model: nn.Module) -> list[list[nn.Parameter]]:
+    return [[lin.weight for lin in layer_linears(layer)] for layer in encoder_layers(model)]
+
+
+def aggregate(weight_scores: list[list[torch.Tensor]], inv: Inventory, unit: str) -> np.ndarray:
+    """Sum per-weight scores to ``unit``: a head its Q/K/V rows and O columns, a neuron its
+    intermediate row and output column, a block all of its matrices."""
+    rows = []
+    for q, k, v, o, inter, out in weight_scores:
+        q, k, v, o, inter, out = (t.detach().double() for t in (q, k, v, o, inter, out))
+        if unit == "head":
+            per_dim = q.sum(1) + k.sum(1) + v.sum(1) + o.sum(0)
+            rows.append(per_dim.reshape(inv.heads, inv.head_size).sum(1).numpy())
+        elif unit == "neuron":
+            rows.append((inter.sum(1) + out.sum(0)).numpy())
+        elif unit == "attention":
+            rows.append(float(q.sum() + k.sum() + v.sum() + o.sum()))
+        elif unit == "ffn":
+            rows.append(float(inter.sum() + out.sum()))
+        else:
+            raise ValueError(f"pins has no aggregation to '{unit}'")
+    return np.asarray(rows)
+
+
+def normalized(scores: np.ndarray) -> np.ndarray:
+    """``scores`` divided by their largest absolute value (unchanged when all are 0)."""
+    peak = float(np.abs(scores).max()) if scores.size else 0.0
+    return scores / peak if peak > 0 else scores
+
+
+class PinsState:
+    """Ī and U for a list-of-lists of weights; ``update`` reads their ``.grad``."""
+
+    def __init__(self, weights: list[list[nn.Parameter]], eta: float, beta1: float, beta2: float):
+        self.weights = weights
+        self.eta, self.beta1, self.beta2 = eta, beta1, beta2
+        self.ibar = [[torch.zeros_like(w, dtype=torch.float32) for w in layer] for layer in weights]
+        self.unc = [[torch.zeros_like(w, dtype=torch.float32) for w in layer] for layer in weights]
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for i, layer in enumerate(self.weights):
+            for j, w in enumerate(layer):
+                grad = w.grad if w.grad is not None else torch.zeros_like(w)
+                s = pins_score(w.detach().float(), grad.float(), self.eta)
+                self.ibar[i][j], self.unc[i][j] = ema_update(self.ibar[i][j], self.unc[i][j], s,
+                                                             self.beta1, self.beta2)
+        self.updates += 1
+
+    def importance(self) -> list[list[torch.Tensor]]:
+        return [[b * u for b, u in zip(bl, ul)] for bl, ul in zip(self.ibar, self.unc)]
+
+
+def shuffled_batches(tokenizer, data: TextData, batch_size: int, count: int, seed: int,
+                     max_length: int = 128, bucket: int = 8):
+    """``count`` batches of seeded random examples (a new permutation each pass over the data).
+
+    Every ``bucket`` consecutive batches' worth of examples are sorted by length into batches whose
+    order is then shuffled: batches stay random but carry little padding."""
+    if len(data) == 0:
+        raise ParamError("pins needs data with at least one example")
+    rng = np.random.default_rng(seed)
+    need = batch_size * count
+    order = np.concatenate([rng.permutation(len(data)) for _ in range(-(-need // len(data)))])[:need]
+    batches = []
+    for start in range(0, need, batch_size * bucket):
+        rows = order[start:start + batch_size * bucket]
+        subset = TextData(name=data.name, split=data.split, texts=[data.texts[i] for i in rows],
+                          labels=np.asarray(data.labels)[rows],
+                          text_pairs=None if data.text_pairs is None else [data.text_pairs[i] for i in rows])
+        chunk, _ = tokenize_batches(tokenizer, subset, batch_size, max_length, sort_by_length=True)
+        batches.extend(chunk[i] for i in rng.permutation(len(chunk)))
+    return batches
+
+
+# ---------------------------------------------------------------------------------------------
+# score-only mode
+
+_SCORE_CACHE: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
+
+
+def score_weights(loaded, data: TextData, params: dict, progress: Progress = no_progress,
+                  device: str = "cpu") -> list[list[torch.Tensor]]:
+    """Ī·U per weight after ``batches`` gradient evaluations on a private copy (no updates)."""
+    model = copy.deepcopy(loaded.model).to(device)
+    model.eval()
+    weights = prunable_weights(model)
+    for layer in weights:
+        for w in layer:
+            w.requires_grad_(True)
+    state = PinsState(weights, params["eta"], params["beta1"], params["beta2"])
+    batches = shuffled_batches(loaded.tokenizer, data, params["batch_size"], params["batches"],
+                               params["seed"])
+    with torch.enable_grad():
+        for i, batch in enumerate(batches):
+            model.zero_grad(set_to_none=True)
+            logits = model(**batch.to(device).model_inputs()).logits
+            F.cross_entropy(logits, batch.labels.to(logits.device)).backward()
+            state.update()
+            progress((i + 1) / len(batches), f"pins scores, batch {i + 1}/{len(batches)}")
+    return state.importance()
+
+
+class Pins(Method):
+    def compute(self, ctx, unit, params):
+        raw = {k: v for k, v in params.items() if k != "normalize"}
+        key = json.dumps([ctx.loaded.fingerprint, ctx.data.fingerprint, raw], sort_keys=True,
+                         default=str)
+        if key not in _SCORE_CACHE:
+            imp = score_weights(ctx.loaded, ctx.data, params, ctx.progress, ctx.device)
+            inv = ctx.loaded.inventory
+            _SCORE_CACHE[key] = {u: aggregate(imp, inv, u) for u in self.units}
+            while len(_SCORE_CACHE) > 4:
+                _SCORE_CACHE.popitem(last=False)
+        scores = _SCORE_CACHE[key][unit].copy()
+        # Ī·U is ~1e-10 in raw units; the ranking is what matters
+        return normalized(scores) if params["normalize"] else scores
+
+
+# ---------------------------------------------------------------------------------------------
+# training mode
+
+
+def _global_mask(importance: list[list[torch.Tensor]], sparsity: float) -> list[list[torch.Tensor]]:
+    """Keep-masks removing exactly round(sparsity · N) weights with the lowest importance, over all
+    matrices together (ties: the earlier weight goes first)."""
+    flat = torch.cat([t.reshape(-1).float() for layer in importance for t in layer])
+    k = round(sparsity * flat.numel())
+    keep = torch.ones(flat.numel(), dtype=torch.bool)
+    if k > 0:
+        kth = torch.kthvalue(flat, k).values  # linear time, unlike a full sort of ~10M scores
+        below = flat < kth
+        tied = torch.nonzero(flat == kth).squeeze(1)
+        keep[below] = False
+        keep[tied[: k - int(below.sum())]] = False
+    masks, start = [], 0
+    for layer in importance:
+        row = []
+        for t in layer:
+            row.append(keep[start:start + t.numel()].reshape(t.shape))
+            start += t.numel()
+        masks.append(row)
+    return masks
+
+
+@torch.no_grad()
+def _apply(weights: list[list[nn.Parameter]], masks: list[list[torch.Tensor]]) -> None:
+    for wl, ml in zip(weights, masks):
+        for w, m in zip(wl, ml):
+            w.mul_(m.to(w.dtype))
+
+
+def mask_sparsity(masks: list[list[torch.Tensor]] | None, model: nn.Module) -> dict:
+    """Realized sparsity of keep-masks over the six matrices of every layer (all kept when
+    ``masks`` is None), per layer × matrix, and the fraction of exact zeros in the weights."""
+    weights = prunable_weights(model)
+    removed = total = zeros = 0
+    per = []
+    for i, layer in enumerate(weights):
+        row = []
+        for j, w in enumerate(layer):
+            r = 0 if masks is None else int((~masks[i][j]).sum())
+            removed, total, zeros = removed + r, total + w.numel(), zeros + int((w == 0).sum())
+            row.append(round(r / w.numel(), 6))
+        per.append(row)
+    return {"weight_sparsity": removed / max(1, total), "pruned_weights": removed,
+            "total_weights": total, "zero_fraction": zeros / max(1, total), "layer_sparsity": per,
+            "layer_sparsity_columns": list(MATRICES)}
+
+
+def prune_train(loaded, batches, params: dict, criterion: str = "pins", self_reg: bool = True,
+                progress: Progress = no_progress, device: str = "cpu") -> dict:
+    """One iterative prune + fine-tune run on a copy of ``loaded.model``; returns the trained
+    model (``"model"``), its importance (``"importance"``) and a JSON-able summary."""
+    torch.manual_seed(params["seed"])
+    student = copy.deepcopy(loaded.model).to(device)
+    embeddings = student.base_model.embeddings
+    for p in student.parameters():
+        p.requires_grad_(True)
+    for p in embeddings.parameters():  # frozen: saves the dense word-embedding update
+        p.requires_grad_(False)
+    weights = prunable_weights(student)
+    teacher = copy.deepcopy(loaded.model).to(device).eval() if self_reg else None
+    state = PinsState(weights, params["eta"], params["beta1"], params["beta2"])
+    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad],
+                                  lr=params["lr"], weight_decay=0.0, foreach=True)
+    steps = len(batches)
+    warmup = round(params["warmup"] * steps)
+    final = round(params["final"] * steps)
+    end = steps - final
+    target, every, temp = params["target_sparsity"], params["prune_every"], params["temperature"]
+    masks = None
+    current = 0.0
+    history: list[dict] = []
+    sums = {"loss": 0.0, "task_loss": 0.0, "self_reg_loss": 0.0, "n": 0}
+    student.train()
+    with torch.enable_grad():
+        for t, batch in enumerate(batches, start=1):
+            inputs = batch.to(device).model_inputs()
+            logits = student(**inputs).logits
+            task = F.cross_entropy(logits, batch.labels.to(logits.device))
+            loss = task
+            sr = torch.zeros(())
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = teacher(**inputs).logits
+                sr = self_reg_loss(logits, teacher_logits, temp)
+                loss = loss + sr
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if criterion == "pins":
+                state.update()
+            optimizer.step()
+            if masks is not None:
+                _apply(weights, masks)
+            sums["loss"] += float(loss.detach())
+            sums["task_loss"] += float(task.detach())
+            sums["self_reg_loss"] += float(sr.detach())
+            sums["n"] += 1
+            if t % every == 0 or t == end:
+                wanted = cubic_sparsity(t, steps, target, warmup, final)
+                if wanted > current:
+                    if teacher is not None:  # the checkpoint at lower sparsity becomes the teacher
+                        teacher.load_state_dict(student.state_dict())
+                    importance = (state.importance() if criterion == "pins"
+                                  else [[w.detach().abs() for w in layer] for layer in weights])
+                    masks = _global_mask(importance, wanted)
+                    _apply(weights, masks)
+                    current = wanted
+            if t % every == 0 or t == steps:
+                n = max(1, sums.pop("n"))
+                history.append({"step": t, "sparsity": round(current, 6),
+                                **{k: round(v / n, 6) for k, v in sums.items()}})
+                sums = {"loss": 0.0, "task_loss": 0.0, "self_reg_loss": 0.0, "n": 0}
+            progress(t / steps, f"step {t}/{steps}, sparsity {current:.2f}, loss {float(loss.detach()):.3f}")
+    student.eval()
+    for p in student.parameters():
+        p.requires_grad_(False)
+    importance = state.importance() if criterion == "pins" else [[w.abs() for w in layer] for layer in weights]
+    return {"model": student, "importance": importance, "masks": masks, "summary": {
+        "criterion": criterion, "self_reg": self_reg, "steps": steps, "target_sparsity": target,
+        **mask_sparsity(masks, student), "history": history}}
+
+
+def oneshot_magnitude(loaded, sparsity: float) -> tuple[nn.Module, list[list[torch.Tensor]]]:
+    """A copy with the lowest-|θ| weights of the six matrices removed globally (no training),
+    and its keep-masks."""
+    model = copy.deepcopy(loaded.model)
+    weights = prunable_weights(model)
+    masks = _global_mask([[w.abs() for w in layer] for layer in weights], sparsity)
+    _apply(weights, masks)
+    return model, masks
+
+
+def _eval(session, model) -> dict:
+    r = session.evaluator.evaluate(model=model)
+    return {"accuracy": r.accuracy, "loss": r.loss, "margin": r.margin, "accuracy_se": r.accuracy_se,
+            "loss_se": r.loss_se, "margin_se": r.margin_se, "metric": r.metric,
+            "metric_name": r.metric_name, "n": r.n}
+
+
+def _check_train_params(params: dict) -> None:
+    if params["warmup"] + params["final"] >= 1.0:
+        raise ParamError("warmup + final must be < 1 (pruning needs steps in between)")
+    steps = params["steps"]
+    if steps - round(params["final"] * steps) <= round(params["warmup"] * steps):
+        raise ParamError(f"steps={steps} leaves no pruning steps between warmup and final")
+
+
+def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
+    """The training mode: PINS with and without self-regularization, and a magnitude baseline."""
+    _check_train_params(params)
+    loaded = session.loaded
+    notes = []
+    if session.data.name == "rotten_tomatoes":
+        train_data = load_data("default", split="train")
+    else:
+        train_data = session.data
+        notes.append("no separate train split: trained on the evaluation data itself")
+    batches = shuffled_batches(loaded.tokenizer, train_data, params["batch_size"], params["steps"],
+                               params["seed"], params["max_length"])
+    plan = [("pins_self_reg", "pins", True)]
+    if params["compare_self_reg"]:
+        plan.append(("pins_no_self_reg", "pins", False))
+    if params["baseline"] == "gradual":
+        plan.append(("magnitude_gradual", "magnitude", False))
+    parts = len(plan) + 1
+    runs, scores = {}, {}
+    for i, (name, criterion, sr) in enumerate(plan):
+        def sub(fraction, message, i=i, name=name):
+            progress((i + fraction * 0.95) / parts, f"{name}: {message}")
+
+        out = prune_train(loaded, batches, params, criterion, sr, sub, session.device)
+        runs[name] = {**out["summary"], "evaluation": _eval(session, out["model"])}
+        if name == "pins_self_reg":
+            scores = {u: normalized(aggregate(out["importance"], loaded.inventory, u)).tolist()
+                      for u in ("head", "attention", "ffn", "neuron")}
+        del out
+    baseline = None
+    if params["baseline"] == "oneshot":
+        progress((parts - 1) / parts, "one-shot magnitude baseline")
+        model, masks = oneshot_magnitude(loaded, params["target_sparsity"])
+        baseline = {"criterion": "magnitude", "training": "none (one-shot, no fine-tuning)",
+                    **mask_sparsity(masks, model), "evaluation": _eval(session, model)}
+    elif params["baseline"] == "gradual":
+        baseline = {**runs.pop("magnitude_gradual"),
+                    "training": "same cubic schedule and fine-tuning budget, no self-regularization"}
+    result = {"base": _eval(session, None), "runs": runs, "baseline": baseline, "scores": scores,
+              "train_data": {**train_data.describe(), "examples_seen": params["steps"] * params["batch_size"]},
+              "notes": notes}
+    if "pins_no_self_reg" in runs:
+        a, b = runs["pins_self_reg"]["evaluation"], runs["pins_no_self_reg"]["evaluation"]
+        result["self_reg_gain"] = {k: a[k] - b[k] for k in ("accuracy", "loss", "margin")}
+    progress(1.0, "done")
+    return result
+
+
+def _trainer():
+    from analysis.training import Trainer
+
+    return Trainer(
+        params=(
+            Param("target_sparsity", "float", 0.8, "final fraction of weights removed in the six "
+                  "matrices of every layer", 0.0, 0.99),
+            Param("steps", "int", 150, "training steps (the whole budget)", 2, 100000),
+            Param("batch_size", "int", 16, "training batch size", 1, 512),
+            Param("lr", "float", 1e-4, "AdamW learning rate (constant)", 1e-7, 1.0, log=True),
+            Param("eta", "float", 1e-4, "η in S = −θ·g + η·g² (the step size; usually = lr)",
+                  0.0, 1.0),
+            Param("beta1", "float", 0.85, "EMA factor of the importance Ī", 0.0, 0.9999),
+            Param("beta2", "float", 0.99, "EMA factor of the uncertainty U", 0.0, 0.9999),
+            Param("prune_every", "int", 10, "steps between pruning steps (and teacher refreshes)", 1, 10000),
+            Param("warmup", "float", 0.1, "fraction of steps before pruning starts", 0.0, 0.95),
+            Param("final", "float", 0.3, "fraction of steps fine-tuned at the target sparsity", 0.0, 0.95),
+            Param("temperature", "float", 2.0, "softening temperature T of self-regularization",
+                  0.1, 100.0),
+            Param("compare_self_reg", "bool", True, "also run without self-regularization"),
+            Param("baseline", "choice", "oneshot", "magnitude baseline at the same weight sparsity: "
+                  "oneshot (no training), gradual (same schedule and budget), or none",
+                  choices=("oneshot", "gradual", "none")),
+            Param("max_length", "int", 128, "tokens per training example", 8, 512),
+            SEED,
+        ),
+        run=train_run,
+        summary="Iterative weight pruning of Q/K/V/O/FFN matrices by smoothed PINS importance with "
+                "a cubic schedule, with and without self-regularization, against magnitude pruning.",
+    )
+
+
+METHOD = Pins(
+    name="pins",
+    title="PINS principled importance",
+    summary="S = −θ·g + η·g² per weight, PLATON-smoothed (Ī·U), summed to heads, neurons and blocks; "
+            "training mode prunes iteratively with self-regularization.",
+    units=("head", "attention", "ffn", "neuron"),
+    params=(
+        Param("batches", "int", 8, "batches the scores are accumulated over (no updates)", 1, 1000),
+        Param("batch_size", "int", 16, "examples per batch", 1, 512),
+        Param("eta", "float", 1e-4, "η in S = −θ·g + η·g² (a learning rate)", 0.0, 1.0),
+        Param("beta1", "float", 0.85, "EMA factor of the importance Ī", 0.0, 0.9999),
+        Param("beta2", "float", 0.99, "EMA factor of the uncertainty U", 0.0, 0.9999),
+        Param("normalize", "bool", True, "divide by the largest |score| (ranking unchanged)"),
+        SEED,
+    ),
+    default_scope="global",
+    default_sparsity=0.5,
+    paper="Ren & Zhu, ACL Findings 2023 (arXiv 2305.12394)",
+    trainer=_trainer(),
+)

@@ -1,0 +1,175 @@
+"""``smp``: head importance in the spirit of Single-Shot Meta-Pruning (Zhang et al., arXiv 2011.03770).
+
+SMP keeps the *distribution of text representations* of the encoder: its loss is the KL divergence
+between the in-batch similarity distributions of sentence vectors of the full and the head-pruned
+encoder (for each sentence i, a softmax over its similarities to the other sentences j ≠ i of the
+batch). The paper learns a pruner network by meta-learning; prunelens estimates the same quantity
+with a randomized design instead:
+
+1. sample ``samples`` random head masks, each head kept independently with probability
+   ``keep_rate`` (independent draws keep the removed-head indicators linearly independent, so
+   scores are comparable across layers);
+2. for each mask, the KL (full ‖ pruned) of the similarity distributions, averaged over
+   ``batches`` seeded batches of the task's sentences; the encoder alone is used
+   (``model.base_model``), so no task head is needed;
+3. a ridge regression (closed form, intercept, penalty ``alpha``) of the KL on the removed-head
+   indicators; a head's importance is its coefficient: the expected KL increase when it is removed.
+
+Sentence vector: the [CLS] vector or the mean over non-padding tokens of the last hidden state
+(declared). Similarity: cosine (divided by ``temperature``) or dot product (divided by
+``sqrt(hidden)`` and ``temperature``). The ``batch_size * batches`` sentences are a seeded random
+sample of the data, grouped into batches by length (little padding, so a mask costs less); the
+full-model vectors are computed once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from analysis.data import TextData, tokenize_batches
+from analysis.errors import ParamError
+from analysis.gates import gated
+from analysis.methods.base import SEED, Context, Method, Param
+
+
+def sentence_vectors(hidden: torch.Tensor, attention_mask: torch.Tensor, kind: str) -> torch.Tensor:
+    """(batch, hidden) sentence vectors from a last hidden state: ``cls`` or ``mean`` (non-padding)."""
+    if kind == "cls":
+        return hidden[:, 0]
+    if kind == "mean":
+        m = attention_mask.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+    raise ValueError(f"unknown sentence vector '{kind}'")
+
+
+def similarity_logits(vecs: torch.Tensor, temperature: float = 0.1,
+                      similarity: str = "cosine") -> torch.Tensor:
+    """Pairwise similarity logits (batch, batch) with the diagonal (self) set to -inf."""
+    vecs = vecs.double()
+    if similarity == "cosine":
+        unit = F.normalize(vecs, dim=-1)
+        sims = unit @ unit.T
+    elif similarity == "dot":
+        sims = vecs @ vecs.T / math.sqrt(vecs.shape[-1])
+    else:
+        raise ValueError(f"unknown similarity '{similarity}'")
+    sims = sims / temperature
+    eye = torch.eye(len(vecs), dtype=torch.bool, device=vecs.device)
+    return sims.masked_fill(eye, float("-inf"))
+
+
+def similarity_kl(full_vecs: torch.Tensor, pruned_vecs: torch.Tensor, temperature: float = 0.1,
+                  similarity: str = "cosine") -> float:
+    """Mean over sentences i of KL(P_i ‖ Q_i), P/Q the softmax over j ≠ i of the full / pruned
+    similarities. 0 for identical vectors; needs at least 2 sentences."""
+    if full_vecs.shape != pruned_vecs.shape or full_vecs.dim() != 2 or len(full_vecs) < 2:
+        raise ValueError("similarity_kl needs two (batch >= 2, hidden) arrays of the same shape")
+    n = len(full_vecs)
+    log_p = F.log_softmax(similarity_logits(full_vecs, temperature, similarity), dim=-1)
+    log_q = F.log_softmax(similarity_logits(pruned_vecs, temperature, similarity), dim=-1)
+    off = ~torch.eye(n, dtype=torch.bool, device=log_p.device)
+    p = log_p.exp()
+    kl = (p * (log_p - log_q)).masked_select(off).reshape(n, n - 1).sum(-1)
+    return float(kl.mean().clamp_min(0.0))
+
+
+def ridge_importance(indicators: np.ndarray, losses: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """Coefficients w of the ridge fit ``losses ≈ b + indicators @ w`` (intercept not penalized),
+    closed form on centred data: w = (XᵀX + αI)⁻¹ Xᵀy."""
+    x = np.asarray(indicators, dtype=np.float64)
+    y = np.asarray(losses, dtype=np.float64)
+    if x.ndim != 2 or y.shape != (x.shape[0],):
+        raise ValueError(f"indicators (samples, features) and losses (samples,) expected, got "
+                         f"{x.shape} and {y.shape}")
+    if alpha < 0:
+        raise ValueError("alpha must be >= 0")
+    xc = x - x.mean(0, keepdims=True)
+    yc = y - y.mean()
+    gram = xc.T @ xc + alpha * np.eye(x.shape[1])
+    return np.linalg.lstsq(gram, xc.T @ yc, rcond=None)[0]
+
+
+def sample_masks(layers: int, heads: int, samples: int, keep_rate: float, seed: int) -> np.ndarray:
+    """(samples, layers, heads) 0/1 keep-masks; each head kept independently with ``keep_rate``."""
+    rng = np.random.default_rng(seed)
+    return (rng.random((samples, layers, heads)) < keep_rate).astype(np.float32)
+
+
+def _sentence_batches(ctx: Context, batch_size: int, batches: int, seed: int):
+    data = ctx.data
+    if len(data) < 2:
+        raise ParamError("smp needs at least 2 sentences in the data")
+    rng = np.random.default_rng(seed)
+    want = min(len(data), batch_size * batches)
+    rows = np.sort(rng.permutation(len(data))[:want])
+    subset = TextData(name=data.name, split=data.split, texts=[data.texts[i] for i in rows],
+                      labels=np.asarray(data.labels)[rows],
+                      text_pairs=None if data.text_pairs is None else [data.text_pairs[i] for i in rows])
+    # length-sorted batches: far less padding (the encoder costs per padded token)
+    out, _ = tokenize_batches(ctx.loaded.tokenizer, subset, batch_size, sort_by_length=True)
+    return [b for b in out if len(b.index) >= 2]
+
+
+def smp_losses(ctx: Context, masks: np.ndarray, params: dict) -> np.ndarray:
+    """The similarity KL of every mask in ``masks`` (samples, layers, heads), batch-averaged."""
+    model = ctx.loaded.model
+    encoder = model.base_model
+    batches = _sentence_batches(ctx, params["batch_size"], params["batches"], params["seed"])
+    kind, temp, sim = params["sentence_vector"], params["temperature"], params["similarity"]
+
+    def vectors(batch):
+        inputs = batch.to(ctx.device).model_inputs()
+        hidden = encoder(**inputs).last_hidden_state
+        return sentence_vectors(hidden, inputs["attention_mask"], kind)
+
+    losses = np.zeros(len(masks))
+    with torch.inference_mode():
+        full = [vectors(b) for b in batches]
+        for m, mask in enumerate(masks):
+            with gated(model, head=torch.as_tensor(mask)):
+                kls = [similarity_kl(f, vectors(b), temp, sim) for f, b in zip(full, batches)]
+            losses[m] = float(np.mean(kls))
+            ctx.progress((m + 1) / len(masks), f"smp mask {m + 1}/{len(masks)}")
+    return losses
+
+
+class SMP(Method):
+    def compute(self, ctx, unit, params):
+        inv = ctx.loaded.inventory
+        masks = sample_masks(inv.layers, inv.heads, params["samples"], params["keep_rate"],
+                             params["seed"])
+        losses = smp_losses(ctx, masks, params)
+        removed = 1.0 - masks.reshape(len(masks), -1)
+        coef = ridge_importance(removed, losses, params["alpha"])
+        return coef.reshape(inv.layers, inv.heads)
+
+
+METHOD = SMP(
+    name="smp",
+    title="Single-shot meta-pruning (representation KL)",
+    summary="Ridge regression, over random head masks, of the KL between the in-batch sentence "
+            "similarity distributions of the full and the pruned encoder; needs no task head.",
+    units=("head",),
+    params=(
+        Param("samples", "int", 64, "number of random head masks M", 8, 5000),
+        Param("keep_rate", "float", 0.5, "probability r that a head is kept in a sampled mask", 0.05, 0.95),
+        Param("batch_size", "int", 32, "sentences per batch (the similarity distribution)", 2, 512),
+        Param("batches", "int", 2, "batches of the task's sentences each mask is evaluated on", 1, 64),
+        Param("sentence_vector", "choice", "mean", "sentence vector: [CLS] or mean of tokens",
+              choices=("cls", "mean")),
+        Param("similarity", "choice", "cosine", "cosine, or dot product / sqrt(hidden)",
+              choices=("cosine", "dot")),
+        Param("temperature", "float", 0.1, "similarities are divided by it before the softmax",
+              1e-3, 100.0, log=True),
+        Param("alpha", "float", 1.0, "ridge penalty of the regression", 0.0, 1e6),
+        SEED,
+    ),
+    expensive=True,
+    default_scope="layer",
+    default_sparsity=0.5,
+    paper="Zhang, Qi, Liu, Chang & Sun, arXiv 2011.03770 (2020)",
+)

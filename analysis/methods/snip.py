@@ -1,0 +1,370 @@
+"""``snip``: spectral-normalized identity prior (Lin et al., EMNLP Findings 2020, arXiv 2010.01791).
+
+Not Lee et al.'s 2019 "SNIP: single-shot network pruning". A residual module computes
+x + F(x); when F(x) is small the module is close to the identity and can be dropped. The
+importance of a module is its *function norm* on data: the mean over non-padding tokens of
+||F(x)||₂, where F is
+
+- for a head: its context vector times its slice of the attention-output weight (its contribution
+  to ``attention.output.dense``, bias excluded);
+- for an attention block: the ``attention.output.dense`` output before the residual add;
+- for an FFN block: the ``output.dense`` output before the residual add.
+
+``relative`` divides each token's norm by ||x||₂ of the module's residual input (the layer input
+for heads and attention, the attention sub-layer output for the FFN) before averaging.
+``spectral_cap`` measures on a spectrally normalized copy (:mod:`analysis.spectral`).
+
+The training mode (``prunelens train --method snip``) fine-tunes a copy with spectral-norm
+reparametrization and the identity-prior penalty λ·Σ(module function norms) for a fixed number of
+steps, then reports the function norms after training next to those without it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from analysis.data import TextData, load_data, tokenize_batches
+from analysis.methods.base import SEED, Method, Param, Progress, no_progress
+from analysis.models import encoder_layers
+from analysis.spectral import (
+    LayerCapture,
+    attach_capture,
+    hooks_removed,
+    layer_matrices,
+    spectral_norms,
+    spectrally_normalized,
+    top_singular,
+)
+from analysis.training import Trainer
+
+UNITS = ("head", "attention", "ffn")
+
+
+@dataclass
+class FunctionNorms:
+    """Mean per-token function norms of every head, attention block and FFN block."""
+
+    head: np.ndarray  # (layers, heads)
+    attention: np.ndarray  # (layers,)
+    ffn: np.ndarray  # (layers,)
+    tokens: int
+    relative: bool
+
+    def unit(self, unit: str) -> np.ndarray:
+        return {"head": self.head, "attention": self.attention, "ffn": self.ffn}[unit]
+
+    def as_dict(self) -> dict:
+        return {"head": self.head.tolist(), "attention": self.attention.tolist(),
+                "ffn": self.ffn.tolist(), "tokens": self.tokens, "relative": self.relative}
+
+
+def head_contributions(context: torch.Tensor, weight: torch.Tensor, heads: int) -> torch.Tensor:
+    """Each head's contribution to the attention-output dense layer, bias excluded.
+
+    ``context``: (tokens, hidden) input of ``attention.output.dense``; ``weight``: its
+    (hidden, hidden) weight. Returns (tokens, heads, hidden): context_h @ W[:, h-slice]ᵀ.
+    """
+    n, width = context.shape
+    size = width // heads
+    return torch.einsum("nhd,ohd->nho", context.reshape(n, heads, size),
+                        weight.reshape(weight.shape[0], heads, size))
+
+
+def head_norms(context: torch.Tensor, weight: torch.Tensor, heads: int) -> torch.Tensor:
+    """(tokens, heads) norms ||context_h @ W[:, h-slice]ᵀ||₂, through each head's Gram matrix
+    G_h = W_hᵀW_h (d × d): ||c W_hᵀ||² = c G_h cᵀ, a twelfth of the work of forming the
+    contributions for MiniLM. Use float64 inputs."""
+    n, width = context.shape
+    size = width // heads
+    w3 = weight.reshape(weight.shape[0], heads, size)
+    gram = torch.einsum("ohd,ohe->hde", w3, w3)
+    c3 = context.reshape(n, heads, size)
+    return torch.einsum("nhd,hde,nhe->nh", c3, gram, c3).clamp_min(0.0).sqrt()
+
+
+def _layer_norms(cap: LayerCapture, out_weight: torch.Tensor, heads: int, keep: torch.Tensor,
+                 relative: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token norms (float64) of heads (tokens, heads), attention (tokens,), FFN (tokens,)."""
+    ctx = cap.context[keep].double()
+    head = head_norms(ctx, out_weight.detach().double(), heads)
+    attention = cap.attention_out[keep].double().norm(dim=-1)
+    ffn = cap.ffn_out[keep].double().norm(dim=-1)
+    if relative:
+        x_attn = cap.layer_input[keep].double().norm(dim=-1).clamp_min(1e-12)
+        x_ffn = cap.ffn_input[keep].double().norm(dim=-1).clamp_min(1e-12)
+        head, attention, ffn = head / x_attn[:, None], attention / x_attn, ffn / x_ffn
+    return head, attention, ffn
+
+
+def function_norms(model: nn.Module, batches, relative: bool = False,
+                   progress: Progress = no_progress) -> FunctionNorms:
+    """Mean over the non-padding tokens of ``batches`` of ||F(x)||₂ (or ||F(x)||/||x||) for every
+    head, attention block and FFN block of ``model``. Hooks are removed on return."""
+    layers = encoder_layers(model)
+    heads = int(model.config.num_attention_heads)
+    head_sum = torch.zeros(len(layers), heads, dtype=torch.float64)
+    attn_sum = torch.zeros(len(layers), dtype=torch.float64)
+    ffn_sum = torch.zeros(len(layers), dtype=torch.float64)
+    tokens = 0
+    captures: list[LayerCapture] = []
+    was_training = model.training
+    device = next(model.parameters()).device
+    model.eval()
+    try:
+        with hooks_removed([]) as handles, torch.inference_mode():
+            attach_capture(model, captures, handles)
+            for b, batch in enumerate(batches):
+                inputs = {k: v.to(device) for k, v in batch.model_inputs().items()}
+                model(**inputs)
+                keep = inputs["attention_mask"].bool()
+                tokens += int(keep.sum())
+                for i, (layer, cap) in enumerate(zip(layers, captures)):
+                    out_weight = layer_matrices(layer)["attention_output"].weight
+                    h, a, f = _layer_norms(cap, out_weight, heads, keep, relative)
+                    head_sum[i] += h.sum(0).cpu()
+                    attn_sum[i] += a.sum().cpu()
+                    ffn_sum[i] += f.sum().cpu()
+                    cap.clear()
+                progress((b + 1) / len(batches), f"function norms, batch {b + 1}/{len(batches)}")
+    finally:
+        model.train(was_training)
+    denom = max(tokens, 1)
+    return FunctionNorms((head_sum / denom).numpy(), (attn_sum / denom).numpy(),
+                         (ffn_sum / denom).numpy(), tokens, relative)
+
+
+# ---------------------------------------------------------------------------------------------
+# the score-only method
+
+
+class Snip(Method):
+    """Function-norm importance; one pass gives heads, attention and FFN blocks (memoized)."""
+
+    def norms(self, ctx, params: dict) -> FunctionNorms:
+        batches = ctx.get_evaluator().batches
+        if params["batches"] > 0:
+            batches = batches[: params["batches"]]
+        cap = params["spectral_cap"]
+        key = (ctx.loaded.fingerprint, ctx.data.fingerprint, len(batches), params["relative"],
+               cap, params["exact_spectral"])
+        memo = getattr(self, "_memo", None)
+        if memo is not None and memo[0] == key:
+            return memo[1]
+        model = ctx.loaded.model
+        if params["exact_spectral"]:
+            ctx.progress(0.0, "exact spectral normalization (W/σ)")
+            model = spectrally_normalized(model, None)
+        elif cap > 0:
+            ctx.progress(0.0, f"spectral normalization capped at c={cap:g}")
+            model = spectrally_normalized(model, cap)
+        result = function_norms(model, batches, params["relative"], ctx.progress)
+        self._memo = (key, result)
+        return result
+
+    def compute(self, ctx, unit, params):
+        return self.norms(ctx, params).unit(unit)
+
+
+# ---------------------------------------------------------------------------------------------
+# training mode: spectral-norm reparametrization + identity-prior penalty
+
+
+class CappedSpectralNorm(nn.Module):
+    """Parametrization W ↦ W / max(1, σ/c) (``c`` None: W / σ), σ estimated by power iteration
+    with persistent vectors (one step per training forward, as ``torch.nn.utils.spectral_norm``),
+    initialised from an accurate block power iteration so step 0 already uses the true σ_max."""
+
+    def __init__(self, weight: torch.Tensor, c: float | None, seed: int = 0, power_iters: int = 1):
+        super().__init__()
+        self.c = c
+        self.power_iters = power_iters
+        _, u, v = top_singular(weight, seed=seed)
+        self.register_buffer("_u", u.to(weight.dtype))
+        self.register_buffer("_v", v.to(weight.dtype))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            with torch.no_grad():
+                u, v = self._u, self._v
+                for _ in range(self.power_iters):
+                    u = F.normalize(weight @ v, dim=0, eps=1e-12)
+                    v = F.normalize(weight.T @ u, dim=0, eps=1e-12)
+                self._u.copy_(u)
+                self._v.copy_(v)
+        sigma = torch.dot(self._u.clone(), weight @ self._v.clone())
+        if self.c is None:
+            return weight / sigma
+        return weight / torch.clamp(sigma / self.c, min=1.0)
+
+
+SN_MODES = ("initial", "cap", "exact", "off")
+
+
+def _register_sn(model: nn.Module, mode: str, cap: float, seed: int) -> None:
+    if mode == "off":
+        return
+    for layer in encoder_layers(model):
+        for linear in layer_matrices(layer).values():
+            if mode == "exact":
+                c = None
+            elif mode == "cap":
+                c = cap
+            else:  # each matrix capped at its own starting σ_max: the model starts unchanged
+                c = top_singular(linear.weight, seed=seed)[0]
+            parametrize.register_parametrization(
+                linear, "weight", CappedSpectralNorm(linear.weight, c, seed))
+
+
+def _remove_sn(model: nn.Module) -> None:
+    for layer in encoder_layers(model):
+        for linear in layer_matrices(layer).values():
+            if parametrize.is_parametrized(linear, "weight"):
+                parametrize.remove_parametrizations(linear, "weight", leave_parametrized=True)
+
+
+def _penalty(captures: list[LayerCapture], keep: torch.Tensor, relative: bool) -> torch.Tensor:
+    """Σ over layers of the attention and FFN function norms (mean over non-padding tokens)."""
+    mask = keep.to(captures[0].attention_out.dtype)
+    count = mask.sum().clamp_min(1.0)
+    total = torch.zeros((), dtype=mask.dtype, device=mask.device)
+    for cap in captures:
+        attn = cap.attention_out.norm(dim=-1)
+        ffn = cap.ffn_out.norm(dim=-1)
+        if relative:
+            attn = attn / cap.layer_input.norm(dim=-1).clamp_min(1e-12)
+            ffn = ffn / cap.ffn_input.norm(dim=-1).clamp_min(1e-12)
+        total = total + ((attn + ffn) * mask).sum() / count
+    return total
+
+
+def training_data(session) -> tuple[TextData, str]:
+    """The default data's train split for Rotten Tomatoes; otherwise the session's own data."""
+    if session.data.name == "rotten_tomatoes":
+        return load_data("default", split="train"), "train split of the default data"
+    return session.data, ("no separate train split is known for this data: trained on the "
+                          "evaluation data itself, so the evaluation is optimistic")
+
+
+def _train_batches(tokenizer, data: TextData, steps: int, batch_size: int, seed: int):
+    rng = np.random.default_rng(seed)
+    need = steps * batch_size
+    rounds = -(-need // len(data))
+    order = np.concatenate([rng.permutation(len(data)) for _ in range(rounds)])[:need]
+    pairs = None if data.text_pairs is None else [data.text_pairs[i] for i in order]
+    pool = TextData(name=data.name, split=data.split, texts=[data.texts[i] for i in order],
+                    labels=np.asarray(data.labels)[order], text_pairs=pairs, metric=data.metric)
+    batches, _ = tokenize_batches(tokenizer, pool, batch_size, sort_by_length=False)
+    return batches
+
+
+def _sigma_rows(model: nn.Module) -> list[dict]:
+    return spectral_norms(model).to_dict(orient="records")
+
+
+def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
+    """Fine-tune a copy with spectral-norm reparametrization and the identity-prior penalty."""
+    loaded = session.loaded
+    data, note = training_data(session)
+    steps, lam, relative = params["steps"], params["penalty"], params["relative"]
+    batches = _train_batches(loaded.tokenizer, data, steps, params["batch_size"], params["seed"])
+    eval_batches = session.evaluator.batches
+    progress(0.0, "function norms before training")
+    before = function_norms(loaded.model, eval_batches, relative)
+    model = copy.deepcopy(loaded.model)
+    device = next(model.parameters()).device
+    history = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(params["seed"])
+        for p in model.parameters():
+            p.requires_grad_(True)
+        _register_sn(model, params["sn"], params["cap"], params["seed"])
+        model.train()
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                      lr=params["lr"], weight_decay=0.0)
+        captures: list[LayerCapture] = []
+        with hooks_removed([]) as handles, torch.enable_grad():
+            attach_capture(model, captures, handles, detach=False)
+            for step, batch in enumerate(batches):
+                inputs = {k: v.to(device) for k, v in batch.model_inputs().items()}
+                logits = model(**inputs).logits
+                task = F.cross_entropy(logits, batch.labels.to(device))
+                penalty = _penalty(captures, inputs["attention_mask"].bool(), relative)
+                loss = task + lam * penalty
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                for cap in captures:
+                    cap.clear()
+                history.append({"step": step + 1, "loss": float(loss.detach()),
+                                "task_loss": float(task.detach()),
+                                "penalty": float(penalty.detach())})
+                progress(0.05 + 0.85 * (step + 1) / len(batches),
+                         f"step {step + 1}/{len(batches)}: loss {history[-1]['loss']:.4f}")
+        _remove_sn(model)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    progress(0.92, "function norms and evaluation after training")
+    after = function_norms(model, eval_batches, relative)
+    evaluation = session.evaluator.evaluate(model=model).as_dict()
+    progress(1.0, "done")
+    return {
+        "scores": after.as_dict(),
+        "scores_without_training": before.as_dict(),
+        "history": history,
+        "evaluation": evaluation,
+        "evaluation_without_training": session.evaluator.base.as_dict(),
+        "sigma": {"before": _sigma_rows(loaded.model), "after": _sigma_rows(model)},
+        "train_data": {"name": data.name, "split": data.split, "n": len(data), "note": note},
+    }
+
+
+TRAINER = Trainer(
+    params=(
+        Param("steps", "int", 80, "optimizer steps (fixed budget)", 1, 100_000),
+        Param("batch_size", "int", 16, "training examples per step", 1, 1024),
+        Param("lr", "float", 3e-5, "AdamW learning rate", 1e-8, 1.0, log=True),
+        Param("penalty", "float", 0.01, "λ of the identity prior λ·Σ(module function norms)",
+              0.0, 1000.0),
+        Param("sn", "choice", "initial",
+              "spectral normalization: initial = cap each matrix at its starting σ_max, "
+              "cap = W/max(1, σ/c), exact = W/σ (the paper), off = none",
+              choices=SN_MODES),
+        Param("cap", "float", 5.0, "c for sn=cap", 1e-6, 1e6, log=True),
+        Param("relative", "bool", False, "penalize and score ||F(x)||/||x|| instead of ||F(x)||"),
+        SEED,
+    ),
+    run=train_run,
+    summary="fine-tune a copy with spectral-norm reparametrization and the identity-prior "
+            "penalty for a fixed number of steps; function norms after vs without training",
+)
+
+
+METHOD = Snip(
+    name="snip",
+    title="Spectral-normalized identity prior (Lin et al. 2020; not Lee et al.'s SNIP)",
+    summary="Function norm of each head / attention block / FFN block: mean ||F(x)||₂ over "
+            "tokens (relative: /||x||); small means close to the identity, prunable. "
+            "Threshold or sparsity.",
+    units=UNITS,
+    params=(
+        Param("relative", "bool", False, "divide by ||x|| of the residual input (relative norm)"),
+        Param("spectral_cap", "float", 0.0,
+              "measure on a copy with W/max(1, σ_max/c); 0 = no normalization", 0.0, 1e6),
+        Param("exact_spectral", "bool", False, "measure on a copy with exactly W/σ_max "
+              "(overrides spectral_cap)"),
+        Param("batches", "int", 0, "evaluation batches to use (0 = all)", 0, 100_000),
+    ),
+    default_scope="global",
+    default_sparsity=0.3,
+    paper="Lin, Liu, Yang & Lin, Findings of EMNLP 2020 (arXiv 2010.01791)",
+    trainer=TRAINER,
+)

@@ -1,0 +1,39 @@
+"""Print the prunelens benchmark table (ratios against the naive loop) and write its JSON.
+
+    python benchmarks/bench_eval.py [--model default] [--data default] [--limit N] [--quick]
+        [--threads 2] [--json bench.json]
+
+The same suite as ``prunelens bench`` (analysis/bench.py); see docs/PERFORMANCE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from analysis.bench import format_table, run_bench
+from analysis.operations import open_session
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--data", default="default")
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    session = open_session(args.model, args.data, args.limit)
+    out = run_bench(session, quick=args.quick, threads=args.threads, progress=lambda m: None)
+    print(format_table(out))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""How much of the network a slider sweep recomputes with the layer-prefix cache.
+
+    python benchmarks/layer_cache.py [--model default] [--limit N] [--method magnitude]
+
+For each slider step (global head sparsity 5%..90%) it prints the first layer whose mask row
+changed (the layer the fast path restarts from) and the CPU seconds of the masked evaluation
+against a cache-less fast pass and the reference pass of the same mask, then the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from analysis.fastpath import mask_rows, prefix_keys
+from analysis.gates import Masks
+from analysis.operations import compute_scores, open_session
+from analysis.pruning import select
+
+
+def cpu(fn):
+    t = time.process_time()
+    out = fn()
+    return time.process_time() - t, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--data", default="default")
+    parser.add_argument("--limit", type=int, default=256)
+    parser.add_argument("--method", default="magnitude")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    session = open_session(args.model, args.data, args.limit)
+    ev = session.evaluator
+    encoder = ev.fast_encoder()
+    scores = compute_scores(session, args.method, "head").scores
+    _ = ev.base_outputs
+    layers = session.loaded.inventory.layers
+    prev = prefix_keys(mask_rows(None, layers))
+    totals = np.zeros(3)
+    print(f"{'sparsity':>8} {'start':>5} {'cached':>8} {'no cache':>8} {'reference':>9}")
+    for s in [round(0.05 * i, 2) for i in range(1, 19)]:
+        masks = Masks(head=select(scores, s).astype(np.float32))
+        keys = prefix_keys(mask_rows(masks, layers))
+        start = next((i - 1 for i in range(1, layers + 1) if keys[i] != prev[i]), layers)
+        prev = keys
+        t_cached, _ = cpu(lambda m=masks: ev.outputs(m))
+        t_plain, _ = cpu(lambda m=masks: encoder.logits(ev.batches, m, use_cache=False))
+        t_ref, _ = cpu(lambda m=masks: ev.reference_outputs(m))
+        totals += (t_cached, t_plain, t_ref)
+        print(f"{s:8.2f} {start:5d} {t_cached:8.2f} {t_plain:8.2f} {t_ref:9.2f}")
+    print(f"reference / cached {totals[2] / totals[0]:.2f}x, reference / no-cache "
+          f"{totals[2] / totals[1]:.2f}x (CPU seconds)")
+
+
+if __name__ == "__main__":
+    main()

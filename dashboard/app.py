@@ -1,0 +1,153 @@
+"""The prunelens dashboard: navigation over the pages and the sidebar's model/data choice.
+
+Run with ``prunelens dashboard`` (or ``streamlit run dashboard/app.py``). Nothing expensive
+happens at start: the sidebar loads the chosen model and data (cached); pages compute on demand
+and read precomputed results from the store.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` from a source checkout
+    sys.path.insert(0, str(ROOT))
+
+from analysis.data import GLUE_TASKS
+from analysis.errors import PrunelensError
+from dashboard import jobs, state
+
+HERE = Path(__file__).resolve().parent
+# (file, title, icon, url path). The url paths differ from the file stems on purpose: a page
+# whose url path equals its file name under pages/ is taken for a legacy pages/ page by
+# Streamlit's AppTest, which then drops the sidebar on reruns.
+PAGES = [
+    ("pages/model_data.py", "Model & data", ":material/database:", "model-and-data"),
+    ("pages/importance.py", "Importance", ":material/grid_on:", "unit-importance"),
+    ("pages/prune.py", "Prune", ":material/content_cut:", "live-pruning"),
+    ("pages/compare.py", "Compare", ":material/compare_arrows:", "compare-methods"),
+    ("pages/spectral.py", "Spectral", ":material/equalizer:", "spectral-norms"),
+    ("pages/attention.py", "Attention", ":material/visibility:", "attention-view"),
+    ("pages/training.py", "Training runs", ":material/model_training:", "training-runs"),
+]
+
+MODEL_KINDS = {"default": "Default (MiniLM-L6, Rotten Tomatoes)", "folder": "Local folder", "hub": "Hub id"}
+DATA_KINDS = {"default": "Rotten Tomatoes (default)", "glue": "GLUE task", "upload": "Upload CSV/JSONL",
+              "file": "File path"}
+
+
+def _model_kind(spec: str) -> str:
+    if spec == "default":
+        return "default"
+    if spec.startswith(("/", ".", "~")) or Path(spec).expanduser().exists():
+        return "folder"
+    return "hub"
+
+
+def _data_kind(spec: str) -> str:
+    if spec in ("default", "rt", "rotten_tomatoes"):
+        return "default"
+    if spec.startswith("glue:"):
+        return "glue"
+    if spec.startswith("upload:"):
+        return "upload"
+    return "file"
+
+
+def sidebar() -> None:
+    initial = state.current_choice()
+    sb = st.sidebar
+    sb.subheader("Model")
+    state.bind("sb.model_kind", _model_kind(initial.model), options=list(MODEL_KINDS))
+    kind = sb.radio("Model", list(MODEL_KINDS), key="sb.model_kind", format_func=MODEL_KINDS.get,
+                    label_visibility="collapsed")
+    model = "default"
+    if kind == "folder":
+        state.bind("sb.model_folder", initial.model if _model_kind(initial.model) == "folder" else "")
+        model = sb.text_input("Folder saved with save_pretrained", key="sb.model_folder").strip()
+    elif kind == "hub":
+        state.bind("sb.model_hub", initial.model if _model_kind(initial.model) == "hub" else "")
+        model = sb.text_input("Hub id (from the local cache when offline)", key="sb.model_hub").strip()
+
+    sb.subheader("Data")
+    state.bind("sb.data_kind", _data_kind(initial.data), options=list(DATA_KINDS))
+    dkind = sb.radio("Data", list(DATA_KINDS), key="sb.data_kind", format_func=DATA_KINDS.get,
+                     label_visibility="collapsed")
+    data = "default"
+    upload_digest = None
+    if dkind == "glue":
+        tasks = sorted(GLUE_TASKS)
+        first = initial.data.split(":", 1)[1] if initial.data.startswith("glue:") else "sst2"
+        state.bind("sb.glue", first, options=tasks)
+        data = "glue:" + sb.selectbox("GLUE task", tasks, key="sb.glue")
+    elif dkind == "file":
+        state.bind("sb.data_file", initial.data if _data_kind(initial.data) == "file" else "")
+        data = sb.text_input("CSV/JSONL file (text[,text_pair],label)", key="sb.data_file").strip()
+    elif dkind == "upload":
+        upload = sb.file_uploader("CSV/JSONL with text[,text_pair],label", type=["csv", "jsonl", "json", "tsv"],
+                                  key="sb.upload")
+        if upload is not None:
+            raw = upload.getvalue()
+            st.session_state[state.UPLOAD_KEY] = (upload.name, raw)
+            upload_digest = state.digest(raw)
+            data = f"upload:{upload.name}"
+        else:
+            sb.caption("Uploaded data cannot be restored from a link; it stays for this browser session.")
+            held = st.session_state.get(state.UPLOAD_KEY)
+            if held:
+                data, upload_digest = f"upload:{held[0]}", state.digest(held[1])
+    state.bind("sb.limit", initial.limit or 0)
+    limit = sb.number_input("Evaluation examples (0 = the whole split)", min_value=0, step=32, key="sb.limit",
+                            help="fewer examples = faster; shipped precomputed results are for the whole split")
+
+    missing = []
+    if kind != "default" and not model:
+        missing.append("a model folder or hub id")
+    if dkind in ("file", "upload") and data in ("", "default"):
+        missing.append("a data file")
+    if missing:
+        sb.info(f"Give {' and '.join(missing)} to load it; still showing the previous choice.")
+        _keep(initial)
+        return
+    _keep(state.Choice(model, data, int(limit) or None, upload_digest))
+
+
+def _keep(choice: state.Choice) -> None:
+    state.set_choice(choice)
+    sb = st.sidebar
+    try:
+        with st.spinner("Loading…"):
+            session = state.open_session(choice)
+    except PrunelensError as exc:
+        sb.error(str(exc))
+        return
+    inv = session.loaded.inventory
+    sb.success(f"**{session.loaded.name}** · {inv.layers} layers × {inv.heads} heads · "
+               f"`{session.loaded.fingerprint[:8]}`\n\n"
+               f"**{session.data.name}** ({session.data.split}) · {len(session.data)} examples")
+    for job in jobs.BOARD.running():
+        sb.progress(job.fraction, text=f"training {job.method}: {job.message}")
+
+
+START_PAGE = "prunelens.page"  # file stem of the page to open first (tests set it)
+
+
+def main() -> None:
+    st.set_page_config(page_title="prunelens", page_icon=":material/content_cut:", layout="wide")
+    start = st.session_state.get(START_PAGE, "model_data")
+    present = [row for row in PAGES if (HERE / row[0]).exists()]
+    stems = [Path(row[0]).stem for row in present]
+    start = start if start in stems else stems[0]
+    pages = [st.Page(str(HERE / path), title=title, icon=icon, url_path=url,
+                     default=Path(path).stem == start)
+             for path, title, icon, url in present]
+    st.session_state["prunelens.pages"] = {p.title: p for p in pages}
+    nav = st.navigation(pages)
+    sidebar()
+    nav.run()
+
+
+main()

@@ -1,0 +1,213 @@
+"""Widgets: controls generated from a method's declared parameters, method pickers, downloads.
+
+:func:`widget_spec` maps a :class:`~analysis.methods.base.Param` to a Streamlit widget and its
+arguments (pure, testable); :func:`param_controls` draws them, restores them from the URL and
+returns values checked by ``Param.parse``. Page code never names a method: pickers list
+:func:`analysis.methods.all_methods`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from analysis.methods import all_methods
+from analysis.methods.base import Method, Param
+from dashboard import state
+
+SLIDER_MAX_STEPS = 1000
+STRUCTURED_UNITS = ("head", "attention", "ffn", "neuron")
+
+
+@dataclass
+class WidgetSpec:
+    """Which widget shows a parameter, and its keyword arguments (besides key and label)."""
+
+    kind: str  # slider | number_input | checkbox | selectbox
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def widget_spec(param: Param) -> WidgetSpec:
+    """int/float with a small bounded range -> slider; unbounded, huge or log -> number input;
+    bool -> checkbox; choice -> selectbox."""
+    helptext = param.help
+    if param.kind == "bool":
+        return WidgetSpec("checkbox", {"help": helptext})
+    if param.kind == "choice":
+        return WidgetSpec("selectbox", {"options": list(param.choices), "help": helptext,
+                                        "format_func": lambda c: "none" if c is None else str(c)})
+    bounded = param.low is not None and param.high is not None
+    if param.kind == "int":
+        kwargs: dict[str, Any] = {"step": 1, "help": helptext}
+        if param.low is not None:
+            kwargs["min_value"] = int(param.low)
+        if param.high is not None:
+            kwargs["max_value"] = int(param.high)
+        if bounded and not param.log and param.high - param.low <= SLIDER_MAX_STEPS:
+            return WidgetSpec("slider", kwargs)
+        return WidgetSpec("number_input", kwargs)
+    kwargs = {"help": helptext}
+    if param.low is not None:
+        kwargs["min_value"] = float(param.low)
+    if param.high is not None:
+        kwargs["max_value"] = float(param.high)
+    if bounded and not param.log:
+        kwargs["step"] = _nice_step((param.high - param.low) / 100)
+        return WidgetSpec("slider", kwargs)
+    kwargs["format"] = "%g"
+    return WidgetSpec("number_input", kwargs)
+
+
+def _nice_step(raw: float) -> float:
+    if raw <= 0:
+        return 0.01
+    from math import floor, log10
+
+    exp = floor(log10(raw))
+    for mult in (1, 2, 5, 10):
+        if mult * 10**exp >= raw:
+            return float(mult * 10**exp)
+    return float(10 ** (exp + 1))
+
+
+def _coerce(param: Param, value: Any) -> Any:
+    if param.kind == "float" and value is not None and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def param_controls(method: Method, key_prefix: str, params: tuple[Param, ...] | None = None,
+                   container=None, query_prefix: str = "p.") -> dict[str, Any]:
+    """Draw one widget per declared parameter; return the values (validated by ``Param.parse``)."""
+    container = container or st
+    values: dict[str, Any] = {}
+    declared = method.params if params is None else params
+    for param in declared:
+        key = f"{key_prefix}.{method.name}.{param.name}"
+        spec = widget_spec(param)
+
+        def cast(raw: str, p: Param = param) -> Any:
+            return _coerce(p, p.parse(raw))
+
+        state.bind(key, _coerce(param, param.default), query=f"{query_prefix}{param.name}", cast=cast,
+                   options=list(param.choices) if param.kind == "choice" else None)
+        widget = getattr(container, spec.kind)
+        widget(param.name.replace("_", " "), key=key, **spec.kwargs)
+        with state.guard():
+            values[param.name] = param.parse(st.session_state[key])
+    state.share(**{f"{query_prefix}{name}": value for name, value in values.items()})
+    return values
+
+
+def methods_for(unit: str | None = None) -> dict[str, Method]:
+    return {n: m for n, m in all_methods().items()
+            if (unit is None and set(m.units) & set(STRUCTURED_UNITS)) or unit in m.units}
+
+
+def method_label(name: str) -> str:
+    method = all_methods().get(name)
+    if method is None:
+        return name
+    mark = " (expensive)" if method.expensive else ""
+    return f"{method.title or name} [{name}]{mark}"
+
+
+def pick_method(key: str, unit: str | None = None, container=None, default: str | None = None,
+                label: str = "Method") -> Method:
+    container = container or st
+    options = list(methods_for(unit))
+    if not options:
+        st.error("No method is registered for this unit.")
+        st.stop()
+    first = default if default in options else options[0]
+    state.bind(key, first, query="method", options=options)
+    name = container.selectbox(label, options, key=key, format_func=method_label)
+    state.share(method=name)
+    return all_methods()[name]
+
+
+def pick_unit(key: str, units: tuple[str, ...] | list[str], container=None) -> str:
+    container = container or st
+    units = [u for u in units if u in STRUCTURED_UNITS]
+    if not units:
+        st.error("This method scores no structured unit (head, attention, ffn, neuron).")
+        st.stop()
+    state.bind(key, "head" if "head" in units else units[0], query="unit", options=units)
+    unit = container.selectbox("Unit", units, key=key,
+                               help="head = one attention head; attention/ffn = a whole block; "
+                                    "neuron = one FFN intermediate unit")
+    state.share(unit=unit)
+    return unit
+
+
+def explain(text: str) -> None:
+    """The one-paragraph plain explanation at the top of a page."""
+    st.markdown(f"<div style='opacity:0.85'>{text}</div>", unsafe_allow_html=True)
+
+
+def download_table(frame: pd.DataFrame | list[dict], name: str, key: str) -> None:
+    """CSV and JSON download buttons for a table."""
+    df = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
+    c1, c2 = st.columns(2)
+    c1.download_button("CSV", df.to_csv(index=False), file_name=f"{name}.csv", mime="text/csv",
+                       key=f"{key}.csv", on_click="ignore", icon=":material/download:")
+    c2.download_button("JSON", df.to_json(orient="records", indent=1), file_name=f"{name}.json",
+                       mime="application/json", key=f"{key}.json", on_click="ignore",
+                       icon=":material/download:")
+
+
+def download_json(payload: Any, name: str, key: str, label: str = "JSON") -> None:
+    st.download_button(label, json.dumps(payload, indent=1, default=str), file_name=f"{name}.json",
+                       mime="application/json", key=key, on_click="ignore", icon=":material/download:")
+
+
+def show_figure(fig: go.Figure, name: str, key: str, **chart_kwargs: Any):
+    """Draw a figure with an HTML download (plotly.js inlined, so it opens offline)."""
+    event = st.plotly_chart(fig, key=key, **chart_kwargs)
+    st.download_button("Figure (HTML)", lambda: fig.to_html(include_plotlyjs=True, full_html=True),
+                       file_name=f"{name}.html", mime="text/html", key=f"{key}.html",
+                       on_click="ignore", icon=":material/download:")
+    return event
+
+
+def share_link_note() -> None:
+    st.caption("The address bar holds this view (model, data, method, parameters, sliders): "
+               "copy it to share or bookmark.")
+
+
+def progress_sink(text: str = "Working…"):
+    """An ``st.progress`` bar and a ``(fraction, message)`` callback that moves it."""
+    bar = st.progress(0.0, text=text)
+
+    def progress(fraction: float, message: str = "") -> None:
+        bar.progress(max(0.0, min(1.0, float(fraction))), text=message or text)
+
+    return bar, progress
+
+
+def obtain_scores(session, method: Method, unit: str, params: dict, key: str) -> list | None:
+    """Scores of ``method``: cheap ones computed at once; expensive ones read from the store,
+    else computed on a button press with a progress bar. None while nothing is available."""
+    from analysis.operations import compute_scores
+
+    if not method.expensive:
+        with state.guard():
+            return state.cheap_scores(session, method.name, unit, params)
+    hit = state.stored(session, "scores", method.name, unit, params)
+    if hit is not None:
+        st.caption(f"{method.title}: read from the result store.")
+        return hit["scores"]
+    st.info(f"**{method.title}** is expensive and these parameters are not in the store yet.")
+    if st.button(f"Compute {method.name} scores for {unit}s", key=f"{key}.compute", type="primary"):
+        bar, progress = progress_sink(f"Computing {method.name}…")
+        with state.guard():
+            result = compute_scores(session, method.name, unit, params, progress=progress)
+        bar.empty()
+        st.session_state[f"{key}.fresh"] = True
+        return result.scores.tolist()
+    return None

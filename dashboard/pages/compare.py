@@ -1,0 +1,129 @@
+"""Compare page: several methods side by side — ranks, rank correlations, overlap, curves."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from analysis.compare import jaccard_matrix, normalized_ranks, rank_correlations
+from analysis.operations import curve
+from dashboard import controls, figures, state
+
+st.title("Compare")
+controls.explain(
+    "Do the methods agree on which units matter? The grid shows each method's <b>ranks</b> on one "
+    "colour scale (1 = most important), the matrices measure agreement (Spearman and Kendall rank "
+    "correlation: 1 = same order, 0 = unrelated) and the overlap of the sets each keeps at a "
+    "sparsity (Jaccard: 1 = identical). The curves show what each method's pruning costs as more "
+    "units go; a method is only useful if it stays above <b>random</b>.")
+
+session = state.current_session()
+units = list(controls.STRUCTURED_UNITS)
+state.bind("cmp.unit", "head", query="unit", options=units)
+unit = st.selectbox("Unit", units, key="cmp.unit")
+state.share(unit=unit)
+available = controls.methods_for(unit)
+cheap = [n for n, m in available.items() if not m.expensive]
+in_store = [n for n in cheap if state.stored(session, "scores", n, unit, available[n].validate(None)) is not None]
+state.bind("cmp.methods", in_store if len(in_store) >= 2 else cheap[:3], query="methods",
+           cast=lambda raw: [n for n in raw.split(",") if n in available])
+if any(n not in available for n in st.session_state["cmp.methods"]):
+    st.session_state["cmp.methods"] = [n for n in st.session_state["cmp.methods"] if n in available]
+chosen = st.multiselect("Methods (default parameters)", list(available), key="cmp.methods",
+                        format_func=controls.method_label)
+state.share(methods=",".join(chosen) or None)
+if not chosen:
+    st.info("Choose at least one method.")
+    st.stop()
+
+scores: dict[str, list] = {}
+missing = []
+bar, progress = controls.progress_sink("Scoring…")
+for i, name in enumerate(chosen):
+    method = available[name]
+    params = method.validate(None)
+    progress(i / len(chosen), f"scoring {name}")
+    if method.expensive:
+        hit = state.stored(session, "scores", name, unit, params)
+        if hit is None:
+            missing.append(name)
+        else:
+            scores[name] = hit["scores"]
+    else:
+        with state.guard():
+            scores[name] = state.cheap_scores(session, name, unit, params)
+bar.empty()
+if missing:
+    st.warning(f"Not in the store yet (expensive; compute them on the Importance page): {', '.join(missing)}")
+if not scores:
+    st.stop()
+names = list(scores)
+
+st.subheader("Ranks")
+ranks = {n: normalized_ranks(s) for n, s in scores.items()}
+grid = {n: (r.tolist() if r.ndim == 2 else [r.tolist()]) for n, r in ranks.items()}
+controls.show_figure(figures.heatmap_grid(grid, title="Rank of each unit (1 = most important, 0 = least)"),
+                     f"ranks_{unit}", "cmp.grid")
+
+st.subheader("Rank correlation")
+corr = rank_correlations(scores)
+c1, c2 = st.columns(2)
+with c1:
+    controls.show_figure(figures.matrix_heatmap(corr.spearman.tolist(), names, "Spearman ρ"), "spearman", "cmp.rho")
+with c2:
+    controls.show_figure(figures.matrix_heatmap(corr.kendall.tolist(), names, "Kendall τ"), "kendall", "cmp.tau")
+pairs = [{"method a": a, "method b": b, "spearman": corr.as_dict()["spearman"][i][j],
+          "kendall": corr.as_dict()["kendall"][i][j]}
+         for i, a in enumerate(names) for j, b in enumerate(names) if i < j]
+st.dataframe(pairs, hide_index=True)
+controls.download_table(pairs, f"rank_correlations_{unit}", "cmp.corr")
+
+
+@st.fragment
+def overlap() -> None:
+    st.subheader("Overlap of kept units")
+    state.bind("cmp.sparsity", 0.5, query="sparsity", cast=lambda raw: round(float(raw), 2))
+    sparsity = st.slider("Sparsity", 0.0, 0.95, step=0.05, key="cmp.sparsity")
+    state.bind("cmp.scope", "global", query="scope", options=["global", "layer"])
+    scope = st.radio("Scope", ["global", "layer"], key="cmp.scope", horizontal=True)
+    state.share(sparsity=sparsity, scope=scope)
+    with state.guard():
+        jac = jaccard_matrix(scores, sparsity, scope)
+    controls.show_figure(figures.matrix_heatmap(jac.tolist(), names, f"Jaccard of kept sets at {sparsity:.0%}",
+                                                zmin=0, zmax=1, colorscale="Blues"), "jaccard", "cmp.jaccard")
+    table = [{"method a": a, "method b": b, "jaccard": float(jac[i][j])}
+             for i, a in enumerate(names) for j, b in enumerate(names) if i < j]
+    st.dataframe(table, hide_index=True)
+    controls.download_table(table, f"jaccard_{unit}_{sparsity:.2f}", "cmp.jac")
+
+
+overlap()
+
+st.subheader("Accuracy and loss versus sparsity")
+k1, k2, k3 = st.columns(3)
+state.bind("cmp.step", 0.1, query="step", options=[0.05, 0.1, 0.2], cast=float)
+step = k1.selectbox("Step", [0.05, 0.1, 0.2], key="cmp.step", format_func=lambda s: f"{s:.0%}")
+state.bind("cmp.curve_scope", "global", query="curve_scope", options=["global", "layer"])
+curve_scope = k2.radio("Curve scope", ["global", "layer"], key="cmp.curve_scope", horizontal=True)
+state.bind("cmp.metric", "accuracy", query="metric", options=["accuracy", "loss", "margin"])
+metric = k3.radio("Metric", ["accuracy", "loss", "margin"], key="cmp.metric", horizontal=True)
+state.share(step=step, curve_scope=curve_scope, metric=metric)
+count = round(0.9 / step)
+sparsities = [round(i * step, 2) for i in range(count + 1)]
+curve_methods = names + (["random"] if "random" not in names and "random" in available else [])
+key = ("cmp.curves", state.session_id(session), unit, curve_scope, tuple(curve_methods), tuple(sparsities))
+ready = st.session_state.get("cmp.curves.key") == key or state.curve_cached(session, curve_methods, sparsities,
+                                                                             unit, curve_scope)
+if not ready and not st.button("Draw curves", type="primary", key="cmp.draw",
+                               help=f"{len(curve_methods) * len(sparsities)} evaluations; cached afterwards"):
+    st.caption("Curves need one evaluation per method and sparsity; press the button to draw them.")
+    st.stop()
+bar, progress = controls.progress_sink("Evaluating curves…")
+with state.guard():
+    rows = curve(session, curve_methods, sparsities, unit, curve_scope, progress=progress)
+bar.empty()
+st.session_state["cmp.curves.key"] = key
+base = state.base_eval(session)
+controls.show_figure(figures.curves(rows, metric, base=base[metric]), f"curve_{metric}_{unit}", "cmp.curve")
+controls.download_table(pd.DataFrame(rows), f"curves_{unit}_{curve_scope}", "cmp.curves")
+controls.share_link_note()

@@ -1,0 +1,92 @@
+"""Importance page: one method's scores for one unit kind; click a head for its details."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import controls, figures, state
+
+st.title("Importance")
+controls.explain(
+    "An importance method gives every unit (an attention head, a whole attention or feed-forward "
+    "block, or one neuron) a score: <b>higher means the model needs it more</b>. Methods disagree, "
+    "which is the point of comparing them. Pick a method and its settings; the heatmap shows one "
+    "cell per head (rows are layers). Click a cell to see how that head scores under every method.")
+
+session = state.current_session()
+inv = session.loaded.inventory
+
+c1, c2 = st.columns([2, 1])
+method = controls.pick_method("imp.method", container=c1)
+unit = controls.pick_unit(f"imp.unit.{method.name}", method.units, container=c2)
+st.caption(method.summary + (f" — {method.paper}" if method.paper else ""))
+if method.params:
+    with st.expander("Parameters", expanded=True):
+        params = controls.param_controls(method, "imp")
+else:
+    params = {}
+
+scores = controls.obtain_scores(session, method, unit, params, key=f"imp.{method.name}.{unit}")
+if scores is None:
+    st.stop()
+
+title = f"{method.title}: {unit} importance"
+name = f"{method.name}_{unit}_scores"
+if unit == "head":
+    selected = st.session_state.get(state.SELECTED_HEAD)
+    fig = figures.head_heatmap(scores, title, selected=selected)
+    event = controls.show_figure(fig, name, "imp.heatmap", on_select="rerun", selection_mode="points")
+    clicked = figures.clicked_unit(event)
+    if clicked is not None and clicked != selected:
+        st.session_state[state.SELECTED_HEAD] = clicked
+        st.session_state["imp.layer"], st.session_state["imp.head"] = clicked
+        st.rerun()
+elif unit == "neuron":
+    fig = figures.neuron_distribution(scores, title)
+    controls.show_figure(fig, name, "imp.neurons")
+else:
+    fig = figures.block_bars(scores, unit, title)
+    controls.show_figure(fig, name, "imp.blocks")
+
+if unit in ("head", "neuron"):
+    table = pd.DataFrame([{"layer": layer, unit: i, "score": v}
+                          for layer, row in enumerate(scores) for i, v in enumerate(row)])
+else:
+    table = pd.DataFrame([{"layer": layer, "score": v} for layer, v in enumerate(scores)])
+controls.download_table(table, name, "imp.table")
+
+if unit == "head":
+    st.subheader("Head details")
+    st.caption("Click a cell above, or pick a head here.")
+    sel = st.session_state.get(state.SELECTED_HEAD)
+    state.bind("imp.layer", min((sel or (0, 0))[0], inv.layers - 1), query="layer", options=list(range(inv.layers)))
+    state.bind("imp.head", min((sel or (0, 0))[1], inv.heads - 1), query="head", options=list(range(inv.heads)))
+
+    def _picked() -> None:
+        st.session_state[state.SELECTED_HEAD] = (st.session_state["imp.layer"], st.session_state["imp.head"])
+
+    h1, h2 = st.columns(2)
+    layer = h1.selectbox("Layer", list(range(inv.layers)), key="imp.layer", on_change=_picked)
+    head = h2.selectbox("Head", list(range(inv.heads)), key="imp.head", on_change=_picked)
+    if sel is None and "layer" not in st.query_params:
+        st.info("Click a head in the heatmap (or pick one above) to see its scores under every method.")
+        controls.share_link_note()
+        st.stop()
+    st.session_state[state.SELECTED_HEAD] = (layer, head)
+    state.share(layer=layer, head=head)
+    with state.guard():
+        rows = state.unit_scores(session, "head", (layer, head))
+    shown = [{"method": r["title"] or r["method"], "score": r["score"],
+              "rank": None if r["rank"] is None else f"{r['rank']} of {r['of']}",
+              "source": {"store": "result store", "computed": "computed now (default parameters)",
+                         "missing": "expensive: not in the store (compute it above)"}[r["source"]]}
+             for r in rows]
+    st.markdown(f"**Layer {layer}, head {head}** under every method (default parameters; rank 1 = most important):")
+    st.dataframe(shown, hide_index=True)
+    controls.download_table(rows, f"head_L{layer}_H{head}", "imp.details")
+    pages = st.session_state.get("prunelens.pages", {})
+    if "Attention" in pages:
+        st.page_link(pages["Attention"], label=f"Attention pattern of layer {layer}, head {head} →",
+                     icon=":material/visibility:")
+controls.share_link_note()

@@ -1,0 +1,61 @@
+"""Model & data page: what is loaded, its unpruned accuracy/loss/margin, and its prunable units."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import controls, state
+
+st.title("Model & data")
+controls.explain(
+    "This is the model being examined and the sentences it is evaluated on. A BERT-style encoder is a "
+    "stack of layers; each layer has several attention <b>heads</b> (which words look at which) and a "
+    "feed-forward block made of <b>neurons</b>. Pruning removes some of these units. The table below "
+    "counts them and the parameters each one owns; the numbers at the top are how well the full, "
+    "unpruned model does, the reference every pruned model is compared with.")
+
+session = state.current_session()
+loaded, data = session.loaded, session.data
+inv = loaded.inventory
+
+c1, c2 = st.columns(2)
+with c1:
+    st.subheader("Model")
+    st.markdown(f"**{loaded.name}** ({loaded.source}) · fingerprint `{loaded.fingerprint}`")
+    st.markdown(f"{inv.layers} layers × {inv.heads} heads (head size {inv.head_size}), hidden {inv.hidden}, "
+                f"FFN {inv.ffn} · {loaded.num_labels} labels")
+    for note in loaded.notes:
+        st.caption(note)
+with c2:
+    st.subheader("Data")
+    st.markdown(f"**{data.name}** · split {data.split} · {len(data)} examples · task metric {data.metric} · "
+                f"fingerprint `{data.fingerprint}`")
+    for note in session.evaluator.notes:
+        st.caption(note)
+
+st.subheader("Unpruned model")
+with state.guard():
+    base = state.base_eval(session)
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("accuracy", f"{base['accuracy']:.3f}", help=f"± {base['accuracy_se']:.3f} (standard error)")
+m2.metric("loss", f"{base['loss']:.3f}", help=f"± {base['loss_se']:.3f}")
+m3.metric("margin", f"{base['margin']:.3f}", help=f"± {base['margin_se']:.3f}")
+m4.metric(data.metric, f"{base['metric']:.3f}")
+controls.download_json({"base": base, **session.describe()}, "base_evaluation", "md.base")
+
+st.subheader("Prunable units")
+rows = []
+for unit in ("head", "attention", "neuron", "ffn"):
+    shape = inv.unit_shape(unit)
+    count = shape[0] * (shape[1] if len(shape) > 1 else 1)
+    per = inv.unit_params(unit)
+    rows.append({"unit": unit, "count": count, "params each": per, "params all": per * count,
+                 "share of encoder": f"{per * count / inv.encoder_params:.1%}"})
+st.dataframe(rows, hide_index=True)
+st.caption(f"Encoder parameters: {inv.encoder_params:,} (embeddings and classifier are not pruned).")
+controls.download_table(rows, "units", "md.units")
+
+with st.expander("Examples"):
+    sample = [{"text": t, "label": int(y)} for t, y in zip(data.texts[:20], data.labels[:20])]
+    st.dataframe(sample, hide_index=True)
+controls.share_link_note()

@@ -1,0 +1,108 @@
+"""Prune page: remove the lowest-scoring units and see what it costs, live."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from analysis.compare import score_summary
+from dashboard import controls, figures, state
+
+st.title("Prune")
+controls.explain(
+    "Pruning removes the units a method scores lowest. Move the slider: the model is re-evaluated "
+    "on the same sentences with those units switched off, and the bars show how accuracy, loss and "
+    "margin move against the full model (the whiskers are ± one standard error: a change inside "
+    "them could be noise). <b>Masked</b> numbers switch units off with gates, which simulates "
+    "pruning but saves no time; <b>physically pruned</b> numbers come from a smaller copy with the "
+    "weights really cut out.")
+
+session = state.current_session()
+inv = session.loaded.inventory
+
+c1, c2, c3 = st.columns([2, 1, 1])
+method = controls.pick_method("prune.method", container=c1)
+unit = controls.pick_unit(f"prune.unit.{method.name}", method.units,
+                          container=c2)
+state.bind("prune.scope", method.default_scope, query="scope", options=["global", "layer"])
+scope = c3.radio("Scope", ["global", "layer"], key="prune.scope", horizontal=True,
+                 help="global: lowest scores anywhere; layer: the same number in every layer")
+state.share(scope=scope)
+if method.params:
+    with st.expander("Method parameters"):
+        params = controls.param_controls(method, "prune")
+else:
+    params = {}
+
+o1, o2, o3 = st.columns(3)
+state.bind("prune.mode", "sparsity", query="mode", options=["sparsity", "threshold"])
+mode = o1.radio("Select by", ["sparsity", "threshold"], key="prune.mode", horizontal=True,
+                help="a fraction of units to remove, or every unit scoring below a threshold")
+state.bind("prune.keep_one", False, query="keep_one")
+keep_one = o2.checkbox("Keep at least one per layer", key="prune.keep_one")
+state.bind("prune.physical", False, query="physical")
+physical = o3.checkbox("Also prune physically (time it)", key="prune.physical",
+                       help="builds a smaller copy with the weights cut out and times both")
+state.share(mode=mode, keep_one=keep_one, physical=physical)
+
+scores = controls.obtain_scores(session, method, unit, params, key=f"prune.{method.name}.{unit}")
+if scores is None:
+    st.stop()
+summary = score_summary(scores)
+
+
+@st.fragment
+def live() -> None:
+    """Only this part reruns when the slider moves."""
+    threshold = sparsity = None
+    if mode == "sparsity":
+        state.bind("prune.sparsity", float(method.default_sparsity), query="sparsity",
+                   cast=lambda raw: round(float(raw), 2))
+        sparsity = st.slider("Sparsity (fraction of units removed)", 0.0, 0.95, step=0.05, key="prune.sparsity")
+        state.share(sparsity=sparsity, threshold=None)
+    else:
+        low, high = max(0.0, summary["min"]), max(summary["max"], 1e-12)
+        state.bind("prune.threshold", summary["median"] if summary["median"] >= 0 else low, query="threshold",
+                   cast=float)
+        st.session_state["prune.threshold"] = min(max(float(st.session_state["prune.threshold"]), low), high)
+        threshold = st.slider("Threshold (score units): remove units scoring below it", low, high,
+                              step=(high - low) / 200 or 1e-6, key="prune.threshold", format="%.4g")
+        state.share(threshold=threshold, sparsity=None)
+        fig = figures.histograms({method.name: [v for row in scores for v in (row if isinstance(row, list) else [row])]},
+                                 f"{method.name} scores", "score", vline=threshold)
+        st.plotly_chart(fig, key="prune.hist")
+    with state.guard():
+        result = state.prune_result(session, method.name, unit, params, sparsity, threshold, scope, keep_one,
+                                    physical)
+    base, pruned, delta = result["base"], result["pruned"], result["delta"]
+    comp = result["compression"]
+    m = st.columns(5)
+    m[0].metric("accuracy (masked)", f"{pruned['accuracy']:.3f}", f"{delta['accuracy']:+.3f}")
+    m[1].metric("loss (masked)", f"{pruned['loss']:.3f}", f"{delta['loss']:+.3f}", delta_color="inverse")
+    m[2].metric("margin (masked)", f"{pruned['margin']:.3f}", f"{delta['margin']:+.3f}")
+    m[3].metric("units removed", f"{result['sparsity']:.1%}", help="sparsity: fraction of units removed")
+    m[4].metric("parameters removed", f"{comp['fraction']:.1%}",
+                help=f"{comp['removed']:,} of {comp['total']:,} encoder parameters (compression)")
+    st.caption(f"Unpruned: accuracy {base['accuracy']:.3f}, loss {base['loss']:.3f}, margin {base['margin']:.3f} "
+               f"on {base['n']} examples.")
+    left, right = st.columns(2)
+    with left:
+        controls.show_figure(figures.delta_bars(delta, label="masked"), "prune_deltas", "prune.deltas")
+    with right:
+        controls.show_figure(figures.mask_heatmap(result["mask"], unit), "prune_mask", "prune.mask")
+    timing = [{"model": "masked (gates on the full model)", "seconds": result["masked_seconds"],
+               "accuracy": pruned["accuracy"], "loss": pruned["loss"]}]
+    if "physical" in result:
+        phys = result["physical"]
+        timing.append({"model": "physically pruned (smaller copy)", "seconds": phys["seconds"],
+                       "accuracy": phys["accuracy"], "loss": phys["loss"]})
+        st.caption(f"Largest logit difference masked vs physically pruned: {phys['max_abs_logit_difference']:.2e}")
+    st.dataframe(timing, hide_index=True)
+    d1, d2 = st.columns(2)
+    with d1:
+        controls.download_json(result, f"prune_{method.name}_{unit}", "prune.json", label="Result (JSON)")
+    with d2:
+        controls.download_table(timing, "prune_timing", "prune.timing")
+
+
+live()
+controls.share_link_note()

@@ -1,0 +1,81 @@
+"""Spectral page: σ_max of every matrix and what spectral normalization does to activations."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import controls, figures, state
+
+st.title("Spectral")
+controls.explain(
+    "Every weight matrix stretches some input direction the most; that stretch is its largest "
+    "singular value σ_max. <b>Spectral normalization</b> divides a matrix by max(1, σ_max / c), so no "
+    "matrix stretches by more than the cap c (exactly W/σ_max without a cap). The SNIP method "
+    "(spectral-normalized identity prior) uses it to make module output sizes comparable across "
+    "layers. Below: σ_max per matrix, and per layer the distribution of post-GELU activations and of "
+    "module output norms, with and without normalization — the paper's “stabilized distribution”.")
+
+try:
+    from analysis import spectral  # noqa: F401
+    from analysis.spectral import activation_statistics, spectral_norms, spectrally_normalized  # noqa: F401
+except ImportError as exc:
+    st.warning(f"The spectral analysis is not available yet ({exc}).")
+    st.stop()
+
+session = state.current_session()
+
+st.subheader("Largest singular value per matrix")
+c1, c2 = st.columns(2)
+state.bind("spec.exact", False, query="exact")
+exact = c1.checkbox("Exact normalization (c = None: W / σ_max)", key="spec.exact")
+state.bind("spec.cap", 1.0, query="cap", cast=float)
+cap_value = c2.number_input("Cap c", min_value=0.01, max_value=1000.0, step=0.5, key="spec.cap", format="%g",
+                            disabled=exact, help="matrices with σ_max above c are scaled down to σ_max = c")
+cap = None if exact else float(cap_value)
+state.share(exact=exact, cap=cap_value)
+
+with state.guard():
+    sigma_rows = state.sigmas(session)
+controls.show_figure(figures.sigma_chart(sigma_rows, cap=cap), "sigma_max", "spec.sigma")
+controls.download_table(sigma_rows, "sigma_max", "spec.sigma_table")
+
+st.subheader("Activations with and without normalization")
+state.bind("spec.limit", 64, query="examples", options=[16, 32, 64, 128, 256])
+limit = st.select_slider("Examples", [16, 32, 64, 128, 256], key="spec.limit")
+state.share(examples=limit)
+with state.guard():
+    stats = state.activations(session, cap, limit)
+st.caption(f"{stats.examples} examples, {stats.tokens} tokens (padding excluded).")
+inv = session.loaded.inventory
+state.bind("spec.layer", 0, query="layer", options=list(range(inv.layers)))
+layer = st.select_slider("Layer", list(range(inv.layers)), key="spec.layer")
+state.share(layer=layer)
+titles = {"gelu": ("Post-GELU activations", "activation"),
+          "attention_norm": ("Attention block output norm per token", "‖F(x)‖"),
+          "ffn_norm": ("FFN block output norm per token", "‖F(x)‖")}
+cols = st.columns(3)
+for col, quantity in zip(cols, stats.QUANTITIES):
+    plain = getattr(stats.plain[layer], quantity)
+    normed = getattr(stats.normalized[layer], quantity)
+    label = "normalized" if cap is None else f"normalized (c = {cap:g})"
+    title, x_title = titles[quantity]
+    fig = figures.binned_histograms({"as loaded": (plain.counts, plain.edges), label: (normed.counts, normed.edges)},
+                                    f"{title}, layer {layer}", x_title)
+    with col:
+        controls.show_figure(fig, f"{quantity}_layer{layer}", f"spec.hist.{quantity}")
+table = stats.table()
+st.dataframe(table, hide_index=True)
+controls.download_table(table, "activation_statistics", "spec.stats")
+
+st.subheader("What normalization does to the predictions")
+if st.toggle("Evaluate the normalized model", key="spec.evaluate",
+             help="one evaluation of a normalized copy on the loaded examples"):
+    with state.guard():
+        cmp = state.normalized_eval(session, cap)
+    d = cmp["delta"]
+    m = st.columns(3)
+    m[0].metric("accuracy (normalized copy)", f"{cmp['pruned']['accuracy']:.3f}", f"{d['accuracy']:+.3f}")
+    m[1].metric("loss", f"{cmp['pruned']['loss']:.3f}", f"{d['loss']:+.3f}", delta_color="inverse")
+    m[2].metric("margin", f"{cmp['pruned']['margin']:.3f}", f"{d['margin']:+.3f}")
+    controls.show_figure(figures.delta_bars(d, label="normalized"), "normalization_deltas", "spec.deltas")
+controls.share_link_note()

@@ -1,0 +1,96 @@
+"""Training runs page: start ADMM / PINS / SNIP training runs in the background, see finished ones."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from analysis.methods import all_methods
+from analysis.training import finished_runs, trainable_methods
+from dashboard import controls, figures, jobs, state
+
+st.title("Training runs")
+controls.explain(
+    "Some methods do more than score a trained model: they <b>train while pruning</b> (ADMM pattern "
+    "pruning, PINS iterative pruning with self-regularization, SNIP with spectral-norm training). "
+    "Runs take minutes, so they run in the background: start one, keep using the other pages, and "
+    "come back. Finished runs are kept in the result store and listed below with their curves.")
+
+session = state.current_session()
+trainable = trainable_methods()
+if not trainable:
+    st.info("No registered method has a training mode yet.")
+    st.stop()
+
+st.subheader("Start a run")
+names = list(trainable)
+state.bind("train.method", names[0], query="method", options=names)
+name = st.selectbox("Method", names, key="train.method", format_func=controls.method_label)
+state.share(method=name)
+method = all_methods()[name]
+trainer = trainable[name]
+st.caption(trainer.summary or method.summary)
+with st.expander("Training parameters", expanded=False):
+    params = controls.param_controls(method, "train", params=trainer.params, query_prefix="t.")
+with state.guard():
+    params = trainer.validate(params)
+done = state.stored(session, "train-run", name, "", params)
+if done is not None:
+    st.success("A run with exactly these parameters is in the store; starting returns it at once.")
+if st.button(f"Start {name} training", type="primary", key="train.start"):
+    job = jobs.BOARD.start(session, name, params)
+    st.toast(f"Started {name} run #{job.id}")
+
+
+def _running_jobs() -> None:
+    board = jobs.BOARD.jobs()
+    if not board:
+        st.caption("No run started in this server session.")
+        return
+    for job in board:
+        label = f"#{job.id} {job.method} on {job.model} / {job.data}: {job.message} ({job.elapsed:.0f} s)"
+        if job.status == jobs.RUNNING:
+            st.progress(job.fraction, text=label)
+        elif job.status == jobs.DONE:
+            st.success(f"#{job.id} {job.method} finished in {job.elapsed:.0f} s"
+                       + (" (from the store)" if (job.result or {}).get("cached") else ""))
+        else:
+            st.error(f"#{job.id} {job.method} failed: {job.error}")
+
+
+st.subheader("This session's runs")
+refresh = 1.0 if jobs.BOARD.running() else None
+st.fragment(_running_jobs, run_every=refresh)()
+
+st.subheader("Finished runs (result store)")
+runs = finished_runs(session.store, session.loaded.fingerprint)
+runs = [r for r in runs if r.get("data", {}).get("fingerprint") in (None, session.data.fingerprint)] or runs
+if not runs:
+    st.info("No finished run for this model yet.")
+    controls.share_link_note()
+    st.stop()
+listing = [{"run": i, "method": r.get("method"), "seconds": r.get("seconds"),
+            "data": r.get("data", {}).get("name"),
+            **{f"eval {k}": v for k, v in (r.get("evaluation") or {}).items() if isinstance(v, (int, float))},
+            "params": ", ".join(f"{k}={v}" for k, v in (r.get("params") or {}).items())}
+           for i, r in enumerate(runs)]
+st.dataframe(pd.DataFrame(listing), hide_index=True)
+controls.download_table(listing, "training_runs", "train.list")
+state.bind("train.run", 0, query="run", options=list(range(len(runs))))
+pick = st.selectbox("Show run", list(range(len(runs))), key="train.run",
+                    format_func=lambda i: f"{i}: {runs[i].get('method')} ({runs[i].get('seconds', '?')} s)")
+state.share(run=pick)
+run = runs[pick]
+history = run.get("history") or []
+if isinstance(history, dict):  # several histories (e.g. with and without a regularizer)
+    for label, part in history.items():
+        if isinstance(part, list):
+            controls.show_figure(figures.history_chart(part, f"{run.get('method')}: {label}"),
+                                 f"history_{label}", f"train.history.{label}")
+elif history:
+    controls.show_figure(figures.history_chart(history, f"{run.get('method')} training history"), "history",
+                         "train.history")
+if isinstance(run.get("evaluation"), dict):
+    st.json(run["evaluation"], expanded=False)
+controls.download_json(run, f"run_{run.get('method')}", "train.run.json", label="Run (JSON)")
+controls.share_link_note()

@@ -1,0 +1,142 @@
+"""Screenshots of every dashboard page, taken in headless Chromium from the real server.
+
+    python scripts/screenshots.py [--model default] [--data default] [--limit 256]
+                                  [--out docs/screenshots] [--only Attention,Prune]
+
+Starts ``streamlit run dashboard/app.py`` on a free localhost port (result store in a temp
+folder unless ``--store`` is given, so the shipped cached results are used and nothing is
+written to the user's store), opens each page of the sidebar navigation with the chosen model
+and data in the URL, waits until it has finished running and its charts have drawn, and writes
+``<out>/<page>.png`` (the Attention page twice: head view and model view). Without the embedded
+default checkpoint it falls back to the tiny random test BERT, and says so.
+
+Needs chromium + chromium-driver (Debian) and selenium (pip), like tests/test_browser.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.browser_util import (  # noqa: E402
+    bertviz_drawn,
+    chromium,
+    dashboard_server,
+    external_requests,
+    missing_browser,
+    nav_links,
+    wait_for,
+    wait_idle,
+    with_query,
+)
+
+# extra URL parameters that make a page show something worth a picture
+PAGE_QUERY = {
+    "Importance": {"method": "magnitude"},
+    "Prune": {"method": "magnitude", "sparsity": "0.3"},
+    "Attention": {"mask": "magnitude", "sparsity": "0.3", "view": "head",
+                  "text": "a gripping, funny and moving film with a weak plot"},
+}
+EXTRA_SHOTS = {"Attention": [("attention_model_view", {"view": "model"})]}
+
+
+def slug(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")
+
+
+def _default_available() -> bool:
+    return (ROOT / "analysis" / "default_checkpoint" / "manifest.json").exists()
+
+
+def _tiny_fallback(folder: Path) -> tuple[str, str]:
+    from tests.tiny import write_tiny_bert, write_tiny_csv
+
+    model = write_tiny_bert(folder / "tiny_bert")
+    data = write_tiny_csv(folder / "tiny.csv")
+    return str(model), str(data)
+
+
+def _settle(driver, title: str, timeout: float) -> None:
+    from selenium.webdriver.common.by import By
+
+    wait_for(driver, lambda d: any(title.split()[0] in (e.text or "")
+                                   for e in d.find_elements(By.CSS_SELECTOR, "h1")),
+             timeout, f"the title of {title}")
+    time.sleep(1.0)
+    wait_idle(driver, timeout)
+    if title == "Attention":
+        wait_for(driver, lambda d: (i := bertviz_drawn(d)) and i["lines"], timeout,
+                 "the bertviz view")
+    charts = driver.find_elements(By.CSS_SELECTOR, ".stPlotlyChart")
+    if charts:
+        wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".stPlotlyChart .main-svg"))
+                 >= 1, timeout, "plotly charts")
+    time.sleep(1.5)  # let plotly and bertviz finish their transitions
+
+
+def take(driver, url: str, title: str, path: Path, timeout: float) -> None:
+    driver.get(url)
+    _settle(driver, title, timeout)
+    driver.save_screenshot(str(path))
+    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--data", default="default")
+    parser.add_argument("--limit", type=int, default=256, help="evaluation examples (0 = all)")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
+    parser.add_argument("--store", default=None, help="result store folder (default: a temp one)")
+    parser.add_argument("--only", default="", help="comma-separated page titles")
+    parser.add_argument("--width", type=int, default=1440)
+    parser.add_argument("--height", type=int, default=1500)
+    parser.add_argument("--timeout", type=float, default=240.0, help="seconds to wait per page")
+    args = parser.parse_args(argv)
+
+    reason = missing_browser()
+    if reason:
+        print(f"error: {reason}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="prunelens-shots-"))
+    model, data = args.model, args.data
+    if model == "default" and not _default_available():
+        print("the default checkpoint is missing; using the tiny random test BERT", file=sys.stderr)
+        model, data = _tiny_fallback(work)
+    query = {"model": model, "data": data}
+    if args.limit:
+        query["limit"] = str(args.limit)
+    env = {"PRUNELENS_CACHE": args.store or str(work / "store")}
+    only = {t.strip() for t in args.only.split(",") if t.strip()}
+
+    with dashboard_server(env=env, query=query, timeout=90) as server, \
+            chromium(args.width, args.height) as driver:
+        driver.get(server.url())
+        pages = wait_for(driver, lambda d: nav_links(d), 90, "the sidebar navigation")
+        for title, url in pages.items():
+            if only and title not in only:
+                continue
+            page_query = {**query, **PAGE_QUERY.get(title, {})}
+            take(driver, with_query(url, page_query), title, out / f"{slug(title)}.png",
+                 args.timeout)
+            for name, extra in EXTRA_SHOTS.get(title, []):
+                take(driver, with_query(url, {**page_query, **extra}), title, out / f"{name}.png",
+                     args.timeout)
+        outside = [u for u in external_requests(driver) if "materialsymbols" not in u]
+        if outside:
+            print(f"warning: requests left localhost: {outside[:5]}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Shared fixtures: a tiny random BERT (2 layers, 4 heads) and tiny data written to temp folders,
+loaded through the real loading code; an isolated result store per test."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+from tests.tiny import write_tiny_bert, write_tiny_csv  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory):
+    return write_tiny_csv(tmp_path_factory.mktemp("tiny_data") / "tiny.csv")
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_bert_dir):
+    from analysis.models import load_model
+
+    return load_model(str(tiny_bert_dir))
+
+
+@pytest.fixture()
+def store(tmp_path, monkeypatch):
+    """An empty user store in a temp folder and no shipped results."""
+    from analysis.cache import ResultStore
+
+    monkeypatch.setenv("PRUNELENS_CACHE", str(tmp_path / "store"))
+    return ResultStore(tmp_path / "store", shipped_dir=None)
+
+
+@pytest.fixture()
+def tiny_session(tiny_loaded, tiny_csv, store):
+    from analysis.operations import open_session
+
+    torch.manual_seed(0)
+    return open_session(data=str(tiny_csv), loaded=tiny_loaded, store=store)
+
+
+@pytest.fixture(scope="session")
+def default_loaded():
+    from analysis.models import load_model
+
+    return load_model("default")

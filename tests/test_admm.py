@@ -1,0 +1,229 @@
+"""admm / admm-quant: N:M and k-bit projections, the ADMM solver, live scores, training mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from analysis.errors import ParamError
+from analysis.methods.admm import (
+    METHOD,
+    AdmmState,
+    accuracy_by_pattern,
+    constrained_linears,
+    pattern_of,
+    unit_shares,
+)
+from analysis.methods.admm_quant import METHOD as QUANT
+from analysis.patterns import (
+    block_counts,
+    distinct_per_row,
+    exactly_n_fraction,
+    nm_mask,
+    project_kbit,
+    project_nm,
+)
+from analysis.training import train_command
+
+UNITS = ("head", "attention", "ffn", "neuron")
+TINY_TRAIN = {"iterations": 2, "steps": 2, "finetune_steps": 3, "batch_size": 8}
+
+
+def manual_nm_mask(w: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    mask = torch.zeros_like(w)
+    for r in range(w.shape[0]):
+        for b in range(0, w.shape[1], m):
+            block = [(abs(float(w[r, b + j])), j) for j in range(m)]
+            for _, j in sorted(block, key=lambda t: -t[0])[:n]:
+                mask[r, b + j] = 1
+    return mask
+
+
+@pytest.mark.parametrize(("n", "m"), [(2, 4), (1, 4), (3, 4), (1, 2), (4, 8)])
+def test_nm_mask_matches_manual_loop(n, m):
+    torch.manual_seed(n * 10 + m)
+    w = torch.randn(6, 16)
+    mask = nm_mask(w, n, m)
+    assert torch.equal(mask, manual_nm_mask(w, n, m))
+    projected = project_nm(w, n, m)
+    assert torch.equal(block_counts(projected, m), torch.full((6, 16 // m), n))
+    assert exactly_n_fraction(projected, n, m) == 1.0
+    assert torch.equal(projected[mask.bool()], w[mask.bool()])
+    # every kept weight is at least as large as every dropped one of its block
+    blocks, kept = w.abs().reshape(6, -1, m), mask.reshape(6, -1, m).bool()
+    low_kept = torch.where(kept, blocks, torch.inf).amin(-1)
+    high_dropped = torch.where(~kept, blocks, -torch.inf).amax(-1)
+    assert torch.all(low_kept >= high_dropped)
+
+
+def test_blocks_run_along_the_input_dimension():
+    w = torch.tensor([[1.0, 2.0, 3.0, 4.0], [8.0, 7.0, 6.0, 5.0]])
+    assert project_nm(w, 2, 4).tolist() == [[0, 0, 3, 4], [8, 7, 0, 0]]
+    assert project_nm(w, 1, 2).tolist() == [[0, 2, 0, 4], [8, 0, 6, 0]]
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_kbit_projection_grid(bits):
+    torch.manual_seed(bits)
+    w = torch.randn(5, 64)
+    q = project_kbit(w, bits)
+    assert int(distinct_per_row(q).max()) <= 2**bits
+    # symmetric per-row grid: values are integer multiples of max|w_row| / (2^(b-1) - 1)
+    scale = w.abs().amax(1, keepdim=True) / (2 ** (bits - 1) - 1)
+    steps = q / scale
+    assert torch.allclose(steps, steps.round(), atol=1e-4)
+    assert torch.allclose(q.abs().amax(1), w.abs().amax(1))
+    assert (q - w).abs().le(scale / 2 + 1e-6).all()  # rounding to the nearest grid point
+    assert torch.allclose(project_kbit(q, bits), q, atol=1e-6)  # idempotent
+
+
+def test_bad_pattern_params():
+    w = torch.randn(4, 16)
+    with pytest.raises(ParamError, match="must not exceed M"):
+        nm_mask(w, 5, 4)
+    with pytest.raises(ParamError, match="does not divide"):
+        nm_mask(w, 2, 3)
+    with pytest.raises(ParamError, match="at least 2 bits"):
+        project_kbit(w, 1)
+
+
+@pytest.mark.parametrize("prox", [False, True])
+def test_one_admm_iteration_lowers_residual(prox):
+    torch.manual_seed(0)
+    target = torch.randn(8, 16)
+    w = torch.nn.Parameter(target.clone())
+    state = AdmmState.start([w], lambda t: project_nm(t, 2, 4), rho=1.0, prox=prox)
+    before = state.residual()
+    assert before == pytest.approx(float((target - project_nm(target, 2, 4)).norm()), rel=1e-6)
+    optimizer = torch.optim.SGD([w], lr=0.1)
+    record = state.iterate(lambda: 0.1 * ((w - target) ** 2).sum(), optimizer, steps=5, growth=2.0)
+    assert record["residual"] < before
+    assert record["rho"] == 1.0 and state.rho == 2.0
+    assert exactly_n_fraction(state.z[0], 2, 4) == 1.0
+
+
+def test_scores_shapes_and_values(tiny_session):
+    ctx = tiny_session.context()
+    inv = tiny_session.loaded.inventory
+    for method in (METHOD, QUANT):
+        for unit in UNITS:
+            scores = method.score(ctx, unit, {})
+            assert scores.shape == inv.unit_shape(unit)
+            assert np.all((scores > 0) & (scores <= 1.0 + 1e-12))
+    # 2:4 keeps the larger half of every block: at least half of each unit's squared norm
+    heads = METHOD.score(ctx, "head", {"n": 2, "m": 4})
+    assert np.all(heads >= 0.5)
+    assert np.allclose(METHOD.score(ctx, "attention", {"n": 4, "m": 4}), 1.0)
+    # head share by hand for layer 0, head 1
+    layer = tiny_session.loaded.layers()[0]
+    d = inv.head_size
+    rows = slice(d, 2 * d)
+    parts = [layer.attention.self.query.weight[rows], layer.attention.self.key.weight[rows],
+             layer.attention.self.value.weight[rows], layer.attention.output.dense.weight[:, rows]]
+    full = sum(float((p.double() ** 2).sum()) for p in parts)
+    surv = (sum(float((project_nm(m.weight, 2, 4)[rows].double() ** 2).sum()) for m in
+                (layer.attention.self.query, layer.attention.self.key, layer.attention.self.value))
+            + float((project_nm(layer.attention.output.dense.weight, 2, 4)[:, rows].double() ** 2).sum()))
+    assert heads[0, 1] == pytest.approx(surv / full, rel=1e-9)
+    # the live scores equal unit_shares on the shared model
+    assert np.array_equal(heads, unit_shares(tiny_session.loaded.model, inv, "head",
+                                             lambda t: project_nm(t, 2, 4)))
+
+
+def test_bad_params_raise(tiny_session):
+    ctx = tiny_session.context()
+    with pytest.raises(ParamError, match="must not exceed M"):
+        METHOD.score(ctx, "head", {"n": 5, "m": 4})
+    with pytest.raises(ParamError, match="does not divide the input dimension 16"):
+        METHOD.score(ctx, "head", {"n": 2, "m": 3})
+    with pytest.raises(ParamError, match="does not divide the input dimension 24"):
+        METHOD.score(ctx, "ffn", {"n": 2, "m": 16})  # 16 divides hidden 16, not ffn 24
+    with pytest.raises(ParamError):
+        QUANT.score(ctx, "head", {"bits": 1})
+    with pytest.raises(ParamError, match="must not exceed M"):
+        train_command(tiny_session, "admm", {"n": 5, "m": 4, **TINY_TRAIN}, use_store=False)
+
+
+def test_pattern_of_is_a_window_of_the_full_mask(tiny_loaded):
+    full = tiny_loaded.layers()[1].intermediate.dense.weight
+    piece = pattern_of(tiny_loaded, 1, "intermediate", 2, 4, rows=(3, 7), cols=(2, 9))
+    assert (piece.row_start, piece.col_start) == (3, 0)
+    assert piece.mask.shape == (4, 12)  # columns widened to whole blocks 0..12
+    assert np.array_equal(piece.mask, nm_mask(full, 2, 4)[3:7, 0:12].numpy().astype(np.int8))
+    assert np.allclose(piece.weights, full[3:7, 0:12].numpy())
+    with pytest.raises(ParamError, match="unknown matrix"):
+        pattern_of(tiny_loaded, 0, "gate", 2, 4)
+    with pytest.raises(ParamError, match="layer 5"):
+        pattern_of(tiny_loaded, 5, "query", 2, 4)
+
+
+def test_accuracy_by_pattern_uses_a_copy(tiny_session):
+    fp = tiny_session.loaded.fingerprint
+    from analysis.models import weights_fingerprint
+
+    rows = accuracy_by_pattern(tiny_session, [(2, 4), (4, 4)])
+    assert [r["pattern"] for r in rows] == ["dense", "2:4", "4:4"]
+    assert rows[2]["accuracy"] == rows[0]["accuracy"] and rows[2]["loss"] == pytest.approx(rows[0]["loss"], abs=1e-6)
+    assert rows[1]["sparsity"] == 0.5
+    assert weights_fingerprint(tiny_session.loaded.model) == fp
+    # cached: the second call reads the store
+    assert accuracy_by_pattern(tiny_session, [(2, 4), (4, 4)]) == rows
+
+
+def test_training_mode_meets_pattern_and_leaves_model_alone(tiny_session):
+    from analysis.models import weights_fingerprint
+
+    model = tiny_session.loaded.model
+    fp = weights_fingerprint(model)
+    grads = [p.requires_grad for p in model.parameters()]
+    result = train_command(tiny_session, "admm", TINY_TRAIN)
+    assert weights_fingerprint(model) == fp
+    assert [p.requires_grad for p in model.parameters()] == grads
+    assert result["constraint"]["exactly_n_fraction"] == 1.0
+    assert result["constraint"]["sparsity"] == pytest.approx(0.5)
+    assert [h["iteration"] for h in result["history"]] == [1, 2]
+    assert result["history"][1]["rho"] == pytest.approx(1.5 * result["history"][0]["rho"])
+    assert len(result["finetune_history"]) == 3
+    assert set(result["evaluation"]) == {"dense", "oneshot", "admm_projected", "admm"}
+    inv = tiny_session.loaded.inventory
+    assert np.asarray(result["scores"]).shape == inv.unit_shape("head")
+    assert np.asarray(result["shares"]["ffn"]).shape == inv.unit_shape("ffn")
+    # one-shot = live scores' model evaluated on a projected copy
+    live = accuracy_by_pattern(tiny_session, [(2, 4)], use_store=False)[1]
+    assert result["evaluation"]["oneshot"]["loss"] == pytest.approx(live["loss"], rel=1e-6)
+    assert train_command(tiny_session, "admm", TINY_TRAIN)["cached"] is True
+
+
+def test_training_final_weights_satisfy_pattern(tiny_session, monkeypatch):
+    """Inspect the trained copy itself (not only the reported statistic)."""
+    from analysis.methods import admm
+
+    captured = {}
+    real_evaluate = admm._evaluate
+
+    def spy(evaluator, model):
+        captured["model"] = model
+        return real_evaluate(evaluator, model)
+
+    monkeypatch.setattr(admm, "_evaluate", spy)
+    train_command(tiny_session, "admm", {**TINY_TRAIN, "n": 1, "m": 4}, use_store=False)
+    trained = captured["model"]
+    assert trained is not tiny_session.loaded.model
+    for _, _, lin in constrained_linears(trained):
+        assert type(lin).__name__ == "Linear"  # parametrizations were removed
+        assert torch.equal(block_counts(lin.weight, 4), torch.ones(lin.out_features, lin.in_features // 4,
+                                                                      dtype=torch.long))
+
+
+def test_quant_training(tiny_session):
+    from analysis.models import weights_fingerprint
+
+    fp = weights_fingerprint(tiny_session.loaded.model)
+    result = train_command(tiny_session, "admm-quant", {**TINY_TRAIN, "bits": 3, "penalty": "gradient",
+                                                        "finetune_baseline": True}, use_store=False)
+    assert weights_fingerprint(tiny_session.loaded.model) == fp
+    assert result["constraint"]["on_grid_fraction"] == 1.0
+    assert result["constraint"]["max_distinct_per_row"] <= 2**3
+    assert "rounding" in result["labels"]["oneshot"]
+    assert set(result["evaluation"]) == {"dense", "oneshot", "oneshot_finetuned", "admm_projected", "admm"}

@@ -1,0 +1,50 @@
+"""Rank statistics of analysis.compare against manual computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.compare import (
+    jaccard,
+    jaccard_matrix,
+    normalized_ranks,
+    rank_correlations,
+    unit_scores,
+)
+from analysis.errors import ParamError
+
+
+def test_normalized_ranks():
+    r = normalized_ranks([[3.0, 1.0], [2.0, 4.0]])
+    assert r.tolist() == [[2 / 3, 0.0], [1 / 3, 1.0]]
+
+
+def test_rank_correlations_match_manual():
+    a = np.array([1.0, 2.0, 3.0, 4.0])
+    corr = rank_correlations({"a": a, "rev": -a, "same": a * 10, "const": np.ones(4)})
+    assert corr.spearman[0, 1] == pytest.approx(-1.0) and corr.kendall[0, 1] == pytest.approx(-1.0)
+    assert corr.spearman[0, 2] == pytest.approx(1.0)
+    assert np.isnan(corr.spearman[0, 3]) and corr.as_dict()["spearman"][0][3] is None
+    # one swap out of 6 pairs: tau = (5 - 1) / 6; rho = 1 - 6 * 2 / (4 * 15)
+    c = rank_correlations({"a": a, "b": np.array([2.0, 1.0, 3.0, 4.0])})
+    assert c.kendall[0, 1] == pytest.approx(4 / 6) and c.spearman[0, 1] == pytest.approx(0.8)
+
+
+def test_jaccard_matrix():
+    assert jaccard([1, 1, 0, 0], [1, 0, 1, 0]) == pytest.approx(1 / 3)
+    scores = {"a": np.array([[4.0, 3.0, 2.0, 1.0]]), "b": np.array([[4.0, 1.0, 3.0, 2.0]])}
+    jac = jaccard_matrix(scores, 0.5)
+    assert jac[0, 1] == pytest.approx(1 / 3) and jac[0, 0] == 1.0
+    with pytest.raises(ParamError):
+        rank_correlations({"a": np.ones(3), "b": np.ones(4)})
+
+
+def test_unit_scores_ranks_match_compute(tiny_session):
+    from analysis.operations import compute_scores
+
+    rows = {r["method"]: r for r in unit_scores(tiny_session, "head", (1, 2))}
+    mag = compute_scores(tiny_session, "magnitude", "head").scores
+    assert rows["magnitude"]["score"] == pytest.approx(mag[1, 2])
+    assert rows["magnitude"]["rank"] == int((mag > mag[1, 2]).sum()) + 1
+    assert rows["ablation"]["source"] == "missing" and rows["ablation"]["score"] is None

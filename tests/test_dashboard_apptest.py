@@ -1,0 +1,177 @@
+"""Every dashboard page under Streamlit's AppTest on the tiny random BERT.
+
+The app is opened through ``dashboard/app.py`` (navigation + sidebar); the page to open is set
+with ``st.session_state["prunelens.page"]`` and the model/data with query parameters, exactly
+as a shared link would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+TIMEOUT = 120
+
+
+@pytest.fixture()
+def open_page(tiny_bert_dir, tiny_csv, tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNELENS_CACHE", str(tmp_path / "store"))
+
+    def _open(page: str, model: str | None = None, data: str | None = None, **query) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+        at.query_params["model"] = model or str(tiny_bert_dir)
+        at.query_params["data"] = data or str(tiny_csv)
+        for k, v in query.items():
+            at.query_params[k] = v
+        at.session_state["prunelens.page"] = page
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    return _open
+
+
+def _metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_model_data_page(open_page):
+    at = open_page("model_data")
+    assert at.title[0].value == "Model & data"
+    assert not at.error
+    assert "2 layers × 4 heads" in at.sidebar.success[0].value
+    assert float(_metric(at, "accuracy")) >= 0.0
+    assert at.sidebar.radio(key="sb.model_kind").value == "folder"
+    assert at.sidebar.radio(key="sb.data_kind").value == "file"
+    units = at.dataframe[0].value
+    assert list(units["unit"]) == ["head", "attention", "neuron", "ffn"]
+    assert list(units["count"]) == [8, 2, 48, 2]
+
+
+def test_bad_model_path_is_a_message(open_page, tmp_path):
+    at = open_page("model_data", model=str(tmp_path / "no_such_model"))
+    assert any("not found" in e.value for e in at.sidebar.error)
+    assert any("Nothing loaded" in e.value for e in at.error)
+
+
+def test_bad_upload_is_a_message(open_page):
+    at = open_page("model_data")
+    at.sidebar.radio(key="sb.data_kind").set_value("upload").run()
+    at.file_uploader(key="sb.upload").set_value(("bad.csv", b"foo,bar\n1,2\n", "text/csv")).run()
+    assert not at.exception
+    assert any("needs columns 'text' and 'label'" in e.value for e in at.sidebar.error)
+
+
+def test_good_upload_loads(open_page, tiny_csv):
+    at = open_page("model_data")
+    at.sidebar.radio(key="sb.data_kind").set_value("upload").run()
+    at.file_uploader(key="sb.upload").set_value(("mine.csv", Path(tiny_csv).read_bytes(), "text/csv")).run()
+    assert not at.exception and not at.error
+    assert "mine.csv" in at.sidebar.success[0].value
+
+
+def test_importance_page_controls_and_head_details(open_page):
+    from analysis.methods import all_methods
+
+    at = open_page("importance", method="random", **{"p.seed": "3"})
+    assert at.selectbox(key="imp.method").value == "random"
+    assert at.number_input(key="imp.random.seed").value == 3  # restored from the URL
+    assert at.query_params["p.seed"] == ["3"] or at.query_params["p.seed"] == "3"
+    at.selectbox(key="imp.head").set_value(2).run()
+    assert not at.exception
+    table = at.dataframe[-1].value
+    head_methods = [m for m in all_methods().values() if "head" in m.units]
+    assert len(table) == len(head_methods)
+    assert set(table["method"]) == {m.title or m.name for m in head_methods}
+
+
+def test_importance_controls_follow_declarations(open_page):
+    at = open_page("importance", method="michel")
+    assert at.checkbox(key="imp.michel.normalize").value is True
+    at.selectbox(key="imp.unit.michel").set_value("attention").run()
+    assert not at.exception
+
+
+def test_prune_slider_changes_numbers(open_page):
+    at = open_page("prune", method="magnitude", sparsity="0.0")
+    assert at.slider(key="prune.sparsity").value == 0.0
+    assert _metric(at, "units removed") == "0.0%"
+    loss_before = _metric(at, "loss (masked)")
+    at.slider(key="prune.sparsity").set_value(0.75).run()
+    assert not at.exception
+    assert _metric(at, "units removed") == "75.0%"
+    assert _metric(at, "parameters removed") != "0.0%"
+    assert _metric(at, "loss (masked)") != loss_before
+    assert at.query_params["sparsity"] in ("0.75", ["0.75"])
+
+
+def test_prune_physical_and_threshold(open_page):
+    at = open_page("prune", method="magnitude", sparsity="0.5", physical="true")
+    timing = at.dataframe[0].value
+    assert list(timing["model"]) == ["masked (gates on the full model)", "physically pruned (smaller copy)"]
+    assert timing["accuracy"][0] == pytest.approx(timing["accuracy"][1])
+    at.radio(key="prune.mode").set_value("threshold").run()
+    assert not at.exception
+    assert at.slider(key="prune.threshold") is not None
+
+
+def test_compare_page(open_page):
+    at = open_page("compare", methods="magnitude,random,michel")
+    assert at.multiselect(key="cmp.methods").value == ["magnitude", "random", "michel"]
+    jac_before = at.dataframe[-1].value["jaccard"].tolist()
+    at.slider(key="cmp.sparsity").set_value(0.25).run()
+    assert not at.exception
+    assert at.dataframe[-1].value["jaccard"].tolist() != jac_before or jac_before == [1.0, 1.0, 1.0]
+    at.button(key="cmp.draw").click().run()
+    assert not at.exception and not at.error
+
+
+def test_spectral_page(open_page):
+    at = open_page("spectral")
+    assert at.title[0].value == "Spectral"
+    assert not at.error
+    stats = at.dataframe[-1].value
+    assert set(stats["version"]) == {"plain", "normalized"}
+    before = stats["mean"].tolist()
+    at.number_input(key="spec.cap").set_value(0.5).run()
+    assert not at.exception
+    assert at.dataframe[-1].value["mean"].tolist() != before
+
+
+def test_training_page_runs_in_background(open_page, monkeypatch):
+    from analysis.methods import all_methods
+    from analysis.methods.base import Method, Param
+    from analysis.training import Trainer
+    from dashboard import jobs
+
+    def run(session, params, progress):
+        for step in range(params["steps"]):
+            progress((step + 1) / params["steps"], f"step {step}")
+        return {"history": [{"step": s, "loss": 1.0 / (s + 1)} for s in range(params["steps"])],
+                "evaluation": {"accuracy": 0.5}}
+
+    fake = Method(name="faketrain", title="Fake trainer", units=("head",),
+                  trainer=Trainer(params=(Param("steps", "int", 3, "steps", 1, 10),), run=run))
+    monkeypatch.setitem(all_methods(), "faketrain", fake)
+    at = open_page("training", method="faketrain")
+    assert at.selectbox(key="train.method").value == "faketrain"
+    at.slider(key="train.faketrain.steps").set_value(4).run()
+    at.button(key="train.start").click().run()
+    assert not at.exception
+    job = jobs.BOARD.jobs()[0]
+    jobs.BOARD.wait(job.id, timeout=30)
+    assert job.status == jobs.DONE and job.result["params"] == {"steps": 4}
+    at.run()
+    assert not at.exception
+    listing = at.dataframe[0].value
+    assert "faketrain" in set(listing["method"])
+
+
+def test_limit_from_url_restores_a_subset(open_page):
+    at = open_page("model_data", limit="16")
+    assert at.sidebar.number_input(key="sb.limit").value == 16
+    assert "16 examples" in at.sidebar.success[0].value
+    assert at.query_params["limit"] in ("16", ["16"])

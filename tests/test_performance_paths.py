@@ -1,0 +1,269 @@
+"""Every fast path of the evaluator gives the reference evaluator's numbers (tiny BERT).
+
+Reference = the HF forward under hook gates (``Evaluator.reference_outputs``). fp32 fast paths
+must agree to 1e-5 in the logits; bf16 is only reported as an agreement rate. No timing here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from analysis.evaluate import Evaluator
+from analysis.fastpath import (
+    FastEncoder,
+    LayerRow,
+    PrefixCache,
+    PrefixEntry,
+    mask_rows,
+    prefix_keys,
+)
+from analysis.gates import Masks, hook_count
+from analysis.methods import get_method
+from analysis.methods.base import Context
+from analysis.pruning import physically_prune, select
+
+ATOL = 1e-5
+
+
+def _random_masks(rng, kind: str, layers=2, heads=4, ffn=24) -> Masks:
+    if kind == "head":
+        return Masks(head=(rng.random((layers, heads)) > 0.5).astype(np.float32))
+    if kind == "neuron":
+        return Masks(neuron=(rng.random((layers, ffn)) > 0.5).astype(np.float32))
+    if kind == "blocks":
+        return Masks(attention=np.array([0, 1], np.float32), ffn=np.array([1, 0], np.float32))
+    if kind == "float":
+        return Masks(head=rng.random((layers, heads)).astype(np.float32),
+                     neuron=rng.random((layers, ffn)).astype(np.float32),
+                     attention=rng.random(layers).astype(np.float32),
+                     ffn=rng.random(layers).astype(np.float32))
+    if kind == "no_heads":
+        return Masks(head=np.zeros((layers, heads), np.float32))
+    if kind == "all_off":
+        return Masks(attention=np.zeros(layers, np.float32), ffn=np.zeros(layers, np.float32))
+    raise ValueError(kind)
+
+
+@pytest.fixture()
+def evaluators(tiny_loaded, tiny_session):
+    data = tiny_session.data
+    return (Evaluator(tiny_loaded, data, batch_size=8),
+            Evaluator(tiny_loaded, data, batch_size=8, fast=False))
+
+
+def test_fast_path_is_checked_and_used(evaluators):
+    fast, ref = evaluators
+    assert fast.fast_encoder() is not None and fast.fast_note is None
+    assert ref.fast_encoder() is None
+
+
+@pytest.mark.parametrize("kind", ["head", "neuron", "blocks", "float", "no_heads", "all_off"])
+def test_fast_outputs_equal_reference(evaluators, kind):
+    fast, ref = evaluators
+    rng = np.random.default_rng(hash(kind) % 1000)
+    for _ in range(3):
+        masks = _random_masks(rng, kind)
+        a, b = fast.outputs(masks).logits, ref.outputs(masks).logits
+        np.testing.assert_allclose(a, b, atol=ATOL, rtol=0)
+    np.testing.assert_allclose(fast.base_outputs.logits, ref.base_outputs.logits, atol=ATOL, rtol=0)
+
+
+def test_results_equal_reference(evaluators):
+    fast, ref = evaluators
+    masks = Masks(head=np.array([[1, 0, 1, 0], [0, 1, 1, 1]], np.float32))
+    a, b = fast.compare(masks), ref.compare(masks)
+    assert a.pruned.accuracy == b.pruned.accuracy
+    assert a.pruned.loss == pytest.approx(b.pruned.loss, abs=ATOL)
+    assert a.pruned.margin == pytest.approx(b.pruned.margin, abs=ATOL)
+    assert a.delta["loss"] == pytest.approx(b.delta["loss"], abs=ATOL)
+    assert hook_count(fast.loaded.model) == 0
+
+
+def test_cls_only_last_layer_equals_full_layer(tiny_loaded, evaluators):
+    fast, _ = evaluators
+    encoder = FastEncoder(tiny_loaded.model)
+    batch = fast.batches[-1]
+    rows = mask_rows(Masks(head=np.array([[1, 1, 1, 1], [1, 0, 1, 0.5]], np.float32)), 2)
+    with torch.inference_mode():
+        x = encoder.embed(batch)
+        keep = batch.attention_mask.bool()
+        x = encoder.layers[0].forward(x, keep[:, None, None, :], encoder.plan(0, rows[0]))
+        full = encoder.layers[1].forward(x, keep[:, None, None, :], encoder.plan(1, rows[1]))
+        cls = encoder.layers[1].forward_cls(x, keep, encoder.plan(1, rows[1]))
+    torch.testing.assert_close(cls, full[:, 0], atol=ATOL, rtol=0)
+
+
+def test_layer_cache_starts_at_first_differing_layer(tiny_loaded, evaluators, monkeypatch):
+    fast, ref = evaluators
+    encoder = fast.fast_encoder()
+    _ = fast.base_outputs
+    cache = encoder.cache_for(fast.batches)
+    base_keys = prefix_keys(mask_rows(None, 2))
+    assert cache.get(1, base_keys[1]) is not None  # the unpruned input of layer 1 is kept
+    assert cache.get(0, base_keys[0]).context is not None  # and the all-heads context of layer 0
+    calls = {"embed": 0, "qkv0": 0}
+    real_embed, real_context = encoder.embed, encoder.layers[0].context
+
+    def count_embed(batch):
+        calls["embed"] += 1
+        return real_embed(batch)
+
+    def count_context(*args, **kwargs):
+        calls["qkv0"] += 1
+        return real_context(*args, **kwargs)
+
+    monkeypatch.setattr(encoder, "embed", count_embed)
+    monkeypatch.setattr(encoder.layers[0], "context", count_context)
+    # a mask that differs only in layer 1 starts from the cached input of layer 1
+    late = Masks(head=np.array([[1, 1, 1, 1], [0, 1, 0, 1]], np.float32))
+    before = cache.get(1, base_keys[1]).states[0].clone()
+    got = fast.outputs(late).logits
+    assert calls == {"embed": 0, "qkv0": 0}
+    np.testing.assert_allclose(got, ref.outputs(late).logits, atol=ATOL, rtol=0)
+    no_cache = np.concatenate([t.numpy() for t in encoder.logits(fast.batches, late, use_cache=False)])
+    order = np.concatenate([b.index.numpy() for b in fast.batches])
+    np.testing.assert_allclose(got[order], no_cache, atol=ATOL, rtol=0)
+    torch.testing.assert_close(cache.get(1, base_keys[1]).states[0], before)  # never mutated
+    # a mask that differs in layer 0 slices the cached all-heads context: no Q/K/V there
+    calls.update(embed=0, qkv0=0)
+    early = Masks(head=np.array([[1, 0, 0, 1], [1, 1, 1, 1]], np.float32))
+    np.testing.assert_allclose(fast.outputs(early).logits, ref.outputs(early).logits, atol=ATOL, rtol=0)
+    assert calls == {"embed": 0, "qkv0": 0}
+
+
+def test_prefix_keys_depend_only_on_earlier_layers():
+    a = prefix_keys(mask_rows(Masks(head=np.array([[1, 0], [1, 1]], np.float32)), 2))
+    b = prefix_keys(mask_rows(Masks(head=np.array([[1, 0], [0, 1]], np.float32)), 2))
+    c = prefix_keys(mask_rows(Masks(head=np.ones((2, 2), np.float32)), 2))
+    d = prefix_keys(mask_rows(None, 2))
+    assert a[:2] == b[:2] and a[2] != b[2]
+    assert a[1] != c[1]
+    assert c == d  # explicit ones are the unpruned model
+
+
+def test_prefix_cache_budget_and_pins():
+    def entry(n):
+        return PrefixEntry([torch.zeros(n, dtype=torch.uint8)])
+
+    cache = PrefixCache(100)
+    cache.put(0, b"base", entry(40), pin=True)
+    cache.put(1, b"a", entry(30))
+    cache.put(1, b"b", entry(30))
+    assert cache.bytes == 100
+    cache.get(1, b"a")  # a is now more recent than b
+    cache.put(2, b"c", entry(30))
+    assert cache.get(1, b"b") is None and cache.get(1, b"a") is not None
+    assert cache.get(0, b"base") is not None
+    cache.put(3, b"huge", entry(70))  # larger than what the pins leave: not kept
+    assert cache.get(3, b"huge") is None and cache.bytes <= 100
+
+
+def test_evaluate_many_equals_evaluate_per_mask(evaluators):
+    fast, ref = evaluators
+    rng = np.random.default_rng(3)
+    masks = [_random_masks(rng, k) for k in ("head", "neuron", "head", "float", "blocks")]
+    masks.append(None)
+    many = fast.evaluate_many(masks)
+    for m, got in zip(masks, many):
+        want = ref.evaluate(m)
+        assert got.accuracy == want.accuracy
+        assert got.loss == pytest.approx(want.loss, abs=ATOL)
+        assert got.margin == pytest.approx(want.margin, abs=ATOL)
+    compared = fast.compare_many(masks[:2])
+    assert compared[0].pruned.loss == pytest.approx(many[0].loss, abs=ATOL)
+
+
+def test_outputs_lru_returns_identical_results(evaluators):
+    fast, _ = evaluators
+    masks = Masks(head=np.array([[0, 1, 1, 1], [1, 1, 1, 1]], np.float32))
+    first = fast.outputs(masks)
+    again = fast.outputs(Masks(head=masks.head.copy()))
+    assert again is first
+
+
+def test_ablation_fast_equals_naive_leave_one_out(tiny_loaded, tiny_session):
+    data = tiny_session.data
+    fast = Evaluator(tiny_loaded, data, batch_size=8)
+    ref = Evaluator(tiny_loaded, data, batch_size=8, fast=False)
+    ctx = Context(tiny_loaded, data, fast)
+    for unit in ("head", "attention", "ffn"):
+        scores = get_method("ablation").score(ctx, unit, {"metric": "loss"})
+        shape = tiny_loaded.inventory.unit_shape(unit)
+        naive = np.zeros(shape)
+        for idx in np.ndindex(*shape):
+            mask = np.ones(shape, np.float32)
+            mask[idx] = 0
+            naive[idx] = ref.evaluate(Masks.for_unit(unit, mask)).loss - ref.base.loss
+        np.testing.assert_allclose(scores, naive, atol=ATOL, rtol=0)
+
+
+def test_estimate_is_a_fixed_subset_with_error_bars(tiny_loaded, tiny_session):
+    ev = Evaluator(tiny_loaded, tiny_session.data, batch_size=8)
+    masks = Masks(head=np.array([[1, 0, 1, 1], [1, 1, 0, 1]], np.float32))
+    est = ev.estimate(masks, size=16, seed=1)
+    sub = ev.subset(16, 1)
+    assert sub is ev.subset(16, 1) and len(sub.data) == 16 and est.pruned.n == 16
+    rows = sub.subset_rows
+    assert list(rows) == sorted(set(rows))
+    full = ev.outputs(masks)
+    np.testing.assert_allclose(sub.outputs(masks).logits, full.logits[rows], atol=ATOL, rtol=0)
+    d = full.loss[rows] - ev.base_outputs.loss[rows]
+    assert est.delta["loss"] == pytest.approx(d.mean(), abs=ATOL)
+    assert est.delta["loss_se"] == pytest.approx(d.std(ddof=1) / np.sqrt(16), abs=ATOL)
+    assert ev.subset(10_000) is ev  # a subset as large as the data is the data
+
+
+def test_reference_path_for_explicit_model_and_gradients(tiny_loaded, evaluators):
+    fast, ref = evaluators
+    masks = Masks(head=np.array([[1, 0, 1, 1], [1, 1, 1, 0]], np.float32))
+    small = physically_prune(tiny_loaded.model, masks)
+    np.testing.assert_allclose(fast.outputs(model=small).logits, ref.outputs(masks).logits,
+                               atol=ATOL, rtol=0)
+    gate = torch.ones(2, 4, requires_grad=True)
+    assert not fast._fast_usable(Masks(head=gate), None)
+    np.testing.assert_allclose(fast.outputs(Masks(head=gate)).logits, ref.base_outputs.logits,
+                               atol=ATOL, rtol=0)
+
+
+def test_bf16_agreement_rate_is_reported(tiny_loaded, evaluators):
+    fast, _ = evaluators
+    encoder = fast.fast_encoder()
+    scores = np.random.default_rng(0).random((2, 4))
+    from analysis.bench import _bf16_agreement
+
+    out = _bf16_agreement(fast, scores)
+    assert 0.0 <= out["bf16_agreement"] <= 1.0
+    assert out["bf16_default"] is False
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = torch.cat(encoder.logits(fast.batches, None, use_cache=False)).float()
+    assert low.shape == (len(fast.data), 2)
+
+
+def test_bench_quick_has_the_documented_keys(tiny_session):
+    from analysis.bench import run_bench
+
+    out = run_bench(tiny_session, quick=True, threads=1, progress=lambda msg: None)
+    for key in ("naive_s", "eval_p50_s", "eval_p90_s", "first_estimate_s", "ratio", "michel_s",
+                "forward_s", "curve_cold_s", "curve_cached_s", "physical_vs_masked", "rss_mb",
+                "ablation_s"):
+        assert isinstance(out[key], float) and out[key] > 0, key
+    assert out["ratio"] == pytest.approx(out["naive_s"] / out["eval_p50_s"])
+    assert out["slider_max_abs_logit_difference"] < ATOL
+    assert out["physical_vs_masked_detail"]["max_abs_logit_difference"] < ATOL
+
+
+def test_layer_row_key_distinguishes_gates():
+    a = LayerRow(None, 1.0, 1.0, None).key()
+    b = LayerRow(None, 0.0, 1.0, None).key()
+    c = LayerRow(np.array([1, 0], np.float32), 1.0, 1.0, None).key()
+    assert len({a, b, c}) == 3
+
+
+def test_select_based_slider_masks_use_fast_path(evaluators):
+    fast, ref = evaluators
+    scores = np.random.default_rng(5).random((2, 4))
+    for s in (0.25, 0.5, 0.75):
+        m = Masks(head=select(scores, s).astype(np.float32))
+        np.testing.assert_allclose(fast.outputs(m).logits, ref.outputs(m).logits, atol=ATOL, rtol=0)

@@ -1,0 +1,318 @@
+"""Tests of the ``smp`` and ``pins`` methods on the tiny random BERT."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from analysis.errors import ParamError
+from analysis.gates import hook_count
+from analysis.methods import get_method
+from analysis.methods import pins as pins_mod
+from analysis.methods import smp as smp_mod
+from analysis.models import weights_fingerprint
+
+SMALL_SMP = {"samples": 8, "batch_size": 10, "batches": 1}
+SMALL_TRAIN = {"steps": 12, "batch_size": 4, "prune_every": 2, "warmup": 0.1, "final": 0.3,
+               "target_sparsity": 0.6, "lr": 1e-3, "eta": 1e-3}
+
+
+# ---------------------------------------------------------------------------------------------
+# smp: pure pieces
+
+
+def test_similarity_kl_zero_for_identical_and_positive_otherwise():
+    torch.manual_seed(0)
+    a = torch.randn(6, 5)
+    assert smp_mod.similarity_kl(a, a.clone()) == 0.0
+    assert smp_mod.similarity_kl(a, a.clone(), similarity="dot") == 0.0
+    b = a + 0.5 * torch.randn(6, 5)
+    assert smp_mod.similarity_kl(a, b) > 0.0
+    assert smp_mod.similarity_kl(a, b, temperature=1.0, similarity="dot") > 0.0
+    # cosine similarity ignores the scale of each vector
+    assert smp_mod.similarity_kl(a, 3.0 * a) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_similarity_kl_matches_manual_computation():
+    torch.manual_seed(1)
+    a, b = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    t = 0.5
+
+    def dist(x):
+        x = x / x.norm(dim=1, keepdim=True)
+        s = (x @ x.T / t).numpy()
+        rows = []
+        for i in range(len(s)):
+            others = np.delete(s[i], i)
+            e = np.exp(others - others.max())
+            rows.append(e / e.sum())
+        return np.array(rows)
+
+    p, q = dist(a), dist(b)
+    expected = float(np.mean(np.sum(p * np.log(p / q), axis=1)))
+    assert smp_mod.similarity_kl(a, b, temperature=t) == pytest.approx(expected, rel=1e-9)
+
+
+def test_sentence_vectors_cls_and_mean_skip_padding():
+    hidden = torch.arange(2 * 3 * 2, dtype=torch.float32).reshape(2, 3, 2)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    assert torch.equal(smp_mod.sentence_vectors(hidden, mask, "cls"), hidden[:, 0])
+    mean = smp_mod.sentence_vectors(hidden, mask, "mean")
+    assert torch.allclose(mean[0], hidden[0, :2].mean(0))
+    assert torch.allclose(mean[1], hidden[1].mean(0))
+
+
+def test_ridge_recovers_planted_importance():
+    rng = np.random.default_rng(0)
+    features, samples = 24, 400
+    w = rng.uniform(0.0, 1.0, features)
+    removed = (rng.random((samples, features)) < 0.5).astype(float)
+    losses = 0.3 + removed @ w + rng.normal(0, 0.05, samples)
+    coef = smp_mod.ridge_importance(removed, losses, alpha=1.0)
+    assert coef.shape == (features,)
+    assert spearmanr(coef, w).statistic > 0.97
+    assert np.abs(coef - w).max() < 0.1
+    # no penalty, no noise: exact recovery
+    exact = smp_mod.ridge_importance(removed, 0.3 + removed @ w, alpha=0.0)
+    assert np.allclose(exact, w, atol=1e-8)
+
+
+def test_ridge_shrinks_with_alpha_and_checks_shapes():
+    rng = np.random.default_rng(1)
+    x = (rng.random((50, 5)) < 0.5).astype(float)
+    y = x @ np.arange(1.0, 6.0)
+    small, big = smp_mod.ridge_importance(x, y, 0.1), smp_mod.ridge_importance(x, y, 1000.0)
+    assert np.linalg.norm(big) < np.linalg.norm(small)
+    with pytest.raises(ValueError):
+        smp_mod.ridge_importance(x, y[:-1], 1.0)
+
+
+def test_sample_masks_seeded_and_keep_rate():
+    a = smp_mod.sample_masks(3, 4, 500, 0.25, seed=7)
+    assert a.shape == (500, 3, 4)
+    assert set(np.unique(a)) <= {0.0, 1.0}
+    assert np.array_equal(a, smp_mod.sample_masks(3, 4, 500, 0.25, seed=7))
+    assert not np.array_equal(a, smp_mod.sample_masks(3, 4, 500, 0.25, seed=8))
+    assert abs(a.mean() - 0.25) < 0.03
+
+
+# ---------------------------------------------------------------------------------------------
+# smp on the tiny model
+
+
+def test_smp_shape_deterministic_and_leaves_model_alone(tiny_session):
+    method = get_method("smp")
+    assert method.default_scope == "layer" and method.default_sparsity == 0.5
+    ctx = tiny_session.context()
+    before = weights_fingerprint(tiny_session.loaded.model)
+    a = method.score(ctx, "head", {**SMALL_SMP, "seed": 3})
+    b = method.score(ctx, "head", {**SMALL_SMP, "seed": 3})
+    c = method.score(ctx, "head", {**SMALL_SMP, "seed": 4})
+    assert a.shape == (2, 4)
+    assert np.isfinite(a).all()
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert hook_count(tiny_session.loaded.model) == 0
+    assert weights_fingerprint(tiny_session.loaded.model) == before
+
+
+def test_smp_losses_zero_for_full_mask_and_positive_for_pruned(tiny_session):
+    ctx = tiny_session.context()
+    params = get_method("smp").validate({**SMALL_SMP, "sentence_vector": "cls"})
+    masks = np.ones((3, 2, 4), dtype=np.float32)
+    masks[1, 0, :2] = 0
+    masks[2] = 0
+    losses = smp_mod.smp_losses(ctx, masks, params)
+    assert losses[0] == 0.0
+    assert losses[1] > 0.0 and losses[2] > 0.0
+
+
+def test_smp_bad_params():
+    method = get_method("smp")
+    with pytest.raises(ParamError, match="keep_rate"):
+        method.validate({"keep_rate": 1.5})
+    with pytest.raises(ParamError, match="sentence_vector"):
+        method.validate({"sentence_vector": "max"})
+    with pytest.raises(ParamError, match="samples"):
+        method.validate({"samples": "many"})
+    with pytest.raises(ParamError, match="no parameter"):
+        method.validate({"M": 3})
+    with pytest.raises(ParamError, match="scores units"):
+        method.check_unit("neuron")
+
+
+# ---------------------------------------------------------------------------------------------
+# pins: pure pieces
+
+
+def test_pins_score_formula_on_hand_built_gradient():
+    theta = torch.tensor([[1.0, -2.0], [0.5, 0.0]])
+    grad = torch.tensor([[0.1, 0.3], [-2.0, 4.0]])
+    eta = 0.5
+    expected = torch.tensor([[-0.1 + 0.5 * 0.01, 0.6 + 0.5 * 0.09],
+                             [1.0 + 0.5 * 4.0, 0.0 + 0.5 * 16.0]])
+    assert torch.allclose(pins_mod.pins_score(theta, grad, eta), expected)
+
+
+def test_ema_update_formula():
+    ibar, unc = torch.tensor([1.0, -1.0]), torch.tensor([0.5, 0.2])
+    s = torch.tensor([3.0, 1.0])
+    new_ibar, new_unc = pins_mod.ema_update(ibar, unc, s, beta1=0.85, beta2=0.99)
+    exp_ibar = torch.tensor([0.85 * 1.0 + 0.15 * 3.0, 0.85 * -1.0 + 0.15 * 1.0])
+    exp_unc = 0.99 * unc + 0.01 * (s - exp_ibar).abs()
+    assert torch.allclose(new_ibar, exp_ibar)
+    assert torch.allclose(new_unc, exp_unc)
+    assert torch.equal(ibar, torch.tensor([1.0, -1.0]))  # inputs untouched
+
+
+def test_cubic_schedule_values_and_monotone():
+    total, target, warmup, final = 100, 0.8, 10, 30
+    values = [pins_mod.cubic_sparsity(t, total, target, warmup, final) for t in range(total + 1)]
+    assert values[0] == 0.0 and values[warmup] == 0.0
+    assert values[total] == target and values[total - final] == target
+    assert all(b >= a for a, b in pairwise(values))
+    mid = (warmup + total - final) // 2
+    assert values[mid] == pytest.approx(target * (1 - 0.5**3))
+    assert pins_mod.cubic_sparsity(50, 100, 0.5) == pytest.approx(0.5 * (1 - 0.5**3))
+
+
+def test_self_reg_loss_zero_for_same_logits_and_matches_formula():
+    s = torch.tensor([[1.0, -1.0], [0.2, 0.3]])
+    t = torch.tensor([[0.0, 0.5], [1.0, -1.0]])
+    assert float(pins_mod.self_reg_loss(s, s)) == pytest.approx(0.0, abs=1e-7)
+    ps, pt = torch.softmax(s / 2, -1), torch.softmax(t / 2, -1)
+    expected = 4.0 * float((ps * (ps.log() - pt.log())).sum(-1).mean())
+    assert float(pins_mod.self_reg_loss(s, t, 2.0)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_aggregate_sums_rows_and_columns():
+    class Inv:
+        heads, head_size = 2, 2
+
+    hidden, ffn = 4, 3
+    q = torch.arange(16.0).reshape(4, 4)
+    k, v, o = torch.ones(4, 4), torch.zeros(4, 4), 2 * torch.ones(4, 4)
+    inter, out = torch.arange(12.0).reshape(ffn, hidden), torch.ones(hidden, ffn)
+    layer = [q, k, v, o, inter, out]
+    heads = pins_mod.aggregate([layer], Inv, "head")
+    # head 0: q rows 0-1 (sum 0..7 = 28) + k rows (8) + v (0) + o columns 0-1 (16)
+    assert heads.tolist() == [[28 + 8 + 0 + 16, (8 + 9 + 10 + 11 + 12 + 13 + 14 + 15) + 8 + 16]]
+    neurons = pins_mod.aggregate([layer], Inv, "neuron")
+    assert neurons.tolist() == [[0 + 1 + 2 + 3 + 4, 4 + 5 + 6 + 7 + 4, 8 + 9 + 10 + 11 + 4]]
+    assert pins_mod.aggregate([layer], Inv, "attention").tolist() == [120 + 16 + 32]
+    assert pins_mod.aggregate([layer], Inv, "ffn").tolist() == [66 + 12]
+
+
+def test_global_mask_removes_exact_count_lowest():
+    imp = [[torch.tensor([[5.0, 1.0], [3.0, 0.0]]), torch.tensor([2.0, 4.0, 6.0])]]
+    masks = pins_mod._global_mask(imp, 3 / 7)
+    assert masks[0][0].tolist() == [[True, False], [True, False]]
+    assert masks[0][1].tolist() == [False, True, True]
+
+
+# ---------------------------------------------------------------------------------------------
+# pins on the tiny model
+
+
+def test_pins_scores_every_unit_and_model_untouched(tiny_session):
+    method = get_method("pins")
+    ctx = tiny_session.context()
+    model = tiny_session.loaded.model
+    before = weights_fingerprint(model)
+    params = {"batches": 3, "batch_size": 8, "seed": 1, "normalize": False}
+    shapes = {"head": (2, 4), "attention": (2,), "ffn": (2,), "neuron": (2, 24)}
+    scores = {}
+    for unit, shape in shapes.items():
+        scores[unit] = method.score(ctx, unit, params)
+        assert scores[unit].shape == shape
+        assert np.isfinite(scores[unit]).all()
+    assert np.abs(scores["head"]).sum() > 0
+    # heads and attention blocks come from the same weight scores: a block's O/Q/K/V sum
+    assert np.allclose(scores["head"].sum(1), scores["attention"], rtol=1e-6, atol=1e-12)
+    assert weights_fingerprint(model) == before
+    assert not any(p.requires_grad for p in model.parameters())
+    assert model.training is False
+    normed = method.score(ctx, "neuron", {**params, "normalize": True})
+    assert np.abs(normed).max() == pytest.approx(1.0)
+    assert np.allclose(normed, scores["neuron"] / np.abs(scores["neuron"]).max())
+
+
+def test_pins_score_weights_deterministic(tiny_session):
+    params = get_method("pins").validate({"batches": 2, "batch_size": 8})
+    a = pins_mod.score_weights(tiny_session.loaded, tiny_session.data, params)
+    b = pins_mod.score_weights(tiny_session.loaded, tiny_session.data, params)
+    assert len(a) == 2 and len(a[0]) == 6
+    assert all(torch.equal(x, y) for la, lb in zip(a, b) for x, y in zip(la, lb))
+
+
+def test_pins_bad_params():
+    method = get_method("pins")
+    with pytest.raises(ParamError, match="beta1"):
+        method.validate({"beta1": 1.5})
+    with pytest.raises(ParamError, match="batches"):
+        method.validate({"batches": 0})
+    trainer = method.trainer
+    with pytest.raises(ParamError, match="target_sparsity"):
+        trainer.validate({"target_sparsity": 1.0})
+    with pytest.raises(ParamError, match="baseline"):
+        trainer.validate({"baseline": "random"})
+    with pytest.raises(ParamError, match="no parameter"):
+        trainer.validate({"sparsity": 0.5})
+    with pytest.raises(ParamError, match="warmup"):
+        pins_mod._check_train_params(trainer.validate({"warmup": 0.6, "final": 0.5}))
+
+
+def test_prune_train_hits_target_exactly(tiny_session):
+    loaded = tiny_session.loaded
+    before = weights_fingerprint(loaded.model)
+    params = pins_mod.METHOD.trainer.validate(SMALL_TRAIN)
+    batches = pins_mod.shuffled_batches(loaded.tokenizer, tiny_session.data, 4, 12, seed=0)
+    out = pins_mod.prune_train(loaded, batches, params, "pins", self_reg=True)
+    summary = out["summary"]
+    total = 2 * (4 * 16 * 16 + 2 * 16 * 24)
+    assert summary["total_weights"] == total
+    assert summary["pruned_weights"] == round(0.6 * total)
+    weights = pins_mod.prunable_weights(out["model"])
+    for wl, ml in zip(weights, out["masks"]):
+        for w, m in zip(wl, ml):
+            assert torch.all(w[~m] == 0)
+    assert summary["zero_fraction"] >= summary["weight_sparsity"]
+    sparsities = [h["sparsity"] for h in summary["history"]]
+    expected = [pins_mod.cubic_sparsity(h["step"], 12, 0.6, 1, 4) for h in summary["history"]]
+    assert sparsities == pytest.approx(expected, abs=1e-6)
+    assert sparsities[-1] == 0.6
+    assert all(b >= a for a, b in pairwise(sparsities))
+    assert any(h["self_reg_loss"] > 0 for h in summary["history"])
+    assert weights_fingerprint(loaded.model) == before
+
+
+def test_train_command_compares_self_reg_and_baseline(tiny_session):
+    from analysis.training import train_command
+
+    params = {**SMALL_TRAIN, "steps": 8}
+    result = train_command(tiny_session, "pins", params)
+    assert result["cached"] is False
+    runs = result["runs"]
+    assert set(runs) == {"pins_self_reg", "pins_no_self_reg"}
+    assert runs["pins_self_reg"]["self_reg"] and not runs["pins_no_self_reg"]["self_reg"]
+    assert all(h["self_reg_loss"] == 0 for h in runs["pins_no_self_reg"]["history"])
+    for run in (*runs.values(), result["baseline"]):
+        assert run["weight_sparsity"] == pytest.approx(0.6, abs=1e-3)
+        assert 0.0 <= run["evaluation"]["accuracy"] <= 1.0
+    assert result["baseline"]["criterion"] == "magnitude"
+    assert np.asarray(result["scores"]["head"]).shape == (2, 4)
+    assert result["notes"]  # trained on the evaluation data: said so
+    assert set(result["self_reg_gain"]) == {"accuracy", "loss", "margin"}
+    again = train_command(tiny_session, "pins", params)
+    assert again["cached"] is True
+
+
+def test_global_mask_ties_go_to_earlier_weights():
+    imp = [[torch.zeros(2, 3)], [torch.zeros(4)]]
+    masks = pins_mod._global_mask(imp, 0.5)
+    assert masks[0][0].tolist() == [[False, False, False], [False, False, True]]
+    assert masks[1][0].tolist() == [True, True, True, True]
