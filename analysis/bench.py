@@ -170,6 +170,7 @@ def _run(session, quick: bool, say, threads: int, store: ResultStore) -> dict:
     out["naive_vs_forward"] = out["naive_s"] / out["forward_s"]
     out["naive_max_abs_logit_difference"] = float(np.abs(naive - ref.logits).max())
     say("fast path, unpruned (cold) ...")
+    out["fast_check_s"], _, _ = timed(ev.fast_encoder)  # one probe batch against the reference
     out["fast_forward_s"], out["fast_forward_cpu_s"], _ = timed(lambda: ev.base_outputs)
     out["fast_path"] = ev.fast_encoder() is not None
     out["fast_path_note"] = ev.fast_note

@@ -44,7 +44,7 @@ class Outputs:
     @property
     def loss(self) -> np.ndarray:
         t = torch.as_tensor(self.logits, dtype=torch.float64)
-        return F.cross_entropy(t, torch.as_tensor(self.labels), reduction="none").numpy()
+        return F.cross_entropy(t, torch.tensor(self.labels), reduction="none").numpy()
 
     @property
     def margin(self) -> np.ndarray:

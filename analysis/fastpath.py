@@ -36,7 +36,7 @@ from torch import nn
 from analysis.gates import Masks
 from analysis.models import encoder_layers
 
-DEFAULT_CACHE_MB = int(os.environ.get("PRUNELENS_LAYER_CACHE_MB", "640"))
+DEFAULT_CACHE_MB = int(os.environ.get("PRUNELENS_LAYER_CACHE_MB", "512"))
 
 
 def unsupported_reason(model: nn.Module) -> str | None:

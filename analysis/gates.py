@@ -14,6 +14,8 @@ so gradients with respect to gate values flow (Michel et al. importance, relaxed
 
 from __future__ import annotations
 
+import threading
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -71,6 +73,21 @@ def _scale_output(gate: torch.Tensor):
     return hook
 
 
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The lock :func:`gated` holds on ``model``: hooks live on the (shared, cached) model itself,
+    so two threads (dashboard sessions) gating it at once would each see the other's gates.
+    Hold it too around anything else that must not see foreign hooks (e.g. copying the model)."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
+
+
 @contextmanager
 def gated(model: nn.Module, masks: Masks | None = None, **kinds):
     """Apply gate masks to ``model`` for the duration of the block.
@@ -89,6 +106,8 @@ def gated(model: nn.Module, masks: Masks | None = None, **kinds):
         if value is not None and (value.dim() != dims or value.shape[0] != len(layers)):
             raise ValueError(f"{name} mask has shape {tuple(value.shape)}; expected {len(layers)} layers")
     handles = []
+    lock = model_lock(model)
+    lock.acquire()
     try:
         for i, layer in enumerate(layers):
             out_dense = layer.attention.output.dense
@@ -106,6 +125,7 @@ def gated(model: nn.Module, masks: Masks | None = None, **kinds):
     finally:
         for handle in handles:
             handle.remove()
+        lock.release()
 
 
 def hook_count(model: nn.Module) -> int:

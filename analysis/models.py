@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -252,8 +253,19 @@ def load_default() -> LoadedModel:
     return _finish(model, tokenizer, "default", "embedded", notes)
 
 
+_LOAD_LOCK = threading.RLock()
+
+
 def load_model(spec: str = "default") -> LoadedModel:
-    """Resolve ``default``, a local folder, or a hub id (local cache first, then the hub)."""
+    """Resolve ``default``, a local folder, or a hub id (local cache first, then the hub).
+
+    One load at a time per process: transformers' lazy imports are not thread-safe, and
+    dashboard sessions (one thread each) may load models at the same moment."""
+    with _LOAD_LOCK:
+        return _load_model(spec)
+
+
+def _load_model(spec: str) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     spec = (spec or "default").strip()

@@ -136,7 +136,7 @@ START_PAGE = "prunelens.page"  # file stem of the page to open first (tests set 
 
 
 def main() -> None:
-    st.set_page_config(page_title="prunelens", page_icon=":material/content_cut:", layout="wide")
+    st.set_page_config(page_title="prunelens", page_icon="✂️", layout="wide")
     start = st.session_state.get(START_PAGE, "model_data")
     present = [row for row in PAGES if (HERE / row[0]).exists()]
     stems = [Path(row[0]).stem for row in present]

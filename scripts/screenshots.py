@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.browser_util import (  # noqa: E402
+from tests.browser_util import (
     bertviz_drawn,
     chromium,
     dashboard_server,
@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     with dashboard_server(env=env, query=query, timeout=90) as server, \
             chromium(args.width, args.height) as driver:
         driver.get(server.url())
-        pages = wait_for(driver, lambda d: nav_links(d), 90, "the sidebar navigation")
+        # the very first run may still show Streamlit's legacy pages/ list ("app", ...)
+        pages = wait_for(driver, lambda d: (links := nav_links(d)) and "Attention" in links
+                         and "app" not in links and links, 90, "the sidebar navigation")
         for title, url in pages.items():
             if only and title not in only:
                 continue

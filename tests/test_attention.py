@@ -7,6 +7,7 @@ import copy
 import io
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from analysis.errors import DataError, ParamError
 from analysis.gates import gated, hook_count
 from analysis.models import encoder_layers
 
+APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 SENTENCE = "the movie was not very good but the actors were fun"
 
 
@@ -240,3 +242,46 @@ def test_view_html_escapes_script_tokens():
     html = view_html(maps, view="head")
     assert "</script><b>" not in html
     assert embedded_params(html)["attention"][0]["left_text"][1] == "</script><b>"
+
+
+# --- the page under AppTest ---------------------------------------------------------------------
+
+def _marks(at) -> dict:
+    html = at.get("iframe")[0].proto.srcdoc
+    match = re.search(r"const cfg = (\{.*?\});", html)
+    assert match, "no pruned-head marks config in the view"
+    return json.loads(match.group(1))
+
+
+def test_attention_page(tiny_bert_dir, tiny_csv, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("PRUNELENS_CACHE", str(tmp_path / "store"))
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.query_params.update({"model": str(tiny_bert_dir), "data": str(tiny_csv),
+                            "mask": "magnitude", "sparsity": "0.25", "text": SENTENCE})
+    at.session_state["prunelens.page"] = "attention"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "Attention"
+    assert at.text_input(key="att.text").value == SENTENCE
+    assert any("removes 2 of 8 heads" in c.value for c in at.caption)
+    marks = _marks(at)
+    assert marks["view"] == "head" and len(marks["pruned"]) == 2
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert {"View (HTML, works offline)", "Attention (JSON)", "Attention (CSV)"} <= set(labels)
+
+    at.slider(key="att.sparsity").set_value(0.5).run()
+    assert not at.exception
+    assert any("removes 4 of 8 heads" in c.value for c in at.caption)
+    assert len(_marks(at)["pruned"]) == 4
+    assert at.query_params["sparsity"] in ("0.5", ["0.5"])
+
+    at.radio(key="att.view").set_value("model").run()
+    assert not at.exception and _marks(at)["view"] == "model"
+    at.selectbox(key="att.mask_method").set_value("none").run()
+    assert _marks(at)["pruned"] == []
+
+    at.text_input(key="att.text").set_value("  ").run()
+    assert not at.exception
+    assert any("Type a sentence" in i.value for i in at.info)

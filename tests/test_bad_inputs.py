@@ -423,3 +423,21 @@ def test_dashboard_bad_upload(name, pattern, bad, isolated_store, monkeypatch):
     _rerun(at)
     assert not at.exception and _all_errors(at) == []
     assert "good.csv" in at.sidebar.success[0].value
+
+
+def test_dashboard_tampered_url_falls_back_to_defaults(bad, isolated_store):
+    """A shared link with nonsense values (unknown method, path-like names, text for numbers)
+    opens the Prune page on its defaults: no exception, no error, a working slider."""
+    query = {"model": str(bad["bert"]), "data": str(bad["csv"]), "method": "../../etc/passwd",
+             "unit": "weight", "sparsity": "abc", "scope": "everywhere", "limit": "-5",
+             "mode": "<script>alert(1)</script>", "keep_one": "maybe"}
+    at = _app(query).run()
+    at.switch_page("pages/prune.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert _all_errors(at) == []
+    assert "40 examples" in at.sidebar.success[0].value  # limit -5 ignored: the whole file
+    assert at.slider(key="prune.sparsity").value == 0.5
+    from analysis.methods import all_methods
+
+    assert at.selectbox(key="prune.method").value in all_methods()
+    assert {m.label for m in at.metric} >= {"accuracy (masked)", "loss (masked)", "margin (masked)"}

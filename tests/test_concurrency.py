@@ -20,6 +20,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 from urllib.parse import urlencode
 
 import pytest
@@ -27,8 +28,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PRUNE_PAGE = "live-pruning"  # url path of the Prune page in dashboard/app.py
 SUCCESS, ERROR = 4, 1  # streamlit Alert.Format values
-
-pytestmark = pytest.mark.slow
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,7 +54,10 @@ class Page:
         for fragment, el in self.elements:
             if el.WhichOneof("type") == "slider" and el.slider.label.startswith(label_start):
                 return fragment, el.slider
-        raise AssertionError(f"no slider '{label_start}' on the page")
+        kinds = [el.WhichOneof("type") for _, el in self.elements]
+        raise AssertionError(f"no slider '{label_start}' on the page (status {self.status}; "
+                             f"alerts {[a.alert.body[:200] for a in self.of('alert')]}; "
+                             f"exceptions {self.exceptions()}; elements {kinds})")
 
     def exceptions(self) -> list[str]:
         return [e.exception.message for e in self.of("exception")]
@@ -69,7 +71,7 @@ class StreamlitClient:
         self.timeout = timeout
         self.ws = None
 
-    async def __aenter__(self) -> StreamlitClient:
+    async def __aenter__(self) -> Self:
         import websockets
 
         self.ws = await asyncio.wait_for(
@@ -178,12 +180,14 @@ def stop_server(server: Server) -> None:
 
 @pytest.fixture(scope="module")
 def dashboard_server(tmp_path_factory):
+    """A real ``prunelens dashboard`` on a free localhost port, stopped after the module."""
     tmp = tmp_path_factory.mktemp("server")
     server = start_server(tmp)
     yield server
     stop_server(server)
 
 
+@pytest.mark.slow
 def test_server_binds_localhost_only(dashboard_server):
     import psutil
 
@@ -263,6 +267,7 @@ async def _drive(port: int, plan: Plan, models: dict, csv: Path) -> list[dict]:
     return seen
 
 
+@pytest.mark.slow
 def test_eight_sessions_no_cross_talk(dashboard_server, two_models, tiny_csv, tmp_path):
     expected = _expected(PLANS, two_models, tiny_csv, tmp_path / "expected-store")
 
@@ -292,3 +297,71 @@ def test_eight_sessions_no_cross_talk(dashboard_server, two_models, tiny_csv, tm
                     (ok,) = page.alerts(SUCCESS)
                     assert str(two_models[plan.model]) in ok and f"{plan.limit} examples" in ok
     print(f"sessions held: {len(results)}, runs answered: {sum(len(s) for s in results)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the same guarantees in-process, fast: threads sharing one loaded model
+
+
+def test_threads_sharing_a_model_do_not_see_each_others_gates(tiny_bert_dir, tiny_csv):
+    """Gates are hooks on the shared model; ``gated`` holds a per-model lock so that concurrent
+    evaluations (one thread per dashboard session) never combine their masks."""
+    import threading
+
+    import numpy as np
+
+    from analysis.data import load_data
+    from analysis.evaluate import Evaluator
+    from analysis.gates import Masks, hook_count
+    from analysis.models import load_model
+
+    loaded = load_model(str(tiny_bert_dir))  # a private copy: this test must not race others
+    before = loaded.fingerprint
+    masks = [np.random.default_rng(i).integers(0, 2, (2, 4)) for i in range(4)]
+
+    def job(limit: int, out: dict, barrier=None) -> None:
+        evaluator = Evaluator(loaded, load_data(str(tiny_csv), limit=limit), fast=False)
+        if barrier is not None:
+            barrier.wait(timeout=60)
+        out[limit] = [evaluator.evaluate(Masks(head=m)).loss for m in masks for _ in range(2)]
+
+    limits = (10, 20, 30, 40)
+    serial: dict = {}
+    for limit in limits:
+        job(limit, serial)
+    parallel: dict = {}
+    barrier = threading.Barrier(len(limits))
+    threads = [threading.Thread(target=job, args=(limit, parallel, barrier)) for limit in limits]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert parallel == serial
+    assert hook_count(loaded.model) == 0
+    from analysis.models import weights_fingerprint
+
+    assert weights_fingerprint(loaded.model) == before  # the shared model was never changed
+
+
+def test_method_registry_is_filled_whole_under_threads(monkeypatch):
+    """Sessions starting at once must all see every method (a half-filled registry once made a
+    session silently fall back to another method)."""
+    import threading
+
+    import analysis.methods as registry
+
+    expected = dict(registry.all_methods())
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    seen: list = []
+    barrier = threading.Barrier(8)
+
+    def job() -> None:
+        barrier.wait(timeout=60)
+        seen.append(sorted(registry.all_methods()))
+
+    threads = [threading.Thread(target=job) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert seen == [sorted(expected)] * 8

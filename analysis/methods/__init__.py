@@ -8,6 +8,7 @@ dashboard page pick it up from :func:`all_methods`.
 from __future__ import annotations
 
 import importlib
+import threading
 
 from analysis.errors import ParamError
 from analysis.methods.base import UNITS, Context, Method, Param
@@ -15,18 +16,24 @@ from analysis.methods.base import UNITS, Context, Method, Param
 _MODULES = ("michel", "ablation", "magnitude", "random_scores", "admm", "admm_quant", "smp", "pins", "snip")
 
 _REGISTRY: dict[str, Method] = {}
+_REGISTRY_LOCK = threading.Lock()
 
 
 def all_methods() -> dict[str, Method]:
     if not _REGISTRY:
-        for module in _MODULES:
-            try:
-                method = importlib.import_module(f"analysis.methods.{module}").METHOD
-            except ModuleNotFoundError as exc:
-                if exc.name == f"analysis.methods.{module}":
-                    continue  # a method still being written is simply absent
-                raise
-            _REGISTRY[method.name] = method
+        # filled once, whole: dashboard sessions (threads) must never see a half-filled registry
+        with _REGISTRY_LOCK:
+            if not _REGISTRY:
+                found: dict[str, Method] = {}
+                for module in _MODULES:
+                    try:
+                        method = importlib.import_module(f"analysis.methods.{module}").METHOD
+                    except ModuleNotFoundError as exc:
+                        if exc.name == f"analysis.methods.{module}":
+                            continue  # a method still being written is simply absent
+                        raise
+                    found[method.name] = method
+                _REGISTRY.update(found)
     return _REGISTRY
 
 

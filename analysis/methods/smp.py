@@ -20,6 +20,11 @@ Sentence vector: the [CLS] vector or the mean over non-padding tokens of the las
 ``sqrt(hidden)`` and ``temperature``). The ``batch_size * batches`` sentences are a seeded random
 sample of the data, grouped into batches by length (little padding, so a mask costs less); the
 full-model vectors are computed once.
+
+Noise: the KL of a half-pruned encoder is mostly explained by *how many* heads are removed, so the
+per-head differences need many masks. On pretrained MiniLM-L6 (72 heads, 32 RT sentences), two
+independent designs of 160 masks gave scores with Spearman ≈ 0.66 (64 masks: ≈ 0.1; alpha 1 was
+the best of 0.1…100). Raise ``samples`` for steadier scores; the cost is one encoder pass per mask.
 """
 
 from __future__ import annotations
@@ -155,10 +160,10 @@ METHOD = SMP(
             "similarity distributions of the full and the pruned encoder; needs no task head.",
     units=("head",),
     params=(
-        Param("samples", "int", 64, "number of random head masks M", 8, 5000),
+        Param("samples", "int", 160, "number of random head masks M", 8, 5000),
         Param("keep_rate", "float", 0.5, "probability r that a head is kept in a sampled mask", 0.05, 0.95),
         Param("batch_size", "int", 32, "sentences per batch (the similarity distribution)", 2, 512),
-        Param("batches", "int", 2, "batches of the task's sentences each mask is evaluated on", 1, 64),
+        Param("batches", "int", 1, "batches of the task's sentences each mask is evaluated on", 1, 64),
         Param("sentence_vector", "choice", "mean", "sentence vector: [CLS] or mean of tokens",
               choices=("cls", "mean")),
         Param("similarity", "choice", "cosine", "cosine, or dot product / sqrt(hidden)",

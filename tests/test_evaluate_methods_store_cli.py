@@ -1,0 +1,268 @@
+"""Evaluator vs a plain loop, Michel vs finite differences, the store, and the CLI's JSON shapes."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from analysis.cache import Key, ResultStore, StoreWarning
+from analysis.cli import main
+from analysis.gates import Masks, gated
+from analysis.methods import all_methods, get_method
+from analysis.methods.michel import gate_gradients
+from analysis.operations import compute_scores
+
+
+def test_evaluator_equals_a_plain_loop(tiny_session):
+    loaded, data = tiny_session.loaded, tiny_session.data
+    mask = np.ones((2, 4))
+    mask[0, 1] = mask[1, 3] = 0
+    correct, losses, margins = [], [], []
+    with torch.no_grad(), gated(loaded.model, head=mask):
+        for text, label in zip(data.texts, data.labels):
+            enc = loaded.tokenizer(text, return_tensors="pt")
+            logits = loaded.model(**enc).logits[0].double()
+            correct.append(float(logits.argmax() == label))
+            losses.append(float(F.cross_entropy(logits[None], torch.tensor([label]))))
+            other = logits.clone()
+            other[label] = -float("inf")
+            margins.append(float(logits[label] - other.max()))
+    result = tiny_session.evaluator.evaluate(Masks(head=mask))
+    assert result.n == len(data)
+    assert result.accuracy == pytest.approx(np.mean(correct), abs=1e-12)
+    assert result.loss == pytest.approx(np.mean(losses), abs=1e-5)
+    assert result.margin == pytest.approx(np.mean(margins), abs=1e-5)
+    assert result.loss_se == pytest.approx(np.std(losses, ddof=1) / np.sqrt(len(losses)), abs=1e-5)
+
+
+def test_compare_gives_paired_deltas(tiny_session):
+    mask = np.ones((2, 4))
+    mask[1] = 0
+    cmp = tiny_session.evaluator.compare(Masks(head=mask))
+    assert cmp.delta["loss"] == pytest.approx(cmp.pruned.loss - cmp.base.loss, abs=1e-12)
+    assert cmp.delta["accuracy"] == pytest.approx(cmp.pruned.accuracy - cmp.base.accuracy, abs=1e-12)
+    assert cmp.delta["loss_se"] > 0
+    unpruned = tiny_session.evaluator.compare(Masks(head=np.ones((2, 4))))
+    assert unpruned.delta["loss"] == 0 and unpruned.delta["loss_se"] == 0
+
+
+def test_michel_equals_finite_differences(tiny_session):
+    ctx = tiny_session.context()
+    batches = tiny_session.evaluator.batches
+    grads = gate_gradients(ctx, "head", batches)
+    eps = 1e-3
+    model = tiny_session.loaded.model
+    for layer, head in [(0, 0), (1, 2), (0, 3)]:
+        estimate = 0.0
+        for batch in batches:
+            values = []
+            for sign in (+1, -1):
+                gate = torch.ones(2, 4, dtype=torch.float64)
+                gate[layer, head] += sign * eps
+                with torch.no_grad(), gated(model.double(), head=gate):
+                    logits = model(**batch.model_inputs()).logits
+                values.append(float(F.cross_entropy(logits, batch.labels)))
+            model.float()
+            estimate += abs((values[0] - values[1]) / (2 * eps))
+        assert grads[layer, head] == pytest.approx(estimate / len(batches), rel=1e-3, abs=1e-6)
+
+
+def test_michel_normalizes_per_layer(tiny_session):
+    scores = get_method("michel").score(tiny_session.context(), "head", {})
+    np.testing.assert_allclose(np.sqrt((scores**2).sum(1)), 1.0, rtol=1e-9)
+
+
+def test_every_method_has_the_documented_shape(tiny_session):
+    inv = tiny_session.loaded.inventory
+    for name, method in all_methods().items():
+        if method.expensive and name != "ablation":
+            continue
+        for unit in method.units:
+            scores = compute_scores(tiny_session, name, unit).scores
+            assert scores.shape == inv.unit_shape(unit), (name, unit)
+            assert np.isfinite(scores).all(), (name, unit)
+
+
+def test_magnitude_matches_manual_norm(tiny_session):
+    scores = compute_scores(tiny_session, "magnitude", "head").scores
+    layer = tiny_session.loaded.layers()[1]
+    sl = slice(2 * 4, 3 * 4)
+    manual = torch.sqrt(sum((m.weight[sl].double() ** 2).sum() for m in (
+        layer.attention.self.query, layer.attention.self.key, layer.attention.self.value))
+        + (layer.attention.output.dense.weight[:, sl].double() ** 2).sum())
+    assert scores[1, 2] == pytest.approx(float(manual), rel=1e-9)
+
+
+def test_ablation_is_the_loss_increase(tiny_session):
+    scores = compute_scores(tiny_session, "ablation", "head").scores
+    mask = np.ones((2, 4))
+    mask[1, 1] = 0
+    ev = tiny_session.evaluator
+    assert scores[1, 1] == pytest.approx(ev.evaluate(Masks(head=mask)).loss - ev.base.loss, abs=1e-9)
+
+
+def test_scores_come_back_from_the_store(tiny_session):
+    first = compute_scores(tiny_session, "random", "head", {"seed": 3})
+    second = compute_scores(tiny_session, "random", "head", {"seed": "3"})
+    assert not first.cached and second.cached
+    np.testing.assert_array_equal(first.scores, second.scores)
+    other = compute_scores(tiny_session, "random", "head", {"seed": 4})
+    assert not other.cached and not np.array_equal(other.scores, first.scores)
+
+
+# --------------------------------------------------------------------------------------------
+# the store
+
+
+def _key(**kw):
+    return Key.make("m" * 16, "d" * 16, "scores", kw.get("method", "michel"), "head", kw.get("params", {}))
+
+
+def test_store_round_trip_and_shipped_fallback(tmp_path):
+    shipped = ResultStore(tmp_path / "shipped", None)
+    shipped.put(_key(), {"scores": [[1.0]]})
+    store = ResultStore(tmp_path / "user", tmp_path / "shipped")
+    assert store.get(_key()) == {"scores": [[1.0]]} and store.where(_key()) == "shipped"
+    store.put(_key(), {"scores": [[2.0]]})
+    assert store.get(_key()) == {"scores": [[2.0]]} and store.where(_key()) == "user"
+    assert not list((tmp_path / "shipped").rglob("*.tmp"))
+
+
+def test_store_survives_a_truncated_entry(tmp_path):
+    store = ResultStore(tmp_path, None)
+    store.put(_key(), {"scores": [[1.0, 2.0]]})
+    path = next(tmp_path.rglob("*.json"))
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.warns(StoreWarning, match="corrupt or truncated"):
+        assert store.get(_key()) is None
+    value, cached = store.get_or_compute(_key(), lambda: {"scores": [[3.0]]})
+    assert value == {"scores": [[3.0]]} and not cached
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert store.get(_key()) == {"scores": [[3.0]]}
+
+
+def _writer(root, value, rounds):
+    store = ResultStore(root, None)
+    for _ in range(rounds):
+        store.put(_key(), {"scores": [[value] * 2000]})
+
+
+def test_two_writers_of_one_key(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_writer, args=(tmp_path, v, 30)) for v in (1.0, 2.0)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    value = ResultStore(tmp_path, None).get(_key())
+    assert value["scores"][0] in ([1.0] * 2000, [2.0] * 2000)
+    assert len(list(tmp_path.rglob("*.json"))) == 1 and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_keys_are_content_hashes_not_user_strings(tmp_path):
+    store = ResultStore(tmp_path / "s", None)
+    store.put(_key(method="../../escape", params={"x": "../../y"}), {"ok": 1})
+    files = list((tmp_path / "s").rglob("*"))
+    assert all(str(f).startswith(str(tmp_path / "s")) for f in files)
+    assert not (tmp_path / "escape").exists()
+    assert all(len(f.stem) == 64 for f in files if f.is_file())
+
+
+# --------------------------------------------------------------------------------------------
+# the CLI
+
+
+@pytest.fixture()
+def cli(tiny_bert_dir, tiny_csv, store, capsys):
+    def run(*args):
+        code = main([*args, "--model", str(tiny_bert_dir), "--data", str(tiny_csv), "--quiet"]
+                    if args[0] not in ("methods",) else list(args))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+def test_cli_score_json_shape(cli, tmp_path):
+    code, _, err = cli("score", "--method", "michel", "--json", str(tmp_path / "s.json"))
+    assert code == 0, err
+    payload = json.loads((tmp_path / "s.json").read_text())
+    assert set(payload) == {"method", "unit", "params", "model", "data", "scores", "seconds", "cached"}
+    assert set(payload["model"]) == {"name", "fingerprint", "layers", "heads"}
+    assert set(payload["data"]) == {"name", "split", "n", "fingerprint"}
+    assert np.asarray(payload["scores"]).shape == (2, 4)
+    assert payload["cached"] is False
+
+
+def test_cli_prune_json_shape(cli, tmp_path):
+    code, _, err = cli("prune", "--method", "magnitude", "--sparsity", "0.5", "--physical",
+                       "--json", str(tmp_path / "p.json"))
+    assert code == 0, err
+    payload = json.loads((tmp_path / "p.json").read_text())
+    for part in ("base", "pruned", "delta"):
+        assert {"accuracy", "loss", "margin"} <= set(payload[part])
+    assert np.asarray(payload["mask"]).sum() == 4 and payload["sparsity"] == 0.5
+    assert set(payload["compression"]) == {"removed", "total", "fraction"}
+    assert payload["compression"]["removed"] == 4 * (4 * 16 * 4 + 12)
+    assert payload["physical"]["max_abs_logit_difference"] < 1e-5
+
+
+def test_cli_curve_json_and_csv(cli, tmp_path):
+    code, _, err = cli("curve", "--methods", "magnitude,random", "--sparsities", "0,0.5",
+                       "--json", str(tmp_path / "c.json"), "--csv", str(tmp_path / "c.csv"))
+    assert code == 0, err
+    rows = json.loads((tmp_path / "c.json").read_text())
+    assert [(r["method"], r["sparsity"]) for r in rows] == [
+        ("magnitude", 0.0), ("magnitude", 0.5), ("random", 0.0), ("random", 0.5)]
+    assert {"accuracy", "loss", "margin"} <= set(rows[0])
+    assert (tmp_path / "c.csv").read_text().startswith("method,sparsity,accuracy")
+
+
+def test_cli_methods_lists_declared_params(cli, tmp_path):
+    code, _, _ = cli("methods", "--json", str(tmp_path / "m.json"))
+    assert code == 0
+    methods = {m["name"]: m for m in json.loads((tmp_path / "m.json").read_text())}
+    assert {"michel", "ablation", "magnitude", "random"} <= set(methods)
+    assert methods["random"]["params"][0] == {"name": "seed", "type": "int", "default": 0,
+                                             "help": methods["random"]["params"][0]["help"],
+                                             "range": [0, 2**31 - 1]}
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("score", "--method", "nope"), "unknown method 'nope'"),
+        (("score", "--method", "michel", "--unit", "weight"), "scores units"),
+        (("score", "--method", "random", "--param", "seed=abc"), "must be an integer"),
+        (("score", "--method", "random", "--param", "colour=red"), "has no parameter 'colour'"),
+        (("prune", "--method", "random", "--sparsity", "1.5"), "sparsity must be in [0, 1)"),
+        (("prune", "--method", "random", "--threshold", "-1"), "threshold must be >= 0"),
+    ],
+)
+def test_cli_errors_are_one_line(cli, args, message):
+    code, _, err = cli(*args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error: ") and message in lines[-1]
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_default_model_loads_offline_and_is_accurate(default_loaded):
+    from analysis.data import load_data
+    from analysis.evaluate import Evaluator
+
+    inv = default_loaded.inventory
+    assert (inv.layers, inv.heads, inv.head_size, inv.hidden) == (6, 12, 32, 384)
+    assert inv.head_params == 4 * 384 * 32 + 96
+    result = Evaluator(default_loaded, load_data("default")).base
+    assert result.n == 872
+    assert result.accuracy >= 0.83
