@@ -112,7 +112,16 @@ def cmd_dashboard(args) -> int:
            "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--server.maxUploadSize", "50"]
     print(f"prunelens dashboard on http://{args.host}:{args.port}", file=sys.stderr)
-    return subprocess.call(cmd)
+    return _launch(cmd)
+
+
+def _launch(cmd: list[str]) -> int:
+    """Replace this process with the Streamlit server (so a signal to `prunelens` reaches it)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if hasattr(os, "execv"):
+        os.execv(cmd[0], cmd)
+    return subprocess.call(cmd)  # pragma: no cover (platforms without exec)
 
 
 def cmd_methods(args) -> int:

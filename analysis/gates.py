@@ -57,8 +57,10 @@ def _is_ones(row: torch.Tensor) -> bool:
     return not row.requires_grad and bool(torch.all(row == 1))
 
 
-def _scale_input(gate: torch.Tensor, repeat: int):
+def _scale_input(gate: torch.Tensor, repeat: int, target: nn.Module | None = None):
     def hook(module, args):
+        if target is not None and module is not target:
+            return None  # in a deep copy made while the gate was on: not this gate's module
         x = args[0]
         g = gate.to(x.dtype).repeat_interleave(repeat) if repeat > 1 else gate.to(x.dtype)
         return (x * g,) + tuple(args[1:])
@@ -66,8 +68,10 @@ def _scale_input(gate: torch.Tensor, repeat: int):
     return hook
 
 
-def _scale_output(gate: torch.Tensor):
+def _scale_output(gate: torch.Tensor, target: nn.Module | None = None):
     def hook(module, args, output):
+        if target is not None and module is not target:
+            return None
         return output * gate.to(output.dtype)
 
     return hook
@@ -113,14 +117,14 @@ def gated(model: nn.Module, masks: Masks | None = None, **kinds):
             out_dense = layer.attention.output.dense
             if head is not None and not _is_ones(head[i]):
                 size = out_dense.in_features // head.shape[1]
-                handles.append(out_dense.register_forward_pre_hook(_scale_input(head[i], size)))
+                handles.append(out_dense.register_forward_pre_hook(_scale_input(head[i], size, out_dense)))
             if attention is not None and not _is_ones(attention[i]):
-                handles.append(out_dense.register_forward_hook(_scale_output(attention[i])))
+                handles.append(out_dense.register_forward_hook(_scale_output(attention[i], out_dense)))
             ffn_dense = layer.output.dense
             if neuron is not None and not _is_ones(neuron[i]):
-                handles.append(ffn_dense.register_forward_pre_hook(_scale_input(neuron[i], 1)))
+                handles.append(ffn_dense.register_forward_pre_hook(_scale_input(neuron[i], 1, ffn_dense)))
             if ffn is not None and not _is_ones(ffn[i]):
-                handles.append(ffn_dense.register_forward_hook(_scale_output(ffn[i])))
+                handles.append(ffn_dense.register_forward_hook(_scale_output(ffn[i], ffn_dense)))
         yield model
     finally:
         for handle in handles:

@@ -365,3 +365,30 @@ def test_method_registry_is_filled_whole_under_threads(monkeypatch):
     for t in threads:
         t.join(timeout=60)
     assert seen == [sorted(expected)] * 8
+
+
+def test_copy_made_while_gated_carries_no_gates(tiny_bert_dir):
+    """Methods deep-copy the shared model (physical pruning, training runs); a copy made while
+    another session's gates are on must compute the ungated model, not inherit those gates."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from analysis.gates import gated
+    from analysis.models import load_model
+
+    loaded = load_model(str(tiny_bert_dir))
+    model = loaded.model
+    inputs = loaded.tokenizer(["good movie", "the plot was boring"], return_tensors="pt",
+                              padding=True)
+    with torch.no_grad():
+        ungated = model(**inputs).logits
+        head = np.array([[0, 1, 0, 1], [1, 0, 0, 1]])
+        with gated(model, head=head, ffn=np.array([0, 1])):
+            gated_logits = model(**inputs).logits
+            copied = copy.deepcopy(model)
+            assert torch.allclose(copied(**inputs).logits, ungated, atol=1e-6)  # gates still on
+        assert torch.allclose(copied(**inputs).logits, ungated, atol=1e-6)  # and after
+        assert not torch.allclose(gated_logits, ungated, atol=1e-4)  # the gates did act
+        assert torch.allclose(model(**inputs).logits, ungated, atol=1e-6)

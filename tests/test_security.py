@@ -13,6 +13,7 @@ import os
 import pickle
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -181,7 +182,7 @@ def test_auto_map_on_a_bert_is_ignored(tiny_bert_dir, tiny_loaded, tmp_path):
     assert type(loaded.model) is BertForSequenceClassification
     assert loaded.fingerprint == tiny_loaded.fingerprint
     assert not marker.exists()
-    assert not any("evil" in name for name in __import__("sys").modules)
+    assert not any("evil" in name for name in sys.modules)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,7 +195,7 @@ def test_upload_cap_value_and_dashboard_flag(monkeypatch):
 
     assert analysis.data.MAX_UPLOAD_BYTES == 50 * 1024 * 1024
     seen = {}
-    monkeypatch.setattr(analysis.cli.subprocess, "call", lambda cmd: seen.setdefault("cmd", cmd) and 0)
+    monkeypatch.setattr(analysis.cli, "_launch", lambda cmd: seen.setdefault("cmd", cmd) and 0)
     assert analysis.cli.main(["dashboard"]) == 0
     cmd = seen["cmd"]
     # streamlit's maxUploadSize is in MiB: the browser uploader refuses what from_bytes would
@@ -275,7 +276,7 @@ def test_dashboard_binds_localhost_by_default(argv, host, port, monkeypatch, cap
     import analysis.cli
 
     seen = []
-    monkeypatch.setattr(analysis.cli.subprocess, "call", lambda cmd: seen.append(cmd) or 0)
+    monkeypatch.setattr(analysis.cli, "_launch", lambda cmd: seen.append(cmd) or 0)
     monkeypatch.setattr(analysis.cli.sys, "argv", ["prunelens", *argv])
     assert analysis.cli.main(argv) == 0
     (cmd,) = seen

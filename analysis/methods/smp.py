@@ -18,8 +18,9 @@ with a randomized design instead:
 Sentence vector: the [CLS] vector or the mean over non-padding tokens of the last hidden state
 (declared). Similarity: cosine (divided by ``temperature``) or dot product (divided by
 ``sqrt(hidden)`` and ``temperature``). The ``batch_size * batches`` sentences are a seeded random
-sample of the data, grouped into batches by length (little padding, so a mask costs less); the
-full-model vectors are computed once.
+sample of the data split into random batches; the encoder runs each batch as length-sorted chunks
+of 8 rows (little padding, so a mask costs about half as much); the full-model vectors are
+computed once.
 
 Noise: the KL of a half-pruned encoder is mostly explained by *how many* heads are removed, so the
 per-head differences need many masks. On pretrained MiniLM-L6 (72 heads, 32 RT sentences), two
@@ -104,39 +105,52 @@ def sample_masks(layers: int, heads: int, samples: int, keep_rate: float, seed: 
     return (rng.random((samples, layers, heads)) < keep_rate).astype(np.float32)
 
 
+CHUNK = 8  # rows per encoder pass: a similarity batch runs as length-sorted chunks
+
+
 def _sentence_batches(ctx: Context, batch_size: int, batches: int, seed: int):
+    """``batches`` seeded random groups of sentences; each group is a list of length-sorted
+    chunks of at most :data:`CHUNK` rows (less padding; the encoder costs per padded token)."""
     data = ctx.data
     if len(data) < 2:
         raise ParamError("smp needs at least 2 sentences in the data")
     rng = np.random.default_rng(seed)
-    want = min(len(data), batch_size * batches)
-    rows = np.sort(rng.permutation(len(data))[:want])
-    subset = TextData(name=data.name, split=data.split, texts=[data.texts[i] for i in rows],
-                      labels=np.asarray(data.labels)[rows],
-                      text_pairs=None if data.text_pairs is None else [data.text_pairs[i] for i in rows])
-    # length-sorted batches: far less padding (the encoder costs per padded token)
-    out, _ = tokenize_batches(ctx.loaded.tokenizer, subset, batch_size, sort_by_length=True)
-    return [b for b in out if len(b.index) >= 2]
+    order = rng.permutation(len(data))[:min(len(data), batch_size * batches)]
+    groups = []
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        if len(rows) < 2:
+            continue
+        subset = TextData(
+            name=data.name, split=data.split, texts=[data.texts[i] for i in rows],
+            labels=np.asarray(data.labels)[rows],
+            text_pairs=None if data.text_pairs is None else [data.text_pairs[i] for i in rows])
+        chunks, _ = tokenize_batches(ctx.loaded.tokenizer, subset, CHUNK, sort_by_length=True)
+        groups.append(chunks)
+    return groups
 
 
 def smp_losses(ctx: Context, masks: np.ndarray, params: dict) -> np.ndarray:
     """The similarity KL of every mask in ``masks`` (samples, layers, heads), batch-averaged."""
     model = ctx.loaded.model
     encoder = model.base_model
-    batches = _sentence_batches(ctx, params["batch_size"], params["batches"], params["seed"])
+    groups = _sentence_batches(ctx, params["batch_size"], params["batches"], params["seed"])
     kind, temp, sim = params["sentence_vector"], params["temperature"], params["similarity"]
 
-    def vectors(batch):
-        inputs = batch.to(ctx.device).model_inputs()
-        hidden = encoder(**inputs).last_hidden_state
-        return sentence_vectors(hidden, inputs["attention_mask"], kind)
+    def vectors(chunks):
+        out = []
+        for chunk in chunks:
+            inputs = chunk.to(ctx.device).model_inputs()
+            hidden = encoder(**inputs).last_hidden_state
+            out.append(sentence_vectors(hidden, inputs["attention_mask"], kind))
+        return torch.cat(out)
 
     losses = np.zeros(len(masks))
     with torch.inference_mode():
-        full = [vectors(b) for b in batches]
+        full = [vectors(g) for g in groups]
         for m, mask in enumerate(masks):
             with gated(model, head=torch.as_tensor(mask)):
-                kls = [similarity_kl(f, vectors(b), temp, sim) for f, b in zip(full, batches)]
+                kls = [similarity_kl(f, vectors(g), temp, sim) for f, g in zip(full, groups)]
             losses[m] = float(np.mean(kls))
             ctx.progress((m + 1) / len(masks), f"smp mask {m + 1}/{len(masks)}")
     return losses
