@@ -91,7 +91,7 @@ class ResultStore:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            warnings.warn(f"store entry {path.name} unreadable ({exc.strerror}); recomputing", StoreWarning)
+            warnings.warn(f"store entry {path.name} unreadable ({exc.strerror}); recomputing", StoreWarning, stacklevel=2)
             return None
         try:
             entry = json.loads(raw.decode("utf-8"))
@@ -99,14 +99,14 @@ class ResultStore:
                 raise ValueError("not an object")
         except (ValueError, UnicodeDecodeError):
             warnings.warn(f"store entry {path.name} is corrupt or truncated; ignoring and recomputing",
-                          StoreWarning)
+                          StoreWarning, stacklevel=2)
             return None
         if entry.get("format") != FORMAT_VERSION:
             warnings.warn(f"store entry {path.name} has format {entry.get('format')!r}, expected "
-                          f"{FORMAT_VERSION}; recomputing", StoreWarning)
+                          f"{FORMAT_VERSION}; recomputing", StoreWarning, stacklevel=2)
             return None
         if entry.get("digest") != key.digest or "result" not in entry:
-            warnings.warn(f"store entry {path.name} does not match its key; recomputing", StoreWarning)
+            warnings.warn(f"store entry {path.name} does not match its key; recomputing", StoreWarning, stacklevel=2)
             return None
         return entry
 
@@ -153,7 +153,7 @@ class ResultStore:
                 except OSError:
                     pass
             warnings.warn(f"could not write to the result store at {root} ({exc.strerror or exc}); "
-                          "the result is kept in memory only", StoreWarning)
+                          "the result is kept in memory only", StoreWarning, stacklevel=2)
             return False
 
     def get_or_compute(self, key: Key, compute: Callable[[], Any]) -> tuple[Any, bool]:

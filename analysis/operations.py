@@ -127,7 +127,7 @@ def prune(session: Session, method_name: str, sparsity: float | None = None, uni
     scope = scope or method.default_scope
     mask = mask_for(result.scores, sparsity, scope, threshold, keep_one_per_layer)
     masks = Masks.for_unit(result.unit, mask)
-    session.evaluator.base_outputs  # computed once, outside the timed part
+    _ = session.evaluator.base_outputs  # computed once, outside the timed part
     t0 = time.perf_counter()
     comparison = session.evaluator.compare(masks)
     masked_seconds = time.perf_counter() - t0
@@ -183,7 +183,7 @@ def curve(session: Session, methods: list[str], sparsities: list[float], unit: s
         method = get_method(name)
         method.check_unit(unit)
         scored = compute_scores(session, name, unit, params.get(name), use_store=use_store,
-                                progress=lambda f, msg: progress(m_idx / len(methods) + f / len(methods) * 0.5, msg))
+                                progress=lambda f, msg, m_idx=m_idx: progress(m_idx / len(methods) + f / len(methods) * 0.5, msg))
         for s_idx, sparsity in enumerate(sparsities):
             point_params = {"method_params": scored.params, "sparsity": sparsity, "scope": scope}
             key = session.key("curve-point", name, unit, point_params)

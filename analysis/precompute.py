@@ -16,6 +16,9 @@ from analysis.methods.base import Progress, no_progress
 from analysis.operations import Session, compute_scores, curve
 
 CURVE_SPARSITIES = [round(0.1 * i, 1) for i in range(10)]
+BLOCK_SPARSITIES = [0.0, 0.5]  # what docs/FIDELITY.md reads for attention and FFN blocks
+# training runs beyond each method's defaults (docs/FIDELITY.md reads PINS at 80% and 90%)
+EXTRA_TRAINING = {"pins": [{"target_sparsity": 0.9}]}
 
 
 def precompute(session: Session, out_dir: Path | None = None, methods: list[str] | None = None,
@@ -29,25 +32,32 @@ def precompute(session: Session, out_dir: Path | None = None, methods: list[str]
     for i, (name, unit) in enumerate(jobs):
         t0 = time.perf_counter()
         progress(i / len(jobs), f"{name} {unit}")
-        result = compute_scores(session, name, unit)
+        compute_scores(session, name, unit)
         summary["scores"].setdefault(name, []).append(unit)
         summary["seconds"][f"{name}/{unit}"] = round(time.perf_counter() - t0, 2)
     head_methods = [n for n in names if "head" in registry[n].units]
     for scope in ("global", "layer"):
         t0 = time.perf_counter()
         curve(session, head_methods, CURVE_SPARSITIES, "head", scope,
-              progress=lambda f, m: progress(f, f"curve ({scope}): {m}"))
+              progress=lambda f, m, scope=scope: progress(f, f"curve ({scope}): {m}"))
         summary["curves"].append(scope)
         summary["seconds"][f"curve/{scope}"] = round(time.perf_counter() - t0, 2)
+    for unit in ("attention", "ffn"):
+        block_methods = [n for n in names if unit in registry[n].units]
+        curve(session, block_methods, BLOCK_SPARSITIES, unit, "global",
+              progress=lambda f, m, unit=unit: progress(f, f"{unit} curve: {m}"))
+        summary["curves"].append(unit)
     if include_training:
         from analysis.training import train_command, trainable_methods
 
         for name in trainable_methods():
             if name not in names:
                 continue
-            t0 = time.perf_counter()
-            run = train_command(session, name, None, progress=lambda f, m: progress(f, f"train {name}: {m}"))
-            summary["training"][name] = {"cached": run.get("cached", False)}
-            summary["seconds"][f"train/{name}"] = round(time.perf_counter() - t0, 2)
-    del result
+            for params in [None, *EXTRA_TRAINING.get(name, [])]:
+                t0 = time.perf_counter()
+                label = name + ("" if params is None else str(params))
+                run = train_command(session, name, params,
+                                    progress=lambda f, m, label=label: progress(f, f"train {label}: {m}"))
+                summary["training"][label] = {"cached": run.get("cached", False)}
+                summary["seconds"][f"train/{label}"] = round(time.perf_counter() - t0, 2)
     return summary

@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` from a source checkout
     sys.path.insert(0, str(ROOT))
 
-from analysis.data import GLUE_TASKS
-from analysis.errors import PrunelensError
-from dashboard import jobs, state
+from analysis.data import GLUE_TASKS  # noqa: E402
+from analysis.errors import PrunelensError  # noqa: E402
+from dashboard import jobs, state  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 # (file, title, icon, url path). The url paths differ from the file stems on purpose: a page

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.browser_util import (
+from tests.browser_util import (  # noqa: E402
     bertviz_drawn,
     chromium,
     dashboard_server,
