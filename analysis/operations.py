@@ -127,9 +127,8 @@ def prune(session: Session, method_name: str, sparsity: float | None = None, uni
     scope = scope or method.default_scope
     mask = mask_for(result.scores, sparsity, scope, threshold, keep_one_per_layer)
     masks = Masks.for_unit(result.unit, mask)
-    _ = session.evaluator.base_outputs  # computed once, outside the timed part
     t0 = time.perf_counter()
-    comparison = session.evaluator.compare(masks)
+    comparison, cached = evaluate_mask(session, result.unit, mask)
     masked_seconds = time.perf_counter() - t0
     out = {
         "method": method.name,
@@ -138,13 +137,14 @@ def prune(session: Session, method_name: str, sparsity: float | None = None, uni
         "params": result.params,
         "model": session.loaded.describe(),
         "data": session.data.describe(),
-        **{k: _metrics(v) for k, v in comparison.as_dict().items()},
+        **comparison,
         "mask": mask.tolist(),
         "sparsity": sparsity_of(mask),
         "requested_sparsity": sparsity,
         "threshold": threshold,
         "compression": compression(session.loaded.inventory, result.unit, mask).as_dict(),
         "evaluated": "masked",
+        "from_store": cached,
         "masked_seconds": round(masked_seconds, 4),
     }
     if physical:
@@ -171,6 +171,49 @@ def _metrics(d: dict) -> dict:
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()}
 
 
+CURVE_FIELDS = ("accuracy", "loss", "margin", "accuracy_se", "loss_se", "margin_se", "metric")
+
+
+def evaluate_mask(session: Session, unit: str, mask: np.ndarray, use_store: bool = True) -> tuple[dict, bool]:
+    """Base, pruned and paired-delta metrics of one keep-mask, and whether they came from the store.
+
+    Keyed by the mask itself (not by the method or selection that produced it), so the Prune
+    slider, curves and every method that lands on the same mask share one stored answer.
+    """
+    mask = np.asarray(mask)
+    key = _mask_key(session, unit, mask)
+    if use_store:
+        hit = session.store.get(key)
+        if hit is not None:
+            return hit, True
+    masks = Masks.for_unit(unit, mask) if not np.all(mask) else None
+    comparison = session.evaluator.compare(masks)
+    result = {k: _metrics(v) for k, v in comparison.as_dict().items()}
+    if use_store:
+        session.store.put(key, result)
+    return result, False
+
+
+def _mask_key(session: Session, unit: str, mask: np.ndarray):
+    bits = "".join("1" if v else "0" for v in np.asarray(mask).ravel())
+    return session.key("mask-eval", "", unit, {"mask": bits, "shape": list(np.shape(mask))})
+
+
+def curve_is_stored(session: Session, methods: list[str], sparsities: list[float], unit: str = "head",
+                    scope: str = "global", params: dict[str, dict] | None = None) -> bool:
+    """Whether :func:`curve` would answer every point from the store (no computation)."""
+    for name in methods:
+        method = get_method(name)
+        hit = session.store.get(session.key("scores", name, unit, method.validate((params or {}).get(name))))
+        if hit is None:
+            return False
+        scores = np.asarray(hit["scores"], dtype=np.float64)
+        for sparsity in sparsities:
+            if session.store.get(_mask_key(session, unit, mask_for(scores, sparsity, scope))) is None:
+                return False
+    return True
+
+
 def curve(session: Session, methods: list[str], sparsities: list[float], unit: str = "head",
           scope: str = "global", params: dict[str, dict] | None = None,
           progress: Progress = no_progress, use_store: bool = True) -> list[dict]:
@@ -185,18 +228,49 @@ def curve(session: Session, methods: list[str], sparsities: list[float], unit: s
         scored = compute_scores(session, name, unit, params.get(name), use_store=use_store,
                                 progress=lambda f, msg, m_idx=m_idx: progress(m_idx / len(methods) + f / len(methods) * 0.5, msg))
         for s_idx, sparsity in enumerate(sparsities):
-            point_params = {"method_params": scored.params, "sparsity": sparsity, "scope": scope}
-            key = session.key("curve-point", name, unit, point_params)
-            point = session.store.get(key) if use_store else None
-            if point is None:
-                mask = mask_for(scored.scores, sparsity, scope)
-                res = session.evaluator.evaluate(Masks.for_unit(unit, mask)) if sparsity > 0 else session.evaluator.base
-                point = {"accuracy": res.accuracy, "loss": res.loss, "margin": res.margin,
-                         "accuracy_se": res.accuracy_se, "loss_se": res.loss_se,
-                         "margin_se": res.margin_se, "metric": res.metric,
-                         "compression": compression(session.loaded.inventory, unit, mask).fraction}
-                if use_store:
-                    session.store.put(key, point)
-            rows.append({"method": name, "sparsity": sparsity, **point})
+            mask = mask_for(scored.scores, sparsity, scope)
+            comparison, _ = evaluate_mask(session, unit, mask, use_store)
+            pruned = comparison["pruned"]
+            rows.append({"method": name, "sparsity": sparsity,
+                         **{k: pruned[k] for k in CURVE_FIELDS},
+                         "compression": compression(session.loaded.inventory, unit, mask).fraction})
             progress((m_idx * len(sparsities) + s_idx + 1) / total, f"{name} at {sparsity:.0%}")
     return rows
+
+
+def prune_estimate(session: Session, method_name: str, sparsity: float | None = None,
+                   unit: str | None = None, scope: str | None = None, params: dict | None = None,
+                   threshold: float | None = None, keep_one_per_layer: bool = False) -> dict | None:
+    """The quick first answer of :func:`prune`: the same mask on the evaluator's fixed random
+    subset (:meth:`~analysis.evaluate.Evaluator.estimate`, paired standard errors). None when the
+    data has no more examples than that subset (the full answer is then the quick one)."""
+    from analysis.evaluate import ESTIMATE_SIZE
+
+    if session.evaluator.n <= ESTIMATE_SIZE:
+        return None
+    if sparsity is None and threshold is None:
+        raise ParamError("give --sparsity or --threshold")
+    method = get_method(method_name)
+    result = compute_scores(session, method_name, unit, params)
+    mask = mask_for(result.scores, sparsity, scope or method.default_scope, threshold,
+                    keep_one_per_layer)
+    comparison = session.evaluator.estimate(Masks.for_unit(result.unit, mask))
+    return {"method": method.name, "unit": result.unit,
+            **{k: _metrics(v) for k, v in comparison.as_dict().items()},
+            "sparsity": sparsity_of(mask),
+            "compression": compression(session.loaded.inventory, result.unit, mask).as_dict(),
+            "estimate": {"n": comparison.pruned.n, "of": session.evaluator.n}}
+
+
+# rough CPU costs per example and per million encoder parameters (MiniLM-L6 on a busy 2-core
+# machine: a training step of 16 examples ~2-12 s, a forward pass over 64 examples ~1.5 s)
+TRAIN_SECONDS_PER_EXAMPLE_MPARAM = 0.012
+EVAL_SECONDS_PER_EXAMPLE_MPARAM = 0.002
+
+
+def training_seconds(loaded: LoadedModel, train_examples: int, eval_examples: int) -> float:
+    """A rough run-time estimate (seconds on 2 CPU cores) of a training run that makes
+    ``train_examples`` forward+backward passes and ``eval_examples`` forward passes."""
+    mparams = sum(p.numel() for layer in loaded.layers() for p in layer.parameters()) / 1e6
+    return mparams * (train_examples * TRAIN_SECONDS_PER_EXAMPLE_MPARAM
+                      + eval_examples * EVAL_SECONDS_PER_EXAMPLE_MPARAM)

@@ -15,7 +15,8 @@ from analysis.methods import all_methods
 from analysis.methods.base import Progress, no_progress
 from analysis.operations import Session, compute_scores, curve
 
-CURVE_SPARSITIES = [round(0.1 * i, 1) for i in range(10)]
+# the Prune slider's grid (0 to 0.95 in steps of 0.05): on the default every slider position is stored
+CURVE_SPARSITIES = [round(0.05 * i, 2) for i in range(20)]
 BLOCK_SPARSITIES = [0.0, 0.5]  # what docs/FIDELITY.md reads for attention and FFN blocks
 # training runs beyond each method's defaults (docs/FIDELITY.md reads PINS at 80% and 90%)
 EXTRA_TRAINING = {"pins": [{"target_sparsity": 0.9}]}

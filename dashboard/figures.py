@@ -224,12 +224,14 @@ def histograms(samples: dict[str, Sequence[float]], title: str, x_title: str = "
     return _layout(fig, title, height=320)
 
 
-def history_chart(history: Sequence[dict], title: str = "Training history") -> go.Figure:
-    """Every numeric field of a run's history against its step (or row number)."""
+def history_chart(history: Sequence[dict], title: str = "Training history",
+                  xkey: str | None = None) -> go.Figure:
+    """Every numeric field of a run's history against ``xkey`` (default: ``step``, else
+    ``iteration``, else the row number)."""
     fig = go.Figure()
     if not history:
         return _layout(fig, title, height=320)
-    xkey = "step" if "step" in history[0] else None
+    xkey = xkey or next((k for k in ("step", "iteration") if k in history[0]), None)
     fields = [k for k, v in history[0].items()
               if k != xkey and isinstance(v, (int, float)) and not isinstance(v, bool)]
     for i, name in enumerate(fields):
@@ -264,3 +266,115 @@ def binned_histograms(series: dict[str, tuple[Sequence[float], Sequence[float]]]
     fig.update_xaxes(title=x_title)
     fig.update_yaxes(title="count")
     return _layout(fig, title, height=300)
+
+
+# ----------------------------------------------------------------------------------------------
+# method-specific views (dashboard/method_views.py)
+
+
+def paired_heatmaps(left, right, titles: tuple[str, str], title: str, shared_scale: bool = False,
+                    zmin: float | None = None, zmax: float | None = None,
+                    x_title: str = "head") -> go.Figure:
+    """Two layer × unit maps side by side: each with its own colour bar, or (``shared_scale``)
+    one colour scale for both (``zmin``/``zmax`` fix it)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=list(titles), horizontal_spacing=0.14)
+    for col, z in ((1, _rows(left)), (2, _rows(right))):
+        bar = {"x": 0.43 if col == 1 else 1.0, "len": 0.9, "thickness": 12}
+        trace = go.Heatmap(z=z, x=list(range(len(z[0]) if z else 0)), y=list(range(len(z))),
+                           name=titles[col - 1],
+                           hovertemplate=f"{titles[col - 1]}<br>layer %{{y}}, {x_title} %{{x}}: "
+                                         f"%{{z:.4g}}<extra></extra>")
+        if shared_scale:
+            trace.update(coloraxis="coloraxis")
+        else:
+            trace.update(colorscale="Viridis", colorbar=bar, zmin=zmin, zmax=zmax)
+        fig.add_trace(trace, row=1, col=col)
+        fig.update_xaxes(title=x_title, tickmode="linear", dtick=1, row=1, col=col)
+        fig.update_yaxes(title="layer", autorange="reversed", tickmode="linear", dtick=1, row=1, col=col)
+    if shared_scale:
+        fig.update_layout(coloraxis={"colorscale": "Viridis", "cmin": zmin, "cmax": zmax})
+    layers = len(_rows(left))
+    return _layout(fig, title, height=max(280, 36 * layers + 140))
+
+
+def grouped_bars(groups: dict[str, Sequence[float]], x_labels: Sequence[Any], title: str,
+                 y_title: str = "", x_title: str = "",
+                 errors: dict[str, Sequence[float]] | None = None) -> go.Figure:
+    """One bar series per group over the same x labels (e.g. before vs after training)."""
+    fig = go.Figure()
+    for i, (name, values) in enumerate(groups.items()):
+        err = (errors or {}).get(name)
+        fig.add_trace(go.Bar(x=list(x_labels), y=[float(v) for v in values], name=name,
+                             marker_color=PALETTE[i % len(PALETTE)],
+                             error_y=None if err is None else {"type": "data", "array": list(err)}))
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(title=x_title, type="category")
+    fig.update_yaxes(title=y_title)
+    return _layout(fig, title, height=340)
+
+
+def pattern_heatmap(mask, weights, n: int, m: int, row_start: int = 0, col_start: int = 0,
+                    title: str | None = None) -> go.Figure:
+    """The N:M keep-mask of a window of one matrix (green kept, dark pruned; the weight in the
+    hover), with a line between every block of ``m`` input columns."""
+    z = _rows(mask)
+    w = _rows(weights)
+    rows, cols = len(z), len(z[0]) if z else 0
+    xs = [col_start + j for j in range(cols)]
+    ys = [row_start + i for i in range(rows)]
+    colorscale = [[0.0, "#2b2b2b"], [0.5, "#2b2b2b"], [0.5, "#8fd694"], [1.0, "#8fd694"]]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=xs, y=ys, zmin=0, zmax=1, colorscale=colorscale, showscale=False, customdata=w,
+        xgap=1, ygap=1,
+        hovertemplate="output %{y}, input %{x}: weight %{customdata:.4g}, kept %{z}<extra></extra>"))
+    for b in range(1, cols // m if m else 0):
+        fig.add_vline(x=col_start + b * m - 0.5, line_color="#E45756", line_width=1)
+    fig.update_xaxes(title=f"input dimension (blocks of {m})", showgrid=False)
+    fig.update_yaxes(title="output dimension", autorange="reversed", showgrid=False)
+    return _layout(fig, title or f"{n}:{m} pattern (green = kept)", height=max(260, 18 * rows + 120))
+
+
+def evaluation_bars(rows: Sequence[dict], metrics: Sequence[str] = ("accuracy", "loss"),
+                    label_key: str = "label", title: str = "Evaluation") -> go.Figure:
+    """One panel per metric, one bar per row (``row[metric]``, ± ``row[metric + '_se']``)."""
+    fig = make_subplots(rows=1, cols=len(metrics),
+                        subplot_titles=[METRIC_LABELS.get(m, m) for m in metrics])
+    labels = [str(r[label_key]) for r in rows]
+    for i, metric in enumerate(metrics):
+        values = [r.get(metric) for r in rows]
+        se = [r.get(f"{metric}_se") for r in rows]
+        se = [0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in se]
+        fig.add_trace(go.Bar(x=labels, y=[None if v is None else float(v) for v in values],
+                             error_y={"type": "data", "array": se, "visible": True},
+                             marker_color=[PALETTE[k % len(PALETTE)] for k in range(len(rows))],
+                             name=metric, showlegend=False,
+                             hovertemplate=f"%{{x}}<br>{metric}: %{{y:.4g}}<extra></extra>"),
+                      row=1, col=i + 1)
+    return _layout(fig, title, height=380)
+
+
+def history_panels(histories: dict[str, Sequence[dict]], fields: Sequence[str], xkey: str = "step",
+                   title: str = "Training history") -> go.Figure:
+    """One panel per field (their scales differ), one line per named history."""
+    fields = [f for f in fields if any(f in h for hist in histories.values() for h in hist)]
+    fig = make_subplots(rows=1, cols=max(1, len(fields)), subplot_titles=list(fields) or [""])
+    for i, (name, hist) in enumerate(histories.items()):
+        for j, field in enumerate(fields):
+            pts = [h for h in hist if h.get(field) is not None]
+            fig.add_trace(go.Scatter(
+                x=[h.get(xkey, k) for k, h in enumerate(pts)], y=[h[field] for h in pts],
+                mode="lines+markers" if len(pts) < 30 else "lines", name=name, legendgroup=name,
+                showlegend=j == 0, line={"color": PALETTE[i % len(PALETTE)]}), row=1, col=j + 1)
+            fig.update_xaxes(title=xkey, row=1, col=j + 1)
+    return _layout(fig, title, height=340)
+
+
+def sparsity_heatmap(layer_sparsity, columns: Sequence[str], title: str = "Realized sparsity") -> go.Figure:
+    """Fraction of weights removed per layer (rows) and matrix (columns), written in the cells."""
+    z = _rows(layer_sparsity)
+    fig = go.Figure(go.Heatmap(z=z, x=list(columns), y=list(range(len(z))), zmin=0, zmax=1,
+                               colorscale="Reds", text=[[f"{v:.0%}" for v in row] for row in z],
+                               texttemplate="%{text}", colorbar={"title": "removed"},
+                               hovertemplate="layer %{y}, %{x}: %{z:.1%}<extra></extra>"))
+    fig.update_yaxes(title="layer", autorange="reversed", tickmode="linear", dtick=1)
+    return _layout(fig, title, height=max(260, 30 * len(z) + 120))

@@ -295,15 +295,9 @@ def prune_result(session: Session, method: str, unit: str, params: dict, sparsit
 
 def curve_cached(session: Session, methods: list[str], sparsities: list[float], unit: str, scope: str) -> bool:
     """Whether every point of these curves (default parameters) is already in the store."""
-    from analysis.methods import get_method
+    from analysis.operations import curve_is_stored
 
-    for name in methods:
-        params = get_method(name).validate(None)
-        for s in sparsities:
-            point = {"method_params": params, "sparsity": float(s), "scope": scope}
-            if stored(session, "curve-point", name, unit, point) is None:
-                return False
-    return True
+    return curve_is_stored(session, methods, [float(s) for s in sparsities], unit, scope)
 
 
 @st.cache_data(show_spinner="Comparing…", max_entries=64)

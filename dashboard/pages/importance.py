@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import controls, figures, state
+from dashboard import controls, figures, method_views, state
 
 st.title("Importance")
 controls.explain(
@@ -28,7 +28,21 @@ else:
     params = {}
 
 scores = controls.obtain_scores(session, method, unit, params, key=f"imp.{method.name}.{unit}")
+
+
+def about_this_method() -> None:
+    """The method's summary, paper and its own views (drawn only while the expander is open)."""
+    state.bind("imp.about", False, query="about")
+    about = st.expander(f"About this method: {method.title or method.name}", key="imp.about",
+                        on_change="rerun", icon=":material/info:")
+    state.share(about="true" if st.session_state.get("imp.about") else None)
+    if about.open:
+        with about:
+            method_views.render_about(session, method, unit, params, scores, key="imp.about")
+
+
 if scores is None:
+    about_this_method()
     st.stop()
 
 title = f"{method.title}: {unit} importance"
@@ -55,6 +69,7 @@ if unit in ("head", "neuron"):
 else:
     table = pd.DataFrame([{"layer": layer, "score": v} for layer, v in enumerate(scores)])
 controls.download_table(table, name, "imp.table")
+about_this_method()
 
 if unit == "head":
     st.subheader("Head details")
@@ -86,7 +101,10 @@ if unit == "head":
     st.dataframe(shown, hide_index=True)
     controls.download_table(rows, f"head_L{layer}_H{head}", "imp.details")
     pages = st.session_state.get("prunelens.pages", {})
-    if "Attention" in pages:
-        st.page_link(pages["Attention"], label=f"Attention pattern of layer {layer}, head {head} →",
-                     icon=":material/visibility:")
+    if "Attention" in pages and st.button(f"Attention pattern of layer {layer}, head {head} →",
+                                          key="imp.to_attention", icon=":material/visibility:"):
+        # the Attention page reads its head from these keys (and the selected head)
+        st.session_state["att.layer"], st.session_state["att.head"] = layer, head
+        st.switch_page(pages["Attention"], query_params={**{k: v for k, v in state.current_choice().query().items() if v},
+                                     "layer": str(layer), "head": str(head)})
 controls.share_link_note()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from analysis.compare import score_summary
+from analysis.operations import prune_estimate
 from dashboard import controls, figures, state
 
 st.title("Prune")
@@ -50,6 +51,28 @@ if scores is None:
 summary = score_summary(scores)
 
 
+@st.cache_resource
+def _evaluated() -> set:
+    """Settings whose full-data result is already memoized (their estimate is skipped)."""
+    return set()
+
+
+def _numbers(result: dict, label: str, caption: str) -> None:
+    """Accuracy/loss/margin (with their deltas), units and parameters removed."""
+    pruned, delta, comp = result["pruned"], result["delta"], result["compression"]
+    m = st.columns(5)
+    m[0].metric(f"accuracy ({label})", f"{pruned['accuracy']:.3f}", f"{delta['accuracy']:+.3f}",
+                help=f"± {delta.get('accuracy_se', float('nan')):.3f} (paired standard error of the change)")
+    m[1].metric(f"loss ({label})", f"{pruned['loss']:.3f}", f"{delta['loss']:+.3f}", delta_color="inverse",
+                help=f"± {delta.get('loss_se', float('nan')):.3f} (paired standard error of the change)")
+    m[2].metric(f"margin ({label})", f"{pruned['margin']:.3f}", f"{delta['margin']:+.3f}",
+                help=f"± {delta.get('margin_se', float('nan')):.3f} (paired standard error of the change)")
+    m[3].metric("units removed", f"{result['sparsity']:.1%}", help="sparsity: fraction of units removed")
+    m[4].metric("parameters removed", f"{comp['fraction']:.1%}",
+                help=f"{comp['removed']:,} of {comp['total']:,} encoder parameters (compression)")
+    st.caption(caption)
+
+
 @st.fragment
 def live() -> None:
     """Only this part reruns when the slider moves."""
@@ -70,20 +93,30 @@ def live() -> None:
         fig = figures.histograms({method.name: [v for row in scores for v in (row if isinstance(row, list) else [row])]},
                                  f"{method.name} scores", "score", vline=threshold)
         st.plotly_chart(fig, key="prune.hist")
+    args = (method.name, unit, params, sparsity, threshold, scope, keep_one, physical)
+    slot = st.empty()  # first the estimate on the fixed subset, then the full-data numbers
+    done = _evaluated()
+    done_key = (state.session_id(session), method.name, unit, state.canonical_params(params), sparsity,
+                threshold, scope, keep_one, physical)
+    if done_key not in done:
+        with state.guard():
+            first = prune_estimate(session, method.name, sparsity, unit, scope, params, threshold, keep_one)
+        if first is not None:
+            d, n = first["delta"], first["estimate"]["n"]
+            with slot.container():
+                _numbers(first, f"estimate on {n} sentences",
+                         f"First estimate on {n} sentences (a fixed random subset of "
+                         f"{first['estimate']['of']}): Δ accuracy {d['accuracy']:+.3f} ± {d['accuracy_se']:.3f}, "
+                         f"Δ loss {d['loss']:+.3f} ± {d['loss_se']:.3f} (± one paired standard error). "
+                         "The full-data numbers replace it when ready…")
     with state.guard():
-        result = state.prune_result(session, method.name, unit, params, sparsity, threshold, scope, keep_one,
-                                    physical)
-    base, pruned, delta = result["base"], result["pruned"], result["delta"]
-    comp = result["compression"]
-    m = st.columns(5)
-    m[0].metric("accuracy (masked)", f"{pruned['accuracy']:.3f}", f"{delta['accuracy']:+.3f}")
-    m[1].metric("loss (masked)", f"{pruned['loss']:.3f}", f"{delta['loss']:+.3f}", delta_color="inverse")
-    m[2].metric("margin (masked)", f"{pruned['margin']:.3f}", f"{delta['margin']:+.3f}")
-    m[3].metric("units removed", f"{result['sparsity']:.1%}", help="sparsity: fraction of units removed")
-    m[4].metric("parameters removed", f"{comp['fraction']:.1%}",
-                help=f"{comp['removed']:,} of {comp['total']:,} encoder parameters (compression)")
-    st.caption(f"Unpruned: accuracy {base['accuracy']:.3f}, loss {base['loss']:.3f}, margin {base['margin']:.3f} "
-               f"on {base['n']} examples.")
+        result = state.prune_result(session, *args)
+    done.add(done_key)
+    base = result["base"]
+    with slot.container():
+        _numbers(result, "masked", f"Full data: {base['n']} examples. Unpruned: accuracy {base['accuracy']:.3f}, "
+                                   f"loss {base['loss']:.3f}, margin {base['margin']:.3f}.")
+    pruned, delta = result["pruned"], result["delta"]
     left, right = st.columns(2)
     with left:
         controls.show_figure(figures.delta_bars(delta, label="masked"), "prune_deltas", "prune.deltas")

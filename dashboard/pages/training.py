@@ -7,7 +7,7 @@ import streamlit as st
 
 from analysis.methods import all_methods
 from analysis.training import finished_runs, trainable_methods
-from dashboard import controls, figures, jobs, state
+from dashboard import controls, jobs, method_views, state
 
 st.title("Training runs")
 controls.explain(
@@ -37,6 +37,15 @@ with state.guard():
 done = state.stored(session, "train-run", name, "", params)
 if done is not None:
     st.success("A run with exactly these parameters is in the store; starting returns it at once.")
+else:
+    cost = method_views.run_time_estimate(session, name, params)
+    if cost is not None:
+        minutes = cost["seconds"] / 60
+        st.info(f"Estimated run time: **about {max(1, round(minutes))} minute{'s' if round(minutes) > 1 else ''} "
+                f"on 2 CPU cores** ({cost['train_examples']:,} training passes over examples, "
+                f"{cost['eval_examples']:,} evaluated examples). A rough figure: a busy machine can "
+                "take twice as long. The run continues in the background while you use other pages.",
+                icon=":material/schedule:")
 if st.button(f"Start {name} training", type="primary", key="train.start"):
     job = jobs.BOARD.start(session, name, params)
     st.toast(f"Started {name} run #{job.id}")
@@ -47,15 +56,23 @@ def _running_jobs() -> None:
     if not board:
         st.caption("No run started in this server session.")
         return
+    watched = st.session_state.setdefault("train.watched", set())
+    finished_now = False
     for job in board:
         label = f"#{job.id} {job.method} on {job.model} / {job.data}: {job.message} ({job.elapsed:.0f} s)"
         if job.status == jobs.RUNNING:
+            watched.add(job.id)
             st.progress(job.fraction, text=label)
-        elif job.status == jobs.DONE:
+            continue
+        finished_now |= job.id in watched
+        watched.discard(job.id)
+        if job.status == jobs.DONE:
             st.success(f"#{job.id} {job.method} finished in {job.elapsed:.0f} s"
                        + (" (from the store)" if (job.result or {}).get("cached") else ""))
         else:
             st.error(f"#{job.id} {job.method} failed: {job.error}")
+    if finished_now:  # show the new run in the list below
+        st.rerun(scope="app")
 
 
 st.subheader("This session's runs")
@@ -81,16 +98,6 @@ pick = st.selectbox("Show run", list(range(len(runs))), key="train.run",
                     format_func=lambda i: f"{i}: {runs[i].get('method')} ({runs[i].get('seconds', '?')} s)")
 state.share(run=pick)
 run = runs[pick]
-history = run.get("history") or []
-if isinstance(history, dict):  # several histories (e.g. with and without a regularizer)
-    for label, part in history.items():
-        if isinstance(part, list):
-            controls.show_figure(figures.history_chart(part, f"{run.get('method')}: {label}"),
-                                 f"history_{label}", f"train.history.{label}")
-elif history:
-    controls.show_figure(figures.history_chart(history, f"{run.get('method')} training history"), "history",
-                         "train.history")
-if isinstance(run.get("evaluation"), dict):
-    st.json(run["evaluation"], expanded=False)
-controls.download_json(run, f"run_{run.get('method')}", "train.run.json", label="Run (JSON)")
+st.subheader(f"Run {pick}: {all_methods()[run['method']].title if run.get('method') in all_methods() else run.get('method')}")
+method_views.render_run(session, run, key="train.run")
 controls.share_link_note()
