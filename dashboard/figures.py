@@ -23,8 +23,9 @@ def _rows(z) -> list[list[float]]:
     return [[float(v) for v in row] for row in z]
 
 
-def _layout(fig: go.Figure, title: str, height: int | None = None) -> go.Figure:
-    fig.update_layout(title=title, margin={"l": 50, "r": 20, "t": 50, "b": 40}, template="plotly_white")
+def _layout(fig: go.Figure, title: str, height: int | None = None, top: int = 50) -> go.Figure:
+    """Title, margins (``top``: more room when subplot titles sit under the title), template."""
+    fig.update_layout(title=title, margin={"l": 50, "r": 20, "t": top, "b": 40}, template="plotly_white")
     if height:
         fig.update_layout(height=height)
     return fig
@@ -134,7 +135,7 @@ def delta_bars(delta: dict, metrics: Sequence[str] = ("accuracy", "loss", "margi
             marker_color=PALETTE[2] if good else PALETTE[3], name=metric, showlegend=False,
             hovertemplate=f"Δ {metric}: %{{y:.4g}} ± {se:.3g}<extra></extra>"), row=1, col=i + 1)
         fig.add_hline(y=0, line_color="#888", line_width=1, row=1, col=i + 1)
-    return _layout(fig, title, height=320)
+    return _layout(fig, title, height=340, top=80)
 
 
 def curves(rows: Sequence[dict], metric: str = "accuracy", base: float | None = None,
@@ -294,7 +295,7 @@ def paired_heatmaps(left, right, titles: tuple[str, str], title: str, shared_sca
     if shared_scale:
         fig.update_layout(coloraxis={"colorscale": "Viridis", "cmin": zmin, "cmax": zmax})
     layers = len(_rows(left))
-    return _layout(fig, title, height=max(280, 36 * layers + 140))
+    return _layout(fig, title, height=max(300, 36 * layers + 160), top=80)
 
 
 def grouped_bars(groups: dict[str, Sequence[float]], x_labels: Sequence[Any], title: str,
@@ -350,7 +351,7 @@ def evaluation_bars(rows: Sequence[dict], metrics: Sequence[str] = ("accuracy", 
                              name=metric, showlegend=False,
                              hovertemplate=f"%{{x}}<br>{metric}: %{{y:.4g}}<extra></extra>"),
                       row=1, col=i + 1)
-    return _layout(fig, title, height=380)
+    return _layout(fig, title, height=400, top=80)
 
 
 def history_panels(histories: dict[str, Sequence[dict]], fields: Sequence[str], xkey: str = "step",
@@ -366,7 +367,10 @@ def history_panels(histories: dict[str, Sequence[dict]], fields: Sequence[str], 
                 mode="lines+markers" if len(pts) < 30 else "lines", name=name, legendgroup=name,
                 showlegend=j == 0, line={"color": PALETTE[i % len(PALETTE)]}), row=1, col=j + 1)
             fig.update_xaxes(title=xkey, row=1, col=j + 1)
-    return _layout(fig, title, height=340)
+    steps = [h.get(xkey) for hist in histories.values() for h in hist]
+    if steps and all(isinstance(x, int) for x in steps):  # whole steps: no 1.5 ticks
+        fig.update_xaxes(dtick=max(1, math.ceil(max(steps) / 8)))
+    return _layout(fig, title, height=340, top=80)
 
 
 def sparsity_heatmap(layer_sparsity, columns: Sequence[str], title: str = "Realized sparsity") -> go.Figure:

@@ -276,8 +276,8 @@ def admm_about(session: Session, method: Method, unit: str, params: dict, scores
     st.markdown("##### Per-head share of surviving weight norm")
     shares = state.cheap_scores(session, method.name, "head", params)
     controls.show_figure(figures.head_heatmap(shares, "share of each head's squared weight norm that "
-                                              "survives the one-shot projection", "share",
-                                              zmin=0.0, zmax=1.0), f"{method.name}_shares",
+                                              "survives the one-shot projection", "share"),
+                         f"{method.name}_shares",
                          f"{key}.admm.shares")
 
     st.markdown("##### Accuracy for several N:M choices")
@@ -300,12 +300,16 @@ def admm_about(session: Session, method: Method, unit: str, params: dict, scores
     _latest_run(session, method, key)
 
 
+ADMM_ORDER = ("dense", "oneshot", "oneshot_finetuned", "admm_projected", "admm")  # the store sorts keys
+
+
 def admm_run(session: Session, run: dict, key: str) -> None:
     labels = run.get("labels") or {}
     evaluation = run.get("evaluation") or {}
-    table = [{"model": labels.get(name, name), **_pick(ev),
-              **{f"Δ {k}": v for k, v in (ev.get("delta") or {}).items()}}
-             for name, ev in evaluation.items()]
+    order = [k for k in ADMM_ORDER if k in evaluation] + [k for k in evaluation if k not in ADMM_ORDER]
+    table = [{"model": labels.get(name, name), **_pick(evaluation[name]),
+              **{f"Δ {k}": v for k, v in (evaluation[name].get("delta") or {}).items()}}
+             for name in order]
     st.dataframe(pd.DataFrame(table), hide_index=True)
     controls.show_figure(figures.evaluation_bars(table, ("accuracy", "loss", "margin"), "model",
                                                  f"Dense vs one-shot vs ADMM ({run.get('projection', '')})"),
@@ -323,7 +327,7 @@ def admm_run(session: Session, run: dict, key: str) -> None:
     if "head" in shares and "head" in oneshot:
         controls.show_figure(figures.paired_heatmaps(
             oneshot["head"], shares["head"], ("one-shot projection", "after ADMM"),
-            "Per-head share of surviving weight norm", shared_scale=True, zmin=0.0, zmax=1.0),
+            "Per-head share of surviving weight norm (one colour scale)", shared_scale=True),
             "admm_shares", f"{key}.admm.shares")
     for unit in ("attention", "ffn"):
         if unit in shares and unit in oneshot:
@@ -360,12 +364,15 @@ def pins_run(session: Session, run: dict, key: str) -> None:
     rows = []
     if run.get("base"):
         rows.append({"model": "unpruned", **_pick(run["base"]), "weight sparsity": 0.0})
-    for name, part in (run.get("runs") or {}).items():
+    parts = _pins_parts(run)
+    for name, part in parts.items():
         rows.append({"model": PINS_RUNS.get(name, name), **_pick(part.get("evaluation") or {}),
                      "weight sparsity": part.get("weight_sparsity")})
     baseline = run.get("baseline")
     if baseline:
-        rows.append({"model": f"magnitude ({baseline.get('training', '')})",
+        oneshot = str(baseline.get("training", "")).startswith("none")
+        rows.append({"model": "magnitude, one-shot (no training)" if oneshot
+                     else "magnitude, gradual (same schedule and budget)",
                      **_pick(baseline.get("evaluation") or {}),
                      "weight sparsity": baseline.get("weight_sparsity")})
     st.dataframe(pd.DataFrame(rows), hide_index=True)
@@ -375,8 +382,7 @@ def pins_run(session: Session, run: dict, key: str) -> None:
     gain = run.get("self_reg_gain")
     if gain:
         st.caption("Gain of self-regularization: " + ", ".join(f"Δ {k} {v:+.4f}" for k, v in gain.items()))
-    histories = {PINS_RUNS.get(n, n): p["history"] for n, p in (run.get("runs") or {}).items()
-                 if p.get("history")}
+    histories = {PINS_RUNS.get(n, n): p["history"] for n, p in parts.items() if p.get("history")}
     if baseline and baseline.get("history"):
         histories["magnitude (gradual)"] = baseline["history"]
     if histories:
@@ -394,6 +400,12 @@ def pins_run(session: Session, run: dict, key: str) -> None:
                              "pins_sparsity", f"{key}.pins.sparsity")
     for note in run.get("notes") or []:
         st.caption(note)
+
+
+def _pins_parts(run: dict) -> dict:
+    """The run's trained models, self-regularized first (the store sorts keys)."""
+    runs = run.get("runs") or {}
+    return {**{k: runs[k] for k in PINS_RUNS if k in runs}, **{k: v for k, v in runs.items() if k not in PINS_RUNS}}
 
 
 def _pins_workload(params: dict, n_eval: int) -> tuple[int, int]:

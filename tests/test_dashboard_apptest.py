@@ -175,3 +175,22 @@ def test_limit_from_url_restores_a_subset(open_page):
     assert at.sidebar.number_input(key="sb.limit").value == 16
     assert "16 examples" in at.sidebar.success[0].value
     assert at.query_params["limit"] in ("16", ["16"])
+
+
+def test_importance_about_this_method_and_attention_button(open_page):
+    at = open_page("importance", method="admm", about="true")
+    assert at.expander[-1].label.startswith("About this method: ADMM")
+    assert any(c.value.startswith("Paper: Wang") for c in at.caption)
+    assert at.selectbox(key="imp.about.admm.matrix").value == "query"  # the pattern view's controls
+    at.selectbox(key="imp.head").set_value(2).run()
+    assert not at.exception
+    at.button(key="imp.to_attention").click().run()
+    assert not at.exception
+    assert at.title[0].value == "Attention"
+    assert at.session_state["att.head"] == 2 and at.session_state["att.layer"] == 0
+
+
+def test_training_page_shows_a_run_time_estimate(open_page):
+    at = open_page("training", method="admm")
+    estimate = next(i.value for i in at.info if "Estimated run time" in i.value)
+    assert "on 2 CPU cores" in estimate and "1,600 training passes" in estimate

@@ -316,3 +316,13 @@ def test_global_mask_ties_go_to_earlier_weights():
     masks = pins_mod._global_mask(imp, 0.5)
     assert masks[0][0].tolist() == [[False, False, False], [False, False, True]]
     assert masks[1][0].tolist() == [True, True, True, True]
+
+
+def test_pins_state_importance_signed_and_absolute():
+    w = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
+    w.grad = torch.tensor([1.0, 1.0])
+    state = pins_mod.PinsState([[w]], eta=0.0, beta1=0.5, beta2=0.5)
+    state.update()
+    # S = [-1, 1]; Ī = 0.5·S; U = 0.5·|S − Ī| = [0.25, 0.25]
+    assert torch.allclose(state.importance()[0][0], torch.tensor([-0.125, 0.125]))
+    assert torch.allclose(state.importance(absolute=True)[0][0], torch.tensor([0.125, 0.125]))

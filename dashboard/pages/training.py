@@ -40,9 +40,9 @@ if done is not None:
 else:
     cost = method_views.run_time_estimate(session, name, params)
     if cost is not None:
-        minutes = cost["seconds"] / 60
-        st.info(f"Estimated run time: **about {max(1, round(minutes))} minute{'s' if round(minutes) > 1 else ''} "
-                f"on 2 CPU cores** ({cost['train_examples']:,} training passes over examples, "
+        minutes = round(cost["seconds"] / 60)
+        when = "under a minute" if minutes < 1 else f"about {minutes} minute{'s' if minutes > 1 else ''}"
+        st.info(f"Estimated run time: **{when} on 2 CPU cores** ({cost['train_examples']:,} training passes over examples, "
                 f"{cost['eval_examples']:,} evaluated examples). A rough figure: a busy machine can "
                 "take twice as long. The run continues in the background while you use other pages.",
                 icon=":material/schedule:")
