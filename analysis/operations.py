@@ -243,7 +243,8 @@ def prune_estimate(session: Session, method_name: str, sparsity: float | None = 
                    threshold: float | None = None, keep_one_per_layer: bool = False) -> dict | None:
     """The quick first answer of :func:`prune`: the same mask on the evaluator's fixed random
     subset (:meth:`~analysis.evaluate.Evaluator.estimate`, paired standard errors). None when the
-    data has no more examples than that subset (the full answer is then the quick one)."""
+    data has no more examples than that subset (the full answer is then the quick one) or when the
+    full answer for this mask is already in the store."""
     from analysis.evaluate import ESTIMATE_SIZE
 
     if session.evaluator.n <= ESTIMATE_SIZE:
@@ -254,6 +255,8 @@ def prune_estimate(session: Session, method_name: str, sparsity: float | None = 
     result = compute_scores(session, method_name, unit, params)
     mask = mask_for(result.scores, sparsity, scope or method.default_scope, threshold,
                     keep_one_per_layer)
+    if session.store.get(_mask_key(session, result.unit, mask)) is not None:
+        return None
     comparison = session.evaluator.estimate(Masks.for_unit(result.unit, mask))
     return {"method": method.name, "unit": result.unit,
             **{k: _metrics(v) for k, v in comparison.as_dict().items()},

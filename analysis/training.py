@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from analysis.data import TextData, load_data
 from analysis.errors import ParamError
 from analysis.methods import all_methods, get_method
 from analysis.methods.base import Param, Progress, no_progress
@@ -37,6 +38,18 @@ class Trainer:
 
     def describe(self) -> dict:
         return {"summary": self.summary, "params": [p.describe() for p in self.params]}
+
+
+def training_data(session) -> tuple[TextData, str]:
+    """What training runs train on: the default data's train split when the session evaluates on
+    the default (Rotten Tomatoes) dev split, which training never sees; otherwise the session's own
+    data, with a note that the evaluation is then optimistic."""
+    if session.data.name == "rotten_tomatoes":
+        data = load_data("default", split="train")
+        session.loaded.check_data(data)
+        return data, "train split of the default data"
+    return session.data, ("no separate train split is known for this data: trained on the "
+                          "evaluation data itself, so the evaluation is optimistic")
 
 
 def trainable_methods() -> dict[str, Trainer]:

@@ -291,7 +291,8 @@ def test_training_mode(tiny_loaded, tiny_session):
 
 def test_training_initial_cap_starts_from_the_model(tiny_loaded, tiny_session):
     """sn=initial with λ=0 and lr=0: the first step's task loss is the unchanged model's loss."""
-    from analysis.methods.snip import _train_batches, training_data
+    from analysis.methods.snip import _train_batches
+    from analysis.training import training_data
 
     out = train_command(tiny_session, "snip", {"steps": 1, "batch_size": 8, "lr": 1e-8,
                                                 "penalty": 0.0}, use_store=False)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from analysis.data import TextData, load_data, tokenize_batches
+from analysis.data import TextData, tokenize_batches
 from analysis.errors import ParamError
 from analysis.methods.base import SEED, Method, Param, Progress, no_progress
 from analysis.models import LoadedModel, encoder_layers
@@ -48,7 +48,7 @@ from analysis.patterns import (
     project_kbit,
     project_nm,
 )
-from analysis.training import Trainer
+from analysis.training import Trainer, training_data
 
 MATRICES = ("query", "key", "value", "attention_output", "intermediate", "output")
 DEFAULT_PATTERNS = ((1, 4), (2, 4), (3, 4), (2, 8), (4, 8))
@@ -399,16 +399,6 @@ class ProjectedWeight(nn.Module):
 # the training run
 
 
-def training_data(session) -> TextData:
-    """Rotten Tomatoes' train split for the default data (never the evaluation split), else the
-    session's own data."""
-    if session.data.name == "rotten_tomatoes":
-        data = load_data("default", split="train")
-        session.loaded.check_data(data)
-        return data
-    return session.data
-
-
 def _train_batches(session, data: TextData, count: int, batch_size: int, seed: int):
     rng = np.random.default_rng(seed)
     needed = count * batch_size
@@ -498,7 +488,7 @@ def run_admm(session, params: dict, progress: Progress, projection: Projection) 
     loaded, evaluator = session.loaded, session.evaluator
     projection.check(loaded.model)
     torch.manual_seed(params["seed"])
-    data = training_data(session)
+    data, _ = training_data(session)
     admm_steps = params["iterations"] * params["steps"]
     total_steps = admm_steps + params["finetune_steps"]
     batches = _train_batches(session, data, total_steps, params["batch_size"], params["seed"])

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.data import TextData, load_data, tokenize_batches
+from analysis.data import TextData, tokenize_batches
 from analysis.errors import ParamError
 from analysis.methods.base import SEED, Method, Param, Progress, no_progress
 from analysis.models import Inventory, encoder_layers
@@ -367,12 +367,10 @@ def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
     """The training mode: PINS with and without self-regularization, and a magnitude baseline."""
     _check_train_params(params)
     loaded = session.loaded
-    notes = []
-    if session.data.name == "rotten_tomatoes":
-        train_data = load_data("default", split="train")
-    else:
-        train_data = session.data
-        notes.append("no separate train split: trained on the evaluation data itself")
+    from analysis.training import training_data
+
+    train_data, note = training_data(session)
+    notes = [] if train_data is not session.data else [note]
     batches = shuffled_batches(loaded.tokenizer, train_data, params["batch_size"], params["steps"],
                                params["seed"], params["max_length"])
     plan = [("pins_self_reg", "pins", True)]

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from analysis.data import TextData, load_data, tokenize_batches
+from analysis.data import TextData, tokenize_batches
 from analysis.methods.base import SEED, Method, Param, Progress, no_progress
 from analysis.models import encoder_layers
 from analysis.spectral import (
@@ -244,14 +244,6 @@ def _penalty(captures: list[LayerCapture], keep: torch.Tensor, relative: bool) -
     return total
 
 
-def training_data(session) -> tuple[TextData, str]:
-    """The default data's train split for Rotten Tomatoes; otherwise the session's own data."""
-    if session.data.name == "rotten_tomatoes":
-        return load_data("default", split="train"), "train split of the default data"
-    return session.data, ("no separate train split is known for this data: trained on the "
-                          "evaluation data itself, so the evaluation is optimistic")
-
-
 def _train_batches(tokenizer, data: TextData, steps: int, batch_size: int, seed: int):
     rng = np.random.default_rng(seed)
     need = steps * batch_size
@@ -271,6 +263,8 @@ def _sigma_rows(model: nn.Module) -> list[dict]:
 def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
     """Fine-tune a copy with spectral-norm reparametrization and the identity-prior penalty."""
     loaded = session.loaded
+    from analysis.training import training_data
+
     data, note = training_data(session)
     steps, lam, relative = params["steps"], params["penalty"], params["relative"]
     batches = _train_batches(loaded.tokenizer, data, steps, params["batch_size"], params["seed"])
