@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,7 @@ import torch
 from torch import nn
 
 from analysis.errors import ParamError
+from analysis.gates import model_lock
 from analysis.models import LoadedModel, encoder_layers
 
 MATRICES = ("query", "key", "value", "attention_output", "intermediate", "output")
@@ -193,7 +195,7 @@ def hooks_removed(handles: list):
     try:
         yield handles
     finally:
-        for handle in handles:
+        for handle in reversed(handles):  # hooks first, then any lock taken before them
             handle.remove()
         handles.clear()
 
@@ -214,11 +216,28 @@ class LayerCapture:
             setattr(self, name, None)
 
 
+class _Release:
+    """A handle whose ``remove()`` releases a lock (kept with the hook handles)."""
+
+    def __init__(self, lock) -> None:
+        self.lock: Any = lock
+
+    def remove(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+
 def attach_capture(model: nn.Module, captures: list[LayerCapture], handles: list,
                    detach: bool = True) -> None:
     """Attach hooks that fill ``captures[i]`` for every layer on each forward pass. The caller
     removes ``handles`` (use :func:`hooks_removed`). ``detach=False`` keeps the autograd graph."""
     keep = (lambda t: t.detach()) if detach else (lambda t: t)
+    # hooks live on the (possibly shared) model: hold the lock gates.gated holds, so another
+    # thread's forward pass cannot run through these hooks; released when the handles are removed
+    lock = model_lock(model)
+    lock.acquire()
+    handles.append(_Release(lock))
 
     def pre(capture: LayerCapture, attr: str):
         def hook(module, args):

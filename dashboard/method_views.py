@@ -40,14 +40,15 @@ class MethodView:
     about: AboutFn | None = None
     run: RunFn | None = None
     workload: WorkloadFn | None = None
+    headline: Callable[[dict], str] | None = None  # one line for run listings
 
 
 VIEWS: dict[str, MethodView] = {}
 
 
 def register(name: str, about: AboutFn | None = None, run: RunFn | None = None,
-             workload: WorkloadFn | None = None) -> MethodView:
-    VIEWS[name] = MethodView(about, run, workload)
+             workload: WorkloadFn | None = None, headline: Callable[[dict], str] | None = None) -> MethodView:
+    VIEWS[name] = MethodView(about, run, workload, headline)
     return VIEWS[name]
 
 
@@ -88,6 +89,45 @@ def run_time_estimate(session: Session, method_name: str, params: dict) -> dict 
     train, evals = counts
     return {"seconds": training_seconds(session.loaded, train, evals), "train_examples": train,
             "eval_examples": evals}
+
+
+def headline(run: dict) -> str:
+    """A one-line result of a finished run (its accuracy against its reference), or ''."""
+    fn = view_for(str(run.get("method", ""))).headline or _generic_headline
+    try:
+        return fn(run)
+    except (KeyError, TypeError, ValueError):
+        return ""
+
+
+def _acc(d: dict | None) -> str:
+    return f"{d['accuracy']:.3f}" if d and d.get("accuracy") is not None else "?"
+
+
+def _generic_headline(run: dict) -> str:
+    ev = run.get("evaluation")
+    return f"accuracy {_acc(ev)}" if isinstance(ev, dict) and "accuracy" in ev else ""
+
+
+def _snip_headline(run: dict) -> str:
+    return (f"accuracy {_acc(run.get('evaluation'))} after SN training "
+            f"(without: {_acc(run.get('evaluation_without_training'))})")
+
+
+def _admm_headline(run: dict) -> str:
+    ev = run.get("evaluation") or {}
+    return (f"{run.get('projection', '')}: ADMM {_acc(ev.get('admm'))}, one-shot {_acc(ev.get('oneshot'))}, "
+            f"dense {_acc(ev.get('dense'))}")
+
+
+def _pins_headline(run: dict) -> str:
+    runs = run.get("runs") or {}
+    text = f"PINS+SR {_acc((runs.get('pins_self_reg') or {}).get('evaluation'))}"
+    if "pins_no_self_reg" in runs:
+        text += f", no SR {_acc(runs['pins_no_self_reg'].get('evaluation'))}"
+    if run.get("baseline"):
+        text += f", magnitude {_acc(run['baseline'].get('evaluation'))}"
+    return text + f", unpruned {_acc(run.get('base'))}"
 
 
 def runs_of(session: Session, method_name: str) -> list[dict]:
@@ -196,7 +236,7 @@ def snip_about(session: Session, method: Method, unit: str, params: dict, scores
                           float(low), float(high), step=(high - low) / 200, format="%.4g", key=slider)
     mask = select(current, threshold=threshold)
     removed = sparsity_of(mask)
-    controls.show_figure(figures.histograms({f"{unit} norms": values}, f"snip {unit} norms", "norm",
+    controls.show_figure(figures.histograms({f"{unit} norms": values}, f"distribution of snip {unit} norms", "norm",
                                             bins=30, vline=threshold),
                          f"snip_{unit}_hist", f"{key}.snip.hist")
     st.caption(f"{removed:.0%} of the {len(values)} {unit} units lie below {threshold:.4g} and would be "
@@ -433,10 +473,10 @@ def smp_about(session: Session, method: Method, unit: str, params: dict, scores:
     st.dataframe(pd.DataFrame(table), hide_index=True)
 
 
-register("snip", about=snip_about, run=snip_run, workload=_snip_workload)
-register("admm", about=admm_about, run=admm_run, workload=_admm_workload)
-register("admm-quant", about=admm_about, run=admm_run, workload=_admm_workload)
-register("pins", about=pins_about, run=pins_run, workload=_pins_workload)
+register("snip", about=snip_about, run=snip_run, workload=_snip_workload, headline=_snip_headline)
+register("admm", about=admm_about, run=admm_run, workload=_admm_workload, headline=_admm_headline)
+register("admm-quant", about=admm_about, run=admm_run, workload=_admm_workload, headline=_admm_headline)
+register("pins", about=pins_about, run=pins_run, workload=_pins_workload, headline=_pins_headline)
 register("smp", about=smp_about)
 
 

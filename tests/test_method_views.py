@@ -286,7 +286,8 @@ def test_prune_page_estimate_stays_labelled_if_the_full_run_fails(tiny_bert_dir,
     assert not at.exception
     assert [e.value for e in at.error] == ["full evaluation interrupted"]
     labels = [m.label for m in at.metric]
-    assert "accuracy (estimate on 128 sentences)" in labels
+    assert "accuracy (estimate)" in labels and "accuracy (masked)" not in labels
+    assert any("**Estimate on 128 sentences**" in m.value for m in at.markdown)
     assert any("First estimate on 128 sentences (a fixed random subset of 200)" in c.value
                for c in at.caption)
 
@@ -311,3 +312,53 @@ def test_prune_estimate_matches_the_evaluator_subset(tiny_loaded, big_csv, store
     assert est["pruned"]["accuracy"] == pytest.approx(direct.pruned.accuracy)
     assert est["delta"]["loss_se"] == pytest.approx(direct.delta["loss_se"], rel=1e-5)
     assert est["sparsity"] == 0.5
+    from analysis.operations import prune
+
+    prune(session, "magnitude", sparsity=0.5)  # the full answer for this mask is now stored
+    assert prune_estimate(session, "magnitude", sparsity=0.5) is None
+
+
+def test_capture_hooks_hold_the_model_lock(tiny_loaded):
+    """snip's capture hooks on the shared model exclude other threads' gated forwards (the
+    dashboard crashed when a page evaluated the model while snip measured it)."""
+    import threading
+
+    from analysis.gates import model_lock
+    from analysis.spectral import attach_capture, hooks_removed
+
+    model = tiny_loaded.model
+
+    def try_lock(out: list) -> None:
+        lock = model_lock(model)
+        got = lock.acquire(timeout=0.2)
+        out.append(got)
+        if got:
+            lock.release()
+
+    with hooks_removed([]) as handles:
+        attach_capture(model, [], handles)
+        during: list = []
+        thread = threading.Thread(target=try_lock, args=(during,))
+        thread.start()
+        thread.join()
+    after: list = []
+    thread = threading.Thread(target=try_lock, args=(after,))
+    thread.start()
+    thread.join()
+    assert during == [False] and after == [True]
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_run_headlines_name_the_comparison(run_store):
+    from dashboard import method_views
+
+    _, runs = run_store
+    admm = runs["admm"]
+    assert method_views.headline(admm) == (
+        f"2:4: ADMM {admm['evaluation']['admm']['accuracy']:.3f}, one-shot "
+        f"{admm['evaluation']['oneshot']['accuracy']:.3f}, dense {admm['evaluation']['dense']['accuracy']:.3f}")
+    assert method_views.headline(runs["pins"]).startswith("PINS+SR ")
+    assert ", magnitude " in method_views.headline(runs["pins"])
+    assert method_views.headline(runs["snip"]).endswith(
+        f"(without: {runs['snip']['evaluation_without_training']['accuracy']:.3f})")
+    assert method_views.headline({"method": "new", "evaluation": {"accuracy": 0.5}}) == "accuracy 0.500"

@@ -9,7 +9,7 @@ by ``Inventory.unit_shape(unit)``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -61,21 +61,21 @@ class Param:
                 if text == str(choice):
                     return choice
             raise ParamError(f"{where} must be one of {', '.join(map(str, self.choices))}, got {raw!r}")
+        kind = "an integer" if self.kind == "int" else "a number"
         if isinstance(raw, bool):
-            raise ParamError(f"{where} must be a{'n integer' if self.kind == 'int' else ' number'}, got {raw!r}")
+            raise ParamError(f"{where} must be {kind}, got {raw!r}")
         try:
             if self.kind == "int":
-                value = int(raw) if not isinstance(raw, float) or raw.is_integer() else None
-                if value is None:
+                if isinstance(raw, float) and not raw.is_integer():
                     raise ValueError
                 if isinstance(raw, str) and not raw.strip().lstrip("+-").isdigit():
                     raise ValueError
+                value = int(raw)
             else:
                 value = float(raw)
                 if math.isnan(value) or math.isinf(value):
                     raise ValueError
         except (TypeError, ValueError):
-            kind = "an integer" if self.kind == "int" else "a number"
             raise ParamError(f"{where} must be {kind}, got {raw!r}") from None
         if self.low is not None and value < self.low or self.high is not None and value > self.high:
             raise ParamError(f"{where} must be in [{self.low}, {self.high}], got {value}")
@@ -125,7 +125,6 @@ class Method:
     default_sparsity: float = 0.5
     paper: str = ""
     trainer: Any = None  # analysis.training.Trainer for methods with a training mode
-    extras: dict = field(default_factory=dict)
 
     def param(self, name: str) -> Param:
         for p in self.params:

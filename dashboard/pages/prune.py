@@ -94,7 +94,9 @@ def live() -> None:
                                  f"{method.name} scores", "score", vline=threshold)
         st.plotly_chart(fig, key="prune.hist")
     args = (method.name, unit, params, sparsity, threshold, scope, keep_one, physical)
-    slot = st.empty()  # first the estimate on the fixed subset, then the full-data numbers
+    # first the estimate on the fixed subset, then the full-data numbers: two slots, so emptying
+    # the estimate's removes its elements at once (a reused container keeps stale children)
+    slot, full_slot = st.empty(), st.empty()
     done = _evaluated()
     done_key = (state.session_id(session), method.name, unit, state.canonical_params(params), sparsity,
                 threshold, scope, keep_one, physical)
@@ -104,7 +106,9 @@ def live() -> None:
         if first is not None:
             d, n = first["delta"], first["estimate"]["n"]
             with slot.container():
-                _numbers(first, f"estimate on {n} sentences",
+                st.markdown(f":material/hourglass_top: **Estimate on {n} sentences** — the full data "
+                            "is being evaluated…")
+                _numbers(first, "estimate",
                          f"First estimate on {n} sentences (a fixed random subset of "
                          f"{first['estimate']['of']}): Δ accuracy {d['accuracy']:+.3f} ± {d['accuracy_se']:.3f}, "
                          f"Δ loss {d['loss']:+.3f} ± {d['loss_se']:.3f} (± one paired standard error). "
@@ -113,7 +117,8 @@ def live() -> None:
         result = state.prune_result(session, *args)
     done.add(done_key)
     base = result["base"]
-    with slot.container():
+    slot.empty()
+    with full_slot.container():
         _numbers(result, "masked", f"Full data: {base['n']} examples. Unpruned: accuracy {base['accuracy']:.3f}, "
                                    f"loss {base['loss']:.3f}, margin {base['margin']:.3f}.")
     pruned, delta = result["pruned"], result["delta"]

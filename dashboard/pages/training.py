@@ -86,9 +86,8 @@ if not runs:
     st.info("No finished run for this model yet.")
     controls.share_link_note()
     st.stop()
-listing = [{"run": i, "method": r.get("method"), "seconds": r.get("seconds"),
-            "data": r.get("data", {}).get("name"),
-            **{f"eval {k}": v for k, v in (r.get("evaluation") or {}).items() if isinstance(v, (int, float))},
+listing = [{"run": i, "method": r.get("method"), "result": method_views.headline(r),
+            "seconds": r.get("seconds"), "data": f"{r.get('data', {}).get('name')} ({r.get('data', {}).get('n')})",
             "params": ", ".join(f"{k}={v}" for k, v in (r.get("params") or {}).items())}
            for i, r in enumerate(runs)]
 st.dataframe(pd.DataFrame(listing), hide_index=True)
