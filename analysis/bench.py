@@ -124,6 +124,7 @@ TARGETS = (
     ("slider move, full data p50 (s)", "eval_p50_s", 1.0, "max"),
     ("slider move, full data p90 (s)", "eval_p90_s", None, ""),
     ("naive / slider p50", "ratio", 7.0, "min"),
+    ("slider move from the shipped store p50 (s)", "slider_shipped_p50_s", 1.0, "max"),
     ("first estimate p50 (s)", "first_estimate_s", 0.3, "max"),
     ("michel / forward", "michel_vs_forward", 3.0, "max"),
     ("ablation of all heads / forward", "ablation_vs_forward", 25.0, "max"),
@@ -204,6 +205,7 @@ def _run(session, quick: bool, say, threads: int, store: ResultStore) -> dict:
                slider_positions=steps, slider_max_abs_logit_difference=max_diff)
     out["ratio"] = out["naive_s"] / out["eval_p50_s"]
     out["eval_vs_forward"] = out["eval_p50_s"] / out["forward_s"]
+    out.update(_shipped_slider(session, steps))
 
     say("ablation of every head ...")
     out["ablation_s"], out["ablation_cpu_s"], _ = timed(compute_scores, fresh, "ablation", "head")
@@ -233,6 +235,21 @@ def _run(session, quick: bool, say, threads: int, store: ResultStore) -> dict:
     out["rss_mb"], out["rss_peak_mb"] = rss_mb()
     out["load_average_after"] = list(os.getloadavg())
     return out
+
+
+def _shipped_slider(session, steps: list[float]) -> dict:
+    """The dashboard's path for the same slider moves: ``operations.prune`` answered from the
+    shipped ``cached_results/`` (read-only here). Only where the shipped store covers every move."""
+    from analysis.operations import Session, curve_is_stored, prune
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shipped = Session(session.loaded, session.data, ResultStore(tmp, session.store.shipped_dir),
+                          session.device, session.evaluator)
+        if session.store.shipped_dir is None or not curve_is_stored(shipped, ["michel"], steps):
+            return {"slider_shipped_p50_s": None,
+                    "slider_shipped_note": "the shipped store does not cover this model and data"}
+        walls = [timed(prune, shipped, "michel", s)[0] for s in steps]
+    return {"slider_shipped_p50_s": _p(walls, 50), "slider_shipped_p90_s": _p(walls, 90)}
 
 
 def _curve_bench(fresh, ev: Evaluator, quick: bool) -> dict:
