@@ -127,7 +127,7 @@ def live() -> None:
         controls.show_figure(figures.delta_bars(delta, label="masked"), "prune_deltas", "prune.deltas")
     with right:
         controls.show_figure(figures.mask_heatmap(result["mask"], unit), "prune_mask", "prune.mask")
-    timing = [{"model": "masked (gates on the full model)", "seconds": result["masked_seconds"],
+    timing = [{"model": "masked (read from the result store)" if result.get("from_store") else "masked (gates on the full model)", "seconds": result["masked_seconds"],
                "accuracy": pruned["accuracy"], "loss": pruned["loss"]}]
     if "physical" in result:
         phys = result["physical"]
