@@ -339,9 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["dashboard", *argv]  # `prunelens [--port P]` starts the dashboard
     args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["dashboard", *(argv if argv is not None else sys.argv[1:])])
     debug = args.debug or os.environ.get("PRUNELENS_DEBUG") == "1"
     if not debug:
         warnings.simplefilter("ignore", FutureWarning)

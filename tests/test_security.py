@@ -271,7 +271,8 @@ def test_store_digest_binds_every_field():
     (["dashboard"], "127.0.0.1", "8501"),
     (["dashboard", "--port", "9000"], "127.0.0.1", "9000"),
     (["dashboard", "--host", "0.0.0.0"], "0.0.0.0", "8501"),
-], ids=["bare", "dashboard", "port", "explicit-host"])
+    (["--port", "9001"], "127.0.0.1", "9001"),
+], ids=["bare", "dashboard", "port", "explicit-host", "bare-port"])
 def test_dashboard_binds_localhost_by_default(argv, host, port, monkeypatch, capsys):
     import analysis.cli
 
