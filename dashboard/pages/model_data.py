@@ -40,7 +40,10 @@ m1, m2, m3, m4 = st.columns(4)
 m1.metric("accuracy", f"{base['accuracy']:.3f}", help=f"± {base['accuracy_se']:.3f} (standard error)")
 m2.metric("loss", f"{base['loss']:.3f}", help=f"± {base['loss_se']:.3f}")
 m3.metric("margin", f"{base['margin']:.3f}", help=f"± {base['margin_se']:.3f}")
-m4.metric(data.metric, f"{base['metric']:.3f}")
+if data.metric == "accuracy":
+    m4.metric("examples", f"{base['n']}", help="evaluation examples (the dev split unless limited)")
+else:  # the task's own metric (MCC for CoLA, F1 for MRPC/QQP)
+    m4.metric(data.metric, f"{base['metric']:.3f}", help=f"± {base['metric_se']:.3f} (bootstrap)")
 controls.download_json({"base": base, **session.describe()}, "base_evaluation", "md.base")
 
 st.subheader("Prunable units")
