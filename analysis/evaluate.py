@@ -27,7 +27,7 @@ from analysis.models import LoadedModel
 
 METRICS = ("accuracy", "loss", "margin")
 FAST_TOLERANCE = 1e-4  # max |logit difference| fast vs reference path on the probe batch
-ESTIMATE_SIZE = 128  # examples in the fixed random subset of the first estimate
+ESTIMATE_SIZE = 96  # examples in the fixed random subset of the first estimate (p50 0.27 s on 2 cores)
 
 
 @dataclass

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+
+from analysis.evaluate import ESTIMATE_SIZE
 from streamlit.testing.v1 import AppTest
 
 from dashboard import figures
@@ -252,7 +254,7 @@ def test_prune_page_shows_the_estimate_then_full_numbers(tiny_bert_dir, big_csv,
     sizes = []
     original = Evaluator.estimate
 
-    def spy(self, masks=None, size=128, seed=0):
+    def spy(self, masks=None, size=ESTIMATE_SIZE, seed=0):
         out = original(self, masks, size, seed)
         sizes.append(out.pruned.n)
         return out
@@ -261,14 +263,14 @@ def test_prune_page_shows_the_estimate_then_full_numbers(tiny_bert_dir, big_csv,
     at = _prune_page(tiny_bert_dir, big_csv, tmp_path, monkeypatch, sparsity="0.5")
     at.run()
     assert not at.exception and not at.error
-    assert sizes == [128]  # the estimate ran on the fixed subset first
+    assert sizes == [ESTIMATE_SIZE]  # the estimate ran on the fixed subset first
     labels = [m.label for m in at.metric]
     assert "accuracy (masked)" in labels and not any("estimate" in label for label in labels)
     assert any(c.value.startswith("Full data: 200 examples.") for c in at.caption)
     at.slider(key="prune.sparsity").set_value(0.25).run()
-    assert sizes == [128, 128]
+    assert sizes == [ESTIMATE_SIZE, ESTIMATE_SIZE]
     at.slider(key="prune.sparsity").set_value(0.5).run()
-    assert sizes == [128, 128]  # the full result is memoized: no estimate again
+    assert sizes == [ESTIMATE_SIZE, ESTIMATE_SIZE]  # the full result is memoized: no estimate again
     assert any(c.value.startswith("Full data: 200 examples.") for c in at.caption)
 
 
@@ -287,8 +289,8 @@ def test_prune_page_estimate_stays_labelled_if_the_full_run_fails(tiny_bert_dir,
     assert [e.value for e in at.error] == ["full evaluation interrupted"]
     labels = [m.label for m in at.metric]
     assert "accuracy (estimate)" in labels and "accuracy (masked)" not in labels
-    assert any("**Estimate on 128 sentences**" in m.value for m in at.markdown)
-    assert any("First estimate on 128 sentences (a fixed random subset of 200)" in c.value
+    assert any(f"**Estimate on {ESTIMATE_SIZE} sentences**" in m.value for m in at.markdown)
+    assert any(f"First estimate on {ESTIMATE_SIZE} sentences (a fixed random subset of 200)" in c.value
                for c in at.caption)
 
 
@@ -308,7 +310,7 @@ def test_prune_estimate_matches_the_evaluator_subset(tiny_loaded, big_csv, store
     est = prune_estimate(session, "magnitude", sparsity=0.5)
     mask = mask_for(compute_scores(session, "magnitude").scores, 0.5)
     direct = session.evaluator.estimate(Masks.for_unit("head", mask))
-    assert est["estimate"] == {"n": 128, "of": 200}
+    assert est["estimate"] == {"n": ESTIMATE_SIZE, "of": 200}
     assert est["pruned"]["accuracy"] == pytest.approx(direct.pruned.accuracy)
     assert est["delta"]["loss_se"] == pytest.approx(direct.delta["loss_se"], rel=1e-5)
     assert est["sparsity"] == 0.5
