@@ -19,10 +19,6 @@ from pathlib import Path
 from analysis.errors import ParamError, PrunelensError
 
 
-class CliError(SystemExit):
-    pass
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2, no usage dump
         sys.stderr.write(f"error: {message} (see `{self.prog} --help`)\n")
