@@ -142,10 +142,7 @@ def curves(rows: Sequence[dict], metric: str = "accuracy", base: float | None = 
            title: str | None = None) -> go.Figure:
     """``metric`` versus sparsity, one line per method; the unpruned model as a dashed line."""
     fig = go.Figure()
-    methods: list[str] = []
-    for row in rows:
-        if row["method"] not in methods:
-            methods.append(row["method"])
+    methods = list(dict.fromkeys(r["method"] for r in rows))  # first-seen order
     for i, name in enumerate(methods):
         pts = sorted((r for r in rows if r["method"] == name), key=lambda r: r["sparsity"])
         se = [r.get(f"{metric}_se") or 0.0 for r in pts]
@@ -194,10 +191,7 @@ def heatmap_grid(maps: dict[str, Any], title: str = "Ranks (1 = most important)"
 def sigma_chart(rows: Sequence[dict], cap: float | None = None, title: str = "Largest singular value per matrix") -> go.Figure:
     """Rows ``{"layer", "matrix", "sigma"}``: grouped bars by matrix over layers; the cap as a line."""
     fig = go.Figure()
-    matrices: list[str] = []
-    for r in rows:
-        if r["matrix"] not in matrices:
-            matrices.append(r["matrix"])
+    matrices = list(dict.fromkeys(r["matrix"] for r in rows))  # first-seen order
     for i, name in enumerate(matrices):
         pts = [r for r in rows if r["matrix"] == name]
         fig.add_trace(go.Bar(x=[r["layer"] for r in pts], y=[r["sigma"] for r in pts], name=name,
