@@ -178,8 +178,9 @@ class ResultStore:
                     entry = json.loads(path.read_text(encoding="utf-8"))
                 except (OSError, ValueError, UnicodeDecodeError):
                     continue
-                if not isinstance(entry, dict) or entry.get("format") != FORMAT_VERSION:
-                    continue
+                if (not isinstance(entry, dict) or entry.get("format") != FORMAT_VERSION
+                        or entry.get("digest") != path.stem or "result" not in entry):
+                    continue  # the same validity rule as get(): a misfiled entry is not listed
                 if kind is None or entry.get("key", {}).get("kind") == kind:
                     seen[path.stem] = entry
         return list(seen.values())
