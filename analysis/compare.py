@@ -114,16 +114,15 @@ def unit_scores(session, unit: str, index: tuple[int, ...], compute_cheap: bool 
     Each row: method, title, score, rank (1 = most important), of (units), source
     (``store``, ``computed`` or ``missing`` for an expensive method not in the store).
     """
-    from analysis.operations import compute_scores
+    from analysis.operations import compute_scores, stored_scores
 
     rows = []
     methods = [m for m in all_methods().values() if unit in m.units]
     for k, method in enumerate(methods):
         params = method.validate(None)
-        key = session.key("scores", method.name, unit, params)
-        hit = session.store.get(key)
-        if hit is not None:
-            scores, source = np.asarray(hit["scores"], dtype=np.float64), "store"
+        scores = stored_scores(session, method.name, unit, params)
+        if scores is not None:
+            source = "store"
         elif compute_cheap and not method.expensive:
             scores = compute_scores(session, method.name, unit, params).scores
             source = "computed"

@@ -286,6 +286,13 @@ class Batch:
             inputs["token_type_ids"] = self.token_type_ids
         return inputs
 
+    def rows(self, select: torch.Tensor) -> Batch:
+        """The rows where ``select`` (bool, one per row) is true, padding trimmed to their longest."""
+        width = max(int(self.attention_mask[select].sum(1).max()), 1) if bool(select.any()) else 1
+        cut = lambda t: None if t is None else t[select, :width]  # noqa: E731
+        return Batch(cut(self.input_ids), cut(self.attention_mask), cut(self.token_type_ids),
+                     self.labels[select], self.index[select])
+
     def to(self, device: str | torch.device) -> Batch:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return Batch(move(self.input_ids), move(self.attention_mask), move(self.token_type_ids),

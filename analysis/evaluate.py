@@ -24,6 +24,7 @@ from analysis.data import TextData, tokenize_batches
 from analysis.fastpath import FastEncoder, mask_rows, prefix_keys, unsupported_reason
 from analysis.gates import Masks, gated
 from analysis.models import LoadedModel
+from analysis.precision import Calibration, calibrate, recheck, resolve
 
 METRICS = ("accuracy", "loss", "margin")
 FAST_TOLERANCE = 1e-4  # max |logit difference| fast vs reference path on the probe batch
@@ -161,8 +162,15 @@ class Evaluator:
     OUTPUTS_LRU = 48
 
     def __init__(self, loaded: LoadedModel, data: TextData, batch_size: int = 64,
-                 max_length: int = 128, device: str = "cpu", fast: bool = True):
+                 max_length: int = 128, device: str = "cpu", fast: bool = True,
+                 precision: str | None = None):
         loaded.check_data(data)
+        self.precision = resolve(precision)
+        self._low = None  # the bf16 FastEncoder once calibrated (see analysis.precision)
+        self._low_checked = False
+        self.calibration: Calibration | None = None
+        self.low_note: str | None = None
+        self.rechecked = 0  # close calls recomputed in fp32 by the last bf16 evaluation
         self.loaded = loaded
         self.data = data
         self.device = device
@@ -227,6 +235,42 @@ class Evaluator:
             self.fast_note = reason
         return self._fast
 
+    def low_encoder(self):
+        """The calibrated bf16 :class:`~analysis.fastpath.FastEncoder`, or None (fp32 only).
+
+        The first call runs the unpruned model in bf16 over the whole data set (the calibration,
+        which also fills the bf16 layer cache with the unpruned layer inputs)."""
+        if not self._low_checked:
+            self._low_checked = True
+            from analysis.precision import native_bf16
+
+            reason = None
+            if self.precision == "fp32":
+                reason = "fp32 requested"
+            elif self.precision == "auto" and not native_bf16():
+                reason = "this CPU has no native bf16 matmul"
+            elif self.fast_encoder() is None or not self.batches:
+                reason = "the fast path is off"
+            if reason is None:
+                encoder = FastEncoder(self.loaded.model, dtype=torch.bfloat16)
+                low = self._scatter(self.batches, encoder.logits(self.batches, None))
+                self.calibration, reason = calibrate(self.base_outputs.logits, low)
+                if reason is None:
+                    self._low = encoder
+            self.low_note = reason
+        return self._low
+
+    @property
+    def masked_precision(self) -> str:
+        """``"bf16"`` when pruned masks are evaluated on the checked bf16 path, else ``"fp32"``."""
+        return "bf16" if self.low_encoder() is not None else "fp32"
+
+    def precision_for(self, masks: Masks | None = None) -> str:
+        """The precision :meth:`outputs` uses for ``masks`` (the unpruned model is always fp32)."""
+        if masks is None or masks.is_empty() or not self._fast_usable(masks, None):
+            return "fp32"
+        return self.masked_precision
+
     def _fast_usable(self, masks: Masks | None, model) -> bool:
         if model is not None and model is not self.loaded.model:
             return False
@@ -250,12 +294,28 @@ class Evaluator:
         if hit is not None:
             self._outputs_lru.move_to_end(key)
             return hit
-        out = Outputs(self._scatter(self.batches, encoder.logits(self.batches, masks)),
-                      self.data.labels)
+        if self.precision_for(masks) == "bf16":
+            logits = self._recheck(self._scatter(self.batches, self._low.logits(self.batches, masks)),
+                                   masks)
+        else:
+            logits = self._scatter(self.batches, encoder.logits(self.batches, masks))
+        out = Outputs(logits, self.data.labels)
         self._outputs_lru[key] = out
         while len(self._outputs_lru) > self.OUTPUTS_LRU:
             self._outputs_lru.popitem(last=False)
         return out
+
+    def _recheck(self, low_logits: np.ndarray, masks: Masks | None) -> np.ndarray:
+        """Recompute the bf16 close calls in fp32 (see :mod:`analysis.precision`)."""
+
+        def exact_of(rows: np.ndarray) -> np.ndarray:
+            subs = [batch.rows(torch.as_tensor(rows[batch.index.numpy()])) for batch in self.batches]
+            subs = [sub for sub in subs if len(sub.index)]
+            logits = self._scatter(subs, self._fast.logits(subs, masks, use_cache=False))
+            return logits[rows]
+
+        logits, self.rechecked = recheck(low_logits, self.calibration, exact_of)
+        return logits
 
     def _scatter(self, batches, per_batch: list[torch.Tensor]) -> np.ndarray:
         logits = np.zeros((len(self.data), self.loaded.model.config.num_labels), dtype=np.float32)
@@ -266,8 +326,9 @@ class Evaluator:
     def clear_caches(self) -> None:
         """Drop cached layer inputs and outputs (the unpruned outputs stay)."""
         self._outputs_lru.clear()
-        if self._fast is not None:
-            self._fast.caches.clear()
+        for encoder in (self._fast, self._low):
+            if encoder is not None:
+                encoder.caches.clear()
         self._subsets.clear()
 
     # -- results ------------------------------------------------------------------------------
@@ -340,7 +401,7 @@ class Evaluator:
                 text_pairs=None if self.data.text_pairs is None else [self.data.text_pairs[i] for i in rows],
                 metric=self.data.metric)
             child = Evaluator(self.loaded, data, self.batch_size, self.max_length, self.device,
-                              fast=False)
+                              fast=False, precision="fp32")  # the estimate is small: exact
             child._fast = self.fast_encoder()  # same model: share the checked encoder and plans
             child.subset_rows = rows
             self._subsets[key] = child

@@ -92,18 +92,54 @@ def compute_scores(session: Session, method_name: str, unit: str | None = None,
     method = get_method(method_name)
     unit = default_unit(method_name, unit)
     params = method.validate(params)
-    key = session.key("scores", method.name, unit, params)
+    keys = _score_keys(session, method, unit, params)
     start = time.perf_counter()
     if use_store:
-        hit = session.store.get(key)
+        hit = _first_hit(session, keys)
         if hit is not None:
             return ScoreResult(method.name, unit, params, np.asarray(hit["scores"], dtype=np.float64),
                                time.perf_counter() - start, True)
     scores = method.score(session.context(progress), unit, params)
     seconds = time.perf_counter() - start
     if use_store:
-        session.store.put(key, {"scores": scores.tolist(), "seconds": seconds})
+        precision = session.evaluator.masked_precision if method.evaluates_masks else "fp32"
+        session.store.put(keys[precision], {"scores": scores.tolist(), "seconds": seconds,
+                                            "precision": precision})
     return ScoreResult(method.name, unit, params, scores, seconds, False)
+
+
+def stored_scores(session: Session, method_name: str, unit: str, params: dict | None = None
+                  ) -> np.ndarray | None:
+    """A method's scores if the store has them (exact first, then checked bf16), else None."""
+    method = get_method(method_name)
+    hit = _first_hit(session, _score_keys(session, method, unit, method.validate(params)))
+    return None if hit is None else np.asarray(hit["scores"], dtype=np.float64)
+
+
+def _score_keys(session: Session, method, unit: str, params: dict) -> dict[str, Key]:
+    exact = session.key("scores", method.name, unit, params)
+    if not method.evaluates_masks:
+        return {"fp32": exact}
+    # scores made of masked evaluations: the checked-bf16 ones are kept apart from exact ones
+    return _precision_keys(session, exact, "scores", method.name, unit, params)
+
+
+def _precision_keys(session: Session, exact: Key, kind: str, method: str, unit: str,
+                    params: dict) -> dict[str, Key]:
+    """The exact key and, unless the evaluator is held to fp32, the checked-bf16 key."""
+    keys = {"fp32": exact}
+    if session.evaluator.precision != "fp32":
+        keys["bf16"] = session.key(kind, method, unit, {**params, "precision": "bf16"})
+    return keys
+
+
+def _first_hit(session: Session, keys: dict[str, Key]) -> dict | None:
+    """The stored value under the exact key, else under the bf16 key (when that one is allowed)."""
+    for key in keys.values():
+        hit = session.store.get(key)
+        if hit is not None:
+            return hit
+    return None
 
 
 def mask_for(scores: np.ndarray, sparsity: float | None, scope: str = "global",
@@ -181,35 +217,38 @@ def evaluate_mask(session: Session, unit: str, mask: np.ndarray, use_store: bool
     slider, curves and every method that lands on the same mask share one stored answer.
     """
     mask = np.asarray(mask)
-    key = _mask_key(session, unit, mask)
+    keys = _mask_keys(session, unit, mask)
     if use_store:
-        hit = session.store.get(key)
+        hit = _first_hit(session, keys)
         if hit is not None:
             return hit, True
     masks = Masks.for_unit(unit, mask) if not np.all(mask) else None
+    precision = session.evaluator.precision_for(masks)
     comparison = session.evaluator.compare(masks)
     result = {k: _metrics(v) for k, v in comparison.as_dict().items()}
+    result["precision"] = precision
     if use_store:
-        session.store.put(key, result)
+        session.store.put(keys[precision], result)
     return result, False
 
 
-def _mask_key(session: Session, unit: str, mask: np.ndarray):
+def _mask_keys(session: Session, unit: str, mask: np.ndarray) -> dict[str, Key]:
     bits = "".join("1" if v else "0" for v in np.asarray(mask).ravel())
-    return session.key("mask-eval", "", unit, {"mask": bits, "shape": list(np.shape(mask))})
+    params = {"mask": bits, "shape": list(np.shape(mask))}
+    return _precision_keys(session, session.key("mask-eval", "", unit, params), "mask-eval", "",
+                           unit, params)
+
 
 
 def curve_is_stored(session: Session, methods: list[str], sparsities: list[float], unit: str = "head",
                     scope: str = "global", params: dict[str, dict] | None = None) -> bool:
     """Whether :func:`curve` would answer every point from the store (no computation)."""
     for name in methods:
-        method = get_method(name)
-        hit = session.store.get(session.key("scores", name, unit, method.validate((params or {}).get(name))))
-        if hit is None:
+        scores = stored_scores(session, name, unit, (params or {}).get(name))
+        if scores is None:
             return False
-        scores = np.asarray(hit["scores"], dtype=np.float64)
         for sparsity in sparsities:
-            if session.store.get(_mask_key(session, unit, mask_for(scores, sparsity, scope))) is None:
+            if _first_hit(session, _mask_keys(session, unit, mask_for(scores, sparsity, scope))) is None:
                 return False
     return True
 
@@ -255,7 +294,7 @@ def prune_estimate(session: Session, method_name: str, sparsity: float | None = 
     result = compute_scores(session, method_name, unit, params)
     mask = mask_for(result.scores, sparsity, scope or method.default_scope, threshold,
                     keep_one_per_layer)
-    if session.store.get(_mask_key(session, result.unit, mask)) is not None:
+    if _first_hit(session, _mask_keys(session, result.unit, mask)) is not None:
         return None
     comparison = session.evaluator.estimate(Masks.for_unit(result.unit, mask))
     return {"method": method.name, "unit": result.unit,

@@ -10,6 +10,9 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# exactness tests compare with the reference forward: fp32 everywhere unless a test asks for
+# bf16 (tests/test_precision.py checks the checked-bf16 path and the ``auto`` default)
+os.environ.setdefault("PRUNELENS_PRECISION", "fp32")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 from tests.tiny import write_tiny_bert, write_tiny_csv  # noqa: E402

@@ -13,6 +13,7 @@ import torch
 from analysis.evaluate import Evaluator
 from analysis.fastpath import (
     FastEncoder,
+    attention_bias,
     LayerRow,
     PrefixCache,
     PrefixEntry,
@@ -89,8 +90,8 @@ def test_cls_only_last_layer_equals_full_layer(tiny_loaded, evaluators):
     with torch.inference_mode():
         x = encoder.embed(batch)
         keep = batch.attention_mask.bool()
-        x = encoder.layers[0].forward(x, keep[:, None, None, :], encoder.plan(0, rows[0]))
-        full = encoder.layers[1].forward(x, keep[:, None, None, :], encoder.plan(1, rows[1]))
+        x = encoder.layers[0].forward(x, attention_bias(keep), encoder.plan(0, rows[0]))
+        full = encoder.layers[1].forward(x, attention_bias(keep), encoder.plan(1, rows[1]))
         cls = encoder.layers[1].forward_cls(x, keep, encoder.plan(1, rows[1]))
     torch.testing.assert_close(cls, full[:, 0], atol=ATOL, rtol=0)
 

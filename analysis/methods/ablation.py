@@ -38,4 +38,5 @@ METHOD = Ablation(
     units=("head", "attention", "ffn"),
     params=(Param("metric", "choice", "loss", "what the ablation measures", choices=("loss", "accuracy", "margin")),),
     expensive=True,
+    evaluates_masks=True,
 )

@@ -125,6 +125,7 @@ class Method:
     default_sparsity: float = 0.5
     paper: str = ""
     trainer: Any = None  # analysis.training.Trainer for methods with a training mode
+    evaluates_masks: bool = False  # scores are masked evaluations (their precision is in the key)
 
     def param(self, name: str) -> Param:
         for p in self.params:

@@ -1,0 +1,130 @@
+"""Matmul precision of masked evaluation: exact fp32, or bf16 whose predictions are fp32's.
+
+Owns the choice (``auto`` / ``fp32`` / ``bf16``, :func:`resolve`, ``PRUNELENS_PRECISION``) and
+the rule that keeps the bf16 path's *predictions* equal to fp32's:
+
+1. **calibration** (once per evaluator): the unpruned model is run in bf16 over the whole data set
+   and compared with the exact fp32 outputs; ``error`` is the largest change of any logit
+   difference ``l_j - l_k`` of any example, ``scale`` the median largest |logit|;
+2. **close calls** (every mask): an example whose bf16 margin (top-1 minus top-2 logit) is below
+   ``RECHECK_SAFETY × error × clip(scale_mask / scale, SCALE_FLOOR, 1)`` is recomputed in fp32,
+   together with a fixed random guard sample of ``GUARD_SIZE`` examples;
+3. **the mask's own error**: the largest error seen on the recomputed examples; any example whose
+   bf16 margin is below ``RECHECK_SAFETY ×`` that is recomputed too (a pruned model can round
+   worse than the unpruned one).
+
+Everywhere else the bf16 margin is several times the largest error seen, so the predicted class
+is fp32's. Losses and margins of confident examples keep a bf16 rounding error (measured in
+docs/PERFORMANCE.md: at most a few 1e-4 on the mean loss of the default).
+
+``auto`` uses bf16 only where the CPU multiplies bf16 natively (``avx512_bf16`` / ``amx_bf16``,
+about 2.3x the fp32 matmul throughput); elsewhere it would be slower, so ``auto`` means fp32.
+The unpruned model is always evaluated in fp32: every delta is measured against exact numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+PRECISIONS = ("auto", "fp32", "bf16")
+ENV = "PRUNELENS_PRECISION"
+RECHECK_SAFETY = 3.0  # close-call threshold = this x the largest calibration error (x scale ratio)
+SCALE_FLOOR = 0.25  # the threshold shrinks with the logit scale, never below this share
+MAX_RELATIVE_ERROR = 0.25  # bf16 is refused when its calibration error exceeds this x scale
+GUARD_SIZE = 16  # examples recomputed in fp32 for every mask, to measure that mask's own error
+
+
+def resolve(precision: str | None = None) -> str:
+    """The precision to use: the argument, else ``$PRUNELENS_PRECISION``, else ``auto``."""
+    value = (precision or os.environ.get(ENV) or "auto").strip().lower()
+    if value not in PRECISIONS:
+        raise ValueError(f"unknown precision {value!r}: choose one of {', '.join(PRECISIONS)}")
+    return value
+
+
+@functools.cache
+def native_bf16() -> bool:
+    """Whether this CPU has bf16 dot-product instructions (read from /proc/cpuinfo)."""
+    try:
+        words = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return bool(words & {"avx512_bf16", "amx_bf16"})
+
+
+def margins(logits: np.ndarray) -> np.ndarray:
+    """Top-1 minus top-2 logit of every row."""
+    top = np.sort(logits, axis=1)
+    return top[:, -1] - top[:, -2]
+
+
+def logit_scale(logits: np.ndarray) -> float:
+    return float(np.median(np.abs(logits).max(axis=1))) if len(logits) else 0.0
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """bf16 against fp32 on the unpruned model (see the module docstring)."""
+
+    error: float  # largest change of a logit difference, any example
+    scale: float  # median largest |logit|, fp32
+    agreement: float  # share of examples with the same predicted class before any re-check
+
+    def threshold(self, low_logits: np.ndarray) -> float:
+        """Examples with a bf16 margin below this are recomputed in fp32."""
+        ratio = 1.0 if self.scale <= 0 else logit_scale(low_logits) / self.scale
+        return RECHECK_SAFETY * self.error * float(np.clip(ratio, SCALE_FLOOR, 1.0))
+
+
+def pair_error(exact: np.ndarray, low: np.ndarray) -> float:
+    """The largest change of a logit difference ``l_j - l_k`` over all rows: a bound on how far
+    a margin moves between the two precisions."""
+    if not len(exact):
+        return 0.0
+    diff = low.astype(np.float64) - exact
+    return float((diff.max(axis=1) - diff.min(axis=1)).max())
+
+
+def calibrate(exact: np.ndarray, low: np.ndarray) -> tuple[Calibration | None, str | None]:
+    """A :class:`Calibration`, or None and the reason bf16 must not be used."""
+    if exact.ndim != 2 or exact.shape[1] < 2:
+        return None, "one output per example: no predicted class to protect"
+    error = pair_error(exact, low)
+    scale = logit_scale(exact)
+    if not np.isfinite(error) or error > MAX_RELATIVE_ERROR * scale:
+        return None, f"bf16 changes the unpruned logits by up to {error:.3g} (scale {scale:.3g})"
+    agreement = float(np.mean(exact.argmax(1) == low.argmax(1))) if len(exact) else 1.0
+    return Calibration(error, scale, agreement), None
+
+
+def close_calls(low_logits: np.ndarray, calibration: Calibration) -> np.ndarray:
+    """Rows (bool) whose bf16 prediction is not certain to be fp32's."""
+    return margins(low_logits) < calibration.threshold(low_logits)
+
+
+def guard_rows(n: int, size: int = GUARD_SIZE, seed: int = 0) -> np.ndarray:
+    """The fixed random guard sample (bool over ``n`` examples)."""
+    rows = np.zeros(n, dtype=bool)
+    rows[np.random.default_rng(seed).choice(n, min(n, size), replace=False)] = True
+    return rows
+
+
+def recheck(low_logits: np.ndarray, calibration: Calibration, exact_of) -> tuple[np.ndarray, int]:
+    """bf16 logits with every uncertain row replaced by fp32; and how many rows were recomputed.
+
+    ``exact_of(rows)`` returns the fp32 logits of the rows (bool mask) in data-set order.
+    """
+    logits = low_logits.copy()
+    todo = close_calls(low_logits, calibration) | guard_rows(len(low_logits))
+    done = np.zeros(len(low_logits), dtype=bool)
+    while todo.any():
+        logits[todo] = exact_of(todo)
+        done |= todo
+        own = pair_error(logits[done], low_logits[done])
+        todo = (margins(low_logits) < RECHECK_SAFETY * own) & ~done
+    return logits, int(done.sum())

@@ -1,0 +1,166 @@
+"""The checked-bf16 path: precision choice, calibration, close-call re-checks, store separation.
+
+Predictions must equal fp32's exactly; losses differ by bf16 rounding (reported, bounded here
+loosely). The numbers on the default model are in docs/PERFORMANCE.md (``prunelens bench``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from analysis import precision
+from analysis.evaluate import Evaluator
+from analysis.gates import Masks
+from analysis.operations import Session, compute_scores, evaluate_mask
+from analysis.precision import Calibration, calibrate, close_calls, margins, pair_error, recheck
+
+
+def test_resolve_reads_the_argument_then_the_environment(monkeypatch):
+    monkeypatch.setenv("PRUNELENS_PRECISION", "bf16")
+    assert precision.resolve() == "bf16"
+    assert precision.resolve("FP32") == "fp32"
+    monkeypatch.delenv("PRUNELENS_PRECISION")
+    assert precision.resolve() == "auto"
+    with pytest.raises(ValueError, match="unknown precision 'fp16': choose one of auto, fp32, bf16"):
+        precision.resolve("fp16")
+
+
+def test_pair_error_and_margins_by_hand():
+    exact = np.array([[1.0, 0.0, -1.0], [0.5, 0.25, 0.0]])
+    low = exact + np.array([[0.01, -0.02, 0.0], [0.0, 0.0, 0.005]])
+    assert pair_error(exact, low) == pytest.approx(0.03)  # row 0: 0.01 - (-0.02)
+    np.testing.assert_allclose(margins(exact), [1.0, 0.25])
+
+
+def test_calibration_refuses_large_errors_and_single_outputs():
+    exact = np.array([[2.0, -2.0], [1.0, -1.0], [3.0, 0.0]])
+    cal, reason = calibrate(exact, exact + np.array([[0.1, 0.0], [0.0, 0.0], [0.0, 0.0]]))
+    assert reason is None and cal.error == pytest.approx(0.1) and cal.scale == 2.0
+    assert cal.agreement == 1.0
+    cal, reason = calibrate(exact, exact + np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]))
+    assert cal is None and "changes the unpruned logits by up to 1" in reason
+    cal, reason = calibrate(exact[:, :1], exact[:, :1])
+    assert cal is None and "one output" in reason
+
+
+def test_close_call_threshold_shrinks_with_the_logit_scale_down_to_a_floor():
+    cal = Calibration(error=0.1, scale=2.0, agreement=1.0)
+    same = np.array([[2.0, 1.75], [2.0, 0.0]])  # scale 2 -> threshold 0.3
+    assert cal.threshold(same) == pytest.approx(0.3)
+    assert close_calls(same, cal).tolist() == [True, False]
+    tiny = same / 100  # scale 0.02 -> ratio clipped at 0.25 -> threshold 0.075
+    assert cal.threshold(tiny) == pytest.approx(0.075)
+
+
+def test_recheck_replaces_uncertain_rows_and_grows_with_the_masks_own_error():
+    rng = np.random.default_rng(0)
+    exact = rng.normal(size=(200, 2)) * 3
+    low = exact + rng.normal(size=exact.shape) * 0.05  # the mask rounds worse than calibrated
+    cal = Calibration(error=0.001, scale=3.0, agreement=1.0)
+    asked = []
+
+    def exact_of(rows):
+        asked.append(int(rows.sum()))
+        return exact[rows]
+
+    logits, n = recheck(low, cal, exact_of)
+    assert len(asked) >= 2  # the guard sample revealed the larger error: a second round ran
+    assert n == sum(asked) and n < len(exact)
+    assert (logits.argmax(1) == exact.argmax(1)).all()
+    redone = np.isclose(logits, exact).all(1)
+    assert redone.sum() == n
+    assert (margins(low)[~redone] >= precision.RECHECK_SAFETY * pair_error(exact[redone], low[redone])).all()
+
+
+def test_batch_rows_trims_padding_and_keeps_the_index(tiny_session):
+    batch = tiny_session.evaluator.batches[-1]
+    select = torch.zeros(len(batch.index), dtype=torch.bool)
+    select[0] = True
+    sub = batch.rows(select)
+    n = int(batch.attention_mask[0].sum())
+    assert sub.input_ids.shape == (1, n)
+    assert sub.index.tolist() == [int(batch.index[0])]
+    assert torch.equal(sub.input_ids[0], batch.input_ids[0, :n])
+
+
+@pytest.fixture()
+def pair(tiny_session):
+    """A checked-bf16 evaluator and an exact one on the same tiny model and data."""
+    low = Evaluator(tiny_session.loaded, tiny_session.data, batch_size=8, precision="bf16")
+    exact = Evaluator(tiny_session.loaded, tiny_session.data, batch_size=8, precision="fp32")
+    return low, exact
+
+
+@pytest.mark.parametrize("kind", ["head", "neuron", "float"])
+def test_bf16_predictions_equal_fp32(pair, kind):
+    low, exact = pair
+    assert low.low_encoder() is not None, low.low_note
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        if kind == "head":
+            masks = Masks(head=(rng.random((2, 4)) > 0.5).astype(np.float32))
+        elif kind == "neuron":
+            masks = Masks(neuron=(rng.random((2, 24)) > 0.5).astype(np.float32))
+        else:
+            masks = Masks(head=rng.random((2, 4)).astype(np.float32))
+        assert low.precision_for(masks) == "bf16"
+        a, b = low.outputs(masks), exact.outputs(masks)
+        np.testing.assert_array_equal(a.logits.argmax(1), b.logits.argmax(1))
+        assert low.evaluate(masks).accuracy == exact.evaluate(masks).accuracy
+        assert abs(a.loss.mean() - b.loss.mean()) < 5e-3
+        assert low.rechecked >= precision.GUARD_SIZE
+
+
+def test_unpruned_outputs_stay_exact_under_bf16(pair):
+    low, exact = pair
+    assert low.precision_for(None) == "fp32"
+    np.testing.assert_array_equal(low.base_outputs.logits, exact.base_outputs.logits)
+
+
+def test_fp32_request_and_gradients_keep_fp32(pair, tiny_session):
+    low, exact = pair
+    assert exact.precision_for(Masks(head=np.ones((2, 4), np.float32) * 0.5)) == "fp32"
+    assert exact.low_encoder() is None and exact.low_note == "fp32 requested"
+    grad = Masks(head=torch.ones(2, 4, requires_grad=True))
+    assert low.precision_for(grad) == "fp32"
+
+
+def test_auto_uses_bf16_only_on_a_native_bf16_cpu(tiny_session, monkeypatch):
+    monkeypatch.setattr(precision, "native_bf16", lambda: False)
+    ev = Evaluator(tiny_session.loaded, tiny_session.data, precision="auto")
+    assert ev.low_encoder() is None and ev.low_note == "this CPU has no native bf16 matmul"
+    monkeypatch.setattr(precision, "native_bf16", lambda: True)
+    ev = Evaluator(tiny_session.loaded, tiny_session.data, precision="auto")
+    assert ev.low_encoder() is not None
+
+
+def _session(base, precision_name):
+    ev = Evaluator(base.loaded, base.data, precision=precision_name)
+    return Session(base.loaded, base.data, base.store, base.device, ev)
+
+
+def test_store_keeps_bf16_answers_apart_from_exact_ones(tiny_session):
+    mask = np.array([[1, 0, 1, 1], [0, 1, 1, 1]])
+    low = _session(tiny_session, "bf16")
+    result, cached = evaluate_mask(low, "head", mask)
+    assert not cached and result["precision"] == "bf16"
+    assert evaluate_mask(low, "head", mask) == (result, True)
+    exact = _session(tiny_session, "fp32")
+    exact_result, cached = evaluate_mask(exact, "head", mask)
+    assert not cached and exact_result["precision"] == "fp32"  # a bf16 answer is never exact
+    # once an exact answer exists, the bf16 session reads it instead of its own
+    assert evaluate_mask(low, "head", mask) == (exact_result, True)
+
+
+def test_ablation_scores_are_keyed_by_precision(tiny_session):
+    low = _session(tiny_session, "bf16")
+    first = compute_scores(low, "ablation", "head")
+    assert not first.cached and compute_scores(low, "ablation", "head").cached
+    exact = _session(tiny_session, "fp32")
+    again = compute_scores(exact, "ablation", "head")
+    assert not again.cached
+    from scipy.stats import spearmanr
+
+    assert spearmanr(first.scores.ravel(), again.scores.ravel())[0] > 0.9
