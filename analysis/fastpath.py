@@ -23,8 +23,10 @@ decoders, unknown heads) are reported by :func:`unsupported_reason` and use the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -37,6 +39,8 @@ from analysis.gates import Masks
 from analysis.models import encoder_layers
 
 DEFAULT_CACHE_MB = int(os.environ.get("PRUNELENS_LAYER_CACHE_MB", "512"))
+# sliced weights of recent masks' layers (a full MiniLM layer is 7 MB in fp32); least recent go first
+PLAN_CACHE_MB = 192
 
 
 def unsupported_reason(model: nn.Module) -> str | None:
@@ -185,6 +189,33 @@ class PrefixCache:
 # per-layer weights and plans
 
 
+@functools.cache
+def packed_linear_available() -> bool:
+    """Whether oneDNN's packed bf16 linear (``torch.ops.mkldnn._linear_pointwise``) runs here and
+    agrees with ``F.linear``; otherwise bf16 layers use ``F.linear``."""
+    try:
+        gen = torch.Generator().manual_seed(0)
+        w, b, x = (torch.randn(*shape, generator=gen).bfloat16() for shape in ((8, 16), (8,), (2, 3, 16)))
+        y = torch.ops.mkldnn._linear_pointwise(x, pack_weight(w), b, "gelu", [], "none")
+        return bool(torch.allclose(y.float(), F.gelu(F.linear(x.float(), w.float(), b.float())),
+                                   atol=0.1, rtol=0.02))
+    except Exception:  # noqa: BLE001 - any failure of the private op means: do not use it
+        return False
+
+
+def pack_weight(w: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), 2048)
+
+
+def _is_exact_gelu(act) -> bool:
+    """Whether ``act`` is the erf GELU (HF's ``gelu``), which oneDNN can fuse."""
+    probe = torch.linspace(-4, 4, 33)
+    try:
+        return bool(torch.allclose(act(probe), F.gelu(probe), atol=1e-6))
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def attention_bias(keep: torch.Tensor) -> torch.Tensor:
     """Additive key mask (batch, 1, 1, seq) from ``keep`` (batch, seq) bool: 0 where a key may
     be attended to, -inf at padding."""
@@ -205,6 +236,16 @@ class LayerPlan:
     f_w: torch.Tensor | None  # (H, kept neurons), scaled by neuron and block gates
     f_b: torch.Tensor
     all_heads: bool
+    packed: dict[str, torch.Tensor] | None = None  # oneDNN-packed bf16 weights: qkv, o, i, f
+
+    def pack(self, name: str) -> torch.Tensor | None:
+        return None if self.packed is None else self.packed.get(name)
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [self.qkv_w, self.qkv_b, self.o_w, self.o_b, self.i_w, self.i_b, self.f_w, self.f_b,
+                   *(self.packed or {}).values()]
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
     @property
     def attention_active(self) -> bool:
@@ -239,10 +280,23 @@ class _Layer:
         self.f_w = cast(layer.output.dense.weight)
         self.f_b = cast(layer.output.dense.bias)
         self.ln2 = layer.output.LayerNorm
+        # bf16 weights are pre-packed for oneDNN once per plan, and the exact (erf) GELU is fused
+        # into the FFN's first matmul (applied to the fp32 accumulator, before rounding)
+        self.packs = dtype == torch.bfloat16 and packed_linear_available()
+        self.fused_gelu = self.packs and _is_exact_gelu(self.act)
+        self.qkv_packed = pack_weight(self.qkv_w) if self.packs else None
 
-    def linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """``F.linear`` in this layer's matmul dtype, returned as fp32 (no-op casts in fp32)."""
-        return F.linear(x.to(self.dtype), w, b).float()
+    def matmul(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
+               packed: torch.Tensor | None = None, act: bool = False) -> torch.Tensor:
+        """``x @ w.T + b`` in this layer's matmul dtype (then the FFN activation when ``act``)."""
+        x = x.to(self.dtype)
+        if packed is not None:
+            fuse = act and self.fused_gelu
+            y = torch.ops.mkldnn._linear_pointwise(x, packed, b, "gelu" if fuse else "none", [],
+                                                   "none" if fuse else "")
+            return self.act(y) if act and not fuse else y
+        y = F.linear(x, w, b)
+        return self.act(y) if act else y
 
     def plan(self, row: LayerRow) -> LayerPlan:
         d, width = self.size, self.heads * self.size
@@ -280,15 +334,20 @@ class _Layer:
             if np.any(scale != 1):
                 f_w = f_w * torch.as_tensor(np.broadcast_to(scale, (f_w.shape[1],)).copy(),
                                             dtype=f_w.dtype)
+        packed = None
+        if self.packs:
+            packed = {name: pack_weight(w) for name, w in
+                      (("qkv", qkv_w), ("o", o_w), ("i", i_w), ("f", f_w)) if w is not None}
         return LayerPlan(torch.as_tensor(kept), qkv_w, qkv_b, o_w, o_b, i_w, i_b, f_w, f_b,
-                         all_heads=len(kept) == self.heads)
+                         all_heads=len(kept) == self.heads, packed=packed)
 
     # -- full layer ---------------------------------------------------------------------------
 
-    def context(self, x: torch.Tensor, attend: torch.Tensor, qkv_w, qkv_b, heads: int) -> torch.Tensor:
+    def context(self, x: torch.Tensor, attend: torch.Tensor, qkv_w, qkv_b, heads: int,
+                packed: torch.Tensor | None = None) -> torch.Tensor:
         """Attention context (B, T, heads * d) of the heads whose fused rows are given."""
         b, t, _ = x.shape
-        qkv = F.linear(x.to(self.dtype), qkv_w, qkv_b).view(b, t, 3, heads, self.size).permute(2, 0, 3, 1, 4)
+        qkv = self.matmul(x, qkv_w, qkv_b, packed).view(b, t, 3, heads, self.size).permute(2, 0, 3, 1, 4)
         # plain matmul-softmax-matmul (as HF's eager attention): 2-3x faster than
         # scaled_dot_product_attention on the CPU at these short lengths; softmax in fp32
         scores = torch.matmul(qkv[0], qkv[1].transpose(-1, -2)).float() * self.scale + attend
@@ -296,7 +355,7 @@ class _Layer:
         return ctx.transpose(1, 2).reshape(b, t, heads * self.size)
 
     def full_context(self, x: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
-        return self.context(x, attend, self.qkv_w, self.qkv_b, self.heads)
+        return self.context(x, attend, self.qkv_w, self.qkv_b, self.heads, self.qkv_packed)
 
     def forward(self, x: torch.Tensor, attend: torch.Tensor, plan: LayerPlan,
                 full_context: torch.Tensor | None = None) -> torch.Tensor:
@@ -305,13 +364,13 @@ class _Layer:
                 ctx = full_context if plan.all_heads else full_context.view(
                     *full_context.shape[:2], self.heads, self.size)[:, :, plan.heads].flatten(2)
             else:
-                ctx = self.context(x, attend, plan.qkv_w, plan.qkv_b, len(plan.heads))
-            a = self.ln1(self.linear(ctx, plan.o_w, plan.o_b) + x)
+                ctx = self.context(x, attend, plan.qkv_w, plan.qkv_b, len(plan.heads), plan.pack("qkv"))
+            a = self.ln1(self.matmul(ctx, plan.o_w, plan.o_b, plan.pack("o")).float() + x)
         else:
             a = self.ln1(x + plan.o_b.float())
         if plan.ffn_active:
-            inner = self.act(F.linear(a.to(self.dtype), plan.i_w, plan.i_b))
-            return self.ln2(self.linear(inner, plan.f_w, plan.f_b) + a)
+            inner = self.matmul(a, plan.i_w, plan.i_b, plan.pack("i"), act=True)
+            return self.ln2(self.matmul(inner, plan.f_w, plan.f_b, plan.pack("f")).float() + a)
         return self.ln2(a + plan.f_b.float())
 
     # -- [CLS]-only last layer ----------------------------------------------------------------
@@ -358,7 +417,9 @@ class FastEncoder:
         self.layers = [_Layer(layer, heads, dtype if i < len(layers) - 1 else torch.float32)
                        for i, layer in enumerate(layers)]
         self.cache_bytes = cache_bytes
-        self._plans: dict[tuple[int, bytes], LayerPlan] = {}
+        self._plans: OrderedDict[tuple[int, bytes], LayerPlan] = OrderedDict()  # LRU, by bytes
+        self._plan_bytes = 0
+        self._lock = threading.RLock()
         self.caches: dict[int, tuple[list, PrefixCache]] = {}  # id(batches) -> (batches, cache)
 
     # -- pieces -------------------------------------------------------------------------------
@@ -382,10 +443,13 @@ class FastEncoder:
     def plan(self, i: int, row: LayerRow) -> LayerPlan:
         key = (i, row.key())
         plan = self._plans.get(key)
-        if plan is None:
-            if len(self._plans) > 4096:
-                self._plans.clear()
-            plan = self._plans[key] = self.layers[i].plan(row)
+        if plan is not None:
+            self._plans.move_to_end(key)
+            return plan
+        plan = self._plans[key] = self.layers[i].plan(row)
+        self._plan_bytes += plan.nbytes
+        while self._plan_bytes > PLAN_CACHE_MB << 20 and len(self._plans) > len(self.layers):
+            self._plan_bytes -= self._plans.popitem(last=False)[1].nbytes
         return plan
 
     def cache_for(self, batches: list) -> PrefixCache:
@@ -397,7 +461,14 @@ class FastEncoder:
     # -- the forward --------------------------------------------------------------------------
 
     def logits(self, batches: list, masks: Masks | None = None, use_cache: bool = True) -> list[torch.Tensor]:
-        """Logits per batch under ``masks``; starts from the deepest cached layer input."""
+        """Logits per batch under ``masks``; starts from the deepest cached layer input.
+
+        One call at a time per encoder (sessions sharing it wait): the plan and layer caches are
+        shared, and two forwards at once on 2 cores would only thrash."""
+        with self._lock:
+            return self._logits(batches, masks, use_cache)
+
+    def _logits(self, batches: list, masks: Masks | None, use_cache: bool) -> list[torch.Tensor]:
         n_layers = len(self.layers)
         rows = mask_rows(masks, n_layers)
         keys = prefix_keys(rows)

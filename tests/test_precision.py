@@ -164,3 +164,35 @@ def test_ablation_scores_are_keyed_by_precision(tiny_session):
     from scipy.stats import spearmanr
 
     assert spearmanr(first.scores.ravel(), again.scores.ravel())[0] > 0.9
+
+
+def test_packed_bf16_layers_equal_plain_bf16_layers(tiny_session):
+    from analysis import fastpath
+
+    if not fastpath.packed_linear_available():
+        pytest.skip("oneDNN packed bf16 linear not available on this CPU")
+    batches = tiny_session.evaluator.batches
+    masks = Masks(head=np.array([[1, 0, 1, 1], [1, 1, 0, 0.5]], np.float32))
+    packed = fastpath.FastEncoder(tiny_session.loaded.model, dtype=torch.bfloat16)
+    plain = fastpath.FastEncoder(tiny_session.loaded.model, dtype=torch.bfloat16)
+    assert packed.layers[0].packs and packed.layers[0].fused_gelu
+    assert not packed.layers[-1].packs  # the [CLS]-only last layer stays fp32
+    for layer in plain.layers:
+        layer.packs, layer.fused_gelu, layer.qkv_packed = False, False, None
+    a = torch.cat(packed.logits(batches, masks, use_cache=False))
+    b = torch.cat(plain.logits(batches, masks, use_cache=False))
+    assert plain._plans and all(p.packed is None for p in plain._plans.values())
+    torch.testing.assert_close(a, b, atol=0.05, rtol=0)
+
+
+def test_plan_cache_stays_within_its_budget(tiny_session, monkeypatch):
+    from analysis import fastpath
+
+    monkeypatch.setattr(fastpath, "PLAN_CACHE_MB", 0)  # keep only the newest plan per layer
+    encoder = fastpath.FastEncoder(tiny_session.loaded.model)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        encoder.logits(tiny_session.evaluator.batches[:1],
+                       Masks(head=(rng.random((2, 4)) > 0.5).astype(np.float32)), use_cache=False)
+    assert len(encoder._plans) == len(encoder.layers)
+    assert encoder._plan_bytes == sum(p.nbytes for p in encoder._plans.values())
