@@ -19,7 +19,10 @@ Measured (JSON keys):
   store but no curve points, then again from the store;
 - ``physical_vs_masked``: masked (hook) forward seconds / physically pruned forward seconds at 50%
   heads (``physical_vs_masked_neuron`` at 50% neurons); > 1 is a speed-up;
-- ``bf16_agreement``: prediction agreement of bf16 autocast with fp32 (off by default);
+- ``precision``: what pruned masks were evaluated with (``bf16`` = checked bf16, see
+  :mod:`analysis.precision`); ``eval_fp32_p50_s`` the same slider moves on an exact fp32
+  evaluator; ``prediction_agreement``, ``max_mean_loss_difference``,
+  ``max_abs_logit_difference_vs_fp32`` how far the default path is from the exact numbers;
 - ``rss_mb``: resident memory of this process with the model loaded and the caches warm.
 """
 
@@ -132,7 +135,9 @@ TARGETS = (
     ("curve 4x10, from the store (s)", "curve_cached_s", 1.0, "max"),
     ("masked / physical, 50% heads", "physical_vs_masked", 1.0, "min"),
     ("masked / physical, 50% neurons", "physical_vs_masked_neuron", 1.0, "min"),
-    ("bf16 prediction agreement", "bf16_agreement", None, ""),
+    ("slider move, exact fp32 p50 (s)", "eval_fp32_p50_s", None, ""),
+    ("prediction agreement with fp32", "prediction_agreement", 1.0, "min"),
+    ("max |mean loss difference| vs fp32", "max_mean_loss_difference", None, ""),
     ("RSS (MiB)", "rss_mb", 2048.0, "max"),
 )
 
@@ -148,7 +153,8 @@ def format_table(out: dict) -> str:
             ok = value <= target if kind == "max" else value >= target
             goal = f"{'<=' if kind == 'max' else '>='} {target:g}  {'ok' if ok else 'MISSED'}"
         lines.append(f"{label:36} {shown:>10}  {goal}")
-    lines.append(f"threads {out.get('threads')}, n={out.get('data', {}).get('n')}, "
+    lines.append(f"masked evaluation: {out.get('precision')}, threads {out.get('threads')}, "
+                 f"n={out.get('data', {}).get('n')}, "
                  f"load average {out.get('load_average_before')}")
     return "\n".join(lines)
 
@@ -173,6 +179,14 @@ def _run(session, quick: bool, say, threads: int, store: ResultStore) -> dict:
     say("fast path, unpruned (cold) ...")
     out["fast_check_s"], _, _ = timed(ev.fast_encoder)  # one probe batch against the reference
     out["fast_forward_s"], out["fast_forward_cpu_s"], _ = timed(lambda: ev.base_outputs)
+    # the checked-bf16 path calibrates once (a bf16 pass of the unpruned model) before its first
+    # pruned mask; timed here, not inside the first slider move
+    out["precision_calibration_s"], _, _ = timed(ev.low_encoder)
+    out["precision"] = ev.masked_precision
+    out["precision_note"] = ev.low_note
+    if ev.calibration is not None:
+        out["precision_calibration"] = {"error": ev.calibration.error, "scale": ev.calibration.scale,
+                                        "agreement_before_rechecks": ev.calibration.agreement}
     out["fast_path"] = ev.fast_encoder() is not None
     out["fast_path_note"] = ev.fast_note
     out["base_max_abs_logit_difference"] = float(np.abs(ev.base_outputs.logits - ref.logits).max())
@@ -187,7 +201,7 @@ def _run(session, quick: bool, say, threads: int, store: ResultStore) -> dict:
     say(f"slider sweep ({len(steps)} positions) ...")
     sub = ev.subset()
     _ = sub.base_outputs  # computed once when the page opens, like the full base
-    walls, cpus, est_walls, est_cpus, max_diff = [], [], [], [], 0.0
+    walls, cpus, est_walls, est_cpus, rechecked = [], [], [], [], []
     for s in steps:
         masks = Masks(head=select(michel, s).astype(np.float32))
         w, c, _ = timed(ev.estimate, masks)
@@ -196,13 +210,13 @@ def _run(session, quick: bool, say, threads: int, store: ResultStore) -> dict:
         w, c, _ = timed(ev.compare, masks)
         walls.append(w)
         cpus.append(c)
-        if s in (0.3, 0.5):
-            check = ev.reference_outputs(masks).logits
-            max_diff = max(max_diff, float(np.abs(ev.outputs(masks).logits - check).max()))
+        rechecked.append(ev.rechecked)
     out.update(eval_p50_s=_p(walls, 50), eval_p90_s=_p(walls, 90), eval_p50_cpu_s=_p(cpus, 50),
                first_estimate_s=_p(est_walls, 50), first_estimate_p90_s=_p(est_walls, 90),
                first_estimate_cpu_s=_p(est_cpus, 50), estimate_size=len(sub.data),
-               slider_positions=steps, slider_max_abs_logit_difference=max_diff)
+               slider_positions=steps, slider_rechecked=rechecked)
+    say("the same slider moves, exact fp32 ...")
+    out.update(_exact_slider(session, ev, michel, steps))
     out["ratio"] = out["naive_s"] / out["eval_p50_s"]
     out["eval_vs_forward"] = out["eval_p50_s"] / out["forward_s"]
     out.update(_shipped_slider(session, steps))
@@ -230,8 +244,6 @@ def _run(session, quick: bool, say, threads: int, store: ResultStore) -> dict:
     say("curve, cold then cached ...")
     out.update(_curve_bench(fresh, ev, quick))
 
-    say("bf16 agreement ...")
-    out.update(_bf16_agreement(ev, michel))
     out["rss_mb"], out["rss_peak_mb"] = rss_mb()
     out["load_average_after"] = list(os.getloadavg())
     return out
@@ -269,22 +281,26 @@ def _curve_bench(fresh, ev: Evaluator, quick: bool) -> dict:
             "curve_methods": methods, "curve_sparsities": sparsities}
 
 
-def _bf16_agreement(ev: Evaluator, scores: np.ndarray) -> dict:
-    encoder = ev.fast_encoder()
-    if encoder is None:
-        return {"bf16_agreement": None}
-    agree, total, worst = 0, 0, 0.0
-    w32 = w16 = 0.0
-    for s in (0.0, 0.3, 0.5):
+def _exact_slider(session, ev: Evaluator, scores: np.ndarray, steps: list[float]) -> dict:
+    """The slider moves on an fp32-only evaluator: its p50, and how far the default path's
+    numbers are from the exact ones (predictions, mean loss, logits; against the reference
+    forward at 30% and 50%)."""
+    exact = Evaluator(session.loaded, session.data, device=session.device, precision="fp32")
+    _ = exact.base_outputs
+    walls, agree, total, loss_diff, logit_diff, ref_diff = [], 0, 0, 0.0, 0.0, 0.0
+    for s in steps:
         masks = Masks(head=select(scores, s).astype(np.float32))
-        t, _, a = timed(encoder.logits, ev.batches, masks, use_cache=False)
-        w32 += t
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            t, _, b = timed(encoder.logits, ev.batches, masks, use_cache=False)
-        w16 += t
-        a, b = torch.cat(a), torch.cat(b).float()
-        agree += int((a.argmax(-1) == b.argmax(-1)).sum())
-        total += len(a)
-        worst = max(worst, float((a - b).abs().max()))
-    return {"bf16_agreement": agree / total, "bf16_max_abs_logit_difference": worst,
-            "bf16_speedup": w32 / w16, "bf16_default": False}
+        w, _, want = timed(exact.outputs, masks)
+        walls.append(w)
+        got = ev.outputs(masks)  # from the evaluator's LRU: computed during the sweep
+        agree += int((got.logits.argmax(1) == want.logits.argmax(1)).sum())
+        total += len(want.labels)
+        loss_diff = max(loss_diff, abs(float(got.loss.mean() - want.loss.mean())))
+        logit_diff = max(logit_diff, float(np.abs(got.logits - want.logits).max()))
+        if s in (0.3, 0.5):
+            check = ev.reference_outputs(masks).logits
+            ref_diff = max(ref_diff, float(np.abs(want.logits - check).max()))
+    return {"eval_fp32_p50_s": _p(walls, 50), "eval_fp32_p90_s": _p(walls, 90),
+            "prediction_agreement": agree / total, "max_mean_loss_difference": loss_diff,
+            "max_abs_logit_difference_vs_fp32": logit_diff,
+            "slider_max_abs_logit_difference": ref_diff}

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from analysis.errors import DataError
 
@@ -297,6 +298,32 @@ class Batch:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return Batch(move(self.input_ids), move(self.attention_mask), move(self.token_type_ids),
                      move(self.labels), self.index)
+
+
+def merge_batches(batches: list[Batch], max_rows: int = 64, max_stretch: float = 1.25) -> list[Batch]:
+    """Consecutive batches joined into batches of at most ``max_rows`` rows whose widths differ by
+    at most ``max_stretch``x, each padded to its longest row (padding is masked out, so every
+    row's outputs are unchanged). For few rows spread over many length-sorted batches."""
+    merged, group = [], []
+
+    def flush():
+        if not group:
+            return
+        width = max(b.input_ids.shape[1] for b in group)
+        pad = lambda t: F.pad(t, (0, width - t.shape[1]))  # noqa: E731
+        types = None if group[0].token_type_ids is None else torch.cat([pad(b.token_type_ids) for b in group])
+        merged.append(Batch(torch.cat([pad(b.input_ids) for b in group]),
+                            torch.cat([pad(b.attention_mask) for b in group]), types,
+                            torch.cat([b.labels for b in group]), torch.cat([b.index for b in group])))
+        group.clear()
+
+    for batch in batches:
+        if group and (sum(len(b.index) for b in group) + len(batch.index) > max_rows
+                      or batch.input_ids.shape[1] > max_stretch * group[0].input_ids.shape[1]):
+            flush()
+        group.append(batch)
+    flush()
+    return merged
 
 
 def tokenize_batches(tokenizer, data: TextData, batch_size: int = 64, max_length: int = MAX_LENGTH,

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analysis.data import TextData, tokenize_batches
+from analysis.data import TextData, merge_batches, tokenize_batches
 from analysis.fastpath import FastEncoder, mask_rows, prefix_keys, unsupported_reason
 from analysis.gates import Masks, gated
 from analysis.models import LoadedModel
@@ -310,7 +310,7 @@ class Evaluator:
 
         def exact_of(rows: np.ndarray) -> np.ndarray:
             subs = [batch.rows(torch.as_tensor(rows[batch.index.numpy()])) for batch in self.batches]
-            subs = [sub for sub in subs if len(sub.index)]
+            subs = merge_batches([sub for sub in subs if len(sub.index)], self.batch_size)
             logits = self._scatter(subs, self._fast.logits(subs, masks, use_cache=False))
             return logits[rows]
 

@@ -228,20 +228,6 @@ def test_reference_path_for_explicit_model_and_gradients(tiny_loaded, evaluators
                                atol=ATOL, rtol=0)
 
 
-def test_bf16_agreement_rate_is_reported(tiny_loaded, evaluators):
-    fast, _ = evaluators
-    encoder = fast.fast_encoder()
-    scores = np.random.default_rng(0).random((2, 4))
-    from analysis.bench import _bf16_agreement
-
-    out = _bf16_agreement(fast, scores)
-    assert 0.0 <= out["bf16_agreement"] <= 1.0
-    assert out["bf16_default"] is False
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        low = torch.cat(encoder.logits(fast.batches, None, use_cache=False)).float()
-    assert low.shape == (len(fast.data), 2)
-
-
 def test_bench_quick_has_the_documented_keys(tiny_session):
     from analysis.bench import run_bench
 
@@ -253,6 +239,21 @@ def test_bench_quick_has_the_documented_keys(tiny_session):
     assert out["ratio"] == pytest.approx(out["naive_s"] / out["eval_p50_s"])
     assert out["slider_max_abs_logit_difference"] < ATOL
     assert out["physical_vs_masked_detail"]["max_abs_logit_difference"] < ATOL
+    assert out["precision"] == "fp32" and out["prediction_agreement"] == 1.0
+    assert out["max_abs_logit_difference_vs_fp32"] < ATOL
+
+
+def test_bench_reports_the_checked_bf16_path(tiny_session, monkeypatch):
+    from analysis.bench import format_table, run_bench
+
+    monkeypatch.setenv("PRUNELENS_PRECISION", "bf16")
+    out = run_bench(tiny_session, quick=True, threads=1, progress=lambda msg: None)
+    assert out["precision"] == "bf16", out["precision_note"]
+    assert out["prediction_agreement"] == 1.0  # close calls were recomputed in fp32
+    assert 0 < out["max_abs_logit_difference_vs_fp32"] < 0.1
+    assert out["slider_max_abs_logit_difference"] < ATOL  # the exact evaluator stays exact
+    assert all(n >= 1 for n in out["slider_rechecked"])
+    assert "prediction agreement" in format_table(out)
 
 
 def test_layer_row_key_distinguishes_gates():
