@@ -101,10 +101,12 @@ def _p(values: list[float], q: float) -> float:
 
 
 def run_bench(session, quick: bool = False, threads: int | None = None,
-              progress=None) -> dict:
+              progress=None, specs: tuple[str, str, int | None] | None = None) -> dict:
     """Run the suite on ``session``'s model and data; returns the JSON-able result.
 
-    ``quick`` uses fewer slider positions and fewer curve sparsities (same keys).
+    ``quick`` uses fewer slider positions and fewer curve sparsities (same keys). ``specs``
+    (model, data, limit) lets ``rss_mb`` be measured in a fresh process that holds what the
+    dashboard holds; without it, ``rss_mb`` is this process's.
     """
     say = progress or (lambda msg: print(msg, file=__import__("sys").stderr))
     threads = threads or int(os.environ.get("PRUNELENS_BENCH_THREADS", "2"))
@@ -113,6 +115,9 @@ def run_bench(session, quick: bool = False, threads: int | None = None,
     try:
         with tempfile.TemporaryDirectory() as tmp:
             out = _run(session, quick, say, threads, ResultStore(tmp, shipped_dir=None))
+            if specs is not None:
+                say("memory of a dashboard-like process ...")
+                out.update(_dashboard_rss(specs, threads, tmp))
     finally:
         torch.set_num_threads(old_threads)
     say(format_table(out))
@@ -245,8 +250,45 @@ def _run(session, quick: bool, say, threads: int, store: ResultStore) -> dict:
     out.update(_curve_bench(fresh, ev, quick))
 
     out["rss_mb"], out["rss_peak_mb"] = rss_mb()
+    out["rss_of"] = "the bench process"
+    out["bench_rss_mb"], out["bench_rss_peak_mb"] = out["rss_mb"], out["rss_peak_mb"]
     out["load_average_after"] = list(os.getloadavg())
     return out
+
+
+_DASHBOARD_PROCESS = """
+import json, sys, tempfile
+import torch
+from analysis.bench import rss_mb
+from analysis.cache import ResultStore
+from analysis.operations import open_session, prune, prune_estimate
+model, data, limit, threads = json.loads(sys.argv[1])
+torch.set_num_threads(threads)
+with tempfile.TemporaryDirectory() as tmp:
+    session = open_session(model, data, limit, store=ResultStore(tmp, shipped_dir=None))
+    _ = session.evaluator.base
+    for sparsity in (0.1, 0.3, 0.5, 0.7, 0.9):
+        prune_estimate(session, "magnitude", sparsity)
+        prune(session, "magnitude", sparsity)
+    print(json.dumps(rss_mb()))
+"""
+
+
+def _dashboard_rss(specs: tuple[str, str, int | None], threads: int, tmp: str) -> dict:
+    """RSS of a fresh process holding what a dashboard session holds: the model, the data, both
+    evaluators' caches after five cold slider moves and their estimates (no Streamlit, which
+    adds about 100 MiB; docs/PERFORMANCE.md has a real server's figure)."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _DASHBOARD_PROCESS, json.dumps([*specs, threads])],
+                          capture_output=True, text=True, env={**os.environ, "PRUNELENS_CACHE": tmp})
+    if done.returncode != 0:
+        return {"rss_note": done.stderr.strip().splitlines()[-1:] or ["failed"]}
+    current, peak = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"rss_mb": current, "rss_peak_mb": peak, "rss_of": "a dashboard-like process "
+            "(model, data, base, 5 cold slider moves with estimates)"}
 
 
 def _shipped_slider(session, steps: list[float]) -> dict:

@@ -238,7 +238,7 @@ def cmd_bench(args) -> int:
     from analysis.bench import run_bench
 
     session = _session(args)
-    result = run_bench(session, quick=args.quick)
+    result = run_bench(session, quick=args.quick, specs=(args.model, args.data, args.limit))
     _write_json(args.json, result)
     return 0
 

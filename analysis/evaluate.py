@@ -12,7 +12,9 @@ with the reference forward; :meth:`Evaluator.evaluate_many` shares layer prefixe
 
 from __future__ import annotations
 
+import ctypes
 import math
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -146,6 +148,15 @@ def paired_delta(base: Outputs, pruned: Outputs, metric_name: str = "accuracy") 
     return delta
 
 
+def release_free_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere), so a
+    dropped layer cache lowers the process's resident memory."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class Evaluator:
     """Evaluates one model on one data set under any gate masks.
 
@@ -168,6 +179,7 @@ class Evaluator:
         self.precision = resolve(precision)
         self._low = None  # the bf16 FastEncoder once calibrated (see analysis.precision)
         self._low_checked = False
+        self._low_lock = threading.Lock()
         self.calibration: Calibration | None = None
         self.low_note: str | None = None
         self.rechecked = 0  # close calls recomputed in fp32 by the last bf16 evaluation
@@ -240,25 +252,33 @@ class Evaluator:
 
         The first call runs the unpruned model in bf16 over the whole data set (the calibration,
         which also fills the bf16 layer cache with the unpruned layer inputs)."""
-        if not self._low_checked:
-            self._low_checked = True
-            from analysis.precision import native_bf16
-
-            reason = None
-            if self.precision == "fp32":
-                reason = "fp32 requested"
-            elif self.precision == "auto" and not native_bf16():
-                reason = "this CPU has no native bf16 matmul"
-            elif self.fast_encoder() is None or not self.batches:
-                reason = "the fast path is off"
-            if reason is None:
-                encoder = FastEncoder(self.loaded.model, dtype=torch.bfloat16)
-                low = self._scatter(self.batches, encoder.logits(self.batches, None))
-                self.calibration, reason = calibrate(self.base_outputs.logits, low)
-                if reason is None:
-                    self._low = encoder
-            self.low_note = reason
+        with self._low_lock:  # sessions sharing this evaluator calibrate once
+            if not self._low_checked:
+                self._calibrate_low()
         return self._low
+
+    def _calibrate_low(self) -> None:
+        from analysis.precision import native_bf16
+
+        self._low_checked = True
+        reason = None
+        if self.precision == "fp32":
+            reason = "fp32 requested"
+        elif self.precision == "auto" and not native_bf16():
+            reason = "this CPU has no native bf16 matmul"
+        elif self.fast_encoder() is None or not self.batches:
+            reason = "the fast path is off"
+        if reason is None:
+            encoder = FastEncoder(self.loaded.model, dtype=torch.bfloat16)
+            low = self._scatter(self.batches, encoder.logits(self.batches, None))
+            self.calibration, reason = calibrate(self.base_outputs.logits, low)
+            if reason is None:
+                self._low = encoder
+                # pruned masks no longer start from the fp32 layer inputs: free them (re-checks
+                # run without that cache); the unpruned fp32 outputs stay in ``base_outputs``
+                self._fast.caches.pop(id(self.batches), None)
+                release_free_memory()
+        self.low_note = reason
 
     @property
     def masked_precision(self) -> str:

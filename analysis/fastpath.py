@@ -38,9 +38,10 @@ from torch import nn
 from analysis.gates import Masks
 from analysis.models import encoder_layers
 
-DEFAULT_CACHE_MB = int(os.environ.get("PRUNELENS_LAYER_CACHE_MB", "512"))
+DEFAULT_CACHE_MB = int(os.environ.get("PRUNELENS_LAYER_CACHE_MB", "384"))
+FULL_BUDGET_ROWS = 1024  # batch lists with fewer rows get a proportional share of the budget
 # sliced weights of recent masks' layers (a full MiniLM layer is 7 MB in fp32); least recent go first
-PLAN_CACHE_MB = 192
+PLAN_CACHE_MB = 64
 
 
 def unsupported_reason(model: nn.Module) -> str | None:
@@ -455,7 +456,10 @@ class FastEncoder:
     def cache_for(self, batches: list) -> PrefixCache:
         held = self.caches.get(id(batches))
         if held is None:  # holding the list keeps its id from being reused
-            held = self.caches[id(batches)] = (batches, PrefixCache(self.cache_bytes))
+            # a small batch list (the 96-example estimate subset) gets a proportionally small budget
+            rows = sum(len(batch.index) for batch in batches)
+            budget = int(self.cache_bytes * min(1.0, rows / FULL_BUDGET_ROWS))
+            held = self.caches[id(batches)] = (batches, PrefixCache(budget))
         return held[1]
 
     # -- the forward --------------------------------------------------------------------------

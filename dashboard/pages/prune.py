@@ -57,6 +57,14 @@ def _evaluated() -> set:
     return set()
 
 
+def _precision_note(result: dict) -> str:
+    if result.get("precision") != "bf16":
+        return ""
+    return (" Pruned numbers: bf16 matrix products, with every close call recomputed in fp32, so "
+            "each prediction is exactly fp32's; losses and margins may differ in the 4th decimal "
+            "(start with PRUNELENS_PRECISION=fp32 for exact fp32).")
+
+
 def _numbers(result: dict, label: str, caption: str) -> None:
     """Accuracy/loss/margin (with their deltas), units and parameters removed."""
     pruned, delta, comp = result["pruned"], result["delta"], result["compression"]
@@ -120,7 +128,7 @@ def live() -> None:
     slot.empty()
     with full_slot.container():
         _numbers(result, "masked", f"Full data: {base['n']} examples. Unpruned: accuracy {base['accuracy']:.3f}, "
-                                   f"loss {base['loss']:.3f}, margin {base['margin']:.3f}.")
+                                   f"loss {base['loss']:.3f}, margin {base['margin']:.3f}." + _precision_note(result))
     pruned, delta = result["pruned"], result["delta"]
     left, right = st.columns(2)
     with left:
