@@ -6,6 +6,11 @@ model computes (to float rounding, ~1e-6), but cheaper:
 - **pruned matmuls**: a mask is applied by slicing the weights (fused Q/K/V rows of the kept
   heads, attention-output columns, FFN rows/columns of the kept neurons); float gate values scale
   the output weights; a block gated to 0 is skipped entirely;
+- **packed tokens**: hidden states are kept as (real tokens, hidden) with the padding dropped, so
+  the linear maps, GELU and LayerNorms skip it; only the attention sees the padded layout;
+- **bf16 layers** (``dtype=torch.bfloat16``, used by :mod:`analysis.precision`): matmuls in bf16
+  with oneDNN-packed weights and the GELU fused; residual stream, LayerNorms, softmax and the
+  last layer stay fp32;
 - **[CLS]-only last layer**: the classifier only reads position 0, so the last layer computes the
   query, the attention, the output projection and the FFN for [CLS] alone, with the key and value
   projections folded into the query (``q·(W_k x + b_k) = (W_kᵀ q)·x + const`` and
@@ -224,6 +229,31 @@ def attention_bias(keep: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
+class Tokens:
+    """Where one batch's real tokens sit. Hidden states are kept *packed*, (tokens, hidden) with
+    the padding dropped, so every per-token operation (the linear maps, GELU, LayerNorm) skips
+    it; only the attention itself sees the padded (batch, seq) layout."""
+
+    keep: torch.Tensor  # (B, T) bool
+    attend: torch.Tensor  # (B, 1, 1, T) additive key mask
+    pos: torch.Tensor  # (N,) positions of the real tokens in the flattened (B * T)
+
+    @classmethod
+    def of(cls, keep: torch.Tensor) -> Tokens:
+        return cls(keep, attention_bias(keep), keep.reshape(-1).nonzero().squeeze(1))
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (N, C)."""
+        return x.reshape(-1, x.shape[-1]).index_select(0, self.pos)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C) -> (B, T, C), zeros at padding."""
+        b, t = self.keep.shape
+        out = x.new_zeros(b * t, x.shape[-1])
+        return out.index_copy_(0, self.pos, x).view(b, t, -1)
+
+
+@dataclass
 class LayerPlan:
     """Sliced, gate-scaled weights of one layer for one mask row."""
 
@@ -344,28 +374,30 @@ class _Layer:
 
     # -- full layer ---------------------------------------------------------------------------
 
-    def context(self, x: torch.Tensor, attend: torch.Tensor, qkv_w, qkv_b, heads: int,
+    def context(self, x: torch.Tensor, tokens: Tokens, qkv_w, qkv_b, heads: int,
                 packed: torch.Tensor | None = None) -> torch.Tensor:
-        """Attention context (B, T, heads * d) of the heads whose fused rows are given."""
-        b, t, _ = x.shape
-        qkv = self.matmul(x, qkv_w, qkv_b, packed).view(b, t, 3, heads, self.size).permute(2, 0, 3, 1, 4)
+        """Attention context (N, heads * d), packed, of the heads whose fused rows are given."""
+        qkv = tokens.pad(self.matmul(x, qkv_w, qkv_b, packed))
+        b, t, _ = qkv.shape
+        qkv = qkv.view(b, t, 3, heads, self.size).permute(2, 0, 3, 1, 4)
         # plain matmul-softmax-matmul (as HF's eager attention): 2-3x faster than
         # scaled_dot_product_attention on the CPU at these short lengths; softmax in fp32
-        scores = torch.matmul(qkv[0], qkv[1].transpose(-1, -2)).float() * self.scale + attend
+        scores = torch.matmul(qkv[0], qkv[1].transpose(-1, -2)).float() * self.scale + tokens.attend
         ctx = torch.matmul(torch.softmax(scores, dim=-1).to(self.dtype), qkv[2])
-        return ctx.transpose(1, 2).reshape(b, t, heads * self.size)
+        return tokens.pack(ctx.transpose(1, 2).reshape(b, t, heads * self.size))
 
-    def full_context(self, x: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
-        return self.context(x, attend, self.qkv_w, self.qkv_b, self.heads, self.qkv_packed)
+    def full_context(self, x: torch.Tensor, tokens: Tokens) -> torch.Tensor:
+        return self.context(x, tokens, self.qkv_w, self.qkv_b, self.heads, self.qkv_packed)
 
-    def forward(self, x: torch.Tensor, attend: torch.Tensor, plan: LayerPlan,
+    def forward(self, x: torch.Tensor, tokens: Tokens, plan: LayerPlan,
                 full_context: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer on packed hidden states (N, H) -> (N, H)."""
         if plan.attention_active:
             if full_context is not None:
                 ctx = full_context if plan.all_heads else full_context.view(
-                    *full_context.shape[:2], self.heads, self.size)[:, :, plan.heads].flatten(2)
+                    len(full_context), self.heads, self.size)[:, plan.heads].flatten(1)
             else:
-                ctx = self.context(x, attend, plan.qkv_w, plan.qkv_b, len(plan.heads), plan.pack("qkv"))
+                ctx = self.context(x, tokens, plan.qkv_w, plan.qkv_b, len(plan.heads), plan.pack("qkv"))
             a = self.ln1(self.matmul(ctx, plan.o_w, plan.o_b, plan.pack("o")).float() + x)
         else:
             a = self.ln1(x + plan.o_b.float())
@@ -376,8 +408,9 @@ class _Layer:
 
     # -- [CLS]-only last layer ----------------------------------------------------------------
 
-    def forward_cls(self, x: torch.Tensor, keep: torch.Tensor, plan: LayerPlan) -> torch.Tensor:
-        """Output of this layer at position 0 only, (B, H); ``keep`` is (B, T) bool."""
+    def forward_cls(self, packed: torch.Tensor, tokens: Tokens, plan: LayerPlan) -> torch.Tensor:
+        """Output of this layer at position 0 only, (B, H), from packed hidden states."""
+        x, keep = tokens.pad(packed), tokens.keep
         cls = x[:, 0]
         if plan.attention_active:
             k, d = len(plan.heads), self.size
@@ -495,27 +528,26 @@ class FastEncoder:
         out = []
         with torch.inference_mode():
             for b, batch in enumerate(batches):
-                keep = batch.attention_mask.bool()
-                attend = attention_bias(keep)
+                tokens = Tokens.of(batch.attention_mask.bool())
                 if entry is not None:
                     x = entry.states[b]
                 else:
-                    x = self.embed(batch)
+                    x = tokens.pack(self.embed(batch))
                     if use_cache:
                         new_states[0].append(x)
                 for i in range(start, n_layers):
                     if i > start and use_cache:
                         new_states[i].append(x)
                     if i == n_layers - 1:
-                        x = self.layers[i].forward_cls(x, keep, plans[i])
+                        x = self.layers[i].forward_cls(x, tokens, plans[i])
                         break
                     full = None
                     if i == start and entry is not None and entry.context is not None:
                         full = entry.context[b]
                     elif i == start and want_context and plans[i].attention_active:
-                        full = self.layers[i].full_context(x, attend)
+                        full = self.layers[i].full_context(x, tokens)
                         new_context.append(full)
-                    x = self.layers[i].forward(x, attend, plans[i], full)
+                    x = self.layers[i].forward(x, tokens, plans[i], full)
                 out.append(self.classify(x))
         if use_cache:
             # the unpruned model's layer inputs are pinned: every mask starts from one of them

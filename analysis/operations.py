@@ -135,10 +135,10 @@ def _precision_keys(session: Session, exact: Key, kind: str, method: str, unit: 
 
 def _first_hit(session: Session, keys: dict[str, Key]) -> dict | None:
     """The stored value under the exact key, else under the bf16 key (when that one is allowed)."""
-    for key in keys.values():
+    for precision, key in keys.items():
         hit = session.store.get(key)
         if hit is not None:
-            return hit
+            return {**hit, "precision": precision}  # entries from before precisions were fp32
     return None
 
 

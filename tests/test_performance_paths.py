@@ -13,7 +13,7 @@ import torch
 from analysis.evaluate import Evaluator
 from analysis.fastpath import (
     FastEncoder,
-    attention_bias,
+    Tokens,
     LayerRow,
     PrefixCache,
     PrefixEntry,
@@ -88,11 +88,11 @@ def test_cls_only_last_layer_equals_full_layer(tiny_loaded, evaluators):
     batch = fast.batches[-1]
     rows = mask_rows(Masks(head=np.array([[1, 1, 1, 1], [1, 0, 1, 0.5]], np.float32)), 2)
     with torch.inference_mode():
-        x = encoder.embed(batch)
-        keep = batch.attention_mask.bool()
-        x = encoder.layers[0].forward(x, attention_bias(keep), encoder.plan(0, rows[0]))
-        full = encoder.layers[1].forward(x, attention_bias(keep), encoder.plan(1, rows[1]))
-        cls = encoder.layers[1].forward_cls(x, keep, encoder.plan(1, rows[1]))
+        tokens = Tokens.of(batch.attention_mask.bool())
+        x = tokens.pack(encoder.embed(batch))
+        x = encoder.layers[0].forward(x, tokens, encoder.plan(0, rows[0]))
+        full = tokens.pad(encoder.layers[1].forward(x, tokens, encoder.plan(1, rows[1])))
+        cls = encoder.layers[1].forward_cls(x, tokens, encoder.plan(1, rows[1]))
     torch.testing.assert_close(cls, full[:, 0], atol=ATOL, rtol=0)
 
 
