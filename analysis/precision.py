@@ -8,7 +8,8 @@ the rule that keeps the bf16 path's *predictions* equal to fp32's:
    difference ``l_j - l_k`` of any example, ``scale`` the median largest |logit|;
 2. **close calls** (every mask): an example whose bf16 margin (top-1 minus top-2 logit) is below
    ``RECHECK_SAFETY × error × clip(scale_mask / scale, SCALE_FLOOR, 1)`` is recomputed in fp32,
-   together with a fixed random guard sample of ``GUARD_SIZE`` examples;
+   together with a guard sample: the estimate subset's examples when the first estimate of
+   this mask was computed (exact fp32 already, so free), else ``GUARD_SIZE`` fixed random ones;
 3. **the mask's own error**: the largest error seen on the recomputed examples; any example whose
    bf16 margin is below ``RECHECK_SAFETY ×`` that is recomputed too (a pruned model can round
    worse than the unpruned one).
@@ -114,17 +115,31 @@ def guard_rows(n: int, size: int = GUARD_SIZE, seed: int = 0) -> np.ndarray:
     return rows
 
 
-def recheck(low_logits: np.ndarray, calibration: Calibration, exact_of) -> tuple[np.ndarray, int]:
+def recheck(low_logits: np.ndarray, calibration: Calibration, exact_of,
+            known: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, int]:
     """bf16 logits with every uncertain row replaced by fp32; and how many rows were recomputed.
 
     ``exact_of(rows)`` returns the fp32 logits of the rows (bool mask) in data-set order.
+    ``known`` = (rows, their fp32 logits) already computed elsewhere (the estimate subset's):
+    they serve as the guard sample instead of :func:`guard_rows`, at no cost.
     """
+    n = len(low_logits)
     logits = low_logits.copy()
-    todo = close_calls(low_logits, calibration) | guard_rows(len(low_logits))
-    done = np.zeros(len(low_logits), dtype=bool)
-    while todo.any():
-        logits[todo] = exact_of(todo)
-        done |= todo
+    done = np.zeros(n, dtype=bool)
+    if known is not None and known[0].any():
+        rows, exact = known
+        logits[rows] = exact
+        done |= rows
+        todo = close_calls(low_logits, calibration) & ~done
+    else:
+        todo = close_calls(low_logits, calibration) | guard_rows(n)
+    recomputed = 0
+    while True:
+        if todo.any():
+            logits[todo] = exact_of(todo)
+            recomputed += int(todo.sum())
+            done |= todo
         own = pair_error(logits[done], low_logits[done])
         todo = (margins(low_logits) < RECHECK_SAFETY * own) & ~done
-    return logits, int(done.sum())
+        if not todo.any():
+            return logits, recomputed

@@ -29,7 +29,8 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     session = open_session(args.model, args.data, args.limit)
-    out = run_bench(session, quick=args.quick, threads=args.threads, progress=lambda m: None)
+    out = run_bench(session, quick=args.quick, threads=args.threads, progress=lambda m: None,
+                    specs=(args.model, args.data, args.limit))
     print(format_table(out))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")

@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from analysis.fastpath import mask_rows, prefix_keys
+from analysis.evaluate import Evaluator
 from analysis.gates import Masks
 from analysis.operations import compute_scores, open_session
 from analysis.pruning import select
@@ -41,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     session = open_session(args.model, args.data, args.limit)
-    ev = session.evaluator
+    ev = Evaluator(session.loaded, session.data, precision="fp32")  # the layer cache alone
     encoder = ev.fast_encoder()
     scores = compute_scores(session, args.method, "head").scores
     _ = ev.base_outputs
@@ -55,7 +56,7 @@ def main() -> None:
         start = next((i - 1 for i in range(1, layers + 1) if keys[i] != prev[i]), layers)
         prev = keys
         t_cached, _ = cpu(lambda m=masks: ev.outputs(m))
-        t_plain, _ = cpu(lambda m=masks: encoder.logits(ev.batches, m, use_cache=False))
+        t_plain, _ = cpu(lambda m=masks: encoder.logits(ev.fast_batches, m, use_cache=False))
         t_ref, _ = cpu(lambda m=masks: ev.reference_outputs(m))
         totals += (t_cached, t_plain, t_ref)
         print(f"{s:8.2f} {start:5d} {t_cached:8.2f} {t_plain:8.2f} {t_ref:9.2f}")

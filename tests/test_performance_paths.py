@@ -100,7 +100,7 @@ def test_layer_cache_starts_at_first_differing_layer(tiny_loaded, evaluators, mo
     fast, ref = evaluators
     encoder = fast.fast_encoder()
     _ = fast.base_outputs
-    cache = encoder.cache_for(fast.batches)
+    cache = encoder.cache_for(fast.fast_batches)
     base_keys = prefix_keys(mask_rows(None, 2))
     assert cache.get(1, base_keys[1]) is not None  # the unpruned input of layer 1 is kept
     assert cache.get(0, base_keys[0]).context is not None  # and the all-heads context of layer 0

@@ -196,3 +196,35 @@ def test_plan_cache_stays_within_its_budget(tiny_session, monkeypatch):
                        Masks(head=(rng.random((2, 4)) > 0.5).astype(np.float32)), use_cache=False)
     assert len(encoder._plans) == len(encoder.layers)
     assert encoder._plan_bytes == sum(p.nbytes for p in encoder._plans.values())
+
+
+def test_recheck_uses_known_exact_rows_as_the_guard():
+    rng = np.random.default_rng(2)
+    exact = rng.normal(size=(100, 2)) * 3
+    low = exact + rng.normal(size=exact.shape) * 0.01
+    cal = Calibration(error=0.01, scale=3.0, agreement=1.0)
+    known = np.zeros(100, dtype=bool)
+    known[:30] = True
+    asked = []
+
+    def exact_of(rows):
+        asked.append(rows.copy())
+        assert not (rows & known).any()  # known rows are never recomputed
+        return exact[rows]
+
+    logits, n = recheck(low, cal, exact_of, (known, exact[known]))
+    np.testing.assert_array_equal(logits[known], exact[known])
+    assert n == sum(int(r.sum()) for r in asked)
+    assert (logits.argmax(1) == exact.argmax(1)).all()
+
+
+def test_full_evaluation_reuses_the_estimates_exact_rows(pair):
+    low, exact = pair
+    masks = Masks(head=np.array([[1, 0, 1, 1], [0, 1, 1, 1]], np.float32))
+    sub = low.subset(size=16)
+    sub.compare(masks)  # the first estimate: exact fp32 on 16 rows
+    rows, logits = low._known_exact(masks)
+    assert rows.sum() == 16
+    out = low.outputs(masks)
+    np.testing.assert_array_equal(out.logits[rows], logits)
+    np.testing.assert_array_equal(out.logits.argmax(1), exact.outputs(masks).logits.argmax(1))
