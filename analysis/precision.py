@@ -6,13 +6,14 @@ the rule that keeps the bf16 path's *predictions* equal to fp32's:
 1. **calibration** (once per evaluator): the unpruned model is run in bf16 over the whole data set
    and compared with the exact fp32 outputs; ``error`` is the largest change of any logit
    difference ``l_j - l_k`` of any example, ``scale`` the median largest |logit|;
-2. **close calls** (every mask): an example whose bf16 margin (top-1 minus top-2 logit) is below
-   ``RECHECK_SAFETY × error × clip(scale_mask / scale, SCALE_FLOOR, 1)`` is recomputed in fp32,
-   together with a guard sample: the estimate subset's examples when the first estimate of
-   this mask was computed (exact fp32 already, so free), else ``GUARD_SIZE`` fixed random ones;
-3. **the mask's own error**: the largest error seen on the recomputed examples; any example whose
-   bf16 margin is below ``RECHECK_SAFETY ×`` that is recomputed too (a pruned model can round
-   worse than the unpruned one).
+2. **the mask's own error** (every mask): a guard sample is taken in fp32 — the estimate
+   subset's examples when the first estimate of this mask was computed (exact fp32 already, so
+   free), else ``GUARD_SIZE`` fixed random ones — and its largest error is measured;
+3. **close calls**: an example whose bf16 margin (top-1 minus top-2 logit) is below
+   ``RECHECK_SAFETY × max(own error, error × clip(scale_mask / scale, SCALE_FLOOR, 1))`` is
+   recomputed in fp32; the recomputed examples join the own-error measurement, and the rule is
+   applied again until nothing is left below it (a pruned model can round worse than the
+   unpruned one; logits shrink with heavy pruning, and so do their rounding errors).
 
 Everywhere else the bf16 margin is several times the largest error seen, so the predicted class
 is fp32's. Losses and margins of confident examples keep a bf16 rounding error (measured in
@@ -35,7 +36,7 @@ import numpy as np
 PRECISIONS = ("auto", "fp32", "bf16")
 ENV = "PRUNELENS_PRECISION"
 RECHECK_SAFETY = 3.0  # close-call threshold = this x the largest calibration error (x scale ratio)
-SCALE_FLOOR = 0.25  # the threshold shrinks with the logit scale, never below this share
+SCALE_FLOOR = 0.05  # the threshold shrinks with the logit scale, never below this share
 MAX_RELATIVE_ERROR = 0.25  # bf16 is refused when its calibration error exceeds this x scale
 GUARD_SIZE = 16  # examples recomputed in fp32 for every mask, to measure that mask's own error
 
@@ -126,20 +127,22 @@ def recheck(low_logits: np.ndarray, calibration: Calibration, exact_of,
     n = len(low_logits)
     logits = low_logits.copy()
     done = np.zeros(n, dtype=bool)
+    recomputed = 0
     if known is not None and known[0].any():
         rows, exact = known
         logits[rows] = exact
         done |= rows
-        todo = close_calls(low_logits, calibration) & ~done
-    else:
-        todo = close_calls(low_logits, calibration) | guard_rows(n)
-    recomputed = 0
+    elif n:
+        guard = guard_rows(n)
+        logits[guard] = exact_of(guard)
+        recomputed = int(guard.sum())
+        done |= guard
+    floor = calibration.threshold(low_logits)
     while True:
-        if todo.any():
-            logits[todo] = exact_of(todo)
-            recomputed += int(todo.sum())
-            done |= todo
         own = pair_error(logits[done], low_logits[done])
-        todo = (margins(low_logits) < RECHECK_SAFETY * own) & ~done
+        todo = (margins(low_logits) < max(floor, RECHECK_SAFETY * own)) & ~done
         if not todo.any():
             return logits, recomputed
+        logits[todo] = exact_of(todo)
+        recomputed += int(todo.sum())
+        done |= todo

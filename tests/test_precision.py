@@ -50,8 +50,8 @@ def test_close_call_threshold_shrinks_with_the_logit_scale_down_to_a_floor():
     same = np.array([[2.0, 1.75], [2.0, 0.0]])  # scale 2 -> threshold 0.3
     assert cal.threshold(same) == pytest.approx(0.3)
     assert close_calls(same, cal).tolist() == [True, False]
-    tiny = same / 100  # scale 0.02 -> ratio clipped at 0.25 -> threshold 0.075
-    assert cal.threshold(tiny) == pytest.approx(0.075)
+    tiny = same / 1000  # scale 0.002 -> ratio clipped at 0.05 -> threshold 0.015
+    assert cal.threshold(tiny) == pytest.approx(0.015)
 
 
 def test_recheck_replaces_uncertain_rows_and_grows_with_the_masks_own_error():
