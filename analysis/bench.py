@@ -83,17 +83,20 @@ def naive_loop(loaded, data, batch_size: int = 32, max_length: int = 128) -> np.
 
 
 def rss_mb() -> tuple[float, float]:
-    """(current, peak) resident set size of this process in MiB."""
-    current = float("nan")
+    """(current, peak) resident set size of this process in MiB (``VmRSS`` / ``VmHWM``; the
+    rusage peak is not used: on Linux it carries a forking parent's peak across ``exec``)."""
+    values = {"VmRSS:": float("nan"), "VmHWM:": float("nan")}
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    current = int(line.split()[1]) / 1024
+                name = line.split(maxsplit=1)[0] if line.strip() else ""
+                if name in values:
+                    values[name] = int(line.split()[1]) / 1024
     except OSError:
         pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return current, peak
+    if values["VmHWM:"] != values["VmHWM:"]:  # no /proc: fall back to rusage
+        values["VmHWM:"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return values["VmRSS:"], values["VmHWM:"]
 
 
 def _p(values: list[float], q: float) -> float:
