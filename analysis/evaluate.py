@@ -7,7 +7,9 @@ are computed once per model + data and reused.
 
 Speed (see docs/PERFORMANCE.md): masked outputs come from :mod:`analysis.fastpath` when it agrees
 with the reference forward; :meth:`Evaluator.evaluate_many` shares layer prefixes between masks;
-:meth:`Evaluator.estimate` answers first on a fixed random subset with its error bar.
+:meth:`Evaluator.estimate` answers first on a fixed random subset with its error bar. Pruned masks
+use checked bf16 where the CPU has native bf16 (:mod:`analysis.precision`: predictions equal
+fp32's; ``PRUNELENS_PRECISION=fp32`` for exact fp32 everywhere).
 """
 
 from __future__ import annotations
