@@ -274,6 +274,8 @@ class LayerPlan:
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the tensors it holds, the layer's shared unsliced ones included (an upper
+        bound for the plan LRU)."""
         tensors = [self.qkv_w, self.qkv_b, self.o_w, self.o_b, self.i_w, self.i_b, self.f_w, self.f_b,
                    *(self.packed or {}).values()]
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
@@ -315,7 +317,8 @@ class _Layer:
         # into the FFN's first matmul (applied to the fp32 accumulator, before rounding)
         self.packs = dtype == torch.bfloat16 and packed_linear_available()
         self.fused_gelu = self.packs and _is_exact_gelu(self.act)
-        self.qkv_packed = pack_weight(self.qkv_w) if self.packs else None
+        full = {"qkv": self.qkv_w, "o": self.o_w, "i": self.i_w, "f": self.f_w}
+        self.full_packs = {name: pack_weight(w) for name, w in full.items()} if self.packs else {}
 
     def matmul(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
                packed: torch.Tensor | None = None, act: bool = False) -> torch.Tensor:
@@ -366,9 +369,11 @@ class _Layer:
                 f_w = f_w * torch.as_tensor(np.broadcast_to(scale, (f_w.shape[1],)).copy(),
                                             dtype=f_w.dtype)
         packed = None
-        if self.packs:
-            packed = {name: pack_weight(w) for name, w in
-                      (("qkv", qkv_w), ("o", o_w), ("i", i_w), ("f", f_w)) if w is not None}
+        if self.packs:  # unsliced, unscaled weights reuse the layer's own packed copy
+            full = {"qkv": self.qkv_w, "o": self.o_w, "i": self.i_w, "f": self.f_w}
+            packed = {name: self.full_packs[name] if w is full[name] else pack_weight(w)
+                      for name, w in (("qkv", qkv_w), ("o", o_w), ("i", i_w), ("f", f_w))
+                      if w is not None}
         return LayerPlan(torch.as_tensor(kept), qkv_w, qkv_b, o_w, o_b, i_w, i_b, f_w, f_b,
                          all_heads=len(kept) == self.heads, packed=packed)
 
@@ -387,7 +392,7 @@ class _Layer:
         return tokens.pack(ctx.transpose(1, 2).reshape(b, t, heads * self.size))
 
     def full_context(self, x: torch.Tensor, tokens: Tokens) -> torch.Tensor:
-        return self.context(x, tokens, self.qkv_w, self.qkv_b, self.heads, self.qkv_packed)
+        return self.context(x, tokens, self.qkv_w, self.qkv_b, self.heads, self.full_packs.get("qkv"))
 
     def forward(self, x: torch.Tensor, tokens: Tokens, plan: LayerPlan,
                 full_context: torch.Tensor | None = None) -> torch.Tensor:
@@ -444,7 +449,6 @@ class FastEncoder:
             raise ValueError(f"fast path unsupported: {reason}")
         self.model = model
         self.base = model.base_model
-        self.dtype = dtype
         heads = int(model.config.num_attention_heads)
         layers = encoder_layers(model)
         # the [CLS]-only last layer costs a few percent: it stays fp32 whatever ``dtype`` is

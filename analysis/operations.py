@@ -117,17 +117,16 @@ def stored_scores(session: Session, method_name: str, unit: str, params: dict | 
 
 
 def _score_keys(session: Session, method, unit: str, params: dict) -> dict[str, Key]:
-    exact = session.key("scores", method.name, unit, params)
     if not method.evaluates_masks:
-        return {"fp32": exact}
+        return {"fp32": session.key("scores", method.name, unit, params)}
     # scores made of masked evaluations: the checked-bf16 ones are kept apart from exact ones
-    return _precision_keys(session, exact, "scores", method.name, unit, params)
+    return _precision_keys(session, "scores", method.name, unit, params)
 
 
-def _precision_keys(session: Session, exact: Key, kind: str, method: str, unit: str,
+def _precision_keys(session: Session, kind: str, method: str, unit: str,
                     params: dict) -> dict[str, Key]:
     """The exact key and, unless the evaluator is held to fp32, the checked-bf16 key."""
-    keys = {"fp32": exact}
+    keys = {"fp32": session.key(kind, method, unit, params)}
     if session.evaluator.precision != "fp32":
         keys["bf16"] = session.key(kind, method, unit, {**params, "precision": "bf16"})
     return keys
@@ -235,9 +234,7 @@ def evaluate_mask(session: Session, unit: str, mask: np.ndarray, use_store: bool
 def _mask_keys(session: Session, unit: str, mask: np.ndarray) -> dict[str, Key]:
     bits = "".join("1" if v else "0" for v in np.asarray(mask).ravel())
     params = {"mask": bits, "shape": list(np.shape(mask))}
-    return _precision_keys(session, session.key("mask-eval", "", unit, params), "mask-eval", "",
-                           unit, params)
-
+    return _precision_keys(session, "mask-eval", "", unit, params)
 
 
 def curve_is_stored(session: Session, methods: list[str], sparsities: list[float], unit: str = "head",

@@ -178,7 +178,7 @@ def test_packed_bf16_layers_equal_plain_bf16_layers(tiny_session):
     assert packed.layers[0].packs and packed.layers[0].fused_gelu
     assert not packed.layers[-1].packs  # the [CLS]-only last layer stays fp32
     for layer in plain.layers:
-        layer.packs, layer.fused_gelu, layer.qkv_packed = False, False, None
+        layer.packs, layer.fused_gelu, layer.full_packs = False, False, {}
     a = torch.cat(packed.logits(batches, masks, use_cache=False))
     b = torch.cat(plain.logits(batches, masks, use_cache=False))
     assert plain._plans and all(p.packed is None for p in plain._plans.values())
