@@ -104,9 +104,11 @@ def calibrate(exact: np.ndarray, low: np.ndarray) -> tuple[Calibration | None, s
     return Calibration(error, scale, agreement), None
 
 
-def close_calls(low_logits: np.ndarray, calibration: Calibration) -> np.ndarray:
-    """Rows (bool) whose bf16 prediction is not certain to be fp32's."""
-    return margins(low_logits) < calibration.threshold(low_logits)
+def close_calls(low_logits: np.ndarray, calibration: Calibration, own_error: float = 0.0) -> np.ndarray:
+    """Rows (bool) whose bf16 prediction is not certain to be fp32's: a margin below the
+    calibration threshold or below ``RECHECK_SAFETY x`` the mask's own measured error."""
+    bar = max(calibration.threshold(low_logits), RECHECK_SAFETY * own_error)
+    return margins(low_logits) < bar
 
 
 def guard_rows(n: int, size: int = GUARD_SIZE, seed: int = 0) -> np.ndarray:
@@ -137,10 +139,9 @@ def recheck(low_logits: np.ndarray, calibration: Calibration, exact_of,
         logits[guard] = exact_of(guard)
         recomputed = int(guard.sum())
         done |= guard
-    floor = calibration.threshold(low_logits)
     while True:
         own = pair_error(logits[done], low_logits[done])
-        todo = (margins(low_logits) < max(floor, RECHECK_SAFETY * own)) & ~done
+        todo = close_calls(low_logits, calibration, own) & ~done
         if not todo.any():
             return logits, recomputed
         logits[todo] = exact_of(todo)
