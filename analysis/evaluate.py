@@ -183,7 +183,7 @@ class Evaluator:
         self._low = None  # the bf16 FastEncoder once calibrated (see analysis.precision)
         self._low_checked = False
         self._fast_batches: list | None = None
-        self._low_lock = threading.Lock()
+        self._setup_lock = threading.RLock()  # the fast-path check and the bf16 calibration
         self.calibration: Calibration | None = None
         self.low_note: str | None = None
         self.rechecked = 0  # close calls recomputed in fp32 by the last bf16 evaluation
@@ -233,22 +233,26 @@ class Evaluator:
         return Outputs(logits, self.data.labels)
 
     def fast_encoder(self):
-        """The checked :class:`~analysis.fastpath.FastEncoder`, or None (reference path)."""
-        if self._fast is None and self._fast_wanted:
-            self._fast_wanted = False  # check once
-            reason = None if str(self.device) == "cpu" else "device is not the CPU"
-            reason = reason or unsupported_reason(self.loaded.model)
-            if reason is None and self.batches:
-                encoder = FastEncoder(self.loaded.model)
-                probe = self.batches[:1]
-                fast = encoder.logits(probe, None, use_cache=False)[0].numpy()
-                ref = self.reference_outputs(limit_batches=1).logits  # in batch order too
-                diff = float(np.abs(fast - ref).max()) if len(ref) else 0.0
-                if diff <= FAST_TOLERANCE:
-                    self._fast = encoder
-                else:
-                    reason = f"fast path differs from the reference by {diff:.2e}"
-            self.fast_note = reason
+        """The checked :class:`~analysis.fastpath.FastEncoder`, or None (reference path).
+
+        Checked once; a session asking while another one's check runs waits for its answer
+        (it would otherwise see "no fast path" and take the slow reference path)."""
+        with self._setup_lock:
+            if self._fast is None and self._fast_wanted:
+                reason = None if str(self.device) == "cpu" else "device is not the CPU"
+                reason = reason or unsupported_reason(self.loaded.model)
+                if reason is None and self.batches:
+                    encoder = FastEncoder(self.loaded.model)
+                    probe = self.batches[:1]
+                    fast = encoder.logits(probe, None, use_cache=False)[0].numpy()
+                    ref = self.reference_outputs(limit_batches=1).logits  # in batch order too
+                    diff = float(np.abs(fast - ref).max()) if len(ref) else 0.0
+                    if diff <= FAST_TOLERANCE:
+                        self._fast = encoder
+                    else:
+                        reason = f"fast path differs from the reference by {diff:.2e}"
+                self.fast_note = reason
+                self._fast_wanted = False  # checked
         return self._fast
 
     def low_encoder(self):
@@ -256,7 +260,7 @@ class Evaluator:
 
         The first call runs the unpruned model in bf16 over the whole data set (the calibration,
         which also fills the bf16 layer cache with the unpruned layer inputs)."""
-        with self._low_lock:  # sessions sharing this evaluator calibrate once
+        with self._setup_lock:  # sessions sharing this evaluator calibrate once
             if not self._low_checked:
                 self._calibrate_low()
         return self._low
@@ -264,7 +268,6 @@ class Evaluator:
     def _calibrate_low(self) -> None:
         from analysis.precision import native_bf16
 
-        self._low_checked = True
         reason = None
         if self.precision == "fp32":
             reason = "fp32 requested"
@@ -283,6 +286,7 @@ class Evaluator:
                 self._fast.caches.pop(id(self.fast_batches), None)
                 release_free_memory()
         self.low_note = reason
+        self._low_checked = True  # only once it ran to the end: an interrupted one runs again
 
     @property
     def masked_precision(self) -> str:

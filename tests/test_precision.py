@@ -228,3 +228,26 @@ def test_full_evaluation_reuses_the_estimates_exact_rows(pair):
     out = low.outputs(masks)
     np.testing.assert_array_equal(out.logits[rows], logits)
     np.testing.assert_array_equal(out.logits.argmax(1), exact.outputs(masks).logits.argmax(1))
+
+
+def test_a_session_asking_during_the_fast_path_check_waits_for_it(tiny_session):
+    import threading
+    import time
+
+    ev = Evaluator(tiny_session.loaded, tiny_session.data, precision="bf16")
+    slow_reference = ev.reference_outputs
+
+    def reference_outputs(*args, **kwargs):
+        time.sleep(0.3)  # the first session is mid-check when the second one asks
+        return slow_reference(*args, **kwargs)
+
+    ev.reference_outputs = reference_outputs
+    seen = {}
+    first = threading.Thread(target=lambda: seen.setdefault("first", ev.fast_encoder()))
+    first.start()
+    time.sleep(0.1)
+    seen["second"] = ev.fast_encoder()
+    first.join()
+    assert seen["first"] is not None and seen["second"] is seen["first"]
+    masks = Masks(head=np.array([[1, 0, 1, 1], [1, 1, 1, 1]], np.float32))
+    assert ev.precision_for(masks) == "bf16"
