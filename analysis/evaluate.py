@@ -28,7 +28,7 @@ from analysis.data import TextData, merge_batches, tokenize_batches
 from analysis.fastpath import FastEncoder, mask_rows, prefix_keys, unsupported_reason
 from analysis.gates import Masks, gated
 from analysis.models import LoadedModel
-from analysis.precision import Calibration, calibrate, recheck, resolve
+from analysis.precision import KNOWN_GUARD, Calibration, calibrate, recheck, resolve
 
 METRICS = ("accuracy", "loss", "margin")
 FAST_TOLERANCE = 1e-4  # max |logit difference| fast vs reference path on the probe batch
@@ -199,6 +199,7 @@ class Evaluator:
         self.fast_note: str | None = None
         self._outputs_lru: OrderedDict[bytes, Outputs] = OrderedDict()
         self._subsets: dict[tuple[int, int], Evaluator] = {}
+        self._low_split: tuple[list, list, np.ndarray] | None = None  # see low_batches
 
     @property
     def n(self) -> int:
@@ -277,7 +278,10 @@ class Evaluator:
             reason = "the fast path is off"
         if reason is None:
             encoder = FastEncoder(self.loaded.model, dtype=torch.bfloat16)
-            low = self._scatter(self.fast_batches, encoder.logits(self.fast_batches, None))
+            main, rest, rest_rows = self.low_batches  # (their unpruned layer inputs stay cached)
+            low = self._scatter(main, encoder.logits(main, None))
+            if rest:
+                low[rest_rows] = self._scatter(rest, encoder.logits(rest, None))[rest_rows]
             self.calibration, reason = calibrate(self.base_outputs.logits, low)
             if reason is None:
                 self._low = encoder
@@ -308,6 +312,28 @@ class Evaluator:
             self._fast_batches = merge_batches(self.batches, FAST_BATCH_ROWS, max_stretch=2.0)
         return self._fast_batches
 
+    @property
+    def low_batches(self) -> tuple[list, list, np.ndarray]:
+        """The bf16 path's batches: ``main`` (every example but most of the default estimate
+        subset's) and ``rest`` (those), with ``rest``'s rows (bool). Once a first estimate computed
+        a mask's subset exactly, ``rest`` is not run in bf16 for that mask: its exact logits are
+        used as they are, and the ``KNOWN_GUARD`` subset examples left in ``main`` measure the
+        mask's own error (:func:`analysis.precision.recheck`)."""
+        if self._low_split is None:
+            rest = np.zeros(self.n, dtype=bool)
+            if ESTIMATE_SIZE < self.n:
+                rows = self.subset_rows(ESTIMATE_SIZE, 0)
+                rest[np.random.default_rng(0).choice(rows, max(0, len(rows) - KNOWN_GUARD),
+                                                     replace=False)] = True
+            self._low_split = (self._batches_of(~rest), self._batches_of(rest), rest)
+        return self._low_split
+
+    def _batches_of(self, rows: np.ndarray) -> list:
+        """Fast-path batches (as :attr:`fast_batches`) of the examples where ``rows`` is true."""
+        parts = [batch.rows(torch.as_tensor(rows[batch.index.numpy()])) for batch in self.batches]
+        return merge_batches([part for part in parts if len(part.index)], FAST_BATCH_ROWS,
+                             max_stretch=2.0)
+
     def _fast_usable(self, masks: Masks | None, model) -> bool:
         if model is not None and model is not self.loaded.model:
             return False
@@ -332,9 +358,13 @@ class Evaluator:
             self._outputs_lru.move_to_end(key)
             return hit
         if self.precision_for(masks) == "bf16":
-            batches = self.fast_batches
-            logits = self._recheck(self._scatter(batches, self._low.logits(batches, masks)),
-                                   masks)
+            main, rest, rest_rows = self.low_batches
+            low = self._scatter(main, self._low.logits(main, masks))
+            known, measured = self._known_exact(masks), ~rest_rows
+            if rest and (known is None or not known[0][rest_rows].all()):
+                low[rest_rows] = self._scatter(rest, self._low.logits(rest, masks))[rest_rows]
+                measured = None
+            logits = self._recheck(low, masks, known, measured)
         else:
             logits = self._scatter(self.fast_batches, encoder.logits(self.fast_batches, masks))
         out = Outputs(logits, self.data.labels)
@@ -343,17 +373,18 @@ class Evaluator:
             self._outputs_lru.popitem(last=False)
         return out
 
-    def _recheck(self, low_logits: np.ndarray, masks: Masks | None) -> np.ndarray:
+    def _recheck(self, low_logits: np.ndarray, masks: Masks | None,
+                 known: tuple[np.ndarray, np.ndarray] | None = None,
+                 measured: np.ndarray | None = None) -> np.ndarray:
         """Recompute the bf16 close calls in fp32 (see :mod:`analysis.precision`)."""
 
         def exact_of(rows: np.ndarray) -> np.ndarray:
             subs = [batch.rows(torch.as_tensor(rows[batch.index.numpy()])) for batch in self.fast_batches]
-            subs = merge_batches([sub for sub in subs if len(sub.index)], self.batch_size)
+            subs = merge_batches([sub for sub in subs if len(sub.index)], self.batch_size, float("inf"))
             logits = self._scatter(subs, self._fast.logits(subs, masks, use_cache=False))
             return logits[rows]
 
-        logits, self.rechecked = recheck(low_logits, self.calibration, exact_of,
-                                         self._known_exact(masks))
+        logits, self.rechecked = recheck(low_logits, self.calibration, exact_of, known, measured)
         return logits
 
     def _known_exact(self, masks: Masks | None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -438,13 +469,17 @@ class Evaluator:
 
     # -- first estimate -----------------------------------------------------------------------
 
+    def subset_rows(self, size: int, seed: int) -> np.ndarray:
+        """The examples of :meth:`subset` (sorted indices)."""
+        return np.sort(np.random.default_rng(seed).choice(self.n, size, replace=False))
+
     def subset(self, size: int = ESTIMATE_SIZE, seed: int = 0) -> Evaluator:
         """An evaluator on a fixed random subset of ``size`` examples (the whole set if smaller)."""
         if size >= self.n:
             return self
         key = (size, seed)
         if key not in self._subsets:
-            rows = np.sort(np.random.default_rng(seed).choice(self.n, size, replace=False))
+            rows = self.subset_rows(size, seed)
             data = TextData(
                 name=self.data.name, split=f"{self.data.split}[subset {size}, seed {seed}]",
                 texts=[self.data.texts[i] for i in rows], labels=self.data.labels[rows],

@@ -242,6 +242,11 @@ class Tokens:
     def of(cls, keep: torch.Tensor) -> Tokens:
         return cls(keep, attention_bias(keep), keep.reshape(-1).nonzero().squeeze(1))
 
+    def key_bias(self, heads: int, dtype: torch.dtype) -> torch.Tensor:
+        """The key mask per (batch x head), (B * heads, 1, T), in ``dtype`` (0 and -inf are exact)."""
+        b, t = self.keep.shape
+        return self.attend.to(dtype).expand(b, heads, 1, t).reshape(b * heads, 1, t)
+
     def pack(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> (N, C)."""
         return x.reshape(-1, x.shape[-1]).index_select(0, self.pos)
@@ -302,8 +307,12 @@ class _Layer:
         def cast(t: torch.Tensor) -> torch.Tensor:
             return t.detach().to(dtype)  # the parameter itself when dtype matches (no copy)
 
-        self.qkv_w = cast(torch.cat([attn.query.weight, attn.key.weight, attn.value.weight]))
-        self.qkv_b = cast(torch.cat([attn.query.bias, attn.key.bias, attn.value.bias]))
+        # reduced precision folds the score scale into the query projection (before rounding), so
+        # the scores need no extra pass; fp32 layers keep HF's order of operations exactly
+        self.q_scaled = dtype != torch.float32
+        q_scale = self.scale if self.q_scaled else 1.0
+        self.qkv_w = cast(torch.cat([attn.query.weight * q_scale, attn.key.weight, attn.value.weight]))
+        self.qkv_b = cast(torch.cat([attn.query.bias * q_scale, attn.key.bias, attn.value.bias]))
         self.o_w = cast(layer.attention.output.dense.weight)
         self.o_b = cast(layer.attention.output.dense.bias)
         self.ln1 = layer.attention.output.LayerNorm
@@ -386,9 +395,16 @@ class _Layer:
         b, t, _ = qkv.shape
         qkv = qkv.view(b, t, 3, heads, self.size).permute(2, 0, 3, 1, 4)
         # plain matmul-softmax-matmul (as HF's eager attention): 2-3x faster than
-        # scaled_dot_product_attention on the CPU at these short lengths; softmax in fp32
-        scores = torch.matmul(qkv[0], qkv[1].transpose(-1, -2)).float() * self.scale + tokens.attend
-        ctx = torch.matmul(torch.softmax(scores, dim=-1).to(self.dtype), qkv[2])
+        # scaled_dot_product_attention on the CPU at these short lengths
+        if self.q_scaled:  # bf16 scores, the key mask added by the matmul itself; the softmax
+            # accumulates in fp32 internally
+            q, k = (qkv[i].reshape(b * heads, t, self.size) for i in (0, 1))
+            scores = torch.baddbmm(tokens.key_bias(heads, self.dtype), q, k.transpose(1, 2))
+            probs = torch.softmax(scores, dim=-1).view(b, heads, t, t)
+        else:
+            scores = torch.matmul(qkv[0], qkv[1].transpose(-1, -2))
+            probs = torch.softmax(scores * self.scale + tokens.attend, dim=-1)
+        ctx = torch.matmul(probs, qkv[2])
         return tokens.pack(ctx.transpose(1, 2).reshape(b, t, heads * self.size))
 
     def full_context(self, x: torch.Tensor, tokens: Tokens) -> torch.Tensor:
@@ -403,12 +419,13 @@ class _Layer:
                     len(full_context), self.heads, self.size)[:, plan.heads].flatten(1)
             else:
                 ctx = self.context(x, tokens, plan.qkv_w, plan.qkv_b, len(plan.heads), plan.pack("qkv"))
-            a = self.ln1(self.matmul(ctx, plan.o_w, plan.o_b, plan.pack("o")).float() + x)
+            # the residual stream stays fp32: a mixed-dtype add converts on the fly (one pass)
+            a = self.ln1(x + self.matmul(ctx, plan.o_w, plan.o_b, plan.pack("o")))
         else:
             a = self.ln1(x + plan.o_b.float())
         if plan.ffn_active:
             inner = self.matmul(a, plan.i_w, plan.i_b, plan.pack("i"), act=True)
-            return self.ln2(self.matmul(inner, plan.f_w, plan.f_b, plan.pack("f")).float() + a)
+            return self.ln2(a + self.matmul(inner, plan.f_w, plan.f_b, plan.pack("f")))
         return self.ln2(a + plan.f_b.float())
 
     # -- [CLS]-only last layer ----------------------------------------------------------------
@@ -491,12 +508,16 @@ class FastEncoder:
         return plan
 
     def cache_for(self, batches: list) -> PrefixCache:
-        held = self.caches.get(id(batches))
+        held = self.caches.pop(id(batches), None)
         if held is None:  # holding the list keeps its id from being reused
             # a small batch list (the 96-example estimate subset) gets a proportionally small budget
             rows = sum(len(batch.index) for batch in batches)
             budget = int(self.cache_bytes * min(1.0, rows / FULL_BUDGET_ROWS))
-            held = self.caches[id(batches)] = (batches, PrefixCache(budget))
+            held = (batches, PrefixCache(budget))
+            # all lists' caches together stay within ``cache_bytes``: least recently used go first
+            while self.caches and budget + sum(c.budget for _, c in self.caches.values()) > self.cache_bytes:
+                self.caches.pop(next(iter(self.caches)))
+        self.caches[id(batches)] = held  # most recently used last
         return held[1]
 
     # -- the forward --------------------------------------------------------------------------

@@ -6,9 +6,11 @@ the rule that keeps the bf16 path's *predictions* equal to fp32's:
 1. **calibration** (once per evaluator): the unpruned model is run in bf16 over the whole data set
    and compared with the exact fp32 outputs; ``error`` is the largest change of any logit
    difference ``l_j - l_k`` of any example, ``scale`` the median largest |logit|;
-2. **the mask's own error** (every mask): a guard sample is taken in fp32 — the estimate
-   subset's examples when the first estimate of this mask was computed (exact fp32 already, so
-   free), else ``GUARD_SIZE`` fixed random ones — and its largest error is measured;
+2. **the mask's own error** (every mask): a guard sample is taken in fp32 and its largest error
+   is measured — ``KNOWN_GUARD`` of the estimate subset's examples when the first estimate of
+   this mask was computed (exact fp32 already, so free; the subset's other examples are not run
+   in bf16 at all, their exact logits are used as they are), else ``GUARD_SIZE`` fixed random
+   ones;
 3. **close calls**: an example whose bf16 margin (top-1 minus top-2 logit) is below
    ``RECHECK_SAFETY × max(own error, error × clip(scale_mask / scale, SCALE_FLOOR, 1))`` is
    recomputed in fp32; the recomputed examples join the own-error measurement, and the rule is
@@ -39,6 +41,7 @@ RECHECK_SAFETY = 3.0  # close-call threshold = this x the largest calibration er
 SCALE_FLOOR = 0.05  # the threshold shrinks with the logit scale, never below this share
 MAX_RELATIVE_ERROR = 0.25  # bf16 is refused when its calibration error exceeds this x scale
 GUARD_SIZE = 16  # examples recomputed in fp32 for every mask, to measure that mask's own error
+KNOWN_GUARD = 32  # of an estimate's exact examples, those run in bf16 too (the mask's own error)
 
 
 def resolve(precision: str | None = None) -> str:
@@ -119,14 +122,20 @@ def guard_rows(n: int, size: int = GUARD_SIZE, seed: int = 0) -> np.ndarray:
 
 
 def recheck(low_logits: np.ndarray, calibration: Calibration, exact_of,
-            known: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, int]:
+            known: tuple[np.ndarray, np.ndarray] | None = None,
+            measured: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """bf16 logits with every uncertain row replaced by fp32; and how many rows were recomputed.
 
     ``exact_of(rows)`` returns the fp32 logits of the rows (bool mask) in data-set order.
     ``known`` = (rows, their fp32 logits) already computed elsewhere (the estimate subset's):
-    they serve as the guard sample instead of :func:`guard_rows`, at no cost.
+    they serve as the guard sample instead of :func:`guard_rows`, at no cost. ``measured``
+    (bool, default all) = the rows that were run in bf16: a known row outside it was not, and
+    only the others measure the mask's own error (every row outside it must be known).
     """
     n = len(low_logits)
+    measured = np.ones(n, dtype=bool) if measured is None else measured
+    if known is None and not measured.all() or known is not None and (~measured & ~known[0]).any():
+        raise ValueError("every row that was not run in bf16 must be known")
     logits = low_logits.copy()
     done = np.zeros(n, dtype=bool)
     recomputed = 0
@@ -140,7 +149,7 @@ def recheck(low_logits: np.ndarray, calibration: Calibration, exact_of,
         recomputed = int(guard.sum())
         done |= guard
     while True:
-        own = pair_error(logits[done], low_logits[done])
+        own = pair_error(logits[done & measured], low_logits[done & measured])
         todo = close_calls(low_logits, calibration, own) & ~done
         if not todo.any():
             return logits, recomputed

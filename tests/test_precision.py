@@ -198,6 +198,21 @@ def test_plan_cache_stays_within_its_budget(tiny_session, monkeypatch):
     assert encoder._plan_bytes == sum(p.nbytes for p in encoder._plans.values())
 
 
+def test_layer_caches_of_all_batch_lists_share_one_budget(tiny_session, monkeypatch):
+    from analysis import fastpath
+
+    batches = tiny_session.evaluator.batches
+    rows = sum(len(b.index) for b in batches)
+    monkeypatch.setattr(fastpath, "FULL_BUDGET_ROWS", 2 * rows)  # one whole list: half the budget
+    encoder = fastpath.FastEncoder(tiny_session.loaded.model, cache_bytes=1 << 20)
+    first, second, third = list(batches), list(batches), list(batches)
+    assert encoder.cache_for(first).budget == 1 << 19
+    encoder.cache_for(second)
+    encoder.cache_for(first)  # used again: now the most recent
+    encoder.cache_for(third)  # three halves do not fit: the least recently used (second) goes
+    assert list(encoder.caches) == [id(first), id(third)]
+
+
 def test_recheck_uses_known_exact_rows_as_the_guard():
     rng = np.random.default_rng(2)
     exact = rng.normal(size=(100, 2)) * 3
@@ -218,16 +233,66 @@ def test_recheck_uses_known_exact_rows_as_the_guard():
     assert (logits.argmax(1) == exact.argmax(1)).all()
 
 
-def test_full_evaluation_reuses_the_estimates_exact_rows(pair):
-    low, exact = pair
+def test_recheck_measures_the_own_error_only_on_rows_run_in_bf16():
+    rng = np.random.default_rng(3)
+    exact = rng.normal(size=(100, 2)) * 3
+    low = exact + rng.normal(size=exact.shape) * 0.01
+    cal = Calibration(error=0.01, scale=3.0, agreement=1.0)
+    known = np.zeros(100, dtype=bool)
+    known[:40] = True
+    measured = ~known
+    measured[:8] = True  # 8 of the known rows were run in bf16 too
+    low[~measured] = [1e3, -1e3]  # never computed: were they measured, every row would be redone
+
+    def exact_of(rows):
+        assert not (rows & known).any()
+        return exact[rows]
+
+    logits, n = recheck(low, cal, exact_of, (known, exact[known]), measured)
+    np.testing.assert_array_equal(logits[known], exact[known])
+    assert (logits.argmax(1) == exact.argmax(1)).all()
+    assert n < 15  # the bar comes from the 8 measured known rows, not from the garbage
+    with pytest.raises(ValueError, match="every row that was not run in bf16 must be known"):
+        recheck(low, cal, exact_of, None, measured)
+    fewer = known & (np.arange(100) < 20)
+    with pytest.raises(ValueError, match="every row that was not run in bf16 must be known"):
+        recheck(low, cal, exact_of, (fewer, exact[fewer]), measured)
+
+
+def test_full_evaluation_reuses_the_estimates_exact_rows(tiny_session, monkeypatch):
+    from analysis import evaluate
+
+    monkeypatch.setattr(evaluate, "ESTIMATE_SIZE", 16)
+    monkeypatch.setattr(evaluate, "KNOWN_GUARD", 4)
+    low = Evaluator(tiny_session.loaded, tiny_session.data, batch_size=8, precision="bf16")
+    exact = Evaluator(tiny_session.loaded, tiny_session.data, batch_size=8, precision="fp32")
+    main, rest, rest_rows = low.low_batches
+    subset = np.zeros(low.n, dtype=bool)
+    subset[low.subset_rows(16, 0)] = True
+    # 12 of the default estimate's 16 rows form ``rest``; 4 stay in ``main`` as the guard
+    assert rest_rows.sum() == 12 and not (rest_rows & ~subset).any()
+    assert sorted(torch.cat([b.index for b in main]).tolist()) == np.flatnonzero(~rest_rows).tolist()
+    assert sorted(torch.cat([b.index for b in rest]).tolist()) == np.flatnonzero(rest_rows).tolist()
+
     masks = Masks(head=np.array([[1, 0, 1, 1], [0, 1, 1, 1]], np.float32))
-    sub = low.subset(size=16)
-    sub.compare(masks)  # the first estimate: exact fp32 on 16 rows
-    rows, logits = low._known_exact(masks)
-    assert rows.sum() == 16
+    ran = []
+    logits_of = low.low_encoder().logits
+    monkeypatch.setattr(low._low, "logits", lambda batches, m, **kw: ran.append(batches) or logits_of(batches, m, **kw))
+    low.subset(size=16).compare(masks)  # the first estimate: exact fp32 on the 16 rows
+    rows, known = low._known_exact(masks)
+    np.testing.assert_array_equal(rows, subset)
     out = low.outputs(masks)
-    np.testing.assert_array_equal(out.logits[rows], logits)
-    np.testing.assert_array_equal(out.logits.argmax(1), exact.outputs(masks).logits.argmax(1))
+    assert ran == [main]  # the 12 known rows were not run in bf16
+    np.testing.assert_array_equal(out.logits[rows], known)
+    reference = exact.outputs(masks)
+    np.testing.assert_array_equal(out.logits.argmax(1), reference.logits.argmax(1))
+    assert abs(out.loss.mean() - reference.loss.mean()) < 5e-3
+    # without an estimate, ``rest`` runs in bf16 too
+    other = Masks(head=np.array([[1, 1, 0, 1], [0, 1, 1, 1]], np.float32))
+    ran.clear()
+    out = low.outputs(other)
+    assert ran == [main, rest]
+    np.testing.assert_array_equal(out.logits.argmax(1), exact.outputs(other).logits.argmax(1))
 
 
 def test_a_session_asking_during_the_fast_path_check_waits_for_it(tiny_session):
