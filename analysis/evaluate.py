@@ -319,14 +319,15 @@ class Evaluator:
         a mask's subset exactly, ``rest`` is not run in bf16 for that mask: its exact logits are
         used as they are, and the ``KNOWN_GUARD`` subset examples left in ``main`` measure the
         mask's own error (:func:`analysis.precision.recheck`)."""
-        if self._low_split is None:
-            rest = np.zeros(self.n, dtype=bool)
-            if ESTIMATE_SIZE < self.n:
-                rows = self.subset_rows(ESTIMATE_SIZE, 0)
-                rest[np.random.default_rng(0).choice(rows, max(0, len(rows) - KNOWN_GUARD),
-                                                     replace=False)] = True
-            self._low_split = (self._batches_of(~rest), self._batches_of(rest), rest)
-        return self._low_split
+        with self._setup_lock:  # one split per evaluator: its layer caches are keyed by the lists
+            if self._low_split is None:
+                rest = np.zeros(self.n, dtype=bool)
+                if ESTIMATE_SIZE < self.n:
+                    rows = self.subset_rows(ESTIMATE_SIZE, 0)
+                    rest[np.random.default_rng(0).choice(rows, max(0, len(rows) - KNOWN_GUARD),
+                                                         replace=False)] = True
+                self._low_split = (self._batches_of(~rest), self._batches_of(rest), rest)
+            return self._low_split
 
     def _batches_of(self, rows: np.ndarray) -> list:
         """Fast-path batches (as :attr:`fast_batches`) of the examples where ``rows`` is true."""

@@ -1,7 +1,7 @@
 """Checked bf16 against exact fp32 on one model and data set: speed and how far the numbers move.
 
     python benchmarks/precision.py [--model default] [--data default] [--limit N]
-        [--sparsities 0.1,0.3,0.5,0.7,0.9] [--unit head]
+        [--sparsities 0.1,0.3,0.5,0.7,0.9] [--unit head] [--estimate] [--seeds 1]
 
 For each sparsity (random scores, seed 0, global) it prints the seconds of a cold evaluation on
 an fp32-only evaluator and on a checked-bf16 one, their ratio, how many examples the bf16 path
@@ -35,6 +35,10 @@ def main() -> None:
     parser.add_argument("--sparsities", default="0.1,0.3,0.5,0.7,0.9")
     parser.add_argument("--unit", default="head", choices=("head", "neuron"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--estimate", action="store_true",
+                        help="run each mask's first estimate before (as the dashboard does): the "
+                             "bf16 pass then skips the subset's exactly known examples")
+    parser.add_argument("--seeds", type=int, default=1, help="random score draws per sparsity")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     session = open_session(args.model, args.data, args.limit)
@@ -45,18 +49,21 @@ def main() -> None:
     low.low_encoder()
     print(f"calibration {time.perf_counter() - start:.2f} s: {low.calibration or low.low_note}")
     shape = session.loaded.inventory.unit_shape(args.unit)
-    scores = np.random.default_rng(0).random(shape)
-    print(f"{'sparsity':>8} {'fp32 s':>7} {'bf16 s':>7} {'ratio':>6} {'rechecked':>9} "
+    print(f"{'seed':>4} {'sparsity':>8} {'fp32 s':>7} {'bf16 s':>7} {'ratio':>6} {'rechecked':>9} "
           f"{'agree':>6} {'|dloss|':>9} {'max|dlogit|':>11}")
-    for sparsity in (float(s) for s in args.sparsities.split(",")):
+    for seed, sparsity in ((seed, float(s)) for seed in range(args.seeds)
+                           for s in args.sparsities.split(",")):
+        scores = np.random.default_rng(seed).random(shape)
         masks = Masks.for_unit(args.unit, select(scores, sparsity).astype(np.float32))
+        if args.estimate:
+            low.estimate(masks)
         t0 = time.perf_counter()
         want = exact.outputs(masks)
         t1 = time.perf_counter()
         got = low.outputs(masks)
         t2 = time.perf_counter()
         agree = float(np.mean(want.logits.argmax(1) == got.logits.argmax(1)))
-        print(f"{sparsity:8.2f} {t1 - t0:7.2f} {t2 - t1:7.2f} {(t1 - t0) / (t2 - t1):6.2f} "
+        print(f"{seed:4d} {sparsity:8.2f} {t1 - t0:7.2f} {t2 - t1:7.2f} {(t1 - t0) / (t2 - t1):6.2f} "
               f"{low.rechecked:9d} {agree:6.3f} {abs(want.loss.mean() - got.loss.mean()):9.2e} "
               f"{np.abs(want.logits - got.logits).max():11.2e}")
 
