@@ -397,10 +397,10 @@ class _Layer:
         # plain matmul-softmax-matmul (as HF's eager attention): 2-3x faster than
         # scaled_dot_product_attention on the CPU at these short lengths
         if self.q_scaled:  # bf16 scores, the key mask added by the matmul itself; the softmax
-            # accumulates in fp32 internally
+            # in fp32 (CPU softmax is 2x slower on bf16 input), its output rounded to bf16
             q, k = (qkv[i].reshape(b * heads, t, self.size) for i in (0, 1))
             scores = torch.baddbmm(tokens.key_bias(heads, self.dtype), q, k.transpose(1, 2))
-            probs = torch.softmax(scores, dim=-1).view(b, heads, t, t)
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(self.dtype).view(b, heads, t, t)
         else:
             scores = torch.matmul(qkv[0], qkv[1].transpose(-1, -2))
             probs = torch.softmax(scores * self.scale + tokens.attend, dim=-1)
@@ -582,10 +582,12 @@ class FastEncoder:
                 cache.put(0, keys[0], entry, pin=True)
             else:
                 new_states.pop(0, None)
+            # deepest first: a shallow entry is the likelier start of the next mask (a slider step
+            # usually changes an early layer too), so it is the last to be evicted
+            for i, states in sorted(new_states.items(), reverse=True):
+                if states:
+                    cache.put(i, keys[i], PrefixEntry(states), pin=keys[i] == base[i])
             if new_context and entry is not None and len(new_context) == len(batches):
                 cache.put(start, keys[start], PrefixEntry(entry.states, new_context),
                           pin=keys[start] == base[start])
-            for i, states in new_states.items():
-                if states:
-                    cache.put(i, keys[i], PrefixEntry(states), pin=keys[i] == base[i])
         return out
