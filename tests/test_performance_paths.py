@@ -269,3 +269,23 @@ def test_select_based_slider_masks_use_fast_path(evaluators):
     for s in (0.25, 0.5, 0.75):
         m = Masks(head=select(scores, s).astype(np.float32))
         np.testing.assert_allclose(fast.outputs(m).logits, ref.outputs(m).logits, atol=ATOL, rtol=0)
+
+
+def test_layer_cache_keeps_the_shallow_inputs_of_a_step_when_it_cannot_keep_all(tmp_path, tiny_csv):
+    from analysis.models import load_model
+    from analysis.operations import open_session
+    from tests.tiny import write_tiny_bert
+
+    loaded = load_model(str(write_tiny_bert(tmp_path / "bert4", layers=4)))
+    batches = open_session(data=str(tiny_csv), loaded=loaded).evaluator.batches
+    encoder = FastEncoder(loaded.model)
+    encoder.logits(batches, None)  # the unpruned layer inputs: pinned
+    cache = encoder.cache_for(batches)
+    state = sum(t.numel() * t.element_size() for t in cache.get(1, prefix_keys(mask_rows(None, 4))[1]).states)
+    cache.budget = cache.bytes + 2 * state  # room for two of the three new layer inputs
+    step = Masks(head=np.array([[1, 0, 1, 1]] + [[1, 1, 1, 1]] * 3, np.float32))
+    encoder.logits(batches, step)
+    keys = prefix_keys(mask_rows(step, 4))
+    # the deepest input is the one dropped: the next step (which usually changes an early layer
+    # too) starts from a shallow one
+    assert [cache.get(i, keys[i]) is not None for i in (1, 2, 3)] == [True, True, False]
