@@ -9,8 +9,9 @@ model computes (to float rounding, ~1e-6), but cheaper:
 - **packed tokens**: hidden states are kept as (real tokens, hidden) with the padding dropped, so
   the linear maps, GELU and LayerNorms skip it; only the attention sees the padded layout;
 - **bf16 layers** (``dtype=torch.bfloat16``, used by :mod:`analysis.precision`): matmuls in bf16
-  with oneDNN-packed weights and the GELU fused; residual stream, LayerNorms, softmax and the
-  last layer stay fp32;
+  with oneDNN-packed weights and the GELU fused; attention scores in bf16 (the score scale folded
+  into the query weights, the key mask added by the batched matmul), their softmax in fp32;
+  residual stream, LayerNorms and the last layer stay fp32;
 - **[CLS]-only last layer**: the classifier only reads position 0, so the last layer computes the
   query, the attention, the output projection and the FFN for [CLS] alone, with the key and value
   projections folded into the query (``q·(W_k x + b_k) = (W_kᵀ q)·x + const`` and
@@ -18,7 +19,9 @@ model computes (to float rounding, ~1e-6), but cheaper:
 - **layer-prefix cache**: the input of layer ``L`` depends only on the mask rows of layers
   ``< L``; inputs (and, where computed, the all-heads attention context) are kept in a
   byte-budgeted LRU keyed by a hash of those rows, so a mask that first differs from a cached one
-  at layer ``L`` recomputes from ``L`` only (slider moves, leave-one-out ablation, curves).
+  at layer ``L`` recomputes from ``L`` only (slider moves, leave-one-out ablation, curves). The
+  caches of all batch lists of one encoder share the budget; a computation's new inputs go in
+  deepest first, so shallow ones (the likelier start of the next mask) are evicted last.
 
 Only what the classifier needs is computed; the reference path (HF forward under
 :func:`analysis.gates.gated`) stays the definition, and :class:`FastEncoder` checks itself against

@@ -213,13 +213,17 @@ def test_layer_caches_of_all_batch_lists_share_one_budget(tiny_session, monkeypa
     assert list(encoder.caches) == [id(first), id(third)]
 
 
-def test_recheck_uses_known_exact_rows_as_the_guard():
-    rng = np.random.default_rng(2)
+def _known_rows_case(seed: int, known_count: int):
+    """100 two-class examples, bf16 noise 0.01, and the first ``known_count`` rows known exactly."""
+    rng = np.random.default_rng(seed)
     exact = rng.normal(size=(100, 2)) * 3
     low = exact + rng.normal(size=exact.shape) * 0.01
-    cal = Calibration(error=0.01, scale=3.0, agreement=1.0)
-    known = np.zeros(100, dtype=bool)
-    known[:30] = True
+    known = np.arange(100) < known_count
+    return exact, low, Calibration(error=0.01, scale=3.0, agreement=1.0), known
+
+
+def test_recheck_uses_known_exact_rows_as_the_guard():
+    exact, low, cal, known = _known_rows_case(2, 30)
     asked = []
 
     def exact_of(rows):
@@ -234,12 +238,7 @@ def test_recheck_uses_known_exact_rows_as_the_guard():
 
 
 def test_recheck_measures_the_own_error_only_on_rows_run_in_bf16():
-    rng = np.random.default_rng(3)
-    exact = rng.normal(size=(100, 2)) * 3
-    low = exact + rng.normal(size=exact.shape) * 0.01
-    cal = Calibration(error=0.01, scale=3.0, agreement=1.0)
-    known = np.zeros(100, dtype=bool)
-    known[:40] = True
+    exact, low, cal, known = _known_rows_case(3, 40)
     measured = ~known
     measured[:8] = True  # 8 of the known rows were run in bf16 too
     low[~measured] = [1e3, -1e3]  # never computed: were they measured, every row would be redone
