@@ -134,7 +134,8 @@ def recheck(low_logits: np.ndarray, calibration: Calibration, exact_of,
     """
     n = len(low_logits)
     measured = np.ones(n, dtype=bool) if measured is None else measured
-    if known is None and not measured.all() or known is not None and (~measured & ~known[0]).any():
+    unknown = np.ones(n, dtype=bool) if known is None else ~known[0]
+    if (~measured & unknown).any():
         raise ValueError("every row that was not run in bf16 must be known")
     logits = low_logits.copy()
     done = np.zeros(n, dtype=bool)

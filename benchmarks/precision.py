@@ -3,7 +3,7 @@
     python benchmarks/precision.py [--model default] [--data default] [--limit N]
         [--sparsities 0.1,0.3,0.5,0.7,0.9] [--unit head] [--estimate] [--seeds 1]
 
-For each sparsity (random scores, seed 0, global) it prints the seconds of a cold evaluation on
+For each sparsity (random scores, seeds 0..K-1, global) it prints the seconds of a cold evaluation on
 an fp32-only evaluator and on a checked-bf16 one, their ratio, how many examples the bf16 path
 recomputed in fp32, prediction agreement, and the differences of mean loss and largest logit.
 See analysis/precision.py and docs/PERFORMANCE.md.
