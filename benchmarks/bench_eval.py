@@ -8,7 +8,6 @@ The same suite as ``prunelens bench`` (analysis/bench.py); see docs/PERFORMANCE.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -16,19 +15,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from analysis.bench import format_table, run_bench
-from analysis.operations import open_session
+from benchmarks.common import open_from, session_parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--data", default="default")
-    parser.add_argument("--limit", type=int, default=None)
+    parser = session_parser(__doc__)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    session = open_session(args.model, args.data, args.limit)
+    session = open_from(args)
     out = run_bench(session, quick=args.quick, threads=args.threads, progress=lambda m: None,
                     specs=(args.model, args.data, args.limit))
     print(format_table(out))

@@ -9,21 +9,20 @@ against a cache-less fast pass and the reference pass of the same mask, then the
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from analysis.fastpath import mask_rows, prefix_keys
 from analysis.evaluate import Evaluator
 from analysis.gates import Masks
-from analysis.operations import compute_scores, open_session
+from analysis.operations import compute_scores
 from analysis.pruning import select
+from benchmarks.common import open_from, session_parser
 
 
 def cpu(fn):
@@ -33,15 +32,10 @@ def cpu(fn):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--data", default="default")
-    parser.add_argument("--limit", type=int, default=256)
+    parser = session_parser(__doc__, limit=256, threads=1)
     parser.add_argument("--method", default="magnitude")
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    session = open_session(args.model, args.data, args.limit)
+    session = open_from(args)
     ev = Evaluator(session.loaded, session.data, precision="fp32")  # the layer cache alone
     encoder = ev.fast_encoder()
     scores = compute_scores(session, args.method, "head").scores

@@ -11,37 +11,30 @@ See analysis/precision.py and docs/PERFORMANCE.md.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from analysis.evaluate import Evaluator
 from analysis.gates import Masks
-from analysis.operations import open_session
 from analysis.pruning import select
+from benchmarks.common import open_from, session_parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--data", default="default")
-    parser.add_argument("--limit", type=int, default=None)
+    parser = session_parser(__doc__)
     parser.add_argument("--sparsities", default="0.1,0.3,0.5,0.7,0.9")
     parser.add_argument("--unit", default="head", choices=("head", "neuron"))
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--estimate", action="store_true",
                         help="run each mask's first estimate before (as the dashboard does): the "
                              "bf16 pass then skips the subset's exactly known examples")
     parser.add_argument("--seeds", type=int, default=1, help="random score draws per sparsity")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    session = open_session(args.model, args.data, args.limit)
+    session = open_from(args)
     exact = Evaluator(session.loaded, session.data, precision="fp32")
     low = Evaluator(session.loaded, session.data, precision="bf16")
     _ = exact.base_outputs, low.base_outputs
