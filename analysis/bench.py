@@ -28,6 +28,7 @@ Measured (JSON keys):
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import tempfile
@@ -94,7 +95,7 @@ def rss_mb() -> tuple[float, float]:
                     values[name] = int(line.split()[1]) / 1024
     except OSError:
         pass
-    if values["VmHWM:"] != values["VmHWM:"]:  # no /proc: fall back to rusage
+    if math.isnan(values["VmHWM:"]):  # no /proc: fall back to rusage
         values["VmHWM:"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return values["VmRSS:"], values["VmHWM:"]
 

@@ -33,6 +33,7 @@ from analysis.precision import KNOWN_GUARD, Calibration, calibrate, recheck, res
 METRICS = ("accuracy", "loss", "margin")
 FAST_TOLERANCE = 1e-4  # max |logit difference| fast vs reference path on the probe batch
 FAST_BATCH_ROWS = 128  # rows per fast-path batch (2 x the tokenizer's batches of 64)
+FAST_BATCH_STRETCH = 2.0  # joined batches' widths differ by at most this factor
 ESTIMATE_SIZE = 96  # examples in the fixed random subset of the first estimate (p50 0.27 s on 2 cores)
 
 
@@ -278,10 +279,7 @@ class Evaluator:
             reason = "the fast path is off"
         if reason is None:
             encoder = FastEncoder(self.loaded.model, dtype=torch.bfloat16)
-            main, rest, rest_rows = self.low_batches  # (their unpruned layer inputs stay cached)
-            low = self._scatter(main, encoder.logits(main, None))
-            if rest:
-                low[rest_rows] = self._scatter(rest, encoder.logits(rest, None))[rest_rows]
+            low = self._low_logits(encoder, None)  # (the unpruned layer inputs stay cached)
             self.calibration, reason = calibrate(self.base_outputs.logits, low)
             if reason is None:
                 self._low = encoder
@@ -309,7 +307,7 @@ class Evaluator:
         (its hidden states are packed, so the extra padding costs only in the attention, and
         half as many, larger operations run). Same examples, same numbers."""
         if self._fast_batches is None:
-            self._fast_batches = merge_batches(self.batches, FAST_BATCH_ROWS, max_stretch=2.0)
+            self._fast_batches = merge_batches(self.batches, FAST_BATCH_ROWS, FAST_BATCH_STRETCH)
         return self._fast_batches
 
     @property
@@ -329,11 +327,21 @@ class Evaluator:
                 self._low_split = (self._batches_of(~rest), self._batches_of(rest), rest)
             return self._low_split
 
-    def _batches_of(self, rows: np.ndarray) -> list:
-        """Fast-path batches (as :attr:`fast_batches`) of the examples where ``rows`` is true."""
-        parts = [batch.rows(torch.as_tensor(rows[batch.index.numpy()])) for batch in self.batches]
-        return merge_batches([part for part in parts if len(part.index)], FAST_BATCH_ROWS,
-                             max_stretch=2.0)
+    def _batches_of(self, rows: np.ndarray, batches: list | None = None,
+                    max_rows: int = FAST_BATCH_ROWS, max_stretch: float = FAST_BATCH_STRETCH) -> list:
+        """The examples where ``rows`` is true, cut out of ``batches`` (default: the tokenized
+        ones) and joined (:func:`~analysis.data.merge_batches`); as :attr:`fast_batches` by default."""
+        parts = [batch.rows(torch.as_tensor(rows[batch.index.numpy()]))
+                 for batch in (self.batches if batches is None else batches)]
+        return merge_batches([part for part in parts if len(part.index)], max_rows, max_stretch)
+
+    def _low_logits(self, encoder: FastEncoder, masks: Masks | None, with_rest: bool = True) -> np.ndarray:
+        """bf16 logits of :attr:`low_batches` (data-set order); ``rest``'s rows stay 0 without it."""
+        main, rest, _ = self.low_batches
+        low = self._scatter(main, encoder.logits(main, masks))
+        if rest and with_rest:
+            self._scatter(rest, encoder.logits(rest, masks), into=low)
+        return low
 
     def _fast_usable(self, masks: Masks | None, model) -> bool:
         if model is not None and model is not self.loaded.model:
@@ -359,13 +367,12 @@ class Evaluator:
             self._outputs_lru.move_to_end(key)
             return hit
         if self.precision_for(masks) == "bf16":
-            main, rest, rest_rows = self.low_batches
-            low = self._scatter(main, self._low.logits(main, masks))
-            known, measured = self._known_exact(masks), ~rest_rows
-            if rest and (known is None or not known[0][rest_rows].all()):
-                low[rest_rows] = self._scatter(rest, self._low.logits(rest, masks))[rest_rows]
-                measured = None
-            logits = self._recheck(low, masks, known, measured)
+            rest_rows = self.low_batches[2]
+            known = self._known_exact(masks)
+            # ``rest`` need not run when this mask's estimate computed it exactly
+            skip_rest = known is not None and bool(known[0][rest_rows].all())
+            low = self._low_logits(self._low, masks, with_rest=not skip_rest)
+            logits = self._recheck(low, masks, known, ~rest_rows if skip_rest else None)
         else:
             logits = self._scatter(self.fast_batches, encoder.logits(self.fast_batches, masks))
         out = Outputs(logits, self.data.labels)
@@ -380,8 +387,7 @@ class Evaluator:
         """Recompute the bf16 close calls in fp32 (see :mod:`analysis.precision`)."""
 
         def exact_of(rows: np.ndarray) -> np.ndarray:
-            subs = [batch.rows(torch.as_tensor(rows[batch.index.numpy()])) for batch in self.fast_batches]
-            subs = merge_batches([sub for sub in subs if len(sub.index)], self.batch_size, float("inf"))
+            subs = self._batches_of(rows, self.fast_batches, self.batch_size, float("inf"))
             logits = self._scatter(subs, self._fast.logits(subs, masks, use_cache=False))
             return logits[rows]
 
@@ -399,8 +405,10 @@ class Evaluator:
                 return rows, hit.logits  # subset_rows is sorted: the subset's data order
         return None
 
-    def _scatter(self, batches, per_batch: list[torch.Tensor]) -> np.ndarray:
-        logits = np.zeros((len(self.data), self.loaded.model.config.num_labels), dtype=np.float32)
+    def _scatter(self, batches, per_batch: list[torch.Tensor], into: np.ndarray | None = None) -> np.ndarray:
+        """Per-batch logits written to their examples' rows of ``into`` (default: a zero array)."""
+        logits = into if into is not None else np.zeros(
+            (len(self.data), self.loaded.model.config.num_labels), dtype=np.float32)
         for batch, out in zip(batches, per_batch):
             logits[batch.index.numpy()] = out.float().numpy()
         return logits

@@ -329,8 +329,8 @@ class _Layer:
         # into the FFN's first matmul (applied to the fp32 accumulator, before rounding)
         self.packs = dtype == torch.bfloat16 and packed_linear_available()
         self.fused_gelu = self.packs and _is_exact_gelu(self.act)
-        full = {"qkv": self.qkv_w, "o": self.o_w, "i": self.i_w, "f": self.f_w}
-        self.full_packs = {name: pack_weight(w) for name, w in full.items()} if self.packs else {}
+        self.full = {"qkv": self.qkv_w, "o": self.o_w, "i": self.i_w, "f": self.f_w}
+        self.full_packs = {name: pack_weight(w) for name, w in self.full.items()} if self.packs else {}
 
     def matmul(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
                packed: torch.Tensor | None = None, act: bool = False) -> torch.Tensor:
@@ -382,8 +382,7 @@ class _Layer:
                                             dtype=f_w.dtype)
         packed = None
         if self.packs:  # unsliced, unscaled weights reuse the layer's own packed copy
-            full = {"qkv": self.qkv_w, "o": self.o_w, "i": self.i_w, "f": self.f_w}
-            packed = {name: self.full_packs[name] if w is full[name] else pack_weight(w)
+            packed = {name: self.full_packs[name] if w is self.full[name] else pack_weight(w)
                       for name, w in (("qkv", qkv_w), ("o", o_w), ("i", i_w), ("f", f_w))
                       if w is not None}
         return LayerPlan(torch.as_tensor(kept), qkv_w, qkv_b, o_w, o_b, i_w, i_b, f_w, f_b,
