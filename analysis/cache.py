@@ -184,3 +184,28 @@ class ResultStore:
                 if kind is None or entry.get("key", {}).get("kind") == kind:
                     seen[path.stem] = entry
         return list(seen.values())
+
+
+class RecordingStore(ResultStore):
+    """Reads like a :class:`ResultStore`; writes are kept in :attr:`writes`, not written.
+
+    Sweep workers (``prunelens sweep``) compute with one of these and hand ``writes`` back to the
+    driver, which alone writes them into the real store: workers on other machines need no
+    shared folder, and every entry still goes through :meth:`ResultStore.put`'s atomic write.
+    """
+
+    def __init__(self, user_dir: Path | str | None = None, shipped_dir: Path | str | None = SHIPPED_DIR):
+        super().__init__(user_dir, shipped_dir)
+        self.writes: list[tuple[Key, Any]] = []
+        self._recorded: dict[str, Any] = {}
+
+    def get(self, key: Key) -> Any | None:
+        if key.digest in self._recorded:
+            return self._recorded[key.digest]
+        return super().get(key)
+
+    def put(self, key: Key, result: Any, root: Path | None = None) -> bool:
+        canonical(result)  # the same refusal of non-JSON results as a real write
+        self.writes.append((key, result))
+        self._recorded[key.digest] = result
+        return True

@@ -1,7 +1,7 @@
 """The ``prunelens`` command line.
 
 Subcommands: ``dashboard`` (the default), ``methods``, ``score``, ``prune``, ``curve``, ``train``,
-``precompute``, ``bench``, ``finetune``. Every analysis subcommand takes ``--model``, ``--data``,
+``precompute``, ``sweep``, ``bench``, ``finetune``. Every analysis subcommand takes ``--model``, ``--data``,
 ``--limit`` and ``--json FILE``; progress goes to stderr. User errors print one line
 ``error: <what> (<what to do>)`` and exit with code 2; ``--debug`` shows tracebacks.
 """
@@ -243,6 +243,27 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from analysis.cache import ResultStore
+    from analysis.sweep import SweepFailed, load_spec, print_report, run_sweep
+    from analysis.sweep.driver import check_executor_options
+
+    check_executor_options(args.executor, args.workers, args.threads, args.address, args.gpus_per_task)
+    _check_output(args.json)
+    spec = load_spec(args.spec)
+    store = ResultStore(user_dir=Path(args.store).expanduser()) if args.store else ResultStore()
+    report = run_sweep(spec, store, args.executor, args.workers, args.threads, args.address,
+                       args.device, args.gpus_per_task, progress=not args.quiet, dry_run=args.dry_run)
+    print_report(report)
+    if args.json:
+        _write_json(args.json, report.as_json())
+    failed = report.count("failed")
+    if failed:
+        raise SweepFailed(f"{failed} of {len(report.records)} tasks failed twice (listed above); "
+                          "everything else is stored: rerun the same command to try them again")
+    return 0
+
+
 def cmd_train(args) -> int:
     from analysis.training import train_command
 
@@ -322,6 +343,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", parents=[common], help="benchmark suite (ratios against a naive loop)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("sweep", help="run a grid of analyses and training runs (docs/SWEEPS.md)")
+    p.add_argument("spec", help="a sweep spec (.toml), e.g. examples/sweep-small.toml")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: this machine (--workers N processes); ray: a Ray cluster")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local: parallel processes (default 1, in this process); ray: CPUs of a "
+                        "locally started cluster (default all)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per task (default 1: the same numbers under every executor)")
+    p.add_argument("--address", default=None, help="Ray cluster address (auto, or host:port)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, or auto (CUDA when present)")
+    p.add_argument("--gpus-per-task", type=float, default=1.0, help="Ray: GPUs per task on CUDA")
+    p.add_argument("--store", default=None, help="store folder to fill (default: the user store)")
+    p.add_argument("--dry-run", action="store_true", help="list the entries, compute nothing")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("finetune", help="rebuild the default checkpoint")
     p.add_argument("--epochs", type=int, default=3)

@@ -92,10 +92,10 @@ def compute_scores(session: Session, method_name: str, unit: str | None = None,
     method = get_method(method_name)
     unit = default_unit(method_name, unit)
     params = method.validate(params)
-    keys = _score_keys(session, method, unit, params)
+    keys = score_keys(session, method, unit, params)
     start = time.perf_counter()
     if use_store:
-        hit = _first_hit(session, keys)
+        hit = first_hit(session, keys)
         if hit is not None:
             return ScoreResult(method.name, unit, params, np.asarray(hit["scores"], dtype=np.float64),
                                time.perf_counter() - start, True)
@@ -112,11 +112,12 @@ def stored_scores(session: Session, method_name: str, unit: str, params: dict | 
                   ) -> np.ndarray | None:
     """A method's scores if the store has them (exact first, then checked bf16), else None."""
     method = get_method(method_name)
-    hit = _first_hit(session, _score_keys(session, method, unit, method.validate(params)))
+    hit = first_hit(session, score_keys(session, method, unit, method.validate(params)))
     return None if hit is None else np.asarray(hit["scores"], dtype=np.float64)
 
 
-def _score_keys(session: Session, method, unit: str, params: dict) -> dict[str, Key]:
+def score_keys(session: Session, method, unit: str, params: dict) -> dict[str, Key]:
+    """The store keys a method's scores live under (validated ``params``), by precision."""
     if not method.evaluates_masks:
         return {"fp32": session.key("scores", method.name, unit, params)}
     # scores made of masked evaluations: the checked-bf16 ones are kept apart from exact ones
@@ -132,7 +133,7 @@ def _precision_keys(session: Session, kind: str, method: str, unit: str,
     return keys
 
 
-def _first_hit(session: Session, keys: dict[str, Key]) -> dict | None:
+def first_hit(session: Session, keys: dict[str, Key]) -> dict | None:
     """The stored value under the exact key, else under the bf16 key (when that one is allowed)."""
     for precision, key in keys.items():
         hit = session.store.get(key)
@@ -216,9 +217,9 @@ def evaluate_mask(session: Session, unit: str, mask: np.ndarray, use_store: bool
     slider, curves and every method that lands on the same mask share one stored answer.
     """
     mask = np.asarray(mask)
-    keys = _mask_keys(session, unit, mask)
+    keys = mask_keys(session, unit, mask)
     if use_store:
-        hit = _first_hit(session, keys)
+        hit = first_hit(session, keys)
         if hit is not None:
             return hit, True
     masks = Masks.for_unit(unit, mask) if not np.all(mask) else None
@@ -231,7 +232,8 @@ def evaluate_mask(session: Session, unit: str, mask: np.ndarray, use_store: bool
     return result, False
 
 
-def _mask_keys(session: Session, unit: str, mask: np.ndarray) -> dict[str, Key]:
+def mask_keys(session: Session, unit: str, mask: np.ndarray) -> dict[str, Key]:
+    """The store keys of one keep-mask's evaluation (the mask itself, not its method), by precision."""
     bits = "".join("1" if v else "0" for v in np.asarray(mask).ravel())
     params = {"mask": bits, "shape": list(np.shape(mask))}
     return _precision_keys(session, "mask-eval", "", unit, params)
@@ -245,7 +247,7 @@ def curve_is_stored(session: Session, methods: list[str], sparsities: list[float
         if scores is None:
             return False
         for sparsity in sparsities:
-            if _first_hit(session, _mask_keys(session, unit, mask_for(scores, sparsity, scope))) is None:
+            if first_hit(session, mask_keys(session, unit, mask_for(scores, sparsity, scope))) is None:
                 return False
     return True
 
@@ -291,7 +293,7 @@ def prune_estimate(session: Session, method_name: str, sparsity: float | None = 
     result = compute_scores(session, method_name, unit, params)
     mask = mask_for(result.scores, sparsity, scope or method.default_scope, threshold,
                     keep_one_per_layer)
-    if _first_hit(session, _mask_keys(session, result.unit, mask)) is not None:
+    if first_hit(session, mask_keys(session, result.unit, mask)) is not None:
         return None
     comparison = session.evaluator.estimate(Masks.for_unit(result.unit, mask))
     return {"method": method.name, "unit": result.unit,

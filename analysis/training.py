@@ -65,12 +65,17 @@ def get_trainer(method_name: str) -> Trainer:
     return trainer
 
 
+def run_key(session, method_name: str, params: dict):
+    """The store key of one training run (``params`` validated, defaults filled in)."""
+    return session.key("train-run", method_name, "", params)
+
+
 def train_command(session, method_name: str, params: dict | None = None,
                   progress: Progress = no_progress, use_store: bool = True) -> dict:
     """Run (or fetch from the store) one training run; returns its result with metadata."""
     trainer = get_trainer(method_name)
     params = trainer.validate(params)
-    key = session.key("train-run", method_name, "", params)
+    key = run_key(session, method_name, params)
     if use_store:
         hit = session.store.get(key)
         if hit is not None:
