@@ -137,6 +137,7 @@ class ResultStore:
         except TypeError as exc:
             raise TypeError(f"result for {key.kind}/{key.method} is not JSON-serializable: {exc}") from None
         tmp_name = None
+        replaced = False
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem[:12]}.", suffix=".tmp", dir=path.parent)
@@ -145,16 +146,18 @@ class ResultStore:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp_name, path)
+            replaced = True
             return True
         except OSError as exc:
-            if tmp_name:
+            warnings.warn(f"could not write to the result store at {root} ({exc.strerror or exc}); "
+                          "the result is kept in memory only", StoreWarning, stacklevel=2)
+            return False
+        finally:  # also on Ctrl-C mid-write: no orphaned temp file is left behind
+            if tmp_name and not replaced:
                 try:
                     os.unlink(tmp_name)
                 except OSError:
                     pass
-            warnings.warn(f"could not write to the result store at {root} ({exc.strerror or exc}); "
-                          "the result is kept in memory only", StoreWarning, stacklevel=2)
-            return False
 
     def get_or_compute(self, key: Key, compute: Callable[[], Any]) -> tuple[Any, bool]:
         """(result, cached?) — computes and stores on a miss."""

@@ -248,7 +248,8 @@ def cmd_sweep(args) -> int:
     from analysis.sweep import SweepFailed, load_spec, print_report, run_sweep
     from analysis.sweep.driver import check_executor_options
 
-    check_executor_options(args.executor, args.workers, args.threads, args.address, args.gpus_per_task)
+    check_executor_options(args.executor, args.workers, args.threads, args.address, args.gpus_per_task,
+                           args.device)
     _check_output(args.json)
     spec = load_spec(args.spec)
     store = ResultStore(user_dir=Path(args.store).expanduser()) if args.store else ResultStore()

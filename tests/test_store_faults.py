@@ -330,3 +330,19 @@ def test_two_writers_one_key(tmp_path):
     assert reads > 0 and seen <= {1, 2, 3}
     print(f"concurrent writers: {reads} reads, complete entries seen from writers {sorted(seen)}")
     assert list(store.user_dir.rglob("*.tmp")) == []  # every writer cleaned up by renaming
+
+
+def test_ctrl_c_mid_write_leaves_no_temp_file(tmp_path, monkeypatch):
+    """A KeyboardInterrupt between the temp file and the rename (seen in a swept store) must not
+    orphan the temp file; the entry is simply absent."""
+    store = ResultStore(tmp_path, shipped_dir=None)
+    key = Key.make("m", "d", "scores", "x", "head", {})
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("analysis.cache.os.replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.put(key, {"scores": [1.0]})
+    assert list(tmp_path.rglob("*")) == [tmp_path / key.digest[:2]]  # the folder, nothing in it
+    assert store.get(key) is None

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from analysis.cache import Key, RecordingStore, ResultStore
 from analysis.cli import main
@@ -139,6 +140,9 @@ def test_invalid_toml_and_missing_spec(tmp_path):
     (["--threads", "0"], "--threads must be at least 1"),
     (["--address", "auto"], "--address names a Ray cluster"),
     (["--gpus-per-task", "0"], "--gpus-per-task must be positive"),
+    (["--device", "banana"], "--device must be cpu, cuda, cuda:N or auto, got 'banana'"),
+    pytest.param(["--device", "cuda"], "this machine's torch sees no CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")),
 ])
 def test_cli_refuses_bad_options_before_loading(args, message, tmp_path, tiny_bert_dir, tiny_csv, capsys):
     spec = write_spec(tmp_path / "s.toml", tiny_bert_dir, tiny_csv)
@@ -285,6 +289,30 @@ def test_recording_store_writes_nothing(tmp_path):
     assert not (tmp_path / "s").exists()
     with pytest.raises(TypeError):
         store.put(key, {"scores": object()})
+
+
+@pytest.mark.slow
+def test_a_dead_pool_worker_fails_its_tasks_and_the_retry_runs_on_a_fresh_pool(
+        tmp_path, tiny_bert_dir, tiny_csv, monkeypatch, capsys):
+    from analysis.sweep import executors
+
+    real_submit = executors.PoolExecutor.submit
+    killed = []
+
+    def submit(self, task):
+        if not killed:  # the first task's process dies as if killed for memory
+            killed.append(task.label)
+            return self._pool.submit(os._exit, 9)
+        return real_submit(self, task)
+
+    monkeypatch.setattr(executors.PoolExecutor, "submit", submit)
+    spec = load_spec(write_spec(tmp_path / "s.toml", tiny_bert_dir, tiny_csv, '[methods.magnitude]\n'
+                                '[methods.random]\nparams = { seed = [0, 1, 2] }\n'))
+    report = run_sweep(spec, ResultStore(tmp_path / "store", shipped_dir=None), workers=2)
+    err = capsys.readouterr().err
+    assert f"retrying {killed[0]}: BrokenProcessPool" in err
+    assert report.count("failed") == 0 and report.count("done") == 4
+    assert {r.task.label: r.attempts for r in report.records}[killed[0]] == 2
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 import time
 from collections import deque
@@ -109,8 +110,16 @@ class SweepReport:
 
 
 def check_executor_options(executor: str, workers: int | None, threads: int | None,
-                           address: str | None, gpus_per_task: float) -> None:
+                           address: str | None, gpus_per_task: float, device: str = "cpu") -> None:
     """Refuse bad executor settings before anything loads."""
+    if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", device or ""):
+        raise ParamError(f"--device must be cpu, cuda, cuda:N or auto, got {device!r}")
+    if executor == "local" and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ParamError(f"--device {device}: this machine's torch sees no CUDA GPU "
+                             "(use --device cpu, or auto)")
     if executor not in EXECUTORS:
         raise ParamError(f"unknown executor '{executor}' (choose local or ray)")
     if workers is not None and workers < 1:
@@ -180,7 +189,7 @@ def run_sweep(spec: SweepSpec, store: ResultStore | None = None, executor: str =
     from analysis.sweep import executors
 
     out = out or sys.stderr
-    check_executor_options(executor, workers, threads, address, gpus_per_task)
+    check_executor_options(executor, workers, threads, address, gpus_per_task, device)
     store = store or ResultStore()
     say = (lambda message: print(message, file=out)) if progress else (lambda message: None)
     start = time.perf_counter()

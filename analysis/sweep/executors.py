@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from concurrent.futures import Future
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from analysis.errors import PrunelensError
 from analysis.sweep import worker
@@ -76,29 +77,41 @@ class InlineExecutor:
 
 
 class PoolExecutor:
-    """``workers`` spawned processes; each keeps its models between tasks."""
+    """``workers`` spawned processes; each keeps its models between tasks.
+
+    A worker that dies (killed for memory, a crash in native code) breaks the whole pool: its
+    tasks and the others in flight fail with ``BrokenProcessPool`` and come back to the driver as
+    failures (retried once), and the next submit starts a fresh pool."""
 
     name = "local"
 
     def __init__(self, workers: int, threads: int, device: str, store_dirs: tuple):
         self.slots = self.workers = workers
+        self.threads = threads
         self.device, self.store_dirs = local_device(device), store_dirs
-        context = multiprocessing.get_context("spawn")  # no torch state forked into children
-        self._pool = context.Pool(workers, initializer=_pool_init, initargs=(threads, worker_env()))
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_pool_init, initargs=(self.threads, worker_env()))
 
     def submit(self, task) -> Future:
-        future: Future = Future()
-        self._pool.apply_async(worker.run_task, (task, self.device, self.store_dirs),
-                               callback=future.set_result, error_callback=future.set_exception)
-        return future
+        try:
+            return self._pool.submit(worker.run_task, task, self.device, self.store_dirs)
+        except BrokenProcessPool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._start()
+            return self._pool.submit(worker.run_task, task, self.device, self.store_dirs)
 
     def cancel(self) -> None:
-        self._pool.terminate()  # running tasks die mid-way: they had written nothing
-        self._pool.join()
+        processes = list(getattr(self._pool, "_processes", {}).values())  # no public handle in 3.11
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.kill()  # running tasks die mid-way: they had written nothing
+            process.join()
 
     def close(self) -> None:
-        self._pool.close()
-        self._pool.join()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _pool_init(threads: int, env: dict[str, str]) -> None:
