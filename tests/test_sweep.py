@@ -329,7 +329,9 @@ def test_pool_and_ray_fill_the_same_entries_bit_for_bit(tmp_path, tiny_bert_dir,
     pool = ResultStore(tmp_path / "pool", shipped_dir=None)
     report = run_sweep(spec, pool, workers=2, progress=False)
     assert report.workers == 2 and numbers(tmp_path / "pool") == expected
-    assert len({r.worker for r in report.records}) == 2  # both processes took tasks
+    workers = {r.worker for r in report.records}
+    assert len(workers) == 2  # both processes took tasks
+    assert sum(r.opened for r in report.records) == 2  # and each loaded the model once
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": worker_env()})
@@ -340,6 +342,7 @@ def test_pool_and_ray_fill_the_same_entries_bit_for_bit(tmp_path, tiny_bert_dir,
         assert numbers(tmp_path / "ray") == expected
         workers = {r.worker for r in report.records if r.status == "done"}
         assert all(w.split(":")[1] != str(os.getpid()) for w in workers)  # computed in Ray workers
+        assert sum(r.opened for r in report.records) == len(workers)  # one model load per worker
         again = run_sweep(spec, on_ray, executor="ray", progress=False)
         assert again.count("done") == 0 and again.notes[0].startswith("nothing to do")
     finally:

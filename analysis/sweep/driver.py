@@ -45,13 +45,14 @@ class Record:
     attempts: int = 0
     error: str = ""
     worker: str = ""
+    opened: bool = False  # the worker loaded the model and data for this task
 
     def row(self) -> dict:
         t = self.task
         return {"kind": t.kind, "method": t.method, "unit": t.unit, "label": t.label,
                 "target": t.target.label(), "digest": t.digest, "status": self.status,
                 "seconds": round(self.seconds, 3), "attempts": self.attempts, "error": self.error,
-                "worker": self.worker}
+                "worker": self.worker, "opened_model": self.opened}
 
 
 @dataclass
@@ -275,7 +276,8 @@ def _run(plan: Plan, pool, report: SweepReport, progress: bool, out) -> None:
                     continue
                 for key, result in outcome.writes:
                     plan.sessions[task.target].store.put(key, result)
-                record.status, record.seconds, record.worker = "done", outcome.seconds, outcome.worker
+                record.status, record.seconds = "done", outcome.seconds
+                record.worker, record.opened = outcome.worker, outcome.opened
                 after = plan.followers.pop(task.digest, None)
                 if after is not None:
                     session = plan.sessions[task.target]

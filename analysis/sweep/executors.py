@@ -7,7 +7,7 @@ tasks to keep in flight), ``submit(task) -> concurrent.futures.Future`` of an
 Ray cluster needs no folder shared by every node.
 
 - ``InlineExecutor``: the driver computes each task itself (``--executor local``, one worker).
-- ``PoolExecutor``: ``--executor local --workers N``: N spawned processes, each limited to
+- ``PoolExecutor``: ``--executor local --workers N``: N worker processes, each limited to
   ``threads`` torch/OpenMP threads (parallel torch processes on few cores thrash otherwise).
 - ``RayExecutor``: ``--executor ray [--address ADDR]``: one Ray task per store entry, asking for
   ``threads`` CPUs and, when the tasks run on CUDA, ``gpus_per_task`` GPUs. Ray reuses worker
@@ -21,7 +21,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from concurrent.futures import Future, ProcessPoolExecutor
+import sys
+import types
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 from analysis.errors import PrunelensError
@@ -92,8 +94,21 @@ class PoolExecutor:
         self._pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+        """A pool whose ``workers`` processes are all started now (spawned: no torch state is
+        forked), while ``__main__`` is a bare module: spawn re-runs the parent's main file in
+        every child, and a script without a main guard (a Streamlit page, a notebook's runner,
+        a test's app script) must not run there. Started processes are never replaced, so no
+        later spawn happens outside this."""
+        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_pool_init, initargs=(self.threads, worker_env()))
+        saved = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            started = [pool.submit(os.getpid) for _ in range(self.workers)]
+        finally:
+            sys.modules["__main__"] = saved
+        wait(started)
+        return pool
 
     def submit(self, task) -> Future:
         try:

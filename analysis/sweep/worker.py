@@ -30,6 +30,7 @@ class Outcome:
     writes: list  # [(Key, result)] for the driver to write
     seconds: float
     worker: str  # host:pid, for the summary
+    opened: bool = False  # whether this task had to open (load) its model and data here
 
 
 def prepare(threads: int, env: dict[str, str]) -> None:
@@ -59,7 +60,7 @@ def run_task(task, device: str = "cpu", store_dirs: tuple = (None, None), thread
 
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
-    session = _session(task.target, device)
+    session, opened = _session(task.target, device)
     store = RecordingStore(*store_dirs)
     work = replace(session, store=store)  # shares the loaded model and the evaluator
     start = time.perf_counter()
@@ -71,21 +72,23 @@ def run_task(task, device: str = "cpu", store_dirs: tuple = (None, None), thread
         train_command(work, task.method, task.param_dict())
     else:
         raise ValueError(f"unknown task kind {task.kind!r}")
-    return Outcome(store.writes, time.perf_counter() - start, f"{socket.gethostname()}:{os.getpid()}")
+    return Outcome(store.writes, time.perf_counter() - start, f"{socket.gethostname()}:{os.getpid()}",
+                   opened)
 
 
-def _session(target: Target, device: str):
+def _session(target: Target, device: str) -> tuple[Any, bool]:
+    """This process's session for ``target`` and whether it was opened just now."""
     from analysis.operations import open_session
 
     key = (target, device)
     with _sessions_lock:
         if key in _sessions:
             _sessions.move_to_end(key)
-            return _sessions[key]
+            return _sessions[key], False
     session = open_session(target.model, target.data, target.limit, device=device)
     session.evaluator  # noqa: B018 (built once here, shared by every task's view of the session)
     with _sessions_lock:
         _sessions[key] = session
         while len(_sessions) > SESSIONS_KEPT:
             _sessions.popitem(last=False)
-    return session
+    return session, True
