@@ -43,16 +43,20 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for i, (label, extra) in enumerate(CONFIGS.items()):
             store = Path(tmp) / f"store{i}"
+            summary = Path(tmp) / f"summary{i}.json"
             start = time.perf_counter()
             subprocess.run([sys.executable, "-m", "analysis.cli", "sweep", args.spec, "--store", str(store),
-                            "--quiet", *extra], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+                            "--quiet", "--json", str(summary), *extra], cwd=ROOT, check=True,
+                           stdout=subprocess.DEVNULL)
             seconds = time.perf_counter() - start
+            tasks = json.loads(summary.read_text())["tasks"]
+            compute = sum(t["seconds"] for t in tasks)  # inside the workers, loading excluded
             got = numbers(store)
             same = None if reference is None else got == reference
             reference = reference or got
             rows.append({"config": label, "seconds": round(seconds, 1), "entries": len(got),
-                         "same_numbers_as_first": same})
-            print(f"{label:<30} {seconds:7.1f} s  {len(got)} entries"
+                         "task_seconds": round(compute, 1), "same_numbers_as_first": same})
+            print(f"{label:<30} {seconds:7.1f} s  (tasks {compute:6.1f} s)  {len(got)} entries"
                   + ("" if same is None else f"  same numbers: {same}"), flush=True)
     base = rows[0]["seconds"]
     for row in rows:
