@@ -20,7 +20,9 @@ Measured (JSON keys):
 - ``physical_vs_masked``: masked (hook) forward seconds / physically pruned forward seconds at 50%
   heads (``physical_vs_masked_neuron`` at 50% neurons); > 1 is a speed-up;
 - ``precision``: what pruned masks were evaluated with (``bf16`` = checked bf16, see
-  :mod:`analysis.precision`); ``eval_fp32_p50_s`` the same slider moves on an exact fp32
+  :mod:`analysis.precision`); ``path`` and ``why``: which path that is (``checked-bf16`` or
+  ``fp32``) and the reason (the CPU's native bf16, ``$ONEDNN_MAX_CPU_ISA``, the requested
+  precision, the calibration); ``cpu_bf16_flags`` the bf16 flags found; ``eval_fp32_p50_s`` the same slider moves on an exact fp32
   evaluator; ``prediction_agreement``, ``max_mean_loss_difference``,
   ``max_abs_logit_difference_vs_fp32`` how far the default path is from the exact numbers;
 - ``rss_mb``: resident memory of this process with the model loaded and the caches warm.
@@ -41,6 +43,7 @@ import torch
 from analysis.cache import ResultStore
 from analysis.evaluate import Evaluator
 from analysis.gates import Masks
+from analysis.precision import BF16_FLAGS, cpu_flags, isa_cap
 from analysis.pruning import physically_prune, select
 
 CURVE_METHODS = ("michel", "magnitude", "random", "ablation")
@@ -165,6 +168,7 @@ def format_table(out: dict) -> str:
     lines.append(f"masked evaluation: {out.get('precision')}, threads {out.get('threads')}, "
                  f"n={out.get('data', {}).get('n')}, "
                  f"load average {out.get('load_average_before')}")
+    lines.append(f"path: {out.get('path')} (why: {out.get('why')})")
     return "\n".join(lines)
 
 
@@ -193,6 +197,9 @@ def _run(session, quick: bool, say, threads: int, store: ResultStore) -> dict:
     out["precision_calibration_s"], _, _ = timed(ev.low_encoder)
     out["precision"] = ev.masked_precision
     out["precision_note"] = ev.low_note
+    out["path"], out["why"] = ev.masked_path
+    out["cpu_bf16_flags"] = sorted(set(BF16_FLAGS) & cpu_flags())
+    out["onednn_max_cpu_isa"] = isa_cap()
     if ev.calibration is not None:
         out["precision_calibration"] = {"error": ev.calibration.error, "scale": ev.calibration.scale,
                                         "agreement_before_rechecks": ev.calibration.agreement}

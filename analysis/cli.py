@@ -1,6 +1,6 @@
 """The ``prunelens`` command line.
 
-Subcommands: ``dashboard`` (the default), ``methods``, ``score``, ``prune``, ``curve``, ``train``,
+Subcommands: ``dashboard`` (the default), ``methods``, ``score``, ``prune``, ``export``, ``curve``, ``train``,
 ``precompute``, ``sweep``, ``bench``, ``finetune``. Every analysis subcommand takes ``--model``, ``--data``,
 ``--limit`` and ``--json FILE``; progress goes to stderr. User errors print one line
 ``error: <what> (<what to do>)`` and exit with code 2; ``--debug`` shows tracebacks.
@@ -106,7 +106,8 @@ def cmd_dashboard(args) -> int:
     cmd = [sys.executable, "-m", "streamlit", "run", str(app),
            "--server.address", args.host, "--server.port", str(args.port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           "--server.maxUploadSize", "50"]
+           "--server.maxUploadSize", "50",
+           "--client.toolbarMode", "viewer"]  # no Deploy button or developer menu
     print(f"prunelens dashboard on http://{args.host}:{args.port}", file=sys.stderr)
     return _launch(cmd)
 
@@ -170,10 +171,47 @@ def cmd_prune(args) -> int:
               f"(sparsity {out['sparsity']:.1%}, {c['removed']:,} of {c['total']:,} encoder params = {c['fraction']:.1%})")
         for name in ("accuracy", "loss", "margin"):
             print(f"  {name:<9} base {b[name]:.4f}  pruned {p[name]:.4f}  delta {d[name]:+.4f} ± {d[name + '_se']:.4f}  [masked]")
+        if "flipped_count" in out:
+            n = out["flipped_count"]
+            print(f"  {n} prediction{'' if n == 1 else 's'} flipped")
         if "physical" in out:
             ph = out["physical"]
             print(f"  physically pruned: accuracy {ph['accuracy']:.4f}, max |logit diff| vs masked "
-                  f"{ph['max_abs_logit_difference']:.2e}, {ph['seconds']:.2f}s vs masked {out['masked_seconds']:.2f}s")
+                  f"{ph['max_abs_logit_difference']:.2e}, {ph['seconds']:.2f}s vs masked "
+                  f"{ph['masked_seconds']:.2f}s ({ph['timed']})")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from analysis.export import check_onnx_available, check_out_dir, export
+    from analysis.methods import get_method
+    from analysis.operations import default_unit
+    from analysis.pruning import STRUCTURED_UNITS, check_sparsity
+
+    check_sparsity(args.sparsity)  # everything is checked before the model loads
+    check_out_dir(args.out)
+    if default_unit(args.method, args.unit) not in STRUCTURED_UNITS:
+        raise ParamError(f"unit '{default_unit(args.method, args.unit)}' cannot be cut out of the "
+                         f"weights (give --unit {' or '.join(STRUCTURED_UNITS)})")
+    params = _parse_params(args.param)
+    get_method(args.method).validate(params)
+    if not args.no_onnx:
+        check_onnx_available()
+    session = _session(args)
+    out = export(session, args.method, args.sparsity, args.out, args.unit, args.scope, params,
+                 onnx=not args.no_onnx, progress=_progress_printer(not args.quiet))
+    _print_notes(session)
+    if args.json:
+        _write_json(args.json, out)
+    diff = out["max_abs_logit_difference"]
+    print(f"{out['method']} {out['unit']} at sparsity {out['sparsity']:.1%}: wrote {out['out']} "
+          f"(encoder params {out['encoder_params']['pruned']:,} of {out['encoder_params']['unpruned']:,})")
+    print(f"  reloaded vs masked max |logit diff| {diff['reloaded_vs_masked']:.2e}")
+    if "onnx" in out:
+        o = out["onnx"]
+        print(f"  ONNX vs torch max |logit diff| {diff['onnx_vs_torch_pruned']:.2e}; onnxruntime on "
+              f"{o['examples']} examples: pruned {o['seconds_pruned']:.3f}s, unpruned "
+              f"{o['seconds_unpruned']:.3f}s ({o['speedup']:.2f}x faster)")
     return 0
 
 
@@ -320,6 +358,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--physical", action="store_true", help="also slice the weights and compare")
     p.add_argument("--param", action="append", metavar="NAME=VALUE")
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("export", parents=[common], help="write the physically pruned model (+ ONNX)")
+    p.add_argument("--method", required=True)
+    p.add_argument("--sparsity", type=float, required=True, help="fraction of units removed, in [0, 1)")
+    p.add_argument("--out", required=True, help="folder to write (new, empty, or an earlier export)")
+    p.add_argument("--unit", default=None, help="head, attention, ffn or neuron")
+    p.add_argument("--scope", choices=("global", "layer"), default=None)
+    p.add_argument("--param", action="append", metavar="NAME=VALUE")
+    p.add_argument("--no-onnx", action="store_true", help="only the prunelens-loadable weights")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("curve", parents=[common], help="accuracy/loss vs sparsity for several methods")
     p.add_argument("--methods", required=True, help="comma-separated method names")

@@ -9,7 +9,8 @@ Speed (see docs/PERFORMANCE.md): masked outputs come from :mod:`analysis.fastpat
 with the reference forward; :meth:`Evaluator.evaluate_many` shares layer prefixes between masks;
 :meth:`Evaluator.estimate` answers first on a fixed random subset with its error bar. Pruned masks
 use checked bf16 where the CPU has native bf16 (:mod:`analysis.precision`: predictions equal
-fp32's; ``PRUNELENS_PRECISION=fp32`` for exact fp32 everywhere).
+fp32's; ``PRUNELENS_PRECISION=fp32`` for exact fp32 everywhere), exact fp32 elsewhere;
+:attr:`Evaluator.masked_path` says which path ran and why.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from analysis.checkpoints import checkpoint
 from analysis.data import TextData, merge_batches, tokenize_batches
 from analysis.fastpath import FastEncoder, mask_rows, prefix_keys, unsupported_reason
 from analysis.gates import Masks, gated
 from analysis.models import LoadedModel
 from analysis.precision import KNOWN_GUARD, Calibration, calibrate, recheck, resolve
+from analysis.precision import masked_path as path_choice
 
 METRICS = ("accuracy", "loss", "margin")
 FAST_TOLERANCE = 1e-4  # max |logit difference| fast vs reference path on the probe batch
@@ -175,6 +178,9 @@ class Evaluator:
     """
 
     OUTPUTS_LRU = 48
+    # the checked path's matmul dtype; ``benchmarks/precision.py --candidates`` also measures
+    # :data:`analysis.fastpath.INT8` here (it does not pay, docs/PERFORMANCE.md; not for the store)
+    low_dtype = torch.bfloat16
 
     def __init__(self, loaded: LoadedModel, data: TextData, batch_size: int = 64,
                  max_length: int = 128, device: str = "cpu", fast: bool = True,
@@ -187,6 +193,7 @@ class Evaluator:
         self._setup_lock = threading.RLock()  # the fast-path check and the bf16 calibration
         self.calibration: Calibration | None = None
         self.low_note: str | None = None
+        self._path: tuple[str, str] | None = None  # see masked_path
         self.rechecked = 0  # close calls recomputed in fp32 by the last bf16 evaluation
         self.loaded = loaded
         self.data = data
@@ -223,6 +230,7 @@ class Evaluator:
         logits = np.zeros((len(self.data), model.config.num_labels), dtype=np.float32)
         with torch.inference_mode(), gated(model, masks or Masks()):
             for batch in batches:
+                checkpoint()
                 out = model(**batch.to(self.device).model_inputs()).logits
                 logits[batch.index.numpy()] = out.float().cpu().numpy()
         return self._collect(logits, batches, limit_batches is not None)
@@ -271,29 +279,51 @@ class Evaluator:
         from analysis.precision import native_bf16
 
         reason = None
+        native = native_bf16()
+        path, why = path_choice(self.precision, native)
         if self.precision == "fp32":
             reason = "fp32 requested"
-        elif self.precision == "auto" and not native_bf16():
+        elif self.precision == "auto" and not native:
             reason = "this CPU has no native bf16 matmul"
         elif self.fast_encoder() is None or not self.batches:
             reason = "the fast path is off"
+            path, why = "fp32", f"the fast path is off ({self.fast_note or 'no data'})"
         if reason is None:
-            encoder = FastEncoder(self.loaded.model, dtype=torch.bfloat16)
+            encoder = FastEncoder(self.loaded.model, dtype=self.low_dtype)
             low = self._low_logits(encoder, None)  # (the unpruned layer inputs stay cached)
-            self.calibration, reason = calibrate(self.base_outputs.logits, low)
-            if reason is None:
+            name = "bf16" if self.low_dtype == torch.bfloat16 else "int8"
+            self.calibration, reason = calibrate(self.base_outputs.logits, low, name)
+            if reason is not None:
+                path, why = "fp32", f"checked {name} refused: {reason}"
+            else:
+                if name != "bf16":
+                    path, why = f"checked-{name}", f"{name} requested (low_dtype)"
+                why += (f"; calibration error {self.calibration.error:.3g} "
+                        f"(logit scale {self.calibration.scale:.3g})")
                 self._low = encoder
                 # pruned masks no longer start from the fp32 layer inputs: free them (re-checks
                 # run without that cache); the unpruned fp32 outputs stay in ``base_outputs``
                 self._fast.caches.pop(id(self.fast_batches), None)
                 release_free_memory()
         self.low_note = reason
+        self._path = (path, why)
         self._low_checked = True  # only once it ran to the end: an interrupted one runs again
 
     @property
+    def masked_path(self) -> tuple[str, str]:
+        """(path, why) of pruned masks' evaluation: ``"checked-bf16"`` or ``"fp32"``, and the
+        reason (the CPU's bf16 support, the requested precision, the calibration; see
+        :func:`analysis.precision.masked_path`)."""
+        self.low_encoder()
+        return self._path or ("fp32", self.low_note or "fp32")
+
+    @property
     def masked_precision(self) -> str:
-        """``"bf16"`` when pruned masks are evaluated on the checked bf16 path, else ``"fp32"``."""
-        return "bf16" if self.low_encoder() is not None else "fp32"
+        """``"bf16"`` when pruned masks are evaluated on the checked bf16 path, else ``"fp32"``
+        (``"int8"`` for the measured-only int8 candidate, which the store has no key for)."""
+        if self.low_encoder() is None:
+            return "fp32"
+        return "bf16" if self.low_dtype == torch.bfloat16 else "int8"
 
     def precision_for(self, masks: Masks | None = None) -> str:
         """The precision :meth:`outputs` uses for ``masks`` (the unpruned model is always fp32)."""
@@ -366,7 +396,7 @@ class Evaluator:
         if hit is not None:
             self._outputs_lru.move_to_end(key)
             return hit
-        if self.precision_for(masks) == "bf16":
+        if self.precision_for(masks) != "fp32":  # checked bf16 (or the int8 candidate)
             rest_rows = self.low_batches[2]
             known = self._known_exact(masks)
             # ``rest`` need not run when this mask's estimate computed it exactly

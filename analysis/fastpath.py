@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from analysis.checkpoints import checkpoint
 from analysis.gates import Masks
 from analysis.models import encoder_layers
 
@@ -74,6 +75,8 @@ def unsupported_reason(model: nn.Module) -> str | None:
             return "attention layout"
         if getattr(layer, "crossattention", None) is not None:
             return "cross-attention"
+        if getattr(attn, "num_attention_heads", None) not in (None, config.num_attention_heads):
+            return "heads cut out of the weights (a prunelens export)"
     return None
 
 
@@ -216,6 +219,39 @@ def pack_weight(w: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), 2048)
 
 
+INT8 = torch.qint8  # the "dtype" of int8 layers: per-channel int8 weights, dynamic int8 activations
+
+
+def pack_int8(w: torch.Tensor, b: torch.Tensor | None) -> tuple:
+    """``w`` (fp32) quantized per output channel (symmetric int8), with its scales and bias."""
+    w = w.detach().float()
+    scale = (w.abs().amax(1) / 127.0).clamp_min(1e-12)
+    q = torch.round(w / scale[:, None]).to(torch.int8)
+    return q.t(), scale, None if b is None else b.detach().float()
+
+
+@functools.cache
+def int8_linear_available() -> bool:
+    """Whether ``torch._int_mm`` runs here and agrees with ``F.linear`` roughly."""
+    try:
+        gen = torch.Generator().manual_seed(0)
+        w, b, x = (torch.randn(*shape, generator=gen) for shape in ((8, 16), (8,), (6, 16)))
+        y = int8_linear(x, pack_int8(w, b))
+        return bool(torch.allclose(y, F.linear(x, w, b), atol=0.3, rtol=0.05))
+    except Exception:  # noqa: BLE001 - any failure of the op means: do not use it
+        return False
+
+
+def int8_linear(x: torch.Tensor, packed: tuple) -> torch.Tensor:
+    """``x @ w.T + b`` with ``x`` quantized per row (symmetric int8), int32 accumulation."""
+    q, col, b = packed
+    x = x.float()
+    row = x.abs().amax(1, keepdim=True).clamp_min_(1e-12).div_(127.0)
+    xq = torch.round(x / row).to(torch.int8)
+    y = torch._int_mm(xq, q).float().mul_(row).mul_(col)
+    return y.add_(b) if b is not None else y
+
+
 def _is_exact_gelu(act) -> bool:
     """Whether ``act`` is the erf GELU (HF's ``gelu``), which oneDNN can fuse."""
     probe = torch.linspace(-4, 4, 33)
@@ -284,9 +320,12 @@ class LayerPlan:
     def nbytes(self) -> int:
         """Bytes of the tensors it holds, the layer's shared unsliced ones included (an upper
         bound for the plan LRU)."""
-        tensors = [self.qkv_w, self.qkv_b, self.o_w, self.o_b, self.i_w, self.i_b, self.f_w, self.f_b,
-                   *(self.packed or {}).values()]
-        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+        tensors = [self.qkv_w, self.qkv_b, self.o_w, self.o_b, self.i_w, self.i_b, self.f_w, self.f_b]
+        total = sum(t.numel() * t.element_size() for t in tensors if t is not None)
+        for pack in (self.packed or {}).values():  # an int8 pack: (weights, scales, bias)
+            parts = pack if isinstance(pack, tuple) else (pack,)
+            total += sum(t.numel() * t.element_size() for t in parts if t is not None)
+        return total
 
     @property
     def attention_active(self) -> bool:
@@ -307,12 +346,13 @@ class _Layer:
         self.size = attn.query.out_features // heads
         self.scale = float(getattr(attn, "scaling", self.size ** -0.5))
 
-        def cast(t: torch.Tensor) -> torch.Tensor:
-            return t.detach().to(dtype)  # the parameter itself when dtype matches (no copy)
+        def cast(t: torch.Tensor) -> torch.Tensor:  # int8 layers keep fp32 weights (packs are int8)
+            return t.detach().to(torch.float32 if dtype == INT8 else dtype)  # no copy when it matches
 
         # reduced precision folds the score scale into the query projection (before rounding), so
         # the scores need no extra pass; fp32 layers keep HF's order of operations exactly
-        self.q_scaled = dtype != torch.float32
+        self.int8 = dtype == INT8
+        self.q_scaled = dtype == torch.bfloat16
         q_scale = self.scale if self.q_scaled else 1.0
         self.qkv_w = cast(torch.cat([attn.query.weight * q_scale, attn.key.weight, attn.value.weight]))
         self.qkv_b = cast(torch.cat([attn.query.bias * q_scale, attn.key.bias, attn.value.bias]))
@@ -330,11 +370,18 @@ class _Layer:
         self.packs = dtype == torch.bfloat16 and packed_linear_available()
         self.fused_gelu = self.packs and _is_exact_gelu(self.act)
         self.full = {"qkv": self.qkv_w, "o": self.o_w, "i": self.i_w, "f": self.f_w}
-        self.full_packs = {name: pack_weight(w) for name, w in self.full.items()} if self.packs else {}
+        self.full_bias = {"qkv": self.qkv_b, "o": self.o_b, "i": self.i_b, "f": self.f_b}
+        if self.int8:
+            self.full_packs = {name: pack_int8(w, self.full_bias[name]) for name, w in self.full.items()}
+        else:
+            self.full_packs = {name: pack_weight(w) for name, w in self.full.items()} if self.packs else {}
 
     def matmul(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
                packed: torch.Tensor | None = None, act: bool = False) -> torch.Tensor:
         """``x @ w.T + b`` in this layer's matmul dtype (then the FFN activation when ``act``)."""
+        if self.int8:  # the bias is in the pack
+            y = int8_linear(x, packed) if packed is not None else F.linear(x.float(), w, b)
+            return self.act(y) if act else y
         x = x.to(self.dtype)
         if packed is not None:
             fuse = act and self.fused_gelu
@@ -381,7 +428,14 @@ class _Layer:
                 f_w = f_w * torch.as_tensor(np.broadcast_to(scale, (f_w.shape[1],)).copy(),
                                             dtype=f_w.dtype)
         packed = None
-        if self.packs:  # unsliced, unscaled weights reuse the layer's own packed copy
+        if self.int8:  # (int8 packs hold the bias too: reuse the layer's own only when it is the same)
+            biases = {"qkv": qkv_b, "o": o_b, "i": i_b, "f": f_b}
+            packed = {name: self.full_packs[name]
+                      if w is self.full[name] and biases[name] is self.full_bias[name]
+                      else pack_int8(w, biases[name])
+                      for name, w in (("qkv", qkv_w), ("o", o_w), ("i", i_w), ("f", f_w))
+                      if w is not None}
+        elif self.packs:  # unsliced, unscaled weights reuse the layer's own packed copy
             packed = {name: self.full_packs[name] if w is self.full[name] else pack_weight(w)
                       for name, w in (("qkv", qkv_w), ("o", o_w), ("i", i_w), ("f", f_w))
                       if w is not None}
@@ -555,6 +609,7 @@ class FastEncoder:
         out = []
         with torch.inference_mode():
             for b, batch in enumerate(batches):
+                checkpoint()  # a stale dashboard evaluation stops here (caches are filled below)
                 tokens = Tokens.of(batch.attention_mask.bool())
                 if entry is not None:
                     x = entry.states[b]

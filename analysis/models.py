@@ -153,13 +153,14 @@ def inventory_of(model: nn.Module) -> Inventory:
     attn = first.attention.self
     heads = int(model.config.num_attention_heads)
     hidden = int(model.config.hidden_size)
-    head_size = attn.query.out_features // heads
+    sliced = not hasattr(attn, "query") or getattr(attn, "num_attention_heads", heads) != heads
+    head_size = hidden // heads if sliced else attn.query.out_features // heads  # sliced: an export
     return Inventory(
         layers=len(layers),
         heads=heads,
         head_size=head_size,
         hidden=hidden,
-        ffn=int(first.intermediate.dense.out_features),
+        ffn=int(getattr(model.config, "intermediate_size", 0) or first.intermediate.dense.out_features),
         encoder_params=sum(p.numel() for layer in layers for p in layer.parameters()),
     )
 
@@ -304,6 +305,11 @@ def _load_model(spec: str) -> LoadedModel:
             raise ModelError(f"model '{spec}' was not found locally or on the hub ({msg})") from None
         raise ModelError(f"cannot read config of {spec}: {msg}") from None
     _check_architecture(config, spec)
+    if source == "folder" and (path / "prunelens_pruned.json").exists():
+        from analysis.export import load_pruned  # a `prunelens export` folder: sliced layers
+
+        model, tokenizer = load_pruned(path, config)
+        return _finish(model, tokenizer, spec, source, ["physically pruned by prunelens export"])
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
             where, trust_remote_code=False, attn_implementation="sdpa", dtype=torch.float32,

@@ -22,8 +22,15 @@ is fp32's. Losses and margins of confident examples keep a bf16 rounding error (
 docs/PERFORMANCE.md: at most a few 1e-4 on the mean loss of the default).
 
 ``auto`` uses bf16 only where the CPU multiplies bf16 natively (``avx512_bf16`` / ``amx_bf16``,
-about 2.3x the fp32 matmul throughput); elsewhere it would be slower, so ``auto`` means fp32.
-The unpruned model is always evaluated in fp32: every delta is measured against exact numbers.
+about 2.3x the fp32 matmul throughput, and oneDNN is not capped below them by
+``ONEDNN_MAX_CPU_ISA``); elsewhere it would be slower, so ``auto`` means fp32. On such CPUs both
+low-precision candidates were measured and neither pays (docs/PERFORMANCE.md, "CPUs without
+native bf16"; ``benchmarks/precision.py --candidates`` re-measures them): oneDNN's emulated bf16
+is several times *slower* than fp32, and dynamic int8 (per-channel weights, per-row activations,
+``analysis.fastpath.INT8``) is too inexact for this rule — its calibration error is ~8x bf16's,
+so a quarter to two thirds of the examples would be recomputed in fp32. :func:`masked_path`
+names the path ``auto`` takes and why. The unpruned model is always evaluated in fp32: every
+delta is measured against exact numbers.
 """
 
 from __future__ import annotations
@@ -52,14 +59,65 @@ def resolve(precision: str | None = None) -> str:
     return value
 
 
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 dot products
+ISA_ENV = "ONEDNN_MAX_CPU_ISA"  # oneDNN's own cap on the instructions it may use
+# oneDNN ISA caps that keep bf16 instructions (AVX512_CORE_BF16, AVX512_CORE_AMX, AVX10_1_512...)
+_BF16_ISA_TAGS = ("BF16", "AMX", "AVX10", "FP16")
+# measured on the 2-core machine with bf16 hidden (docs/PERFORMANCE.md, "CPUs without native bf16")
+NO_BF16_FINDINGS = ("oneDNN's emulated bf16 measured ~5x slower than fp32 per matmul; dynamic "
+                    "int8 (W8A8) changes the unpruned logits ~8x more than bf16, so 26-69% of "
+                    "the examples would be recomputed in fp32")
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``; empty where it cannot be read)."""
+    try:
+        return frozenset(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return frozenset()
+
+
+def isa_cap() -> str | None:
+    """``$ONEDNN_MAX_CPU_ISA`` upper-cased, None when unset or uncapped (``ALL``/``DEFAULT``)."""
+    cap = os.environ.get(ISA_ENV, "").strip().upper()
+    return None if cap in ("", "ALL", "DEFAULT") else cap
+
+
+def no_native_bf16_reason() -> str | None:
+    """Why bf16 products are not native here (None when they are): the flags are absent from
+    /proc/cpuinfo, or oneDNN is capped below them."""
+    if not set(BF16_FLAGS) & cpu_flags():
+        return f"no native bf16 ({'/'.join(BF16_FLAGS)} absent from /proc/cpuinfo)"
+    cap = isa_cap()
+    if cap is not None and not any(tag in cap for tag in _BF16_ISA_TAGS):
+        return f"no native bf16 ({ISA_ENV}={cap} keeps oneDNN from bf16 instructions)"
+    return None
+
+
 @functools.cache
 def native_bf16() -> bool:
-    """Whether this CPU has bf16 dot-product instructions (read from /proc/cpuinfo)."""
-    try:
-        words = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return False
-    return bool(words & {"avx512_bf16", "amx_bf16"})
+    """Whether this CPU has bf16 dot-product instructions that oneDNN may use (/proc/cpuinfo,
+    ``$ONEDNN_MAX_CPU_ISA``)."""
+    return no_native_bf16_reason() is None
+
+
+def masked_path(precision: str, native: bool | None = None) -> tuple[str, str]:
+    """(path, why) that pruned masks take before calibration: ``checked-bf16`` or ``fp32``.
+    ``precision`` is a value of :func:`resolve`; ``native`` defaults to :func:`native_bf16`."""
+    native = native_bf16() if native is None else native
+    if precision == "fp32":
+        return "fp32", f"fp32 requested ({ENV}=fp32 or precision='fp32')"
+    if precision == "bf16":
+        if native:
+            return "checked-bf16", f"bf16 requested ({ENV}=bf16); native bf16"
+        why = no_native_bf16_reason() or "no native bf16"
+        return "checked-bf16", f"bf16 requested ({ENV}=bf16) although {why}: emulated, slower"
+    if native:
+        found = ", ".join(sorted(set(BF16_FLAGS) & cpu_flags())) or "native"
+        return "checked-bf16", f"native bf16 ({found})"
+    why = no_native_bf16_reason() or "no native bf16"
+    return "fp32", f"{why}; {NO_BF16_FINDINGS}"
 
 
 def margins(logits: np.ndarray) -> np.ndarray:
@@ -95,14 +153,16 @@ def pair_error(exact: np.ndarray, low: np.ndarray) -> float:
     return float((diff.max(axis=1) - diff.min(axis=1)).max())
 
 
-def calibrate(exact: np.ndarray, low: np.ndarray) -> tuple[Calibration | None, str | None]:
-    """A :class:`Calibration`, or None and the reason bf16 must not be used."""
+def calibrate(exact: np.ndarray, low: np.ndarray, name: str = "bf16"
+              ) -> tuple[Calibration | None, str | None]:
+    """A :class:`Calibration`, or None and the reason the low precision ``name`` (whose logits
+    are ``low``) must not be used."""
     if exact.ndim != 2 or exact.shape[1] < 2:
         return None, "one output per example: no predicted class to protect"
     error = pair_error(exact, low)
     scale = logit_scale(exact)
     if not np.isfinite(error) or error > MAX_RELATIVE_ERROR * scale:
-        return None, f"bf16 changes the unpruned logits by up to {error:.3g} (scale {scale:.3g})"
+        return None, f"{name} changes the unpruned logits by up to {error:.3g} (scale {scale:.3g})"
     agreement = float(np.mean(exact.argmax(1) == low.argmax(1))) if len(exact) else 1.0
     return Calibration(error, scale, agreement), None
 

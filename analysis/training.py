@@ -89,11 +89,16 @@ def train_command(session, method_name: str, params: dict | None = None,
     return {**result, "cached": False}
 
 
+RUN_ID_LENGTH = 12  # hex digits of a run's store key that name it in links (``run=<id>``)
+
+
 def finished_runs(store, model_fingerprint: str | None = None) -> list[dict]:
-    """Training runs in the store (user and shipped), optionally for one model."""
+    """Training runs in the store (user and shipped), optionally for one model. Each carries
+    ``run_id``: the start of its store key, which (unlike its position in this list) does not
+    change when other runs finish."""
     runs = []
     for entry in store.entries("train-run"):
         key = entry.get("key", {})
         if model_fingerprint is None or key.get("model") == model_fingerprint:
-            runs.append(entry["result"])
+            runs.append({**entry["result"], "run_id": entry["digest"][:RUN_ID_LENGTH]})
     return runs

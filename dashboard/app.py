@@ -18,7 +18,7 @@ if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` from a source 
 
 from analysis.data import GLUE_TASKS  # noqa: E402
 from analysis.errors import PrunelensError  # noqa: E402
-from dashboard import jobs, state  # noqa: E402
+from dashboard import demo, jobs, state  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 # (file, title, icon, url path). The url paths differ from the file stems on purpose: a page
@@ -125,8 +125,8 @@ def _keep(choice: state.Choice) -> None:
         sb.error(str(exc))
         return
     inv = session.loaded.inventory
-    sb.success(f"**{session.loaded.name}** · {inv.layers} layers × {inv.heads} heads · "
-               f"`{session.loaded.fingerprint[:8]}`\n\n"
+    fingerprint = "" if demo.active() else f" · `{session.loaded.fingerprint[:8]}`"
+    sb.success(f"**{session.loaded.name}** · {inv.layers} layers × {inv.heads} heads{fingerprint}\n\n"
                f"**{session.data.name}** ({session.data.split}) · {len(session.data)} examples")
     for job in jobs.BOARD.running():
         sb.progress(job.fraction, text=f"training {job.method}: {job.message}")
@@ -147,6 +147,9 @@ def main() -> None:
     st.session_state["prunelens.pages"] = {p.title: p for p in pages}
     nav = st.navigation(pages)
     sidebar()
+    if demo.active():  # ?demo=1: a lecture's guided path, without developer chrome
+        demo.hide_chrome()
+        demo.guide(nav.title, {p.title: p for p in pages})
     nav.run()
 
 

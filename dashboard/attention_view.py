@@ -96,6 +96,32 @@ _MARK_JS = """
 """
 
 
+# Model view: bertviz draws a fixed 970 px wide SVG (wider than the page at 1400 px and below);
+# give it a viewBox so it scales down to the frame's width instead of scrolling sideways.
+_FIT_JS = """
+(function () {
+  const root = document.getElementById(PRUNELENS_ROOT);
+  if (!root) { return; }
+  const vis = root.querySelector('#vis');
+  function fit() {
+    const svg = vis.querySelector('svg');
+    if (!svg || svg.getAttribute('viewBox')) { return; }
+    const w = +svg.getAttribute('width'), h = +svg.getAttribute('height');
+    if (!w || !h) { return; }
+    svg.setAttribute('viewBox', '0 0 ' + w + ' ' + h);
+    svg.setAttribute('preserveAspectRatio', 'xMinYMin meet');
+    svg.setAttribute('width', '100%');
+    svg.removeAttribute('height');
+    svg.style.maxWidth = w + 'px';
+    svg.style.height = 'auto';
+  }
+  new MutationObserver(function () { window.setTimeout(fit, 0); })
+    .observe(vis, {childList: true, subtree: true});
+  window.setTimeout(fit, 0);
+})();
+"""
+
+
 @cache
 def _asset(name: str) -> str:
     text = (ASSETS / name).read_text(encoding="utf-8")
@@ -174,8 +200,13 @@ def view_html(maps: AttentionMaps, view: str = "head", layers: list[int] | None 
              "pruned": [[lay, h] for lay, h in maps.pruned_heads]}
     legend = _legend(maps, hide_pruned)
     script = _MARK_JS.replace("PRUNELENS_MARKS", json.dumps(marks))
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head>\n"
-            f"<body style=\"margin:0;background:white\">\n{legend}{html}\n"
+    if view == "model":
+        script += _FIT_JS.replace("PRUNELENS_ROOT", json.dumps(root))
+        style = ""
+    else:  # the page's Layer selector picks the layer: hide bertviz's own (one selector, not two)
+        style = f"<style>#{root} > span {{ display: none; }}</style>\n"
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">{style}</head>\n"
+            f"<body style=\"margin:0;background:white;overflow-x:hidden\">\n{legend}{html}\n"
             f"<script>\n{script}\n</script>\n</body></html>\n")
 
 
@@ -218,7 +249,9 @@ def head_figure(maps: AttentionMaps, layer: int, head: int):
         hovertemplate="from %{y}<br>to %{x}<br>weight %{z:.3f}<extra></extra>"))
     title = f"Layer {layer}, head {head}" + (" (pruned)" if pruned else "")
     side = max(320, min(720, 26 * len(labels) + 140))
-    fig.update_layout(title=title, height=side, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    fig.update_layout(title={"text": title, "yref": "container", "y": 1, "yanchor": "top",
+                             "pad": {"t": 28}},  # below the chart toolbar
+                      height=side + 28, margin={"l": 10, "r": 10, "t": 68, "b": 10},
                       xaxis={"title": "attended to", "tickangle": -60},
                       yaxis={"title": "attending token", "autorange": "reversed"})
     return fig

@@ -18,7 +18,7 @@ import streamlit as st
 
 from analysis.methods import all_methods
 from analysis.methods.base import Method, Param
-from dashboard import state
+from dashboard import demo, figures, state
 
 SLIDER_MAX_STEPS = 1000
 STRUCTURED_UNITS = ("head", "attention", "ffn", "neuron")
@@ -34,7 +34,10 @@ class WidgetSpec:
 
 def widget_spec(param: Param) -> WidgetSpec:
     """int/float with a small bounded range -> slider; unbounded, huge or log -> number input;
-    bool -> checkbox; choice -> selectbox."""
+    bool -> checkbox; choice -> selectbox. A float slider is used only when its default lies on
+    the slider's grid and its format shows the default; otherwise (and for ``log`` parameters)
+    a number input whose step is about a tenth of the default, so the default is what is shown
+    and one click changes it by a little."""
     helptext = param.help
     if param.kind == "bool":
         return WidgetSpec("checkbox", {"help": helptext})
@@ -57,22 +60,49 @@ def widget_spec(param: Param) -> WidgetSpec:
     if param.high is not None:
         kwargs["max_value"] = float(param.high)
     if bounded and not param.log:
-        kwargs["step"] = _nice_step((param.high - param.low) / 100)
-        return WidgetSpec("slider", kwargs)
+        step = float(param.step or _nice_step((param.high - param.low) / 100))
+        fmt = f"%.{_decimals(step)}f"
+        grid = (float(param.default) - param.low) / step
+        if (abs(grid - round(grid)) < 1e-6 and (param.high - param.low) / step <= SLIDER_MAX_STEPS
+                and float(fmt % param.default) == float(param.default)):
+            return WidgetSpec("slider", {**kwargs, "step": step, "format": fmt})
     kwargs["format"] = "%g"
+    kwargs["step"] = float(param.step or _nice_step_below(abs(float(param.default)) / 10 or 0.01))
     return WidgetSpec("number_input", kwargs)
 
 
+def _decimals(step: float) -> int:
+    """Decimals that show every multiple of ``step`` (0.05 -> 2, 0.1 -> 1, 10 -> 0)."""
+    from math import floor, log10
+
+    for decimals in range(0, 10):
+        if abs(round(step, decimals) - step) < step * 1e-9:
+            return decimals
+    return max(0, -floor(log10(step)) + 1)
+
+
+def _nice_step_below(raw: float) -> float:
+    """The largest of 1, 2, 5 x 10^k at most ``raw`` (a number input's step: at most 10%)."""
+    from math import floor, log10
+
+    exp = floor(log10(raw))
+    for mult in (5, 2, 1):
+        if mult * 10**exp <= raw * (1 + 1e-12):
+            return float(f"{mult}e{exp}")
+    return float(f"5e{exp - 1}")
+
+
 def _nice_step(raw: float) -> float:
+    """The smallest of 1, 2, 5 x 10^k at least ``raw``."""
     if raw <= 0:
         return 0.01
     from math import floor, log10
 
     exp = floor(log10(raw))
     for mult in (1, 2, 5, 10):
-        if mult * 10**exp >= raw:
-            return float(mult * 10**exp)
-    return float(10 ** (exp + 1))
+        if mult * 10**exp >= raw * (1 - 1e-12):
+            return float(f"{mult}e{exp}")
+    return float(f"1e{exp + 1}")
 
 
 def _coerce(param: Param, value: Any) -> Any:
@@ -87,6 +117,7 @@ def param_controls(method: Method, key_prefix: str, params: tuple[Param, ...] | 
     container = container or st
     values: dict[str, Any] = {}
     declared = method.params if params is None else params
+    own = f"{query_prefix}{method.name}."  # URL keys are per method: p.<method>.<param>
     for param in declared:
         key = f"{key_prefix}.{method.name}.{param.name}"
         spec = widget_spec(param)
@@ -94,13 +125,14 @@ def param_controls(method: Method, key_prefix: str, params: tuple[Param, ...] | 
         def cast(raw: str, p: Param = param) -> Any:
             return _coerce(p, p.parse(raw))
 
-        state.bind(key, _coerce(param, param.default), query=f"{query_prefix}{param.name}", cast=cast,
+        state.bind(key, _coerce(param, param.default), query=f"{own}{param.name}", cast=cast,
                    options=list(param.choices) if param.kind == "choice" else None)
         widget = getattr(container, spec.kind)
         widget(param.name.replace("_", " "), key=key, **spec.kwargs)
         with state.guard():
             values[param.name] = param.parse(st.session_state[key])
-    state.share(**{f"{query_prefix}{name}": value for name, value in values.items()})
+    state.clear_shared(query_prefix, keep=own)  # another method's settings never reach this one
+    state.share(**{f"{own}{name}": value for name, value in values.items()})
     return values
 
 
@@ -150,9 +182,28 @@ def explain(text: str) -> None:
     st.markdown(f"<div style='opacity:0.85'>{text}</div>", unsafe_allow_html=True)
 
 
+MARGIN_HELP = ("margin = the score of the correct answer minus the best wrong one, averaged over "
+               "the sentences: above 0 the model is right, and the larger it is, the surer it is")
+
+
+def method_caption(method: Method, container=None) -> None:
+    """The method's one plain-language sentence under its picker."""
+    if method.plain:
+        (container or st).caption(f"**{method.title or method.name}:** {method.plain}")
+
+
+def developer() -> bool:
+    """Whether developer details (fingerprints, JSON, store notes) are shown: not in demo mode."""
+    return not demo.active()
+
+
 def download_table(frame: pd.DataFrame | list[dict], name: str, key: str) -> None:
     """CSV and JSON download buttons for a table."""
     df = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
+    if not developer():  # demo mode: the CSV only
+        st.download_button("CSV", df.to_csv(index=False), file_name=f"{name}.csv", mime="text/csv",
+                           key=f"{key}.csv", on_click="ignore", icon=":material/download:")
+        return
     c1, c2 = st.columns(2)
     c1.download_button("CSV", df.to_csv(index=False), file_name=f"{name}.csv", mime="text/csv",
                        key=f"{key}.csv", on_click="ignore", icon=":material/download:")
@@ -162,16 +213,34 @@ def download_table(frame: pd.DataFrame | list[dict], name: str, key: str) -> Non
 
 
 def download_json(payload: Any, name: str, key: str, label: str = "JSON") -> None:
+    if not developer():  # demo mode hides raw JSON
+        return
     st.download_button(label, json.dumps(payload, indent=1, default=str), file_name=f"{name}.json",
                        mime="application/json", key=key, on_click="ignore", icon=":material/download:")
 
 
 def show_figure(fig: go.Figure, name: str, key: str, **chart_kwargs: Any):
-    """Draw a figure with an HTML download (plotly.js inlined, so it opens offline)."""
+    """Draw a figure with HTML (plotly.js inlined, so it opens offline), PNG and SVG downloads.
+
+    Every file is made only when its button is pressed (the data is a callable), so a page run
+    renders no image it does not need; PNG/SVG need kaleido and Chromium, else a caption says so.
+    """
+    chart_kwargs.setdefault("config", figures.CHART_CONFIG)
     event = st.plotly_chart(fig, key=key, **chart_kwargs)
-    st.download_button("Figure (HTML)", lambda: fig.to_html(include_plotlyjs=True, full_html=True),
-                       file_name=f"{name}.html", mime="text/html", key=f"{key}.html",
-                       on_click="ignore", icon=":material/download:")
+    row = st.container(horizontal=True, gap="small")
+    row.download_button("Figure (HTML)", lambda: fig.to_html(include_plotlyjs=True, full_html=True),
+                        file_name=f"{name}.html", mime="text/html", key=f"{key}.html",
+                        on_click="ignore", icon=":material/download:")
+    missing = figures.export_missing()
+    if missing:
+        st.caption(f"PNG/SVG downloads are off: {missing}.")
+        return event
+    row.download_button("PNG", lambda: figures.figure_image(fig, "png"), file_name=f"{name}.png",
+                        mime="image/png", key=f"{key}.png", on_click="ignore",
+                        icon=":material/download:", help="the figure as a PNG image (2x)")
+    row.download_button("SVG", lambda: figures.figure_image(fig, "svg"), file_name=f"{name}.svg",
+                        mime="image/svg+xml", key=f"{key}.svg", on_click="ignore",
+                        icon=":material/download:", help="the figure as an SVG vector image")
     return event
 
 
@@ -200,7 +269,8 @@ def obtain_scores(session, method: Method, unit: str, params: dict, key: str) ->
             return state.cheap_scores(session, method.name, unit, params)
     hit = state.stored(session, "scores", method.name, unit, params)
     if hit is not None:
-        st.caption(f"{method.title}: read from the result store.")
+        if developer():
+            st.caption(f"{method.title}: read from the result store.")
         return hit["scores"]
     st.info(f"**{method.title}** is expensive and these parameters are not in the store yet.")
     if st.button(f"Compute {method.name} scores for {unit}s", key=f"{key}.compute", type="primary"):

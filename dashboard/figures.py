@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 METRIC_LABELS = {"accuracy": "accuracy", "loss": "loss (cross-entropy)", "margin": "margin"}
+# panel titles sit side by side in half a page at 1024 px: one word each
+SHORT_LABELS = {"accuracy": "accuracy", "loss": "loss", "margin": "margin"}
+# the plotly toolbar only on hover (it covered titles), no plotly logo
+CHART_CONFIG = {"displayModeBar": "hover", "displaylogo": False}
+# Streamlit draws the toolbar in the top 30 px of a chart even when the pointer is elsewhere:
+# titles (and subplot titles) start below that band
+TOOLBAR_BAND = 28
 PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6",
            "#9D755D", "#BAB0AC", "#EECA3B")
 
@@ -24,11 +32,53 @@ def _rows(z) -> list[list[float]]:
 
 
 def _layout(fig: go.Figure, title: str, height: int | None = None, top: int = 50) -> go.Figure:
-    """Title, margins (``top``: more room when subplot titles sit under the title), template."""
-    fig.update_layout(title=title, margin={"l": 50, "r": 20, "t": top, "b": 40}, template="plotly_white")
+    """Title (left, below the toolbar band), margins (``top``: more room when subplot titles sit
+    under the title; the toolbar band comes on top of it), template."""
+    fig.update_layout(title={"text": title, "x": 0, "xref": "container", "xanchor": "left",
+                             "yref": "container", "y": 1, "yanchor": "top",
+                             "pad": {"t": TOOLBAR_BAND, "l": 8}, "font": {"size": 15}},
+                      margin={"l": 50, "r": 20, "t": top + TOOLBAR_BAND, "b": 40},
+                      template="plotly_white")
+    fig.update_annotations(font_size=13)  # subplot titles
     if height:
-        fig.update_layout(height=height)
+        fig.update_layout(height=height + TOOLBAR_BAND)
     return fig
+
+
+def _legend_on_top(fig: go.Figure) -> go.Figure:
+    """A horizontal legend between the title and the plot, so narrow charts keep their width."""
+    fig.update_layout(legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 1.0,
+                              "yanchor": "bottom"})
+    return fig
+
+
+@cache
+def export_missing() -> str | None:
+    """Why figures cannot be saved as PNG/SVG here (kaleido or a Chromium missing), else None."""
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        return "kaleido is not installed (pip install 'kaleido>=1')"
+    try:
+        from choreographer.browsers.chromium import Chromium
+
+        if Chromium.find_browser(skip_local=False):
+            return None
+    except Exception:  # noqa: BLE001 (an unexpected choreographer version: say what to install)
+        pass
+    return "no Chromium or Chrome found for kaleido (apt-get install chromium, or set BROWSER_PATH)"
+
+
+def figure_image(fig: go.Figure, fmt: str = "png", width: int = 1000, scale: float = 2.0) -> bytes:
+    """The figure as PNG (``scale`` × ``width`` pixels wide) or SVG bytes, drawn by kaleido."""
+    if fmt not in ("png", "svg"):
+        raise ValueError(f"unknown image format '{fmt}' (use png or svg)")
+    kwargs = {"format": fmt, "width": width, "height": fig.layout.height or 450,
+              "scale": scale if fmt == "png" else 1}
+    try:
+        return fig.to_image(**kwargs)
+    except Exception:  # noqa: BLE001 (a browser start that timed out on a busy machine: once more)
+        return fig.to_image(**kwargs)
 
 
 def head_heatmap(scores, title: str = "Head importance", colorbar: str = "score",
@@ -58,9 +108,11 @@ def head_heatmap(scores, title: str = "Head importance", colorbar: str = "score"
             x=[selected[1]], y=[selected[0]], mode="markers", hoverinfo="skip", showlegend=False,
             marker={"symbol": "square-open", "size": max(10, min(44, 380 // max(heads, layers, 1))),
                         "color": "red", "line": {"width": 3}}, name="selected"))
-    fig.update_xaxes(title="head", tickmode="linear", dtick=1, showgrid=False, zeroline=False)
-    fig.update_yaxes(title="layer", tickmode="linear", dtick=1, autorange="reversed", showgrid=False,
-                     zeroline=False)
+    # fixed ranges: the overlay's markers would otherwise pad the axes (a "-1" and a "12" head)
+    fig.update_xaxes(title="head", tickmode="linear", dtick=1, showgrid=False, zeroline=False,
+                     range=[-0.5, heads - 0.5])
+    fig.update_yaxes(title="layer", tickmode="linear", dtick=1, showgrid=False, zeroline=False,
+                     range=[layers - 0.5, -0.5])
     fig.update_layout(clickmode="event+select", dragmode=False)
     return _layout(fig, title, height=max(260, 40 * layers + 120))
 
@@ -106,7 +158,7 @@ def neuron_distribution(scores, title: str = "Neuron importance per layer") -> g
 
 def mask_heatmap(mask, unit: str, title: str | None = None) -> go.Figure:
     """Kept (1) / pruned (0) units: a two-colour heatmap (heads, neurons) or bars (blocks)."""
-    title = title or f"Mask over {unit}s (dark = pruned)"
+    title = title or f"{unit} mask (dark = pruned)"
     rows = mask if hasattr(mask, "__len__") else [mask]
     if rows and not hasattr(rows[0], "__len__"):
         return block_bars([float(v) for v in rows], unit, title, highlight=[int(v) for v in rows])
@@ -122,9 +174,10 @@ def mask_heatmap(mask, unit: str, title: str | None = None) -> go.Figure:
 
 
 def delta_bars(delta: dict, metrics: Sequence[str] = ("accuracy", "loss", "margin"),
-               label: str = "masked", title: str = "Change against the unpruned model") -> go.Figure:
+               label: str = "masked", title: str = "Change vs the unpruned model") -> go.Figure:
     """One panel per metric: pruned − unpruned with ± 1 standard-error bars (paired)."""
-    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[METRIC_LABELS.get(m, m) for m in metrics])
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[SHORT_LABELS.get(m, m) for m in metrics],
+                        horizontal_spacing=0.2)
     for i, metric in enumerate(metrics):
         value = float(delta.get(metric, 0.0))
         se = delta.get(f"{metric}_se")
@@ -135,6 +188,8 @@ def delta_bars(delta: dict, metrics: Sequence[str] = ("accuracy", "loss", "margi
             marker_color=PALETTE[2] if good else PALETTE[3], name=metric, showlegend=False,
             hovertemplate=f"Δ {metric}: %{{y:.4g}} ± {se:.3g}<extra></extra>"), row=1, col=i + 1)
         fig.add_hline(y=0, line_color="#888", line_width=1, row=1, col=i + 1)
+    fig.update_yaxes(tickfont_size=10)
+    fig.update_xaxes(showticklabels=False)  # one bar per panel; its label is in the hover
     return _layout(fig, title, height=340, top=80)
 
 
@@ -197,11 +252,12 @@ def sigma_chart(rows: Sequence[dict], cap: float | None = None, title: str = "La
         fig.add_trace(go.Bar(x=[r["layer"] for r in pts], y=[r["sigma"] for r in pts], name=name,
                              marker_color=PALETTE[i % len(PALETTE)]))
     if cap is not None:
-        fig.add_hline(y=float(cap), line_dash="dash", annotation_text=f"cap c = {cap:g}")
+        fig.add_hline(y=float(cap), line_dash="dash", annotation_text=f"cap c = {cap:g}",
+                      annotation_position="top left", annotation_bgcolor="rgba(255,255,255,0.8)")
     fig.update_layout(barmode="group")
     fig.update_xaxes(title="layer", tickmode="linear", dtick=1)
     fig.update_yaxes(title="σ_max")
-    return _layout(fig, title, height=380)
+    return _legend_on_top(_layout(fig, title, height=400, top=75))
 
 
 def histograms(samples: dict[str, Sequence[float]], title: str, x_title: str = "value",
@@ -248,8 +304,9 @@ def bars(labels: Sequence[str], values: Sequence[float], title: str, y_title: st
 
 
 def binned_histograms(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str,
-                      x_title: str = "value") -> go.Figure:
-    """Overlaid histograms given as ``{name: (counts, edges)}`` (``len(edges) == len(counts) + 1``)."""
+                      x_title: str = "value", log_y: bool = False) -> go.Figure:
+    """Overlaid histograms given as ``{name: (counts, edges)}`` (``len(edges) == len(counts) + 1``);
+    ``log_y``: counts on a log scale (a tall spike no longer flattens the rest)."""
     fig = go.Figure()
     for i, (name, (counts, edges)) in enumerate(series.items()):
         edges = [float(e) for e in edges]
@@ -259,8 +316,8 @@ def binned_histograms(series: dict[str, tuple[Sequence[float], Sequence[float]]]
             name=name, opacity=0.55, marker_color=PALETTE[i % len(PALETTE)]))
     fig.update_layout(barmode="overlay", bargap=0)
     fig.update_xaxes(title=x_title)
-    fig.update_yaxes(title="count")
-    return _layout(fig, title, height=300)
+    fig.update_yaxes(title="count (log scale)" if log_y else "count", type="log" if log_y else "linear")
+    return _legend_on_top(_layout(fig, title, height=300, top=70))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -333,7 +390,7 @@ def evaluation_bars(rows: Sequence[dict], metrics: Sequence[str] = ("accuracy", 
                     label_key: str = "label", title: str = "Evaluation") -> go.Figure:
     """One panel per metric, one bar per row (``row[metric]``, ± ``row[metric + '_se']``)."""
     fig = make_subplots(rows=1, cols=len(metrics),
-                        subplot_titles=[METRIC_LABELS.get(m, m) for m in metrics])
+                        subplot_titles=[SHORT_LABELS.get(m, m) for m in metrics])
     labels = [str(r[label_key]) for r in rows]
     for i, metric in enumerate(metrics):
         values = [r.get(metric) for r in rows]

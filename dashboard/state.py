@@ -90,7 +90,7 @@ def cached_data(spec: str, limit: int | None, upload_digest: str | None, _upload
     return load_data(spec, split="dev", limit=limit)
 
 
-@st.cache_resource(max_entries=4)
+@st.cache_resource(show_spinner=False, max_entries=4)  # the sidebar shows "Loading…"
 def cached_session(model: str, data: str, limit: int | None, upload_digest: str | None,
                    store_dir: str, _upload: bytes | None) -> Session:
     loaded = cached_model(model)
@@ -175,37 +175,49 @@ def _parse_bool(raw: str) -> bool:
     return str(raw).strip().lower() in ("1", "true", "yes", "on")
 
 
+KEPT_KEY = "prunelens.kept"  # the last value of every bound widget key, outliving its widget
+
+
 def bind(key: str, default: Any, query: str | None = None, cast: Callable[[str], Any] | None = None,
          options: list | tuple | None = None) -> Any:
-    """Initialise ``st.session_state[key]`` once: from the URL parameter ``query`` (if given) when
-    it parses (and is one of ``options`` if given), else ``default``. Returns the current value."""
+    """Give ``st.session_state[key]`` its value for this run, before its widget is drawn: the
+    current value; else the value it had when its widget was last drawn (Streamlit drops the
+    state of a widget that one run did not draw, e.g. another method's parameters); else the URL
+    parameter ``query`` when it parses (and is one of ``options`` if given); else ``default``.
+    The value is written back every run, so a redrawn widget shows it instead of its minimum."""
+    kept = st.session_state.setdefault(KEPT_KEY, {})
     if key in st.session_state:
         value = st.session_state[key]
-        if options is not None and value not in options:
-            st.session_state[key] = default
-        return st.session_state[key]
-    value = default
-    raw = st.query_params.get(query) if query else None
-    if raw is not None:
-        try:
-            if cast is not None:
-                parsed = cast(raw)
-            elif isinstance(default, bool):
-                parsed = _parse_bool(raw)
-            elif isinstance(default, int):
-                parsed = int(raw)
-            elif isinstance(default, float):
-                parsed = float(raw)
-            else:
-                parsed = raw
-            if options is None or parsed in options:
-                value = parsed
-        except (ValueError, TypeError, PrunelensError):
-            pass
+    elif key in kept:
+        value = kept[key]
+    else:
+        value = _from_query(query, default, cast, options)
     if options is not None and value not in options:
-        value = options[0] if options else value
+        value = default if default in options or not options else options[0]
     st.session_state[key] = value
+    kept[key] = value
     return value
+
+
+def _from_query(query: str | None, default: Any, cast: Callable[[str], Any] | None,
+                options: list | tuple | None) -> Any:
+    raw = st.query_params.get(query) if query else None
+    if raw is None:
+        return default
+    try:
+        if cast is not None:
+            parsed = cast(raw)
+        elif isinstance(default, bool):
+            parsed = _parse_bool(raw)
+        elif isinstance(default, int):
+            parsed = int(raw)
+        elif isinstance(default, float):
+            parsed = float(raw)
+        else:
+            parsed = raw
+    except (ValueError, TypeError, PrunelensError):
+        return default
+    return parsed if options is None or parsed in options else default
 
 
 def share(**values: Any) -> None:
@@ -220,10 +232,22 @@ def share(**values: Any) -> None:
             st.query_params[name] = text
 
 
-def clear_shared(prefix: str) -> None:
+def clear_shared(prefix: str, keep: str | None = None) -> None:
+    """Remove the URL parameters starting with ``prefix`` (except those starting with ``keep``)."""
     for name in list(st.query_params):
-        if name.startswith(prefix):
+        if name.startswith(prefix) and not (keep and name.startswith(keep)):
             del st.query_params[name]
+
+
+@contextmanager
+def cancellable():
+    """Let Streamlit stop the evaluations inside when a newer rerun (a newer slider move) is
+    asked for: every evaluation batch reads the session state, one of Streamlit's yield points
+    (see :mod:`analysis.checkpoints`)."""
+    from analysis.checkpoints import checkpoints
+
+    with checkpoints(lambda: st.session_state.get(CHOICE_KEY)):
+        yield
 
 
 @contextmanager
@@ -283,7 +307,8 @@ def _prune(_session: Session, sid: str, method: str, unit: str, params_json: str
     from analysis.operations import prune
 
     return prune(_session, method, sparsity=sparsity, unit=unit, scope=scope, params=json.loads(params_json),
-                 physical=physical, threshold=threshold, keep_one_per_layer=keep_one)
+                 physical=physical, threshold=threshold, keep_one_per_layer=keep_one,
+                 flips=False)  # the page lists flips itself (dashboard/export_view.py), on demand
 
 
 def prune_result(session: Session, method: str, unit: str, params: dict, sparsity: float | None,

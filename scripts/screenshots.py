@@ -2,13 +2,17 @@
 
     python scripts/screenshots.py [--model default] [--data default] [--limit 256]
                                   [--out docs/screenshots] [--only Attention,Prune]
+                                  [--widths 1024,1440]
 
 Starts ``streamlit run dashboard/app.py`` on a free localhost port (result store in a temp
 folder unless ``--store`` is given, so the shipped cached results are used and nothing is
 written to the user's store), opens each page of the sidebar navigation with the chosen model
 and data in the URL, waits until it has finished running and its charts have drawn, and writes
-``<out>/<page>.png`` (the Attention page twice: head view and model view). Without the embedded
-default checkpoint it falls back to the tiny random test BERT, and says so.
+``<out>/<page>_<width>.png`` for every width (projector-sized 1024 px and a 1440 px laptop; the
+Attention page twice: head view and model view; Model & data once more in demo mode), plus
+``<out>/prune.png`` (the widest Prune shot, shown by the README). Each PNG is reduced to 256
+colours so the committed files stay small. Without the embedded default checkpoint it falls
+back to the tiny random test BERT, and says so.
 
 Needs chromium + chromium-driver (Debian) and selenium (pip), like tests/test_browser.py.
 """
@@ -45,7 +49,9 @@ PAGE_QUERY = {
     "Attention": {"mask": "magnitude", "sparsity": "0.3", "view": "head",
                   "text": "a gripping, funny and moving film with a weak plot"},
 }
-EXTRA_SHOTS = {"Attention": [("attention_model_view", {"view": "model"})]}
+EXTRA_SHOTS = {"Attention": [("attention_model_view", {"view": "model"})],
+               "Model & data": [("model_data_demo", {"demo": "1"})]}
+README_SHOT = "prune"  # docs/screenshots/prune.png, at the widest width
 
 
 def slug(title: str) -> str:
@@ -72,6 +78,14 @@ def _settle(driver, title: str, timeout: float) -> None:
              timeout, f"the title of {title}")
     time.sleep(1.0)
     wait_idle(driver, timeout)
+    # at narrow widths the status widget says only "Stop" (no "Running…"): wait for it too
+    wait_for(driver, lambda d: not any(e.is_displayed() and ("Stop" in (e.text or "") or "Running" in (e.text or ""))
+                                       for e in d.find_elements(By.CSS_SELECTOR, "[data-testid='stStatusWidget']")),
+             timeout, "the app to stop running")
+    if title == "Prune":
+        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-testid='stMetric']"), timeout,
+                 "the pruning numbers")
+        wait_idle(driver, timeout)
     if title == "Attention":
         wait_for(driver, lambda d: (i := bertviz_drawn(d)) and i["lines"], timeout,
                  "the bertviz view")
@@ -80,13 +94,41 @@ def _settle(driver, title: str, timeout: float) -> None:
         wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".stPlotlyChart .main-svg"))
                  >= 1, timeout, "plotly charts")
     time.sleep(1.5)  # let plotly and bertviz finish their transitions
+    # park the pointer on the page title: a chart under it would show its hover toolbar
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(driver).move_to_element(driver.find_element(By.CSS_SELECTOR, "h1")).perform()
+    time.sleep(0.3)
+
+
+def shrink(path: Path) -> None:
+    """Cut the empty space below the page and rewrite the screenshot as a 256-colour PNG (a
+    third of the size or less, still sharp)."""
+    try:
+        from PIL import Image
+    except ImportError:  # pillow missing: keep the full-colour file
+        return
+    from PIL import ImageChops
+
+    with Image.open(path) as img:
+        rgb = img.convert("RGB")
+    # cut the empty page below the content (the window is taller than most pages)
+    main = rgb.crop((rgb.width // 3, 0, rgb.width, rgb.height))
+    background = Image.new("RGB", main.size, main.getpixel((main.width - 1, main.height - 1)))
+    box = ImageChops.difference(main, background).getbbox()
+    if box is not None and box[3] + 40 < rgb.height:
+        rgb = rgb.crop((0, 0, rgb.width, box[3] + 40))
+    small = rgb.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    small.save(path, optimize=True)
 
 
 def take(driver, url: str, title: str, path: Path, timeout: float) -> None:
     driver.get(url)
     _settle(driver, title, timeout)
     driver.save_screenshot(str(path))
-    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}", file=sys.stderr)
+    shrink(path)
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    print(f"wrote {shown} ({path.stat().st_size // 1024} KB)", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,8 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
     parser.add_argument("--store", default=None, help="result store folder (default: a temp one)")
     parser.add_argument("--only", default="", help="comma-separated page titles")
-    parser.add_argument("--width", type=int, default=1440)
-    parser.add_argument("--height", type=int, default=1500)
+    parser.add_argument("--widths", default="1024,1440",
+                        help="comma-separated window widths in pixels (one shot of each page per width)")
+    parser.add_argument("--height", type=int, default=2200,
+                        help="window height: tall enough for the charts below the controls")
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds to wait per page")
     args = parser.parse_args(argv)
 
@@ -118,25 +162,32 @@ def main(argv: list[str] | None = None) -> int:
         query["limit"] = str(args.limit)
     env = {"PRUNELENS_CACHE": args.store or str(work / "store")}
     only = {t.strip() for t in args.only.split(",") if t.strip()}
+    widths = sorted({int(w) for w in args.widths.split(",") if w.strip()})
+    if not widths:
+        print("error: --widths names no width (give e.g. 1024,1440)", file=sys.stderr)
+        return 2
 
-    with dashboard_server(env=env, query=query, timeout=90) as server, \
-            chromium(args.width, args.height) as driver:
-        driver.get(server.url())
-        # the very first run may still show Streamlit's legacy pages/ list ("app", ...)
-        pages = wait_for(driver, lambda d: (links := nav_links(d)) and "Attention" in links
-                         and "app" not in links and links, 90, "the sidebar navigation")
-        for title, url in pages.items():
-            if only and title not in only:
-                continue
-            page_query = {**query, **PAGE_QUERY.get(title, {})}
-            take(driver, with_query(url, page_query), title, out / f"{slug(title)}.png",
-                 args.timeout)
-            for name, extra in EXTRA_SHOTS.get(title, []):
-                take(driver, with_query(url, {**page_query, **extra}), title, out / f"{name}.png",
-                     args.timeout)
-        outside = [u for u in external_requests(driver) if "materialsymbols" not in u]
-        if outside:
-            print(f"warning: requests left localhost: {outside[:5]}", file=sys.stderr)
+    with dashboard_server(env=env, query=query, timeout=90) as server:
+        for width in widths:
+            with chromium(width, args.height) as driver:
+                driver.get(server.url())
+                # the very first run may still show Streamlit's legacy pages/ list ("app", ...)
+                pages = wait_for(driver, lambda d: (links := nav_links(d)) and "Attention" in links
+                                 and "app" not in links and links, 90, "the sidebar navigation")
+                for title, url in pages.items():
+                    if only and title not in only:
+                        continue
+                    page_query = {**query, **PAGE_QUERY.get(title, {})}
+                    path = out / f"{slug(title)}_{width}.png"
+                    take(driver, with_query(url, page_query), title, path, args.timeout)
+                    if slug(title) == README_SHOT and width == widths[-1]:
+                        (out / f"{README_SHOT}.png").write_bytes(path.read_bytes())
+                    for name, extra in EXTRA_SHOTS.get(title, []):
+                        take(driver, with_query(url, {**page_query, **extra}), title,
+                             out / f"{name}_{width}.png", args.timeout)
+                outside = [u for u in external_requests(driver) if "materialsymbols" not in u]
+                if outside:
+                    print(f"warning: requests left localhost: {outside[:5]}", file=sys.stderr)
     return 0
 
 

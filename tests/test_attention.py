@@ -269,7 +269,7 @@ def test_attention_page(tiny_bert_dir, tiny_csv, tmp_path, monkeypatch):
     marks = _marks(at)
     assert marks["view"] == "head" and len(marks["pruned"]) == 2
     labels = [b.proto.label for b in at.get("download_button")]
-    assert {"View (HTML, works offline)", "Attention (JSON)", "Attention (CSV)"} <= set(labels)
+    assert {"View (HTML)", "Attention (JSON)", "Attention (CSV)"} <= set(labels)
 
     at.slider(key="att.sparsity").set_value(0.5).run()
     assert not at.exception

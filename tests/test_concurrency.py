@@ -245,9 +245,9 @@ def _expected(plans, models, csv, store_dir: Path) -> dict:
         for s in plan.sparsities:
             r = prune(session, plan.method, s, "head")
             out[(plan.model, plan.limit, plan.method, s)] = {
-                "loss (masked)": f"{r['pruned']['loss']:.3f}",
-                "margin (masked)": f"{r['pruned']['margin']:.3f}",
-                "accuracy (masked)": f"{r['pruned']['accuracy']:.3f}"}
+                "loss": f"{r['pruned']['loss']:.3f}",
+                "margin": f"{r['pruned']['margin']:.3f}",
+                "accuracy": f"{r['pruned']['accuracy']:.3f}"}
     return out
 
 

@@ -249,11 +249,29 @@ def test_bench_reports_the_checked_bf16_path(tiny_session, monkeypatch):
     monkeypatch.setenv("PRUNELENS_PRECISION", "bf16")
     out = run_bench(tiny_session, quick=True, threads=1, progress=lambda msg: None)
     assert out["precision"] == "bf16", out["precision_note"]
+    assert out["path"] == "checked-bf16" and "calibration error" in out["why"]
     assert out["prediction_agreement"] == 1.0  # close calls were recomputed in fp32
     assert 0 < out["max_abs_logit_difference_vs_fp32"] < 0.1
     assert out["slider_max_abs_logit_difference"] < ATOL  # the exact evaluator stays exact
     assert all(n >= 1 for n in out["slider_rechecked"])
     assert "prediction agreement" in format_table(out)
+
+
+def test_bench_names_the_path_and_why_on_a_cpu_without_native_bf16(tiny_session, monkeypatch):
+    from analysis import precision
+    from analysis.bench import format_table, run_bench
+
+    precision.native_bf16.cache_clear()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # simulated: oneDNN may not use bf16
+    try:
+        out = run_bench(tiny_session, quick=True, threads=1, progress=lambda msg: None)
+    finally:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+        precision.native_bf16.cache_clear()
+    assert out["path"] == "fp32" and out["precision"] == "fp32"
+    assert out["why"].startswith("no native bf16 (ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN from bf16")
+    assert out["onednn_max_cpu_isa"] == "AVX2"
+    assert f"path: fp32 (why: {out['why']})" in format_table(out)
 
 
 def test_layer_row_key_distinguishes_gates():

@@ -315,3 +315,71 @@ def test_a_session_asking_during_the_fast_path_check_waits_for_it(tiny_session):
     assert seen["first"] is not None and seen["second"] is seen["first"]
     masks = Masks(head=np.array([[1, 0, 1, 1], [1, 1, 1, 1]], np.float32))
     assert ev.precision_for(masks) == "bf16"
+
+
+# -- CPUs without native bf16 (simulated: flags hidden or oneDNN capped by ONEDNN_MAX_CPU_ISA) ----
+
+
+@pytest.fixture()
+def no_bf16_cpu(monkeypatch):
+    """This process as seen on a CPU whose oneDNN may not use bf16 instructions."""
+    precision.native_bf16.cache_clear()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    yield
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    precision.native_bf16.cache_clear()
+
+
+def test_native_bf16_reads_the_flags_and_the_onednn_isa_cap(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
+    assert "avx512_bf16/amx_bf16 absent" in precision.no_native_bf16_reason()
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512_bf16", "amx_bf16"}))
+    for cap, native in (("", True), ("ALL", True), ("avx512_core_bf16", True), ("AVX512_CORE_AMX", True),
+                        ("AVX512_CORE_VNNI", False), ("AVX2", False)):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert (precision.no_native_bf16_reason() is None) is native, cap
+    assert "ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN from bf16" in precision.no_native_bf16_reason()
+
+
+def test_auto_on_a_cpu_without_native_bf16_is_fp32_and_says_why(tiny_session, no_bf16_cpu):
+    assert not precision.native_bf16()
+    ev = Evaluator(tiny_session.loaded, tiny_session.data, batch_size=8, precision="auto")
+    path, why = ev.masked_path
+    assert path == "fp32" and ev.masked_precision == "fp32" and ev.low_encoder() is None
+    assert "no native bf16 (ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI" in why
+    assert "emulated bf16" in why and "int8" in why  # the measured alternatives, and why not
+    forced = Evaluator(tiny_session.loaded, tiny_session.data, batch_size=8, precision="bf16")
+    path, why = forced.masked_path
+    assert path == "checked-bf16" and "although no native bf16" in why and "calibration error" in why
+
+
+def test_paths_name_themselves_on_a_native_bf16_cpu(tiny_session, monkeypatch):
+    monkeypatch.setattr(precision, "native_bf16", lambda: True)
+    ev = Evaluator(tiny_session.loaded, tiny_session.data, batch_size=8, precision="auto")
+    assert ev.masked_path[0] == "checked-bf16" and ev.masked_path[1].startswith("native bf16")
+    exact = Evaluator(tiny_session.loaded, tiny_session.data, batch_size=8, precision="fp32")
+    assert exact.masked_path == ("fp32", "fp32 requested (PRUNELENS_PRECISION=fp32 or precision='fp32')")
+
+
+@pytest.mark.parametrize("kind", ["head", "neuron"])
+def test_int8_candidate_under_the_shared_rule_keeps_fp32_predictions(tiny_session, monkeypatch, kind):
+    """The int8 candidate measured for such CPUs goes through the same calibration and re-checks."""
+    from analysis.fastpath import INT8, int8_linear_available
+
+    assert int8_linear_available()
+    monkeypatch.setattr(precision, "MAX_RELATIVE_ERROR", float("inf"))  # as --candidates does
+    low = Evaluator(tiny_session.loaded, tiny_session.data, batch_size=8, precision="bf16")
+    low.low_dtype = INT8
+    exact = Evaluator(tiny_session.loaded, tiny_session.data, batch_size=8, precision="fp32")
+    assert low.masked_path[0] == "checked-int8" and low.calibration.error > 0
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        if kind == "head":
+            masks = Masks(head=(rng.random((2, 4)) > 0.5).astype(np.float32))
+        else:
+            masks = Masks(neuron=(rng.random((2, 24)) > 0.5).astype(np.float32))
+        assert low.precision_for(masks) == "int8"
+        a, b = low.outputs(masks), exact.outputs(masks)
+        np.testing.assert_array_equal(a.logits.argmax(1), b.logits.argmax(1))
+        assert low.rechecked >= precision.GUARD_SIZE
+        assert 0 < np.abs(a.logits - b.logits).max() < 0.5  # really int8, and close

@@ -34,6 +34,7 @@ class Ablation(Method):
 METHOD = Ablation(
     name="ablation",
     title="Leave-one-out ablation",
+    plain="Switch each unit off on its own and measure how much worse the model gets: slow, but the most direct answer.",
     summary="Loss increase when each unit alone is masked: the reference ranking. Expensive, cached.",
     units=("head", "attention", "ffn"),
     params=(Param("metric", "choice", "loss", "what the ablation measures", choices=("loss", "accuracy", "margin")),),

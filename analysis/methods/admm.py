@@ -439,7 +439,7 @@ TRAIN_PARAMS = (
           choices=("prox", "gradient")),
     Param("rho0", "float", 0.02, "initial ADMM penalty ρ", 1e-7, 1e3, log=True),
     Param("rho_growth", "float", 1.5, "ρ is multiplied by this after every iteration", 1.0, 10.0),
-    Param("decay", "float", 2e-4, "SR-STE decay λ on the pruned weights", 0.0, 1.0),
+    Param("decay", "float", 2e-4, "SR-STE decay λ on the pruned weights", 0.0, 1.0, log=True),
     Param("finetune_baseline", "bool", False, "also give the one-shot projection the same SR-STE "
           "fine-tune (no ADMM), to separate ADMM's gain from the fine-tune's"),
     SEED,
@@ -566,6 +566,7 @@ NM_PARAMS = (
 METHOD = Admm(
     name="admm",
     title="ADMM N:M pattern pruning",
+    plain="Keep only N of every M neighbouring weights (a pattern hardware can speed up); a unit scores high when most of its weight survives that cut.",
     summary="Share of each unit's weight norm that survives a one-shot magnitude N:M projection "
             "(keep N of every M consecutive input weights); training mode runs ADMM + SR-STE.",
     units=("head", "attention", "ffn", "neuron"),

@@ -27,6 +27,7 @@ def _run_quant(session, params, progress=no_progress) -> dict:
 METHOD = AdmmQuant(
     name="admm-quant",
     title="ADMM k-bit quantization",
+    plain="Round every weight to a few levels (k bits); a unit scores high when rounding leaves its weights nearly intact.",
     summary="Share of each unit's squared weight norm left intact by plain per-channel k-bit "
             "rounding; training mode runs ADMM with a k-bit Z-step and a straight-through fine-tune.",
     units=("head", "attention", "ffn", "neuron"),

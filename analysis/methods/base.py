@@ -39,7 +39,8 @@ class Param:
     low: float | None = None
     high: float | None = None
     choices: tuple = ()
-    log: bool = False  # the UI may use a log-scale control
+    log: bool = False  # spans orders of magnitude: the UI uses a number input stepping by ~10%
+    step: float | None = None  # the UI's step for a float slider (default: 1/100 of the range)
 
     def parse(self, raw: Any) -> Any:
         """Validate and convert ``raw`` (a CLI string or a widget value)."""
@@ -87,6 +88,8 @@ class Param:
             d["range"] = [self.low, self.high]
         if self.choices:
             d["choices"] = list(self.choices)
+        if self.log:
+            d["scale"] = "log"
         return d
 
 
@@ -126,6 +129,7 @@ class Method:
     paper: str = ""
     trainer: Any = None  # analysis.training.Trainer for methods with a training mode
     evaluates_masks: bool = False  # scores are masked evaluations (their precision is in the key)
+    plain: str = ""  # one plain-language sentence for the dashboard (``summary`` is for the CLI)
 
     def param(self, name: str) -> Param:
         for p in self.params:

@@ -41,6 +41,7 @@ class Magnitude(Method):
 METHOD = Magnitude(
     name="magnitude",
     title="Weight magnitude",
+    plain="Units with bigger weights count as more important: the simplest possible guess.",
     summary="L2 norm of the weights each unit owns (a head: its Q/K/V rows and O columns).",
     units=("head", "attention", "ffn", "neuron"),
     params=(),

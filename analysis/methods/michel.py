@@ -47,6 +47,7 @@ class Michel(Method):
 METHOD = Michel(
     name="michel",
     title="Michel et al. gradient importance",
+    plain="Give each unit a volume knob and measure how strongly the loss reacts when the knob is nudged: a strong reaction means an important unit.",
     summary="E|dL/dξ| for a gate ξ=1 on each unit, on the task loss; L2-normalized per layer.",
     units=("head", "attention", "ffn", "neuron"),
     params=(Param("normalize", "bool", True, "L2-normalize scores within each layer (as in their code)"),),

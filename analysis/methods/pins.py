@@ -420,14 +420,14 @@ def _trainer():
             Param("batch_size", "int", 16, "training batch size", 1, 512),
             Param("lr", "float", 1e-4, "AdamW learning rate (constant)", 1e-7, 1.0, log=True),
             Param("eta", "float", 1e-4, "η in S = −θ·g + η·g² (the step size; usually = lr)",
-                  0.0, 1.0),
+                  0.0, 1.0, log=True),
             Param("beta1", "float", 0.85, "EMA factor of the importance Ī", 0.0, 0.9999),
             Param("beta2", "float", 0.99, "EMA factor of the uncertainty U", 0.0, 0.9999),
             Param("prune_every", "int", 10, "steps between pruning steps (and teacher refreshes)", 1, 10000),
             Param("warmup", "float", 0.1, "fraction of steps before pruning starts", 0.0, 0.95),
             Param("final", "float", 0.3, "fraction of steps fine-tuned at the target sparsity", 0.0, 0.95),
             Param("temperature", "float", 2.0, "softening temperature T of self-regularization",
-                  0.1, 100.0),
+                  0.1, 100.0, step=0.1),
             Param("absolute", "bool", True, "rank weights by |Ī|·U (false: the signed Ī·U)"),
             Param("compare_self_reg", "bool", True, "also run without self-regularization"),
             Param("baseline", "choice", "oneshot", "magnitude baseline at the same weight sparsity: "
@@ -445,13 +445,14 @@ def _trainer():
 METHOD = Pins(
     name="pins",
     title="PINS principled importance",
+    plain="Estimate for every weight how much the loss would change without it, smooth that over several batches, and add it up per unit.",
     summary="S = −θ·g + η·g² per weight, PLATON-smoothed (Ī·U), summed to heads, neurons and blocks; "
             "training mode prunes iteratively with self-regularization.",
     units=("head", "attention", "ffn", "neuron"),
     params=(
         Param("batches", "int", 8, "batches the scores are accumulated over (no updates)", 1, 1000),
         Param("batch_size", "int", 16, "examples per batch", 1, 512),
-        Param("eta", "float", 1e-4, "η in S = −θ·g + η·g² (a learning rate)", 0.0, 1.0),
+        Param("eta", "float", 1e-4, "η in S = −θ·g + η·g² (a learning rate)", 0.0, 1.0, log=True),
         Param("beta1", "float", 0.85, "EMA factor of the importance Ī", 0.0, 0.9999),
         Param("beta2", "float", 0.99, "EMA factor of the uncertainty U", 0.0, 0.9999),
         Param("normalize", "bool", True, "divide by the largest |score| (ranking unchanged)"),

@@ -16,6 +16,7 @@ class RandomScores(Method):
 METHOD = RandomScores(
     name="random",
     title="Random",
+    plain="Random scores: the baseline that every real method has to beat.",
     summary="Uniform random scores from a seed: the floor every method must clear.",
     units=("head", "attention", "ffn", "neuron"),
     params=(SEED,),

@@ -170,6 +170,7 @@ class SMP(Method):
 METHOD = SMP(
     name="smp",
     title="Single-shot meta-pruning (representation KL)",
+    plain="Switch random sets of heads off many times and learn which heads change the sentence representations most; needs no labels.",
     summary="Ridge regression, over random head masks, of the KL between the in-batch sentence "
             "similarity distributions of the full and the pruned encoder; needs no task head.",
     units=("head",),
@@ -184,7 +185,7 @@ METHOD = SMP(
               choices=("cosine", "dot")),
         Param("temperature", "float", 0.1, "similarities are divided by it before the softmax",
               1e-3, 100.0, log=True),
-        Param("alpha", "float", 1.0, "ridge penalty of the regression", 0.0, 1e6),
+        Param("alpha", "float", 1.0, "ridge penalty of the regression", 0.0, 1e6, log=True),
         SEED,
     ),
     expensive=True,

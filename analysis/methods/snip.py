@@ -327,7 +327,7 @@ TRAINER = Trainer(
         Param("batch_size", "int", 16, "training examples per step", 1, 1024),
         Param("lr", "float", 3e-5, "AdamW learning rate", 1e-8, 1.0, log=True),
         Param("penalty", "float", 0.01, "λ of the identity prior λ·Σ(module function norms)",
-              0.0, 1000.0),
+              0.0, 1000.0, log=True),
         Param("sn", "choice", "initial",
               "spectral normalization: initial = cap each matrix at its starting σ_max, "
               "cap = W/max(1, σ/c), exact = W/σ (the paper), off = none",
@@ -345,6 +345,7 @@ TRAINER = Trainer(
 METHOD = Snip(
     name="snip",
     title="Spectral-normalized identity prior (Lin et al. 2020; not Lee et al.'s SNIP)",
+    plain="Measure how much each block changes what flows through it; a block that nearly passes its input on unchanged can go.",
     summary="Function norm of each head / attention block / FFN block: mean ||F(x)||₂ over "
             "tokens (relative: /||x||); small means close to the identity, prunable. "
             "Threshold or sparsity.",
@@ -352,7 +353,8 @@ METHOD = Snip(
     params=(
         Param("relative", "bool", False, "divide by ||x|| of the residual input (relative norm)"),
         Param("spectral_cap", "float", 0.0,
-              "measure on a copy with W/max(1, σ_max/c); 0 = no normalization", 0.0, 1e6),
+              "measure on a copy with W/max(1, σ_max/c); 0 = no normalization", 0.0, 1e6,
+              log=True, step=0.5),
         Param("exact_spectral", "bool", False, "measure on a copy with exactly W/σ_max "
               "(overrides spectral_cap)"),
         Param("batches", "int", 0, "evaluation batches to use (0 = all)", 0, 100_000),

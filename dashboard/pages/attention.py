@@ -14,8 +14,7 @@ from analysis.pruning import check_sparsity, select
 from dashboard import attention_view, controls, state
 
 NONE = "none"
-VIEWS = {"head": "Head view (one layer, lines between tokens)",
-         "model": "Model view (every layer × head at a glance)"}
+VIEWS = {"head": "Head view (one layer)", "model": "Model view (all heads)"}
 SCOPES = ("global", "layer")
 
 
@@ -55,21 +54,19 @@ with st.expander("Second sentence (for sentence-pair tasks)"):
 
 c1, c2, c3 = st.columns([2, 1, 2])
 state.bind("att.view", "head", query="view", options=list(VIEWS))
-view = c1.radio("View", list(VIEWS), key="att.view", format_func=VIEWS.get)
+view = c1.radio("View", list(VIEWS), key="att.view", format_func=VIEWS.get,
+                help="head view: lines between the tokens of one layer; model view: every "
+                     "layer × head as a thumbnail")
 selected = st.session_state.get(state.SELECTED_HEAD) or (0, 0)
 state.bind("att.layer", min(selected[0], inv.layers - 1), query="layer", options=layers_all)
 layer = c2.selectbox("Layer", layers_all, key="att.layer",
-                     help="head view: the layer shown first; also the head in the matrix below")
+                     help="the layer the head view draws, and the layer of the matrix below")
 state.bind("att.head", min(selected[1], inv.heads - 1), query="head", options=heads_all)
 head = c2.selectbox("Head", heads_all, key="att.head", help="the head in the matrix below")
 state.bind("att.heads", heads_all, query="heads", cast=_int_list(heads_all))
 shown_heads = c3.multiselect("Heads shown", heads_all, key="att.heads",
                              help="head view: heads selected at first; model view: columns drawn")
-if view == "model":
-    state.bind("att.layers", layers_all, query="layers", cast=_int_list(layers_all))
-    shown_layers = c3.multiselect("Layers shown", layers_all, key="att.layers")
-else:
-    shown_layers = layers_all
+shown_layers = layers_all  # the model view draws every layer; one layer selector (above) only
 st.session_state[state.SELECTED_HEAD] = (layer, head)
 
 st.subheader("Pruned heads")
@@ -92,12 +89,13 @@ run_pruned = o1.checkbox("Show the pruned model's attention", key="att.pruned_mo
                          disabled=mask_method == NONE,
                          help="off: the unpruned model's patterns, with the pruned heads only marked")
 state.bind("att.hide", False, query="hide")
-hide = o2.checkbox("Hide pruned heads (draw their weights as 0)", key="att.hide",
-                   disabled=mask_method == NONE)
+hide = o2.checkbox("Hide pruned heads", key="att.hide", disabled=mask_method == NONE,
+                   help="draw the pruned heads' attention weights as 0")
 
 mask = np.ones((inv.layers, inv.heads), dtype=np.int8)
 if mask_method != NONE:
     method = all_methods()[mask_method]
+    controls.method_caption(method)
     if method.params:
         with st.expander(f"{method.title} parameters"):
             params = controls.param_controls(method, "att")
@@ -156,11 +154,13 @@ else:
 digest = hashlib.sha256(text.encode()).hexdigest()[:8]
 name = f"attention_{loaded.name.rsplit('/', 1)[-1]}_{digest}"
 d1, d2, d3 = st.columns(3)
-d1.download_button("View (HTML, works offline)", html, file_name=f"{name}_{view}_view.html",
-                   mime="text/html", key="att.dl.html", on_click="ignore", icon=":material/download:")
-d2.download_button("Attention (JSON)", lambda: json.dumps(maps.as_json()),
-                   file_name=f"{name}.json", mime="application/json", key="att.dl.json",
-                   on_click="ignore", icon=":material/download:")
+d1.download_button("View (HTML)", html, file_name=f"{name}_{view}_view.html",
+                   mime="text/html", key="att.dl.html", on_click="ignore", icon=":material/download:",
+                   help="the interactive view as one HTML file that works offline")
+if controls.developer():  # demo mode hides raw JSON
+    d2.download_button("Attention (JSON)", lambda: json.dumps(maps.as_json()),
+                       file_name=f"{name}.json", mime="application/json", key="att.dl.json",
+                       on_click="ignore", icon=":material/download:")
 d3.download_button("Attention (CSV)", lambda: maps.to_csv(), file_name=f"{name}.csv",
                    mime="text/csv", key="att.dl.csv", on_click="ignore", icon=":material/download:")
 

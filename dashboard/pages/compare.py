@@ -32,6 +32,9 @@ if any(n not in available for n in st.session_state["cmp.methods"]):
 chosen = st.multiselect("Methods (default parameters)", list(available), key="cmp.methods",
                         format_func=controls.method_label)
 state.share(methods=",".join(chosen) or None)
+with st.expander("What the chosen methods do", icon=":material/info:"):
+    for chosen_name in chosen:
+        controls.method_caption(available[chosen_name])
 if not chosen:
     st.info("Choose at least one method.")
     st.stop()

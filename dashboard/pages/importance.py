@@ -20,7 +20,9 @@ inv = session.loaded.inventory
 c1, c2 = st.columns([2, 1])
 method = controls.pick_method("imp.method", container=c1)
 unit = controls.pick_unit(f"imp.unit.{method.name}", method.units, container=c2)
-st.caption(method.summary + (f" — {method.paper}" if method.paper else ""))
+controls.method_caption(method)
+if controls.developer():
+    st.caption(method.summary + (f" — {method.paper}" if method.paper else ""))
 if method.params:
     with st.expander("Parameters", expanded=True):
         params = controls.param_controls(method, "imp")
@@ -45,7 +47,7 @@ if scores is None:
     about_this_method()
     st.stop()
 
-title = f"{method.title}: {unit} importance"
+title = f"{method.name}: {unit} importance"
 name = f"{method.name}_{unit}_scores"
 if unit == "head":
     selected = st.session_state.get(state.SELECTED_HEAD)

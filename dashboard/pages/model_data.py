@@ -12,7 +12,10 @@ controls.explain(
     "stack of layers; each layer has several attention <b>heads</b> (which words look at which) and a "
     "feed-forward block made of <b>neurons</b>. Pruning removes some of these units. The table below "
     "counts them and the parameters each one owns; the numbers at the top are how well the full, "
-    "unpruned model does, the reference every pruned model is compared with.")
+    "unpruned model does, the reference every pruned model is compared with. <b>Accuracy</b> is "
+    "the share of sentences it gets right; <b>loss</b> (cross-entropy) is lower when it puts more "
+    "probability on the right answer; the <b>margin</b> is how far the right answer's score is "
+    "ahead of the best wrong one, averaged over the sentences (above 0 = right, larger = surer).")
 
 session = state.current_session()
 loaded, data = session.loaded, session.data
@@ -21,15 +24,16 @@ inv = loaded.inventory
 c1, c2 = st.columns(2)
 with c1:
     st.subheader("Model")
-    st.markdown(f"**{loaded.name}** ({loaded.source}) · fingerprint `{loaded.fingerprint}`")
+    st.markdown(f"**{loaded.name}** ({loaded.source})"
+                + (f" · fingerprint `{loaded.fingerprint}`" if controls.developer() else ""))
     st.markdown(f"{inv.layers} layers × {inv.heads} heads (head size {inv.head_size}), hidden {inv.hidden}, "
                 f"FFN {inv.ffn} · {loaded.num_labels} labels")
     for note in loaded.notes:
         st.caption(note)
 with c2:
     st.subheader("Data")
-    st.markdown(f"**{data.name}** · split {data.split} · {len(data)} examples · task metric {data.metric} · "
-                f"fingerprint `{data.fingerprint}`")
+    st.markdown(f"**{data.name}** · split {data.split} · {len(data)} examples · task metric {data.metric}"
+                + (f" · fingerprint `{data.fingerprint}`" if controls.developer() else ""))
     for note in session.evaluator.notes:
         st.caption(note)
 
@@ -38,8 +42,8 @@ with state.guard():
     base = state.base_eval(session)
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("accuracy", f"{base['accuracy']:.3f}", help=f"± {base['accuracy_se']:.3f} (standard error)")
-m2.metric("loss", f"{base['loss']:.3f}", help=f"± {base['loss_se']:.3f}")
-m3.metric("margin", f"{base['margin']:.3f}", help=f"± {base['margin_se']:.3f}")
+m2.metric("loss", f"{base['loss']:.3f}", help=f"cross-entropy, lower is better. ± {base['loss_se']:.3f}")
+m3.metric("margin", f"{base['margin']:.3f}", help=f"{controls.MARGIN_HELP}. ± {base['margin_se']:.3f}")
 if data.metric == "accuracy":
     m4.metric("examples", f"{base['n']}", help="evaluation examples (the dev split unless limited)")
 else:  # the task's own metric (MCC for CoLA, F1 for MRPC/QQP)

@@ -6,14 +6,16 @@ import streamlit as st
 
 from analysis.compare import score_summary
 from analysis.operations import prune_estimate
-from dashboard import controls, figures, state
+from dashboard import controls, export_view, figures, state
 
 st.title("Prune")
 controls.explain(
     "Pruning removes the units a method scores lowest. Move the slider: the model is re-evaluated "
     "on the same sentences with those units switched off, and the bars show how accuracy, loss and "
     "margin move against the full model (the whiskers are ± one standard error: a change inside "
-    "them could be noise). <b>Masked</b> numbers switch units off with gates, which simulates "
+    "them could be noise). The <b>margin</b> is how far the correct answer's score is ahead of "
+    "the best wrong one, averaged over the sentences: it falls before accuracy does, so it warns "
+    "early that the model is getting unsure. <b>Masked</b> numbers switch units off with gates, which simulates "
     "pruning but saves no time; <b>physically pruned</b> numbers come from a smaller copy with the "
     "weights really cut out.")
 
@@ -24,6 +26,7 @@ c1, c2, c3 = st.columns([2, 1, 1])
 method = controls.pick_method("prune.method", container=c1)
 unit = controls.pick_unit(f"prune.unit.{method.name}", method.units,
                           container=c2)
+controls.method_caption(method)
 state.bind("prune.scope", method.default_scope, query="scope", options=["global", "layer"])
 scope = c3.radio("Scope", ["global", "layer"], key="prune.scope", horizontal=True,
                  help="global: lowest scores anywhere; layer: the same number in every layer")
@@ -39,10 +42,12 @@ state.bind("prune.mode", "sparsity", query="mode", options=["sparsity", "thresho
 mode = o1.radio("Select by", ["sparsity", "threshold"], key="prune.mode", horizontal=True,
                 help="a fraction of units to remove, or every unit scoring below a threshold")
 state.bind("prune.keep_one", False, query="keep_one")
-keep_one = o2.checkbox("Keep at least one per layer", key="prune.keep_one")
+keep_one = o2.checkbox("Keep one per layer", key="prune.keep_one",
+                       help="never remove every unit of a layer")
 state.bind("prune.physical", False, query="physical")
-physical = o3.checkbox("Also prune physically (time it)", key="prune.physical",
-                       help="builds a smaller copy with the weights cut out and times both")
+physical = o3.checkbox("Prune physically", key="prune.physical",
+                       help="also build a smaller copy with the weights really cut out, and time "
+                            "both")
 state.share(mode=mode, keep_one=keep_one, physical=physical)
 
 scores = controls.obtain_scores(session, method, unit, params, key=f"prune.{method.name}.{unit}")
@@ -51,7 +56,12 @@ if scores is None:
 summary = score_summary(scores)
 
 
-@st.cache_resource
+LAST_RESULT = "prune.last_result"  # (session id, result) of the last setting shown in full
+STALE = "prune-stale"  # the container of the previous numbers, greyed by STALE_CSS
+st.html(f"<style>.st-key-{STALE} {{ opacity: 0.45; filter: grayscale(1); }}</style>")
+
+
+@st.cache_resource(show_spinner=False)
 def _evaluated() -> set:
     """Settings whose full-data result is already memoized (their estimate is skipped)."""
     return set()
@@ -66,18 +76,26 @@ def _precision_note(result: dict) -> str:
 
 
 def _numbers(result: dict, label: str, caption: str) -> None:
-    """Accuracy/loss/margin (with their deltas), units and parameters removed."""
+    """Accuracy/loss/margin (with their deltas), units and parameters removed. Labels stay short
+    (they share a row at 1024 px); ``label`` (masked / estimate) goes into the help, and an
+    estimate's labels start with ≈."""
     pruned, delta, comp = result["pruned"], result["delta"], result["compression"]
+    mark = "≈ " if label == "estimate" else ""
+    what = f"pruned model, {label}"
     m = st.columns(5)
-    m[0].metric(f"accuracy ({label})", f"{pruned['accuracy']:.3f}", f"{delta['accuracy']:+.3f}",
-                help=f"± {delta.get('accuracy_se', float('nan')):.3f} (paired standard error of the change)")
-    m[1].metric(f"loss ({label})", f"{pruned['loss']:.3f}", f"{delta['loss']:+.3f}", delta_color="inverse",
-                help=f"± {delta.get('loss_se', float('nan')):.3f} (paired standard error of the change)")
-    m[2].metric(f"margin ({label})", f"{pruned['margin']:.3f}", f"{delta['margin']:+.3f}",
-                help=f"± {delta.get('margin_se', float('nan')):.3f} (paired standard error of the change)")
-    m[3].metric("units removed", f"{result['sparsity']:.1%}", help="sparsity: fraction of units removed")
-    m[4].metric("parameters removed", f"{comp['fraction']:.1%}",
-                help=f"{comp['removed']:,} of {comp['total']:,} encoder parameters (compression)")
+    m[0].metric(f"{mark}accuracy", f"{pruned['accuracy']:.3f}", f"{delta['accuracy']:+.3f}",
+                help=f"{what}: share of sentences classified correctly. Change ± "
+                     f"{delta.get('accuracy_se', float('nan')):.3f} (paired standard error)")
+    m[1].metric(f"{mark}loss", f"{pruned['loss']:.3f}", f"{delta['loss']:+.3f}", delta_color="inverse",
+                help=f"{what}: cross-entropy loss, lower is better. Change ± "
+                     f"{delta.get('loss_se', float('nan')):.3f} (paired standard error)")
+    m[2].metric(f"{mark}margin", f"{pruned['margin']:.3f}", f"{delta['margin']:+.3f}",
+                help=f"{what}: {controls.MARGIN_HELP}. Change ± "
+                     f"{delta.get('margin_se', float('nan')):.3f} (paired standard error)")
+    m[3].metric("units cut", f"{result['sparsity']:.1%}", help="sparsity: fraction of units removed")
+    m[4].metric("params cut", f"{comp['fraction']:.1%}",
+                help=f"parameters removed: {comp['removed']:,} of {comp['total']:,} encoder "
+                     "parameters (compression)")
     st.caption(caption)
 
 
@@ -108,22 +126,31 @@ def live() -> None:
     done = _evaluated()
     done_key = (state.session_id(session), method.name, unit, state.canonical_params(params), sparsity,
                 threshold, scope, keep_one, physical)
-    if done_key not in done:
+    with state.cancellable():  # a newer slider move stops this evaluation at its next batch
+        if done_key not in done:
+            previous = st.session_state.get(LAST_RESULT)
+            if previous is not None and previous[0] == state.session_id(session):
+                with slot.container(key=STALE):  # greyed (see STALE_CSS) until the new numbers come
+                    _numbers(previous[1], "previous", "Previous setting, shown until this one's "
+                             "numbers arrive…")
+            with state.guard():
+                first = prune_estimate(session, method.name, sparsity, unit, scope, params, threshold,
+                                       keep_one)
+            if first is not None:
+                d, n = first["delta"], first["estimate"]["n"]
+                with slot.container():
+                    st.markdown(f":material/hourglass_top: **Estimate on {n} sentences** — the full "
+                                "data is being evaluated…")
+                    _numbers(first, "estimate",
+                             f"First estimate on {n} sentences (a fixed random subset of "
+                             f"{first['estimate']['of']}): Δ accuracy {d['accuracy']:+.3f} ± "
+                             f"{d['accuracy_se']:.3f}, Δ loss {d['loss']:+.3f} ± {d['loss_se']:.3f} "
+                             "(± one paired standard error). The full-data numbers replace it when "
+                             "ready…")
         with state.guard():
-            first = prune_estimate(session, method.name, sparsity, unit, scope, params, threshold, keep_one)
-        if first is not None:
-            d, n = first["delta"], first["estimate"]["n"]
-            with slot.container():
-                st.markdown(f":material/hourglass_top: **Estimate on {n} sentences** — the full data "
-                            "is being evaluated…")
-                _numbers(first, "estimate",
-                         f"First estimate on {n} sentences (a fixed random subset of "
-                         f"{first['estimate']['of']}): Δ accuracy {d['accuracy']:+.3f} ± {d['accuracy_se']:.3f}, "
-                         f"Δ loss {d['loss']:+.3f} ± {d['loss_se']:.3f} (± one paired standard error). "
-                         "The full-data numbers replace it when ready…")
-    with state.guard():
-        result = state.prune_result(session, *args)
+            result = state.prune_result(session, *args)
     done.add(done_key)
+    st.session_state[LAST_RESULT] = (state.session_id(session), result)
     base = result["base"]
     slot.empty()
     with full_slot.container():
@@ -135,19 +162,30 @@ def live() -> None:
         controls.show_figure(figures.delta_bars(delta, label="masked"), "prune_deltas", "prune.deltas")
     with right:
         controls.show_figure(figures.mask_heatmap(result["mask"], unit), "prune_mask", "prune.mask")
-    timing = [{"model": "masked (read from the result store)" if result.get("from_store") else "masked (gates on the full model)", "seconds": result["masked_seconds"],
-               "accuracy": pruned["accuracy"], "loss": pruned["loss"]}]
+    source = "read from the result store" if result.get("from_store") else "computed now"
     if "physical" in result:
         phys = result["physical"]
-        timing.append({"model": "physically pruned (smaller copy)", "seconds": phys["seconds"],
-                       "accuracy": phys["accuracy"], "loss": phys["loss"]})
-        st.caption(f"Largest logit difference masked vs physically pruned: {phys['max_abs_logit_difference']:.2e}")
-    st.dataframe(timing, hide_index=True)
+        timing = [{"model": "masked (gates on the full model)", "seconds": phys["masked_seconds"],
+                   "accuracy": pruned["accuracy"], "loss": pruned["loss"]},
+                  {"model": "physically pruned (smaller copy)", "seconds": phys["seconds"],
+                   "accuracy": phys["accuracy"], "loss": phys["loss"]}]
+        st.dataframe(timing, hide_index=True)
+        st.caption(f"Both timed now on the same forward pass (transformers', batch by batch): "
+                   f"cutting the weights out is {phys['speedup']}x as fast as switching the units "
+                   f"off with gates. Largest logit difference between the two: "
+                   f"{phys['max_abs_logit_difference']:.2e}. The numbers above were {source} "
+                   f"({result['masked_seconds']:.4f} s).")
+    else:
+        timing = [{"model": f"masked ({source})", "seconds": result["masked_seconds"],
+                   "accuracy": pruned["accuracy"], "loss": pruned["loss"]}]
+        st.dataframe(timing, hide_index=True)
     d1, d2 = st.columns(2)
     with d1:
         controls.download_json(result, f"prune_{method.name}_{unit}", "prune.json", label="Result (JSON)")
     with d2:
         controls.download_table(timing, "prune_timing", "prune.timing")
+    export_view.flipped_table(session, result)  # issue 18: what the pruned model gets wrong, and export
+    export_view.export_button(session, method.name, unit, params, sparsity, threshold, scope, keep_one)
 
 
 live()

@@ -13,7 +13,9 @@ controls.explain(
     "matrix stretches by more than the cap c (exactly W/σ_max without a cap). The SNIP method "
     "(spectral-normalized identity prior) uses it to make module output sizes comparable across "
     "layers. Below: σ_max per matrix, and per layer the distribution of post-GELU activations and of "
-    "module output norms, with and without normalization — the paper's “stabilized distribution”.")
+    "module output norms, with and without normalization — the paper's “stabilized distribution”. "
+    "At the bottom you can evaluate a normalized copy: with exact normalization it falls to chance "
+    "accuracy, which is the expected lesson (the model was not trained that way), not a bug.")
 
 try:
     from analysis import spectral  # noqa: F401
@@ -22,12 +24,21 @@ except ImportError as exc:
     st.warning(f"The spectral analysis is not available yet ({exc}).")
     st.stop()
 
+NORMALIZED_LESSON = (
+    "**Chance accuracy here is the expected result, not a bug.** Dividing every matrix by its "
+    "σ_max shrinks each layer's output by a different factor, so the fine-tuned model no longer "
+    "sees the activations it was trained on and its answers become guesses. That is why SNIP "
+    "trains with the normalization in place (and why a cap c only touches the matrices that "
+    "stretch more than c): the normalization makes module sizes comparable, but a model has to "
+    "learn with it.")
+
 session = state.current_session()
 
 st.subheader("Largest singular value per matrix")
 c1, c2 = st.columns(2)
 state.bind("spec.exact", False, query="exact")
-exact = c1.checkbox("Exact normalization (c = None: W / σ_max)", key="spec.exact")
+exact = c1.checkbox("Exact (W / σ_max)", key="spec.exact",
+                    help="exact normalization: divide every matrix by its σ_max (no cap, c = None)")
 state.bind("spec.cap", 1.0, query="cap", cast=float)
 cap_value = c2.number_input("Cap c", min_value=0.01, max_value=1000.0, step=0.5, key="spec.cap", format="%g",
                             disabled=exact, help="matrices with σ_max above c are scaled down to σ_max = c")
@@ -51,18 +62,17 @@ state.bind("spec.layer", 0, query="layer", options=list(range(inv.layers)))
 layer = st.select_slider("Layer", list(range(inv.layers)), key="spec.layer")
 state.share(layer=layer)
 titles = {"gelu": ("Post-GELU activations", "activation"),
-          "attention_norm": ("Attention block output norm per token", "‖F(x)‖"),
-          "ffn_norm": ("FFN block output norm per token", "‖F(x)‖")}
-cols = st.columns(3)
-for col, quantity in zip(cols, stats.QUANTITIES):
+          "attention_norm": ("Attention output norm", "‖F(x)‖ per token"),
+          "ffn_norm": ("FFN output norm", "‖F(x)‖ per token")}
+# one histogram per row: three side by side were unreadably narrow at 1024 px
+for quantity in stats.QUANTITIES:
     plain = getattr(stats.plain[layer], quantity)
     normed = getattr(stats.normalized[layer], quantity)
     label = "normalized" if cap is None else f"normalized (c = {cap:g})"
     title, x_title = titles[quantity]
     fig = figures.binned_histograms({"as loaded": (plain.counts, plain.edges), label: (normed.counts, normed.edges)},
-                                    f"{title}, layer {layer}", x_title)
-    with col:
-        controls.show_figure(fig, f"{quantity}_layer{layer}", f"spec.hist.{quantity}")
+                                    f"{title}, layer {layer}", x_title, log_y=quantity == "gelu")
+    controls.show_figure(fig, f"{quantity}_layer{layer}", f"spec.hist.{quantity}")
 table = stats.table()
 st.dataframe(table, hide_index=True)
 controls.download_table(table, "activation_statistics", "spec.stats")
@@ -74,8 +84,14 @@ if st.toggle("Evaluate the normalized model", key="spec.evaluate",
         cmp = state.normalized_eval(session, cap)
     d = cmp["delta"]
     m = st.columns(3)
-    m[0].metric("accuracy (normalized copy)", f"{cmp['pruned']['accuracy']:.3f}", f"{d['accuracy']:+.3f}")
-    m[1].metric("loss", f"{cmp['pruned']['loss']:.3f}", f"{d['loss']:+.3f}", delta_color="inverse")
-    m[2].metric("margin", f"{cmp['pruned']['margin']:.3f}", f"{d['margin']:+.3f}")
+    m[0].metric("accuracy", f"{cmp['pruned']['accuracy']:.3f}", f"{d['accuracy']:+.3f}",
+                help="the normalized copy's accuracy; the change is against the model as loaded")
+    m[1].metric("loss", f"{cmp['pruned']['loss']:.3f}", f"{d['loss']:+.3f}", delta_color="inverse",
+                help="the normalized copy's cross-entropy loss, lower is better")
+    m[2].metric("margin", f"{cmp['pruned']['margin']:.3f}", f"{d['margin']:+.3f}",
+                help=f"the normalized copy's margin: {controls.MARGIN_HELP}")
+    st.caption("Numbers of the normalized copy; the changes are against the model as loaded.")
+    if cap is None:
+        st.info(NORMALIZED_LESSON, icon=":material/school:")
     controls.show_figure(figures.delta_bars(d, label="normalized"), "normalization_deltas", "spec.deltas")
 controls.share_link_note()

@@ -86,17 +86,18 @@ if not runs:
     st.info("No finished run for this model yet.")
     controls.share_link_note()
     st.stop()
-listing = [{"run": i, "method": r.get("method"), "result": method_views.headline(r),
+listing = [{"run": r["run_id"], "method": r.get("method"), "result": method_views.headline(r),
             "seconds": r.get("seconds"), "data": f"{r.get('data', {}).get('name')} ({r.get('data', {}).get('n')})",
             "params": ", ".join(f"{k}={v}" for k, v in (r.get("params") or {}).items())}
-           for i, r in enumerate(runs)]
+           for r in runs]
 st.dataframe(pd.DataFrame(listing), hide_index=True)
 controls.download_table(listing, "training_runs", "train.list")
-state.bind("train.run", 0, query="run", options=list(range(len(runs))))
-pick = st.selectbox("Show run", list(range(len(runs))), key="train.run",
-                    format_func=lambda i: f"{i}: {runs[i].get('method')} ({runs[i].get('seconds', '?')} s)")
+by_id = {r["run_id"]: r for r in runs}  # links name a run by its store key, not its position
+state.bind("train.run", runs[0]["run_id"], query="run", options=list(by_id))
+pick = st.selectbox("Show run", list(by_id), key="train.run",
+                    format_func=lambda i: f"{i}: {by_id[i].get('method')} ({by_id[i].get('seconds', '?')} s)")
 state.share(run=pick)
-run = runs[pick]
+run = by_id[pick]
 st.subheader(f"Run {pick}: {all_methods()[run['method']].title if run.get('method') in all_methods() else run.get('method')}")
 method_views.render_run(session, run, key="train.run")
 controls.share_link_note()
