@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from analysis import hub
 from analysis.errors import DataError
 
 DEFAULT_SEED = 1234
@@ -147,7 +148,16 @@ def glue(task: str, split: str = "dev") -> TextData:
         if local_root and (Path(local_root) / task).exists():
             ds = datasets.load_from_disk(str(Path(local_root) / task))[split_name]
         else:
-            ds = datasets.load_dataset("nyu-mll/glue", task, split=split_name)
+            why_not = hub.unavailable()  # offline mode when the hub cannot be reached: no retries
+            try:
+                ds = datasets.load_dataset("nyu-mll/glue", task, split=split_name)
+            except Exception as exc:
+                if why_not and not isinstance(exc, KeyError):
+                    raise DataError(
+                        f"GLUE task '{task}' is not in the local datasets cache and {why_not} "
+                        "(load it once with network access, or save it with save_to_disk under "
+                        "$PRUNELENS_GLUE_DIR)") from None
+                raise
     except DataError:
         raise
     except KeyError:

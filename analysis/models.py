@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from analysis import hub
 from analysis.errors import DataError, ModelError
 
 SUPPORTED_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
@@ -286,15 +286,15 @@ def _load_model(spec: str) -> LoadedModel:
             raise ModelError(f"model folder {spec} has no weights (*.safetensors) (save it with save_pretrained)")
         source, kwargs = "folder", {"local_files_only": True}
     else:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
         source, kwargs = "hub", {"local_files_only": True}
         try:
             AutoConfig.from_pretrained(spec, trust_remote_code=False, **kwargs)
         except Exception:
-            if offline:
+            why_not = hub.unavailable()  # asked once: no retries against an unreachable hub
+            if why_not:
                 raise ModelError(
-                    f"model '{spec}' is not a local folder and was not found in the local hub cache "
-                    "(download it once with network access, or pass a folder)") from None
+                    f"model '{spec}' is not a local folder and was not found in the local hub cache, "
+                    f"and {why_not} (download it once with network access, or pass a folder)") from None
             kwargs = {"local_files_only": False}
     where = str(path) if source == "folder" else spec
     try:

@@ -228,9 +228,10 @@ def show_figure(fig: go.Figure, name: str, key: str, **chart_kwargs: Any):
     chart_kwargs.setdefault("config", figures.CHART_CONFIG)
     event = st.plotly_chart(fig, key=key, **chart_kwargs)
     row = st.container(horizontal=True, gap="small")
-    row.download_button("Figure (HTML)", lambda: fig.to_html(include_plotlyjs=True, full_html=True),
+    row.download_button("HTML", lambda: fig.to_html(include_plotlyjs=True, full_html=True),
                         file_name=f"{name}.html", mime="text/html", key=f"{key}.html",
-                        on_click="ignore", icon=":material/download:")
+                        on_click="ignore", icon=":material/download:",
+                        help="the interactive figure as one HTML file (opens offline)")
     missing = figures.export_missing()
     if missing:
         st.caption(f"PNG/SVG downloads are off: {missing}.")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -114,10 +115,24 @@ def digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
+FAILED_LOAD = "prunelens.failed_load"  # (choice, store, error, when) of the last failed load
+FAILED_LOAD_REMEMBERED_S = 10.0  # the sidebar and the page ask within one run: load once
+
+
 def open_session(choice: Choice) -> Session:
-    """The (cached) session for a choice; raises PrunelensError on a bad model or data."""
-    return cached_session(choice.model, choice.data, choice.limit, choice.upload_digest, store_dir(),
-                          upload_bytes(choice))
+    """The (cached) session for a choice; raises PrunelensError on a bad model or data. A
+    choice that failed moments ago fails again at once instead of being loaded a second time
+    (errors are not cached by ``st.cache_resource``; an unreachable hub id costs seconds)."""
+    failed = st.session_state.get(FAILED_LOAD)
+    if (failed and failed[:2] == (choice, store_dir())
+            and time.monotonic() - failed[3] < FAILED_LOAD_REMEMBERED_S):
+        raise failed[2]
+    try:
+        return cached_session(choice.model, choice.data, choice.limit, choice.upload_digest,
+                              store_dir(), upload_bytes(choice))
+    except PrunelensError as exc:
+        st.session_state[FAILED_LOAD] = (choice, store_dir(), exc, time.monotonic())
+        raise
 
 
 def current_session() -> Session:
@@ -241,13 +256,31 @@ def clear_shared(prefix: str, keep: str | None = None) -> None:
 
 @contextmanager
 def cancellable():
-    """Let Streamlit stop the evaluations inside when a newer rerun (a newer slider move) is
-    asked for: every evaluation batch reads the session state, one of Streamlit's yield points
-    (see :mod:`analysis.checkpoints`)."""
+    """Stop the evaluations inside as soon as a newer move of a widget asks for a rerun, at the
+    next evaluation batch (:mod:`analysis.checkpoints`), instead of finishing first."""
     from analysis.checkpoints import checkpoints
 
-    with checkpoints(lambda: st.session_state.get(CHOICE_KEY)):
+    with checkpoints(_stop_if_outdated):
         yield
+
+
+def _stop_if_outdated() -> None:
+    """Reading the session state is one of Streamlit's yield points: a pending full rerun or a
+    stop ends this run right here. A widget move inside a fragment (the Prune slider) is
+    different: Streamlit queues it behind the running fragment and never preempts it, so the
+    stale evaluation would run to the end and the newest move wait. When such a rerun is
+    pending, this run hands over to it (a rerun of this fragment, or of the app when the
+    fragment runs as part of a full run), which takes the newest widget values. Whether a rerun
+    is pending is read from Streamlit's script requests (an internal attribute; without it, only
+    the yield point remains)."""
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+    from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
+
+    st.session_state.get(CHOICE_KEY)
+    ctx = get_script_run_ctx(suppress_warning=True)
+    requests = getattr(ctx, "script_requests", None) if ctx is not None else None
+    if requests is not None and getattr(requests, "_state", None) == ScriptRequestType.RERUN:
+        st.rerun(scope="fragment" if ctx.fragment_ids_this_run else "app")
 
 
 @contextmanager

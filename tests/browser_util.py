@@ -151,7 +151,7 @@ def chromium(width: int = 1400, height: int = 1000):
     os.environ.setdefault("SE_OFFLINE", "true")  # selenium manager must not go online
     driver = webdriver.Chrome(service=service, options=options)
     try:
-        driver.set_page_load_timeout(30)
+        driver.set_page_load_timeout(300)
         yield driver
     finally:
         driver.quit()
@@ -172,7 +172,7 @@ def external_requests(driver) -> list[str]:
     return urls
 
 
-def wait_for(driver, condition, timeout: float = 30.0, what: str = "condition", poll: float = 0.25):
+def wait_for(driver, condition, timeout: float = 300.0, what: str = "condition", poll: float = 0.25):
     """Poll ``condition(driver)`` until it returns something truthy; raise with ``what`` if not."""
     deadline = time.monotonic() + timeout
     last_error = None
@@ -205,7 +205,7 @@ def with_query(url: str, query: dict[str, str]) -> str:
     return url + (f"?{urlencode(query)}" if query else "")
 
 
-def wait_idle(driver, timeout: float = 30.0) -> None:
+def wait_idle(driver, timeout: float = 300.0) -> None:
     """Wait until Streamlit shows no running indicator and no spinner."""
     from selenium.webdriver.common.by import By
 

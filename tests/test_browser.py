@@ -4,7 +4,9 @@ title, that a plotly chart draws, and that the bertviz attention view draws (off
 heads marked) — and that the browser asked for nothing outside localhost.
 
 Needs the Debian packages chromium + chromium-driver and the pip package selenium; skipped with
-the reason when they are missing. Bounded: the whole test gives up after 90 s.
+the reason when they are missing. Every wait returns as soon as the page is ready; the bounds are
+generous (the whole test gives up after 600 s) so that a machine busy with other work only makes
+it slower, never red.
 """
 
 from __future__ import annotations
@@ -27,14 +29,14 @@ from tests.browser_util import (
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(missing_browser() is not None, reason=missing_browser() or "")]
 
-BUDGET_S = 90.0
+BUDGET_S = 600.0
 
 
 class Deadline:
     def __init__(self, seconds: float):
         self.end = time.monotonic() + seconds
 
-    def left(self, cap: float = 60.0) -> float:
+    def left(self, cap: float = 300.0) -> float:
         remaining = self.end - time.monotonic()
         if remaining <= 0:
             raise AssertionError(f"the browser test ran past its {BUDGET_S:.0f} s budget")
@@ -63,7 +65,7 @@ def test_dashboard_in_headless_chromium(tiny_bert_dir, tiny_csv, tmp_path):
     deadline = Deadline(BUDGET_S)
     query = {"model": str(tiny_bert_dir), "data": str(tiny_csv)}
     env = {"PRUNELENS_CACHE": str(tmp_path / "store")}
-    with dashboard_server(env=env, query=query, timeout=deadline.left(45)) as server, \
+    with dashboard_server(env=env, query=query, timeout=deadline.left(300)) as server, \
             chromium() as driver:
         try:
             # 1. the start page renders its title and the tiny model from the URL

@@ -23,7 +23,7 @@ from tests.browser_util import (
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(missing_browser() is not None, reason=missing_browser() or "")]
 
-WAIT = 120.0  # readiness-driven: each wait returns as soon as the page is ready
+WAIT = 300.0  # readiness-driven: each wait returns as soon as the page is ready
 
 
 def _value(driver, label: str) -> str:

@@ -6,7 +6,9 @@ sends): each session opens the Prune page with its own model, data limit, method
 moves the slider, then opens the Model & data page. Every number a session sees must equal what
 this process computes for that session's settings on a freshly loaded model: no cross-talk of
 state between sessions, and no session's gates left on the shared cached model.
-Bounded: 8 sessions, 3 moves each, every wait has a timeout.
+Bounded: 8 sessions, 3 moves each, every wait has a timeout; waits end when the answer comes and
+their bounds are generous, so a machine busy with other work makes the test slower, not red
+(no websocket keepalive pings: under load they time out while the server is merely busy).
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class Page:
 class StreamlitClient:
     """One browser tab: a websocket session that asks for script runs and reads what they draw."""
 
-    def __init__(self, port: int, timeout: float = 120.0):
+    def __init__(self, port: int, timeout: float = 600.0):
         self.url = f"ws://127.0.0.1:{port}/_stcore/stream"
         self.timeout = timeout
         self.ws = None
@@ -75,7 +77,8 @@ class StreamlitClient:
         import websockets
 
         self.ws = await asyncio.wait_for(
-            websockets.connect(self.url, subprotocols=["streamlit"], max_size=None), self.timeout)
+            websockets.connect(self.url, subprotocols=["streamlit"], max_size=None,
+                               ping_interval=None), self.timeout)
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -145,7 +148,7 @@ def start_server(tmp: Path, extra_env: dict | None = None) -> Server:
         proc = subprocess.Popen([sys.executable, "-m", "analysis", "dashboard", "--port", str(port)],
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = Server(port, proc, log)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"server exited: {log.read_text()[-2000:]}")
@@ -156,7 +159,7 @@ def start_server(tmp: Path, extra_env: dict | None = None) -> Server:
         except OSError:
             time.sleep(0.5)
     stop_server(server)
-    raise AssertionError(f"server did not answer in 120 s: {log.read_text()[-2000:]}")
+    raise AssertionError(f"server did not answer in 300 s: {log.read_text()[-2000:]}")
 
 
 def stop_server(server: Server) -> None:
@@ -322,7 +325,7 @@ def test_threads_sharing_a_model_do_not_see_each_others_gates(tiny_bert_dir, tin
     def job(limit: int, out: dict, barrier=None) -> None:
         evaluator = Evaluator(loaded, load_data(str(tiny_csv), limit=limit), fast=False)
         if barrier is not None:
-            barrier.wait(timeout=60)
+            barrier.wait(timeout=300)
         out[limit] = [evaluator.evaluate(Masks(head=m)).loss for m in masks for _ in range(2)]
 
     limits = (10, 20, 30, 40)
@@ -335,7 +338,7 @@ def test_threads_sharing_a_model_do_not_see_each_others_gates(tiny_bert_dir, tin
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=120)
+        t.join(timeout=600)
     assert parallel == serial
     assert hook_count(loaded.model) == 0
     from analysis.models import weights_fingerprint
@@ -356,14 +359,14 @@ def test_method_registry_is_filled_whole_under_threads(monkeypatch):
     barrier = threading.Barrier(8)
 
     def job() -> None:
-        barrier.wait(timeout=60)
+        barrier.wait(timeout=300)
         seen.append(sorted(registry.all_methods()))
 
     threads = [threading.Thread(target=job) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=60)
+        t.join(timeout=300)
     assert seen == [sorted(expected)] * 8
 
 

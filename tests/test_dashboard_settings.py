@@ -199,3 +199,85 @@ def test_prune_page_timing_table_has_no_store_read_beside_a_computed_time(tiny_b
     assert list(timing["model"]) == ["masked (gates on the full model)", "physically pruned (smaller copy)"]
     assert all(timing["seconds"] > 0)
     assert any("Both timed now on the same forward pass" in c.value for c in at.caption)
+
+
+# item 7 -----------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def no_network(monkeypatch):
+    """The hub unreachable (every connection refused), offline mode off, the probe forgotten;
+    everything the probe switches is put back afterwards."""
+    import socket
+
+    import datasets.config
+    import huggingface_hub.constants
+
+    from analysis import hub
+
+    def refuse(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(hub, "_probe", None)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False)
+
+
+def test_an_unreachable_hub_fails_a_hub_id_at_once(no_network, tmp_path, monkeypatch):
+    import time
+
+    import huggingface_hub.constants
+
+    from analysis.errors import ModelError
+    from analysis.models import load_model
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty local cache
+    start = time.monotonic()
+    with pytest.raises(ModelError) as info:
+        load_model("nosuch-org/nosuch-bert")
+    assert time.monotonic() - start < 10
+    assert "not found in the local hub cache" in str(info.value)
+    assert "the hub (huggingface.co) cannot be reached" in str(info.value)
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is True  # the rest of the process stays offline
+
+
+def test_an_unreachable_hub_fails_glue_at_once(no_network, tmp_path, monkeypatch):
+    import time
+
+    from analysis.data import load_data
+    from analysis.errors import DataError
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", tmp_path / "hf" / "datasets")
+    start = time.monotonic()
+    with pytest.raises(DataError) as info:
+        load_data("glue:sst2")
+    assert time.monotonic() - start < 15
+    assert "not in the local datasets cache" in str(info.value) and "cannot be reached" in str(info.value)
+
+
+def test_the_dashboard_loads_a_failing_hub_id_once(no_network, tiny_csv, tmp_path, monkeypatch):
+    import analysis.models
+
+    calls = []
+    original = analysis.models._load_model
+
+    def counting(spec):
+        calls.append(spec)
+        return original(spec)
+
+    monkeypatch.setattr(analysis.models, "_load_model", counting)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("PRUNELENS_CACHE", str(tmp_path / "store"))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["model"] = "nosuch-org/nosuch-bert"
+    at.query_params["data"] = str(tiny_csv)
+    at.session_state["prunelens.page"] = "model_data"
+    at.run()
+    assert not at.exception
+    assert calls == ["nosuch-org/nosuch-bert"]  # the sidebar and the page: one load
+    assert any("cannot be reached" in e.value for e in at.sidebar.error)
+    assert any("cannot be reached" in e.value for e in at.error)

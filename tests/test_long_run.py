@@ -36,7 +36,7 @@ def test_500_slider_moves_memory_flat(tmp_path, tiny_csv):
     losses: dict[float, str] = {}
 
     async def session() -> None:
-        async with StreamlitClient(server.port, timeout=120) as tab:
+        async with StreamlitClient(server.port, timeout=600) as tab:
             page = await tab.run(query, PRUNE_PAGE)
             assert page.exceptions() == [] and page.alerts(1) == []
             fragment, slider = page.slider("Sparsity")

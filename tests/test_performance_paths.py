@@ -263,6 +263,7 @@ def test_bench_names_the_path_and_why_on_a_cpu_without_native_bf16(tiny_session,
 
     precision.native_bf16.cache_clear()
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # simulated: oneDNN may not use bf16
+    monkeypatch.setenv("PRUNELENS_PRECISION", "auto")  # (the suite's default is fp32)
     try:
         out = run_bench(tiny_session, quick=True, threads=1, progress=lambda msg: None)
     finally:

@@ -75,12 +75,12 @@ def test_show_figure_offers_png_and_svg_beside_html(open_page):
 
     at = open_page("spectral")
     labels = _downloads(at)
-    assert "Figure (HTML)" in labels
+    assert "HTML" in labels
     if figures.export_missing():
         assert not {"PNG", "SVG"} & set(labels)
         assert any("PNG/SVG downloads are off" in c.value for c in at.caption)
     else:
-        assert labels.count("PNG") == labels.count("SVG") == labels.count("Figure (HTML)")
+        assert labels.count("PNG") == labels.count("SVG") == labels.count("HTML")
 
 
 # ---------------------------------------------------------------- demo mode

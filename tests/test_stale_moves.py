@@ -1,0 +1,89 @@
+"""A burst of slider moves on the real server: the newest move wins, the stale ones are stopped
+(issue 18, item 5).
+
+One websocket session (Streamlit's own protocol, tests/test_concurrency.StreamlitClient) opens the
+Prune page on a data set big enough that a full evaluation takes a while, then sends four
+slider moves 50 ms apart, as arrow presses do, without waiting for answers. Each move that is
+not the last must be stopped at its next evaluation batch (analysis/checkpoints.py): only the last
+move's evaluation lands in the result store, and the page ends showing the last position. Before
+the fix every move ran to the end in turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from tests.test_concurrency import PRUNE_PAGE, Page, StreamlitClient, start_server, stop_server
+
+FINISHED_EARLY_FOR_RERUN, FINISHED_FRAGMENT_RUN = 2, 3
+
+
+def _mask_evaluations(store) -> int:
+    return sum(json.loads(p.read_text())["key"]["kind"] == "mask-eval" for p in store.glob("*/*.json"))
+
+
+async def _burst(tab: StreamlitClient, query: dict, fragment: str, slider_id: str,
+                 sparsities: list[float]) -> list[Page]:
+    """Send the moves 50 ms apart, then read until the last one's run has finished."""
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    from urllib.parse import urlencode
+
+    for s in sparsities:
+        msg = BackMsg()
+        msg.rerun_script.query_string = urlencode({**query, "sparsity": str(s)})
+        msg.rerun_script.page_name = PRUNE_PAGE
+        msg.rerun_script.fragment_id = fragment
+        w = msg.rerun_script.widget_states.widgets.add()
+        w.id = slider_id
+        w.double_array_value.data.extend([s])
+        await tab.ws.send(msg.SerializeToString())
+        await asyncio.sleep(0.05)
+    runs, current = [], Page()
+    deadline = time.monotonic() + tab.timeout
+    while True:
+        raw = await asyncio.wait_for(tab.ws.recv(), max(1.0, deadline - time.monotonic()))
+        fm = ForwardMsg()
+        fm.ParseFromString(raw)
+        kind = fm.WhichOneof("type")
+        if kind == "delta" and fm.delta.WhichOneof("type") == "new_element":
+            current.elements.append((fm.delta.fragment_id, fm.delta.new_element))
+        elif kind == "script_finished":
+            current.status = fm.script_finished
+            runs.append(current)
+            current = Page()
+            if runs[-1].status == FINISHED_FRAGMENT_RUN and \
+                    runs[-1].metrics().get("units cut", runs[-1].metrics().get("units removed")) == "75.0%":
+                return runs
+
+
+@pytest.mark.slow
+def test_a_burst_of_moves_evaluates_only_the_last(tmp_path):
+    from tests.tiny import write_tiny_bert, write_tiny_csv
+
+    model = write_tiny_bert(tmp_path / "model", layers=4, heads=4, hidden=64, ffn=256, seed=1)
+    data = write_tiny_csv(tmp_path / "big.csv", n=12000, seed=2)
+    server = start_server(tmp_path)
+    store = tmp_path / "store"
+    query = {"model": str(model), "data": str(data), "method": "magnitude", "unit": "head",
+             "sparsity": "0.0"}
+    try:
+        async def session() -> tuple[Page, list[Page], int, int]:
+            async with StreamlitClient(server.port) as tab:
+                first = await tab.run(query, PRUNE_PAGE)
+                fragment, slider = first.slider("Sparsity")
+                before = _mask_evaluations(store)
+                runs = await _burst(tab, query, fragment, slider.id, [0.25, 0.5, 0.625, 0.75])
+                return first, runs, before, _mask_evaluations(store)
+
+        first, runs, before, after = asyncio.run(session())
+    finally:
+        stop_server(server)
+    assert first.exceptions() == [] and runs[-1].exceptions() == []
+    assert after - before == 1, (f"{after - before} evaluations landed for 4 moves "
+                                 f"(run endings {[r.status for r in runs]})")
+    assert FINISHED_EARLY_FOR_RERUN in [r.status for r in runs]  # stale runs were stopped
