@@ -33,18 +33,15 @@ def _name(names: dict[int, str] | None, label: int):
     return names.get(label, label) if names else label
 
 
-def _mask_params(mask: np.ndarray) -> dict:
-    bits = "".join("1" if v else "0" for v in np.asarray(mask).ravel())
-    return {"mask": bits, "shape": list(np.shape(mask))}
-
-
 def predictions(session, unit: str, mask, use_store: bool = True) -> np.ndarray:
     """Predicted label of every example with ``unit`` gated by the keep-``mask`` (all ones:
     the unpruned model)."""
     mask = np.asarray(mask)
     if np.all(mask):
         return session.evaluator.base_outputs.logits.argmax(-1)
-    key = session.key("mask-predictions", "", unit, _mask_params(mask))
+    from analysis.operations import mask_params
+
+    key = session.key("mask-predictions", "", unit, mask_params(mask))
     if use_store:
         hit = session.store.get(key)
         if hit is not None and len(hit.get("predictions", ())) == len(session.data):

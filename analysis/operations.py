@@ -251,11 +251,15 @@ def evaluate_mask(session: Session, unit: str, mask: np.ndarray, use_store: bool
     return result, False
 
 
+def mask_params(mask: np.ndarray) -> dict:
+    """A keep-mask as store-key parameters: its 0/1 bits row-major, and its shape."""
+    bits = "".join("1" if v else "0" for v in np.asarray(mask).ravel())
+    return {"mask": bits, "shape": list(np.shape(mask))}
+
+
 def mask_keys(session: Session, unit: str, mask: np.ndarray) -> dict[str, Key]:
     """The store keys of one keep-mask's evaluation (the mask itself, not its method), by precision."""
-    bits = "".join("1" if v else "0" for v in np.asarray(mask).ravel())
-    params = {"mask": bits, "shape": list(np.shape(mask))}
-    return _precision_keys(session, "mask-eval", "", unit, params)
+    return _precision_keys(session, "mask-eval", "", unit, mask_params(mask))
 
 
 def curve_is_stored(session: Session, methods: list[str], sparsities: list[float], unit: str = "head",

@@ -57,3 +57,30 @@ def default_loaded():
     from analysis.models import load_model
 
     return load_model("default")
+
+
+DASHBOARD_APP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dashboard", "app.py")
+APPTEST_TIMEOUT = 120
+
+
+@pytest.fixture()
+def open_page(tiny_bert_dir, tiny_csv, tmp_path, monkeypatch):
+    """Open a dashboard page under Streamlit's AppTest, as a shared link would: the page from
+    ``st.session_state["prunelens.page"]``, model/data (the tiny ones by default) and any other
+    settings from query parameters, an empty store in a temp folder."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("PRUNELENS_CACHE", str(tmp_path / "store"))
+
+    def _open(page: str, model: str | None = None, data: str | None = None, **query) -> AppTest:
+        at = AppTest.from_file(DASHBOARD_APP, default_timeout=APPTEST_TIMEOUT)
+        at.query_params["model"] = model or str(tiny_bert_dir)
+        at.query_params["data"] = data or str(tiny_csv)
+        for k, v in query.items():
+            at.query_params[k] = v
+        at.session_state["prunelens.page"] = page
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    return _open

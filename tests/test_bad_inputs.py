@@ -261,7 +261,7 @@ def test_glue_offline(bad, isolated_store, capsys, monkeypatch):
                                        data="glue:sst2"), capsys)
     assert rc == 2
     (line,) = error_lines(err)
-    assert "could not load GLUE task 'sst2'" in line and "PRUNELENS_GLUE_DIR" in line
+    assert "GLUE task 'sst2' is not in the local datasets cache" in line and "PRUNELENS_GLUE_DIR" in line
 
 
 def test_admm_n_greater_than_m(bad, isolated_store, capsys):

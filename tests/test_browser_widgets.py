@@ -40,8 +40,10 @@ def _read(driver, label: str) -> str:
     return wait_for(driver, lambda d: _value(d, label), WAIT, f"the widget {label!r}")
 
 
-def _pick_method(driver, name: str) -> None:
-    """Type the method's name into the Method box and take the one match (as a user would)."""
+def _pick_method(driver, name: str, appears: str, disappears: str) -> None:
+    """Type the method's name into the Method box and take the one match (as a user would);
+    return once the page shows the widget ``appears`` (only the new method has) and no longer
+    the widget ``disappears`` (only the old one had): stale widgets are never read."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -55,6 +57,8 @@ def _pick_method(driver, name: str) -> None:
                                 if f"[{name}]" in o.text], WAIT, f"the option {name}")
     field.send_keys(Keys.ENTER)
     wait_for(driver, lambda d: f"[{name}]" in _value(d, "Method"), WAIT, f"{name} to be picked")
+    wait_for(driver, lambda d: _value(d, appears) and not _value(d, disappears), WAIT,
+             f"{name}'s own widgets")
 
 
 def _set_number(driver, label: str, value: int) -> None:
@@ -82,11 +86,11 @@ def test_switching_methods_keeps_each_methods_own_settings(tiny_bert_dir, tiny_c
             _set_number(driver, "samples", 200)
             assert _read(driver, "batch size") == "32"
 
-            _pick_method(driver, "pins")
+            _pick_method(driver, "pins", appears="eta", disappears="samples")
             assert _read(driver, "batches") == "8"  # PINS' own default, not SMP's 1
             assert _read(driver, "batch size") == "16"  # not SMP's 32
 
-            _pick_method(driver, "smp")
+            _pick_method(driver, "smp", appears="samples", disappears="eta")
             assert _read(driver, "samples") == "200"  # what it had, not its minimum 8
             assert _read(driver, "batch size") == "32"
             assert _read(driver, "keep rate") == "0.5"

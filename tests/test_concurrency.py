@@ -88,8 +88,13 @@ class StreamlitClient:
                   fragment_id: str = "") -> Page:
         """Rerun with ``query`` as the URL, optionally setting widgets (id -> float) and rerunning
         only one fragment, as the browser does when a slider inside ``st.fragment`` moves."""
+        await self.send(query, page, widgets, fragment_id)
+        return await self.read_run()
+
+    async def send(self, query: dict, page: str = "", widgets: dict | None = None,
+                   fragment_id: str = "") -> None:
+        """Ask for a rerun without waiting for it (a browser does not wait between moves)."""
         from streamlit.proto.BackMsg_pb2 import BackMsg
-        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
         msg = BackMsg()
         state = msg.rerun_script
@@ -101,6 +106,11 @@ class StreamlitClient:
             w.id = widget_id
             w.double_array_value.data.extend([value])
         await self.ws.send(msg.SerializeToString())
+
+    async def read_run(self) -> Page:
+        """What the next script run draws, until it finishes (for any reason)."""
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
         result = Page()
         deadline = time.monotonic() + self.timeout
         while True:

@@ -12,27 +12,6 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
-TIMEOUT = 120
-
-
-@pytest.fixture()
-def open_page(tiny_bert_dir, tiny_csv, tmp_path, monkeypatch):
-    monkeypatch.setenv("PRUNELENS_CACHE", str(tmp_path / "store"))
-
-    def _open(page: str, model: str | None = None, data: str | None = None, **query) -> AppTest:
-        at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-        at.query_params["model"] = model or str(tiny_bert_dir)
-        at.query_params["data"] = data or str(tiny_csv)
-        for k, v in query.items():
-            at.query_params[k] = v
-        at.session_state["prunelens.page"] = page
-        at.run()
-        assert not at.exception, [e.value for e in at.exception]
-        return at
-
-    return _open
-
 
 def _metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)

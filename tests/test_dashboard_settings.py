@@ -16,19 +16,6 @@ from analysis.methods import all_methods
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 
 
-def _open(tiny_bert_dir, tiny_csv, tmp_path, monkeypatch, page: str, **query) -> AppTest:
-    monkeypatch.setenv("PRUNELENS_CACHE", str(tmp_path / "store"))
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.query_params["model"] = str(tiny_bert_dir)
-    at.query_params["data"] = str(tiny_csv)
-    for k, v in query.items():
-        at.query_params[k] = v
-    at.session_state["prunelens.page"] = page
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
 def _widget(at: AppTest, key: str):
     for kind in ("slider", "number_input", "checkbox", "selectbox"):
         for w in getattr(at, kind):
@@ -43,8 +30,8 @@ def _query(at: AppTest) -> dict:
 
 # item 1 -----------------------------------------------------------------------------------------
 
-def test_a_methods_settings_never_reach_another_method(tiny_bert_dir, tiny_csv, tmp_path, monkeypatch):
-    at = _open(tiny_bert_dir, tiny_csv, tmp_path, monkeypatch, "importance", method="smp")
+def test_a_methods_settings_never_reach_another_method(open_page):
+    at = open_page("importance", method="smp")
     assert _widget(at, "imp.smp.batch_size").value == 32 and _widget(at, "imp.smp.batches").value == 1
     at.selectbox(key="imp.method").set_value("pins").run()
     assert not at.exception
@@ -56,8 +43,8 @@ def test_a_methods_settings_never_reach_another_method(tiny_bert_dir, tiny_csv, 
     assert not [k for k in query if k.startswith("p.") and not k.startswith("p.pins.")]
 
 
-def test_a_link_with_another_methods_keys_is_ignored(tiny_bert_dir, tiny_csv, tmp_path, monkeypatch):
-    at = _open(tiny_bert_dir, tiny_csv, tmp_path, monkeypatch, "importance", method="pins",
+def test_a_link_with_another_methods_keys_is_ignored(open_page):
+    at = open_page("importance", method="pins",
                **{"p.smp.batch_size": "64", "p.batch_size": "64", "p.pins.batches": "3"})
     assert _widget(at, "imp.pins.batch_size").value == 16
     assert _widget(at, "imp.pins.batches").value == 3
@@ -99,9 +86,8 @@ def test_small_values_are_declared_log_scale():
     assert get_method("pins").describe()["params"][2]["scale"] == "log"  # eta, in `methods`
 
 
-def test_training_page_shows_pins_eta_and_temperature_exactly(tiny_bert_dir, tiny_csv, tmp_path,
-                                                               monkeypatch):
-    at = _open(tiny_bert_dir, tiny_csv, tmp_path, monkeypatch, "training", method="pins")
+def test_training_page_shows_pins_eta_and_temperature_exactly(open_page):
+    at = open_page("training", method="pins")
     eta, temperature = _widget(at, "train.pins.eta"), _widget(at, "train.pins.temperature")
     assert eta.value == pytest.approx(1e-4) and eta.proto.format == "%g"
     assert temperature.value == pytest.approx(2.0)
@@ -109,8 +95,7 @@ def test_training_page_shows_pins_eta_and_temperature_exactly(tiny_bert_dir, tin
 
 # item 4 -----------------------------------------------------------------------------------------
 
-def test_training_run_links_name_the_run_not_its_position(tiny_loaded, tiny_bert_dir, tiny_csv, tmp_path,
-                                                          monkeypatch):
+def test_training_run_links_name_the_run_not_its_position(tiny_loaded, tiny_csv, tmp_path, open_page):
     from analysis.cache import ResultStore
     from analysis.operations import open_session
     from analysis.training import RUN_ID_LENGTH, finished_runs, train_command
@@ -123,12 +108,12 @@ def test_training_run_links_name_the_run_not_its_position(tiny_loaded, tiny_bert
     runs = finished_runs(store)
     assert all(len(r["run_id"]) == RUN_ID_LENGTH for r in runs)
     chosen = next(r for r in runs if r["params"]["seed"] == 1)
-    at = _open(tiny_bert_dir, tiny_csv, tmp_path, monkeypatch, "training", run=chosen["run_id"])
+    at = open_page("training", run=chosen["run_id"])
     assert at.selectbox(key="train.run").value == chosen["run_id"]
     # more runs finish; every position may shift, the link still names the same run
     for seed in (2, 3, 4):
         train_command(session, "admm", {**short, "seed": seed})
-    at = _open(tiny_bert_dir, tiny_csv, tmp_path, monkeypatch, "training", run=chosen["run_id"])
+    at = open_page("training", run=chosen["run_id"])
     assert at.selectbox(key="train.run").value == chosen["run_id"]
     assert any(chosen["run_id"] in h.value for h in at.subheader)
 
@@ -189,9 +174,8 @@ def test_masked_and_physical_are_timed_the_same_way_even_from_the_store(tiny_ses
     assert phys["max_abs_logit_difference"] < 1e-5
 
 
-def test_prune_page_timing_table_has_no_store_read_beside_a_computed_time(tiny_bert_dir, tiny_csv,
-                                                                         tmp_path, monkeypatch):
-    at = _open(tiny_bert_dir, tiny_csv, tmp_path, monkeypatch, "prune", method="magnitude",
+def test_prune_page_timing_table_has_no_store_read_beside_a_computed_time(open_page):
+    at = open_page("prune", method="magnitude",
                sparsity="0.5")
     at.checkbox(key="prune.physical").set_value(True).run()
     assert not at.exception

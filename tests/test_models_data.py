@@ -126,7 +126,7 @@ def test_glue_from_a_local_copy(tmp_path, monkeypatch):
         load_data("glue:nope")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with pytest.raises(DataError, match="could not load GLUE task 'sst2'"):
+    with pytest.raises(DataError, match="GLUE task 'sst2' is not in the local datasets cache"):
         load_data("glue:sst2")
 
 

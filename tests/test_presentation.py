@@ -13,28 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "dashboard" / "app.py")
-TIMEOUT = 120
 MAX_LABEL = 12  # characters: five metrics share a row at 1024 px
-
-
-@pytest.fixture()
-def open_page(tiny_bert_dir, tiny_csv, tmp_path, monkeypatch):
-    monkeypatch.setenv("PRUNELENS_CACHE", str(tmp_path / "store"))
-
-    def _open(page: str, **query) -> AppTest:
-        at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-        at.query_params["model"] = str(tiny_bert_dir)
-        at.query_params["data"] = str(tiny_csv)
-        for k, v in query.items():
-            at.query_params[k] = v
-        at.session_state["prunelens.page"] = page
-        at.run()
-        assert not at.exception, [e.value for e in at.exception]
-        return at
-
-    return _open
-
 
 def _downloads(at: AppTest) -> list[str]:
     return [b.proto.label for b in at.get("download_button")]

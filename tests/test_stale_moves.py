@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import pytest
 
@@ -28,37 +27,15 @@ def _mask_evaluations(store) -> int:
 
 async def _burst(tab: StreamlitClient, query: dict, fragment: str, slider_id: str,
                  sparsities: list[float]) -> list[Page]:
-    """Send the moves 50 ms apart, then read until the last one's run has finished."""
-    from streamlit.proto.BackMsg_pb2 import BackMsg
-    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
-    from urllib.parse import urlencode
-
+    """Send the moves 50 ms apart, then read runs until the last position is drawn."""
     for s in sparsities:
-        msg = BackMsg()
-        msg.rerun_script.query_string = urlencode({**query, "sparsity": str(s)})
-        msg.rerun_script.page_name = PRUNE_PAGE
-        msg.rerun_script.fragment_id = fragment
-        w = msg.rerun_script.widget_states.widgets.add()
-        w.id = slider_id
-        w.double_array_value.data.extend([s])
-        await tab.ws.send(msg.SerializeToString())
+        await tab.send({**query, "sparsity": str(s)}, PRUNE_PAGE, {slider_id: s}, fragment)
         await asyncio.sleep(0.05)
-    runs, current = [], Page()
-    deadline = time.monotonic() + tab.timeout
+    runs = []
     while True:
-        raw = await asyncio.wait_for(tab.ws.recv(), max(1.0, deadline - time.monotonic()))
-        fm = ForwardMsg()
-        fm.ParseFromString(raw)
-        kind = fm.WhichOneof("type")
-        if kind == "delta" and fm.delta.WhichOneof("type") == "new_element":
-            current.elements.append((fm.delta.fragment_id, fm.delta.new_element))
-        elif kind == "script_finished":
-            current.status = fm.script_finished
-            runs.append(current)
-            current = Page()
-            if runs[-1].status == FINISHED_FRAGMENT_RUN and \
-                    runs[-1].metrics().get("units cut", runs[-1].metrics().get("units removed")) == "75.0%":
-                return runs
+        runs.append(await tab.read_run())
+        if runs[-1].status == FINISHED_FRAGMENT_RUN and runs[-1].metrics().get("units cut") == "75.0%":
+            return runs
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.cache import Key, canonical
-from analysis.operations import Session, mask_for, mask_keys, score_keys
+from analysis.operations import Session, mask_for, mask_keys, mask_params, score_keys
 from analysis.sweep.spec import MethodGrid, SweepSpec, Target, TrainGrid
 
 KINDS = ("train-run", "scores", "mask-eval")  # also the order in which ready tasks are started
@@ -102,7 +102,7 @@ def mask_tasks(session: Session, source: Task, scores: np.ndarray, followers: Fo
             mask = mask_for(scores, sparsity, scope)
             keys = mask_keys(session, source.unit, mask)
             task = Task("mask-eval", source.target, source.method, source.unit,
-                        mask="".join("1" if v else "0" for v in mask.ravel()), shape=tuple(mask.shape),
+                        mask=mask_params(mask)["mask"], shape=tuple(mask.shape),
                         keys=tuple(keys.values()),
                         label=f"{source.label} {scope} {sparsity:.0%}")
             seen.setdefault(task.digest, task)
