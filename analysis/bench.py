@@ -22,8 +22,9 @@ Measured (JSON keys):
 - ``precision``: what pruned masks were evaluated with (``bf16`` = checked bf16, see
   :mod:`analysis.precision`); ``path`` and ``why``: which path that is (``checked-bf16`` or
   ``fp32``) and the reason (the CPU's native bf16, ``$ONEDNN_MAX_CPU_ISA``, the requested
-  precision, the calibration); ``cpu_bf16_flags`` the bf16 flags found; ``eval_fp32_p50_s`` the same slider moves on an exact fp32
-  evaluator; ``prediction_agreement``, ``max_mean_loss_difference``,
+  precision, the calibration), also the table's last line; ``cpu_bf16_flags`` and
+  ``onednn_max_cpu_isa`` what that was read from; ``eval_fp32_p50_s`` the same slider moves on
+  an exact fp32 evaluator; ``prediction_agreement``, ``max_mean_loss_difference``,
   ``max_abs_logit_difference_vs_fp32`` how far the default path is from the exact numbers;
 - ``rss_mb``: resident memory of this process with the model loaded and the caches warm.
 """

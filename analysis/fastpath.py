@@ -11,7 +11,10 @@ model computes (to float rounding, ~1e-6), but cheaper:
 - **bf16 layers** (``dtype=torch.bfloat16``, used by :mod:`analysis.precision`): matmuls in bf16
   with oneDNN-packed weights and the GELU fused; attention scores in bf16 (the score scale folded
   into the query weights, the key mask added by the batched matmul), their softmax in fp32;
-  residual stream, LayerNorms and the last layer stay fp32;
+  residual stream, LayerNorms and the last layer stay fp32; ``dtype=INT8`` is the same with
+  dynamic int8 matmuls (per-channel weights, per-row activations, ``torch._int_mm``), measured
+  as a candidate for CPUs without native bf16 (``benchmarks/precision.py --candidates``) and used
+  by nothing else: it does not pay (docs/PERFORMANCE.md);
 - **[CLS]-only last layer**: the classifier only reads position 0, so the last layer computes the
   query, the attention, the output projection and the FFN for [CLS] alone, with the key and value
   projections folded into the query (``q·(W_k x + b_k) = (W_kᵀ q)·x + const`` and
@@ -219,7 +222,9 @@ def pack_weight(w: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), 2048)
 
 
-INT8 = torch.qint8  # the "dtype" of int8 layers: per-channel int8 weights, dynamic int8 activations
+# the "dtype" of int8 layers: per-channel int8 weights, per-row dynamic int8 activations (measured
+# only: too inexact for the checked-prediction rule to pay, docs/PERFORMANCE.md)
+INT8 = torch.qint8
 
 
 def pack_int8(w: torch.Tensor, b: torch.Tensor | None) -> tuple:
