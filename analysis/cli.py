@@ -103,22 +103,37 @@ def cmd_dashboard(args) -> int:
     app = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
     if not app.exists():
         raise PrunelensError(f"dashboard not found at {app} (reinstall prunelens)")
+    host = (args.host or "").strip()
+    if not host:
+        raise ParamError("--host needs an address (127.0.0.1: this machine only; 0.0.0.0: every "
+                         "network interface, see SECURITY.md)")
+    if not 0 < args.port < 65536:
+        raise ParamError(f"--port must be in 1..65535, got {args.port}")
     cmd = [sys.executable, "-m", "streamlit", "run", str(app),
-           "--server.address", args.host, "--server.port", str(args.port),
+           "--server.address", host, "--server.port", str(args.port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--server.maxUploadSize", "50",
            "--client.toolbarMode", "viewer"]  # no Deploy button or developer menu
-    print(f"prunelens dashboard on http://{args.host}:{args.port}", file=sys.stderr)
-    return _launch(cmd)
+    # no downloads unless asked: hub ids and GLUE tasks come from the local caches only
+    env = dict(os.environ)
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        env[name] = "0" if args.online else env.get(name, "1")
+    print(f"prunelens dashboard on http://{host}:{args.port}"
+          + (" (every network interface)" if host == "0.0.0.0" else "")
+          + (" (online: hub ids and GLUE may download)" if args.online
+             else " (offline: hub ids and GLUE from the local cache; --online to download)"),
+          file=sys.stderr)
+    return _launch(cmd, env)
 
 
-def _launch(cmd: list[str]) -> int:
+def _launch(cmd: list[str], env: dict[str, str] | None = None) -> int:
     """Replace this process with the Streamlit server (so a signal to `prunelens` reaches it)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    if hasattr(os, "execv"):
-        os.execv(cmd[0], cmd)
-    return subprocess.call(cmd)  # pragma: no cover (platforms without exec)
+    env = env if env is not None else dict(os.environ)
+    if hasattr(os, "execve"):
+        os.execve(cmd[0], cmd, env)
+    return subprocess.call(cmd, env=env)  # pragma: no cover (platforms without exec)
 
 
 def cmd_methods(args) -> int:
@@ -135,9 +150,27 @@ def cmd_methods(args) -> int:
     return 0
 
 
+def _check_method_args(method_name: str, unit: str | None, raw_params: list[str] | None,
+                       training: bool = False) -> None:
+    """Method, unit and parameters checked before anything loads (one ``error:`` line)."""
+    from analysis.methods import get_method
+    from analysis.operations import default_unit
+
+    method = get_method(method_name)
+    params = _parse_params(raw_params)
+    if training:
+        from analysis.training import get_trainer
+
+        get_trainer(method_name).validate(params)
+        return
+    default_unit(method_name, unit)
+    method.validate(params)
+
+
 def cmd_score(args) -> int:
     from analysis.operations import compute_scores
 
+    _check_method_args(args.method, args.unit, args.param)
     session = _session(args)
     progress = _progress_printer(not args.quiet)
     result = compute_scores(session, args.method, args.unit, _parse_params(args.param), progress,
@@ -155,7 +188,17 @@ def cmd_score(args) -> int:
 
 def cmd_prune(args) -> int:
     from analysis.operations import prune
+    from analysis.pruning import check_sparsity, check_threshold
 
+    if args.sparsity is None and args.threshold is None:
+        raise ParamError("give --sparsity or --threshold")
+    if args.sparsity is not None and args.threshold is not None:
+        raise ParamError("give either a sparsity or a threshold, not both")
+    if args.sparsity is not None:
+        check_sparsity(args.sparsity)
+    else:
+        check_threshold(args.threshold)
+    _check_method_args(args.method, args.unit, args.param)
     session = _session(args)
     out = prune(session, args.method, args.sparsity, args.unit, args.scope, _parse_params(args.param),
                 physical=args.physical, threshold=args.threshold,
@@ -224,12 +267,18 @@ def _flatten(x):
 
 
 def cmd_curve(args) -> int:
+    from analysis.methods import get_method
     from analysis.operations import curve
+    from analysis.pruning import check_sparsity
 
-    session = _session(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise ParamError("--methods needs at least one method name")
+    for name in methods:
+        get_method(name).check_unit(args.unit)
+    for sparsity in _floats(args.sparsities, "--sparsities"):
+        check_sparsity(sparsity)
+    session = _session(args)
     rows = curve(session, methods, _floats(args.sparsities, "--sparsities"), args.unit, args.scope,
                  progress=_progress_printer(not args.quiet))
     _print_notes(session)
@@ -306,6 +355,7 @@ def cmd_sweep(args) -> int:
 def cmd_train(args) -> int:
     from analysis.training import train_command
 
+    _check_method_args(args.method, None, args.param, training=True)
     session = _session(args)
     out = train_command(session, args.method, _parse_params(args.param),
                         progress=_progress_printer(not args.quiet), use_store=not args.no_cache)
@@ -333,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dashboard", help="start the dashboard (localhost only)")
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default localhost only)")
+    p.add_argument("--online", action="store_true",
+                   help="let hub ids and GLUE tasks download (default: local caches only)")
     p.add_argument("--debug", action="store_true")
     p.set_defaults(func=cmd_dashboard)
 

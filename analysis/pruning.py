@@ -35,6 +35,17 @@ def check_sparsity(sparsity: float) -> float:
     return sparsity
 
 
+def check_threshold(threshold: float) -> float:
+    """A finite score threshold >= 0 (NaN or inf would silently prune every unit or none)."""
+    try:
+        threshold = float(threshold)
+    except (TypeError, ValueError):
+        raise ParamError(f"threshold must be a number >= 0, got {threshold!r}") from None
+    if not np.isfinite(threshold) or threshold < 0:
+        raise ParamError(f"threshold must be a finite number >= 0, got {threshold}")
+    return threshold
+
+
 def select(scores, sparsity: float | None = None, scope: str = "global",
            threshold: float | None = None, keep_one_per_layer: bool = False) -> np.ndarray:
     """Keep-mask (1 keep, 0 prune) of the same shape as ``scores``.
@@ -53,9 +64,7 @@ def select(scores, sparsity: float | None = None, scope: str = "global",
     if threshold is not None:
         if sparsity is not None:
             raise ParamError("give either a sparsity or a threshold, not both")
-        threshold = float(threshold)
-        if threshold < 0:
-            raise ParamError(f"threshold must be >= 0, got {threshold}")
+        threshold = check_threshold(threshold)
         mask = (s >= threshold).astype(np.int8)
     else:
         sparsity = check_sparsity(0.0 if sparsity is None else sparsity)

@@ -185,7 +185,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("sparsity-one", PRUNE + ["--sparsity", "1.0"] + M, r"sparsity must be in \[0, 1\), got 1\.0"),
     ("sparsity-text", PRUNE + ["--sparsity", "abc"] + M, r"argument --sparsity: invalid float value: 'abc'"),
     ("sparsity-nan", PRUNE + ["--sparsity", "nan"] + M, r"sparsity must be in \[0, 1\), got nan"),
-    ("threshold-negative", PRUNE + ["--threshold", "-1"] + M, r"threshold must be >= 0, got -1\.0"),
+    ("threshold-negative", PRUNE + ["--threshold", "-1"] + M, r"threshold must be a finite number >= 0, got -1\.0"),
     ("threshold-and-sparsity", PRUNE + ["--threshold", "0.1", "--sparsity", "0.2"] + M, r"either a sparsity or a threshold, not both"),
     ("prune-neither", PRUNE + M, r"give --sparsity or --threshold"),
     ("method-unknown", ["score", "--method", "nope"] + M, r"unknown method 'nope' \(choose one of: .*magnitude"),

@@ -244,7 +244,7 @@ def test_cli_methods_lists_declared_params(cli, tmp_path):
         (("score", "--method", "random", "--param", "seed=abc"), "must be an integer"),
         (("score", "--method", "random", "--param", "colour=red"), "has no parameter 'colour'"),
         (("prune", "--method", "random", "--sparsity", "1.5"), "sparsity must be in [0, 1)"),
-        (("prune", "--method", "random", "--threshold", "-1"), "threshold must be >= 0"),
+        (("prune", "--method", "random", "--threshold", "-1"), "threshold must be a finite number >= 0"),
     ],
 )
 def test_cli_errors_are_one_line(cli, args, message):

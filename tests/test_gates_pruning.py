@@ -148,7 +148,7 @@ def test_keep_one_per_layer():
 def test_threshold_selection_and_errors():
     scores = np.array([[0.1, 0.5], [0.3, 0.05]])
     assert select(scores, threshold=0.3).tolist() == [[0, 1], [1, 0]]
-    with pytest.raises(ParamError, match="threshold must be >= 0"):
+    with pytest.raises(ParamError, match="threshold must be a finite number >= 0"):
         select(scores, threshold=-1)
     for bad in (-0.1, 1.0, 1.5, "abc"):
         with pytest.raises(ParamError, match="sparsity must be"):

@@ -146,7 +146,7 @@ def test_deploy_button_is_hidden(monkeypatch):
     from analysis import cli
 
     seen = {}
-    monkeypatch.setattr(cli, "_launch", lambda cmd: seen.setdefault("cmd", cmd) and 0)
+    monkeypatch.setattr(cli, "_launch", lambda cmd, env=None: seen.setdefault("cmd", cmd) and 0)
     cli.main(["dashboard", "--port", "8599"])
     cmd = seen["cmd"]
     assert cmd[cmd.index("--client.toolbarMode") + 1] == "viewer"

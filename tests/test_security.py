@@ -195,7 +195,7 @@ def test_upload_cap_value_and_dashboard_flag(monkeypatch):
 
     assert analysis.data.MAX_UPLOAD_BYTES == 50 * 1024 * 1024
     seen = {}
-    monkeypatch.setattr(analysis.cli, "_launch", lambda cmd: seen.setdefault("cmd", cmd) and 0)
+    monkeypatch.setattr(analysis.cli, "_launch", lambda cmd, env=None: seen.setdefault("cmd", cmd) and 0)
     assert analysis.cli.main(["dashboard"]) == 0
     cmd = seen["cmd"]
     # streamlit's maxUploadSize is in MiB: the browser uploader refuses what from_bytes would
@@ -277,7 +277,7 @@ def test_dashboard_binds_localhost_by_default(argv, host, port, monkeypatch, cap
     import analysis.cli
 
     seen = []
-    monkeypatch.setattr(analysis.cli, "_launch", lambda cmd: seen.append(cmd) or 0)
+    monkeypatch.setattr(analysis.cli, "_launch", lambda cmd, env=None: seen.append(cmd) or 0)
     monkeypatch.setattr(analysis.cli.sys, "argv", ["prunelens", *argv])
     assert analysis.cli.main(argv) == 0
     (cmd,) = seen
