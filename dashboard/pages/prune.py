@@ -57,7 +57,7 @@ summary = score_summary(scores)
 
 
 LAST_RESULT = "prune.last_result"  # (session id, result) of the last setting shown in full
-STALE = "prune-stale"  # the container of the previous numbers, greyed by STALE_CSS
+STALE = "prune-stale"  # the container of the previous numbers, greyed by the style below
 st.html(f"<style>.st-key-{STALE} {{ opacity: 0.45; filter: grayscale(1); }}</style>")
 
 
@@ -130,7 +130,7 @@ def live() -> None:
         if done_key not in done:
             previous = st.session_state.get(LAST_RESULT)
             if previous is not None and previous[0] == state.session_id(session):
-                with slot.container(key=STALE):  # greyed (see STALE_CSS) until the new numbers come
+                with slot.container(key=STALE):  # greyed until the new numbers come
                     _numbers(previous[1], "previous", "Previous setting, shown until this one's "
                              "numbers arrive…")
             with state.guard():
