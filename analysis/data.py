@@ -57,6 +57,7 @@ class TextData:
     text_pairs: list[str] | None = None
     metric: str = "accuracy"
     notes: list[str] = field(default_factory=list)
+    label_names: list[str] | None = None  # text labels: the names behind ids 0, 1, ... (sorted)
     _fingerprint: str | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -95,7 +96,27 @@ class TextData:
             text_pairs=None if self.text_pairs is None else self.text_pairs[:limit],
             metric=self.metric,
             notes=list(self.notes),
+            label_names=self.label_names,
         )
+
+    def with_label_ids(self, label2id: dict[str, int]) -> TextData:
+        """Text labels renumbered by a model's own ``label2id`` (names matched case-insensitively)
+        when every name is one of the model's; otherwise this data unchanged. The sorted order
+        a file's names get by default is right only by chance (``positive`` before ``negative``
+        models would score 1 - accuracy)."""
+        if not self.label_names:
+            return self
+        wanted = {str(k).strip().lower(): int(v) for k, v in label2id.items()}
+        names = [n.strip().lower() for n in self.label_names]
+        if not all(n in wanted for n in names) or all(wanted[n] == i for i, n in enumerate(names)):
+            return self
+        remap = np.array([wanted[n] for n in names], dtype=np.int64)
+        notes = [n for n in self.notes if not n.startswith("text labels mapped to ids")]
+        notes.append("text labels mapped by the model's own label names: " + ", ".join(
+            f"{orig}={wanted[n]}" for orig, n in zip(self.label_names, names)))
+        by_id = sorted(self.label_names, key=lambda name: wanted[name.strip().lower()])
+        return TextData(self.name, self.split, self.texts, remap[self.labels], self.text_pairs,
+                        self.metric, notes, by_id)
 
     def describe(self) -> dict:
         return {"name": self.name, "split": self.split, "n": len(self), "fingerprint": self.fingerprint}
@@ -185,6 +206,7 @@ def _from_frame(frame: pd.DataFrame, name: str, split: str, text_col: str = "tex
     if len(frame) == 0:
         raise DataError(f"{name} has no rows with both {text_col} and label filled in")
     labels = frame["label"]
+    names = None
     if labels.dtype == object or str(labels.dtype).startswith("str"):
         as_num = pd.to_numeric(labels, errors="coerce")
         if as_num.isna().any():
@@ -209,6 +231,7 @@ def _from_frame(frame: pd.DataFrame, name: str, split: str, text_col: str = "tex
         text_pairs=pairs,
         metric=metric,
         notes=notes,
+        label_names=names,
     )
 
 

@@ -120,6 +120,15 @@ class LoadedModel:
         return {"name": self.name, "fingerprint": self.fingerprint, "layers": inv.layers,
                 "heads": inv.heads}
 
+    def fit_data(self, data):
+        """``data`` with text labels numbered as this model names them (its ``label2id``, when
+        the names are real ones and not ``LABEL_i``), then checked against the head."""
+        label2id = getattr(self.model.config, "label2id", None) or {}
+        if label2id and not all(str(k).startswith("LABEL_") for k in label2id):
+            data = data.with_label_ids(label2id)
+        self.check_data(data)
+        return data
+
     def check_data(self, data) -> None:
         """Labels must fit the classification head."""
         if len(data) and int(data.labels.max()) >= self.num_labels:

@@ -51,8 +51,7 @@ def open_session(model: str = "default", data: str = "default", limit: int | Non
                  split: str = "dev", store: ResultStore | None = None, loaded: LoadedModel | None = None,
                  device: str = "cpu") -> Session:
     loaded = loaded or load_model(model)
-    text_data = load_data(data, split=split, limit=limit)
-    loaded.check_data(text_data)
+    text_data = loaded.fit_data(load_data(data, split=split, limit=limit))
     return Session(loaded, text_data, store or ResultStore(), device)
 
 

@@ -45,8 +45,7 @@ def training_data(session) -> tuple[TextData, str]:
     the default (Rotten Tomatoes) dev split, which training never sees; otherwise the session's own
     data, with a note that the evaluation is then optimistic."""
     if session.data.name == "rotten_tomatoes":
-        data = load_data("default", split="train")
-        session.loaded.check_data(data)
+        data = session.loaded.fit_data(load_data("default", split="train"))
         return data, "train split of the default data"
     return session.data, ("no separate train split is known for this data: trained on the "
                           "evaluation data itself, so the evaluation is optimistic")

@@ -95,8 +95,7 @@ def cached_data(spec: str, limit: int | None, upload_digest: str | None, _upload
 def cached_session(model: str, data: str, limit: int | None, upload_digest: str | None,
                    store_dir: str, _upload: bytes | None) -> Session:
     loaded = cached_model(model)
-    text_data = cached_data(data, limit, upload_digest, _upload)
-    loaded.check_data(text_data)
+    text_data = loaded.fit_data(cached_data(data, limit, upload_digest, _upload))
     return Session(loaded, text_data, ResultStore(store_dir))
 
 

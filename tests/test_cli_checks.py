@@ -92,3 +92,40 @@ def test_the_dashboard_refuses_an_empty_host_or_bad_port(argv, message, launched
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert "cmd" not in launched  # nothing was started
+
+
+def _named_model(folder, id2label):
+    import json
+
+    from tests.tiny import write_tiny_bert
+
+    model = write_tiny_bert(folder)
+    config = json.loads((model / "config.json").read_text())
+    config["id2label"] = {str(i): name for i, name in id2label.items()}
+    config["label2id"] = {name: i for i, name in id2label.items()}
+    (model / "config.json").write_text(json.dumps(config))
+    return model
+
+
+def test_text_labels_follow_the_models_own_label_names(tmp_path, store):
+    """`positive` sorts after `negative`; a model whose label 0 is `positive` must see the
+    positive sentences as 0 (sorted order gave 1 - accuracy)."""
+    from analysis.operations import open_session
+    from tests.tiny import tiny_frame
+
+    frame = tiny_frame(40)
+    as_names = frame.assign(label=frame["label"].map({1: "positive", 0: "negative"}))
+    as_names.to_csv(tmp_path / "names.csv", index=False)
+    model = _named_model(tmp_path / "m", {0: "Positive", 1: "Negative"})
+    session = open_session(str(model), str(tmp_path / "names.csv"), store=store)
+    expected = frame["label"].map({1: 0, 0: 1}).to_numpy()
+    assert session.data.labels.tolist() == expected.tolist()
+    assert any("mapped by the model's own label names" in n for n in session.data.notes)
+    ids = frame.assign(label=expected)
+    ids.to_csv(tmp_path / "ids.csv", index=False)
+    by_id = open_session(str(model), str(tmp_path / "ids.csv"), store=store)
+    assert session.evaluator.base.accuracy == by_id.evaluator.base.accuracy
+    generic = open_session(str(_named_model(tmp_path / "g", {0: "LABEL_0", 1: "LABEL_1"})),
+                           str(tmp_path / "names.csv"), store=store)
+    assert generic.data.labels.tolist() == frame["label"].tolist()  # sorted: negative=0
+    assert any("sorted order" in n for n in generic.data.notes)
