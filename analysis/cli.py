@@ -188,16 +188,9 @@ def cmd_score(args) -> int:
 
 def cmd_prune(args) -> int:
     from analysis.operations import prune
-    from analysis.pruning import check_sparsity, check_threshold
+    from analysis.pruning import check_selection
 
-    if args.sparsity is None and args.threshold is None:
-        raise ParamError("give --sparsity or --threshold")
-    if args.sparsity is not None and args.threshold is not None:
-        raise ParamError("give either a sparsity or a threshold, not both")
-    if args.sparsity is not None:
-        check_sparsity(args.sparsity)
-    else:
-        check_threshold(args.threshold)
+    check_selection(args.sparsity, args.threshold)
     _check_method_args(args.method, args.unit, args.param)
     session = _session(args)
     out = prune(session, args.method, args.sparsity, args.unit, args.scope, _parse_params(args.param),
@@ -333,10 +326,7 @@ def cmd_bench(args) -> int:
 def cmd_sweep(args) -> int:
     from analysis.cache import ResultStore
     from analysis.sweep import SweepFailed, load_spec, print_report, run_sweep
-    from analysis.sweep.driver import check_executor_options
 
-    check_executor_options(args.executor, args.workers, args.threads, args.address, args.gpus_per_task,
-                           args.device)
     _check_output(args.json)
     spec = load_spec(args.spec)
     store = ResultStore(user_dir=Path(args.store).expanduser()) if args.store else ResultStore()

@@ -14,13 +14,19 @@ import numpy as np
 
 from analysis.cache import Key, ResultStore
 from analysis.data import TextData, load_data
-from analysis.errors import ParamError
 from analysis.evaluate import Evaluator
 from analysis.gates import Masks
 from analysis.methods import get_method
 from analysis.methods.base import Context, Progress, no_progress
 from analysis.models import LoadedModel, load_model
-from analysis.pruning import check_sparsity, compression, physically_prune, select, sparsity_of
+from analysis.pruning import (
+    check_selection,
+    check_sparsity,
+    compression,
+    physically_prune,
+    select,
+    sparsity_of,
+)
 
 
 @dataclass
@@ -155,10 +161,7 @@ def prune(session: Session, method_name: str, sparsity: float | None = None, uni
 
     ``flipped`` lists the examples whose prediction changes (:mod:`analysis.flips`, the first
     ``FLIPPED_CAP``), ``flipped_count`` counts all of them."""
-    if sparsity is None and threshold is None:
-        raise ParamError("give --sparsity or --threshold")
-    if sparsity is not None:
-        check_sparsity(sparsity)
+    check_selection(sparsity, threshold)
     method = get_method(method_name)
     start = time.perf_counter()
     result = compute_scores(session, method_name, unit, params, progress)
@@ -309,8 +312,7 @@ def prune_estimate(session: Session, method_name: str, sparsity: float | None = 
 
     if session.evaluator.n <= ESTIMATE_SIZE:
         return None
-    if sparsity is None and threshold is None:
-        raise ParamError("give --sparsity or --threshold")
+    check_selection(sparsity, threshold)
     method = get_method(method_name)
     result = compute_scores(session, method_name, unit, params)
     mask = mask_for(result.scores, sparsity, scope or method.default_scope, threshold,

@@ -46,6 +46,18 @@ def check_threshold(threshold: float) -> float:
     return threshold
 
 
+def check_selection(sparsity: float | None, threshold: float | None) -> None:
+    """Exactly one of a sparsity in [0, 1) and a finite threshold >= 0 (what ``prune`` needs)."""
+    if sparsity is None and threshold is None:
+        raise ParamError("give --sparsity or --threshold")
+    if sparsity is not None and threshold is not None:
+        raise ParamError("give either a sparsity or a threshold, not both")
+    if sparsity is not None:
+        check_sparsity(sparsity)
+    else:
+        check_threshold(threshold)
+
+
 def select(scores, sparsity: float | None = None, scope: str = "global",
            threshold: float | None = None, keep_one_per_layer: bool = False) -> np.ndarray:
     """Keep-mask (1 keep, 0 prune) of the same shape as ``scores``.

@@ -25,7 +25,7 @@ import numpy as np
 
 from analysis.cache import ResultStore
 from analysis.errors import ParamError, PrunelensError
-from analysis.operations import Session, open_session
+from analysis.operations import Session, open_session, stored_scores
 from analysis.sweep.spec import SweepSpec, Target
 from analysis.sweep.tasks import KINDS, Followers, Task, expand, is_stored, mask_tasks
 
@@ -153,18 +153,10 @@ def plan_sweep(spec: SweepSpec, store: ResultStore, device: str = "cpu", say=Non
         if after is None or not after.count:
             continue
         if stored:
-            _add_masks(plan, session, task, _stored_scores(session, task), after)
+            _add_masks(plan, session, task, _task_scores(session, task), after)
         else:
             plan.followers[task.digest] = after
     return plan
-
-
-def _stored_scores(session: Session, task: Task) -> np.ndarray:
-    for key in task.keys:
-        hit = session.store.get(key)
-        if hit is not None:
-            return np.asarray(hit["scores"], dtype=np.float64)
-    raise KeyError(task.label)
 
 
 def _add_masks(plan: Plan, session: Session, source: Task, scores: np.ndarray,
@@ -238,8 +230,9 @@ def _run(plan: Plan, pool, report: SweepReport, progress: bool, out) -> None:
     bar = tqdm(total=len(ready) + plan.waiting, file=out, disable=not progress, unit="task",
                desc="sweep", dynamic_ncols=True)
 
+    failed = 0
+
     def show() -> None:
-        failed = sum(r.status == "failed" for r in plan.records.values())
         bar.set_postfix_str(f"done {bar.n - failed} · running {len(in_flight)} · failed {failed}",
                             refresh=True)
 
@@ -266,6 +259,7 @@ def _run(plan: Plan, pool, report: SweepReport, progress: bool, out) -> None:
                         ready.appendleft(task)
                     else:
                         record.status, record.error = "failed", message
+                        failed += 1
                         bar.write(f"failed: {task.label} ({task.target.label()}): {message}", file=out)
                         after = plan.followers.pop(task.digest, None)
                         if after is not None:
@@ -305,7 +299,12 @@ def _stored_or_returned(session: Session, task: Task, outcome) -> np.ndarray:
     for key, result in outcome.writes:
         if key.digest in digests:
             return np.asarray(result["scores"], dtype=np.float64)
-    return _stored_scores(session, task)  # answered from the worker's view of the store
+    return _task_scores(session, task)  # answered from the worker's view of the store
+
+
+def _task_scores(session: Session, task: Task) -> np.ndarray:
+    """A stored scores task's scores, read as every other command reads them."""
+    return stored_scores(session, task.method, task.unit, task.param_dict())
 
 
 def _message(exc: BaseException) -> str:

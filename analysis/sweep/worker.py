@@ -44,8 +44,7 @@ def prepare(threads: int, env: dict[str, str]) -> None:
 
 def adopt(target: Target, device: str, session) -> None:
     """Let this process reuse a session the driver already opened (the in-process executor)."""
-    with _sessions_lock:
-        _sessions[(target, device)] = session
+    _keep((target, device), session)
 
 
 def run_task(task, device: str = "cpu", store_dirs: tuple = (None, None), threads: int | None = None
@@ -87,8 +86,14 @@ def _session(target: Target, device: str) -> tuple[Any, bool]:
             return _sessions[key], False
     session = open_session(target.model, target.data, target.limit, device=device)
     session.evaluator  # noqa: B018 (built once here, shared by every task's view of the session)
+    _keep(key, session)
+    return session, True
+
+
+def _keep(key: tuple, session) -> None:
+    """Remember ``session``; the least recently used beyond :data:`SESSIONS_KEPT` is dropped."""
     with _sessions_lock:
         _sessions[key] = session
+        _sessions.move_to_end(key)
         while len(_sessions) > SESSIONS_KEPT:
             _sessions.popitem(last=False)
-    return session, True
