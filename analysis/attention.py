@@ -9,7 +9,11 @@ implementation returns with ``output_attentions=True``.
 
 With a head mask the forward pass runs under :func:`analysis.gates.gated`, so the maps are those
 of the *pruned* model (later layers see the effect of earlier pruning); the pruned heads are
-recorded so views can mark or hide them. Attention tensors are never stored in the result store.
+recorded so views can mark or hide them. With or without a mask, hooks and forward pass run under
+the model's lock (:func:`analysis.gates.model_lock`, the one ``gated`` holds), so another thread's
+gates never reach these maps and its forward passes never reach these hooks. Inputs are cut to
+what the model's position embeddings hold (:func:`token_limit`). Attention tensors are never
+stored in the result store.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ import torch
 from torch import nn
 
 from analysis.errors import DataError, ParamError
-from analysis.gates import gated
-from analysis.models import LoadedModel, encoder_layers
+from analysis.gates import gated, model_lock
+from analysis.models import LoadedModel, encoder_layers, usable_positions
 
 MAX_TOKENS = 128
 
@@ -131,18 +135,19 @@ def attention_from_inputs(model: nn.Module, inputs: dict, head_mask=None) -> tor
         return hook
 
     handles = []
-    try:
-        for i, layer in enumerate(layers):
-            handles.append(layer.attention.self.query.register_forward_hook(keep(i, "q")))
-            handles.append(layer.attention.self.key.register_forward_hook(keep(i, "k")))
-        if head_mask is not None:
-            with gated(model, head=head_mask):
+    with model_lock(model):  # re-entrant: gated() below takes the same lock
+        try:
+            for i, layer in enumerate(layers):
+                handles.append(layer.attention.self.query.register_forward_hook(keep(i, "q")))
+                handles.append(layer.attention.self.key.register_forward_hook(keep(i, "k")))
+            if head_mask is not None:
+                with gated(model, head=head_mask):
+                    model(**inputs)
+            else:
                 model(**inputs)
-        else:
-            model(**inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+        finally:
+            for handle in handles:
+                handle.remove()
 
     maps = []
     for i, layer in enumerate(layers):
@@ -160,18 +165,36 @@ def attention_from_inputs(model: nn.Module, inputs: dict, head_mask=None) -> tor
     return torch.stack(maps)
 
 
+def token_limit(loaded: LoadedModel, max_length: int = MAX_TOKENS) -> int:
+    """``max_length``, cut to the tokens the model's position embeddings hold (a model with 64
+    positions reads at most 64 tokens) and to its tokenizer's limit."""
+    limit = max_length
+    positions = usable_positions(loaded.model.config)
+    if positions is not None:
+        limit = min(limit, positions)
+    tokenizer_max = getattr(loaded.tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_max, int) and tokenizer_max > 0:
+        limit = min(limit, tokenizer_max)
+    return limit
+
+
 def attention_maps(loaded: LoadedModel, text: str, text_pair: str | None = None,
                    head_mask=None, max_length: int = MAX_TOKENS) -> AttentionMaps:
-    """Attention maps of one sentence (or pair) under the model, optionally with heads pruned."""
+    """Attention maps of one sentence (or pair) under the model, optionally with heads pruned;
+    the input is cut to :func:`token_limit` tokens."""
     text = (text or "").strip()
     if not text:
         raise DataError("type a sentence to see its attention (the text is empty)")
     if max_length < 4:
         raise ParamError(f"max_length must be at least 4, got {max_length}")
+    max_length = token_limit(loaded, max_length)
     inv = loaded.inventory
     mask = _check_mask(head_mask, inv.layers, inv.heads)
     tokenizer = loaded.tokenizer
     pair = (text_pair or "").strip() or None
+    if pair is not None:
+        loaded.check_pairs("a second sentence was given", "leave the second sentence empty, or pick a "
+                                                          "model trained on sentence pairs")
     enc = tokenizer(text, pair, truncation=True, max_length=max_length, return_tensors="pt")
     full = tokenizer(text, pair, truncation=False)["input_ids"]
     inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}

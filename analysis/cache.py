@@ -8,25 +8,128 @@
 - Writes are atomic (temp file in the same folder + ``os.replace``), so concurrent writers of
   one key each leave a complete entry. An unreadable, truncated or foreign-version entry is
   reported with a warning, ignored and recomputed; a read-only or full store only warns.
+- An entry is used only when it is authentic and well-formed: user entries carry an HMAC
+  under this user's secret (``~/.config/prunelens/store-key``, made on first write, kept
+  outside every store folder), shipped entries are
+  listed with their SHA-256 in ``cached_results/MANIFEST.json``; the result must pass
+  :mod:`analysis.store_schema` for its kind. A planted, edited or malformed entry is warned
+  about and recomputed; anything but a regular file (a FIFO, a device) or a file over
+  ``MAX_ENTRY_BYTES`` is skipped unread; nesting too deep for the JSON parser is "corrupt".
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import hmac
 import json
 import os
+import secrets
+import stat
 import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from analysis.store_schema import result_problem
+
 FORMAT_VERSION = 1
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "cached_results"
 
 
+MAX_ENTRY_BYTES = 64 << 20  # the largest training run is well under 1 MiB
+SECRET_NAME = "store-key"  # this user's HMAC secret for store entries (see secret_path)
+MANIFEST_NAME = "MANIFEST.json"  # a shipped store's list of entries and the SHA-256 of each
+
+
 class StoreWarning(UserWarning):
     """A store entry was unusable or could not be written; the result was recomputed or kept."""
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, StoreWarning, stacklevel=4)
+
+
+def _read_regular_file(path: Path) -> bytes | None:
+    """The bytes of ``path``, or None when it is not a regular file or is too big. Opened
+    without blocking, so a FIFO planted under an entry's name cannot hang the reader."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_ENTRY_BYTES:
+            return None
+        with os.fdopen(fd, "rb") as f:
+            fd = -1
+            return f.read(MAX_ENTRY_BYTES + 1)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def secret_path() -> Path:
+    """Where this user's store secret lives: outside every store folder, so a store folder that
+    was copied, downloaded or planted cannot bring a secret that vouches for its own entries."""
+    if os.environ.get("PRUNELENS_SECRET_FILE"):
+        return Path(os.environ["PRUNELENS_SECRET_FILE"])
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return config / "prunelens" / SECRET_NAME
+
+
+def store_secret(create: bool) -> bytes | None:
+    """This user's HMAC secret for the entries they write (made on first write, mode 0600)."""
+    path = secret_path()
+    try:
+        return bytes.fromhex(path.read_text().strip()) or None
+    except FileNotFoundError:
+        if not create:
+            return None
+    except (OSError, ValueError):
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".key.", dir=path.parent)  # mkstemp files are 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)  # atomic and never overwrites: two first writers agree on one key
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
+    return bytes.fromhex(path.read_text().strip())
+
+
+def _mac(secret: bytes | None, entry: dict) -> str:
+    body = {k: v for k, v in entry.items() if k != "mac"}
+    return hmac.new(secret or b"", canonical(body).encode(), hashlib.sha256).hexdigest()
+
+
+def load_manifest(root: Path) -> dict[str, str]:
+    """digest -> SHA-256 of the entry file, from a shipped store's manifest ({} without one)."""
+    path = root / MANIFEST_NAME
+    try:
+        return _manifest_cached(str(path), path.stat().st_mtime_ns)
+    except OSError:
+        return {}
+
+
+@functools.lru_cache(maxsize=4)
+def _manifest_cached(path: str, mtime_ns: int) -> dict[str, str]:
+    try:
+        listed = json.loads(Path(path).read_text(encoding="utf-8")).get("entries", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {str(k): str(v) for k, v in listed.items()} if isinstance(listed, dict) else {}
+
+
+def write_manifest(root: Path) -> int:
+    """List every entry file under ``root`` with its SHA-256, making ``root`` a shippable store
+    (``prunelens precompute --out``); returns the number of entries."""
+    entries = {p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.glob("*/*.json"))}
+    (root / MANIFEST_NAME).write_text(json.dumps({"format": FORMAT_VERSION, "entries": entries},
+                                                 indent=0, sort_keys=True) + "\n")
+    return len(entries)
 
 
 def default_user_dir() -> Path:
@@ -85,44 +188,67 @@ class ResultStore:
         digest = key.digest
         return root / digest[:2] / f"{digest}.json"
 
-    def _read(self, path: Path, key: Key) -> dict | None:
+    def _read(self, path: Path, key: Key | None, root: Path) -> dict | None:
+        """The entry at ``path`` if it is a valid, authentic entry for ``key`` (for any key when
+        None: the file's own name must then be its digest), else None with a warning."""
+        digest = key.digest if key is not None else path.stem
         try:
-            raw = path.read_bytes()
+            raw = _read_regular_file(path)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            warnings.warn(f"store entry {path.name} unreadable ({exc.strerror}); recomputing", StoreWarning, stacklevel=2)
+            _warn(f"store entry {path.name} unreadable ({exc.strerror}); recomputing")
+            return None
+        if raw is None:
+            _warn(f"store entry {path.name} is not a regular file of at most {MAX_ENTRY_BYTES >> 20} MiB; "
+                  "skipping it")
             return None
         try:
             entry = json.loads(raw.decode("utf-8"))
             if not isinstance(entry, dict):
                 raise ValueError("not an object")
-        except (ValueError, UnicodeDecodeError):
-            warnings.warn(f"store entry {path.name} is corrupt or truncated; ignoring and recomputing",
-                          StoreWarning, stacklevel=2)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            _warn(f"store entry {path.name} is corrupt or truncated; ignoring and recomputing")
             return None
         if entry.get("format") != FORMAT_VERSION:
-            warnings.warn(f"store entry {path.name} has format {entry.get('format')!r}, expected "
-                          f"{FORMAT_VERSION}; recomputing", StoreWarning, stacklevel=2)
+            _warn(f"store entry {path.name} has format {entry.get('format')!r}, expected "
+                  f"{FORMAT_VERSION}; recomputing")
             return None
-        if entry.get("digest") != key.digest or "result" not in entry:
-            warnings.warn(f"store entry {path.name} does not match its key; recomputing", StoreWarning, stacklevel=2)
+        if entry.get("digest") != digest or "result" not in entry:
+            _warn(f"store entry {path.name} does not match its key; recomputing")
+            return None
+        if not self._authentic(root, entry, raw):
+            _warn(f"store entry {path.name} was not written by this store (no valid signature or "
+                  "manifest line); ignoring and recomputing")
+            return None
+        kind = key.kind if key is not None else (entry.get("key") or {}).get("kind", "")
+        problem = result_problem(kind, entry["result"])
+        if problem:
+            _warn(f"store entry {path.name} is malformed ({problem}); recomputing")
             return None
         return entry
+
+    def _authentic(self, root: Path, entry: dict, raw: bytes) -> bool:
+        """User entries carry an HMAC under this store's own secret; shipped ones are listed,
+        with the SHA-256 of their bytes, in the shipped folder's manifest."""
+        if root == self.shipped_dir:
+            return load_manifest(root).get(entry["digest"]) == hashlib.sha256(raw).hexdigest()
+        secret = store_secret(create=False)
+        return secret is not None and hmac.compare_digest(str(entry.get("mac", "")), _mac(secret, entry))
 
     def get(self, key: Key) -> Any | None:
         """The stored result for ``key`` (user store first, then shipped), or None."""
         for root in (self.user_dir, self.shipped_dir):
             if root is None:
                 continue
-            entry = self._read(self._path(root, key), key)
+            entry = self._read(self._path(root, key), key, root)
             if entry is not None:
                 return entry["result"]
         return None
 
     def where(self, key: Key) -> str | None:
         for label, root in (("user", self.user_dir), ("shipped", self.shipped_dir)):
-            if root is not None and self._read(self._path(root, key), key) is not None:
+            if root is not None and self._read(self._path(root, key), key, root) is not None:
                 return label
         return None
 
@@ -133,13 +259,14 @@ class ResultStore:
         path = self._path(root, key)
         entry = {"format": FORMAT_VERSION, "digest": key.digest, "key": key.describe(), "result": result}
         try:
-            text = canonical(entry)
+            canonical(result)
         except TypeError as exc:
             raise TypeError(f"result for {key.kind}/{key.method} is not JSON-serializable: {exc}") from None
         tmp_name = None
         replaced = False
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            text = canonical({**entry, "mac": _mac(store_secret(create=True), entry)})
             fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem[:12]}.", suffix=".tmp", dir=path.parent)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
@@ -177,14 +304,10 @@ class ResultStore:
             for path in sorted(root.glob("*/*.json")):
                 if path.stem in seen:
                     continue
-                try:
-                    entry = json.loads(path.read_text(encoding="utf-8"))
-                except (OSError, ValueError, UnicodeDecodeError):
-                    continue
-                if (not isinstance(entry, dict) or entry.get("format") != FORMAT_VERSION
-                        or entry.get("digest") != path.stem or "result" not in entry):
-                    continue  # the same validity rule as get(): a misfiled entry is not listed
-                if kind is None or entry.get("key", {}).get("kind") == kind:
+                with warnings.catch_warnings():  # get() warns about these when they are asked for
+                    warnings.simplefilter("ignore", StoreWarning)
+                    entry = self._read(path, None, root)
+                if entry is not None and (kind is None or entry.get("key", {}).get("kind") == kind):
                     seen[path.stem] = entry
         return list(seen.values())
 

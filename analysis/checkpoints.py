@@ -8,6 +8,12 @@ slider move has asked for a rerun, Streamlit raises its rerun exception right th
 evaluation stops at its next batch instead of running to the end while the newer one waits.
 Evaluation code keeps its caches consistent under such an exception: it fills them only after a
 whole pass has finished.
+
+Training runs pass a checkpoint at every step (each training batch is one, see
+:class:`analysis.training.StreamedBatches`); a background job (``dashboard/jobs.py``) installs a
+callback that raises :class:`Cancelled` once the run is cancelled or its session has ended, so
+the run stops before its next step and, since results are stored only when a run ends, leaves
+nothing in the store.
 """
 
 from __future__ import annotations
@@ -17,6 +23,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 _local = threading.local()
+
+
+class Cancelled(Exception):
+    """Raised at a checkpoint of work that was cancelled (by the user, or because its session
+    ended)."""
 
 
 def checkpoint() -> None:

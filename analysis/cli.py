@@ -9,14 +9,16 @@ Subcommands: ``dashboard`` (the default), ``methods``, ``score``, ``prune``, ``e
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
 from pathlib import Path
 
-from analysis.errors import ParamError, PrunelensError
+from analysis.errors import ParamError, PrunelensError, shown
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,7 +66,7 @@ def _write_json(path: str | None, payload) -> None:
     text = json.dumps(payload, indent=2)
     if path:
         try:
-            Path(path).write_text(text + "\n")
+            Path(path).expanduser().write_text(text + "\n")  # _check_output expanded it too
         except OSError as exc:
             raise PrunelensError(f"cannot write {path}: {exc.strerror} (choose a writable path)") from None
         print(f"wrote {path}", file=sys.stderr)
@@ -73,9 +75,54 @@ def _write_json(path: str | None, payload) -> None:
 
 
 def _check_output(path: str | None) -> None:
-    """Refuse an output path whose folder is missing before any work is done."""
-    if path and not Path(path).expanduser().resolve().parent.is_dir():
+    """Refuse an output path that cannot be written before any work is done: its folder is
+    missing, ``~user`` names no user, or the name is too long for the file system."""
+    if not path:
+        return
+    try:
+        target = Path(path).expanduser()
+    except RuntimeError:
+        user = path[1:].split("/", 1)[0]
+        raise PrunelensError(f"cannot write {shown(path)}: there is no user '{user}' "
+                             "(give the full path)") from None
+    try:
+        os.stat(target)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise PrunelensError(f"cannot write {shown(path)}: {exc.strerror} (give a shorter path)") from None
+    except ValueError as exc:  # a NUL byte
+        raise PrunelensError(f"cannot write {shown(path)}: {exc} (give another path)") from None
+    try:
+        folder_exists = target.resolve().parent.is_dir()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise PrunelensError(f"cannot write {shown(path)}: {exc} (give another path)") from None
+    if not folder_exists:
         raise PrunelensError(f"cannot write {path}: its folder does not exist (create it first)")
+
+
+def check_device(device: str | None) -> str:
+    """``--device``: cpu, cuda or cuda:N (a GPU this machine's torch sees), or mps where present;
+    refused before anything loads."""
+    text = (device or "").strip()
+    match = re.fullmatch(r"cpu|mps|cuda(?::(\d{1,4}))?", text)
+    if not match:
+        raise ParamError(f"--device must be cpu, cuda or cuda:N, got {shown(device or '')} "
+                         "(use --device cpu, or cuda on a machine with an NVIDIA GPU)")
+    import torch
+
+    if text == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ParamError("--device mps: this machine's torch has no MPS device (use --device cpu)")
+    if text.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ParamError(f"--device {text}: this machine's torch sees no CUDA GPU (use --device cpu)")
+        count, index = torch.cuda.device_count(), int(match.group(1) or 0)
+        if index >= count:
+            devices = "cuda:0" if count == 1 else f"cuda:0 .. cuda:{count - 1}"
+            raise ParamError(f"--device {text}: there {'is' if count == 1 else 'are'} {count} CUDA "
+                             f"device{'' if count == 1 else 's'} (use --device {devices}, or cpu)")
+    return text
 
 
 def _print_notes(session) -> None:
@@ -91,8 +138,9 @@ def _session(args):
 
     _check_output(getattr(args, "json", None))
     _check_output(getattr(args, "csv", None))
-    print(f"loading model '{args.model}' and data '{args.data}' ...", file=sys.stderr)
-    return open_session(args.model, args.data, args.limit, device=getattr(args, "device", "cpu"))
+    device = check_device(getattr(args, "device", "cpu"))
+    print(f"loading model {shown(args.model)} and data {shown(args.data)} ...", file=sys.stderr)
+    return open_session(args.model, args.data, args.limit, device=device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,6 +148,8 @@ def _session(args):
 
 
 def cmd_dashboard(args) -> int:
+    """Run the dashboard's server (``dashboard/server.py``: ``streamlit run`` with a Host/Origin
+    check) in place of this process, offline unless ``--online``, with its data roots."""
     app = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
     if not app.exists():
         raise PrunelensError(f"dashboard not found at {app} (reinstall prunelens)")
@@ -109,7 +159,8 @@ def cmd_dashboard(args) -> int:
                          "network interface, see SECURITY.md)")
     if not 0 < args.port < 65536:
         raise ParamError(f"--port must be in 1..65535, got {args.port}")
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app),
+    roots = _data_roots(args.data_root)
+    cmd = [sys.executable, "-m", "dashboard.server", "run", str(app),
            "--server.address", host, "--server.port", str(args.port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--server.maxUploadSize", "50",
@@ -118,16 +169,32 @@ def cmd_dashboard(args) -> int:
     env = dict(os.environ)
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         env[name] = "0" if args.online else env.get(name, "1")
+    env["PRUNELENS_DATA_ROOTS"] = os.pathsep.join(roots)  # read by dashboard/data_roots.py
     print(f"prunelens dashboard on http://{host}:{args.port}"
           + (" (every network interface)" if host == "0.0.0.0" else "")
           + (" (online: hub ids and GLUE may download)" if args.online
-             else " (offline: hub ids and GLUE from the local cache; --online to download)"),
+             else " (offline: hub ids and GLUE from the local cache; --online to download)")
+          + f"; data files and model folders only inside {', '.join(roots)}",
           file=sys.stderr)
     return _launch(cmd, env)
 
 
+def _data_roots(given: list[str] | None) -> list[str]:
+    """The folders the dashboard may read: ``--data-root`` (each an existing folder), else
+    ``$PRUNELENS_DATA_ROOTS`` when set, else the working folder; resolved."""
+    if not given:
+        given = [p for p in os.environ.get("PRUNELENS_DATA_ROOTS", "").split(os.pathsep) if p.strip()]
+    roots = []
+    for folder in given or [os.getcwd()]:
+        path = Path(folder).expanduser().resolve()
+        if not path.is_dir():
+            raise ParamError(f"--data-root {folder} is not a folder (give an existing folder)")
+        roots.append(str(path))
+    return roots
+
+
 def _launch(cmd: list[str], env: dict[str, str] | None = None) -> int:
-    """Replace this process with the Streamlit server (so a signal to `prunelens` reaches it)."""
+    """Replace this process with the server (so a signal to `prunelens` reaches it; no child)."""
     sys.stdout.flush()
     sys.stderr.flush()
     env = env if env is not None else dict(os.environ)
@@ -375,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default localhost only)")
     p.add_argument("--online", action="store_true",
                    help="let hub ids and GLUE tasks download (default: local caches only)")
+    p.add_argument("--data-root", action="append", metavar="DIR",
+                   help="a folder whose data files and model folders the dashboard may open "
+                        "(repeatable; default: the folder it is started in)")
     p.add_argument("--debug", action="store_true")
     p.set_defaults(func=cmd_dashboard)
 

@@ -123,7 +123,8 @@ def unit_scores(session, unit: str, index: tuple[int, ...], compute_cheap: bool 
         scores = stored_scores(session, method.name, unit, params)
         if scores is not None:
             source = "store"
-        elif compute_cheap and not method.expensive:
+        elif compute_cheap and not method.is_expensive(params, session.loaded.inventory,
+                                                       len(session.data), unit):
             scores = compute_scores(session, method.name, unit, params).scores
             source = "computed"
         else:

@@ -14,7 +14,6 @@ turns it into length-sorted, padded batches that evaluation reuses.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -26,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from analysis import hub
-from analysis.errors import DataError
+from analysis.errors import DataError, expand_path, path_error
+from analysis.fingerprints import data_fingerprint
 
 DEFAULT_SEED = 1234
 DEFAULT_DEV_SIZE = 872
@@ -69,17 +69,10 @@ class TextData:
 
     @property
     def fingerprint(self) -> str:
-        """Content hash of texts, pairs and labels (not of the name)."""
+        """Content hash of the parsed texts, pairs and labels (not of the name); see
+        :mod:`analysis.fingerprints`."""
         if self._fingerprint is None:
-            h = hashlib.sha256()
-            for i, text in enumerate(self.texts):
-                h.update(text.encode("utf-8"))
-                h.update(b"\x1f")
-                if self.text_pairs is not None:
-                    h.update(self.text_pairs[i].encode("utf-8"))
-                h.update(b"\x1e")
-            h.update(np.asarray(self.labels, dtype=np.int64).tobytes())
-            self._fingerprint = h.hexdigest()[:16]
+            self._fingerprint = data_fingerprint(self.texts, self.text_pairs, self.labels)
         return self._fingerprint
 
     def subset(self, limit: int | None) -> TextData:
@@ -194,7 +187,10 @@ def glue(task: str, split: str = "dev") -> TextData:
 
 
 def _from_frame(frame: pd.DataFrame, name: str, split: str, text_col: str = "text",
-                pair_col: str | None = "text_pair", metric: str = "accuracy") -> TextData:
+                pair_col: str | None = "text_pair", metric: str = "accuracy",
+                lines: list[int] | None = None) -> TextData:
+    """The texts and labels of a parsed table. ``lines`` gives the file line each row starts on
+    (for messages); without it rows are counted from 1."""
     notes: list[str] = []
     if text_col not in frame.columns or "label" not in frame.columns:
         raise DataError(
@@ -202,9 +198,28 @@ def _from_frame(frame: pd.DataFrame, name: str, split: str, text_col: str = "tex
         )
     if len(frame) == 0:
         raise DataError(f"{name} has no rows (add examples with {text_col} and label)")
-    frame = frame.dropna(subset=[text_col, "label"])
-    if len(frame) == 0:
-        raise DataError(f"{name} has no rows with both {text_col} and label filled in")
+    if lines is None or len(lines) != len(frame):
+        lines = None
+
+    def where(i: int) -> str:
+        return f"line {lines[i]}" if lines is not None else f"row {i + 1}"
+
+    no_text = frame[text_col].isna().to_numpy()
+    no_label = frame["label"].isna().to_numpy()
+    if (no_text | no_label).all():
+        raise DataError(f"{name} has no rows with both {text_col} and label filled in "
+                        f"({where(0)} is the first without; fill in both columns)")
+    if no_label.any():  # a dropped row would change every number without a word
+        first, n = int(np.flatnonzero(no_label)[0]), int(no_label.sum())
+        more = f"; {n - 1} more row{'s' if n > 2 else ''} without one" if n > 1 else ""
+        raise DataError(f"{name} {where(first)} has no label{more} (fill in every label or remove "
+                        f"{'those rows' if n > 1 else 'that row'})")
+    kept = np.flatnonzero(~no_text)  # positions in the file of the rows kept
+    if len(kept) < len(frame):
+        n = len(frame) - len(kept)
+        notes.append(f"{n} row{'s' if n > 1 else ''} without {text_col} skipped "
+                     f"({where(int(np.flatnonzero(no_text)[0]))}{' is the first' if n > 1 else ''})")
+        frame = frame.iloc[kept]
     labels = frame["label"]
     names = None
     if labels.dtype == object or str(labels.dtype).startswith("str"):
@@ -218,8 +233,14 @@ def _from_frame(frame: pd.DataFrame, name: str, split: str, text_col: str = "tex
         else:
             labels = as_num
     values = labels.to_numpy(dtype=float)
-    if np.any(values != np.round(values)) or np.any(values < 0):
-        raise DataError(f"{name}: labels must be non-negative integers or class names")
+    from analysis.models import MAX_LABELS  # the bound a model's head may have
+
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values) | (values < 0) | (values != np.round(values)) | (values >= MAX_LABELS)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{name}: labels must be non-negative integers below {MAX_LABELS:,} or class "
+                        f"names ({where(int(kept[first]))} has {values[first]:g}; fix or remove that row)")
     pairs = None
     if pair_col is not None and pair_col in frame.columns:
         pairs = frame[pair_col].fillna("").astype(str).tolist()
@@ -235,21 +256,60 @@ def _from_frame(frame: pd.DataFrame, name: str, split: str, text_col: str = "tex
     )
 
 
+def _csv_record_lines(text: str, sep: str, filename: str) -> list[int]:
+    """The line each data record of a CSV/TSV starts on (blank lines skipped, as pandas does).
+    A record with more fields than the header is refused: pandas would make its first field an
+    index (the text shifts into the wrong column) or fail with a parser message."""
+    import csv
+    import io
+
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_UPLOAD_BYTES))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    starts: list[int] = []
+    header, end = None, 0
+    try:
+        for record in reader:
+            start, end = end + 1, reader.line_num
+            if not record:
+                continue
+            if header is None:
+                header = len(record)
+                continue
+            if len(record) > header:
+                what = "tabs" if sep == "\t" else f"'{sep}'"
+                raise DataError(
+                    f"{filename} line {start} has {len(record)} fields but the header has {header} "
+                    f"(quote texts that contain {what} with \"...\", or remove the extra fields)")
+            starts.append(start)
+    except csv.Error as exc:
+        raise DataError(f"could not parse {filename}: {exc} (line {reader.line_num})") from None
+    return starts
+
+
+def _jsonl_record_lines(text: str) -> list[int]:
+    return [i + 1 for i, line in enumerate(text.split("\n")) if line.strip()]
+
+
 def from_file(path: str | Path) -> TextData:
     """A user CSV or JSONL file with columns ``text[,text_pair],label``."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"data file not found: {path} (give a CSV or JSONL with text,label)")
-    if path.is_dir():
-        raise DataError(f"{path} is a folder (give a CSV or JSONL file with text,label)")
-    size = path.stat().st_size
-    if size == 0:
-        raise DataError(f"data file {path.name} is empty (it needs a header and rows)")
-    if size > MAX_UPLOAD_BYTES:
-        raise DataError(
-            f"data file {path.name} is {size / 1e6:.0f} MB, over the {MAX_UPLOAD_BYTES // 10**6} MB cap"
-        )
-    raw = path.read_bytes()
+    try:
+        if not path.exists():
+            raise DataError(f"data file not found: {path} (give a CSV or JSONL with text,label)")
+        if path.is_dir():
+            raise DataError(f"{path} is a folder (give a CSV or JSONL file with text,label)")
+        size = path.stat().st_size
+        if size == 0:
+            raise DataError(f"data file {path.name} is empty (it needs a header and rows)")
+        if size > MAX_UPLOAD_BYTES:
+            raise DataError(
+                f"data file {path.name} is {size / 1e6:.0f} MB, over the {MAX_UPLOAD_BYTES // 10**6} MB cap"
+            )
+        raw = path.read_bytes()
+    except PermissionError as exc:
+        raise DataError(f"cannot read data file {path.name}: {exc.strerror} (check its permissions)") from None
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte, ...
+        raise path_error(DataError, "data", str(path), exc) from None
     return from_bytes(raw, path.name)
 
 
@@ -268,18 +328,22 @@ def from_bytes(raw: bytes, filename: str) -> TextData:
     except UnicodeDecodeError:
         raise DataError(f"data file {filename} is not UTF-8 text (save it as UTF-8)") from None
     suffix = Path(filename).suffix.lower()
+    lines = None
     try:
         if suffix in (".jsonl", ".json"):
             frame = pd.read_json(io.StringIO(text), lines=suffix == ".jsonl")
+            lines = _jsonl_record_lines(text) if suffix == ".jsonl" else None
         elif suffix in (".csv", ".tsv", ".txt"):
-            frame = pd.read_csv(io.StringIO(text), sep="\t" if suffix == ".tsv" else ",")
+            sep = "\t" if suffix == ".tsv" else ","
+            lines = _csv_record_lines(text, sep, Path(filename).name)
+            frame = pd.read_csv(io.StringIO(text), sep=sep)
         else:
             raise DataError(f"unsupported data file type '{suffix}' (use .csv or .jsonl)")
     except DataError:
         raise
     except Exception as exc:
         raise DataError(f"could not parse {filename}: {str(exc).splitlines()[0][:120]}") from None
-    return _from_frame(frame, Path(filename).name, "all")
+    return _from_frame(frame, Path(filename).name, "all", lines=lines)
 
 
 def load_data(spec: str = "default", split: str = "dev", limit: int | None = None) -> TextData:
@@ -290,8 +354,12 @@ def load_data(spec: str = "default", split: str = "dev", limit: int | None = Non
     elif spec.startswith("glue:"):
         data = glue(spec.split(":", 1)[1], split)
     else:
-        path = Path(spec).expanduser()
-        if path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json", ".txt") or path.exists():
+        path = expand_path(spec, "data", DataError)
+        try:
+            is_file = path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json", ".txt") or path.exists()
+        except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte, ...
+            raise path_error(DataError, "data", spec, exc) from None
+        if is_file:
             data = from_file(path)
         else:
             raise DataError(

@@ -2,7 +2,12 @@
 
 The CLI prints them as ``error: <message>`` with exit code 2; the dashboard shows them as a
 message on the page. Anything else that escapes is a bug and keeps its traceback.
+:func:`path_error` and :func:`shown` word the errors about paths (overlong, unknown ``~user``,
+unreadable) the same way for models, data and outputs.
 """
+
+import errno
+from pathlib import Path
 
 
 class PrunelensError(Exception):
@@ -23,3 +28,41 @@ class ParamError(PrunelensError):
 
 class StoreError(PrunelensError):
     """The result store cannot be used at all (individual faulty entries are only warned about)."""
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """``text`` quoted for a one-line message: control characters escaped, cut (with its length)
+    when longer than ``limit``."""
+    text = str(text)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if len(text) <= limit:
+        return f"'{text}'"
+    return f"'{text[:60]}…' ({len(text)} characters)"
+
+
+def path_error(cls: type[PrunelensError], what: str, spec: str, exc: BaseException) -> PrunelensError:
+    """The error for a ``what`` path ('model', 'data') that cannot even be looked at: ``~user``
+    of an unknown user (``RuntimeError`` from ``Path.expanduser``) or an ``OSError`` from a stat
+    (a name too long for the file system, a folder without permission, ...)."""
+    if isinstance(exc, RuntimeError):
+        user = str(spec)[1:].split("/", 1)[0]
+        if user:
+            return cls(f"{what} path {shown(spec)}: there is no user '{user}' (give the full path)")
+        return cls(f"{what} path {shown(spec)}: the home folder is unknown (give the full path)")
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    if getattr(exc, "errno", None) == errno.ENAMETOOLONG:
+        fix = "give a shorter path"
+    elif isinstance(exc, PermissionError):
+        fix = "check its permissions"
+    else:
+        fix = "check the path"
+    return cls(f"{what} path {shown(spec)} cannot be used: {reason} ({fix})")
+
+
+def expand_path(spec: str, what: str, cls: type[PrunelensError]) -> Path:
+    """``spec`` as a path with ``~`` / ``~user`` expanded, or ``cls`` saying why it cannot be."""
+    try:
+        return Path(spec).expanduser()
+    except RuntimeError as exc:
+        raise path_error(cls, what, spec, exc) from None

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +23,40 @@ import torch
 from torch import nn
 
 from analysis import hub
-from analysis.errors import DataError, ModelError
+from analysis.errors import DataError, ModelError, expand_path, path_error, shown
+from analysis.fingerprints import model_fingerprint
 
 SUPPORTED_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
 CHECKPOINT_DIR = Path(__file__).parent / "default_checkpoint"
 DEFAULT_LABELS = {0: "negative", 1: "positive"}
+
+# Bounds on config.json, checked before any model is allocated: generous around BERT-large
+# (24 layers, hidden 1024, 16 heads, FFN 4096, vocab 30,522, 512 positions, 335 M parameters)
+# and XLM-R-large (vocab 250,002, 514 positions, 560 M), far below what would exhaust memory.
+MAX_LAYERS = 96
+MAX_HIDDEN = 8192
+MAX_HEADS = 128
+MAX_FFN = 32768
+MAX_VOCAB = 1_000_000
+MAX_POSITIONS = 16_384
+MAX_TOKEN_TYPES = 64
+MAX_LABELS = 100_000  # also the bound on a data file's label ids (analysis.data)
+MAX_PARAMETERS = 1_500_000_000  # about 6 GB in fp32
+CONFIG_BOUNDS: dict[str, tuple[int, int]] = {
+    "num_hidden_layers": (1, MAX_LAYERS),
+    "hidden_size": (1, MAX_HIDDEN),
+    "embedding_size": (1, MAX_HIDDEN),  # ELECTRA
+    "num_attention_heads": (1, MAX_HEADS),
+    "intermediate_size": (1, MAX_FFN),
+    "vocab_size": (1, MAX_VOCAB),
+    "max_position_embeddings": (1, MAX_POSITIONS),
+    "type_vocab_size": (1, MAX_TOKEN_TYPES),
+    "num_labels": (1, MAX_LABELS),
+}
+# files a folder's tokenizer is read from (tokenizer_config.json alone holds no vocabulary)
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "vocab.json", "sentencepiece.bpe.model",
+                   "spiece.model", "tokenizer.model")
+_ROBERTA_POSITIONS = ("roberta", "xlm-roberta", "camembert")  # positions start after padding_idx
 
 
 @dataclass(frozen=True)
@@ -105,7 +136,7 @@ class LoadedModel:
     @property
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            self._fingerprint = weights_fingerprint(self.model)
+            self._fingerprint = model_fingerprint(self.model, self.tokenizer)
         return self._fingerprint
 
     @property
@@ -130,12 +161,29 @@ class LoadedModel:
         return data
 
     def check_data(self, data) -> None:
-        """Labels must fit the classification head."""
+        """Labels must fit the classification head; sentence pairs need a second token type."""
         if len(data) and int(data.labels.max()) >= self.num_labels:
             raise DataError(
                 f"data '{data.name}' has label {int(data.labels.max())} but model '{self.name}' has "
                 f"{self.num_labels} labels (use data whose labels are 0..{self.num_labels - 1})"
             )
+        if data.text_pairs is not None:
+            self.check_pairs(f"data '{data.name}' has sentence pairs (text_pair)",
+                             "use data without a text_pair column, or a model trained on sentence pairs")
+
+    def check_pairs(self, what: str, fix: str) -> None:
+        """The tokenizer marks a pair's second sentence with token type 1: the model's token-type
+        embedding must have that row (RoBERTa-style models have one type and no type ids).
+        ``what`` says where the pair comes from, ``fix`` what to do instead."""
+        types = int(getattr(self.model.config, "type_vocab_size", 2) or 0)
+        try:
+            type_ids = self.tokenizer("a", "b").get("token_type_ids") or []
+        except Exception:  # noqa: BLE001 - a tokenizer that cannot pair fails in its own words later
+            return
+        if type_ids and max(type_ids) >= types:
+            count = "one token type" if types == 1 else f"{types} token types"
+            raise DataError(f"{what} but model '{self.name}' has {count} "
+                            f"(type_vocab_size={types}) and cannot tell the two sentences apart ({fix})")
 
 
 def encoder_layers(model: nn.Module) -> list[nn.Module]:
@@ -144,16 +192,6 @@ def encoder_layers(model: nn.Module) -> list[nn.Module]:
         return list(base.encoder.layer)
     except AttributeError:
         raise ModelError("model has no BERT-style encoder.layer list") from None
-
-
-def weights_fingerprint(model: nn.Module) -> str:
-    """Content hash of every tensor in the state dict (names, shapes and values)."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(tensor.shape)).encode())
-        h.update(tensor.detach().to(torch.float32).contiguous().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def inventory_of(model: nn.Module) -> Inventory:
@@ -197,9 +235,20 @@ def _check_architecture(config, name: str) -> None:
         )
 
 
+def usable_positions(config) -> int | None:
+    """How many tokens the position embeddings hold (RoBERTa-style models start counting after
+    their padding index, so 514 rows hold 512 tokens)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int):
+        return None
+    if getattr(config, "model_type", None) in _ROBERTA_POSITIONS:
+        positions -= int(getattr(config, "pad_token_id", 1) or 0) + 1
+    return max(positions, 1)
+
+
 def _finish(model: nn.Module, tokenizer, name: str, source: str, notes=None) -> LoadedModel:
-    max_positions = getattr(model.config, "max_position_embeddings", None)
-    if isinstance(max_positions, int) and getattr(tokenizer, "model_max_length", 0) > max_positions:
+    max_positions = usable_positions(model.config)
+    if max_positions is not None and getattr(tokenizer, "model_max_length", 0) > max_positions:
         tokenizer.model_max_length = max_positions  # longer inputs would overflow the positions
     model.eval()
     model.to(torch.float32)
@@ -263,15 +312,49 @@ def load_default() -> LoadedModel:
     return _finish(model, tokenizer, "default", "embedded", notes)
 
 
-_LOAD_LOCK = threading.RLock()
+_LOAD_LOCKS: dict[str, threading.RLock] = {}  # one per model spec
+_LOAD_LOCKS_GUARD = threading.Lock()
+_IMPORT_LOCK = threading.Lock()
+_IMPORTS_READY = threading.Event()
+# what loading any supported model imports: resolved once, under one lock
+_LAZY_CLASSES = ("AutoConfig", "AutoModelForSequenceClassification", "AutoTokenizer",
+                 "BertForSequenceClassification", "BertTokenizerFast", "RobertaForSequenceClassification",
+                 "RobertaTokenizerFast", "XLMRobertaForSequenceClassification", "XLMRobertaTokenizerFast",
+                 "ElectraForSequenceClassification", "ElectraTokenizerFast",
+                 "CamembertForSequenceClassification", "CamembertTokenizerFast")
+
+
+def _warm_imports() -> None:
+    """transformers' lazy imports are not thread-safe: the first load in the process resolves
+    the classes every load uses while holding one lock; later loads need no global lock."""
+    if _IMPORTS_READY.is_set():
+        return
+    with _IMPORT_LOCK:
+        if not _IMPORTS_READY.is_set():
+            import transformers
+
+            for name in _LAZY_CLASSES:
+                try:
+                    getattr(transformers, name)
+                except Exception:  # noqa: BLE001 - an optional class missing here fails its own load later
+                    pass
+            _IMPORTS_READY.set()
+
+
+def _load_lock(spec: str) -> threading.RLock:
+    key = (spec or "default").strip()
+    with _LOAD_LOCKS_GUARD:
+        return _LOAD_LOCKS.setdefault(key, threading.RLock())
 
 
 def load_model(spec: str = "default") -> LoadedModel:
     """Resolve ``default``, a local folder, or a hub id (local cache first, then the hub).
 
-    One load at a time per process: transformers' lazy imports are not thread-safe, and
-    dashboard sessions (one thread each) may load models at the same moment."""
-    with _LOAD_LOCK:
+    One load at a time *per model*: a slow load of one model never holds up the load of another
+    (dashboard sessions are threads); callers that want one shared copy (the dashboard's
+    ``st.cache_resource``) get concurrent loads of one model done once."""
+    _warm_imports()
+    with _load_lock(spec):
         return _load_model(spec)
 
 
@@ -282,17 +365,17 @@ def _load_model(spec: str) -> LoadedModel:
     if spec == "default":
         return load_default()
     _quiet_transformers()
-    path = Path(spec).expanduser()
-    looks_like_path = path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1
+    path = expand_path(spec, "model", ModelError)
+    try:
+        looks_like_path = path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte, ...
+        raise path_error(ModelError, "model", spec, exc) from None
+    raw = None
     if looks_like_path:
-        if not path.exists():
-            raise ModelError(f"model folder not found: {spec} (give a folder saved with save_pretrained)")
-        if not path.is_dir():
-            raise ModelError(f"model path {spec} is a file (give the folder that holds config.json)")
-        if not (path / "config.json").exists():
-            raise ModelError(f"model folder {spec} has no config.json (save it with save_pretrained)")
-        if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
-            raise ModelError(f"model folder {spec} has no weights (*.safetensors) (save it with save_pretrained)")
+        _check_folder(path, spec)
+        raw = _read_config(path, spec)
+        if raw.get("model_type") in SUPPORTED_TYPES:
+            check_config_bounds(raw, spec)  # before AutoConfig: 10^6 labels alone cost it seconds
         source, kwargs = "folder", {"local_files_only": True}
     else:
         source, kwargs = "hub", {"local_files_only": True}
@@ -314,24 +397,261 @@ def _load_model(spec: str) -> LoadedModel:
             raise ModelError(f"model '{spec}' was not found locally or on the hub ({msg})") from None
         raise ModelError(f"cannot read config of {spec}: {msg}") from None
     _check_architecture(config, spec)
+    check_config_bounds(config, spec)
+    if source == "folder":
+        _check_tokenizer_files(path, spec)
     if source == "folder" and (path / "prunelens_pruned.json").exists():
         from analysis.export import load_pruned  # a `prunelens export` folder: sliced layers
 
         model, tokenizer = load_pruned(path, config)
+        _check_tokenizer(tokenizer, config, spec)
         return _finish(model, tokenizer, spec, source, ["physically pruned by prunelens export"])
+    try:  # the tokenizer first: it is cheap, and a wrong one is refused before the weights load
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, **kwargs)
+    except Exception as exc:
+        msg = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise ModelError(f"cannot load the tokenizer of model {spec}: {msg}") from None
+    _check_tokenizer(tokenizer, config, spec)
+    if source == "folder":
+        _check_weight_count(path, config, spec)
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
             where, trust_remote_code=False, attn_implementation="sdpa", dtype=torch.float32,
             use_safetensors=True if source == "folder" and any(path.glob("*.safetensors")) else None,
             weights_only=True, output_loading_info=True, **kwargs)
-        if any(k.startswith("classifier") for k in info.get("missing_keys", ())):
-            raise ModelError(
-                f"model '{spec}' has no trained sequence-classification head in its weights "
-                "(fine-tune it for classification first, e.g. with BertForSequenceClassification)")
-        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, **kwargs)
-    except ModelError:
-        raise
     except Exception as exc:
         msg = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise ModelError(f"cannot load model {spec}: {msg}") from None
+    _check_loading_info(info, config, spec)
     return _finish(model, tokenizer, spec, source)
+
+
+# ---------------------------------------------------------------------------------------------
+# what a model folder and its config must hold (checked before the weights are loaded)
+
+
+def _check_folder(path: Path, spec: str) -> None:
+    try:
+        if not path.exists():
+            raise ModelError(f"model folder not found: {spec} (give a folder saved with save_pretrained)")
+        if not path.is_dir():
+            raise ModelError(f"model path {spec} is a file (give the folder that holds config.json)")
+        if not (path / "config.json").exists():
+            raise ModelError(f"model folder {spec} has no config.json (save it with save_pretrained)")
+        if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+            raise ModelError(f"model folder {spec} has no weights (*.safetensors) (save it with save_pretrained)")
+    except PermissionError as exc:
+        raise ModelError(f"cannot read model folder {spec}: {exc.strerror} (check its permissions)") from None
+    except (OSError, ValueError) as exc:
+        raise path_error(ModelError, "model", spec, exc) from None
+
+
+def _read_config(path: Path, spec: str) -> dict:
+    """config.json as written (the bounds are checked on it before transformers parses it)."""
+    file = path / "config.json"
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except IsADirectoryError:
+        raise ModelError(f"cannot read config of {spec}: config.json is a folder, not a file "
+                         "(save the model again with save_pretrained)") from None
+    except OSError as exc:
+        raise ModelError(f"cannot read config of {spec}: config.json: {exc.strerror} "
+                         "(check its permissions)") from None
+    except UnicodeDecodeError:
+        raise ModelError(f"cannot read config of {spec}: config.json is not UTF-8 text "
+                         "(save the model again with save_pretrained)") from None
+    except ValueError as exc:
+        raise ModelError(f"cannot read config of {spec}: config.json is not valid JSON "
+                         f"({str(exc)[:120]}) (fix it, or save the model again)") from None
+    if not isinstance(raw, dict):
+        raise ModelError(f"cannot read config of {spec}: config.json holds a {type(raw).__name__}, "
+                         "not an object (save the model again with save_pretrained)")
+    return raw
+
+
+def _num_labels(config) -> int | None:
+    if isinstance(config, dict):
+        id2label = config.get("id2label")
+        return len(id2label) if isinstance(id2label, dict) and id2label else config.get("num_labels")
+    return getattr(config, "num_labels", None)
+
+
+def check_config_bounds(config, name: str) -> None:
+    """Refuse a config (a ``PretrainedConfig`` or config.json as a dict) whose sizes are not whole
+    numbers within :data:`CONFIG_BOUNDS`, whose heads do not divide the hidden size, or whose
+    parameters would exceed :data:`MAX_PARAMETERS` — before anything is allocated."""
+    def get(key):
+        if key == "num_labels":
+            return _num_labels(config)
+        return config.get(key) if isinstance(config, dict) else getattr(config, key, None)
+
+    where = f"model {shown(name)}: config.json"
+    values = {}
+    for key, (lo, hi) in CONFIG_BOUNDS.items():
+        value = get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ModelError(f"{where} has {key} = {value!r}, not a whole number (fix config.json)")
+        if not lo <= value <= hi:
+            raise ModelError(f"{where}'s {key} = {value} is outside {lo}..{hi} (fix config.json; "
+                             "prunelens checks these bounds before allocating a model)")
+        values[key] = value
+    hidden, heads = values.get("hidden_size"), values.get("num_attention_heads")
+    if hidden and heads and hidden % heads:
+        raise ModelError(f"{where}'s hidden_size {hidden} is not a multiple of num_attention_heads "
+                         f"{heads} (fix config.json)")
+    wanted = ("num_hidden_layers", "hidden_size", "intermediate_size", "vocab_size",
+              "max_position_embeddings")
+    if all(k in values for k in wanted):
+        count = estimated_parameters(values)
+        if count > MAX_PARAMETERS:
+            raise ModelError(f"{where} describes {count:,} parameters, over the cap of "
+                             f"{MAX_PARAMETERS:,} (fix config.json, or use a smaller model)")
+
+
+def estimated_parameters(sizes: dict) -> int:
+    """Parameters of a BERT-layout encoder with these config sizes (embeddings, layers, pooler)."""
+    layers, hidden = sizes["num_hidden_layers"], sizes["hidden_size"]
+    ffn, emb = sizes["intermediate_size"], sizes.get("embedding_size") or hidden
+    rows = sizes["vocab_size"] + sizes["max_position_embeddings"] + sizes.get("type_vocab_size", 2)
+    embeddings = rows * emb + 2 * emb + (emb * hidden + hidden if emb != hidden else 0)
+    layer = 4 * hidden * hidden + 4 * hidden + 2 * hidden * ffn + ffn + hidden + 4 * hidden
+    return embeddings + layers * layer + hidden * hidden + hidden
+
+
+def _check_tokenizer_files(path: Path, spec: str) -> None:
+    present = [name for name in TOKENIZER_FILES if (path / name).exists()]
+    if not present:
+        raise ModelError(f"model folder {spec} has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])} "
+                         "or another: every word would be [UNK]) (save the model's tokenizer into it "
+                         "with tokenizer.save_pretrained)")
+    if not any((path / name).is_file() for name in present):
+        raise ModelError(f"cannot read the tokenizer of model {spec}: {present[0]} is a folder, not a "
+                         "file (save the model's tokenizer into it with tokenizer.save_pretrained)")
+
+
+def _check_tokenizer(tokenizer, config, spec: str) -> None:
+    """A tokenizer with real words, whose ids all index the model's embedding rows."""
+    try:
+        vocab = tokenizer.get_vocab()
+    except Exception:  # noqa: BLE001 - no vocabulary to inspect: nothing to say here
+        return
+    special = set(getattr(tokenizer, "all_special_tokens", None) or ())
+    if not set(vocab) - special:
+        raise ModelError(f"the tokenizer of model {spec} has no vocabulary besides its special tokens: "
+                         "every word would be [UNK] (save the model's own tokenizer with "
+                         "tokenizer.save_pretrained)")
+    rows = getattr(config, "vocab_size", None)
+    top = max(vocab.values())
+    if isinstance(rows, int) and top >= rows:
+        raise ModelError(f"the tokenizer of model {spec} has token ids up to {top} but the model's "
+                         f"embeddings have {rows} rows (vocab_size): it belongs to another model (save "
+                         "the model's own tokenizer with tokenizer.save_pretrained)")
+
+
+def _weight_files(path: Path) -> list[Path]:
+    """The safetensors files transformers reads from a folder (the shards of an index, or
+    model.safetensors); none when it would read something else."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            names = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        except (OSError, ValueError, AttributeError):
+            return []
+        return [path / n for n in sorted(names) if isinstance(n, str) and Path(n).name == n]
+    single = path / "model.safetensors"
+    return [single] if single.exists() else []
+
+
+def _stored_values(files: list[Path], spec: str) -> int:
+    """Number of values in the safetensors files, read from their headers alone."""
+    total = 0
+    for file in files:
+        try:
+            with open(file, "rb") as f:
+                size = int.from_bytes(f.read(8), "little")
+                if not 0 < size <= 100_000_000:
+                    raise ValueError("header size")
+                header = json.loads(f.read(size))
+            total += sum(math.prod(int(d) for d in meta["shape"])
+                         for key, meta in header.items() if key != "__metadata__")
+        except IsADirectoryError:
+            raise ModelError(f"cannot read the weights of {spec}: {file.name} is a folder, not a file "
+                             "(save the model again with save_pretrained)") from None
+        except OSError as exc:
+            raise ModelError(f"cannot read the weights of {spec}: {file.name}: "
+                             f"{exc.strerror or type(exc).__name__} (check its permissions)") from None
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ModelError(f"cannot read the weights of {spec}: {file.name} is not a safetensors file "
+                             "(save the model again with save_pretrained)") from None
+    return total
+
+
+def _encoder_values(config) -> int | None:
+    """Parameters of the encoder (everything but the classification head) this config builds,
+    counted on the meta device: no memory is allocated."""
+    import copy
+
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            model = AutoModelForSequenceClassification.from_config(copy.deepcopy(config))
+    except Exception:  # noqa: BLE001 - the real load reports what is wrong
+        return None
+    return sum(p.numel() for p in getattr(model, "base_model", model).parameters())
+
+
+def _check_weight_count(path: Path, config, spec: str) -> None:
+    """Fewer stored values than the encoder needs: tensors are missing (a cut-off file, or a config
+    with more layers than the weights), and transformers would fill them with random numbers."""
+    files = _weight_files(path)
+    if not files:
+        return
+    stored = _stored_values(files, spec)
+    needed = _encoder_values(config)
+    if needed is not None and stored < needed:
+        raise ModelError(
+            f"model {spec} has weights for {stored:,} numbers but its config.json needs {needed:,} for "
+            f"the encoder alone ({config.num_hidden_layers} layers, hidden size {config.hidden_size}): "
+            "the weights are incomplete or belong to another config (save the complete model with "
+            "save_pretrained, or use its own config.json)")
+
+
+_LAYER_KEY = re.compile(r"encoder\.layer\.(\d+)\.")
+
+
+def _summary(keys: list[str]) -> str:
+    if len(keys) <= 3:
+        return ", ".join(keys)
+    layers = sorted({int(m.group(1)) for k in keys if (m := _LAYER_KEY.search(k))})
+    others = sorted({re.sub(r"\.(weight|bias)$", "", k) for k in keys if not _LAYER_KEY.search(k)})
+    parts = [f"encoder layer{'s' if len(layers) > 1 else ''} {', '.join(map(str, layers))}"] if layers else []
+    parts += others[:3] + ([f"{len(others) - 3} more"] if len(others) > 3 else [])
+    return "; ".join(parts)
+
+
+def _check_loading_info(info: dict, config, spec: str) -> None:
+    """Every tensor the architecture needs came from the checkpoint, and no stored layer was
+    dropped (transformers would initialise the first at random and ignore the second)."""
+    missing = sorted(info.get("missing_keys") or ())
+    if any(k.startswith("classifier") for k in missing):
+        raise ModelError(
+            f"model '{spec}' has no trained sequence-classification head in its weights "
+            "(fine-tune it for classification first, e.g. with BertForSequenceClassification)")
+    if missing:
+        n = len(missing)
+        raise ModelError(
+            f"model {spec} weights lack {n} tensor{'s' if n > 1 else ''} the architecture needs "
+            f"({_summary(missing)}): loading would fill {'them' if n > 1 else 'it'} with random numbers "
+            "(save the complete model with save_pretrained, or use its own config.json)")
+    layers = int(getattr(config, "num_hidden_layers", 0) or 0)
+    extra = sorted({int(m.group(1)) for k in info.get("unexpected_keys") or ()
+                    if (m := _LAYER_KEY.search(k)) and int(m.group(1)) >= layers})
+    if extra:
+        listed = ", ".join(map(str, extra))
+        raise ModelError(
+            f"model {spec} weights hold encoder layer{'s' if len(extra) > 1 else ''} {listed}, which "
+            f"config.json (num_hidden_layers={layers}) does not have (set num_hidden_layers to the "
+            "number of layers the weights hold)")

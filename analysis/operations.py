@@ -8,17 +8,19 @@ method, unit and parameters), so the dashboard and ``prunelens precompute`` fill
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.cache import Key, ResultStore
+from analysis.cache import Key, ResultStore, StoreWarning
 from analysis.data import TextData, load_data
 from analysis.evaluate import Evaluator
 from analysis.gates import Masks
 from analysis.methods import get_method
 from analysis.methods.base import Context, Progress, no_progress
 from analysis.models import LoadedModel, load_model
+from analysis.store_schema import array_problem
 from analysis.pruning import (
     check_selection,
     check_sparsity,
@@ -100,7 +102,7 @@ def compute_scores(session: Session, method_name: str, unit: str | None = None,
     keys = score_keys(session, method, unit, params)
     start = time.perf_counter()
     if use_store:
-        hit = first_hit(session, keys)
+        hit = first_hit(session, keys, score_shape(session, unit))
         if hit is not None:
             return ScoreResult(method.name, unit, params, np.asarray(hit["scores"], dtype=np.float64),
                                time.perf_counter() - start, True)
@@ -117,7 +119,8 @@ def stored_scores(session: Session, method_name: str, unit: str, params: dict | 
                   ) -> np.ndarray | None:
     """A method's scores if the store has them (exact first, then checked bf16), else None."""
     method = get_method(method_name)
-    hit = first_hit(session, score_keys(session, method, unit, method.validate(params)))
+    hit = first_hit(session, score_keys(session, method, unit, method.validate(params)),
+                    score_shape(session, unit))
     return None if hit is None else np.asarray(hit["scores"], dtype=np.float64)
 
 
@@ -138,10 +141,27 @@ def _precision_keys(session: Session, kind: str, method: str, unit: str,
     return keys
 
 
-def first_hit(session: Session, keys: dict[str, Key]) -> dict | None:
-    """The stored value under the exact key, else under the bf16 key (when that one is allowed)."""
+def score_shape(session: Session, unit: str) -> tuple[int, ...] | None:
+    """The shape of ``unit``'s scores on this session's model (None: not fixed by the layout)."""
+    try:
+        return session.loaded.inventory.unit_shape(unit)
+    except KeyError:
+        return None
+
+
+def first_hit(session: Session, keys: dict[str, Key], scores_shape: tuple[int, ...] | None = None
+              ) -> dict | None:
+    """The stored value under the exact key, else under the bf16 key (when that one is allowed).
+    With ``scores_shape``, an entry whose scores have another shape is warned about and skipped
+    (the store checks the form of every entry, only the caller knows the model's shape)."""
     for precision, key in keys.items():
         hit = session.store.get(key)
+        if hit is not None and scores_shape is not None:
+            problem = array_problem(hit.get("scores"), scores_shape)
+            if problem:
+                warnings.warn(f"stored {key.method} {key.unit} scores do not fit this model ({problem}); "
+                              "recomputing", StoreWarning, stacklevel=2)
+                continue
         if hit is not None:
             return {**hit, "precision": precision}  # entries from before precisions were fp32
     return None

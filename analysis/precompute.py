@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from analysis.cache import ResultStore
+from analysis.cache import ResultStore, write_manifest
 from analysis.methods import all_methods
 from analysis.methods.base import Progress, no_progress
 from analysis.operations import Session, compute_scores, curve
@@ -61,4 +61,6 @@ def precompute(session: Session, out_dir: Path | None = None, methods: list[str]
                                     progress=lambda f, m, label=label: progress(f, f"train {label}: {m}"))
                 summary["training"][label] = {"cached": run.get("cached", False)}
                 summary["seconds"][f"train/{label}"] = round(time.perf_counter() - t0, 2)
+    if out_dir is not None:  # a folder to ship: its entries are listed and hashed in a manifest
+        summary["manifest_entries"] = write_manifest(out_dir)
     return summary

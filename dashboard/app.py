@@ -1,6 +1,7 @@
 """The prunelens dashboard: navigation over the pages and the sidebar's model/data choice.
 
-Run with ``prunelens dashboard`` (or ``streamlit run dashboard/app.py``). Nothing expensive
+Run with ``prunelens dashboard``, which starts ``dashboard/server.py`` (``streamlit run`` with
+a Host/Origin check; a bare ``streamlit run dashboard/app.py`` has none). Nothing expensive
 happens at start: the sidebar loads the chosen model and data (cached); pages compute on demand
 and read precomputed results from the store.
 """
@@ -18,7 +19,7 @@ if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` from a source 
 
 from analysis.data import GLUE_TASKS  # noqa: E402
 from analysis.errors import PrunelensError  # noqa: E402
-from dashboard import demo, jobs, state  # noqa: E402
+from dashboard import demo, escape, jobs, state  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 # (file, title, icon, url path). The url paths differ from the file stems on purpose: a page
@@ -122,14 +123,15 @@ def _keep(choice: state.Choice) -> None:
         with st.spinner("Loading…"):
             session = state.open_session(choice)
     except PrunelensError as exc:
-        sb.error(str(exc))
+        sb.error(escape.markdown(exc))
         return
     inv = session.loaded.inventory
     fingerprint = "" if demo.active() else f" · `{session.loaded.fingerprint[:8]}`"
-    sb.success(f"**{session.loaded.name}** · {inv.layers} layers × {inv.heads} heads{fingerprint}\n\n"
-               f"**{session.data.name}** ({session.data.split}) · {len(session.data)} examples")
-    for job in jobs.BOARD.running():
-        sb.progress(job.fraction, text=f"training {job.method}: {job.message}")
+    sb.success(f"**{escape.markdown(session.loaded.name)}** · {inv.layers} layers × {inv.heads} heads"
+               f"{fingerprint}\n\n**{escape.markdown(session.data.name)}** "
+               f"({escape.markdown(session.data.split)}) · {len(session.data)} examples")
+    for job in jobs.BOARD.running():  # this session's runs only
+        sb.progress(job.fraction, text=escape.markdown(f"training {job.method}: {job.message}"))
 
 
 START_PAGE = "prunelens.page"  # file stem of the page to open first (tests set it)

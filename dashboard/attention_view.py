@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from analysis.attention import AttentionMaps
+from dashboard import escape
 
 ASSETS = Path(__file__).parent / "assets"
 VIEWS = ("head", "model")
@@ -241,7 +242,7 @@ def head_figure(maps: AttentionMaps, layer: int, head: int):
     import plotly.graph_objects as go
 
     matrix = maps.head(layer, head)
-    labels = [f"{i}:{t}" for i, t in enumerate(maps.tokens)]
+    labels = [escape.plotly(f"{i}:{t}") for i, t in enumerate(maps.tokens)]  # a token "<b>" is text
     pruned = maps.head_mask[layer, head] == 0
     fig = go.Figure(go.Heatmap(
         z=matrix.tolist(), x=labels, y=labels, zmin=0.0, zmax=1.0, colorscale="Blues",

@@ -16,9 +16,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from analysis.errors import ParamError
 from analysis.methods import all_methods
-from analysis.methods.base import Method, Param
-from dashboard import demo, figures, state
+from analysis.methods.base import EXPENSIVE_WORK, Method, Param
+from dashboard import demo, escape, figures, state
 
 SLIDER_MAX_STEPS = 1000
 STRUCTURED_UNITS = ("head", "attention", "ffn", "neuron")
@@ -111,19 +112,37 @@ def _coerce(param: Param, value: Any) -> Any:
     return value
 
 
+def _shown(raw: Any) -> str:
+    """A URL value for a message: at most 40 characters, rendered as exactly its text."""
+    text = str(raw)
+    return escape.markdown(text[:40] + "…" if len(text) > 40 else text)
+
+
 def param_controls(method: Method, key_prefix: str, params: tuple[Param, ...] | None = None,
                    container=None, query_prefix: str = "p.") -> dict[str, Any]:
-    """Draw one widget per declared parameter; return the values (validated by ``Param.parse``)."""
+    """Draw one widget per declared parameter; return the values (validated by ``Param.parse``;
+    the method's own parameters also by ``Method.validate``, which refuses a setting over the
+    work budgets with a message and stops the page). A URL value outside a parameter's range is
+    moved to the nearest end of it, an invalid one replaced by the default, each with a warning."""
     container = container or st
     values: dict[str, Any] = {}
     declared = method.params if params is None else params
     own = f"{query_prefix}{method.name}."  # URL keys are per method: p.<method>.<param>
+    notes: list[str] = []
     for param in declared:
         key = f"{key_prefix}.{method.name}.{param.name}"
         spec = widget_spec(param)
 
         def cast(raw: str, p: Param = param) -> Any:
-            return _coerce(p, p.parse(raw))
+            where = f"{own}{p.name}={_shown(raw)}"
+            try:
+                value, moved = p.parse_clamped(raw)
+            except ParamError:
+                notes.append(f"The link's {where} is not valid: using the default, {p.default}.")
+                raise
+            if moved:
+                notes.append(f"The link's {where} is outside [{p.low:g}, {p.high:g}]: using {value}.")
+            return _coerce(p, value)
 
         state.bind(key, _coerce(param, param.default), query=f"{own}{param.name}", cast=cast,
                    options=list(param.choices) if param.kind == "choice" else None)
@@ -131,8 +150,13 @@ def param_controls(method: Method, key_prefix: str, params: tuple[Param, ...] | 
         widget(param.name.replace("_", " "), key=key, **spec.kwargs)
         with state.guard():
             values[param.name] = param.parse(st.session_state[key])
+    for note in notes:
+        container.warning(note, icon=":material/warning:")
     state.clear_shared(query_prefix, keep=own)  # another method's settings never reach this one
     state.share(**{f"{own}{name}": value for name, value in values.items()})
+    if params is None:
+        with state.guard():  # over a work budget: refused here, before anything is computed
+            method.validate(values)
     return values
 
 
@@ -260,12 +284,26 @@ def progress_sink(text: str = "Working…"):
     return bar, progress
 
 
+def score_work(session, method: Method, unit: str, params: dict) -> float:
+    """Forward-pass equivalents of scoring ``unit`` with ``params`` on the loaded model and data."""
+    return method.work(params, session.loaded.inventory, len(session.data), unit)
+
+
+def needs_click(session, method: Method, unit: str, params: dict) -> bool:
+    """Whether this setting is expensive here (its work over ``EXPENSIVE_WORK``): such a
+    setting is read from the store or computed on an explicit click, never from a link alone."""
+    return method.is_expensive(params, session.loaded.inventory, len(session.data), unit)
+
+
 def obtain_scores(session, method: Method, unit: str, params: dict, key: str) -> list | None:
-    """Scores of ``method``: cheap ones computed at once; expensive ones read from the store,
-    else computed on a button press with a progress bar. None while nothing is available."""
+    """Scores of ``method``: cheap settings computed at once; expensive ones (derived from the
+    work they imply, :func:`needs_click`) read from the store, else computed on a button press
+    with a progress bar. None while nothing is available."""
     from analysis.operations import compute_scores
 
-    if not method.expensive:
+    with state.guard():
+        work = score_work(session, method, unit, params)
+    if work <= EXPENSIVE_WORK:
         with state.guard():
             return state.cheap_scores(session, method.name, unit, params)
     hit = state.stored(session, "scores", method.name, unit, params)
@@ -273,7 +311,11 @@ def obtain_scores(session, method: Method, unit: str, params: dict, key: str) ->
         if developer():
             st.caption(f"{method.title}: read from the result store.")
         return hit["scores"]
-    st.info(f"**{method.title}** is expensive and these parameters are not in the store yet.")
+    cost = ("an unknown amount of work" if work == float("inf") else
+            f"about {work:,.0f} forward passes of one example")
+    st.info(f"**{method.title}** with these settings is not in the store yet. Computing it costs "
+            f"{cost} on the loaded {len(session.data):,} examples (more than the {EXPENSIVE_WORK} "
+            "a page computes without asking), so it starts only when you click.")
     if st.button(f"Compute {method.name} scores for {unit}s", key=f"{key}.compute", type="primary"):
         bar, progress = progress_sink(f"Computing {method.name}…")
         with state.guard():

@@ -3,6 +3,8 @@
 The layer × head heatmap carries a transparent scatter overlay with one marker per head whose
 ``customdata`` is ``[layer, head]``: Streamlit returns no selection for clicks on a heatmap,
 but it does for scatter points, so clicking a cell selects its head (see :func:`clicked_unit`).
+Category labels go through :func:`dashboard.escape.plotly` (plotly draws ``<b>``, ``<a>`` in
+them as markup).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from dashboard import escape
+
 METRIC_LABELS = {"accuracy": "accuracy", "loss": "loss (cross-entropy)", "margin": "margin"}
 # panel titles sit side by side in half a page at 1024 px: one word each
 SHORT_LABELS = {"accuracy": "accuracy", "loss": "loss", "margin": "margin"}
@@ -25,6 +29,11 @@ CHART_CONFIG = {"displayModeBar": "hover", "displaylogo": False}
 TOOLBAR_BAND = 28
 PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6",
            "#9D755D", "#BAB0AC", "#EECA3B")
+
+
+def _labels(labels: Sequence[Any]) -> list[Any]:
+    """Category labels as plotly shows them: strings escaped, numbers as they are."""
+    return [escape.plotly(v) if isinstance(v, str) else v for v in labels]
 
 
 def _rows(z) -> list[list[float]]:
@@ -218,7 +227,7 @@ def matrix_heatmap(matrix, labels: Sequence[str], title: str, zmin: float = -1.0
     """A labelled square matrix with its values written in the cells (NaN shown as blank)."""
     z = [[None if v is None or math.isnan(v) else float(v) for v in row] for row in matrix]
     text = [["" if v is None else f"{v:.2f}" for v in row] for row in z]
-    fig = go.Figure(go.Heatmap(z=z, x=list(labels), y=list(labels), zmin=zmin, zmax=zmax,
+    fig = go.Figure(go.Heatmap(z=z, x=_labels(labels), y=_labels(labels), zmin=zmin, zmax=zmax,
                                colorscale=colorscale, text=text, texttemplate="%{text}",
                                hovertemplate="%{y} vs %{x}: %{z:.3f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
@@ -296,7 +305,7 @@ def history_chart(history: Sequence[dict], title: str = "Training history",
 
 def bars(labels: Sequence[str], values: Sequence[float], title: str, y_title: str = "",
          errors: Sequence[float] | None = None) -> go.Figure:
-    fig = go.Figure(go.Bar(x=list(labels), y=[float(v) for v in values],
+    fig = go.Figure(go.Bar(x=_labels(labels), y=[float(v) for v in values],
                            error_y=None if errors is None else {"type": "data", "array": list(errors)},
                            marker_color=PALETTE[0]))
     fig.update_yaxes(title=y_title)
@@ -356,7 +365,7 @@ def grouped_bars(groups: dict[str, Sequence[float]], x_labels: Sequence[Any], ti
     fig = go.Figure()
     for i, (name, values) in enumerate(groups.items()):
         err = (errors or {}).get(name)
-        fig.add_trace(go.Bar(x=list(x_labels), y=[float(v) for v in values], name=name,
+        fig.add_trace(go.Bar(x=_labels(x_labels), y=[float(v) for v in values], name=name,
                              marker_color=PALETTE[i % len(PALETTE)],
                              error_y=None if err is None else {"type": "data", "array": list(err)}))
     fig.update_layout(barmode="group")
@@ -391,7 +400,7 @@ def evaluation_bars(rows: Sequence[dict], metrics: Sequence[str] = ("accuracy", 
     """One panel per metric, one bar per row (``row[metric]``, ± ``row[metric + '_se']``)."""
     fig = make_subplots(rows=1, cols=len(metrics),
                         subplot_titles=[SHORT_LABELS.get(m, m) for m in metrics])
-    labels = [str(r[label_key]) for r in rows]
+    labels = _labels([str(r[label_key]) for r in rows])
     for i, metric in enumerate(metrics):
         values = [r.get(metric) for r in rows]
         se = [r.get(f"{metric}_se") for r in rows]

@@ -28,7 +28,7 @@ from analysis.methods.base import Method
 from analysis.operations import Session, training_seconds
 from analysis.pruning import select, sparsity_of
 from analysis.training import finished_runs
-from dashboard import controls, figures, state
+from dashboard import controls, escape, figures, state
 
 AboutFn = Callable[[Session, Method, str, dict, Any, str], None]
 RunFn = Callable[[Session, dict, str], None]
@@ -74,7 +74,7 @@ def render_about(session: Session, method: Method, unit: str, params: dict, scor
 def render_run(session: Session, run: dict, key: str = "run") -> None:
     """One finished training run: the method's structured view, then its JSON download."""
     name = str(run.get("method", ""))
-    st.caption(_run_caption(run))
+    st.caption(escape.markdown(_run_caption(run)))  # names data of whichever session ran it
     with state.guard(stop=False):
         (view_for(name).run or generic_run)(session, run, key)
     controls.download_json(run, f"run_{name}", f"{key}.json", label="Run (JSON)")
@@ -278,7 +278,7 @@ def snip_run(session: Session, run: dict, key: str) -> None:
             "σ_max per matrix before / after training", "σ_max"), "snip_sigma", f"{key}.snip.sigma")
     note = (run.get("train_data") or {}).get("note")
     if note:
-        st.caption(f"Trained on: {note}.")
+        st.caption(escape.markdown(f"Trained on: {note}."))
 
 
 def _snip_workload(params: dict, n_eval: int) -> tuple[int, int]:

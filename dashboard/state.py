@@ -24,10 +24,11 @@ from typing import Any
 import streamlit as st
 
 from analysis.cache import ResultStore, default_user_dir
-from analysis.data import TextData, from_bytes, load_data
+from analysis.data import TextData, from_bytes
 from analysis.errors import DataError, PrunelensError
 from analysis.models import LoadedModel, load_model
 from analysis.operations import Session
+from dashboard import data_roots, escape
 
 CHOICE_KEY = "prunelens.choice"
 UPLOAD_KEY = "prunelens.upload"  # (name, bytes) of an uploaded data file
@@ -78,7 +79,7 @@ def set_choice(choice: Choice) -> None:
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
 def cached_model(spec: str) -> LoadedModel:
-    return load_model(spec)
+    return load_model(data_roots.model_spec(spec))  # folders only inside the data roots
 
 
 @st.cache_resource(show_spinner="Loading the data…", max_entries=8)
@@ -88,7 +89,7 @@ def cached_data(spec: str, limit: int | None, upload_digest: str | None, _upload
             raise DataError("the uploaded file is gone (upload it again)")
         data = from_bytes(_upload, spec.split(":", 1)[1])
         return data.subset(limit)
-    return load_data(spec, split="dev", limit=limit)
+    return data_roots.load_data(spec, limit)  # files only inside the data roots
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)  # the sidebar shows "Loading…"
@@ -140,7 +141,7 @@ def current_session() -> Session:
     try:
         return open_session(choice)
     except PrunelensError as exc:
-        st.error(f"Nothing loaded: {exc}")
+        st.error(f"Nothing loaded: {escape.markdown(exc)}")
         st.info("Pick another model or data set in the sidebar.")
         st.stop()
     raise AssertionError("unreachable")
@@ -282,13 +283,33 @@ def _stop_if_outdated() -> None:
         st.rerun(scope="fragment" if ctx.fragment_ids_this_run else "app")
 
 
+def session_liveness() -> Callable[[], bool] | None:
+    """A check that this browser session still exists on the server (connected, or disconnected
+    for less than Streamlit's reconnect window, 2 minutes), for background jobs to stop when it
+    is gone; None outside a running server (AppTest, scripts). Reads Streamlit's session manager
+    (an internal attribute; without it, jobs are never stopped this way)."""
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+    ctx = get_script_run_ctx(suppress_warning=True)
+    if ctx is None or not Runtime.exists():
+        return None
+    runtime, session = Runtime.instance(), ctx.session_id
+
+    def alive() -> bool:
+        manager = getattr(runtime, "_session_mgr", None)
+        return manager is None or manager.get_session_info(session) is not None
+
+    return alive
+
+
 @contextmanager
 def guard(stop: bool = True):
     """Show a user error as a message (and stop this run or fragment) instead of a traceback."""
     try:
         yield
     except PrunelensError as exc:
-        st.error(str(exc))
+        st.error(escape.markdown(exc))
         if stop:
             st.stop()
 

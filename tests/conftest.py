@@ -4,6 +4,7 @@ loaded through the real loading code; an isolated result store per test."""
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -13,6 +14,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # exactness tests compare with the reference forward: fp32 everywhere unless a test asks for
 # bf16 (tests/test_precision.py checks the checked-bf16 path and the ``auto`` default)
 os.environ.setdefault("PRUNELENS_PRECISION", "fp32")
+# the store's signing secret of this test run (servers the tests start inherit it), not the user's
+os.environ.setdefault("PRUNELENS_SECRET_FILE", os.path.join(tempfile.mkdtemp(prefix="prunelens-secret-"),
+                                                            "store-key"))
+# the dashboard reads data files and model folders only inside its data roots (dashboard/
+# data_roots.py): the tests' temp folders and this checkout (servers the tests start inherit it)
+os.environ.setdefault("PRUNELENS_DATA_ROOTS", os.pathsep.join(
+    [tempfile.gettempdir(), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]))
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 from tests.tiny import write_tiny_bert, write_tiny_csv  # noqa: E402

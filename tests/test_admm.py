@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from analysis.fingerprints import weights_digest
 from analysis.errors import ParamError
 from analysis.methods.admm import (
     METHOD,
@@ -159,26 +160,24 @@ def test_pattern_of_is_a_window_of_the_full_mask(tiny_loaded):
 
 
 def test_accuracy_by_pattern_uses_a_copy(tiny_session):
-    fp = tiny_session.loaded.fingerprint
-    from analysis.models import weights_fingerprint
+    fp = weights_digest(tiny_session.loaded.model)
 
     rows = accuracy_by_pattern(tiny_session, [(2, 4), (4, 4)])
     assert [r["pattern"] for r in rows] == ["dense", "2:4", "4:4"]
     assert rows[2]["accuracy"] == rows[0]["accuracy"] and rows[2]["loss"] == pytest.approx(rows[0]["loss"], abs=1e-6)
     assert rows[1]["sparsity"] == 0.5
-    assert weights_fingerprint(tiny_session.loaded.model) == fp
+    assert weights_digest(tiny_session.loaded.model) == fp
     # cached: the second call reads the store
     assert accuracy_by_pattern(tiny_session, [(2, 4), (4, 4)]) == rows
 
 
 def test_training_mode_meets_pattern_and_leaves_model_alone(tiny_session):
-    from analysis.models import weights_fingerprint
 
     model = tiny_session.loaded.model
-    fp = weights_fingerprint(model)
+    fp = weights_digest(model)
     grads = [p.requires_grad for p in model.parameters()]
     result = train_command(tiny_session, "admm", TINY_TRAIN)
-    assert weights_fingerprint(model) == fp
+    assert weights_digest(model) == fp
     assert [p.requires_grad for p in model.parameters()] == grads
     assert result["constraint"]["exactly_n_fraction"] == 1.0
     assert result["constraint"]["sparsity"] == pytest.approx(0.5)
@@ -217,12 +216,11 @@ def test_training_final_weights_satisfy_pattern(tiny_session, monkeypatch):
 
 
 def test_quant_training(tiny_session):
-    from analysis.models import weights_fingerprint
 
-    fp = weights_fingerprint(tiny_session.loaded.model)
+    fp = weights_digest(tiny_session.loaded.model)
     result = train_command(tiny_session, "admm-quant", {**TINY_TRAIN, "bits": 3, "penalty": "gradient",
                                                         "finetune_baseline": True}, use_store=False)
-    assert weights_fingerprint(tiny_session.loaded.model) == fp
+    assert weights_digest(tiny_session.loaded.model) == fp
     assert result["constraint"]["on_grid_fraction"] == 1.0
     assert result["constraint"]["max_distinct_per_row"] <= 2**3
     assert "rounding" in result["labels"]["oneshot"]

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+from analysis.fingerprints import weights_digest
 from analysis.attention import AttentionMaps, attention_from_inputs, attention_maps
 from analysis.errors import DataError, ParamError
 from analysis.gates import gated, hook_count
@@ -73,7 +74,7 @@ def test_padded_batch_matches_eager(tiny_loaded):
 def test_shared_model_is_not_mutated(tiny_loaded):
     model = tiny_loaded.model
     impl = model.config._attn_implementation
-    before = tiny_loaded.fingerprint
+    before = weights_digest(model)
     attention_maps(tiny_loaded, SENTENCE, head_mask=np.array([[1, 0, 1, 1], [1, 1, 1, 1]]))
     assert model.config._attn_implementation == impl == "sdpa"
     assert hook_count(model) == 0
@@ -82,9 +83,8 @@ def test_shared_model_is_not_mutated(tiny_loaded):
             assert len(mod._forward_hooks) == 0 and len(mod._forward_pre_hooks) == 0
     assert not any(p.requires_grad for p in model.parameters())
     assert not model.training
-    from analysis.models import weights_fingerprint
 
-    assert weights_fingerprint(model) == before
+    assert weights_digest(model) == before
 
 
 def test_hooks_removed_when_forward_fails(tiny_loaded):

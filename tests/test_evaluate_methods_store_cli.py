@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis.cache import Key, ResultStore, StoreWarning
+from analysis.cache import Key, ResultStore, StoreWarning, write_manifest
 from analysis.cli import main
 from analysis.gates import Masks, gated
 from analysis.methods import all_methods, get_method
@@ -127,6 +127,7 @@ def _key(**kw):
 def test_store_round_trip_and_shipped_fallback(tmp_path):
     shipped = ResultStore(tmp_path / "shipped", None)
     shipped.put(_key(), {"scores": [[1.0]]})
+    write_manifest(tmp_path / "shipped")  # what makes a folder a shipped store
     store = ResultStore(tmp_path / "user", tmp_path / "shipped")
     assert store.get(_key()) == {"scores": [[1.0]]} and store.where(_key()) == "shipped"
     store.put(_key(), {"scores": [[2.0]]})

@@ -14,7 +14,7 @@ from analysis.gates import hook_count
 from analysis.methods import get_method
 from analysis.methods import pins as pins_mod
 from analysis.methods import smp as smp_mod
-from analysis.models import weights_fingerprint
+from analysis.fingerprints import weights_digest
 
 SMALL_SMP = {"samples": 8, "batch_size": 10, "batches": 1}
 SMALL_TRAIN = {"steps": 12, "batch_size": 4, "prune_every": 2, "warmup": 0.1, "final": 0.3,
@@ -108,7 +108,7 @@ def test_smp_shape_deterministic_and_leaves_model_alone(tiny_session):
     method = get_method("smp")
     assert method.default_scope == "layer" and method.default_sparsity == 0.5
     ctx = tiny_session.context()
-    before = weights_fingerprint(tiny_session.loaded.model)
+    before = weights_digest(tiny_session.loaded.model)
     a = method.score(ctx, "head", {**SMALL_SMP, "seed": 3})
     b = method.score(ctx, "head", {**SMALL_SMP, "seed": 3})
     c = method.score(ctx, "head", {**SMALL_SMP, "seed": 4})
@@ -117,7 +117,7 @@ def test_smp_shape_deterministic_and_leaves_model_alone(tiny_session):
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
     assert hook_count(tiny_session.loaded.model) == 0
-    assert weights_fingerprint(tiny_session.loaded.model) == before
+    assert weights_digest(tiny_session.loaded.model) == before
 
 
 def test_smp_losses_zero_for_full_mask_and_positive_for_pruned(tiny_session):
@@ -222,7 +222,7 @@ def test_pins_scores_every_unit_and_model_untouched(tiny_session):
     method = get_method("pins")
     ctx = tiny_session.context()
     model = tiny_session.loaded.model
-    before = weights_fingerprint(model)
+    before = weights_digest(model)
     params = {"batches": 3, "batch_size": 8, "seed": 1, "normalize": False}
     shapes = {"head": (2, 4), "attention": (2,), "ffn": (2,), "neuron": (2, 24)}
     scores = {}
@@ -233,7 +233,7 @@ def test_pins_scores_every_unit_and_model_untouched(tiny_session):
     assert np.abs(scores["head"]).sum() > 0
     # heads and attention blocks come from the same weight scores: a block's O/Q/K/V sum
     assert np.allclose(scores["head"].sum(1), scores["attention"], rtol=1e-6, atol=1e-12)
-    assert weights_fingerprint(model) == before
+    assert weights_digest(model) == before
     assert not any(p.requires_grad for p in model.parameters())
     assert model.training is False
     normed = method.score(ctx, "neuron", {**params, "normalize": True})
@@ -268,7 +268,7 @@ def test_pins_bad_params():
 
 def test_prune_train_hits_target_exactly(tiny_session):
     loaded = tiny_session.loaded
-    before = weights_fingerprint(loaded.model)
+    before = weights_digest(loaded.model)
     params = pins_mod.METHOD.trainer.validate(SMALL_TRAIN)
     batches = pins_mod.shuffled_batches(loaded.tokenizer, tiny_session.data, 4, 12, seed=0)
     out = pins_mod.prune_train(loaded, batches, params, "pins", self_reg=True)
@@ -287,7 +287,7 @@ def test_prune_train_hits_target_exactly(tiny_session):
     assert sparsities[-1] == 0.6
     assert all(b >= a for a, b in pairwise(sparsities))
     assert any(h["self_reg_loss"] > 0 for h in summary["history"])
-    assert weights_fingerprint(loaded.model) == before
+    assert weights_digest(loaded.model) == before
 
 
 def test_train_command_compares_self_reg_and_baseline(tiny_session):

@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.cache import FORMAT_VERSION, Key, ResultStore, StoreWarning
+from analysis.cache import FORMAT_VERSION, Key, ResultStore, StoreWarning, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
-KEY = Key.make("m" * 16, "d" * 16, "scores", "magnitude", "head", {"seed": 1})
+# (a kind without a result schema: these tests store small made-up results)
+KEY = Key.make("m" * 16, "d" * 16, "example", "magnitude", "head", {"seed": 1})
 
 
 def _entry_path(store: ResultStore, key: Key = KEY) -> Path:
@@ -132,7 +133,7 @@ def test_entry_that_is_a_folder(store):
         result, cached = store.get_or_compute(KEY, lambda: {"x": 2})
     assert (result, cached) == ({"x": 2}, False)
     messages = [str(w.message) for w in record]
-    assert any("unreadable" in m for m in messages), messages
+    assert any("is not a regular file" in m for m in messages), messages
     assert any("could not write to the result store" in m for m in messages), messages
 
 
@@ -219,6 +220,7 @@ def test_store_folder_cannot_be_created(tmp_path, monkeypatch):
 def test_read_only_user_store_still_serves_shipped(tmp_path, monkeypatch):
     shipped = ResultStore(tmp_path / "shipped", shipped_dir=None)
     shipped.put(KEY, {"from": "shipped"})
+    write_manifest(tmp_path / "shipped")
     store = ResultStore(tmp_path / "user", shipped_dir=tmp_path / "shipped")
 
     def refuse(*args, **kwargs):
@@ -239,7 +241,7 @@ import os, sys, time
 sys.path.insert(0, {root!r})
 from analysis.cache import Key, ResultStore
 store = ResultStore({store!r}, shipped_dir=None)
-key = Key.make("m" * 16, "d" * 16, "scores", "magnitude", "head", {{"seed": 1}})
+key = Key.make("m" * 16, "d" * 16, "example", "magnitude", "head", {{"seed": 1}})
 writer, rounds, size, pause = {writer}, {rounds}, {size}, {pause}
 if pause:  # hold the process inside the write, after the data went out, before the rename
     real_fsync = os.fsync

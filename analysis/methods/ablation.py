@@ -10,7 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from analysis.gates import Masks
-from analysis.methods.base import Method, Param
+from analysis.methods.base import Method, Param, Work
+
+
+def ablation_cost(params: dict, inventory, unit: str | None) -> Work:
+    """One evaluation of the data per unit (the costliest unit when ``unit`` is None), plus the
+    unpruned one."""
+    units = [unit] if unit else ["head", "attention", "ffn"]
+    return Work(passes=1.0 + max(int(np.prod(inventory.unit_shape(u))) for u in units))
 
 
 class Ablation(Method):
@@ -38,6 +45,6 @@ METHOD = Ablation(
     summary="Loss increase when each unit alone is masked: the reference ranking. Expensive, cached.",
     units=("head", "attention", "ffn"),
     params=(Param("metric", "choice", "loss", "what the ablation measures", choices=("loss", "accuracy", "margin")),),
-    expensive=True,
+    cost=ablation_cost,
     evaluates_masks=True,
 )

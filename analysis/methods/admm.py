@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from analysis.data import TextData, tokenize_batches
+from analysis.data import TextData
 from analysis.errors import ParamError
-from analysis.methods.base import SEED, Method, Param, Progress, no_progress
+from analysis.methods.base import SEED, Method, Param, Progress, Work, no_progress
 from analysis.models import LoadedModel, encoder_layers
 from analysis.patterns import (
     check_bits,
@@ -48,7 +48,7 @@ from analysis.patterns import (
     project_kbit,
     project_nm,
 )
-from analysis.training import Trainer, training_data
+from analysis.training import StreamedBatches, Trainer, training_data, training_work
 
 MATRICES = ("query", "key", "value", "attention_output", "intermediate", "output")
 DEFAULT_PATTERNS = ((1, 4), (2, 4), (3, 4), (2, 8), (4, 8))
@@ -399,17 +399,29 @@ class ProjectedWeight(nn.Module):
 # the training run
 
 
+TRAIN_MAX_LENGTH = 64  # tokens per training example
+
+
 def _train_batches(session, data: TextData, count: int, batch_size: int, seed: int):
+    """``count`` seeded random batches, streamed: tokenized as the loop reaches them."""
     rng = np.random.default_rng(seed)
     needed = count * batch_size
     order = np.concatenate([rng.permutation(len(data)) for _ in range(needed // max(1, len(data)) + 1)])
-    rows = order[:needed]
-    sample = TextData(data.name, data.split, [data.texts[i] for i in rows], data.labels[rows],
-                      None if data.text_pairs is None else [data.text_pairs[i] for i in rows],
-                      data.metric)
-    batches, _ = tokenize_batches(session.loaded.tokenizer, sample, batch_size, max_length=64,
-                                  sort_by_length=False)
-    return batches
+    return StreamedBatches(session.loaded.tokenizer, data, order[:needed], batch_size,
+                           max_length=TRAIN_MAX_LENGTH)
+
+
+def score_cost(params: dict, inventory, unit) -> Work:
+    """Live scores project the weights once: no data, no forward pass."""
+    return Work()
+
+
+def train_cost(params: dict) -> Work:
+    """ADMM W-steps, the SR-STE fine-tune (twice with ``finetune_baseline``); evaluations are
+    passes over the data, not counted here."""
+    steps = params["iterations"] * params["steps"] + params["finetune_steps"] * (1 + bool(params["finetune_baseline"]))
+    return training_work(steps, params["batch_size"], TRAIN_MAX_LENGTH,
+                         what="(iterations x steps + finetune_steps) x batch_size")
 
 
 def _trainable(model: nn.Module) -> list[nn.Parameter]:
@@ -429,10 +441,10 @@ def _evaluate(evaluator, model) -> dict:
 
 
 TRAIN_PARAMS = (
-    Param("iterations", "int", 6, "ADMM iterations (W-step, Z-step, U-step)", 1, 200),
-    Param("steps", "int", 10, "optimizer steps per W-step", 1, 1000),
+    Param("iterations", "int", 6, "ADMM iterations (W-step, Z-step, U-step)", 1, 100),
+    Param("steps", "int", 10, "optimizer steps per W-step", 1, 500),
     Param("finetune_steps", "int", 40, "masked SR-STE fine-tune steps after the projection", 0, 5000),
-    Param("batch_size", "int", 16, "training batch size", 1, 256),
+    Param("batch_size", "int", 16, "training batch size", 1, 64),
     Param("lr", "float", 1e-4, "Adam learning rate (W-step and fine-tune)", 1e-7, 1e-1, log=True),
     Param("penalty", "choice", "prox", "how the W-step treats ρ/2·||W − Z + U||²: its exact "
           "proximal step after each optimizer step on L (prox), or its gradient added to L's",
@@ -571,8 +583,9 @@ METHOD = Admm(
             "(keep N of every M consecutive input weights); training mode runs ADMM + SR-STE.",
     units=("head", "attention", "ffn", "neuron"),
     params=NM_PARAMS,
+    cost=score_cost,
     paper="Wang, ADMM based semi-structured pattern pruning for transformers (arXiv 2407.08334)",
-    trainer=Trainer(params=NM_PARAMS + TRAIN_PARAMS, run=_run_nm,
+    trainer=Trainer(params=NM_PARAMS + TRAIN_PARAMS, run=_run_nm, cost=train_cost,
                     summary="ADMM (W-, Z-, U-steps, growing ρ) on a copy, hard N:M projection, "
                             "SR-STE fine-tune; compares dense, one-shot magnitude and ADMM."),
 )

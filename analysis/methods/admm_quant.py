@@ -8,7 +8,15 @@ straight-through fine-tune, compared with plain rounding of the dense model.
 
 from __future__ import annotations
 
-from analysis.methods.admm import TRAIN_PARAMS, Admm, Projection, kbit_projection, run_admm
+from analysis.methods.admm import (
+    TRAIN_PARAMS,
+    Admm,
+    Projection,
+    kbit_projection,
+    run_admm,
+    score_cost,
+    train_cost,
+)
 from analysis.methods.base import Param, no_progress
 from analysis.training import Trainer
 
@@ -32,8 +40,9 @@ METHOD = AdmmQuant(
             "rounding; training mode runs ADMM with a k-bit Z-step and a straight-through fine-tune.",
     units=("head", "attention", "ffn", "neuron"),
     params=QUANT_PARAMS,
+    cost=score_cost,
     paper="Wang, ADMM based semi-structured pattern pruning for transformers (arXiv 2407.08334)",
-    trainer=Trainer(params=QUANT_PARAMS + TRAIN_PARAMS, run=_run_quant,
+    trainer=Trainer(params=QUANT_PARAMS + TRAIN_PARAMS, run=_run_quant, cost=train_cost,
                     summary="ADMM with the Z-step on a k-bit grid, then grid projection and a "
                             "straight-through fine-tune; compares dense, plain rounding and ADMM."),
 )

@@ -4,6 +4,12 @@ A method declares its parameters once (:class:`Param`: name, type, range, defaul
 help); the CLI parses ``--param k=v`` and the dashboard builds its widgets from the same
 declarations. ``Method.score`` returns scores where **higher means more important**, shaped
 by ``Inventory.unit_shape(unit)``.
+
+Bounded work (SECURITY.md): every numeric parameter has a finite range, and a method (and a
+training mode) declares what a setting costs (``cost`` -> :class:`Work`, in forward-pass
+equivalents). ``validate`` refuses a setting over the budgets below, so the CLI's ``--param``,
+sweep specs and dashboard URLs are held by the same declaration; the dashboard asks for a click
+before computing a setting above :data:`EXPENSIVE_WORK` (:meth:`Method.is_expensive`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import numpy as np
 
 from analysis.data import TextData
 from analysis.errors import ParamError
-from analysis.models import LoadedModel
+from analysis.models import Inventory, LoadedModel
 
 UNITS = ("head", "attention", "ffn", "neuron")
 KINDS = ("int", "float", "bool", "choice")
@@ -42,8 +48,37 @@ class Param:
     log: bool = False  # spans orders of magnitude: the UI uses a number input stepping by ~10%
     step: float | None = None  # the UI's step for a float slider (default: 1/100 of the range)
 
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"parameter '{self.name}': kind must be one of {KINDS}")
+        if self.kind in ("int", "float") and not (
+                self.low is not None and self.high is not None
+                and math.isfinite(self.low) and math.isfinite(self.high) and self.low <= self.high):
+            # bounded work: a URL, a sweep or --param can never ask for more than the range allows
+            raise ValueError(f"parameter '{self.name}' needs a finite range [low, high]")
+
+    def clamp(self, value: Any) -> Any:
+        """A numeric value moved into the declared range (the dashboard's URL values)."""
+        if self.kind not in ("int", "float"):
+            return value
+        value = min(max(value, self.low), self.high)
+        return int(value) if self.kind == "int" else float(value)
+
     def parse(self, raw: Any) -> Any:
         """Validate and convert ``raw`` (a CLI string or a widget value)."""
+        value = self._convert(raw)
+        if self.kind in ("int", "float") and not self.low <= value <= self.high:
+            raise ParamError(f"parameter '{self.name}' must be in [{self.low}, {self.high}], got {value}")
+        return value
+
+    def parse_clamped(self, raw: Any) -> tuple[Any, bool]:
+        """``(value, moved)``: ``raw`` converted, a number outside the range moved to its nearest
+        end (``moved`` True); a value of the wrong type is refused like :meth:`parse`."""
+        value = self._convert(raw)
+        clamped = self.clamp(value)
+        return clamped, clamped != value
+
+    def _convert(self, raw: Any) -> Any:
         where = f"parameter '{self.name}'"
         if self.kind == "bool":
             if isinstance(raw, bool):
@@ -78,8 +113,6 @@ class Param:
                     raise ValueError
         except (TypeError, ValueError):
             raise ParamError(f"{where} must be {kind}, got {raw!r}") from None
-        if self.low is not None and value < self.low or self.high is not None and value > self.high:
-            raise ParamError(f"{where} must be in [{self.low}, {self.high}], got {value}")
         return value
 
     def describe(self) -> dict:
@@ -91,6 +124,51 @@ class Param:
         if self.log:
             d["scale"] = "log"
         return d
+
+
+# ---------------------------------------------------------------------------------------------
+# bounded work
+#
+# Work is counted in forward-pass equivalents: one example through the encoder's forward pass = 1,
+# a backward pass 2 more. The budgets are sized for a BERT-base model (12 layers x 12 heads,
+# hidden 768) on a 2-core, 24 GB machine, where one forward-pass equivalent takes about 0.05 s
+# (MiniLM-L6, the embedded default, is about 8x faster).
+
+EXPENSIVE_WORK = 256  # above this, the dashboard computes a setting only on an explicit click
+MAX_SCORE_WORK = 16_384  # one score computation, beyond passes over the loaded data (~15 min)
+MAX_TRAIN_WORK = 100_000  # one training run, beyond evaluations of the loaded data (~1.5 h)
+MAX_BATCH_TOKENS = 8_192  # tokens in one gradient batch (batch_size x max_length): ~2 GB of
+#                           BERT-base activations kept for the backward pass
+SMALL_DATA = 64  # the evaluation set on which :attr:`Method.expensive` (the listing's label) is judged
+# what ``validate`` judges a setting on: BERT-base's inventory
+BERT_BASE = Inventory(layers=12, heads=12, head_size=64, hidden=768, ffn=3072,
+                      encoder_params=85_054_464)
+
+
+@dataclass(frozen=True)
+class Work:
+    """What one setting costs. ``fixed``: forward-pass equivalents set by the parameters;
+    ``passes``: passes over the loaded data (each costs its number of examples); ``batch_tokens``:
+    the largest gradient batch in tokens (memory); ``what``: the product that sets ``fixed``, for
+    messages (e.g. ``"batches x batch_size = 128 examples, 3 passes each"``)."""
+
+    fixed: float = 0.0
+    passes: float = 0.0
+    batch_tokens: int = 0
+    what: str = ""
+
+    def total(self, n_examples: int) -> float:
+        return float(self.fixed + self.passes * max(0, int(n_examples)))
+
+
+def check_work(work: Work, budget: float, who: str) -> None:
+    """Refuse a setting whose parameter-driven work or gradient batch is over the budgets."""
+    if work.fixed > budget:
+        raise ParamError(f"{who}: {work.what or 'these parameters'} cost {work.fixed:,.0f} forward-pass "
+                         f"equivalents, over the budget of {budget:,.0f} (lower them)")
+    if work.batch_tokens > MAX_BATCH_TOKENS:
+        raise ParamError(f"{who}: a batch of {work.batch_tokens:,} tokens is over the budget of "
+                         f"{MAX_BATCH_TOKENS:,} tokens per gradient batch (lower batch_size or max_length)")
 
 
 SEED = Param("seed", "int", 0, "random seed (every random choice takes it)", 0, 2**31 - 1)
@@ -123,7 +201,9 @@ class Method:
     summary: str = ""
     units: tuple[str, ...] = ("head",)
     params: tuple[Param, ...] = ()
-    expensive: bool = False  # cached and shipped; the UI asks before computing
+    # what a setting costs: (params, inventory, unit or None) -> Work; None = unknown, which
+    # counts as expensive (a new method asks before computing until it says what it costs)
+    cost: Callable[[dict, Inventory, str | None], Work] | None = None
     default_scope: str = "global"
     default_sparsity: float = 0.5
     paper: str = ""
@@ -139,11 +219,38 @@ class Method:
                          f"(it has: {', '.join(p.name for p in self.params) or 'none'})")
 
     def validate(self, raw: dict[str, Any] | None = None) -> dict[str, Any]:
-        """All declared parameters, defaults filled in, values checked; unknown names refused."""
+        """All declared parameters, defaults filled in, values checked; unknown names refused;
+        a setting over the work budgets (judged on BERT-base) refused."""
         raw = dict(raw or {})
         for name in raw:
             self.param(name)
-        return {p.name: p.parse(raw[p.name]) if p.name in raw else p.default for p in self.params}
+        values = {p.name: p.parse(raw[p.name]) if p.name in raw else p.default for p in self.params}
+        if self.cost is not None:
+            check_work(self.cost(values, BERT_BASE, None), MAX_SCORE_WORK, f"method '{self.name}'")
+        return values
+
+    def work(self, params: dict[str, Any] | None, inventory: Inventory | None = None,
+             n_examples: int = SMALL_DATA, unit: str | None = None) -> float:
+        """Forward-pass equivalents of scoring with ``params`` (validated) on a model with
+        ``inventory`` (default BERT-base) and ``n_examples`` evaluation examples; ``unit`` None:
+        the costliest unit. Unknown cost: infinite."""
+        if self.cost is None:
+            return math.inf
+        values = self.validate(params)
+        return self.cost(values, inventory or BERT_BASE, unit).total(n_examples)
+
+    def is_expensive(self, params: dict[str, Any] | None, inventory: Inventory | None = None,
+                     n_examples: int = SMALL_DATA, unit: str | None = None) -> bool:
+        """Whether this setting needs an explicit click in the dashboard (work over
+        :data:`EXPENSIVE_WORK`): derived from the work, never set by hand."""
+        return self.work(params, inventory, n_examples, unit) > EXPENSIVE_WORK
+
+    @property
+    def expensive(self) -> bool:
+        """The listing's label: expensive at the default parameters even on a small evaluation
+        set (:data:`SMALL_DATA` examples, BERT-base). Pages decide per setting and per loaded
+        model and data with :meth:`is_expensive`."""
+        return self.is_expensive(None)
 
     def check_unit(self, unit: str) -> str:
         if unit not in self.units:

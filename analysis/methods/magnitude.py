@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from analysis.methods.base import Method
+from analysis.methods.base import Method, Work
 
 
 def _sq(t: torch.Tensor) -> torch.Tensor:
@@ -45,4 +45,5 @@ METHOD = Magnitude(
     summary="L2 norm of the weights each unit owns (a head: its Q/K/V rows and O columns).",
     units=("head", "attention", "ffn", "neuron"),
     params=(),
+    cost=lambda params, inventory, unit: Work(),  # the weights only: no data, no forward pass
 )

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from analysis.gates import Masks, gated
-from analysis.methods.base import Context, Method, Param
+from analysis.methods.base import Context, Method, Param, Work
 
 
 def gate_gradients(ctx: Context, unit: str, batches=None) -> np.ndarray:
@@ -51,5 +51,7 @@ METHOD = Michel(
     summary="E|dL/dξ| for a gate ξ=1 on each unit, on the task loss; L2-normalized per layer.",
     units=("head", "attention", "ffn", "neuron"),
     params=(Param("normalize", "bool", True, "L2-normalize scores within each layer (as in their code)"),),
+    # a forward and a backward to the gates (not to the weights) over the evaluation data
+    cost=lambda params, inventory, unit: Work(passes=2.0),
     paper="Michel, Levy & Neubig, NeurIPS 2019 (arXiv 1905.10650)",
 )

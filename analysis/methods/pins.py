@@ -36,10 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.data import TextData, tokenize_batches
+from analysis.data import TextData
 from analysis.errors import ParamError
-from analysis.methods.base import SEED, Method, Param, Progress, no_progress
+from analysis.methods.base import SEED, Method, Param, Progress, Work, no_progress
 from analysis.models import Inventory, encoder_layers
+from analysis.training import StreamedBatches, training_work
 
 MATRICES = ("query", "key", "value", "attention_output", "intermediate", "output")
 
@@ -152,21 +153,31 @@ def shuffled_batches(tokenizer, data: TextData, batch_size: int, count: int, see
     """``count`` batches of seeded random examples (a new permutation each pass over the data).
 
     Every ``bucket`` consecutive batches' worth of examples are sorted by length into batches whose
-    order is then shuffled: batches stay random but carry little padding."""
+    order is then shuffled: batches stay random but carry little padding. Streamed
+    (:class:`~analysis.training.StreamedBatches`): tokenized as the loop reaches them."""
     if len(data) == 0:
         raise ParamError("pins needs data with at least one example")
     rng = np.random.default_rng(seed)
     need = batch_size * count
     order = np.concatenate([rng.permutation(len(data)) for _ in range(-(-need // len(data)))])[:need]
-    batches = []
-    for start in range(0, need, batch_size * bucket):
-        rows = order[start:start + batch_size * bucket]
-        subset = TextData(name=data.name, split=data.split, texts=[data.texts[i] for i in rows],
-                          labels=np.asarray(data.labels)[rows],
-                          text_pairs=None if data.text_pairs is None else [data.text_pairs[i] for i in rows])
-        chunk, _ = tokenize_batches(tokenizer, subset, batch_size, max_length, sort_by_length=True)
-        batches.extend(chunk[i] for i in rng.permutation(len(chunk)))
-    return batches
+    return StreamedBatches(tokenizer, data, order, batch_size, max_length, bucket=bucket, rng=rng)
+
+
+SCORE_MAX_LENGTH = 128  # tokens per example in score-only mode (shuffled_batches' default)
+
+
+def score_cost(params: dict, inventory, unit) -> Work:
+    """Score-only mode: ``batches`` forward + backward passes of ``batch_size`` examples."""
+    return training_work(params["batches"], params["batch_size"], SCORE_MAX_LENGTH,
+                         what="batches x batch_size")
+
+
+def train_cost(params: dict) -> Work:
+    """Training mode: every planned run makes ``steps`` steps (the self-regularized one also runs
+    its teacher forward); evaluations are passes over the data, not counted here."""
+    runs = 1 + bool(params["compare_self_reg"]) + (params["baseline"] == "gradual")
+    return training_work(params["steps"], params["batch_size"], params["max_length"],
+                         passes=3 * runs + 1, what=f"{runs} run(s) x steps x batch_size")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,8 +427,8 @@ def _trainer():
         params=(
             Param("target_sparsity", "float", 0.8, "final fraction of weights removed in the six "
                   "matrices of every layer", 0.0, 0.99),
-            Param("steps", "int", 150, "training steps (the whole budget)", 2, 100000),
-            Param("batch_size", "int", 16, "training batch size", 1, 512),
+            Param("steps", "int", 150, "training steps (the whole budget)", 2, 10_000),
+            Param("batch_size", "int", 16, "training batch size", 1, 64),
             Param("lr", "float", 1e-4, "AdamW learning rate (constant)", 1e-7, 1.0, log=True),
             Param("eta", "float", 1e-4, "η in S = −θ·g + η·g² (the step size; usually = lr)",
                   0.0, 1.0, log=True),
@@ -437,6 +448,7 @@ def _trainer():
             SEED,
         ),
         run=train_run,
+        cost=train_cost,
         summary="Iterative weight pruning of Q/K/V/O/FFN matrices by smoothed PINS importance with "
                 "a cubic schedule, with and without self-regularization, against magnitude pruning.",
     )
@@ -450,14 +462,15 @@ METHOD = Pins(
             "training mode prunes iteratively with self-regularization.",
     units=("head", "attention", "ffn", "neuron"),
     params=(
-        Param("batches", "int", 8, "batches the scores are accumulated over (no updates)", 1, 1000),
-        Param("batch_size", "int", 16, "examples per batch", 1, 512),
+        Param("batches", "int", 8, "batches the scores are accumulated over (no updates)", 1, 128),
+        Param("batch_size", "int", 16, "examples per batch", 1, 64),
         Param("eta", "float", 1e-4, "η in S = −θ·g + η·g² (a learning rate)", 0.0, 1.0, log=True),
         Param("beta1", "float", 0.85, "EMA factor of the importance Ī", 0.0, 0.9999),
         Param("beta2", "float", 0.99, "EMA factor of the uncertainty U", 0.0, 0.9999),
         Param("normalize", "bool", True, "divide by the largest |score| (ranking unchanged)"),
         SEED,
     ),
+    cost=score_cost,
     default_scope="global",
     default_sparsity=0.5,
     paper="Ren & Zhu, ACL Findings 2023 (arXiv 2305.12394)",

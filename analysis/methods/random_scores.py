@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.methods.base import SEED, Method
+from analysis.methods.base import SEED, Method, Work
 
 
 class RandomScores(Method):
@@ -20,4 +20,5 @@ METHOD = RandomScores(
     summary="Uniform random scores from a seed: the floor every method must clear.",
     units=("head", "attention", "ffn", "neuron"),
     params=(SEED,),
+    cost=lambda params, inventory, unit: Work(),  # no model, no data
 )

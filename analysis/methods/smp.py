@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from analysis.data import TextData, tokenize_batches
 from analysis.errors import ParamError
 from analysis.gates import gated
-from analysis.methods.base import SEED, Context, Method, Param
+from analysis.methods.base import SEED, Context, Method, Param, Work
 
 
 def sentence_vectors(hidden: torch.Tensor, attention_mask: torch.Tensor, kind: str) -> torch.Tensor:
@@ -156,6 +156,13 @@ def smp_losses(ctx: Context, masks: np.ndarray, params: dict) -> np.ndarray:
     return losses
 
 
+def smp_cost(params: dict, inventory, unit) -> Work:
+    """An encoder pass over ``batches`` x ``batch_size`` sentences for every mask and once
+    unpruned (fewer when the data is smaller)."""
+    return Work(fixed=(params["samples"] + 1) * params["batches"] * params["batch_size"],
+                what="(samples + 1) x batches x batch_size sentence passes")  # no gradients
+
+
 class SMP(Method):
     def compute(self, ctx, unit, params):
         inv = ctx.loaded.inventory
@@ -175,10 +182,10 @@ METHOD = SMP(
             "similarity distributions of the full and the pruned encoder; needs no task head.",
     units=("head",),
     params=(
-        Param("samples", "int", 160, "number of random head masks M", 8, 5000),
+        Param("samples", "int", 160, "number of random head masks M", 8, 1024),
         Param("keep_rate", "float", 0.5, "probability r that a head is kept in a sampled mask", 0.05, 0.95),
-        Param("batch_size", "int", 32, "sentences per batch (the similarity distribution)", 2, 512),
-        Param("batches", "int", 1, "batches of the task's sentences each mask is evaluated on", 1, 64),
+        Param("batch_size", "int", 32, "sentences per batch (the similarity distribution)", 2, 128),
+        Param("batches", "int", 1, "batches of the task's sentences each mask is evaluated on", 1, 16),
         Param("sentence_vector", "choice", "mean", "sentence vector: [CLS] or mean of tokens",
               choices=("cls", "mean")),
         Param("similarity", "choice", "cosine", "cosine, or dot product / sqrt(hidden)",
@@ -188,7 +195,7 @@ METHOD = SMP(
         Param("alpha", "float", 1.0, "ridge penalty of the regression", 0.0, 1e6, log=True),
         SEED,
     ),
-    expensive=True,
+    cost=smp_cost,
     default_scope="layer",
     default_sparsity=0.5,
     paper="Zhang, Qi, Liu, Chang & Sun, arXiv 2011.03770 (2020)",

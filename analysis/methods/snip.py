@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from analysis.data import TextData, tokenize_batches
-from analysis.methods.base import SEED, Method, Param, Progress, no_progress
+from analysis.data import MAX_LENGTH, TextData
+from analysis.methods.base import SEED, Method, Param, Progress, Work, no_progress
 from analysis.models import encoder_layers
 from analysis.spectral import (
     LayerCapture,
@@ -42,7 +42,7 @@ from analysis.spectral import (
     spectrally_normalized,
     top_singular,
 )
-from analysis.training import Trainer
+from analysis.training import StreamedBatches, Trainer, training_work
 
 UNITS = ("head", "attention", "ffn")
 
@@ -245,15 +245,22 @@ def _penalty(captures: list[LayerCapture], keep: torch.Tensor, relative: bool) -
 
 
 def _train_batches(tokenizer, data: TextData, steps: int, batch_size: int, seed: int):
+    """``steps`` seeded random batches, streamed: tokenized as the loop reaches them."""
     rng = np.random.default_rng(seed)
     need = steps * batch_size
     rounds = -(-need // len(data))
     order = np.concatenate([rng.permutation(len(data)) for _ in range(rounds)])[:need]
-    pairs = None if data.text_pairs is None else [data.text_pairs[i] for i in order]
-    pool = TextData(name=data.name, split=data.split, texts=[data.texts[i] for i in order],
-                    labels=np.asarray(data.labels)[order], text_pairs=pairs, metric=data.metric)
-    batches, _ = tokenize_batches(tokenizer, pool, batch_size, sort_by_length=False)
-    return batches
+    return StreamedBatches(tokenizer, data, order, batch_size)
+
+
+def score_cost(params: dict, inventory, unit) -> Work:
+    """One forward pass over the evaluation data (``batches`` only takes a prefix of it); a
+    spectrally normalized copy costs a power iteration per matrix, not counted."""
+    return Work(passes=1.0)
+
+
+def train_cost(params: dict) -> Work:
+    return training_work(params["steps"], params["batch_size"], MAX_LENGTH)
 
 
 def _sigma_rows(model: nn.Module) -> list[dict]:
@@ -323,8 +330,8 @@ def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
 
 TRAINER = Trainer(
     params=(
-        Param("steps", "int", 80, "optimizer steps (fixed budget)", 1, 100_000),
-        Param("batch_size", "int", 16, "training examples per step", 1, 1024),
+        Param("steps", "int", 80, "optimizer steps (fixed budget)", 1, 10_000),
+        Param("batch_size", "int", 16, "training examples per step", 1, 64),
         Param("lr", "float", 3e-5, "AdamW learning rate", 1e-8, 1.0, log=True),
         Param("penalty", "float", 0.01, "λ of the identity prior λ·Σ(module function norms)",
               0.0, 1000.0, log=True),
@@ -337,6 +344,7 @@ TRAINER = Trainer(
         SEED,
     ),
     run=train_run,
+    cost=train_cost,
     summary="fine-tune a copy with spectral-norm reparametrization and the identity-prior "
             "penalty for a fixed number of steps; function norms after vs without training",
 )
@@ -357,8 +365,9 @@ METHOD = Snip(
               log=True, step=0.5),
         Param("exact_spectral", "bool", False, "measure on a copy with exactly W/σ_max "
               "(overrides spectral_cap)"),
-        Param("batches", "int", 0, "evaluation batches to use (0 = all)", 0, 100_000),
+        Param("batches", "int", 0, "evaluation batches to use (0 = all)", 0, 10_000),
     ),
+    cost=score_cost,
     default_scope="global",
     default_sparsity=0.3,
     paper="Lin, Liu, Yang & Lin, Findings of EMNLP 2020 (arXiv 2010.01791)",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 
 import numpy as np
 import streamlit as st
 
-from analysis.attention import AttentionMaps, attention_maps
+from analysis.attention import AttentionMaps, attention_maps, token_limit
 from analysis.methods import all_methods
 from analysis.pruning import check_sparsity, select
 from dashboard import attention_view, controls, state
@@ -16,6 +17,7 @@ from dashboard import attention_view, controls, state
 NONE = "none"
 VIEWS = {"head": "Head view (one layer)", "model": "Model view (all heads)"}
 SCOPES = ("global", "layer")
+SPARSITY_RANGE = (0.0, 0.95)  # the slider's bounds: a shared link's value is clamped into them
 
 
 def _int_list(allowed: list[int]):
@@ -24,6 +26,17 @@ def _int_list(allowed: list[int]):
         if not values or any(v not in allowed for v in values):
             raise ValueError(raw)
         return values
+
+    return cast
+
+
+def _fraction_in(lo: float, hi: float):
+    """A URL value for a slider: a finite number, clamped into [lo, hi] (anything else: default)."""
+    def cast(raw: str) -> float:
+        value = float(raw)
+        if not math.isfinite(value):
+            raise ValueError(raw)
+        return min(max(value, lo), hi)
 
     return cast
 
@@ -45,9 +58,10 @@ layers_all = list(range(inv.layers))
 heads_all = list(range(inv.heads))
 
 first_text = session.data.texts[0] if len(session.data) else "a gripping, funny and moving film"
+max_tokens = token_limit(loaded)  # the model's position embeddings may hold fewer than 128
 state.bind("att.text", first_text, query="text")
 text = st.text_input("Sentence", key="att.text", max_chars=400,
-                     help="Any text; it is cut at 128 tokens.")
+                     help=f"Any text; it is cut at {max_tokens} tokens.")
 with st.expander("Second sentence (for sentence-pair tasks)"):
     state.bind("att.pair", "", query="pair")
     pair = st.text_input("Second sentence (optional)", key="att.pair", max_chars=400)
@@ -77,8 +91,8 @@ mask_method = p1.selectbox("Mark the heads this method prunes", [NONE, *head_met
                            key="att.mask_method",
                            format_func=lambda n: "nothing (unpruned model)" if n == NONE
                            else controls.method_label(n))
-state.bind("att.sparsity", 0.3, query="sparsity")
-sparsity = p2.slider("Sparsity (fraction of heads removed)", 0.0, 0.95, step=0.05,
+state.bind("att.sparsity", 0.3, query="sparsity", cast=_fraction_in(*SPARSITY_RANGE))
+sparsity = p2.slider("Sparsity (fraction of heads removed)", *SPARSITY_RANGE, step=0.05,
                      key="att.sparsity", disabled=mask_method == NONE)
 state.bind("att.scope", "global", query="scope", options=list(SCOPES))
 scope = p3.selectbox("Scope", SCOPES, key="att.scope", disabled=mask_method == NONE,

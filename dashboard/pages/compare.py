@@ -23,7 +23,9 @@ state.bind("cmp.unit", "head", query="unit", options=units)
 unit = st.selectbox("Unit", units, key="cmp.unit")
 state.share(unit=unit)
 available = controls.methods_for(unit)
-cheap = [n for n, m in available.items() if not m.expensive]
+# expensive here = the work of its default setting on this model and data (controls.needs_click)
+expensive = {n for n, m in available.items() if controls.needs_click(session, m, unit, m.validate(None))}
+cheap = [n for n in available if n not in expensive]
 in_store = [n for n in cheap if state.stored(session, "scores", n, unit, available[n].validate(None)) is not None]
 state.bind("cmp.methods", in_store if len(in_store) >= 2 else cheap[:3], query="methods",
            cast=lambda raw: [n for n in raw.split(",") if n in available])
@@ -46,7 +48,7 @@ for i, name in enumerate(chosen):
     method = available[name]
     params = method.validate(None)
     progress(i / len(chosen), f"scoring {name}")
-    if method.expensive:
+    if name in expensive:
         hit = state.stored(session, "scores", name, unit, params)
         if hit is None:
             missing.append(name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import controls, state
+from dashboard import controls, escape, state
 
 st.title("Model & data")
 controls.explain(
@@ -24,18 +24,19 @@ inv = loaded.inventory
 c1, c2 = st.columns(2)
 with c1:
     st.subheader("Model")
-    st.markdown(f"**{loaded.name}** ({loaded.source})"
+    st.markdown(f"**{escape.markdown(loaded.name)}** ({escape.markdown(loaded.source)})"
                 + (f" · fingerprint `{loaded.fingerprint}`" if controls.developer() else ""))
     st.markdown(f"{inv.layers} layers × {inv.heads} heads (head size {inv.head_size}), hidden {inv.hidden}, "
                 f"FFN {inv.ffn} · {loaded.num_labels} labels")
     for note in loaded.notes:
-        st.caption(note)
+        st.caption(escape.markdown(note))
 with c2:
     st.subheader("Data")
-    st.markdown(f"**{data.name}** · split {data.split} · {len(data)} examples · task metric {data.metric}"
+    st.markdown(f"**{escape.markdown(data.name)}** · split {escape.markdown(data.split)} · {len(data)} examples"
+                f" · task metric {escape.markdown(data.metric)}"
                 + (f" · fingerprint `{data.fingerprint}`" if controls.developer() else ""))
-    for note in session.evaluator.notes:
-        st.caption(note)
+    for note in session.evaluator.notes:  # may quote the data's label names
+        st.caption(escape.markdown(note))
 
 st.subheader("Unpruned model")
 with state.guard():

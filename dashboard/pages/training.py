@@ -7,7 +7,7 @@ import streamlit as st
 
 from analysis.methods import all_methods
 from analysis.training import finished_runs, trainable_methods
-from dashboard import controls, jobs, method_views, state
+from dashboard import controls, escape, jobs, method_views, state
 
 st.title("Training runs")
 controls.explain(
@@ -47,8 +47,11 @@ else:
                 "take twice as long. The run continues in the background while you use other pages.",
                 icon=":material/schedule:")
 if st.button(f"Start {name} training", type="primary", key="train.start"):
-    job = jobs.BOARD.start(session, name, params)
-    st.toast(f"Started {name} run #{job.id}")
+    with state.guard(stop=False):  # over the per-server cap: a message, the page goes on
+        job = jobs.BOARD.start(session, name, params, alive=state.session_liveness())
+        st.toast(f"Started {name} run #{job.id}")
+st.caption(f"At most {jobs.max_jobs()} runs at once on this server ({jobs.MAX_JOBS_ENV}); a run "
+           "stops at its next step when cancelled or when its browser session ends.")
 
 
 def _running_jobs() -> None:
@@ -59,18 +62,27 @@ def _running_jobs() -> None:
     watched = st.session_state.setdefault("train.watched", set())
     finished_now = False
     for job in board:
-        label = f"#{job.id} {job.method} on {job.model} / {job.data}: {job.message} ({job.elapsed:.0f} s)"
+        label = escape.markdown(f"#{job.id} {job.method} on {job.model} / {job.data}: {job.message} "
+                                f"({job.elapsed:.0f} s)")
         if job.status == jobs.RUNNING:
             watched.add(job.id)
-            st.progress(job.fraction, text=label)
+            bar, stop = st.columns([5, 1], vertical_alignment="bottom")
+            bar.progress(job.fraction, text=label)
+            if stop.button("Cancel", key=f"train.cancel.{job.id}", icon=":material/cancel:",
+                           disabled=job.cancel_requested,
+                           help="stop this run at its next step; nothing is stored"):
+                jobs.BOARD.cancel(job.id)
+                st.rerun(scope="fragment")
             continue
         finished_now |= job.id in watched
         watched.discard(job.id)
         if job.status == jobs.DONE:
             st.success(f"#{job.id} {job.method} finished in {job.elapsed:.0f} s"
                        + (" (from the store)" if (job.result or {}).get("cached") else ""))
+        elif job.status == jobs.CANCELLED:
+            st.warning(escape.markdown(f"#{job.id} {job.method} {job.message} after {job.elapsed:.0f} s"))
         else:
-            st.error(f"#{job.id} {job.method} failed: {job.error}")
+            st.error(escape.markdown(f"#{job.id} {job.method} failed: {job.error}"))
     if finished_now:  # show the new run in the list below
         st.rerun(scope="app")
 
