@@ -21,6 +21,8 @@ from analysis.data import GLUE_TASKS  # noqa: E402
 from analysis.errors import PrunelensError  # noqa: E402
 from dashboard import demo, escape, jobs, state  # noqa: E402
 
+MAX_LIMIT = 10_000_000  # evaluation examples a link may ask for (a widget limit, not a work bound)
+
 HERE = Path(__file__).resolve().parent
 # (file, title, icon, url path). The url paths differ from the file stems on purpose: a page
 # whose url path equals its file name under pages/ is taken for a legacy pages/ page by
@@ -100,8 +102,9 @@ def sidebar() -> None:
             held = st.session_state.get(state.UPLOAD_KEY)
             if held:
                 data, upload_digest = f"upload:{held[0]}", state.digest(held[1])
-    state.bind("sb.limit", initial.limit or 0)
-    limit = sb.number_input("Evaluation examples (0 = the whole split)", min_value=0, step=32, key="sb.limit",
+    state.bind("sb.limit", initial.limit or 0, bounds=(0, MAX_LIMIT))
+    limit = sb.number_input("Evaluation examples (0 = the whole split)", min_value=0, max_value=MAX_LIMIT,
+                            step=32, key="sb.limit",
                             help="fewer examples = faster; shipped precomputed results are for the whole split")
 
     missing = []

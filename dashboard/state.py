@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 import hashlib
 import json
 import os
@@ -194,11 +195,13 @@ KEPT_KEY = "prunelens.kept"  # the last value of every bound widget key, outlivi
 
 
 def bind(key: str, default: Any, query: str | None = None, cast: Callable[[str], Any] | None = None,
-         options: list | tuple | None = None) -> Any:
+         options: list | tuple | None = None, bounds: tuple[float, float] | None = None) -> Any:
     """Give ``st.session_state[key]`` its value for this run, before its widget is drawn: the
     current value; else the value it had when its widget was last drawn (Streamlit drops the
     state of a widget that one run did not draw, e.g. another method's parameters); else the URL
     parameter ``query`` when it parses (and is one of ``options`` if given); else ``default``.
+    With ``bounds`` (the widget's own min and max) a number is clamped into them and a NaN or
+    infinity becomes ``default``: a link cannot hand a slider a value it refuses with a traceback.
     The value is written back every run, so a redrawn widget shows it instead of its minimum."""
     kept = st.session_state.setdefault(KEPT_KEY, {})
     if key in st.session_state:
@@ -209,9 +212,18 @@ def bind(key: str, default: Any, query: str | None = None, cast: Callable[[str],
         value = _from_query(query, default, cast, options)
     if options is not None and value not in options:
         value = default if default in options or not options else options[0]
+    if bounds is not None:
+        value = _clamped(value, default, bounds)
     st.session_state[key] = value
     kept[key] = value
     return value
+
+
+def _clamped(value: Any, default: Any, bounds: tuple[float, float]) -> Any:
+    lo, hi = bounds
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        value = default
+    return type(default)(min(max(value, lo), hi))
 
 
 def _from_query(query: str | None, default: Any, cast: Callable[[str], Any] | None,

@@ -568,3 +568,30 @@ def test_attention_maps_not_mixed_with_a_concurrent_gated_forward(tiny_bert_dir)
     assert hook_count(loaded.model) == 0
     pruned = attention_maps(loaded, text, head_mask=zero_layer0).attention
     assert not np.array_equal(pruned[1], alone[1])  # the other thread's gates would have shown
+
+
+WIDGET_CASES = [  # (page, URL values, widget key, value shown); old: each one a traceback on the page
+    # old: "The `value` 5.0 is greater than the `max_value` 0.95" from the Prune slider
+    ("prune", {"method": "magnitude", "sparsity": "5"}, "prune.sparsity", 0.95),
+    ("prune", {"method": "magnitude", "sparsity": "-1"}, "prune.sparsity", 0.0),
+    # old: NaN passed the (old) min/max clamp unchanged (max(nan, lo) is nan) into the slider
+    ("prune", {"method": "magnitude", "mode": "threshold", "threshold": "nan"}, "prune.threshold", None),
+    # old: the Compare page's overlap slider took 7
+    ("compare", {"sparsity": "7"}, "cmp.sparsity", 0.95),
+    # old: number_input refused cap 1e9 (max 1000) and NaN
+    ("spectral", {"cap": "1e9"}, "spec.cap", 1000.0),
+    ("spectral", {"cap": "nan"}, "spec.cap", 1.0),
+]
+
+
+@pytest.mark.parametrize("page, query, key, expected", WIDGET_CASES,
+                         ids=[f"{c[0]}-{'-'.join(c[1].values())}" for c in WIDGET_CASES])
+def test_url_values_outside_a_widget_are_clamped(page, query, key, expected, open_page):
+    at = open_page(page, **query)
+    assert not at.exception, [e.value for e in at.exception]
+    assert _page_errors(at) == []
+    value = at.session_state[key]
+    if expected is None:  # the threshold's default: a finite value inside the slider
+        assert np.isfinite(value)
+    else:
+        assert value == pytest.approx(expected)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 
 import numpy as np
 import streamlit as st
@@ -26,17 +25,6 @@ def _int_list(allowed: list[int]):
         if not values or any(v not in allowed for v in values):
             raise ValueError(raw)
         return values
-
-    return cast
-
-
-def _fraction_in(lo: float, hi: float):
-    """A URL value for a slider: a finite number, clamped into [lo, hi] (anything else: default)."""
-    def cast(raw: str) -> float:
-        value = float(raw)
-        if not math.isfinite(value):
-            raise ValueError(raw)
-        return min(max(value, lo), hi)
 
     return cast
 
@@ -91,7 +79,7 @@ mask_method = p1.selectbox("Mark the heads this method prunes", [NONE, *head_met
                            key="att.mask_method",
                            format_func=lambda n: "nothing (unpruned model)" if n == NONE
                            else controls.method_label(n))
-state.bind("att.sparsity", 0.3, query="sparsity", cast=_fraction_in(*SPARSITY_RANGE))
+state.bind("att.sparsity", 0.3, query="sparsity", cast=float, bounds=SPARSITY_RANGE)
 sparsity = p2.slider("Sparsity (fraction of heads removed)", *SPARSITY_RANGE, step=0.05,
                      key="att.sparsity", disabled=mask_method == NONE)
 state.bind("att.scope", "global", query="scope", options=list(SCOPES))

@@ -87,7 +87,7 @@ controls.download_table(pairs, f"rank_correlations_{unit}", "cmp.corr")
 @st.fragment
 def overlap() -> None:
     st.subheader("Overlap of kept units")
-    state.bind("cmp.sparsity", 0.5, query="sparsity", cast=lambda raw: round(float(raw), 2))
+    state.bind("cmp.sparsity", 0.5, query="sparsity", cast=lambda raw: round(float(raw), 2), bounds=(0.0, 0.95))
     sparsity = st.slider("Sparsity", 0.0, 0.95, step=0.05, key="cmp.sparsity")
     state.bind("cmp.scope", "global", query="scope", options=["global", "layer"])
     scope = st.radio("Scope", ["global", "layer"], key="cmp.scope", horizontal=True)

@@ -105,14 +105,13 @@ def live() -> None:
     threshold = sparsity = None
     if mode == "sparsity":
         state.bind("prune.sparsity", float(method.default_sparsity), query="sparsity",
-                   cast=lambda raw: round(float(raw), 2))
+                   cast=lambda raw: round(float(raw), 2), bounds=(0.0, 0.95))
         sparsity = st.slider("Sparsity (fraction of units removed)", 0.0, 0.95, step=0.05, key="prune.sparsity")
         state.share(sparsity=sparsity, threshold=None)
     else:
         low, high = max(0.0, summary["min"]), max(summary["max"], 1e-12)
         state.bind("prune.threshold", summary["median"] if summary["median"] >= 0 else low, query="threshold",
-                   cast=float)
-        st.session_state["prune.threshold"] = min(max(float(st.session_state["prune.threshold"]), low), high)
+                   cast=float, bounds=(low, high))
         threshold = st.slider("Threshold (score units): remove units scoring below it", low, high,
                               step=(high - low) / 200 or 1e-6, key="prune.threshold", format="%.4g")
         state.share(threshold=threshold, sparsity=None)

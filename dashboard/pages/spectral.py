@@ -39,7 +39,7 @@ c1, c2 = st.columns(2)
 state.bind("spec.exact", False, query="exact")
 exact = c1.checkbox("Exact (W / σ_max)", key="spec.exact",
                     help="exact normalization: divide every matrix by its σ_max (no cap, c = None)")
-state.bind("spec.cap", 1.0, query="cap", cast=float)
+state.bind("spec.cap", 1.0, query="cap", cast=float, bounds=(0.01, 1000.0))
 cap_value = c2.number_input("Cap c", min_value=0.01, max_value=1000.0, step=0.5, key="spec.cap", format="%g",
                             disabled=exact, help="matrices with σ_max above c are scaled down to σ_max = c")
 cap = None if exact else float(cap_value)
