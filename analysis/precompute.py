@@ -19,7 +19,7 @@ from analysis.operations import Session, compute_scores, curve
 CURVE_SPARSITIES = [round(0.05 * i, 2) for i in range(20)]
 BLOCK_SPARSITIES = [0.0, 0.5]  # what docs/FIDELITY.md reads for attention and FFN blocks
 # training runs beyond each method's defaults (docs/FIDELITY.md reads PINS at 80% and 90%)
-EXTRA_TRAINING = {"pins": [{"target_sparsity": 0.9}, {"absolute": False}]}
+EXTRA_TRAINING = {"pins": [{"target_sparsity": 0.9}, {"signed": True}]}
 
 
 def precompute(session: Session, out_dir: Path | None = None, methods: list[str] | None = None,

@@ -122,7 +122,10 @@ def _admm_headline(run: dict) -> str:
 
 def _pins_headline(run: dict) -> str:
     runs = run.get("runs") or {}
-    text = f"PINS+SR {_acc((runs.get('pins_self_reg') or {}).get('evaluation'))}"
+    if "platon" in runs:
+        text = f"PLATON {_acc(runs['platon'].get('evaluation'))}"
+    else:
+        text = f"PINS+SR {_acc((runs.get('pins_self_reg') or {}).get('evaluation'))}"
     if "pins_no_self_reg" in runs:
         text += f", no SR {_acc(runs['pins_no_self_reg'].get('evaluation'))}"
     if run.get("baseline"):
@@ -390,13 +393,20 @@ def _admm_workload(params: dict, n_eval: int) -> tuple[int, int]:
 # pins
 
 PINS_RUNS = {"pins_self_reg": "PINS with self-regularization",
-             "pins_no_self_reg": "PINS without self-regularization"}
+             "pins_no_self_reg": "PINS without self-regularization",
+             "platon": "PLATON (no self-regularization)"}
 
 
 def pins_about(session: Session, method: Method, unit: str, params: dict, scores: Any, key: str) -> None:
-    st.caption("Live scores accumulate S = −θ·g + η·g² over a few batches without any update "
-               "(smoothed Ī·U, summed to units). The training mode prunes weights iteratively; its "
-               "runs compare PINS with and without self-regularization against magnitude pruning.")
+    if method.name == "platon":
+        st.caption("Live scores smooth |θ·g| over a few batches of the training split without any "
+                   "update (Ī·U ≥ 0, summed to units): PINS without its η·g² term. The training mode "
+                   "prunes weights iteratively against gradual magnitude pruning.")
+    else:
+        st.caption("Live scores smooth |S| = |−θ·g + η·g²| over a few batches of the training split "
+                   "without any update (Ī·U ≥ 0, summed to units; PLATON is the same with η = 0). The "
+                   "training mode prunes weights iteratively; its runs compare PINS with and without "
+                   "self-regularization against magnitude pruning.")
     _latest_run(session, method, key)
 
 
@@ -429,14 +439,16 @@ def pins_run(session: Session, run: dict, key: str) -> None:
         controls.show_figure(figures.history_panels(histories, ("loss", "task_loss", "self_reg_loss",
                                                                 "sparsity")),
                              "pins_history", f"{key}.pins.history")
-    main = (run.get("runs") or {}).get("pins_self_reg") or {}
+    own = next(iter(parts), "")  # the method's own run: PINS + self-reg, or PLATON
+    main = parts.get(own) or {}
     if main.get("layer_sparsity"):
         st.caption(f"Realized weight sparsity {main.get('weight_sparsity', 0):.1%} "
                    f"({main.get('pruned_weights', 0):,} of {main.get('total_weights', 0):,} weights), "
                    f"exact zeros {main.get('zero_fraction', 0):.1%}.")
         controls.show_figure(figures.sparsity_heatmap(main["layer_sparsity"],
                                                       main.get("layer_sparsity_columns") or [],
-                                                      "Realized sparsity per layer and matrix (PINS + self-reg)"),
+                                                      "Realized sparsity per layer and matrix "
+                                                      f"({'PLATON' if own == 'platon' else 'PINS + self-reg'})"),
                              "pins_sparsity", f"{key}.pins.sparsity")
     for note in run.get("notes") or []:
         st.caption(note)
@@ -477,6 +489,7 @@ register("snip", about=snip_about, run=snip_run, workload=_snip_workload, headli
 register("admm", about=admm_about, run=admm_run, workload=_admm_workload, headline=_admm_headline)
 register("admm-quant", about=admm_about, run=admm_run, workload=_admm_workload, headline=_admm_headline)
 register("pins", about=pins_about, run=pins_run, workload=_pins_workload, headline=_pins_headline)
+register("platon", about=pins_about, run=pins_run, workload=_pins_workload, headline=_pins_headline)
 register("smp", about=smp_about)
 
 

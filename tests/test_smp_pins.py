@@ -180,13 +180,28 @@ def test_cubic_schedule_values_and_monotone():
     assert pins_mod.cubic_sparsity(50, 100, 0.5) == pytest.approx(0.5 * (1 - 0.5**3))
 
 
-def test_self_reg_loss_zero_for_same_logits_and_matches_formula():
+def test_self_reg_loss_is_the_official_kl_teacher_to_student():
+    """T²·KL(p_teacher ‖ p_student), not the reverse KL that 0.1 used (they differ here)."""
     s = torch.tensor([[1.0, -1.0], [0.2, 0.3]])
     t = torch.tensor([[0.0, 0.5], [1.0, -1.0]])
     assert float(pins_mod.self_reg_loss(s, s)) == pytest.approx(0.0, abs=1e-7)
     ps, pt = torch.softmax(s / 2, -1), torch.softmax(t / 2, -1)
-    expected = 4.0 * float((ps * (ps.log() - pt.log())).sum(-1).mean())
-    assert float(pins_mod.self_reg_loss(s, t, 2.0)) == pytest.approx(expected, rel=1e-6)
+    official = 4.0 * float((pt * (pt.log() - ps.log())).sum(-1).mean())
+    reverse = 4.0 * float((ps * (ps.log() - pt.log())).sum(-1).mean())
+    assert abs(official - reverse) > 1e-3  # the test can tell the directions apart
+    assert float(pins_mod.self_reg_loss(s, t, 2.0)) == pytest.approx(official, rel=1e-6)
+
+
+def test_self_reg_adaptive_alpha_weights_each_example_by_its_confidence():
+    s = torch.tensor([[3.0, -3.0], [0.0, 0.0]])  # confident; uniform (α = 0)
+    t = torch.tensor([[0.0, 0.5], [1.0, -1.0]])
+    p = torch.softmax(s, -1)
+    alpha = 1 - (-(p * p.log()).sum(-1)) / np.log(2)
+    assert alpha[1] == pytest.approx(0.0, abs=1e-7) and 0.9 < alpha[0] < 1.0
+    ps, pt = torch.softmax(s / 2, -1), torch.softmax(t / 2, -1)
+    per_example = (pt * (pt.log() - ps.log())).sum(-1)
+    expected = 4.0 * float((alpha * per_example).mean())
+    assert float(pins_mod.self_reg_loss(s, t, 2.0, adaptive=True)) == pytest.approx(expected, rel=1e-6)
 
 
 def test_aggregate_sums_rows_and_columns():
@@ -318,11 +333,80 @@ def test_global_mask_ties_go_to_earlier_weights():
     assert masks[1][0].tolist() == [True, True, True, True]
 
 
-def test_pins_state_importance_signed_and_absolute():
+def _official_pins(thetas, grads, eta, beta1, beta2, delta_t=1):
+    """DRSY/PINS Pruner.update_ipt_with_local_window, written out on plain floats."""
+    ipt = ibar = unc = 0.0
+    for step, (theta, g) in enumerate(zip(thetas, grads)):
+        local = step % delta_t
+        score = abs(-theta * g + eta * g * g)
+        if local == 0:
+            ibar = beta1 * ibar + (1 - beta1) * ipt
+            unc = beta2 * unc + (1 - beta2) * abs(ipt - ibar)
+            ipt = score
+        else:
+            ipt = (ipt * local + score) / (local + 1)
+    return ibar * unc
+
+
+@pytest.mark.parametrize("delta_t", [1, 2])
+def test_pins_state_follows_the_official_update_over_three_steps(delta_t):
+    """|S| before the EMA, the window mean, the one-step lag: three steps, two weights."""
+    thetas = [[1.0, -2.0], [0.8, -1.5], [0.5, -1.0], [0.4, -0.9]]
+    grads = [[0.5, 0.25], [-0.4, 0.5], [0.3, -0.2], [0.1, 0.7]]
+    w = torch.nn.Parameter(torch.zeros(2))
+    state = pins_mod.PinsState([[w]], eta=0.1, beta1=0.85, beta2=0.99, delta_t=delta_t)
+    for theta, g in zip(thetas, grads):
+        with torch.no_grad():
+            w.copy_(torch.tensor(theta))
+        w.grad = torch.tensor(g)
+        state.update()
+    expected = [_official_pins([t[i] for t in thetas], [g[i] for g in grads], 0.1, 0.85, 0.99, delta_t)
+                for i in range(2)]
+    got = state.importance()[0][0]
+    assert got.tolist() == pytest.approx(expected, rel=1e-5)
+    assert (got >= 0).all() and expected[0] > 0
+
+
+def test_pins_signed_variant_is_an_explicit_option():
     w = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
-    w.grad = torch.tensor([1.0, 1.0])
-    state = pins_mod.PinsState([[w]], eta=0.0, beta1=0.5, beta2=0.5)
-    state.update()
-    # S = [-1, 1]; Ī = 0.5·S; U = 0.5·|S − Ī| = [0.25, 0.25]
+    state = pins_mod.PinsState([[w]], eta=0.0, beta1=0.5, beta2=0.5, signed=True)
+    for _ in range(2):  # the official lag: the first step's score enters at the second update
+        w.grad = torch.tensor([1.0, 1.0])
+        state.update()
+    # S = [-1, 1] (signed); Ī = 0.5·S; U = 0.5·|S − Ī| = [0.25, 0.25]
     assert torch.allclose(state.importance()[0][0], torch.tensor([-0.125, 0.125]))
-    assert torch.allclose(state.importance(absolute=True)[0][0], torch.tensor([0.125, 0.125]))
+
+
+def test_platon_is_pins_without_the_eta_term(tiny_session):
+    """PLATON's scores equal PINS's computed with η = 0 (same data, seeds, smoothing)."""
+    pins, platon = get_method("pins"), get_method("platon")
+    common = {"batches": 2, "batch_size": 8, "beta2": 0.95}
+    a = pins.compute(tiny_session.context(), "head", pins.validate({**common, "eta": 0.0}))
+    b = platon.compute(tiny_session.context(), "head", platon.validate(common))
+    assert np.allclose(a, b, rtol=1e-6, atol=0)
+    c = pins.compute(tiny_session.context(), "head", pins.validate({**common, "eta": 0.5}))
+    assert not np.allclose(a, c)  # a large η changes the ranking input
+
+
+@pytest.mark.parametrize("name", ["pins", "platon"])
+@pytest.mark.parametrize("unit", ["head", "attention", "ffn", "neuron"])
+def test_pins_and_platon_scores_are_non_negative(name, unit, tiny_session):
+    """0.1's signed EMA gave half the heads negative scores; Ī·U of |S| never is."""
+    method = get_method(name)
+    scores = method.compute(tiny_session.context(), unit, method.validate({"batches": 2, "batch_size": 8}))
+    assert scores.shape == tiny_session.loaded.inventory.unit_shape(unit)
+    assert (scores >= 0).all() and scores.max() > 0
+
+
+def test_platon_training_mode_prunes_to_target_against_gradual_magnitude(tiny_session):
+    from analysis.training import train_command
+
+    params = {k: v for k, v in SMALL_TRAIN.items() if k != "eta"}
+    result = train_command(tiny_session, "platon", params)
+    assert set(result["runs"]) == {"platon"}
+    run = result["runs"]["platon"]
+    assert run["criterion"] == "platon" and not run["self_reg"]
+    assert run["weight_sparsity"] == pytest.approx(0.6, abs=1e-3)
+    assert result["baseline"]["criterion"] == "magnitude"
+    assert result["baseline"]["weight_sparsity"] == pytest.approx(0.6, abs=1e-3)
+    assert all(np.min(result["scores"][u]) >= 0 for u in ("head", "ffn"))

@@ -2,13 +2,25 @@
 2023, arXiv 2305.12394).
 
 The importance of a weight θ with gradient g is the gain of keeping it over dropping it,
-S = −θ·g + η·g² (:func:`pins_score`), smoothed over steps as in PLATON (:func:`ema_update`):
-Ī ← β1·Ī + (1−β1)·S, U ← β2·U + (1−β2)·|S − Ī| (with the updated Ī); the final importance is Ī·U.
+S = −θ·g + η·g² (:func:`pins_score`). As in the official code (DRSY/PINS ``Pruner.py``,
+``update_ipt_with_local_window``) the step score is |S|, averaged over a window of ``delta_t``
+steps, and smoothed *after* the absolute value (:class:`PinsState`, :func:`ema_update`):
+Ī ← β1·Ī + (1−β1)·|S|, U ← β2·U + (1−β2)·| |S| − Ī | (with the updated Ī); importance Ī·U ≥ 0.
+The official order is kept: at the start of each window the EMA takes the *previous* window's
+mean |S|, so the newest window enters Ī one window later. ``signed`` (an explicit option, the
+0.1 behaviour) smooths the signed S instead, whose Ī has a coin-flip sign near a converged model.
 Scored weights: Q, K, V, attention-output, intermediate and output dense of every layer.
+PLATON (:mod:`analysis.methods.platon`) is this with η = 0 (step score |θ·g|).
+
+Deviations from the official code (also in docs/FIDELITY.md): η is a parameter (the official
+code uses the current learning rate; the defaults are equal); β2 = 2 (a running variance for U)
+is not offered; the embeddings are frozen in training mode (saves the dense embedding update);
+self-regularization's teacher is refreshed at every sparsity increase, as in the paper.
 
 - Score-only mode (``compute``, live): on a private copy of the model (the shared one is never
-  touched), S is accumulated over ``batches`` seeded random batches of the session's data without
-  any update (eval mode, gradient of the batch-mean cross-entropy), then Ī·U is summed to heads
+  touched), |S| is accumulated over ``batches`` seeded random batches of the *training* split
+  (:func:`analysis.training.training_data`: the default data's train split, else the session's
+  data) without any update (eval mode, gradient of the batch-mean cross-entropy), then Ī·U is summed to heads
   (their Q/K/V rows and O columns), neurons (intermediate row + output column), attention and FFN
   blocks (all their matrices); by default divided by the largest |score| of the unit (raw Ī·U is
   ~1e-10; the ranking is unchanged).
@@ -16,20 +28,21 @@ Scored weights: Q, K, V, attention-output, intermediate and output dense of ever
   pruning of those six matrices per layer, globally across them, with a cubic schedule
   (:func:`cubic_sparsity`) from 0 to the target over a fixed step budget; at every pruning step the
   lowest Ī·U weights are masked (kept at zero after every optimizer step). Self-regularization adds
-  T²·KL(softened student ‖ softened teacher), the teacher being a frozen copy of the model as it was
-  just before the latest sparsity increase. Runs with and without it, plus a magnitude baseline at
-  the same weight sparsity, each evaluated on the session's evaluation data.
-  Weights are ranked by |Ī|·U by default (``absolute``): with the signed Ī·U, large weights whose
-  θ·g has a noisy sign rank lowest and are dropped first; on the default model (150 steps of 16,
-  80 % of the weights, RT dev first 128) signed Ī·U ended at chance (47.7 %), |Ī|·U at 79.7 %,
-  gradual magnitude pruning with the same budget at 63.3 % (unpruned: 87.5 %).
+  T²·KL(softened teacher ‖ softened student) (the official direction), optionally weighted per
+  example by the entropy-adaptive α = 1 − H(p_student)/log C (``adaptive_alpha``), the teacher being
+  a frozen copy of the model as it was just before the latest sparsity increase. Runs with and
+  without it, plus a magnitude baseline at the same weight sparsity, each evaluated on the
+  session's evaluation data. With ``signed``, large weights whose θ·g has a noisy sign rank lowest
+  and are dropped first (0.1 measured chance accuracy for that variant at 80 %).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -77,12 +90,24 @@ def cubic_sparsity(step: int, total: int, target: float, warmup: int = 0, final:
 
 
 def self_reg_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                  temperature: float = 2.0) -> torch.Tensor:
-    """T²·KL(softmax(student/T) ‖ softmax(teacher/T)), batch mean."""
+                  temperature: float = 2.0, adaptive: bool = False) -> torch.Tensor:
+    """T²·KL(softmax(teacher/T) ‖ softmax(student/T)), batch mean (the official direction).
+
+    ``adaptive``: each example's term weighted by α = 1 − H(p)/log C, p the student's unsoftened
+    prediction (detached): confident students lean on the teacher more."""
     log_s = F.log_softmax(student_logits / temperature, dim=-1)
     log_t = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
-    kl = (log_s.exp() * (log_s - log_t)).sum(-1).mean()
-    return temperature**2 * kl
+    kl = (log_t.exp() * (log_t - log_s)).sum(-1)
+    if adaptive:
+        kl = entropy_alpha(student_logits) * kl
+    return temperature**2 * kl.mean()
+
+
+def entropy_alpha(logits: torch.Tensor) -> torch.Tensor:
+    """α = 1 − H(softmax(logits))/log C per example, in [0, 1], detached."""
+    log_p = F.log_softmax(logits.detach(), dim=-1)
+    entropy = -(log_p.exp() * log_p).sum(-1)
+    return 1.0 - entropy / math.log(logits.shape[-1])
 
 
 def layer_linears(layer: nn.Module) -> list[nn.Linear]:
@@ -122,30 +147,49 @@ def normalized(scores: np.ndarray) -> np.ndarray:
     return scores / peak if peak > 0 else scores
 
 
-class PinsState:
-    """Ī and U for a list-of-lists of weights; ``update`` reads their ``.grad``."""
+def step_score(theta: torch.Tensor, grad: torch.Tensor, eta: float, signed: bool = False) -> torch.Tensor:
+    """What one step contributes: |S| (official), or S itself with ``signed``."""
+    s = pins_score(theta, grad, eta)
+    return s if signed else s.abs()
 
-    def __init__(self, weights: list[list[nn.Parameter]], eta: float, beta1: float, beta2: float):
+
+class PinsState:
+    """Ī and U for a list-of-lists of weights, updated as the official ``Pruner`` does
+    (``update_ipt_with_local_window``); ``update`` reads the weights' ``.grad``.
+
+    Step t (counted from 0) with ``local = t % delta_t``: when ``local == 0`` the EMA takes the
+    window's mean step score ``ipt`` (Ī ← β1·Ī + (1−β1)·ipt, U ← β2·U + (1−β2)·|ipt − Ī|) and
+    ``ipt`` restarts at this step's score; otherwise ``ipt`` ← (ipt·local + score)/(local + 1)."""
+
+    def __init__(self, weights: list[list[nn.Parameter]], eta: float, beta1: float, beta2: float,
+                 delta_t: int = 1, signed: bool = False):
         self.weights = weights
         self.eta, self.beta1, self.beta2 = eta, beta1, beta2
-        self.ibar = [[torch.zeros_like(w, dtype=torch.float32) for w in layer] for layer in weights]
-        self.unc = [[torch.zeros_like(w, dtype=torch.float32) for w in layer] for layer in weights]
+        self.delta_t, self.signed = int(delta_t), bool(signed)
+        zeros = [[torch.zeros_like(w, dtype=torch.float32) for w in layer] for layer in weights]
+        self.ipt = zeros
+        self.ibar = [[t.clone() for t in layer] for layer in zeros]
+        self.unc = [[t.clone() for t in layer] for layer in zeros]
         self.updates = 0
 
     @torch.no_grad()
     def update(self) -> None:
+        local = self.updates % self.delta_t
         for i, layer in enumerate(self.weights):
             for j, w in enumerate(layer):
                 grad = w.grad if w.grad is not None else torch.zeros_like(w)
-                s = pins_score(w.detach().float(), grad.float(), self.eta)
-                self.ibar[i][j], self.unc[i][j] = ema_update(self.ibar[i][j], self.unc[i][j], s,
-                                                             self.beta1, self.beta2)
+                score = step_score(w.detach().float(), grad.float(), self.eta, self.signed)
+                if local == 0:
+                    self.ibar[i][j], self.unc[i][j] = ema_update(self.ibar[i][j], self.unc[i][j],
+                                                                 self.ipt[i][j], self.beta1, self.beta2)
+                    self.ipt[i][j] = score
+                else:
+                    self.ipt[i][j] = (self.ipt[i][j] * local + score) / (local + 1)
         self.updates += 1
 
-    def importance(self, absolute: bool = False) -> list[list[torch.Tensor]]:
-        """Ī·U (or |Ī|·U with ``absolute``)."""
-        return [[(b.abs() if absolute else b) * u for b, u in zip(bl, ul)]
-                for bl, ul in zip(self.ibar, self.unc)]
+    def importance(self) -> list[list[torch.Tensor]]:
+        """Ī·U per weight (≥ 0 unless ``signed``)."""
+        return [[b * u for b, u in zip(bl, ul)] for bl, ul in zip(self.ibar, self.unc)]
 
 
 def shuffled_batches(tokenizer, data: TextData, batch_size: int, count: int, seed: int,
@@ -175,7 +219,7 @@ def score_cost(params: dict, inventory, unit) -> Work:
 def train_cost(params: dict) -> Work:
     """Training mode: every planned run makes ``steps`` steps (the self-regularized one also runs
     its teacher forward); evaluations are passes over the data, not counted here."""
-    runs = 1 + bool(params["compare_self_reg"]) + (params["baseline"] == "gradual")
+    runs = 1 + bool(params.get("compare_self_reg")) + (params["baseline"] == "gradual")
     return training_work(params["steps"], params["batch_size"], params["max_length"],
                          passes=3 * runs + 1, what=f"{runs} run(s) x steps x batch_size")
 
@@ -187,15 +231,17 @@ _SCORE_CACHE: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
 
 
 def score_weights(loaded, data: TextData, params: dict, progress: Progress = no_progress,
-                  device: str = "cpu") -> list[list[torch.Tensor]]:
-    """Ī·U per weight after ``batches`` gradient evaluations on a private copy (no updates)."""
+                  device: str = "cpu", eta: float | None = None) -> list[list[torch.Tensor]]:
+    """Ī·U per weight after ``batches`` gradient evaluations on a private copy (no updates);
+    ``eta`` overrides ``params["eta"]`` (PLATON: 0)."""
     model = copy.deepcopy(loaded.model).to(device)
     model.eval()
     weights = prunable_weights(model)
     for layer in weights:
         for w in layer:
             w.requires_grad_(True)
-    state = PinsState(weights, params["eta"], params["beta1"], params["beta2"])
+    state = PinsState(weights, params["eta"] if eta is None else eta, params["beta1"], params["beta2"],
+                      params["delta_t"], params.get("signed", False))
     batches = shuffled_batches(loaded.tokenizer, data, params["batch_size"], params["batches"],
                                params["seed"])
     with torch.enable_grad():
@@ -208,13 +254,20 @@ def score_weights(loaded, data: TextData, params: dict, progress: Progress = no_
     return state.importance()
 
 
+@dataclass
 class Pins(Method):
+    eta_param: bool = True  # False for PLATON (the same method object type): step score |θ·g|
+
     def compute(self, ctx, unit, params):
+        from analysis.training import training_data
+
         raw = {k: v for k, v in params.items() if k != "normalize"}
-        key = json.dumps([ctx.loaded.fingerprint, ctx.data.fingerprint, raw], sort_keys=True,
+        key = json.dumps([self.name, ctx.loaded.fingerprint, ctx.data.fingerprint, raw], sort_keys=True,
                          default=str)
         if key not in _SCORE_CACHE:
-            imp = score_weights(ctx.loaded, ctx.data, params, ctx.progress, ctx.device)
+            data, _ = training_data(ctx)  # label-using importance: the train split when known
+            imp = score_weights(ctx.loaded, data, params, ctx.progress, ctx.device,
+                                eta=None if self.eta_param else 0.0)
             inv = ctx.loaded.inventory
             _SCORE_CACHE[key] = {u: aggregate(imp, inv, u) for u in self.units}
             while len(_SCORE_CACHE) > 4:
@@ -288,14 +341,15 @@ def prune_train(loaded, batches, params: dict, criterion: str = "pins", self_reg
         p.requires_grad_(False)
     weights = prunable_weights(student)
     teacher = copy.deepcopy(loaded.model).to(device).eval() if self_reg else None
-    state = PinsState(weights, params["eta"], params["beta1"], params["beta2"])
+    state = PinsState(weights, params.get("eta", 0.0), params["beta1"], params["beta2"],
+                      params["delta_t"], params.get("signed", False))
     optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad],
                                   lr=params["lr"], weight_decay=0.0, foreach=True)
     steps = len(batches)
     warmup = round(params["warmup"] * steps)
     final = round(params["final"] * steps)
     end = steps - final
-    target, every, temp = params["target_sparsity"], params["prune_every"], params["temperature"]
+    target, every, temp = params["target_sparsity"], params["prune_every"], params.get("temperature", 2.0)
     masks = None
     current = 0.0
     history: list[dict] = []
@@ -311,11 +365,11 @@ def prune_train(loaded, batches, params: dict, criterion: str = "pins", self_reg
             if teacher is not None:
                 with torch.no_grad():
                     teacher_logits = teacher(**inputs).logits
-                sr = self_reg_loss(logits, teacher_logits, temp)
+                sr = self_reg_loss(logits, teacher_logits, temp, params.get("adaptive_alpha", False))
                 loss = loss + sr
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if criterion == "pins":
+            if criterion in ("pins", "platon"):
                 state.update()
             optimizer.step()
             if masks is not None:
@@ -329,7 +383,7 @@ def prune_train(loaded, batches, params: dict, criterion: str = "pins", self_reg
                 if wanted > current:
                     if teacher is not None:  # the checkpoint at lower sparsity becomes the teacher
                         teacher.load_state_dict(student.state_dict())
-                    importance = (state.importance(params["absolute"]) if criterion == "pins"
+                    importance = (state.importance() if criterion in ("pins", "platon")
                                   else [[w.detach().abs() for w in layer] for layer in weights])
                     masks = _global_mask(importance, wanted)
                     _apply(weights, masks)
@@ -343,7 +397,8 @@ def prune_train(loaded, batches, params: dict, criterion: str = "pins", self_reg
     student.eval()
     for p in student.parameters():
         p.requires_grad_(False)
-    importance = state.importance() if criterion == "pins" else [[w.abs() for w in layer] for layer in weights]
+    importance = (state.importance() if criterion in ("pins", "platon")
+                  else [[w.abs() for w in layer] for layer in weights])
     return {"model": student, "importance": importance, "masks": masks, "summary": {
         "criterion": criterion, "self_reg": self_reg, "steps": steps, "target_sparsity": target,
         **mask_sparsity(masks, student), "history": history}}
@@ -374,8 +429,9 @@ def _check_train_params(params: dict) -> None:
         raise ParamError(f"steps={steps} leaves no pruning steps between warmup and final")
 
 
-def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
-    """The training mode: PINS with and without self-regularization, and a magnitude baseline."""
+def train_run(session, params: dict, progress: Progress = no_progress, criterion: str = "pins") -> dict:
+    """The training mode: PINS with and without self-regularization (``criterion="platon"``: one
+    PLATON run, no self-regularization), and a magnitude baseline."""
     _check_train_params(params)
     loaded = session.loaded
     from analysis.training import training_data
@@ -384,8 +440,8 @@ def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
     notes = [] if train_data is not session.data else [note]
     batches = shuffled_batches(loaded.tokenizer, train_data, params["batch_size"], params["steps"],
                                params["seed"], params["max_length"])
-    plan = [("pins_self_reg", "pins", True)]
-    if params["compare_self_reg"]:
+    plan = [("pins_self_reg", "pins", True)] if criterion == "pins" else [(criterion, criterion, False)]
+    if params.get("compare_self_reg"):
         plan.append(("pins_no_self_reg", "pins", False))
     if params["baseline"] == "gradual":
         plan.append(("magnitude_gradual", "magnitude", False))
@@ -397,7 +453,7 @@ def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
 
         out = prune_train(loaded, batches, params, criterion, sr, sub, session.device)
         runs[name] = {**out["summary"], "evaluation": _eval(session, out["model"])}
-        if name == "pins_self_reg":
+        if i == 0:  # the method's own run
             scores = {u: normalized(aggregate(out["importance"], loaded.inventory, u)).tolist()
                       for u in ("head", "attention", "ffn", "neuron")}
         del out
@@ -439,7 +495,10 @@ def _trainer():
             Param("final", "float", 0.3, "fraction of steps fine-tuned at the target sparsity", 0.0, 0.95),
             Param("temperature", "float", 2.0, "softening temperature T of self-regularization",
                   0.1, 100.0, step=0.1),
-            Param("absolute", "bool", True, "rank weights by |Ī|·U (false: the signed Ī·U)"),
+            Param("delta_t", "int", 1, "window of steps whose mean |S| enters the EMA at once (official deltaT)", 1, 64),
+            Param("signed", "bool", False, "smooth the signed S instead of |S| (not the official method)"),
+            Param("adaptive_alpha", "bool", False, "weight self-regularization per example by "
+                  "α = 1 − H(p_student)/log C (official option)"),
             Param("compare_self_reg", "bool", True, "also run without self-regularization"),
             Param("baseline", "choice", "oneshot", "magnitude baseline at the same weight sparsity: "
                   "oneshot (no training), gradual (same schedule and budget), or none",
@@ -458,7 +517,7 @@ METHOD = Pins(
     name="pins",
     title="PINS principled importance",
     plain="Estimate for every weight how much the loss would change without it, smooth that over several batches, and add it up per unit.",
-    summary="S = −θ·g + η·g² per weight, PLATON-smoothed (Ī·U), summed to heads, neurons and blocks; "
+    summary="|S| = |−θ·g + η·g²| per weight, PLATON-smoothed (Ī·U ≥ 0), summed to heads, neurons and blocks; "
             "training mode prunes iteratively with self-regularization.",
     units=("head", "attention", "ffn", "neuron"),
     params=(
@@ -467,6 +526,8 @@ METHOD = Pins(
         Param("eta", "float", 1e-4, "η in S = −θ·g + η·g² (a learning rate)", 0.0, 1.0, log=True),
         Param("beta1", "float", 0.85, "EMA factor of the importance Ī", 0.0, 0.9999),
         Param("beta2", "float", 0.99, "EMA factor of the uncertainty U", 0.0, 0.9999),
+        Param("delta_t", "int", 1, "window of batches whose mean |S| enters the EMA at once (official deltaT)", 1, 64),
+        Param("signed", "bool", False, "smooth the signed S instead of |S| (not the official method)"),
         Param("normalize", "bool", True, "divide by the largest |score| (ranking unchanged)"),
         SEED,
     ),

@@ -1,0 +1,78 @@
+"""``platon``: PLATON (Zhang et al., ICML 2022, arXiv 2206.12562), beside PINS.
+
+PLATON's step score is the first-order sensitivity |θ·g|; it is smoothed exactly as PINS smooths
+|S| (:class:`analysis.methods.pins.PinsState`: Ī = EMA(score), U = EMA(|score − Ī|), importance
+Ī·U ≥ 0, the official one-window lag and ``delta_t`` window). PINS's S = −θ·g + η·g² differs only
+by the η·g² term, so PLATON is PINS with η = 0; the two side by side show how much that term
+changes a ranking (on the default model it is about 5e-6 of |θ·g|: the rankings agree almost
+exactly). Same scored weights, units, data (the training split) and training mode (iterative
+weight pruning with the cubic schedule, no self-regularization) as ``pins``.
+
+Deviations from the official code (QingruZhang/PLATON), also in docs/FIDELITY.md: the schedule
+and masking are prunelens's (shared with ``pins``); β2 = 2 (a running variance) is not offered;
+embeddings are frozen in training mode.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from analysis.methods.base import SEED, Param
+from analysis.methods.pins import Pins, score_cost, train_cost, train_run
+
+SMOOTHING = (
+    Param("beta1", "float", 0.85, "EMA factor of the sensitivity Ī", 0.0, 0.9999),
+    Param("beta2", "float", 0.95, "EMA factor of the uncertainty U (PLATON's default 0.95)", 0.0, 0.9999),
+    Param("delta_t", "int", 1, "window of steps whose mean |θ·g| enters the EMA at once (deltaT)", 1, 64),
+)
+
+
+def _trainer():
+    from analysis.training import Trainer
+
+    return Trainer(
+        params=(
+            Param("target_sparsity", "float", 0.8, "final fraction of weights removed in the six "
+                  "matrices of every layer", 0.0, 0.99),
+            Param("steps", "int", 150, "training steps (the whole budget)", 2, 10_000),
+            Param("batch_size", "int", 16, "training batch size", 1, 64),
+            Param("lr", "float", 1e-4, "AdamW learning rate (constant)", 1e-7, 1.0, log=True),
+            *SMOOTHING,
+            Param("prune_every", "int", 10, "steps between pruning steps", 1, 10000),
+            Param("warmup", "float", 0.1, "fraction of steps before pruning starts", 0.0, 0.95),
+            Param("final", "float", 0.3, "fraction of steps fine-tuned at the target sparsity", 0.0, 0.95),
+            Param("baseline", "choice", "gradual", "magnitude baseline at the same weight sparsity: "
+                  "gradual (same schedule and budget), oneshot (no training) or none",
+                  choices=("gradual", "oneshot", "none")),
+            Param("max_length", "int", 128, "tokens per training example", 8, 512),
+            SEED,
+        ),
+        run=partial(train_run, criterion="platon"),
+        cost=train_cost,
+        summary="Iterative weight pruning of Q/K/V/O/FFN matrices by smoothed |θ·g| (PLATON) with a "
+                "cubic schedule, against gradual magnitude pruning at the same budget.",
+    )
+
+
+METHOD = Pins(
+    name="platon",
+    title="PLATON sensitivity × uncertainty",
+    plain="Like PINS without its step-size term: how much the loss depends on each weight, smoothed "
+          "over batches together with how much that estimate varies, added up per unit.",
+    summary="|θ·g| per weight, smoothed (Ī·U ≥ 0), summed to heads, neurons and blocks; PINS "
+            "with η = 0. Training mode prunes iteratively.",
+    units=("head", "attention", "ffn", "neuron"),
+    params=(
+        Param("batches", "int", 8, "batches the scores are accumulated over (no updates)", 1, 128),
+        Param("batch_size", "int", 16, "examples per batch", 1, 64),
+        *SMOOTHING,
+        Param("normalize", "bool", True, "divide by the largest score (ranking unchanged)"),
+        SEED,
+    ),
+    cost=score_cost,
+    default_scope="global",
+    default_sparsity=0.5,
+    paper="Zhang et al., ICML 2022 (arXiv 2206.12562)",
+    trainer=_trainer(),
+    eta_param=False,
+)
