@@ -62,7 +62,10 @@ def _scale_input(gate: torch.Tensor, repeat: int, target: nn.Module | None = Non
         if target is not None and module is not target:
             return None  # in a deep copy made while the gate was on: not this gate's module
         x = args[0]
-        g = gate.to(x.dtype).repeat_interleave(repeat) if repeat > 1 else gate.to(x.dtype)
+        g = gate.to(x.dtype)
+        g = g.repeat_interleave(repeat, dim=-1) if repeat > 1 else g
+        if g.dim() == 2:  # one gate row per example (batch, width): the same for all its tokens
+            g = g[:, None, :]
         return (x * g,) + tuple(args[1:])
 
     return hook
@@ -72,7 +75,8 @@ def _scale_output(gate: torch.Tensor, target: nn.Module | None = None):
     def hook(module, args, output):
         if target is not None and module is not target:
             return None
-        return output * gate.to(output.dtype)
+        g = gate.to(output.dtype)  # a scalar, or per example (batch,) / per token (batch, tokens)
+        return output * g.reshape(g.shape + (1,) * (output.dim() - g.dim())) if g.dim() else output * g
 
     return hook
 
@@ -97,7 +101,10 @@ def gated(model: nn.Module, masks: Masks | None = None, **kinds):
     """Apply gate masks to ``model`` for the duration of the block.
 
     ``gated(model, Masks(head=m))`` or ``gated(model, head=m)``. Rows that are all ones with no
-    gradient attach no hook, so an unpruned layer costs nothing.
+    gradient attach no hook, so an unpruned layer costs nothing. A gate may also carry one value
+    per example or per token after its layer axis — head (layers, batch, heads) or (layers,
+    batch, tokens, heads), a block (layers, batch) or (layers, batch, tokens) — so that one
+    backward pass gives per-example or per-token gradients (``michel``).
     """
     masks = masks or Masks(**kinds)
     layers = encoder_layers(model)
@@ -107,7 +114,7 @@ def gated(model: nn.Module, masks: Masks | None = None, **kinds):
     neuron = _as_tensor(masks.neuron)
     for name, value, dims in (("head", head, 2), ("attention", attention, 1), ("ffn", ffn, 1),
                               ("neuron", neuron, 2)):
-        if value is not None and (value.dim() != dims or value.shape[0] != len(layers)):
+        if value is not None and (value.dim() not in (dims, dims + 1, dims + 2) or value.shape[0] != len(layers)):
             raise ValueError(f"{name} mask has shape {tuple(value.shape)}; expected {len(layers)} layers")
     handles = []
     lock = model_lock(model)
@@ -116,7 +123,7 @@ def gated(model: nn.Module, masks: Masks | None = None, **kinds):
         for i, layer in enumerate(layers):
             out_dense = layer.attention.output.dense
             if head is not None and not _is_ones(head[i]):
-                size = out_dense.in_features // head.shape[1]
+                size = out_dense.in_features // head.shape[-1]
                 handles.append(out_dense.register_forward_pre_hook(_scale_input(head[i], size, out_dense)))
             if attention is not None and not _is_ones(attention[i]):
                 handles.append(out_dense.register_forward_hook(_scale_output(attention[i], out_dense)))

@@ -25,7 +25,8 @@ EXTRA_TRAINING = {"pins": [{"target_sparsity": 0.9}, {"signed": True}]}
 def precompute(session: Session, out_dir: Path | None = None, methods: list[str] | None = None,
                include_training: bool = True, progress: Progress = no_progress) -> dict:
     if out_dir is not None:
-        session.store = ResultStore(user_dir=out_dir, shipped_dir=None)
+        # a shippable folder: what its manifest lists is reused, new entries are added to it
+        session.store = ResultStore(user_dir=out_dir, shipped_dir=out_dir)
     registry = all_methods()
     names = methods or list(registry)
     summary: dict = {"scores": {}, "curves": [], "training": {}, "seconds": {}}

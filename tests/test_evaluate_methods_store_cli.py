@@ -267,3 +267,92 @@ def test_default_model_loads_offline_and_is_accurate(default_loaded):
     result = Evaluator(default_loaded, load_data("default")).base
     assert result.n == 872
     assert result.accuracy >= 0.83
+
+
+def _single_example_gradients(ctx, batches):
+    """The paper's E_x|∂L(x)/∂ξ| by hand: one backward pass per example."""
+    model = ctx.loaded.model
+    total, n = torch.zeros(2, 4, dtype=torch.float64), 0
+    for batch in batches:
+        inputs = batch.model_inputs()
+        for row in range(inputs["input_ids"].shape[0]):
+            one = {k: v[row:row + 1] for k, v in inputs.items()}
+            gate = torch.ones(2, 4, requires_grad=True)
+            with torch.enable_grad(), gated(model, head=gate):
+                loss = F.cross_entropy(model(**one).logits, batch.labels[row:row + 1])
+                (grad,) = torch.autograd.grad(loss, gate)
+            total += grad.abs().double()
+            n += 1
+    return (total / n).numpy()
+
+
+def test_michel_per_example_equals_one_backward_per_example(tiny_session):
+    """Per-example gates in one batched backward give each example's own gradient."""
+    ctx = tiny_session.context()
+    batches = tiny_session.evaluator.batches
+    expected = _single_example_gradients(ctx, batches)
+    np.testing.assert_allclose(gate_gradients(ctx, "head", batches, per="example"), expected, rtol=1e-5)
+    batch_level = gate_gradients(ctx, "head", batches, per="batch")
+    assert not np.allclose(batch_level, expected, rtol=1e-3)  # |mean| < mean |·|: cancellation
+
+
+def test_michel_per_token_equals_finite_differences_on_token_gates(tiny_session):
+    """Per token: Σ_t |∂L/∂ξ_{t}| for a gate on one token position of one head, by finite
+    differences on a hand-made per-token gate (two examples)."""
+    ctx = tiny_session.context()
+    batch = tiny_session.evaluator.batches[0]
+    inputs = {k: v[:2] for k, v in batch.model_inputs().items()}
+    labels = batch.labels[:2]
+
+    class Two:
+        def __init__(self):
+            self.labels = labels
+
+        def to(self, device):
+            return self
+
+        def model_inputs(self):
+            return inputs
+
+    got = gate_gradients(ctx, "head", [Two()], per="token")
+    model = tiny_session.loaded.model.double()
+    eps, (layer, head) = 1e-4, (1, 2)
+    rows, tokens = inputs["input_ids"].shape
+    estimate = 0.0
+    try:
+        for b in range(rows):
+            for t in range(tokens):
+                values = []
+                for sign in (+1, -1):
+                    gate = torch.ones(2, rows, tokens, 4, dtype=torch.float64)
+                    gate[layer, b, t, head] += sign * eps
+                    with torch.no_grad(), gated(model, head=gate):
+                        logits = model(**inputs).logits
+                    values.append(float(F.cross_entropy(logits, labels, reduction="sum")))
+                estimate += abs((values[0] - values[1]) / (2 * eps))
+    finally:
+        model.float()
+    assert got[layer, head] == pytest.approx(estimate / rows, rel=1e-4, abs=1e-8)
+
+
+def test_michel_scores_come_from_the_training_split(tiny_session, monkeypatch):
+    from analysis import training
+    from analysis.methods import michel
+
+    seen = []
+    real = training.training_data
+
+    def spy(session):
+        data, note = real(session)
+        seen.append(data)
+        return data, note
+
+    monkeypatch.setattr(training, "training_data", spy)
+    params = get_method("michel").validate({"examples": 16})
+    batches = michel.training_batches(tiny_session.context(), params)
+    assert seen and batches.data is seen[0] and len(batches.order) == 16
+    a = get_method("michel").score(tiny_session.context(), "head", {"examples": 16})
+    b = get_method("michel").score(tiny_session.context(), "head", {"examples": 16})
+    assert np.array_equal(a, b)  # seeded
+    c = get_method("michel").score(tiny_session.context(), "head", {"examples": 16, "seed": 1})
+    assert not np.array_equal(a, c)

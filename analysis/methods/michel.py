@@ -1,9 +1,22 @@
 """``michel``: gradient head importance of Michel et al. (2019), "Are Sixteen Heads Really Better
 than One?".
 
-A gate ξ = 1 multiplies every unit; importance is E|∂L/∂ξ| over batches of the task loss (the
-batch-mean cross-entropy), then L2-normalized within each layer as in their released code.
-One backward pass gives heads, whole blocks and FFN neurons at once.
+A gate ξ = 1 multiplies every unit; importance is the expected absolute gradient of the task loss
+(cross-entropy) with respect to it, then L2-normalized within each layer as in their released
+code (pmichel31415/are-16-heads-really-better-than-1). ``per`` says over what the absolute value
+is taken, and the choice is part of the stored result's key:
+
+- ``example`` (default, the paper): I_h = E_x |∂L(x)/∂ξ_h|. One gate per example and unit, so a
+  single backward pass of the summed loss gives every example's own gradient;
+- ``token`` (the official code's gating): one gate per token position; the absolute values are
+  summed over an example's tokens, then averaged over examples;
+- ``batch`` (prunelens 0.1): |∂(batch-mean loss)/∂ξ_h| averaged over batches, which lets
+  examples' gradients of opposite sign cancel before the absolute value.
+
+Data: ``examples`` seeded examples of the *training* split (:func:`analysis.training.training_data`:
+the default data's train split; other data sets have none known, so their own examples are used
+and the scores are label-using importance on the evaluation data, which the notes say).
+One backward pass per batch gives heads, whole blocks or FFN neurons.
 """
 
 from __future__ import annotations
@@ -13,31 +26,55 @@ import torch
 import torch.nn.functional as F
 
 from analysis.gates import Masks, gated
-from analysis.methods.base import Context, Method, Param, Work
+from analysis.methods.base import SEED, Context, Method, Param, Work
+
+PER = ("example", "token", "batch")
 
 
-def gate_gradients(ctx: Context, unit: str, batches=None) -> np.ndarray:
-    """Sum over batches of |∂(batch-mean loss)/∂gate| for every gate of ``unit``, divided by the
-    number of batches."""
-    loaded = ctx.loaded
-    model = loaded.model
-    shape = loaded.inventory.unit_shape(unit)
-    gate = torch.ones(shape, requires_grad=True)
+def gate_gradients(ctx: Context, unit: str, batches=None, per: str = "batch") -> np.ndarray:
+    """E|∂L/∂gate| for every gate of ``unit`` over ``batches`` (default: the evaluator's),
+    the absolute value taken per example, per token or per batch (see the module docstring)."""
+    if per not in PER:
+        raise ValueError(f"per must be one of {PER}, got {per!r}")
+    model = ctx.loaded.model
+    shape = ctx.loaded.inventory.unit_shape(unit)
     total = torch.zeros(shape, dtype=torch.float64)
+    count = 0
     batches = batches if batches is not None else ctx.get_evaluator().batches
-    with torch.enable_grad(), gated(model, Masks.for_unit(unit, gate)):
-        for i, batch in enumerate(batches):
-            logits = model(**batch.to(ctx.device).model_inputs()).logits
-            loss = F.cross_entropy(logits, batch.labels.to(logits.device))
-            (grad,) = torch.autograd.grad(loss, gate)
-            total += grad.detach().abs().double().cpu()
-            ctx.progress((i + 1) / len(batches), f"{unit} gradients, batch {i + 1}/{len(batches)}")
-    return (total / max(1, len(batches))).numpy()
+    for i, batch in enumerate(batches):
+        inputs = batch.to(ctx.device).model_inputs()
+        rows, tokens = inputs["input_ids"].shape
+        extra = {"batch": (), "example": (rows,), "token": (rows, tokens)}[per]
+        gate = torch.ones((shape[0], *extra, *shape[1:]), requires_grad=True)
+        with torch.enable_grad(), gated(model, Masks.for_unit(unit, gate)):
+            logits = model(**inputs).logits
+            losses = F.cross_entropy(logits, batch.labels.to(logits.device), reduction="none")
+            # summed, each example's loss reaches only its own gates: their gradients are its own
+            (grad,) = torch.autograd.grad(losses.mean() if per == "batch" else losses.sum(), gate)
+        grad = grad.detach().abs().double().cpu()
+        if per == "batch":
+            total += grad
+            count += 1
+        else:
+            total += grad.sum(dim=tuple(range(1, 1 + len(extra))))
+            count += rows
+        ctx.progress((i + 1) / len(batches), f"{unit} gradients, batch {i + 1}/{len(batches)}")
+    return (total / max(1, count)).numpy()
+
+
+def training_batches(ctx: Context, params: dict):
+    """``examples`` seeded examples of the training split, in length-bucketed batches."""
+    from analysis.training import StreamedBatches, training_data
+
+    data, _ = training_data(ctx)
+    rng = np.random.default_rng(params["seed"])
+    order = rng.permutation(len(data))[: params["examples"]]
+    return StreamedBatches(ctx.loaded.tokenizer, data, order, params["batch_size"], bucket=8, rng=rng)
 
 
 class Michel(Method):
     def compute(self, ctx, unit, params):
-        scores = gate_gradients(ctx, unit)
+        scores = gate_gradients(ctx, unit, training_batches(ctx, params), params["per"])
         if params["normalize"] and scores.ndim == 2:
             norms = np.sqrt((scores**2).sum(-1, keepdims=True))
             scores = scores / (norms + 1e-20)
@@ -48,10 +85,21 @@ METHOD = Michel(
     name="michel",
     title="Michel et al. gradient importance",
     plain="Give each unit a volume knob and measure how strongly the loss reacts when the knob is nudged: a strong reaction means an important unit.",
-    summary="E|dL/dξ| for a gate ξ=1 on each unit, on the task loss; L2-normalized per layer.",
+    summary="E_x|dL(x)/dξ| for a gate ξ=1 on each unit (per example, per token or per batch), on "
+            "the training split; L2-normalized per layer.",
     units=("head", "attention", "ffn", "neuron"),
-    params=(Param("normalize", "bool", True, "L2-normalize scores within each layer (as in their code)"),),
-    # a forward and a backward to the gates (not to the weights) over the evaluation data
-    cost=lambda params, inventory, unit: Work(passes=2.0),
+    params=(
+        Param("per", "choice", "example", "where |·| is taken: example (paper), token (official "
+              "code's gating) or batch (prunelens 0.1)", choices=PER),
+        Param("examples", "int", 1024, "training-split examples the gradients are averaged over", 8, 8192),
+        Param("batch_size", "int", 32, "examples per backward pass", 1, 128),
+        Param("normalize", "bool", True, "L2-normalize scores within each layer (as in their code)"),
+        SEED,
+    ),
+    # a forward and a backward to the gates (not to the weights) per chosen training example,
+    # counted as passes over a set the size of the loaded data (by default the two are alike:
+    # 1024 training examples beside the default's 872; a data set without a train split is used
+    # whole, capped at ``examples``)
+    cost=lambda params, inventory, unit: Work(passes=3.0, batch_tokens=params["batch_size"] * 128),
     paper="Michel, Levy & Neubig, NeurIPS 2019 (arXiv 1905.10650)",
 )
