@@ -214,6 +214,8 @@ def cmd_methods(args) -> int:
             params = ", ".join(f"{p['name']}={p['default']}" for p in m["params"]) or "no parameters"
             print(f"{m['name']:<12} units: {','.join(m['units']):<28} {params}")
             print(f"{'':<12} {m['title']}: {m['summary']}")
+            if m["trains"]:
+                print(f"{'':<12} training mode: prunelens train --method {m['name']}")
     return 0
 
 

@@ -66,6 +66,9 @@ def render_about(session: Session, method: Method, unit: str, params: dict, scor
     st.markdown(f"**{method.title or method.name}** — {method.summary}")
     if method.paper:
         st.caption(f"Paper: {method.paper}")
+    if method.deviations:
+        st.markdown("##### What this method really computes here (differences from the paper and its code)")
+        st.dataframe(pd.DataFrame([d.as_dict() for d in method.deviations]), hide_index=True)
     view = view_for(method.name)
     with state.guard(stop=False):
         (view.about or generic_about)(session, method, unit, params, scores, key)

@@ -186,6 +186,15 @@ def main() -> int:
         "",
     ]
 
+    # --- what each method really computes here ------------------------------------------------
+    out += ["## Deviations from the papers and their official code", "",
+            "The same lists are on each method's page in the dashboard (\"About this method\").", ""]
+    for name, method in methods.items():
+        if method.deviations:
+            out += [f"### {name} — {method.paper}", "",
+                    table(["aspect", "paper / official code", "prunelens"],
+                          [[d.aspect, d.paper, d.prunelens] for d in method.deviations]), ""]
+
     # --- agreement with the reference ranking ----------------------------------------------------
     reference = compute_scores(session, "ablation", "head").scores.ravel()
     lowered = int(np.sum(reference < 0))

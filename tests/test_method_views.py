@@ -364,3 +364,17 @@ def test_run_headlines_name_the_comparison(run_store):
     assert method_views.headline(runs["snip"]).endswith(
         f"(without: {runs['snip']['evaluation_without_training']['accuracy']:.3f})")
     assert method_views.headline({"method": "new", "evaluation": {"accuracy": 0.5}}) == "accuracy 0.500"
+
+
+@pytest.mark.parametrize("name", ["pins", "platon", "michel"])
+def test_the_method_page_lists_what_the_method_really_computes(name, tiny_bert_dir, tiny_csv, tmp_path):
+    """The deviations a method declares are the table its page shows (docs/FIDELITY.md too)."""
+    from analysis.methods import get_method
+
+    method = get_method(name)
+    at = _view(tiny_bert_dir, tiny_csv, tmp_path, "about", name, params={"batches": 1, "batch_size": 4}
+               if name != "michel" else {"examples": 8})
+    tables = [d.value for d in at.dataframe if "prunelens" in d.value.columns]
+    assert tables, "no deviation table on the page"
+    assert list(tables[0]["aspect"]) == [d.aspect for d in method.deviations]
+    assert list(tables[0]["prunelens"]) == [d.prunelens for d in method.deviations]

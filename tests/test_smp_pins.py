@@ -410,3 +410,12 @@ def test_platon_training_mode_prunes_to_target_against_gradual_magnitude(tiny_se
     assert result["baseline"]["criterion"] == "magnitude"
     assert result["baseline"]["weight_sparsity"] == pytest.approx(0.6, abs=1e-3)
     assert all(np.min(result["scores"][u]) >= 0 for u in ("head", "ffn"))
+
+
+def test_methods_listing_names_platon_with_its_training_mode(capsys):
+    from analysis.cli import main
+
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert "training mode: prunelens train --method platon" in out
+    assert "training mode: prunelens train --method pins" in out

@@ -192,6 +192,19 @@ class Context:
         return self.evaluator
 
 
+@dataclass(frozen=True)
+class Deviation:
+    """One point where prunelens's method differs from (or chooses between) the paper and its
+    official code."""
+
+    aspect: str
+    paper: str  # what the paper (and, where it says so, the official code) does
+    prunelens: str  # what prunelens does, and why
+
+    def as_dict(self) -> dict:
+        return {"aspect": self.aspect, "paper / official code": self.paper, "prunelens": self.prunelens}
+
+
 @dataclass
 class Method:
     """A pruning-importance method. Subclasses set the class attributes and ``compute``."""
@@ -210,6 +223,9 @@ class Method:
     trainer: Any = None  # analysis.training.Trainer for methods with a training mode
     evaluates_masks: bool = False  # scores are masked evaluations (their precision is in the key)
     plain: str = ""  # one plain-language sentence for the dashboard (``summary`` is for the CLI)
+    # what this implementation does differently from the paper and its official code, one
+    # :class:`Deviation` each: the method page and docs/FIDELITY.md show the same list
+    deviations: tuple[Deviation, ...] = ()
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -274,4 +290,5 @@ class Method:
         return {"name": self.name, "title": self.title, "summary": self.summary, "units": list(self.units),
                 "params": [p.describe() for p in self.params], "expensive": self.expensive,
                 "trains": self.trainer is not None,
+                "deviations": [d.as_dict() for d in self.deviations],
                 "training_params": self.trainer.describe()["params"] if self.trainer else [], "default_scope": self.default_scope, "paper": self.paper}

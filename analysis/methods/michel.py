@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from analysis.gates import Masks, gated
-from analysis.methods.base import SEED, Context, Method, Param, Work
+from analysis.methods.base import SEED, Context, Deviation, Method, Param, Work
 
 PER = ("example", "token", "batch")
 
@@ -102,4 +102,11 @@ METHOD = Michel(
     # whole, capped at ``examples``)
     cost=lambda params, inventory, unit: Work(passes=3.0, batch_tokens=params["batch_size"] * 128),
     paper="Michel, Levy & Neubig, NeurIPS 2019 (arXiv 1905.10650)",
+    deviations=(
+        Deviation("absolute value", "per example, E_x|∂L(x)/∂ξ_h| (paper); per token in the official gating",
+                  "per example by default; per token and per batch (0.1) as options, recorded in the key"),
+        Deviation("data", "the training set", "1024 seeded training-split examples (a data set without "
+                  "a known train split: its own examples)"),
+        Deviation("normalization", "L2 within each layer (official code)", "the same (optional)"),
+    ),
 )

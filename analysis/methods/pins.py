@@ -51,7 +51,7 @@ from torch import nn
 
 from analysis.data import TextData
 from analysis.errors import ParamError
-from analysis.methods.base import SEED, Method, Param, Progress, Work, no_progress
+from analysis.methods.base import SEED, Deviation, Method, Param, Progress, Work, no_progress
 from analysis.models import Inventory, encoder_layers
 from analysis.training import StreamedBatches, training_work
 
@@ -536,4 +536,17 @@ METHOD = Pins(
     default_sparsity=0.5,
     paper="Ren & Zhu, ACL Findings 2023 (arXiv 2305.12394)",
     trainer=_trainer(),
+    deviations=(
+        Deviation("step score", "|S|, S = −θ·g + η·g², η = the current learning rate (official Pruner.py)",
+                  "|S| with η a parameter (default 1e-4 = the training learning rate)"),
+        Deviation("smoothing", "Ī = EMA(|S|), U = EMA(| |S| − Ī |), the window's mean |S| entering one "
+                  "window late; β2 = 2 selects a running variance", "the same update and lag; β2 = 2 not offered"),
+        Deviation("live scores", "not in the paper (importance exists only during training)",
+                  "Ī·U accumulated over a few training-split batches without any update, summed to units"),
+        Deviation("self-regularization", "T²·KL(teacher ‖ student), optional entropy-adaptive α; the teacher "
+                  "is the latest checkpoint at lower sparsity", "the same (α off by default)"),
+        Deviation("budget", "BERT-base, GLUE, full fine-tuning epochs on a GPU",
+                  "MiniLM-L6 on Rotten Tomatoes, 150 steps × 16, embeddings frozen (CPU)"),
+        Deviation("signed variant", "—", "an explicit option (signed S before the EMA): not the method"),
+    ),
 )

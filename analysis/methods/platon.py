@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from analysis.methods.base import SEED, Param
+from analysis.methods.base import SEED, Deviation, Param
 from analysis.methods.pins import Pins, score_cost, train_cost, train_run
 
 SMOOTHING = (
@@ -75,4 +75,12 @@ METHOD = Pins(
     paper="Zhang et al., ICML 2022 (arXiv 2206.12562)",
     trainer=_trainer(),
     eta_param=False,
+    deviations=(
+        Deviation("step score", "|θ·g| (QingruZhang/PLATON)", "the same"),
+        Deviation("smoothing", "Ī = EMA(|θ·g|), U = EMA(| |θ·g| − Ī |), window deltaT, β2 = 2 a running variance",
+                  "the same update (shared with pins); β2 = 2 not offered"),
+        Deviation("schedule", "cubic from the initial to the final warm-up, masks every deltaT steps",
+                  "the same cubic shape with prunelens's warmup/final fractions and prune_every"),
+        Deviation("budget", "BERT-base/DeBERTa on GLUE, GPU", "MiniLM-L6 on Rotten Tomatoes, 150 steps × 16 (CPU)"),
+    ),
 )
