@@ -356,3 +356,26 @@ def test_michel_scores_come_from_the_training_split(tiny_session, monkeypatch):
     assert np.array_equal(a, b)  # seeded
     c = get_method("michel").score(tiny_session.context(), "head", {"examples": 16, "seed": 1})
     assert not np.array_equal(a, c)
+
+
+def test_ablation_measures_on_the_training_split(tiny_session, tiny_loaded, tmp_path, monkeypatch):
+    """Leave-one-out on the training data: equal to masking each head alone on that data by
+    hand, and different from the same ablation on the evaluation data."""
+    from analysis import training
+    from analysis.data import load_data
+    from analysis.evaluate import Evaluator
+    from tests.tiny import write_tiny_csv
+
+    other = load_data(str(write_tiny_csv(tmp_path / "train.csv", n=24, seed=5)))
+    monkeypatch.setattr(training, "training_data", lambda session: (other, "a test's train split"))
+    scores = get_method("ablation").score(tiny_session.context(), "head", {"examples": 24})
+    ev = Evaluator(tiny_loaded, other)
+    expected = np.zeros((2, 4))
+    for layer, head in np.ndindex(2, 4):
+        mask = np.ones((2, 4), dtype=np.float32)
+        mask[layer, head] = 0
+        expected[layer, head] = ev.evaluate(Masks(head=mask)).loss - ev.base.loss
+    np.testing.assert_allclose(scores, expected, rtol=1e-6, atol=1e-9)
+    monkeypatch.setattr(training, "training_data", lambda session: (session.data, "own data"))
+    on_eval = get_method("ablation").score(tiny_session.context(), "head", {"examples": 24})
+    assert not np.allclose(on_eval, scores)

@@ -20,6 +20,7 @@ from analysis.cli import main
 from analysis.errors import ParamError
 from analysis.sweep import load_spec, parse_spec, plan_sweep, run_sweep
 from analysis.sweep import worker as sweep_worker
+from analysis.methods import get_method
 from analysis.training import get_trainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,6 +158,7 @@ def test_cli_refuses_bad_options_before_loading(args, message, tmp_path, tiny_be
 
 
 def test_spec_expands_into_exactly_these_keys(tiny_session, tiny_bert_dir, tiny_csv):
+    MICHEL = get_method("michel").validate({"normalize": True})  # defaults filled in, as keys hold them
     spec = parse_spec(spec_dict(tiny_bert_dir, tiny_csv))
     plan = plan_sweep(spec, tiny_session.store)
     model, data = tiny_session.loaded.fingerprint, tiny_session.data.fingerprint
@@ -166,8 +168,8 @@ def test_spec_expands_into_exactly_these_keys(tiny_session, tiny_bert_dir, tiny_
         Key.make(model, data, "scores", "magnitude", "head", {}).digest,
         Key.make(model, data, "scores", "random", "head", {"seed": 0}).digest,
         Key.make(model, data, "scores", "random", "head", {"seed": 1}).digest,
-        Key.make(model, data, "scores", "michel", "head", {"normalize": True}).digest,
-        Key.make(model, data, "scores", "michel", "ffn", {"normalize": True}).digest,
+        Key.make(model, data, "scores", "michel", "head", MICHEL).digest,
+        Key.make(model, data, "scores", "michel", "ffn", MICHEL).digest,
     }
     assert set(plan.records) == expected  # mask evaluations wait for their scores
     assert all(r.status == "todo" for r in plan.records.values())
@@ -180,8 +182,8 @@ def test_spec_expands_into_exactly_these_keys(tiny_session, tiny_bert_dir, tiny_
             ("magnitude", "head", {}, ("global", "layer"), SPARSITIES),
             ("random", "head", {"seed": 0}, ("global", "layer"), SPARSITIES),
             ("random", "head", {"seed": 1}, ("global", "layer"), SPARSITIES),
-            ("michel", "head", {"normalize": True}, ("global", "layer"), [0.5]),
-            ("michel", "ffn", {"normalize": True}, ("global", "layer"), [0.5])]:
+            ("michel", "head", MICHEL, ("global", "layer"), [0.5]),
+            ("michel", "ffn", MICHEL, ("global", "layer"), [0.5])]:
         stored = tiny_session.store.get(Key.make(model, data, "scores", method, unit, params))
         scores = np.asarray(stored["scores"])
         for scope in scopes:

@@ -1,8 +1,11 @@
 """``ablation``: leave-one-out importance, the reference ranking.
 
-Each unit is masked alone and the evaluation metric is measured against the unpruned model on the
-same examples; importance is the loss increase (or the accuracy/margin drop). Expensive (one
-evaluation per unit), so it is cached and shipped.
+Each unit is masked alone and the metric is measured against the unpruned model on the same
+examples; importance is the loss increase (or the accuracy/margin drop). Label-using importance
+is measured on the *training* split (:func:`analysis.training.training_data`: the default data's
+train split, its first ``examples`` rows; a data set without a known train split is measured on
+its own examples, which the method's notes say), so a ranking is not fitted to the examples it is
+then evaluated on. Expensive (one evaluation per unit), so it is cached and shipped.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from analysis.gates import Masks
-from analysis.methods.base import Method, Param, Work
+from analysis.methods.base import Deviation, Method, Param, Work
 
 
 def ablation_cost(params: dict, inventory, unit: str | None) -> Work:
@@ -20,9 +23,21 @@ def ablation_cost(params: dict, inventory, unit: str | None) -> Work:
     return Work(passes=1.0 + max(int(np.prod(inventory.unit_shape(u))) for u in units))
 
 
+def measuring_evaluator(ctx, examples: int):
+    """The evaluator of the data ablation measures on: the session's own when the training data
+    is the session's data, else one over the first ``examples`` rows of the training split."""
+    from analysis.evaluate import Evaluator
+    from analysis.training import training_data
+
+    data, _ = training_data(ctx)
+    if data is ctx.data:
+        return ctx.get_evaluator()
+    return Evaluator(ctx.loaded, data.subset(examples), device=ctx.device)
+
+
 class Ablation(Method):
     def compute(self, ctx, unit, params):
-        evaluator = ctx.get_evaluator()
+        evaluator = measuring_evaluator(ctx, params["examples"])
         shape = ctx.loaded.inventory.unit_shape(unit)
         metric = params["metric"]
         base = getattr(evaluator.base, metric)
@@ -44,7 +59,15 @@ METHOD = Ablation(
     plain="Switch each unit off on its own and measure how much worse the model gets: slow, but the most direct answer.",
     summary="Loss increase when each unit alone is masked: the reference ranking. Expensive, cached.",
     units=("head", "attention", "ffn"),
-    params=(Param("metric", "choice", "loss", "what the ablation measures", choices=("loss", "accuracy", "margin")),),
+    params=(Param("metric", "choice", "loss", "what the ablation measures", choices=("loss", "accuracy", "margin")),
+            Param("examples", "int", 872, "training-split examples each unit is ablated on", 16, 8192)),
     cost=ablation_cost,
     evaluates_masks=True,
+    deviations=(
+        Deviation("data", "Michel et al. ablate on held-out data to show the effect; as an importance "
+                  "criterion a ranking must not be measured on the data it is evaluated on",
+                  "the first 872 rows of the training split by default (0.1: the evaluation split)"),
+        Deviation("sign", "the loss change of removing a head alone", "the signed loss increase; heads whose "
+                  "removal lowers the loss rank lowest (a diagnostic of over-confidence, see FIDELITY.md)"),
+    ),
 )

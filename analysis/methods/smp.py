@@ -108,10 +108,14 @@ def sample_masks(layers: int, heads: int, samples: int, keep_rate: float, seed: 
 CHUNK = 8  # rows per encoder pass: a similarity batch runs as length-sorted chunks
 
 
-def _sentence_batches(ctx: Context, batch_size: int, batches: int, seed: int):
+def _sentence_batches(ctx: Context, batch_size: int, batches: int, seed: int, sentences: str = "train"):
     """``batches`` seeded random groups of sentences; each group is a list of length-sorted
-    chunks of at most :data:`CHUNK` rows (less padding; the encoder costs per padded token)."""
-    data = ctx.data
+    chunks of at most :data:`CHUNK` rows (less padding; the encoder costs per padded token).
+    Sentences of the training split (:func:`analysis.training.training_data`), as SMP trains its
+    pruner on training data; a data set without a known train split gives its own."""
+    from analysis.training import training_data
+
+    data = training_data(ctx)[0] if sentences == "train" else ctx.data
     if len(data) < 2:
         raise ParamError("smp needs at least 2 sentences in the data")
     rng = np.random.default_rng(seed)
@@ -134,7 +138,8 @@ def smp_losses(ctx: Context, masks: np.ndarray, params: dict) -> np.ndarray:
     """The similarity KL of every mask in ``masks`` (samples, layers, heads), batch-averaged."""
     model = ctx.loaded.model
     encoder = model.base_model
-    groups = _sentence_batches(ctx, params["batch_size"], params["batches"], params["seed"])
+    groups = _sentence_batches(ctx, params["batch_size"], params["batches"], params["seed"],
+                               params["sentences"])
     kind, temp, sim = params["sentence_vector"], params["temperature"], params["similarity"]
 
     def vectors(chunks):
@@ -193,6 +198,8 @@ METHOD = SMP(
         Param("temperature", "float", 0.1, "similarities are divided by it before the softmax",
               1e-3, 100.0, log=True),
         Param("alpha", "float", 1.0, "ridge penalty of the regression", 0.0, 1e6, log=True),
+        Param("sentences", "choice", "train", "whose sentences: train (the training split when one is "
+              "known, as SMP trains on training data) or eval (the evaluation data, 0.1)", choices=("train", "eval")),
         SEED,
     ),
     cost=smp_cost,
