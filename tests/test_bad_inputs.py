@@ -195,7 +195,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("param-wrong-type-float-int", ["score", "--method", "random", "--param", "seed=1.5"] + M, r"parameter 'seed' must be an integer, got '1\.5'"),
     ("param-out-of-range", ["score", "--method", "random", "--param", "seed=-1"] + M, r"parameter 'seed' must be in \[0, "),
     ("param-wrong-type-bool", ["score", "--method", "michel", "--param", "normalize=maybe"] + M, r"parameter 'normalize' must be true or false, got 'maybe'"),
-    ("param-unknown-name", ["score", "--method", "michel", "--param", "foo=1"] + M, r"method 'michel' has no parameter 'foo' \(it has: normalize\)"),
+    ("param-unknown-name", ["score", "--method", "michel", "--param", "foo=1"] + M, r"method 'michel' has no parameter 'foo' \(it has: per, examples, batch_size, normalize, seed\)"),
     ("param-no-equals", ["score", "--method", "michel", "--param", "normalize"] + M, r"--param takes name=value, got 'normalize'"),
     ("limit-zero", SCORE + M + ["--limit", "0"], r"--limit must be a positive number of examples, got 0"),
     ("limit-negative", SCORE + M + ["--limit", "-5"], r"--limit must be a positive number of examples, got -5"),
