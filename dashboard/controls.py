@@ -169,7 +169,7 @@ def method_label(name: str) -> str:
     method = all_methods().get(name)
     if method is None:
         return name
-    mark = " (expensive)" if method.expensive else ""
+    mark = (" (diagnostic, not a criterion)" if method.diagnostic else "") + (" (expensive)" if method.expensive else "")
     return f"{method.title or name} [{name}]{mark}"
 
 

@@ -77,6 +77,10 @@ def main() -> int:
     rows.sort(key=lambda r: -float(r[1].rstrip("%")))
     smp_row = next(r for r in rows if r[0] == "smp")
     rand_row = next(r for r in rows if r[0] == "random")
+    criteria = [r for r in rows if not methods[r[0]].diagnostic]  # diagnostics are not ranked
+    for r in rows:
+        if methods[r[0]].diagnostic:
+            r[0] += " (diagnostic, not ranked)"
     out += [
         "## SMP — keep the top half of heads in every layer",
         "",
@@ -87,7 +91,8 @@ def main() -> int:
         table(["method", "accuracy", "Δ accuracy", "Δ loss"], rows),
         "",
         f"Finding: SMP {smp_row[2]} vs random {rand_row[2]}; rank "
-        f"{[r[0] for r in rows].index('smp') + 1} of {len(rows)} criteria.",
+        f"{[r[0] for r in criteria].index('smp') + 1} of {len(criteria)} criteria; rows less than "
+        "~2 points apart are within noise (see above), so the ranks of neighbours are not findings.",
         "",
     ]
 
@@ -204,7 +209,8 @@ def main() -> int:
         if m == "ablation":
             continue
         s = compute_scores(session, m, "head").scores.ravel()
-        rows.append([m, f"{spearmanr(s, reference)[0]:+.2f}", f"{spearmanr(s, np.abs(reference))[0]:+.2f}"])
+        label = f"{m} (diagnostic)" if methods[m].diagnostic else m
+        rows.append([label, f"{spearmanr(s, reference)[0]:+.2f}", f"{spearmanr(s, np.abs(reference))[0]:+.2f}"])
     out += [
         "## Agreement with leave-one-out ablation (heads)",
         "",

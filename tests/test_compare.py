@@ -48,3 +48,19 @@ def test_unit_scores_ranks_match_compute(tiny_session):
     assert rows["magnitude"]["score"] == pytest.approx(mag[1, 2])
     assert rows["magnitude"]["rank"] == int((mag > mag[1, 2]).sum()) + 1
     assert rows["ablation"]["source"] == "missing" and rows["ablation"]["score"] is None
+
+
+def test_diagnostics_are_labelled_and_never_preselected(open_page):
+    """ADMM's surviving-norm share is a diagnostic: its label says so and the Compare page does
+    not put it into the ranking side by side unless asked (0.1 ranked it beside the criteria)."""
+    from analysis.methods import all_methods
+    from dashboard import controls
+
+    diagnostics = {n for n, m in all_methods().items() if m.diagnostic}
+    assert diagnostics == {"admm", "admm-quant"}
+    assert all("diagnostic" in controls.method_label(n) for n in diagnostics)
+    assert "diagnostic" not in controls.method_label("michel")
+    at = open_page("compare")
+    assert not at.exception
+    chosen = at.multiselect(key="cmp.methods").value
+    assert chosen and not diagnostics & set(chosen)

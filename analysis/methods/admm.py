@@ -588,4 +588,5 @@ METHOD = Admm(
     trainer=Trainer(params=NM_PARAMS + TRAIN_PARAMS, run=_run_nm, cost=train_cost,
                     summary="ADMM (W-, Z-, U-steps, growing ρ) on a copy, hard N:M projection, "
                             "SR-STE fine-tune; compares dense, one-shot magnitude and ADMM."),
+    diagnostic=True,  # a share of surviving weight norm, not an importance criterion
 )

@@ -45,4 +45,5 @@ METHOD = AdmmQuant(
     trainer=Trainer(params=QUANT_PARAMS + TRAIN_PARAMS, run=_run_quant, cost=train_cost,
                     summary="ADMM with the Z-step on a k-bit grid, then grid projection and a "
                             "straight-through fine-tune; compares dense, plain rounding and ADMM."),
+    diagnostic=True,  # a share of surviving weight norm, not an importance criterion
 )

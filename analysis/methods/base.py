@@ -226,6 +226,9 @@ class Method:
     # what this implementation does differently from the paper and its official code, one
     # :class:`Deviation` each: the method page and docs/FIDELITY.md show the same list
     deviations: tuple[Deviation, ...] = ()
+    # a measurement about units that is not an importance criterion (ADMM's surviving-norm share):
+    # labelled as such and kept out of criterion rankings
+    diagnostic: bool = False
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -290,5 +293,5 @@ class Method:
         return {"name": self.name, "title": self.title, "summary": self.summary, "units": list(self.units),
                 "params": [p.describe() for p in self.params], "expensive": self.expensive,
                 "trains": self.trainer is not None,
-                "deviations": [d.as_dict() for d in self.deviations],
+                "deviations": [d.as_dict() for d in self.deviations], "diagnostic": self.diagnostic,
                 "training_params": self.trainer.describe()["params"] if self.trainer else [], "default_scope": self.default_scope, "paper": self.paper}

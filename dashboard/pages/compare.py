@@ -26,8 +26,10 @@ available = controls.methods_for(unit)
 # expensive here = the work of its default setting on this model and data (controls.needs_click)
 expensive = {n for n, m in available.items() if controls.needs_click(session, m, unit, m.validate(None))}
 cheap = [n for n in available if n not in expensive]
-in_store = [n for n in cheap if state.stored(session, "scores", n, unit, available[n].validate(None)) is not None]
-state.bind("cmp.methods", in_store if len(in_store) >= 2 else cheap[:3], query="methods",
+# diagnostics (not importance criteria) are never preselected for a ranking side by side
+criteria = [n for n in cheap if not available[n].diagnostic]
+in_store = [n for n in criteria if state.stored(session, "scores", n, unit, available[n].validate(None)) is not None]
+state.bind("cmp.methods", in_store if len(in_store) >= 2 else criteria[:3], query="methods",
            cast=lambda raw: [n for n in raw.split(",") if n in available])
 if any(n not in available for n in st.session_state["cmp.methods"]):
     st.session_state["cmp.methods"] = [n for n in st.session_state["cmp.methods"] if n in available]
