@@ -184,7 +184,7 @@ def test_training_mode_meets_pattern_and_leaves_model_alone(tiny_session):
     assert [h["iteration"] for h in result["history"]] == [1, 2]
     assert result["history"][1]["rho"] == pytest.approx(1.5 * result["history"][0]["rho"])
     assert len(result["finetune_history"]) == 3
-    assert set(result["evaluation"]) == {"dense", "oneshot", "admm_projected", "admm"}
+    assert set(result["evaluation"]) == {"dense", "oneshot", "oneshot_finetuned", "admm_projected", "admm"}
     inv = tiny_session.loaded.inventory
     assert np.asarray(result["scores"]).shape == inv.unit_shape("head")
     assert np.asarray(result["shares"]["ffn"]).shape == inv.unit_shape("ffn")
@@ -225,3 +225,42 @@ def test_quant_training(tiny_session):
     assert result["constraint"]["max_distinct_per_row"] <= 2**3
     assert "rounding" in result["labels"]["oneshot"]
     assert set(result["evaluation"]) == {"dense", "oneshot", "oneshot_finetuned", "admm_projected", "admm"}
+
+
+def test_sr_ste_gradient_is_the_official_one():
+    """aojunzz/NM-sparsity sparse_ops: forward with the 2:4-masked weight, backward
+    grad + λ·(1 − mask)⊙W to the dense weight; by hand on a 2 × 4 weight."""
+    from analysis.methods.admm import ProjectedWeight, nm_projection
+
+    w = torch.tensor([[0.5, -2.0, 0.1, 1.0], [3.0, 0.2, -0.3, -4.0]], requires_grad=True)
+    mask = torch.tensor([[0.0, 1.0, 0.0, 1.0], [1.0, 0.0, 0.0, 1.0]])  # top-2 |w| of every 4
+    c = torch.tensor([[1.0, 2.0, 3.0, 4.0], [-1.0, -2.0, -3.0, -4.0]])
+    decay = 0.01
+    projected = ProjectedWeight(nm_projection(2, 4), decay)(w)
+    assert torch.equal(projected.detach(), w.detach() * mask)
+    (projected * c).sum().backward()
+    expected = c + decay * (1 - mask) * w.detach()
+    assert torch.allclose(w.grad, expected)
+
+
+def test_the_one_shot_baseline_gets_the_same_training_budget(tiny_session):
+    """Equal budgets: the one-shot 2:4 projection is trained with SR-STE for as many steps as
+    ADMM's W-steps and fine-tune together (0.1 gave it none, or only the fine-tune's steps)."""
+    import analysis.methods.admm as admm_mod
+
+    calls = []
+    real = admm_mod.sr_ste_finetune
+
+    def spy(model, projection, loss_fn, steps, *args, **kwargs):
+        calls.append(steps)
+        return real(model, projection, loss_fn, steps, *args, **kwargs)
+
+    params = {"iterations": 2, "steps": 3, "finetune_steps": 4, "batch_size": 4}
+    from unittest import mock
+
+    with mock.patch.object(admm_mod, "sr_ste_finetune", spy):
+        result = admm_mod.run_admm(tiny_session, admm_mod.METHOD.trainer.validate(params),
+                                   admm_mod.no_progress, admm_mod.nm_projection(2, 4))
+    assert calls == [2 * 3 + 4, 4]  # baseline: all 10 steps; ADMM: its 4 fine-tune steps after 6 W-steps
+    assert "oneshot_finetuned" in result["evaluation"]
+    assert "10 SR-STE steps (equal budget)" in result["labels"]["oneshot_finetuned"]

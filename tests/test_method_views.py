@@ -129,7 +129,7 @@ def test_admm_run_view_evaluation_history_and_shares(tiny_bert_dir, tiny_csv, ru
     at = _view(tiny_bert_dir, tiny_csv, store_dir, "run", "admm")
     run = runs["admm"]
     table = at.dataframe[0].value
-    order = ["dense", "oneshot", "admm_projected", "admm"]
+    order = ["dense", "oneshot", "oneshot_finetuned", "admm_projected", "admm"]
     assert list(table["model"]) == [run["labels"][k] for k in order]
     assert table["accuracy"].tolist() == pytest.approx([run["evaluation"][k]["accuracy"] for k in order])
     charts = {c["layout"]["title"]["text"]: c for c in _charts(at)}

@@ -417,9 +417,9 @@ def score_cost(params: dict, inventory, unit) -> Work:
 
 
 def train_cost(params: dict) -> Work:
-    """ADMM W-steps, the SR-STE fine-tune (twice with ``finetune_baseline``); evaluations are
-    passes over the data, not counted here."""
-    steps = params["iterations"] * params["steps"] + params["finetune_steps"] * (1 + bool(params["finetune_baseline"]))
+    """ADMM W-steps and the SR-STE fine-tune, and (``finetune_baseline``) the same number of
+    SR-STE steps again for the one-shot projection; evaluations are passes over the data."""
+    steps = (params["iterations"] * params["steps"] + params["finetune_steps"]) * (1 + bool(params["finetune_baseline"]))
     return training_work(steps, params["batch_size"], TRAIN_MAX_LENGTH,
                          what="(iterations x steps + finetune_steps) x batch_size")
 
@@ -452,8 +452,9 @@ TRAIN_PARAMS = (
     Param("rho0", "float", 0.02, "initial ADMM penalty ρ", 1e-7, 1e3, log=True),
     Param("rho_growth", "float", 1.5, "ρ is multiplied by this after every iteration", 1.0, 10.0),
     Param("decay", "float", 2e-4, "SR-STE decay λ on the pruned weights", 0.0, 1.0, log=True),
-    Param("finetune_baseline", "bool", False, "also give the one-shot projection the same SR-STE "
-          "fine-tune (no ADMM), to separate ADMM's gain from the fine-tune's"),
+    Param("finetune_baseline", "bool", True, "also train the one-shot projection with SR-STE for "
+          "the same total number of steps (ADMM's W-steps + its fine-tune), on the same batches: the "
+          "equal-budget baseline that separates ADMM's gain from training's"),
     SEED,
 )
 
@@ -496,7 +497,8 @@ def sr_ste_finetune(model: nn.Module, projection: Projection, loss_fn, steps: in
 
 def run_admm(session, params: dict, progress: Progress, projection: Projection) -> dict:
     """ADMM + hard projection + SR-STE fine-tune on a copy; evaluates dense, one-shot, ADMM
-    (and, with ``finetune_baseline``, the one-shot projection given the same fine-tune)."""
+    (and, with ``finetune_baseline``, the one-shot projection trained with SR-STE for the same
+    total number of steps on the same batches: the equal-budget comparison)."""
     loaded, evaluator = session.loaded, session.evaluator
     projection.check(loaded.model)
     torch.manual_seed(params["seed"])
@@ -513,8 +515,8 @@ def run_admm(session, params: dict, progress: Progress, projection: Projection) 
     apply_projection(work, projection)
     evaluation["oneshot"] = _evaluate(evaluator, work)
     if params["finetune_baseline"]:
-        sr_ste_finetune(work, projection, _loss_fn(work, batches[admm_steps:], session.device),
-                        params["finetune_steps"], params["lr"], params["decay"], sub(0.0, 0.2))
+        sr_ste_finetune(work, projection, _loss_fn(work, batches, session.device),
+                        total_steps, params["lr"], params["decay"], sub(0.0, 0.2))
         evaluation["oneshot_finetuned"] = _evaluate(evaluator, work)
     del work
 
@@ -548,7 +550,7 @@ def run_admm(session, params: dict, progress: Progress, projection: Projection) 
               "admm_projected": f"ADMM {projection.label}, projected, before fine-tune",
               "admm": f"ADMM {projection.label} after SR-STE fine-tune"}
     if params["finetune_baseline"]:
-        labels["oneshot_finetuned"] = f"{projection.baseline} + the same SR-STE fine-tune"
+        labels["oneshot_finetuned"] = f"{projection.baseline} + {total_steps} SR-STE steps (equal budget)"
     return {
         "projection": projection.label,
         "labels": labels,
