@@ -419,3 +419,29 @@ def test_methods_listing_names_platon_with_its_training_mode(capsys):
     out = capsys.readouterr().out
     assert "training mode: prunelens train --method platon" in out
     assert "training mode: prunelens train --method pins" in out
+
+
+def test_smp_kl_on_a_three_sentence_batch_by_hand():
+    """The official objective on 3 sentences: for each i, softmax over j ≠ i of 10·cos of the
+    batch-centred vectors (temperature 0.1), KL(full ‖ pruned), averaged over i."""
+    from analysis.methods.smp import similarity_kl
+
+    full = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 1.0], [2.0, 2.0, 0.0]], dtype=torch.float64)
+    pruned = torch.tensor([[1.0, 0.5, 2.0], [0.5, 1.0, 0.0], [2.0, 1.0, 1.0]], dtype=torch.float64)
+
+    def distributions(v):
+        c = v - v.mean(0)
+        c = c / c.norm(dim=1, keepdim=True)
+        rows = []
+        for i in range(3):
+            logits = [10.0 * float(c[i] @ c[j]) for j in range(3) if j != i]
+            z = np.exp(np.array(logits) - max(logits))
+            rows.append(z / z.sum())
+        return rows
+
+    p, q = distributions(full), distributions(pruned)
+    expected = np.mean([float(np.sum(pi * np.log(pi / qi))) for pi, qi in zip(p, q)])
+    got = similarity_kl(full, pruned, temperature=0.1, similarity="centred-cosine")
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert got != pytest.approx(similarity_kl(full, pruned, 0.1, "cosine"), rel=1e-3)  # centring matters
+    assert get_method("smp").validate(None)["similarity"] == "centred-cosine"

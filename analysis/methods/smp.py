@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from analysis.data import TextData, tokenize_batches
 from analysis.errors import ParamError
 from analysis.gates import gated
-from analysis.methods.base import SEED, Context, Method, Param, Work
+from analysis.methods.base import SEED, Context, Deviation, Method, Param, Work
 
 
 def sentence_vectors(hidden: torch.Tensor, attention_mask: torch.Tensor, kind: str) -> torch.Tensor:
@@ -56,7 +56,9 @@ def similarity_logits(vecs: torch.Tensor, temperature: float = 0.1,
                       similarity: str = "cosine") -> torch.Tensor:
     """Pairwise similarity logits (batch, batch) with the diagonal (self) set to -inf."""
     vecs = vecs.double()
-    if similarity == "cosine":
+    if similarity == "centred-cosine":  # the official code: cosine of batch-centred vectors
+        vecs = vecs - vecs.mean(0, keepdim=True)
+    if similarity in ("cosine", "centred-cosine"):
         unit = F.normalize(vecs, dim=-1)
         sims = unit @ unit.T
     elif similarity == "dot":
@@ -181,7 +183,7 @@ class SMP(Method):
 
 METHOD = SMP(
     name="smp",
-    title="Single-shot meta-pruning (representation KL)",
+    title="SMP ridge surrogate (representation KL)",
     plain="Switch random sets of heads off many times and learn which heads change the sentence representations most; needs no labels.",
     summary="Ridge regression, over random head masks, of the KL between the in-batch sentence "
             "similarity distributions of the full and the pruned encoder; needs no task head.",
@@ -193,8 +195,9 @@ METHOD = SMP(
         Param("batches", "int", 1, "batches of the task's sentences each mask is evaluated on", 1, 16),
         Param("sentence_vector", "choice", "mean", "sentence vector: [CLS] or mean of tokens",
               choices=("cls", "mean")),
-        Param("similarity", "choice", "cosine", "cosine, or dot product / sqrt(hidden)",
-              choices=("cosine", "dot")),
+        Param("similarity", "choice", "centred-cosine", "centred-cosine (the official code: cosine of "
+              "batch-centred sentence vectors), cosine, or dot product / sqrt(hidden)",
+              choices=("centred-cosine", "cosine", "dot")),
         Param("temperature", "float", 0.1, "similarities are divided by it before the softmax",
               1e-3, 100.0, log=True),
         Param("alpha", "float", 1.0, "ridge penalty of the regression", 0.0, 1e6, log=True),
@@ -206,4 +209,17 @@ METHOD = SMP(
     default_scope="layer",
     default_sparsity=0.5,
     paper="Zhang, Qi, Liu, Chang & Sun, arXiv 2011.03770 (2020)",
+    deviations=(
+        Deviation("what is learned", "a pruner network (a small CNN over each head's attention map) trained "
+                  "by meta-learning with hard Gumbel straight-through masks on the pre-trained encoder",
+                  "no network: a ridge regression of the same KL on removed-head indicators over random "
+                  "masks (a surrogate; the learned smp-pruner is not built yet)"),
+        Deviation("objective", "KL of in-batch similarity distributions, 10 × cosine of batch-centred "
+                  "sentence vectors", "the same by default (centred-cosine, temperature 0.1)"),
+        Deviation("masks", "half the layers intact; in the others 6 of 12 heads drawn",
+                  "every head kept independently with keep_rate 0.5 (removes ~36 of 72 at once)"),
+        Deviation("model", "the pre-trained encoder, pruned then fine-tuned",
+                  "whatever model is loaded (the default is already fine-tuned), no re-fine-tuning"),
+        Deviation("data", "training data", "the training split's sentences (sentences=train)"),
+    ),
 )
