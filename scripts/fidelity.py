@@ -47,9 +47,11 @@ def admm_finding(ev: dict, steps: int, baseline: str) -> str:
     return (f"Finding: at equal budgets ADMM {pct(ev['admm']['accuracy'])} (loss {ev['admm']['loss']:.3f}) "
             f"against one-shot {baseline} + the same {steps} SR-STE steps "
             f"{pct(ev['oneshot_finetuned']['accuracy'])} (loss {ev['oneshot_finetuned']['loss']:.3f}): "
-            f"{signed(gain)}, {verdict}. Against the untrained one-shot projection the gap is "
-            f"{signed(ev['admm']['accuracy'] - ev['oneshot']['accuracy'])}, most of which the training "
-            "alone gives.")
+            f"{signed(gain)}, {verdict}. Against the untrained one-shot projection "
+            f"({pct(ev['oneshot']['accuracy'])}, loss {ev['oneshot']['loss']:.3f}) the gap is "
+            f"{signed(ev['admm']['accuracy'] - ev['oneshot']['accuracy'])}"
+            + (", most of which training alone gives." if ev["oneshot_finetuned"]["accuracy"] > ev["oneshot"]["accuracy"]
+               else ": here training, with or without ADMM, does not improve on the untrained projection."))
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
