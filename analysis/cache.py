@@ -229,7 +229,7 @@ class ResultStore:
         return entry
 
     def _authentic(self, root: Path, entry: dict, raw: bytes) -> bool:
-        """User entries carry an HMAC under this store's own secret; shipped ones are listed,
+        """User entries carry an HMAC under this user's secret; shipped ones are listed,
         with the SHA-256 of their bytes, in the shipped folder's manifest."""
         if root == self.shipped_dir and load_manifest(root).get(entry["digest"]) == hashlib.sha256(raw).hexdigest():
             return True  # (also when the shipped folder is the one being written: precompute --out)

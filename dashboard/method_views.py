@@ -387,9 +387,10 @@ def admm_run(session: Session, run: dict, key: str) -> None:
 
 
 def _admm_workload(params: dict, n_eval: int) -> tuple[int, int]:
-    finetunes = 1 + bool(params.get("finetune_baseline"))
-    steps = int(params["iterations"]) * int(params["steps"]) + finetunes * int(params["finetune_steps"])
-    return steps * int(params["batch_size"]), (3 + finetunes) * n_eval
+    # ADMM's W-steps + fine-tune, and the equal-budget baseline trains as many steps again
+    runs = 1 + bool(params.get("finetune_baseline"))
+    steps = runs * (int(params["iterations"]) * int(params["steps"]) + int(params["finetune_steps"]))
+    return steps * int(params["batch_size"]), (3 + runs) * n_eval
 
 
 # ----------------------------------------------------------------------------------------------

@@ -172,4 +172,5 @@ def test_importance_about_this_method_and_attention_button(open_page):
 def test_training_page_shows_a_run_time_estimate(open_page):
     at = open_page("training", method="admm")
     estimate = next(i.value for i in at.info if "Estimated run time" in i.value)
-    assert "on 2 CPU cores" in estimate and "1,600 training passes" in estimate
+    # ADMM's 100 steps x 16 and the equal-budget one-shot baseline's 100 x 16
+    assert "on 2 CPU cores" in estimate and "3,200 training passes" in estimate
