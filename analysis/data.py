@@ -448,23 +448,29 @@ def tokenize_batches(tokenizer, data: TextData, batch_size: int = 64, max_length
     lengths = np.asarray(encoded["length"])
     truncated = int(np.sum(lengths >= max_length))
     order = np.argsort(lengths, kind="stable") if sort_by_length else np.arange(len(lengths))
-    has_types = "token_type_ids" in encoded
+    types = encoded["token_type_ids"] if "token_type_ids" in encoded else None
     batches = []
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        width = int(lengths[rows].max())
-        ids = torch.full((len(rows), width), tokenizer.pad_token_id or 0, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        types = torch.zeros((len(rows), width), dtype=torch.long) if has_types else None
-        for r, i in enumerate(rows):
-            n = lengths[i]
-            ids[r, :n] = torch.tensor(encoded["input_ids"][i])
-            mask[r, :n] = 1
-            if types is not None:
-                types[r, :n] = torch.tensor(encoded["token_type_ids"][i])
-        batches.append(Batch(ids, mask, types, torch.as_tensor(data.labels[rows]),
-                             torch.as_tensor(rows)))
+        batches.append(pad_batch(tokenizer, encoded["input_ids"], types, lengths, rows,
+                                 data.labels[rows], rows))
     return batches, truncated
+
+
+def pad_batch(tokenizer, input_ids, token_type_ids, lengths, rows, labels, index) -> Batch:
+    """One :class:`Batch` of the encoded ``rows``, padded to its own longest row (the one place
+    batches are padded: evaluation and streamed training batches alike)."""
+    width = int(max(lengths[r] for r in rows))
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id or 0, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    types = None if token_type_ids is None else torch.zeros((len(rows), width), dtype=torch.long)
+    for r, i in enumerate(rows):
+        n = lengths[i]
+        ids[r, :n] = torch.tensor(input_ids[i])
+        mask[r, :n] = 1
+        if types is not None:
+            types[r, :n] = torch.tensor(token_type_ids[i])
+    return Batch(ids, mask, types, torch.as_tensor(labels), torch.as_tensor(index))
 
 
 def canonical_json(obj) -> str:

@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
 from analysis.checkpoints import checkpoint
-from analysis.data import MAX_LENGTH, Batch, TextData, load_data
+from analysis.data import MAX_LENGTH, Batch, TextData, load_data, pad_batch
 from analysis.errors import ParamError
 from analysis.methods import all_methods, get_method
 from analysis.methods.base import MAX_TRAIN_WORK, Param, Progress, Work, check_work, no_progress
@@ -150,20 +149,9 @@ class StreamedBatches:
         return out
 
     def _collate(self, encoded: dict, rows) -> Batch:
-        lengths = encoded["length"]
-        width = int(max(lengths[r] for r in rows))
-        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        types = None if encoded["token_type_ids"] is None else torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):
-            n = lengths[i]
-            ids[r, :n] = torch.tensor(encoded["input_ids"][i])
-            mask[r, :n] = 1
-            if types is not None:
-                types[r, :n] = torch.tensor(encoded["token_type_ids"][i])
         rows = np.asarray(rows)
-        return Batch(ids, mask, types, torch.as_tensor(encoded["labels"][rows]),
-                     torch.as_tensor(rows + encoded["start"]))
+        return pad_batch(self.tokenizer, encoded["input_ids"], encoded["token_type_ids"], encoded["length"],
+                         rows, encoded["labels"][rows], rows + encoded["start"])
 
 
 def training_data(session) -> tuple[TextData, str]:

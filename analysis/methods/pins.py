@@ -476,23 +476,32 @@ def train_run(session, params: dict, progress: Progress = no_progress, criterion
     return result
 
 
+# the iterative pruning schedule both pins and platon train with (one declaration for both)
+SCHEDULE = (
+    Param("target_sparsity", "float", 0.8, "final fraction of weights removed in the six "
+          "matrices of every layer", 0.0, 0.99),
+    Param("steps", "int", 150, "training steps (the whole budget)", 2, 10_000),
+    Param("batch_size", "int", 16, "training batch size", 1, 64),
+    Param("lr", "float", 1e-4, "AdamW learning rate (constant)", 1e-7, 1.0, log=True),
+)
+SCHEDULE_ENDS = (
+    Param("warmup", "float", 0.1, "fraction of steps before pruning starts", 0.0, 0.95),
+    Param("final", "float", 0.3, "fraction of steps fine-tuned at the target sparsity", 0.0, 0.95),
+)
+
+
 def _trainer():
     from analysis.training import Trainer
 
     return Trainer(
         params=(
-            Param("target_sparsity", "float", 0.8, "final fraction of weights removed in the six "
-                  "matrices of every layer", 0.0, 0.99),
-            Param("steps", "int", 150, "training steps (the whole budget)", 2, 10_000),
-            Param("batch_size", "int", 16, "training batch size", 1, 64),
-            Param("lr", "float", 1e-4, "AdamW learning rate (constant)", 1e-7, 1.0, log=True),
+            *SCHEDULE,
             Param("eta", "float", 1e-4, "η in S = −θ·g + η·g² (the step size; usually = lr)",
                   0.0, 1.0, log=True),
             Param("beta1", "float", 0.85, "EMA factor of the importance Ī", 0.0, 0.9999),
             Param("beta2", "float", 0.99, "EMA factor of the uncertainty U", 0.0, 0.9999),
             Param("prune_every", "int", 10, "steps between pruning steps (and teacher refreshes)", 1, 10000),
-            Param("warmup", "float", 0.1, "fraction of steps before pruning starts", 0.0, 0.95),
-            Param("final", "float", 0.3, "fraction of steps fine-tuned at the target sparsity", 0.0, 0.95),
+            *SCHEDULE_ENDS,
             Param("temperature", "float", 2.0, "softening temperature T of self-regularization",
                   0.1, 100.0, step=0.1),
             Param("delta_t", "int", 1, "window of steps whose mean |S| enters the EMA at once (official deltaT)", 1, 64),

@@ -18,7 +18,7 @@ from __future__ import annotations
 from functools import partial
 
 from analysis.methods.base import SEED, Deviation, Param
-from analysis.methods.pins import Pins, score_cost, train_cost, train_run
+from analysis.methods.pins import SCHEDULE, SCHEDULE_ENDS, Pins, score_cost, train_cost, train_run
 
 SMOOTHING = (
     Param("beta1", "float", 0.85, "EMA factor of the sensitivity Ī", 0.0, 0.9999),
@@ -32,15 +32,10 @@ def _trainer():
 
     return Trainer(
         params=(
-            Param("target_sparsity", "float", 0.8, "final fraction of weights removed in the six "
-                  "matrices of every layer", 0.0, 0.99),
-            Param("steps", "int", 150, "training steps (the whole budget)", 2, 10_000),
-            Param("batch_size", "int", 16, "training batch size", 1, 64),
-            Param("lr", "float", 1e-4, "AdamW learning rate (constant)", 1e-7, 1.0, log=True),
+            *SCHEDULE,
             *SMOOTHING,
             Param("prune_every", "int", 10, "steps between pruning steps", 1, 10000),
-            Param("warmup", "float", 0.1, "fraction of steps before pruning starts", 0.0, 0.95),
-            Param("final", "float", 0.3, "fraction of steps fine-tuned at the target sparsity", 0.0, 0.95),
+            *SCHEDULE_ENDS,
             Param("baseline", "choice", "gradual", "magnitude baseline at the same weight sparsity: "
                   "gradual (same schedule and budget), oneshot (no training) or none",
                   choices=("gradual", "oneshot", "none")),
