@@ -208,6 +208,11 @@ def shuffled_batches(tokenizer, data: TextData, batch_size: int, count: int, see
 
 
 SCORE_MAX_LENGTH = 128  # tokens per example in score-only mode (shuffled_batches' default)
+# what score-only mode accumulates over (pins and platon; :func:`score_cost` reads them)
+SCORE_BATCHES = (
+    Param("batches", "int", 8, "batches the scores are accumulated over (no updates)", 1, 128),
+    Param("batch_size", "int", 16, "examples per batch", 1, 64),
+)
 
 
 def score_cost(params: dict, inventory, unit) -> Work:
@@ -530,8 +535,7 @@ METHOD = Pins(
             "training mode prunes iteratively with self-regularization.",
     units=("head", "attention", "ffn", "neuron"),
     params=(
-        Param("batches", "int", 8, "batches the scores are accumulated over (no updates)", 1, 128),
-        Param("batch_size", "int", 16, "examples per batch", 1, 64),
+        *SCORE_BATCHES,
         Param("eta", "float", 1e-4, "η in S = −θ·g + η·g² (a learning rate)", 0.0, 1.0, log=True),
         Param("beta1", "float", 0.85, "EMA factor of the importance Ī", 0.0, 0.9999),
         Param("beta2", "float", 0.99, "EMA factor of the uncertainty U", 0.0, 0.9999),

@@ -18,7 +18,8 @@ from __future__ import annotations
 from functools import partial
 
 from analysis.methods.base import SEED, Deviation, Param
-from analysis.methods.pins import SCHEDULE, SCHEDULE_ENDS, Pins, score_cost, train_cost, train_run
+from analysis.methods.pins import (SCHEDULE, SCHEDULE_ENDS, SCORE_BATCHES, Pins, score_cost, train_cost,
+                                   train_run)
 
 SMOOTHING = (
     Param("beta1", "float", 0.85, "EMA factor of the sensitivity Ī", 0.0, 0.9999),
@@ -58,8 +59,7 @@ METHOD = Pins(
             "with η = 0. Training mode prunes iteratively.",
     units=("head", "attention", "ffn", "neuron"),
     params=(
-        Param("batches", "int", 8, "batches the scores are accumulated over (no updates)", 1, 128),
-        Param("batch_size", "int", 16, "examples per batch", 1, 64),
+        *SCORE_BATCHES,
         *SMOOTHING,
         Param("normalize", "bool", True, "divide by the largest score (ranking unchanged)"),
         SEED,
