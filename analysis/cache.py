@@ -80,7 +80,7 @@ def store_secret(create: bool) -> bytes | None:
     """This user's HMAC secret for the entries they write (made on first write, mode 0600)."""
     path = secret_path()
     try:
-        return bytes.fromhex(path.read_text().strip()) or None
+        return _secret_cached(str(path), path.stat().st_mtime_ns)
     except FileNotFoundError:
         if not create:
             return None
@@ -98,6 +98,12 @@ def store_secret(create: bool) -> bytes | None:
     finally:
         os.unlink(tmp)
     return bytes.fromhex(path.read_text().strip())
+
+
+@functools.lru_cache(maxsize=4)
+def _secret_cached(path: str, mtime_ns: int) -> bytes | None:
+    """The secret file's bytes, read once per version of the file (every store read checks it)."""
+    return bytes.fromhex(Path(path).read_text().strip()) or None
 
 
 def _mac(secret: bytes | None, entry: dict) -> str:
