@@ -1,7 +1,7 @@
 """The ``prunelens`` command line.
 
 Subcommands: ``dashboard`` (the default), ``methods``, ``score``, ``prune``, ``export``, ``curve``, ``train``,
-``precompute``, ``sweep``, ``bench``, ``finetune``. Every analysis subcommand takes ``--model``, ``--data``,
+``precompute``, ``analyze``, ``sweep``, ``bench``, ``finetune``. Every analysis subcommand takes ``--model``, ``--data``,
 ``--limit`` and ``--json FILE``; progress goes to stderr. User errors print one line
 ``error: <what> (<what to do>)`` and exit with code 2; ``--debug`` shows tracebacks.
 """
@@ -372,14 +372,41 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_precompute(args) -> int:
+    from analysis.analyze import check_methods
     from analysis.precompute import precompute
+    from analysis.sweep.spec import Target
 
+    methods = check_methods([m for m in (args.methods or "").split(",") if m.strip()])
     session = _session(args)
-    summary = precompute(session, out_dir=Path(args.out) if args.out else None,
-                         methods=[m for m in (args.methods or "").split(",") if m] or None,
-                         include_training=not args.skip_training,
-                         progress=_progress_printer(not args.quiet))
+    summary = precompute(session, Target(args.model, args.data, args.limit),
+                         out_dir=Path(args.out) if args.out else None, methods=methods,
+                         include_training=not args.skip_training, progress=not args.quiet)
     _write_json(args.json, summary)
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from analysis.analyze import check_methods, format_seconds, run_analysis
+    from analysis.cache import ResultStore
+    from analysis.sweep import print_report
+    from analysis.sweep.spec import Target
+
+    methods = check_methods([m for m in (args.methods or "").split(",") if m.strip()])
+    session = _session(args)
+    if args.store:
+        session.store = ResultStore(user_dir=Path(args.store).expanduser())
+    done = run_analysis(session, Target(args.model, args.data, args.limit), methods,
+                        training=args.train, progress=not args.quiet, dry_run=args.dry_run)
+    print_report(done.report)
+    if not args.dry_run and done.report.count("done"):
+        print(f"estimated {format_seconds(done.estimated_seconds)}, took "
+              f"{format_seconds(done.report.wall_seconds)}; every page now answers from the store")
+    if args.json:
+        _write_json(args.json, done.as_json())
+    failed = done.report.count("failed")
+    if failed:
+        raise PrunelensError(f"{failed} task(s) failed twice (listed above); everything else is "
+                             "stored: run the same command again to retry them")
     return 0
 
 
@@ -387,7 +414,8 @@ def cmd_bench(args) -> int:
     from analysis.bench import run_bench
 
     session = _session(args)
-    result = run_bench(session, quick=args.quick, specs=(args.model, args.data, args.limit))
+    result = run_bench(session, quick=args.quick, specs=(args.model, args.data, args.limit),
+                       skip_ablation=args.skip_ablation)
     _write_json(args.json, result)
     return 0
 
@@ -503,8 +531,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-training", action="store_true")
     p.set_defaults(func=cmd_precompute)
 
+    p = sub.add_parser("analyze", parents=[common],
+                       help="fill the store for a new model/data pair: every page then answers at once")
+    p.add_argument("--methods", default=None, help="comma-separated subset of methods (default: all)")
+    p.add_argument("--train", action="store_true", help="also run every training mode (long)")
+    p.add_argument("--store", default=None, help="store folder to fill (default: the user store)")
+    p.add_argument("--dry-run", action="store_true", help="plan and estimate, compute nothing")
+    p.set_defaults(func=cmd_analyze)
+
     p = sub.add_parser("bench", parents=[common], help="benchmark suite (ratios against a naive loop)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    p.add_argument("--skip-ablation", action="store_true",
+                   help="leave out the leave-one-out ablation of every head (the longest figure)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("sweep", help="run a grid of analyses and training runs (docs/SWEEPS.md)")

@@ -37,7 +37,23 @@ METRICS = ("accuracy", "loss", "margin")
 FAST_TOLERANCE = 1e-4  # max |logit difference| fast vs reference path on the probe batch
 FAST_BATCH_ROWS = 128  # rows per fast-path batch (2 x the tokenizer's batches of 64)
 FAST_BATCH_STRETCH = 2.0  # joined batches' widths differ by at most this factor
-ESTIMATE_SIZE = 96  # examples in the fixed random subset of the first estimate (p50 0.27 s on 2 cores)
+ESTIMATE_SIZE = 96  # examples in the first estimate's fixed random subset on a default-sized model
+MIN_ESTIMATE_SIZE = 16  # a larger model's first estimate is smaller, down to this (BERT-base: 0.35 s)
+DEFAULT_ENCODER_PARAMS = 10_646_784  # MiniLM-L6's encoder (the embedded default): 96 examples ~0.2 s
+STAGE_GROWTH = 4  # each anytime stage has this many times the examples of the one before
+
+
+def available_devices() -> list[str]:
+    """Devices the fast path runs on here: ``cpu``, and ``cuda`` where torch sees a GPU."""
+    return ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+def first_estimate_size(encoder_params: int) -> int:
+    """Examples in the first estimate: :data:`ESTIMATE_SIZE` on a model the size of the default,
+    fewer on a larger one, in proportion to its encoder's cost per token (BERT-base, ~8x: 16), so
+    the first number arrives in about the same time whatever the model (docs/PERFORMANCE.md)."""
+    scaled = round(ESTIMATE_SIZE * DEFAULT_ENCODER_PARAMS / max(1, int(encoder_params)))
+    return int(min(ESTIMATE_SIZE, max(MIN_ESTIMATE_SIZE, scaled)))
 
 
 @dataclass
@@ -228,10 +244,11 @@ class Evaluator:
         model = model if model is not None else self.loaded.model
         batches = self.batches if limit_batches is None else self.batches[:limit_batches]
         logits = np.zeros((len(self.data), model.config.num_labels), dtype=np.float32)
+        device = next(model.parameters()).device  # where the model is (the fast path may be elsewhere)
         with torch.inference_mode(), gated(model, masks or Masks()):
             for batch in batches:
                 checkpoint()
-                out = model(**batch.to(self.device).model_inputs()).logits
+                out = model(**batch.to(device).model_inputs()).logits
                 logits[batch.index.numpy()] = out.float().cpu().numpy()
         return self._collect(logits, batches, limit_batches is not None)
 
@@ -249,10 +266,11 @@ class Evaluator:
         (it would otherwise see "no fast path" and take the slow reference path)."""
         with self._setup_lock:
             if self._fast is None and self._fast_wanted:
-                reason = None if str(self.device) == "cpu" else "device is not the CPU"
+                kind = torch.device(self.device).type
+                reason = None if kind in ("cpu", "cuda") else f"no fast path on {self.device}"
                 reason = reason or unsupported_reason(self.loaded.model)
                 if reason is None and self.batches:
-                    encoder = FastEncoder(self.loaded.model)
+                    encoder = FastEncoder(self.loaded.model, device=self.device)
                     probe = self.batches[:1]
                     fast = encoder.logits(probe, None, use_cache=False)[0].numpy()
                     ref = self.reference_outputs(limit_batches=1).logits  # in batch order too
@@ -279,17 +297,18 @@ class Evaluator:
         from analysis.precision import native_bf16
 
         reason = None
-        native = native_bf16()
-        path, why = path_choice(self.precision, native)
+        on_gpu = str(self.device).startswith("cuda")
+        native = native_bf16() if not on_gpu else path_choice("auto", None, self.device)[0] != "fp32"
+        path, why = path_choice(self.precision, native, self.device)
         if self.precision == "fp32":
             reason = "fp32 requested"
         elif self.precision == "auto" and not native:
-            reason = "this CPU has no native bf16 matmul"
+            reason = f"{'this GPU' if on_gpu else 'this CPU'} has no native bf16 matmul"
         elif self.fast_encoder() is None or not self.batches:
             reason = "the fast path is off"
             path, why = "fp32", f"the fast path is off ({self.fast_note or 'no data'})"
         if reason is None:
-            encoder = FastEncoder(self.loaded.model, dtype=self.low_dtype)
+            encoder = FastEncoder(self.loaded.model, dtype=self.low_dtype, device=self.device)
             low = self._low_logits(encoder, None)  # (the unpruned layer inputs stay cached)
             name = "bf16" if self.low_dtype == torch.bfloat16 else "int8"
             self.calibration, reason = calibrate(self.base_outputs.logits, low, name)
@@ -350,8 +369,8 @@ class Evaluator:
         with self._setup_lock:  # one split per evaluator: its layer caches are keyed by the lists
             if self._low_split is None:
                 rest = np.zeros(self.n, dtype=bool)
-                if ESTIMATE_SIZE < self.n:
-                    rows = self.subset_rows(ESTIMATE_SIZE, 0)
+                if self.estimate_size < self.n:
+                    rows = self.subset_rows(self.estimate_size, 0)
                     rest[np.random.default_rng(0).choice(rows, max(0, len(rows) - KNOWN_GUARD),
                                                          replace=False)] = True
                 self._low_split = (self._batches_of(~rest), self._batches_of(rest), rest)
@@ -512,8 +531,25 @@ class Evaluator:
         """The examples of :meth:`subset` (sorted indices)."""
         return np.sort(np.random.default_rng(seed).choice(self.n, size, replace=False))
 
-    def subset(self, size: int = ESTIMATE_SIZE, seed: int = 0) -> Evaluator:
-        """An evaluator on a fixed random subset of ``size`` examples (the whole set if smaller)."""
+    @property
+    def estimate_size(self) -> int:
+        """Examples in the first estimate (:func:`first_estimate_size` of this model)."""
+        return first_estimate_size(self.loaded.inventory.encoder_params)
+
+    @property
+    def estimate_sizes(self) -> list[int]:
+        """The anytime stages before the full data: the first estimate, then subsets
+        :data:`STAGE_GROWTH` times larger while one is at most a quarter of the data (on the
+        default: the first estimate alone; on BERT-base with 872 examples: 16, then 64)."""
+        sizes = [self.estimate_size] if self.estimate_size < self.n else []
+        while sizes and sizes[-1] * STAGE_GROWTH * 4 <= self.n:
+            sizes.append(sizes[-1] * STAGE_GROWTH)
+        return sizes
+
+    def subset(self, size: int | None = None, seed: int = 0) -> Evaluator:
+        """An evaluator on a fixed random subset of ``size`` examples (default: the first
+        estimate's; the whole set if smaller)."""
+        size = self.estimate_size if size is None else int(size)
         if size >= self.n:
             return self
         key = (size, seed)
@@ -531,7 +567,8 @@ class Evaluator:
             self._subsets[key] = child
         return self._subsets[key]
 
-    def estimate(self, masks: Masks | None = None, size: int = ESTIMATE_SIZE, seed: int = 0) -> Comparison:
-        """A quick first answer on a fixed random subset, with paired standard errors (the error
-        bar); replace it with :meth:`compare` when that is ready."""
+    def estimate(self, masks: Masks | None = None, size: int | None = None, seed: int = 0) -> Comparison:
+        """A quick answer on a fixed random subset (default: the first estimate's size), with
+        paired standard errors (the error bar); replace it with :meth:`compare` when that is
+        ready. The anytime stages are :attr:`estimate_sizes`."""
         return self.subset(size, seed).compare(masks)

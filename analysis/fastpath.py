@@ -266,10 +266,19 @@ def _is_exact_gelu(act) -> bool:
         return False
 
 
+def on_device(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` itself on the CPU; elsewhere a copy on ``device`` (the model is never moved)."""
+    if device.type == "cpu":
+        return module
+    import copy
+
+    return copy.deepcopy(module).to(device)
+
+
 def attention_bias(keep: torch.Tensor) -> torch.Tensor:
     """Additive key mask (batch, 1, 1, seq) from ``keep`` (batch, seq) bool: 0 where a key may
     be attended to, -inf at padding."""
-    return torch.zeros(keep.shape).masked_fill_(~keep, float("-inf"))[:, None, None, :]
+    return torch.zeros(keep.shape, device=keep.device).masked_fill_(~keep, float("-inf"))[:, None, None, :]
 
 
 @dataclass
@@ -344,15 +353,18 @@ class LayerPlan:
 class _Layer:
     """Read-only views of one encoder layer's parameters (fused Q/K/V is a one-time copy)."""
 
-    def __init__(self, layer: nn.Module, heads: int, dtype: torch.dtype = torch.float32):
+    def __init__(self, layer: nn.Module, heads: int, dtype: torch.dtype = torch.float32,
+                 device: torch.device | None = None):
         attn = layer.attention.self
+        device = torch.device("cpu") if device is None else torch.device(device)
         self.heads = heads
         self.dtype = dtype  # of the matmuls; the residual stream and LayerNorms stay fp32
         self.size = attn.query.out_features // heads
         self.scale = float(getattr(attn, "scaling", self.size ** -0.5))
 
         def cast(t: torch.Tensor) -> torch.Tensor:  # int8 layers keep fp32 weights (packs are int8)
-            return t.detach().to(torch.float32 if dtype == INT8 else dtype)  # no copy when it matches
+            # no copy when dtype and device match (the CPU path reads the model's own tensors)
+            return t.detach().to(device=device, dtype=torch.float32 if dtype == INT8 else dtype)
 
         # reduced precision folds the score scale into the query projection (before rounding), so
         # the scores need no extra pass; fp32 layers keep HF's order of operations exactly
@@ -363,16 +375,16 @@ class _Layer:
         self.qkv_b = cast(torch.cat([attn.query.bias * q_scale, attn.key.bias, attn.value.bias]))
         self.o_w = cast(layer.attention.output.dense.weight)
         self.o_b = cast(layer.attention.output.dense.bias)
-        self.ln1 = layer.attention.output.LayerNorm
+        self.ln1 = on_device(layer.attention.output.LayerNorm, device)
         self.i_w = cast(layer.intermediate.dense.weight)
         self.i_b = cast(layer.intermediate.dense.bias)
         self.act = layer.intermediate.intermediate_act_fn
         self.f_w = cast(layer.output.dense.weight)
         self.f_b = cast(layer.output.dense.bias)
-        self.ln2 = layer.output.LayerNorm
+        self.ln2 = on_device(layer.output.LayerNorm, device)
         # bf16 weights are pre-packed for oneDNN once per plan, and the exact (erf) GELU is fused
         # into the FFN's first matmul (applied to the fp32 accumulator, before rounding)
-        self.packs = dtype == torch.bfloat16 and packed_linear_available()
+        self.packs = dtype == torch.bfloat16 and device.type == "cpu" and packed_linear_available()
         self.fused_gelu = self.packs and _is_exact_gelu(self.act)
         self.full = {"qkv": self.qkv_w, "o": self.o_w, "i": self.i_w, "f": self.f_w}
         self.full_bias = {"qkv": self.qkv_b, "o": self.o_b, "i": self.i_b, "f": self.f_b}
@@ -414,7 +426,7 @@ class _Layer:
                 o_w = self.o_w[:, cols]
             scale = np.repeat(head[kept], d) * g_a
             if np.any(scale != 1):
-                o_w = o_w * torch.as_tensor(scale, dtype=o_w.dtype)
+                o_w = o_w * torch.as_tensor(scale, dtype=o_w.dtype, device=o_w.device)
         neuron = row.neuron
         g_f = row.ffn
         f_b = self.f_b * g_f if g_f != 1 else self.f_b
@@ -431,7 +443,7 @@ class _Layer:
             scale = np.ones(1, np.float32) * g_f if scale_n is None else scale_n * g_f
             if np.any(scale != 1):
                 f_w = f_w * torch.as_tensor(np.broadcast_to(scale, (f_w.shape[1],)).copy(),
-                                            dtype=f_w.dtype)
+                                            dtype=f_w.dtype, device=f_w.device)
         packed = None
         if self.int8:  # (int8 packs hold the bias too: reuse the layer's own only when it is the same)
             biases = {"qkv": qkv_b, "o": o_b, "i": i_b, "f": f_b}
@@ -521,17 +533,26 @@ class FastEncoder:
     """
 
     def __init__(self, model: nn.Module, cache_bytes: int = DEFAULT_CACHE_MB << 20,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
         reason = unsupported_reason(model)
         if reason:
             raise ValueError(f"fast path unsupported: {reason}")
         self.model = model
         self.base = model.base_model
+        # on a GPU the encoder holds its own copies of the weights there; the model stays where it
+        # is (the CPU), so every other use of it is unchanged
+        self.device = torch.device(device)
         heads = int(model.config.num_attention_heads)
         layers = encoder_layers(model)
         # the [CLS]-only last layer costs a few percent: it stays fp32 whatever ``dtype`` is
-        self.layers = [_Layer(layer, heads, dtype if i < len(layers) - 1 else torch.float32)
+        self.layers = [_Layer(layer, heads, dtype if i < len(layers) - 1 else torch.float32, self.device)
                        for i, layer in enumerate(layers)]
+        self.embeddings = on_device(self.base.embeddings, self.device)
+        project = getattr(self.base, "embeddings_project", None)
+        self.project = None if project is None else on_device(project, self.device)
+        pooler = getattr(self.base, "pooler", None)
+        self.pooler = None if pooler is None else on_device(pooler, self.device)
+        self.classifier = on_device(model.classifier, self.device)
         self.cache_bytes = cache_bytes
         self._plans: OrderedDict[tuple[int, bytes], LayerPlan] = OrderedDict()  # LRU, by bytes
         self._plan_bytes = 0
@@ -544,17 +565,14 @@ class FastEncoder:
         kwargs = {"input_ids": batch.input_ids}
         if batch.token_type_ids is not None:
             kwargs["token_type_ids"] = batch.token_type_ids
-        x = self.base.embeddings(**kwargs)
-        project = getattr(self.base, "embeddings_project", None)
-        return project(x) if project is not None else x
+        x = self.embeddings(**kwargs)
+        return self.project(x) if self.project is not None else x
 
     def classify(self, cls: torch.Tensor) -> torch.Tensor:
         seq = cls[:, None, :]
-        pooler = getattr(self.base, "pooler", None)
-        classifier = self.model.classifier
-        if pooler is not None and isinstance(classifier, nn.Linear):
-            return classifier(pooler(seq))
-        return classifier(seq)
+        if self.pooler is not None and isinstance(self.classifier, nn.Linear):
+            return self.classifier(self.pooler(seq))
+        return self.classifier(seq)
 
     def plan(self, i: int, row: LayerRow) -> LayerPlan:
         key = (i, row.key())
@@ -615,6 +633,8 @@ class FastEncoder:
         with torch.inference_mode():
             for b, batch in enumerate(batches):
                 checkpoint()  # a stale dashboard evaluation stops here (caches are filled below)
+                if self.device.type != "cpu":
+                    batch = batch.to(self.device)
                 tokens = Tokens.of(batch.attention_mask.bool())
                 if entry is not None:
                     x = entry.states[b]
@@ -635,7 +655,7 @@ class FastEncoder:
                         full = self.layers[i].full_context(x, tokens)
                         new_context.append(full)
                     x = self.layers[i].forward(x, tokens, plans[i], full)
-                out.append(self.classify(x))
+                out.append(self.classify(x).cpu())  # (the CPU's own tensor: no copy)
         if use_cache:
             # the unpruned model's layer inputs are pinned: every mask starts from one of them
             base = prefix_keys([LayerRow(None, 1.0, 1.0, None)] * n_layers)

@@ -323,14 +323,15 @@ def curve(session: Session, methods: list[str], sparsities: list[float], unit: s
 
 def prune_estimate(session: Session, method_name: str, sparsity: float | None = None,
                    unit: str | None = None, scope: str | None = None, params: dict | None = None,
-                   threshold: float | None = None, keep_one_per_layer: bool = False) -> dict | None:
-    """The quick first answer of :func:`prune`: the same mask on the evaluator's fixed random
-    subset (:meth:`~analysis.evaluate.Evaluator.estimate`, paired standard errors). None when the
-    data has no more examples than that subset (the full answer is then the quick one) or when the
-    full answer for this mask is already in the store."""
-    from analysis.evaluate import ESTIMATE_SIZE
-
-    if session.evaluator.n <= ESTIMATE_SIZE:
+                   threshold: float | None = None, keep_one_per_layer: bool = False,
+                   size: int | None = None) -> dict | None:
+    """A quick answer of :func:`prune`: the same mask on a fixed random subset of ``size``
+    examples (default: the first estimate's; the anytime stages are
+    :attr:`~analysis.evaluate.Evaluator.estimate_sizes`), with paired standard errors. None when
+    the data has no more examples than that subset (the full answer is then the quick one) or
+    when the full answer for this mask is already in the store."""
+    size = session.evaluator.estimate_size if size is None else int(size)
+    if session.evaluator.n <= size:
         return None
     check_selection(sparsity, threshold)
     method = get_method(method_name)
@@ -339,7 +340,7 @@ def prune_estimate(session: Session, method_name: str, sparsity: float | None = 
                     keep_one_per_layer)
     if first_hit(session, mask_keys(session, result.unit, mask)) is not None:
         return None
-    comparison = session.evaluator.estimate(Masks.for_unit(result.unit, mask))
+    comparison = session.evaluator.estimate(Masks.for_unit(result.unit, mask), size)
     return {"method": method.name, "unit": result.unit,
             **{k: _metrics(v) for k, v in comparison.as_dict().items()},
             "sparsity": sparsity_of(mask),

@@ -84,9 +84,14 @@ def isa_cap() -> str | None:
     return None if cap in ("", "ALL", "DEFAULT") else cap
 
 
-def no_native_bf16_reason() -> str | None:
-    """Why bf16 products are not native here (None when they are): the flags are absent from
-    /proc/cpuinfo, or oneDNN is capped below them."""
+def no_native_bf16_reason(device: str = "cpu") -> str | None:
+    """Why bf16 products are not native on ``device`` (None when they are): on the CPU, the flags
+    are absent from /proc/cpuinfo or oneDNN is capped below them; on CUDA, the GPU has no bf16
+    (before Ampere)."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        return None if torch.cuda.is_bf16_supported() else "no native bf16 on this GPU (before Ampere)"
     if not set(BF16_FLAGS) & cpu_flags():
         return f"no native bf16 ({'/'.join(BF16_FLAGS)} absent from /proc/cpuinfo)"
     cap = isa_cap()
@@ -102,10 +107,19 @@ def native_bf16() -> bool:
     return no_native_bf16_reason() is None
 
 
-def masked_path(precision: str, native: bool | None = None) -> tuple[str, str]:
+def masked_path(precision: str, native: bool | None = None, device: str = "cpu") -> tuple[str, str]:
     """(path, why) that pruned masks take before calibration: ``checked-bf16`` or ``fp32``.
-    ``precision`` is a value of :func:`resolve`; ``native`` defaults to :func:`native_bf16`."""
-    native = native_bf16() if native is None else native
+    ``precision`` is a value of :func:`resolve`; ``native`` defaults to :func:`native_bf16` (of
+    ``device``: a CUDA device has its own)."""
+    on_gpu = str(device).startswith("cuda")
+    if native is None:
+        native = no_native_bf16_reason(device) is None if on_gpu else native_bf16()
+    if on_gpu:
+        if precision == "fp32":
+            return "fp32", f"fp32 requested ({ENV}=fp32 or precision='fp32'), on {device}"
+        if native:
+            return "checked-bf16", f"native bf16 on {device}"
+        return "fp32", f"{no_native_bf16_reason(device)}; exact fp32 on {device}"
     if precision == "fp32":
         return "fp32", f"fp32 requested ({ENV}=fp32 or precision='fp32')"
     if precision == "bf16":

@@ -107,6 +107,14 @@ def sidebar() -> None:
                             step=32, key="sb.limit",
                             help="fewer examples = faster; shipped precomputed results are for the whole split")
 
+    device = "cpu"
+    devices = state.available_devices()
+    if len(devices) > 1:  # a GPU is there: masked evaluation may run on it (CPU stays the reference)
+        state.bind("sb.device", initial.device, options=devices)
+        device = sb.radio("Device", devices, key="sb.device", horizontal=True,
+                          help="cuda: masked evaluation on the GPU (checked bf16, or exact fp32 with "
+                               "PRUNELENS_PRECISION=fp32); gradients and training stay on the CPU")
+
     missing = []
     if kind != "default" and not model:
         missing.append("a model folder or hub id")
@@ -116,7 +124,7 @@ def sidebar() -> None:
         sb.info(f"Give {' and '.join(missing)} to load it; still showing the previous choice.")
         _keep(initial)
         return
-    _keep(state.Choice(model, data, int(limit) or None, upload_digest))
+    _keep(state.Choice(model, data, int(limit) or None, upload_digest, device))
 
 
 def _keep(choice: state.Choice) -> None:

@@ -113,8 +113,14 @@ def _generic_headline(run: dict) -> str:
 
 
 def _snip_headline(run: dict) -> str:
-    return (f"accuracy {_acc(run.get('evaluation'))} after SN training "
+    text = (f"accuracy {_acc(run.get('evaluation'))} after SN training "
             f"(without: {_acc(run.get('evaluation_without_training'))})")
+    at_half = [r for r in run.get("pruned") or [] if r.get("unit") == "head" and r.get("sparsity") == 0.5]
+    if at_half and "control" in at_half[0]:
+        r = at_half[0]
+        text += (f"; 50% heads pruned: {_acc(r['trained'])} vs λ=0 {_acc(r['control'])}, "
+                 f"untrained {_acc(r['untrained'])}")
+    return text
 
 
 def _admm_headline(run: dict) -> str:
@@ -256,7 +262,23 @@ def snip_run(session: Session, run: dict, key: str) -> None:
     ev, ev0 = run.get("evaluation") or {}, run.get("evaluation_without_training") or {}
     table = [{"model": "without SN training (as loaded)", **_pick(ev0)},
              {"model": "after SN + identity-prior training", **_pick(ev)}]
+    control = run.get("control") or {}
+    if control.get("evaluation"):
+        table.append({"model": "λ = 0 control (same steps and SN, no identity prior)",
+                      **_pick(control["evaluation"])})
     st.dataframe(pd.DataFrame(table), hide_index=True)
+    pruned = run.get("pruned") or []
+    if pruned:  # the paper's claim: SN + identity prior make the trained model prune better
+        st.markdown("**Pruned by its own function norms** (lowest first, global): accuracy of each "
+                    "model at the same sparsity, on the same sentences")
+        names = [n for n in ("trained", "untrained", "control") if n in pruned[0]]
+        label = {"trained": "SN + identity prior", "untrained": "untrained (as loaded)",
+                 "control": "λ = 0 control"}
+        st.dataframe(pd.DataFrame([{"unit": r["unit"], "sparsity": f"{r['sparsity']:.0%}",
+                                    **{label[n]: round(r[n]["accuracy"], 4) for n in names}}
+                                   for r in pruned]), hide_index=True)
+        st.caption("One seed: differences of a point or two are within noise "
+                   "(docs/FIDELITY.md gives the multi-seed comparison where it has one).")
     controls.show_figure(figures.evaluation_bars(table, ("accuracy", "loss", "margin"), "model",
                                                  "Evaluation without vs with SN training"),
                          "snip_eval", f"{key}.snip.eval")
@@ -288,8 +310,9 @@ def snip_run(session: Session, run: dict, key: str) -> None:
 
 
 def _snip_workload(params: dict, n_eval: int) -> tuple[int, int]:
-    # function norms before and after, and one evaluation
-    return int(params["steps"]) * int(params["batch_size"]), 3 * n_eval
+    # function norms before and after, one evaluation, the pruned grid; twice with the control
+    runs = 2 if params.get("control") else 1
+    return runs * int(params["steps"]) * int(params["batch_size"]), (3 * runs + 4 * (runs + 1)) * n_eval
 
 
 def _pick(d: dict, keys=("accuracy", "accuracy_se", "loss", "loss_se", "margin", "margin_se", "n")) -> dict:

@@ -44,10 +44,12 @@ class Choice:
     data: str = "default"
     limit: int | None = None
     upload_digest: str | None = None
+    device: str = "cpu"  # "cuda" only where this server's torch sees a GPU
 
     def query(self) -> dict[str, str | None]:
         """URL parameters that restore this choice (an upload cannot be restored from a URL)."""
-        return {"model": self.model, "data": self.data, "limit": str(self.limit) if self.limit else None}
+        return {"model": self.model, "data": self.data, "limit": str(self.limit) if self.limit else None,
+                "device": None if self.device == "cpu" else self.device}
 
 
 def choice_from_query() -> Choice:
@@ -57,8 +59,10 @@ def choice_from_query() -> Choice:
         limit_value = int(limit) if limit else None
     except ValueError:
         limit_value = None
+    device = q.get("device") or "cpu"
     return Choice(model=q.get("model") or "default", data=q.get("data") or "default",
-                  limit=limit_value if limit_value and limit_value > 0 else None)
+                  limit=limit_value if limit_value and limit_value > 0 else None,
+                  device=device if device in available_devices() else "cpu")
 
 
 def current_choice() -> Choice:
@@ -95,10 +99,17 @@ def cached_data(spec: str, limit: int | None, upload_digest: str | None, _upload
 
 @st.cache_resource(show_spinner=False, max_entries=4)  # the sidebar shows "Loading…"
 def cached_session(model: str, data: str, limit: int | None, upload_digest: str | None,
-                   store_dir: str, _upload: bytes | None) -> Session:
+                   store_dir: str, _upload: bytes | None, device: str = "cpu") -> Session:
     loaded = cached_model(model)
     text_data = loaded.fit_data(cached_data(data, limit, upload_digest, _upload))
-    return Session(loaded, text_data, ResultStore(store_dir))
+    return Session(loaded, text_data, ResultStore(store_dir), device)
+
+
+def available_devices() -> list[str]:
+    """Where masked evaluation can run: the CPU, and CUDA where this server's torch sees a GPU."""
+    from analysis.evaluate import available_devices as devices
+
+    return devices()
 
 
 def store_dir() -> str:
@@ -130,7 +141,7 @@ def open_session(choice: Choice) -> Session:
         raise failed[2]
     try:
         return cached_session(choice.model, choice.data, choice.limit, choice.upload_digest,
-                              store_dir(), upload_bytes(choice))
+                              store_dir(), upload_bytes(choice), choice.device)
     except PrunelensError as exc:
         st.session_state[FAILED_LOAD] = (choice, store_dir(), exc, time.monotonic())
         raise

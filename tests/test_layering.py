@@ -15,7 +15,7 @@ LAYERS = [
               "gates", "patterns", "precision"}),
     ("engine", {"fastpath", "evaluate", "pruning", "spectral", "attention", "finetune"}),
     ("methods", {"methods", "training"}),
-    ("operations", {"operations", "compare", "flips", "precompute", "export", "bench", "sweep"}),
+    ("operations", {"operations", "compare", "flips", "precompute", "analyze", "export", "bench", "sweep"}),
     ("interfaces", {"cli", "__main__"}),
 ]
 RANK = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}

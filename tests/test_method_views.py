@@ -101,8 +101,15 @@ def test_snip_about_abs_vs_rel_threshold_and_training_comparison(tiny_bert_dir, 
     assert "Head function norms" in [c["layout"]["title"]["text"] for c in _charts(at)]
     evaluation = at.dataframe[0].value
     assert list(evaluation["model"]) == ["without SN training (as loaded)",
-                                         "after SN + identity-prior training"]
+                                         "after SN + identity-prior training",
+                                         "λ = 0 control (same steps and SN, no identity prior)"]
     assert evaluation["accuracy"][1] == pytest.approx(runs["snip"]["evaluation"]["accuracy"])
+    assert evaluation["accuracy"][2] == pytest.approx(runs["snip"]["control"]["evaluation"]["accuracy"])
+    pruned = at.dataframe[1].value  # each model pruned by its own norms, same sparsities
+    assert list(pruned.columns) == ["unit", "sparsity", "SN + identity prior", "untrained (as loaded)",
+                                    "λ = 0 control"]
+    assert list(pruned["sparsity"]) == ["30%", "50%", "50%", "50%"]
+    assert pruned["λ = 0 control"][1] == pytest.approx(round(runs["snip"]["pruned"][1]["control"]["accuracy"], 4))
 
 
 def test_admm_about_pattern_shares_and_pattern_accuracy_button(tiny_bert_dir, tiny_csv, run_store):
@@ -361,8 +368,11 @@ def test_run_headlines_name_the_comparison(run_store):
         f"{admm['evaluation']['oneshot']['accuracy']:.3f}, dense {admm['evaluation']['dense']['accuracy']:.3f}")
     assert method_views.headline(runs["pins"]).startswith("PINS+SR ")
     assert ", magnitude " in method_views.headline(runs["pins"])
+    half = runs["snip"]["pruned"][1]
     assert method_views.headline(runs["snip"]).endswith(
-        f"(without: {runs['snip']['evaluation_without_training']['accuracy']:.3f})")
+        f"(without: {runs['snip']['evaluation_without_training']['accuracy']:.3f}); 50% heads pruned: "
+        f"{half['trained']['accuracy']:.3f} vs λ=0 {half['control']['accuracy']:.3f}, "
+        f"untrained {half['untrained']['accuracy']:.3f}")
     assert method_views.headline({"method": "new", "evaluation": {"accuracy": 0.5}}) == "accuracy 0.500"
 
 

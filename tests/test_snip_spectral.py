@@ -238,7 +238,7 @@ def test_bad_params_raise(tiny_session):
         SNIP.validate({"relative": "maybe"})
     with pytest.raises(ParamError, match="has no parameter 'c'"):
         SNIP.validate({"c": 1})
-    with pytest.raises(ParamError, match="parameter 'sn' must be one of initial, cap, exact, off"):
+    with pytest.raises(ParamError, match="parameter 'sn' must be one of cap, exact, initial, off"):
         TRAINER.validate({"sn": "sometimes"})
     with pytest.raises(ParamError, match="parameter 'steps' must be in"):
         TRAINER.validate({"steps": 0})
@@ -287,6 +287,70 @@ def test_training_mode(tiny_loaded, tiny_session):
     again = train_command(tiny_session, "snip", {"steps": 3, "batch_size": 8, "sn": "exact",
                                                   "lr": 1e-4})
     assert again["cached"] is True and again["history"] == out["history"]
+    # the λ = 0 control: same steps, no identity prior in its loss
+    control = out["control"]
+    assert [h["step"] for h in control["history"]] == [1, 2, 3]
+    assert all(h["loss"] == pytest.approx(h["task_loss"], rel=1e-6) for h in control["history"])
+    assert control["history"][0]["task_loss"] == pytest.approx(out["history"][0]["task_loss"], rel=1e-5)
+    # every model pruned by its own norms on the same grid
+    from analysis.methods.snip import PRUNE_GRID
+
+    assert [(r["unit"], r["sparsity"]) for r in out["pruned"]] == list(PRUNE_GRID)
+    for row in out["pruned"]:
+        assert set(row) == {"unit", "sparsity", "trained", "untrained", "control"}
+        assert all(0.0 <= row[m]["accuracy"] <= 1.0 for m in ("trained", "untrained", "control"))
+    # the untrained row is the score-only scores' own pruning, evaluated as the Prune page does
+    from analysis.operations import evaluate_mask
+    from analysis.pruning import select
+
+    half = [r for r in out["pruned"] if r["unit"] == "head" and r["sparsity"] == 0.5][0]
+    mask = select(np.asarray(out["scores_without_training"]["head"]), 0.5)
+    result, _ = evaluate_mask(tiny_session, "head", mask)
+    assert half["untrained"]["accuracy"] == pytest.approx(result["pruned"]["accuracy"], abs=1e-9)
+
+
+def test_identity_prior_by_hand():
+    """Σ_l [Σ_h mean ||c_h W_hᵀ|| + mean ||A(x)|| + mean ||FFN(x)||] over non-padding tokens."""
+    from analysis.methods.snip import identity_prior
+    from analysis.spectral import LayerCapture
+
+    g = torch.Generator().manual_seed(0)
+    b, t, hidden, heads = 2, 3, 4, 2
+    keep = torch.tensor([[True, True, False], [True, False, False]])
+    caps, weights, want = [], [], 0.0
+    for _ in range(2):
+        cap = LayerCapture(layer_input=torch.randn(b, t, hidden, generator=g),
+                           context=torch.randn(b, t, hidden, generator=g),
+                           attention_out=torch.randn(b, t, hidden, generator=g),
+                           ffn_input=torch.randn(b, t, hidden, generator=g),
+                           ffn_out=torch.randn(b, t, hidden, generator=g))
+        w = torch.randn(hidden, hidden, generator=g)
+        caps.append(cap)
+        weights.append(w)
+        tokens = [(i, j) for i in range(b) for j in range(t) if keep[i, j]]
+        for h in range(heads):
+            cols = slice(2 * h, 2 * h + 2)
+            want += sum(float(torch.linalg.norm(cap.context[i, j, cols] @ w[:, cols].T))
+                        for i, j in tokens) / len(tokens)
+        want += sum(float(torch.linalg.norm(cap.attention_out[i, j])) for i, j in tokens) / len(tokens)
+        want += sum(float(torch.linalg.norm(cap.ffn_out[i, j])) for i, j in tokens) / len(tokens)
+    got = identity_prior(caps, weights, heads, keep, relative=False)
+    assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+def test_cap_mode_pulls_every_top_singular_value_down(tiny_loaded):
+    import copy
+
+    from analysis.methods.snip import _register_sn
+
+    model = copy.deepcopy(tiny_loaded.model)
+    before = {f"{i}.{n}": float(torch.linalg.matrix_norm(m.weight.double(), ord=2))
+              for i, layer in enumerate(model.bert.encoder.layer) for n, m in layer_matrices(layer).items()}
+    _register_sn(model, "cap", 0.8, seed=0)
+    for i, layer in enumerate(model.bert.encoder.layer):
+        for n, m in layer_matrices(layer).items():
+            sigma = float(torch.linalg.matrix_norm(m.weight.double(), ord=2))
+            assert sigma == pytest.approx(0.8 * before[f"{i}.{n}"], rel=1e-3)
 
 
 def test_training_initial_cap_starts_from_the_model(tiny_loaded, tiny_session):
@@ -294,8 +358,8 @@ def test_training_initial_cap_starts_from_the_model(tiny_loaded, tiny_session):
     from analysis.methods.snip import _train_batches
     from analysis.training import training_data
 
-    out = train_command(tiny_session, "snip", {"steps": 1, "batch_size": 8, "lr": 1e-8,
-                                                "penalty": 0.0}, use_store=False)
+    out = train_command(tiny_session, "snip", {"steps": 1, "batch_size": 8, "lr": 1e-8, "sn": "initial",
+                                                "penalty": 0.0, "control": False}, use_store=False)
     data, _ = training_data(tiny_session)
     (batch,) = _train_batches(tiny_loaded.tokenizer, data, 1, 8, 0)
     with torch.no_grad():

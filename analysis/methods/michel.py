@@ -41,8 +41,9 @@ def gate_gradients(ctx: Context, unit: str, batches=None, per: str = "batch") ->
     total = torch.zeros(shape, dtype=torch.float64)
     count = 0
     batches = batches if batches is not None else ctx.get_evaluator().batches
+    device = next(model.parameters()).device  # gradients run where the model is
     for i, batch in enumerate(batches):
-        inputs = batch.to(ctx.device).model_inputs()
+        inputs = batch.to(device).model_inputs()
         rows, tokens = inputs["input_ids"].shape
         extra = {"batch": (), "example": (rows,), "token": (rows, tokens)}[per]
         gate = torch.ones((shape[0], *extra, *shape[1:]), requires_grad=True)

@@ -14,9 +14,19 @@ importance of a module is its *function norm* on data: the mean over non-padding
 for heads and attention, the attention sub-layer output for the FFN) before averaging.
 ``spectral_cap`` measures on a spectrally normalized copy (:mod:`analysis.spectral`).
 
-The training mode (``prunelens train --method snip``) fine-tunes a copy with spectral-norm
-reparametrization and the identity-prior penalty λ·Σ(module function norms) for a fixed number of
-steps, then reports the function norms after training next to those without it.
+The training mode (``prunelens train --method snip``) is the paper's recipe in miniature:
+fine-tune a copy with *active* spectral normalization (default: every matrix capped at 0.8 x its
+starting σ_max, ``sn=cap``; ``sn=exact`` is W/σ) and the identity prior λ·Σ(function norms of every
+head, attention block and FFN block); then prune the trained model by its own function norms
+(:data:`PRUNE_GRID`) and evaluate it against the untrained model pruned by its norms and against a
+λ = 0 control trained with the same steps, batches and normalization (``control``).
+
+Deviations (also in docs/FIDELITY.md): the paper fine-tunes for epochs on each GLUE task and prunes
+with a threshold tuned per task; here a fixed budget of steps on the default's training split and
+fixed sparsities; the spectral normalization is a cap relative to each matrix's own σ_max rather
+than the paper's normalization to σ = 1 (which from a fine-tuned model starts near chance and
+does not recover in a CPU-sized budget); σ is tracked by one power-iteration step per training
+forward, as ``torch.nn.utils.spectral_norm``.
 """
 
 from __future__ import annotations
@@ -77,16 +87,17 @@ def head_contributions(context: torch.Tensor, weight: torch.Tensor, heads: int) 
                         weight.reshape(weight.shape[0], heads, size))
 
 
-def head_norms(context: torch.Tensor, weight: torch.Tensor, heads: int) -> torch.Tensor:
+def head_norms(context: torch.Tensor, weight: torch.Tensor, heads: int, eps: float = 0.0) -> torch.Tensor:
     """(tokens, heads) norms ||context_h @ W[:, h-slice]ᵀ||₂, through each head's Gram matrix
     G_h = W_hᵀW_h (d × d): ||c W_hᵀ||² = c G_h cᵀ, a twelfth of the work of forming the
-    contributions for MiniLM. Use float64 inputs."""
+    contributions for MiniLM. Use float64 inputs to measure; ``eps`` > 0 keeps the square root's
+    gradient finite (the training penalty)."""
     n, width = context.shape
     size = width // heads
     w3 = weight.reshape(weight.shape[0], heads, size)
     gram = torch.einsum("ohd,ohe->hde", w3, w3)
     c3 = context.reshape(n, heads, size)
-    return torch.einsum("nhd,hde,nhe->nh", c3, gram, c3).clamp_min(0.0).sqrt()
+    return torch.einsum("nhd,hde,nhe->nh", c3, gram, c3).clamp_min(eps).sqrt()
 
 
 def _layer_norms(cap: LayerCapture, out_weight: torch.Tensor, heads: int, keep: torch.Tensor,
@@ -204,20 +215,21 @@ class CappedSpectralNorm(nn.Module):
         return weight / torch.clamp(sigma / self.c, min=1.0)
 
 
-SN_MODES = ("initial", "cap", "exact", "off")
+SN_MODES = ("cap", "exact", "initial", "off")
+# what the training run prunes, the trained model against the untrained one and the λ = 0 control
+PRUNE_GRID = (("head", 0.3), ("head", 0.5), ("attention", 0.5), ("ffn", 0.5))
 
 
-def _register_sn(model: nn.Module, mode: str, cap: float, seed: int) -> None:
+def _register_sn(model: nn.Module, mode: str, cap_ratio: float, seed: int) -> None:
     if mode == "off":
         return
     for layer in encoder_layers(model):
         for linear in layer_matrices(layer).values():
             if mode == "exact":
                 c = None
-            elif mode == "cap":
-                c = cap
-            else:  # each matrix capped at its own starting σ_max: the model starts unchanged
-                c = top_singular(linear.weight, seed=seed)[0]
+            else:  # cap: c = cap_ratio x the starting σ_max (initial: 1 x, the model starts unchanged)
+                ratio = cap_ratio if mode == "cap" else 1.0
+                c = ratio * top_singular(linear.weight, seed=seed)[0]
             parametrize.register_parametrization(
                 linear, "weight", CappedSpectralNorm(linear.weight, c, seed))
 
@@ -229,18 +241,25 @@ def _remove_sn(model: nn.Module) -> None:
                 parametrize.remove_parametrizations(linear, "weight", leave_parametrized=True)
 
 
-def _penalty(captures: list[LayerCapture], keep: torch.Tensor, relative: bool) -> torch.Tensor:
-    """Σ over layers of the attention and FFN function norms (mean over non-padding tokens)."""
+def identity_prior(captures: list[LayerCapture], out_weights: list[torch.Tensor], heads: int,
+                   keep: torch.Tensor, relative: bool) -> torch.Tensor:
+    """The identity prior: Σ over layers of the mean (over non-padding tokens) function norm of
+    every head, the attention block and the FFN block: Σ_l [Σ_h ||F_lh(x)|| + ||A_l(x)|| +
+    ||FFN_l(x)||] (``relative``: each divided by ||x|| of its residual input). A head's F is its
+    contribution to the attention-output projection (:func:`head_contributions`)."""
     mask = keep.to(captures[0].attention_out.dtype)
     count = mask.sum().clamp_min(1.0)
     total = torch.zeros((), dtype=mask.dtype, device=mask.device)
-    for cap in captures:
+    for cap, weight in zip(captures, out_weights):
+        head = head_norms(cap.context[keep], weight, heads, eps=1e-12)  # (tokens, heads)
         attn = cap.attention_out.norm(dim=-1)
         ffn = cap.ffn_out.norm(dim=-1)
         if relative:
-            attn = attn / cap.layer_input.norm(dim=-1).clamp_min(1e-12)
+            x_attn = cap.layer_input.norm(dim=-1).clamp_min(1e-12)
+            head = head / x_attn[keep][:, None]
+            attn = attn / x_attn
             ffn = ffn / cap.ffn_input.norm(dim=-1).clamp_min(1e-12)
-        total = total + ((attn + ffn) * mask).sum() / count
+        total = total + head.sum() / count + ((attn + ffn) * mask).sum() / count
     return total
 
 
@@ -260,44 +279,43 @@ def score_cost(params: dict, inventory, unit) -> Work:
 
 
 def train_cost(params: dict) -> Work:
-    return training_work(params["steps"], params["batch_size"], MAX_LENGTH)
+    work = training_work(params["steps"], params["batch_size"], MAX_LENGTH)
+    runs = 2 if params["control"] else 1  # the λ = 0 control trains as long again
+    return Work(work.fixed * runs, work.passes * runs + len(PRUNE_GRID) * (runs + 1),
+                work.batch_tokens, f"{runs} x ({work.what})")
 
 
 def _sigma_rows(model: nn.Module) -> list[dict]:
     return spectral_norms(model).to_dict(orient="records")
 
 
-def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
-    """Fine-tune a copy with spectral-norm reparametrization and the identity-prior penalty."""
-    loaded = session.loaded
-    from analysis.training import training_data
-
-    data, note = training_data(session)
-    steps, lam, relative = params["steps"], params["penalty"], params["relative"]
+def _train(loaded, data: TextData, params: dict, lam: float, progress, span: tuple[float, float]):
+    """A copy of the model trained ``steps`` steps with SN and λ·(identity prior); its history."""
+    steps, relative = params["steps"], params["relative"]
     batches = _train_batches(loaded.tokenizer, data, steps, params["batch_size"], params["seed"])
-    eval_batches = session.evaluator.batches
-    progress(0.0, "function norms before training")
-    before = function_norms(loaded.model, eval_batches, relative)
     model = copy.deepcopy(loaded.model)
     device = next(model.parameters()).device
+    heads = int(model.config.num_attention_heads)
     history = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(params["seed"])
         for p in model.parameters():
             p.requires_grad_(True)
-        _register_sn(model, params["sn"], params["cap"], params["seed"])
+        _register_sn(model, params["sn"], params["cap_ratio"], params["seed"])
         model.train()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                       lr=params["lr"], weight_decay=0.0)
         captures: list[LayerCapture] = []
+        layers = encoder_layers(model)
         with hooks_removed([]) as handles, torch.enable_grad():
             attach_capture(model, captures, handles, detach=False)
             for step, batch in enumerate(batches):
                 inputs = {k: v.to(device) for k, v in batch.model_inputs().items()}
                 logits = model(**inputs).logits
                 task = F.cross_entropy(logits, batch.labels.to(device))
-                penalty = _penalty(captures, inputs["attention_mask"].bool(), relative)
-                loss = task + lam * penalty
+                out_weights = [layer_matrices(layer)["attention_output"].weight for layer in layers]
+                prior = identity_prior(captures, out_weights, heads, inputs["attention_mask"].bool(), relative)
+                loss = task + lam * prior
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -305,17 +323,65 @@ def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
                 for cap in captures:
                     cap.clear()
                 history.append({"step": step + 1, "loss": float(loss.detach()),
-                                "task_loss": float(task.detach()),
-                                "penalty": float(penalty.detach())})
-                progress(0.05 + 0.85 * (step + 1) / len(batches),
-                         f"step {step + 1}/{len(batches)}: loss {history[-1]['loss']:.4f}")
+                                "task_loss": float(task.detach()), "penalty": float(prior.detach())})
+                progress(span[0] + (span[1] - span[0]) * (step + 1) / len(batches),
+                         f"{'λ = 0 control, ' if lam == 0 else ''}step {step + 1}/{len(batches)}: "
+                         f"loss {history[-1]['loss']:.4f}")
         _remove_sn(model)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    progress(0.92, "function norms and evaluation after training")
+    return model, history
+
+
+def pruned_comparison(evaluator, models: dict[str, tuple[nn.Module, FunctionNorms]]) -> list[dict]:
+    """Each model pruned by its own function norms (lowest first, global) at :data:`PRUNE_GRID`,
+    evaluated on the same examples: accuracy and loss per model."""
+    from analysis.evaluate import EvalResult
+    from analysis.gates import Masks
+    from analysis.pruning import select
+
+    rows = []
+    for unit, sparsity in PRUNE_GRID:
+        row = {"unit": unit, "sparsity": sparsity}
+        for name, (model, norms) in models.items():
+            mask = select(norms.unit(unit), sparsity).astype(np.float32)
+            out = evaluator.outputs(Masks.for_unit(unit, mask), model=model)
+            result = EvalResult.from_outputs(out, evaluator.data.metric)
+            # per-example correctness ("0"/"1" in data order): paired comparisons across models
+            row[name] = {"accuracy": result.accuracy, "loss": result.loss, "metric": result.metric,
+                         "correct": "".join("1" if c else "0" for c in out.correct)}
+        rows.append(row)
+    return rows
+
+
+def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
+    """Fine-tune a copy with spectral normalization and the identity prior; then prune the trained
+    model by its function norms and evaluate it against the untrained model pruned by its own and
+    against the λ = 0 control (same steps, same batches, same SN) pruned by its own."""
+    loaded = session.loaded
+    from analysis.training import training_data
+
+    data, note = training_data(session)
+    relative, control = params["relative"], params["control"]
+    eval_batches = session.evaluator.batches
+    progress(0.0, "function norms before training")
+    before = function_norms(loaded.model, eval_batches, relative)
+    end = 0.45 if control else 0.85
+    model, history = _train(loaded, data, params, params["penalty"], progress, (0.05, end))
+    progress(end, "function norms and evaluation after training")
     after = function_norms(model, eval_batches, relative)
     evaluation = session.evaluator.evaluate(model=model).as_dict()
+    models = {"trained": (model, after), "untrained": (loaded.model, before)}
+    out_control = None
+    if control:
+        baseline, control_history = _train(loaded, data, params, 0.0, progress, (0.45, 0.85))
+        control_norms = function_norms(baseline, eval_batches, relative)
+        models["control"] = (baseline, control_norms)
+        out_control = {"scores": control_norms.as_dict(), "history": control_history,
+                       "evaluation": session.evaluator.evaluate(model=baseline).as_dict()}
+    progress(0.9, "pruning the trained, untrained and control models")
+    pruned = pruned_comparison(session.evaluator, models)
     progress(1.0, "done")
     return {
         "scores": after.as_dict(),
@@ -323,6 +389,8 @@ def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
         "history": history,
         "evaluation": evaluation,
         "evaluation_without_training": session.evaluator.base.as_dict(),
+        "pruned": pruned,
+        "control": out_control,
         "sigma": {"before": _sigma_rows(loaded.model), "after": _sigma_rows(model)},
         "train_data": {"name": data.name, "split": data.split, "n": len(data), "note": note},
     }
@@ -333,20 +401,26 @@ TRAINER = Trainer(
         Param("steps", "int", 80, "optimizer steps (fixed budget)", 1, 10_000),
         Param("batch_size", "int", 16, "training examples per step", 1, 64),
         Param("lr", "float", 3e-5, "AdamW learning rate", 1e-8, 1.0, log=True),
-        Param("penalty", "float", 0.01, "λ of the identity prior λ·Σ(module function norms)",
-              0.0, 1000.0, log=True),
-        Param("sn", "choice", "initial",
-              "spectral normalization: initial = cap each matrix at its starting σ_max, "
-              "cap = W/max(1, σ/c), exact = W/σ (the paper), off = none",
+        Param("penalty", "float", 0.01, "λ of the identity prior λ·Σ(head, attention and FFN "
+              "function norms)", 0.0, 1000.0, log=True),
+        Param("sn", "choice", "cap",
+              "spectral normalization during training: cap = W/max(1, σ/c) with c = cap_ratio x "
+              "the matrix's starting σ_max (active: every top singular value is pulled down); "
+              "exact = W/σ (the paper's strict form; from a fine-tuned model it starts near "
+              "chance); initial = capped at the starting σ_max (inactive); off = none",
               choices=SN_MODES),
-        Param("cap", "float", 5.0, "c for sn=cap", 1e-6, 1e6, log=True),
+        Param("cap_ratio", "float", 0.8, "c as a fraction of each matrix's starting σ_max (sn=cap)",
+              0.01, 1.0, step=0.05),
         Param("relative", "bool", False, "penalize and score ||F(x)||/||x|| instead of ||F(x)||"),
+        Param("control", "bool", True, "also train a λ = 0 control (same steps, batches and SN) "
+              "and prune it the same way (twice the time)"),
         SEED,
     ),
     run=train_run,
     cost=train_cost,
-    summary="fine-tune a copy with spectral-norm reparametrization and the identity-prior "
-            "penalty for a fixed number of steps; function norms after vs without training",
+    summary="fine-tune a copy with active spectral normalization and the identity prior on heads, "
+            "attention and FFN blocks; prune the trained model by its function norms against the "
+            "untrained model and a λ = 0 control",
 )
 
 

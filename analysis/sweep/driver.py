@@ -18,12 +18,14 @@ import re
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from analysis.cache import ResultStore
+from analysis.checkpoints import Cancelled
 from analysis.errors import ParamError, PrunelensError
 from analysis.operations import Session, open_session, stored_scores
 from analysis.sweep.spec import SweepSpec, Target
@@ -135,11 +137,15 @@ def check_executor_options(executor: str, workers: int | None, threads: int | No
         raise ParamError("the ray executor needs Ray (pip install -e '.[ray]')")
 
 
-def plan_sweep(spec: SweepSpec, store: ResultStore, device: str = "cpu", say=None) -> Plan:
-    """Open every target, expand the spec into tasks and mark those already in ``store``."""
+def plan_sweep(spec: SweepSpec, store: ResultStore, device: str = "cpu", say=None,
+               opened: dict[Target, Session] | None = None) -> Plan:
+    """Open every target, expand the spec into tasks and mark those already in ``store``.
+    ``opened``: sessions already open for some targets (the dashboard's), used as they are."""
     say = say or (lambda message: None)
-    sessions: dict[Target, Session] = {}
+    sessions: dict[Target, Session] = dict(opened or {})
     for i, target in enumerate(spec.targets, 1):
+        if target in sessions:
+            continue
         say(f"planning: opening model '{target.model}' on data '{target.data}' ({i}/{len(spec.targets)})")
         sessions[target] = open_session(target.model, target.data, target.limit, store=store,
                                         device=device)
@@ -173,12 +179,32 @@ def _add_masks(plan: Plan, session: Session, source: Task, scores: np.ndarray,
     return new
 
 
+@dataclass
+class Schedule:
+    """How a run orders and counts its tasks (the sweep's own defaults; ``analyze`` sets all three).
+
+    ``order``: the sort key of ready tasks (default: training runs, then scores, then mask
+    evaluations); ``weight``: a task's share of the progress bar (default 1: tasks are counted;
+    ``analyze`` gives each its estimated seconds, so the bar's ETA is in time); ``report``: called
+    after every finished task with (finished weight, total weight, the task) (``analyze`` keeps its
+    cross-session status file with it). A :class:`~analysis.checkpoints.Cancelled` raised by it
+    stops the run: what finished is stored, nothing half-written."""
+
+    order: Callable[[Task], tuple] | None = None
+    weight: Callable[[Task], float] = lambda task: 1.0
+    report: Callable[[float, float, Task | None], None] | None = None
+    waiting_weight: float = 1.0  # the weight of one mask evaluation not expanded yet
+    unit: str = "task"
+
+
 def run_sweep(spec: SweepSpec, store: ResultStore | None = None, executor: str = "local",
               workers: int | None = None, threads: int | None = None, address: str | None = None,
               device: str = "cpu", gpus_per_task: float = 1.0, progress: bool = True,
-              dry_run: bool = False, out=None) -> SweepReport:
+              dry_run: bool = False, out=None, plan: Plan | None = None,
+              schedule: Schedule | None = None) -> SweepReport:
     """Plan ``spec`` and compute every entry that is not stored yet (see the module docstring).
-    Progress and notes go to ``out`` (default: stderr)."""
+    Progress and notes go to ``out`` (default: stderr). ``plan``: one made already by
+    :func:`plan_sweep` for ``spec`` and ``store``; ``schedule``: see :class:`Schedule`."""
     from analysis.sweep import executors
 
     out = out or sys.stderr
@@ -188,7 +214,7 @@ def run_sweep(spec: SweepSpec, store: ResultStore | None = None, executor: str =
     start = time.perf_counter()
     threads = threads or 1  # the same bits under every executor (see docs/SCALING.md)
     local_device = executors.local_device(device) if executor == "local" else "cpu"
-    plan = plan_sweep(spec, store, local_device, say)
+    plan = plan or plan_sweep(spec, store, local_device, say)
     todo = plan.todo
     report = SweepReport(spec.path, executor, list(plan.records.values()), workers=workers or 1,
                          dry_run=dry_run)
@@ -213,7 +239,7 @@ def run_sweep(spec: SweepSpec, store: ResultStore | None = None, executor: str =
             executors.worker.adopt(target, local_device, session)
     report.workers = pool.workers
     try:
-        _run(plan, pool, report, progress, out)
+        _run(plan, pool, report, progress, out, schedule or Schedule())
     finally:
         pool.close()
         report.records = list(plan.records.values())
@@ -221,20 +247,29 @@ def run_sweep(spec: SweepSpec, store: ResultStore | None = None, executor: str =
     return report
 
 
-def _run(plan: Plan, pool, report: SweepReport, progress: bool, out) -> None:
+def _run(plan: Plan, pool, report: SweepReport, progress: bool, out, schedule: Schedule) -> None:
     from tqdm import tqdm
 
-    order = {kind: i for i, kind in enumerate(KINDS)}
-    ready = deque(sorted(plan.todo, key=lambda t: order[t.kind]))
+    kinds = {kind: i for i, kind in enumerate(KINDS)}
+    order = schedule.order or (lambda t: (kinds[t.kind],))
+    weight = schedule.weight
+    ready = deque(sorted(plan.todo, key=order))
     in_flight: dict = {}
-    bar = tqdm(total=len(ready) + plan.waiting, file=out, disable=not progress, unit="task",
-               desc="sweep", dynamic_ncols=True)
+    total = sum(weight(t) for t in ready) + plan.waiting * schedule.waiting_weight
+    bar = tqdm(total=total, file=out, disable=not progress, unit=schedule.unit,
+               desc="sweep" if schedule.order is None else "analyze", dynamic_ncols=True)
 
-    failed = 0
+    failed = completed = 0
 
     def show() -> None:
-        bar.set_postfix_str(f"done {bar.n - failed} · running {len(in_flight)} · failed {failed}",
+        bar.set_postfix_str(f"done {completed} · running {len(in_flight)} · failed {failed}",
                             refresh=True)
+
+    def advance(task: Task) -> None:
+        bar.update(weight(task))
+        bar.total = max(bar.total, bar.n)  # (float sums of estimated seconds)
+        if schedule.report is not None:
+            schedule.report(bar.n, bar.total, task)
 
     try:
         while ready or in_flight:
@@ -251,6 +286,8 @@ def _run(plan: Plan, pool, report: SweepReport, progress: bool, out) -> None:
                 record = plan.records[task.digest]
                 try:
                     outcome = future.result()
+                except Cancelled:
+                    raise
                 except Exception as exc:  # noqa: BLE001 (a worker's failure, reported below)
                     message = _message(exc)
                     if record.attempts < ATTEMPTS:
@@ -264,8 +301,8 @@ def _run(plan: Plan, pool, report: SweepReport, progress: bool, out) -> None:
                         after = plan.followers.pop(task.digest, None)
                         if after is not None:
                             report.blocked += after.count
-                            bar.total -= after.count
-                        bar.update(1)
+                            bar.total -= after.count * schedule.waiting_weight
+                        advance(task)
                     show()
                     continue
                 for key, result in outcome.writes:
@@ -278,8 +315,10 @@ def _run(plan: Plan, pool, report: SweepReport, progress: bool, out) -> None:
                     new = _add_masks(plan, session, task, _stored_or_returned(session, task, outcome),
                                      after)
                     ready.extend(new)
-                    bar.total += len(new) - after.count
-                bar.update(1)
+                    ready = deque(sorted(ready, key=order))
+                    bar.total += sum(weight(t) for t in new) - after.count * schedule.waiting_weight
+                completed += 1
+                advance(task)
                 show()
     except KeyboardInterrupt:
         pool.cancel()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import controls, escape, state
+from dashboard import analysis_view, controls, escape, state
 
 st.title("Model & data")
 controls.explain(
@@ -50,6 +50,8 @@ if data.metric == "accuracy":
 else:  # the task's own metric (MCC for CoLA, F1 for MRPC/QQP)
     m4.metric(data.metric, f"{base['metric']:.3f}", help=f"± {base['metric_se']:.3f} (bootstrap)")
 controls.download_json({"base": base, **session.describe()}, "base_evaluation", "md.base")
+
+analysis_view.panel(session)
 
 st.subheader("Prunable units")
 rows = []

@@ -132,20 +132,24 @@ def live() -> None:
                 with slot.container(key=STALE):  # greyed until the new numbers come
                     _numbers(previous[1], "previous", "Previous setting, shown until this one's "
                              "numbers arrive…")
-            with state.guard():
-                first = prune_estimate(session, method.name, sparsity, unit, scope, params, threshold,
-                                       keep_one)
-            if first is not None:
+            # anytime: the first estimate, then larger subsets (on a large model), then the full data
+            for stage, size in enumerate(session.evaluator.estimate_sizes):
+                with state.guard():
+                    first = prune_estimate(session, method.name, sparsity, unit, scope, params, threshold,
+                                           keep_one, size=size)
+                if first is None:
+                    break
                 d, n = first["delta"], first["estimate"]["n"]
                 with slot.container():
-                    st.markdown(f":material/hourglass_top: **Estimate on {n} sentences** — the full "
-                                "data is being evaluated…")
+                    st.markdown(f":material/hourglass_top: **Estimate on {n} sentences** — "
+                                + ("the full data is being evaluated…" if stage == len(session.evaluator.estimate_sizes) - 1
+                                   else "a larger sample is being evaluated…"))
                     _numbers(first, "estimate",
-                             f"First estimate on {n} sentences (a fixed random subset of "
-                             f"{first['estimate']['of']}): Δ accuracy {d['accuracy']:+.3f} ± "
-                             f"{d['accuracy_se']:.3f}, Δ loss {d['loss']:+.3f} ± {d['loss_se']:.3f} "
-                             "(± one paired standard error). The full-data numbers replace it when "
-                             "ready…")
+                             f"{'First estimate' if stage == 0 else 'Estimate'} on {n} sentences "
+                             f"(a fixed random subset of {first['estimate']['of']}): Δ accuracy "
+                             f"{d['accuracy']:+.3f} ± {d['accuracy_se']:.3f}, Δ loss {d['loss']:+.3f} ± "
+                             f"{d['loss_se']:.3f} (± one paired standard error: it shrinks as the "
+                             "sample grows). The full-data numbers replace it when ready…")
         with state.guard():
             result = state.prune_result(session, *args)
     done.add(done_key)

@@ -1,0 +1,379 @@
+"""``prunelens analyze``: everything the dashboard shows for a new model/data pair, as one job.
+
+The job is a sweep (:mod:`analysis.sweep`) whose spec is built here rather than read from TOML:
+every method's scores of every unit it declares (default parameters), head curves at the Prune
+slider's grid (:data:`CURVE_SPARSITIES`, global and per-layer scope), attention/FFN blocks at
+:data:`BLOCK_SPARSITIES`, and, with ``training=True``, one training run per training mode (plus
+:data:`EXTRA_TRAINING`). ``prunelens precompute`` is this job with training, into a shippable
+folder: the default's shipped store is what it produces for the default.
+
+What the job adds to a sweep:
+
+- **An estimate before it starts** (:func:`estimate`): one forward pass of a fixed sample is
+  timed on this machine, and every task's declared work (:class:`~analysis.methods.base.Work`,
+  forward-pass equivalents) is turned into seconds with it; a mask evaluation counts
+  :data:`MASK_EVAL_PASSES` of a pass over the data (the fast path's measured share).
+- **Cheap first**: score tasks run in order of estimated cost, each followed by its curve points,
+  so the pages fill from the cheapest method up; training runs last.
+- **Progress in time**: the bar counts estimated seconds, so its ETA is the estimate corrected by
+  the speed actually seen.
+- **Survives restarts**: each entry is written atomically when it lands; the same command skips
+  what is stored and continues (a killed job loses at most the task in flight).
+- **One job per model/data** across processes and dashboard sessions: an ``flock`` on
+  ``<store>/.jobs/<pair>.lock``; its status (progress, ETA, pid) is ``<pair>.status`` beside it,
+  which the Model & data page reads. A second start is refused with what the first is doing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from analysis.cache import ResultStore, canonical
+from analysis.errors import PrunelensError
+from analysis.methods import all_methods, get_method
+from analysis.operations import Session
+from analysis.sweep.driver import Plan, Schedule, SweepReport, plan_sweep, run_sweep
+from analysis.sweep.spec import MethodGrid, SweepSpec, Target, TrainGrid
+from analysis.sweep.tasks import Task
+
+# the Prune slider's grid (0 to 0.95 in steps of 0.05): on the default every slider position is stored
+CURVE_SPARSITIES = tuple(round(0.05 * i, 2) for i in range(20))
+BLOCK_SPARSITIES = (0.0, 0.5)  # what docs/FIDELITY.md reads for attention and FFN blocks
+HEAD_SCOPES = ("global", "layer")
+# training runs beyond each method's defaults (docs/FIDELITY.md reads PINS at 80% and 90%)
+EXTRA_TRAINING = {"pins": [{"target_sparsity": 0.9}, {"signed": True}]}
+# one full-data mask evaluation, in passes over the data (fast path: sliced weights, [CLS]-only
+# last layer, layer-prefix cache; measured on the default and a BERT-base-shaped model,
+# docs/PERFORMANCE.md): checked bf16 where the CPU has it, exact fp32 elsewhere
+MASK_EVAL_PASSES = {"bf16": 0.3, "fp32": 0.6}
+CALIBRATION_SIZE = 64  # examples in the timed sample
+STATUS_EVERY_S = 1.0  # how often the status file is rewritten while a job runs
+
+
+class AnalysisBusy(PrunelensError):
+    """Another analyze job holds this model/data pair."""
+
+
+def analysis_spec(target: Target, methods: list[str] | None = None, training: bool = False) -> SweepSpec:
+    """The sweep of one analysis: see the module docstring. ``methods``: a subset (checked)."""
+    registry = all_methods()
+    names = list(registry) if not methods else [get_method(m).name for m in methods]
+    grids = []
+    for name in names:
+        method = registry[name]
+        defaults = method.validate({})
+        for unit in method.units:
+            if unit == "head":
+                scopes, sparsities = HEAD_SCOPES, CURVE_SPARSITIES
+            elif unit in ("attention", "ffn"):
+                scopes, sparsities = ("global",), BLOCK_SPARSITIES
+            else:  # neurons: scores only (the Prune page evaluates a neuron mask when asked)
+                scopes, sparsities = ("global",), ()
+            grids.append(MethodGrid(name, (defaults,), (unit,), scopes, sparsities))
+    trains = []
+    if training:
+        from analysis.training import get_trainer, trainable_methods
+
+        for name in trainable_methods():
+            if name in names:
+                trainer = get_trainer(name)
+                trains.append(TrainGrid(name, tuple(trainer.validate(p) for p in
+                                                    [{}, *EXTRA_TRAINING.get(name, [])])))
+    return SweepSpec(f"analyze {target.label()}", (target,), tuple(grids), tuple(trains))
+
+
+@dataclass
+class Estimate:
+    """Seconds each task is expected to take on this machine, from one timed forward pass."""
+
+    example_seconds: float  # one example through the forward pass (measured)
+    examples: int
+    mask_eval_seconds: float
+    seconds: dict[str, float] = field(default_factory=dict)  # by task digest
+    waiting: int = 0  # mask evaluations not expanded yet (their scores are not computed)
+
+    def of(self, task: Task) -> float:
+        return self.seconds.get(task.digest, self.mask_eval_seconds)
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.seconds.values()) + self.waiting * self.mask_eval_seconds
+
+    def describe(self) -> dict:
+        return {"total_seconds": round(self.total_seconds, 1),
+                "example_forward_seconds": self.example_seconds, "examples": self.examples,
+                "mask_eval_seconds": round(self.mask_eval_seconds, 3), "tasks": len(self.seconds),
+                "mask_evals_to_expand": self.waiting}
+
+
+def time_forward(session: Session) -> float:
+    """Seconds of one example's forward pass here: a fixed sample of :data:`CALIBRATION_SIZE`
+    examples through the (checked) fast path, or the reference path where that is off; the
+    encoder check and bf16 calibration run first, untimed, as every task needs them."""
+    ev = session.evaluator
+    ev.low_encoder()  # fast-path check + bf16 calibration (computes the unpruned outputs)
+    sample = ev.subset(min(CALIBRATION_SIZE, ev.n), seed=1)
+    encoder = ev.fast_encoder()
+    best = math.inf
+    for _ in range(2):  # the first run also builds the sample's batches and plans: the best of two
+        start = time.perf_counter()
+        if encoder is None:
+            sample.reference_outputs()
+        else:
+            encoder.logits(sample.fast_batches, None, use_cache=False)
+        best = min(best, time.perf_counter() - start)
+    return best / max(1, len(sample.data))
+
+
+def estimate(plan: Plan, session: Session, example_seconds: float | None = None) -> Estimate:
+    """Seconds per task still to do (see the module docstring)."""
+    from analysis.training import get_trainer
+
+    per = example_seconds if example_seconds is not None else time_forward(session)
+    n = session.evaluator.n
+    passes = MASK_EVAL_PASSES["bf16" if session.evaluator.masked_precision == "bf16" else "fp32"]
+    est = Estimate(per, n, passes * n * per, waiting=plan.waiting)
+    inventory = session.loaded.inventory
+    for task in plan.todo:
+        if task.kind == "scores":
+            work = get_method(task.method).work(task.param_dict(), inventory, n, task.unit)
+        elif task.kind == "train-run":
+            work = get_trainer(task.method).work(task.param_dict())
+        else:
+            work = passes * n
+        est.seconds[task.digest] = (work if math.isfinite(work) else n) * per
+    return est
+
+
+def cost_order(plan: Plan, est: Estimate):
+    """Sort key of ready tasks: by the estimated cost of the method whose scores they are or
+    follow (scores before their curve points), training runs last."""
+    method_cost: dict[str, float] = {}
+    for record in plan.records.values():
+        t = record.task
+        if t.kind == "scores":
+            method_cost[t.method] = method_cost.get(t.method, 0.0) + est.seconds.get(t.digest, 0.0)
+
+    def key(task: Task) -> tuple:
+        if task.kind == "train-run":
+            return (2, est.of(task), task.label)
+        return (1, method_cost.get(task.method, 0.0), task.method, task.kind != "scores", task.label)
+
+    return key
+
+
+# -- one job per model/data pair ----------------------------------------------------------------
+
+def pair_id(session: Session) -> str:
+    import hashlib
+
+    text = canonical({"model": session.loaded.fingerprint, "data": session.data.fingerprint})
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def jobs_dir(store: ResultStore) -> Path:
+    return Path(store.user_dir) / ".jobs"
+
+
+def read_status(store: ResultStore, session: Session) -> dict | None:
+    """The status an analyze job of this pair last wrote (None: never run), with ``running``:
+    whether its process still holds the lock."""
+    path = jobs_dir(store) / f"{pair_id(session)}.status"
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(status, dict):
+        return None
+    status["running"] = status.get("state") == "running" and _held(jobs_dir(store) / f"{pair_id(session)}.lock")
+    return status
+
+
+def _held(lock_path: Path) -> bool:
+    import fcntl
+
+    try:
+        fd = os.open(lock_path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock taken just now
+    return False
+
+
+class PairLock:
+    """The pair's flock, held while the job runs; its status file written atomically."""
+
+    def __init__(self, store: ResultStore, session: Session):
+        self.dir = jobs_dir(store)
+        self.id = pair_id(session)
+        self.session = session
+        self.fd: int | None = None
+        self.status: dict = {}
+        self._written = 0.0
+
+    def __enter__(self) -> PairLock:
+        import fcntl
+
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.dir / f"{self.id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise PrunelensError(f"cannot create the job lock in {self.dir}: "
+                                 f"{exc.strerror or exc} (is the store writable?)") from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self.fd)
+            self.fd = None
+            raise AnalysisBusy(busy_message(read_status_path(self.dir / f"{self.id}.status"))) from None
+        return self
+
+    def write(self, **fields) -> None:
+        now = time.time()
+        self.status.update(fields, updated=now)
+        if fields.get("state") == "running" and now - self._written < STATUS_EVERY_S:
+            return
+        self._written = now
+        path = self.dir / f"{self.id}.status"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(self.status))
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a status is a courtesy: never fail the job over it
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def read_status_path(path: Path) -> dict:
+    try:
+        status = json.loads(path.read_text())
+        return status if isinstance(status, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def busy_message(status: dict) -> str:
+    who = f"pid {status.get('pid', '?')} on {status.get('host', '?')}"
+    done = status.get("fraction")
+    progress = f", {done:.0%} done" if isinstance(done, int | float) else ""
+    eta = status.get("eta_seconds")
+    left = f", about {format_seconds(eta)} left" if isinstance(eta, int | float) else ""
+    return (f"another analyze job of this model and data is running ({who}{progress}{left}); "
+            "wait for it to finish (its results appear on the pages as they land), or stop it first")
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# -- the job --------------------------------------------------------------------------------------
+
+@dataclass
+class Analysis:
+    """What :func:`run_analysis` did: the sweep's report, the estimate made before it started."""
+
+    report: SweepReport
+    estimate: Estimate
+    lock_status: dict
+
+    @property
+    def estimated_seconds(self) -> float:
+        return self.estimate.total_seconds
+
+    def as_json(self) -> dict:
+        r = self.report
+        return {"estimate": self.estimate.describe(), "wall_seconds": round(r.wall_seconds, 2),
+                "counts": {s: r.count(s) for s in ("stored", "done", "failed")},
+                "notes": r.notes, "tasks": [rec.row() for rec in r.records]}
+
+
+def plan_analysis(session: Session, target: Target, methods: list[str] | None = None,
+                  training: bool = False) -> tuple[SweepSpec, Plan]:
+    spec = analysis_spec(target, methods, training)
+    return spec, plan_sweep(spec, session.store, session.device, opened={target: session})
+
+
+def run_analysis(session: Session, target: Target, methods: list[str] | None = None,
+                 training: bool = False, progress: bool = True, dry_run: bool = False, out=None,
+                 on_progress=None) -> Analysis:
+    """Plan, estimate and run the analysis of ``session`` (opened for ``target``).
+
+    ``on_progress(fraction, message)``: called as tasks land (the dashboard's job board passes
+    its own, whose :class:`~analysis.checkpoints.Cancelled` stops the job between tasks)."""
+    import torch
+
+    from analysis.sweep import worker
+
+    out = out or sys.stderr
+    say = (lambda m: print(m, file=out)) if progress else (lambda m: None)
+    spec, plan = plan_analysis(session, target, methods, training)
+    est = estimate(plan, session)
+    todo = len(plan.todo)
+    say(f"analyze: {len(plan.records) - todo} entries already stored, {todo} to compute"
+        + (f" and up to {plan.waiting} curve points once their scores land" if plan.waiting else "")
+        + f"; estimated {format_seconds(est.total_seconds)} on this machine "
+          f"(one forward pass over the {est.examples} examples: {format_seconds(est.example_seconds * est.examples)})")
+    if dry_run or not todo:
+        report = SweepReport(spec.path, "local", list(plan.records.values()), dry_run=dry_run)
+        if not todo:
+            report.notes.append(f"nothing to do: all {len(plan.records)} entries are already in the store")
+        return Analysis(report, est, {})
+    with PairLock(session.store, session) as lock:
+        started = time.time()
+        lock.write(state="running", pid=os.getpid(), host=socket.gethostname(), started=started,
+                   fraction=0.0, estimated_seconds=est.total_seconds, model=session.loaded.name,
+                   data=session.data.name, current="starting")
+
+        def report(done: float, total: float, task: Task | None) -> None:
+            fraction = done / total if total else 1.0
+            elapsed = time.time() - started
+            eta = elapsed / done * (total - done) if done > 0 else est.total_seconds
+            lock.write(state="running", fraction=fraction, eta_seconds=eta,
+                       current=task.label if task else "")
+            if on_progress is not None:
+                on_progress(fraction, f"{task.label if task else ''} · about {format_seconds(eta)} left")
+
+        schedule = Schedule(order=cost_order(plan, est), weight=est.of, report=report,
+                            waiting_weight=est.mask_eval_seconds, unit="s")
+        worker.adopt(target, session.device, session)
+        state = "failed"
+        try:
+            sweep = run_sweep(spec, session.store, threads=torch.get_num_threads(), progress=progress,
+                              out=out, plan=plan, schedule=schedule, device=session.device)
+            state = "done" if not sweep.count("failed") else "failed"
+        except BaseException as exc:
+            state = "cancelled" if type(exc).__name__ in ("Cancelled", "KeyboardInterrupt") else "failed"
+            raise
+        finally:
+            lock.write(state=state, finished=time.time(), fraction=1.0 if state == "done" else
+                       lock.status.get("fraction", 0.0), eta_seconds=0.0)
+    sweep.notes.append(f"estimated {format_seconds(est.total_seconds)}, took "
+                       f"{format_seconds(sweep.wall_seconds)} "
+                       f"(real / estimate = {sweep.wall_seconds / max(est.total_seconds, 1e-9):.2f})")
+    return Analysis(sweep, est, dict(lock.status))
+
+
+def check_methods(names: list[str] | None) -> list[str] | None:
+    """``--methods a,b``: each a known method (checked before anything loads)."""
+    return [get_method(name).name for name in names] if names else None
