@@ -11,7 +11,8 @@ What the job adds to a sweep:
 
 - **An estimate before it starts** (:func:`estimate`): one forward pass of a fixed sample is
   timed on this machine, and every task's declared work (:class:`~analysis.methods.base.Work`,
-  forward-pass equivalents) is turned into seconds with it; a mask evaluation counts
+  forward-pass equivalents, :meth:`~analysis.methods.base.Work.expected`: passes that run on the
+  fast path count their measured share) is turned into seconds with it; a mask evaluation counts
   :data:`MASK_EVAL_PASSES` of a pass over the data (the fast path's measured share).
 - **Cheap first**: score tasks run in order of estimated cost, each followed by its curve points,
   so the pages fill from the cheapest method up; training runs last.
@@ -47,12 +48,18 @@ from analysis.sweep.tasks import Task
 CURVE_SPARSITIES = tuple(round(0.05 * i, 2) for i in range(20))
 BLOCK_SPARSITIES = (0.0, 0.5)  # what docs/FIDELITY.md reads for attention and FFN blocks
 HEAD_SCOPES = ("global", "layer")
-# training runs beyond each method's defaults (docs/FIDELITY.md reads PINS at 80% and 90%)
-EXTRA_TRAINING = {"pins": [{"target_sparsity": 0.9}, {"signed": True}]}
+# training runs beyond each method's defaults (docs/FIDELITY.md reads PINS at 80% and 90%, and
+# SNIP's SN + identity prior against its λ = 0 control over three seeds)
+EXTRA_TRAINING = {"pins": [{"target_sparsity": 0.9}, {"signed": True}],
+                  "snip": [{"seed": 1}, {"seed": 2}]}
 # one full-data mask evaluation, in passes over the data (fast path: sliced weights, [CLS]-only
 # last layer, layer-prefix cache; measured on the default and a BERT-base-shaped model,
 # docs/PERFORMANCE.md): checked bf16 where the CPU has it, exact fp32 elsewhere
-MASK_EVAL_PASSES = {"bf16": 0.3, "fp32": 0.6}
+MASK_EVAL_PASSES = {"bf16": 0.25, "fp32": 0.6}
+# one forward-pass equivalent of a training run, in timed fast-path forward passes: training
+# batches are padded to their longest row, run the reference forward in train mode with autograd,
+# and step the optimizer (measured on the default: 80 SNIP steps of 16 sentences in ~90 s, ~7x)
+TRAINING_PASS_COST = 7.0
 CALIBRATION_SIZE = 64  # examples in the timed sample
 STATUS_EVERY_S = 1.0  # how often the status file is rewritten while a job runs
 
@@ -143,9 +150,11 @@ def estimate(plan: Plan, session: Session, example_seconds: float | None = None)
     inventory = session.loaded.inventory
     for task in plan.todo:
         if task.kind == "scores":
-            work = get_method(task.method).work(task.param_dict(), inventory, n, task.unit)
+            method = get_method(task.method)
+            work = (method.cost(method.validate(task.param_dict()), inventory, task.unit).expected(n)
+                    if method.cost is not None else math.inf)
         elif task.kind == "train-run":
-            work = get_trainer(task.method).work(task.param_dict())
+            work = get_trainer(task.method).work(task.param_dict()) * TRAINING_PASS_COST
         else:
             work = passes * n
         est.seconds[task.digest] = (work if math.isfinite(work) else n) * per

@@ -8,7 +8,9 @@ Owns the numbers the dashboard's Compare page and head-details panel show:
 - :func:`jaccard_matrix`: Jaccard overlap of the kept sets at one sparsity;
 - :func:`unit_scores`: one unit's score and rank under every method (cheap methods computed,
   expensive ones read from the store only);
-- :func:`score_summary`: range and quantiles of a score map (for threshold sliders).
+- :func:`score_summary`: range and quantiles of a score map (for threshold sliders);
+- :func:`paired_difference`: the difference of two methods' per-example outcomes on the same
+  examples over several seeds, with its paired interval (docs/FIDELITY.md's comparisons).
 """
 
 from __future__ import annotations
@@ -137,3 +139,43 @@ def unit_scores(session, unit: str, index: tuple[int, ...], compute_cheap: bool 
                      "of": int(scores.size), "source": source})
         progress((k + 1) / len(methods), method.name)
     return rows
+
+
+@dataclass
+class PairedDifference:
+    """Mean of a - b over the same examples, averaged over seeds first, with a normal interval."""
+
+    mean: float
+    se: float
+    low: float
+    high: float
+    seeds: int
+    examples: int
+    per_seed: list[float]
+
+    @property
+    def within_noise(self) -> bool:
+        """The interval covers zero: no ranking of the two."""
+        return self.low <= 0.0 <= self.high
+
+    def verdict(self, a: str = "a", b: str = "b") -> str:
+        if self.within_noise:
+            return "within noise"
+        return f"{a} better" if self.mean > 0 else f"{b} better"
+
+
+def paired_difference(a: list, b: list, z: float = 1.96) -> PairedDifference:
+    """``a[s][i] - b[s][i]`` (seed ``s``, example ``i``: 0/1 correctness or any per-example value)
+    averaged over seeds per example, then its mean over examples ± ``z`` paired standard errors.
+    Each seed pairs the same examples; seeds are averaged first, so the interval is over examples
+    (the sampling noise a reader of one data set faces) with the seed-to-seed spread inside it."""
+    a_arr = np.asarray([np.asarray(x, dtype=np.float64) for x in a])
+    b_arr = np.asarray([np.asarray(x, dtype=np.float64) for x in b])
+    if a_arr.shape != b_arr.shape or a_arr.ndim != 2 or a_arr.shape[1] < 2:
+        raise ParamError(f"paired_difference needs two equal (seeds, examples) arrays with at least 2 "
+                         f"examples, got {a_arr.shape} and {b_arr.shape}")
+    diff = (a_arr - b_arr).mean(axis=0)
+    mean = float(diff.mean())
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff)))
+    return PairedDifference(mean, se, mean - z * se, mean + z * se, a_arr.shape[0], a_arr.shape[1],
+                            [float(v) for v in (a_arr - b_arr).mean(axis=1)])

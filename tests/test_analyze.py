@@ -73,7 +73,13 @@ def test_estimate_is_declared_work_times_the_measured_forward(tiny_session, tiny
     assert est.mask_eval_seconds == pytest.approx(MASK_EVAL_PASSES[path] * n * 0.01)
     for task in plan.todo:
         want = get_method(task.method).work(task.param_dict(), inv, n, task.unit) * 0.01
-        assert est.of(task) == pytest.approx(want)
+        assert est.of(task) == pytest.approx(want)  # michel and magnitude: every pass counts in full
+    _, plan = plan_analysis(tiny_session, target_of(tiny_bert_dir, tiny_csv), ["ablation"])
+    est = estimate(plan, tiny_session, example_seconds=0.01)
+    [heads] = [t for t in plan.todo if t.unit == "head"]
+    from analysis.methods.ablation import PASS_SHARE
+
+    assert est.of(heads) == pytest.approx((1 + inv.layers * inv.heads) * n * PASS_SHARE * 0.01)
     # two methods: heads at 2 scopes x 20 points, attention and FFN blocks at 2 points each
     assert est.waiting == plan.waiting == 2 * (2 * 20 + 2 + 2)
     assert est.total_seconds == pytest.approx(sum(est.seconds.values()) + plan.waiting * est.mask_eval_seconds)
@@ -188,3 +194,14 @@ def test_the_shipped_store_is_what_analyze_produces_for_the_default(default_load
     _, plan = plan_analysis(session, Target("default", "default"))
     assert len(plan.records) > 300
     assert plan.todo == [] and plan.waiting == 0  # every entry of the job is shipped
+
+
+def test_a_training_run_is_estimated_at_its_measured_cost_per_pass(tiny_session, tiny_bert_dir, tiny_csv):
+    from analysis.analyze import TRAINING_PASS_COST
+    from analysis.training import get_trainer
+
+    _, plan = plan_analysis(tiny_session, target_of(tiny_bert_dir, tiny_csv), ["snip"], training=True)
+    est = estimate(plan, tiny_session, example_seconds=0.01)
+    [run] = [t for t in plan.todo if t.kind == "train-run" and t.param_dict()["seed"] == 0]
+    assert est.of(run) == pytest.approx(get_trainer("snip").work(run.param_dict()) * TRAINING_PASS_COST * 0.01)
+    assert sorted(t.param_dict()["seed"] for t in plan.todo if t.kind == "train-run") == [0, 1, 2]

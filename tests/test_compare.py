@@ -64,3 +64,21 @@ def test_diagnostics_are_labelled_and_never_preselected(open_page):
     assert not at.exception
     chosen = at.multiselect(key="cmp.methods").value
     assert chosen and not diagnostics & set(chosen)
+
+
+def test_paired_difference_by_hand():
+    from analysis.compare import paired_difference
+
+    a = [[1, 1, 0, 1], [1, 0, 0, 1]]  # two seeds, four examples
+    b = [[1, 0, 0, 0], [0, 0, 0, 1]]
+    d = paired_difference(a, b)
+    per_example = np.array([0.5, 0.5, 0.0, 0.5])  # (a - b) averaged over the two seeds
+    assert d.mean == pytest.approx(per_example.mean())
+    assert d.se == pytest.approx(per_example.std(ddof=1) / 2.0)
+    assert (d.low, d.high) == pytest.approx((d.mean - 1.96 * d.se, d.mean + 1.96 * d.se))
+    assert d.per_seed == [0.5, 0.25] and d.seeds == 2 and d.examples == 4
+    assert not d.within_noise and d.verdict("SN", "control") == "SN better"
+    same = paired_difference([[1, 0, 1, 0]], [[0, 1, 0, 1]])
+    assert same.mean == 0.0 and same.within_noise and same.verdict() == "within noise"
+    with pytest.raises(Exception, match="equal"):
+        paired_difference([[1, 0]], [[1, 0, 1]])

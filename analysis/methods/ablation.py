@@ -16,11 +16,18 @@ from analysis.gates import Masks
 from analysis.methods.base import Deviation, Method, Param, Work
 
 
+# one leave-one-out evaluation on the fast path, as a share of a forward pass: it restarts at the
+# unit's layer (half the layers on average) from the cached unpruned inputs and slices the cached
+# all-heads context (measured: 72 heads of the default in 19 forward passes' time, 0.26 each)
+PASS_SHARE = 0.3
+
+
 def ablation_cost(params: dict, inventory, unit: str | None) -> Work:
     """One evaluation of the data per unit (the costliest unit when ``unit`` is None), plus the
     unpruned one."""
     units = [unit] if unit else ["head", "attention", "ffn"]
-    return Work(passes=1.0 + max(int(np.prod(inventory.unit_shape(u))) for u in units))
+    return Work(passes=1.0 + max(int(np.prod(inventory.unit_shape(u))) for u in units),
+                pass_share=PASS_SHARE)
 
 
 def measuring_evaluator(ctx, examples: int):

@@ -156,9 +156,17 @@ class Work:
     passes: float = 0.0
     batch_tokens: int = 0
     what: str = ""
+    # what one of ``passes`` takes on the fast path, as a share of a plain forward pass (masked
+    # evaluations restart from a cached layer and run sliced, checked-bf16 matmuls); for time
+    # estimates only (``prunelens analyze``): the budgets count every pass in full
+    pass_share: float = 1.0
 
     def total(self, n_examples: int) -> float:
         return float(self.fixed + self.passes * max(0, int(n_examples)))
+
+    def expected(self, n_examples: int) -> float:
+        """Forward-pass equivalents this setting is expected to take (for time estimates)."""
+        return float(self.fixed + self.passes * self.pass_share * max(0, int(n_examples)))
 
 
 def check_work(work: Work, budget: float, who: str) -> None:

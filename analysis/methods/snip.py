@@ -41,7 +41,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from analysis.data import MAX_LENGTH, TextData
-from analysis.methods.base import SEED, Method, Param, Progress, Work, no_progress
+from analysis.methods.base import SEED, Deviation, Method, Param, Progress, Work, no_progress
 from analysis.models import encoder_layers
 from analysis.spectral import (
     LayerCapture,
@@ -446,4 +446,19 @@ METHOD = Snip(
     default_sparsity=0.3,
     paper="Lin, Liu, Yang & Lin, Findings of EMNLP 2020 (arXiv 2010.01791)",
     trainer=TRAINER,
+    deviations=(
+        Deviation("spectral normalization", "W/σ_max on every matrix during fine-tuning",
+                  "training: W/max(1, σ/c), c = 0.8 x each matrix's starting σ_max (active, "
+                  "labelled; sn=exact is W/σ, which from a fine-tuned model starts near chance); "
+                  "live scores: optional cap or exact copy"),
+        Deviation("identity prior", "a penalty on module output norms during fine-tuning",
+                  "λ·Σ (head + attention block + FFN block function norms), λ = 0.01"),
+        Deviation("budget", "fine-tuning for epochs on each GLUE task",
+                  "80 steps of 16 sentences on the default's training split"),
+        Deviation("pruning", "a norm threshold tuned per task",
+                  "fixed sparsities (30%/50% of heads, 50% of attention and FFN blocks), each model "
+                  "pruned by its own norms; the threshold slider on the Prune page"),
+        Deviation("control", "none reported", "a λ = 0 run with the same steps, batches and SN, and "
+                  "the untrained model, pruned the same way (the claim's equal-budget test)"),
+    ),
 )
