@@ -24,8 +24,11 @@ from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "dashboard" / "app.py"
+# the browser's own pages never leave the machine (a newer Chromium's new-tab page loads
+# ``chrome-untrusted://new-tab-page/...`` by itself, before the app is opened)
 LOCAL_PREFIXES = ("http://127.0.0.1", "http://localhost", "ws://127.0.0.1", "ws://localhost",
-                  "data:", "blob:", "about:", "chrome:", "chrome-extension:", "devtools:")
+                  "data:", "blob:", "about:", "chrome:", "chrome-untrusted:", "chrome-extension:",
+                  "devtools:")
 CHROMIUM_FLAGS = (
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
