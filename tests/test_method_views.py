@@ -99,13 +99,14 @@ def test_snip_about_abs_vs_rel_threshold_and_training_comparison(tiny_bert_dir, 
     assert caption != next(c.value for c in at.caption if "would be pruned" in c.value) or "0% of" in caption
     # the finished SN training run: with vs without, heatmaps and block bars
     assert "Head function norms" in [c["layout"]["title"]["text"] for c in _charts(at)]
-    evaluation = at.dataframe[0].value
+    frames = [d.value for d in at.dataframe]  # (the first is the method's deviation table)
+    evaluation = next(f for f in frames if "model" in f.columns)
     assert list(evaluation["model"]) == ["without SN training (as loaded)",
                                          "after SN + identity-prior training",
                                          "λ = 0 control (same steps and SN, no identity prior)"]
     assert evaluation["accuracy"][1] == pytest.approx(runs["snip"]["evaluation"]["accuracy"])
     assert evaluation["accuracy"][2] == pytest.approx(runs["snip"]["control"]["evaluation"]["accuracy"])
-    pruned = at.dataframe[1].value  # each model pruned by its own norms, same sparsities
+    pruned = next(f for f in frames if "sparsity" in f.columns)  # each model pruned by its own norms
     assert list(pruned.columns) == ["unit", "sparsity", "SN + identity prior", "untrained (as loaded)",
                                     "λ = 0 control"]
     assert list(pruned["sparsity"]) == ["30%", "50%", "50%", "50%"]
