@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from analysis.cache import ResultStore, canonical
+from analysis.checkpoints import Cancelled
 from analysis.errors import PrunelensError
 from analysis.methods import all_methods, get_method
 from analysis.operations import Session
@@ -191,17 +192,20 @@ def jobs_dir(store: ResultStore) -> Path:
     return Path(store.user_dir) / ".jobs"
 
 
+def job_paths(store: ResultStore, session: Session) -> tuple[Path, Path]:
+    """(lock file, status file) of this model/data pair's analyze job."""
+    base = jobs_dir(store) / pair_id(session)
+    return base.with_suffix(".lock"), base.with_suffix(".status")
+
+
 def read_status(store: ResultStore, session: Session) -> dict | None:
     """The status an analyze job of this pair last wrote (None: never run), with ``running``:
     whether its process still holds the lock."""
-    path = jobs_dir(store) / f"{pair_id(session)}.status"
-    try:
-        status = json.loads(path.read_text())
-    except (OSError, ValueError):
+    lock, path = job_paths(store, session)
+    status = read_status_path(path)
+    if not status:
         return None
-    if not isinstance(status, dict):
-        return None
-    status["running"] = status.get("state") == "running" and _held(jobs_dir(store) / f"{pair_id(session)}.lock")
+    status["running"] = status.get("state") == "running" and _held(lock)
     return status
 
 
@@ -226,8 +230,7 @@ class PairLock:
 
     def __init__(self, store: ResultStore, session: Session):
         self.dir = jobs_dir(store)
-        self.id = pair_id(session)
-        self.session = session
+        self.lock_path, self.status_path = job_paths(store, session)
         self.fd: int | None = None
         self.status: dict = {}
         self._written = 0.0
@@ -237,7 +240,7 @@ class PairLock:
 
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(self.dir / f"{self.id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            self.fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise PrunelensError(f"cannot create the job lock in {self.dir}: "
                                  f"{exc.strerror or exc} (is the store writable?)") from None
@@ -246,7 +249,7 @@ class PairLock:
         except OSError:
             os.close(self.fd)
             self.fd = None
-            raise AnalysisBusy(busy_message(read_status_path(self.dir / f"{self.id}.status"))) from None
+            raise AnalysisBusy(busy_message(read_status_path(self.status_path))) from None
         return self
 
     def write(self, **fields) -> None:
@@ -255,7 +258,7 @@ class PairLock:
         if fields.get("state") == "running" and now - self._written < STATUS_EVERY_S:
             return
         self._written = now
-        path = self.dir / f"{self.id}.status"
+        path = self.status_path
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             tmp.write_text(json.dumps(self.status))
@@ -372,7 +375,7 @@ def run_analysis(session: Session, target: Target, methods: list[str] | None = N
                               out=out, plan=plan, schedule=schedule, device=session.device)
             state = "done" if not sweep.count("failed") else "failed"
         except BaseException as exc:
-            state = "cancelled" if type(exc).__name__ in ("Cancelled", "KeyboardInterrupt") else "failed"
+            state = "cancelled" if isinstance(exc, Cancelled | KeyboardInterrupt) else "failed"
             raise
         finally:
             lock.write(state=state, finished=time.time(), fraction=1.0 if state == "done" else

@@ -294,11 +294,11 @@ class Evaluator:
         return self._low
 
     def _calibrate_low(self) -> None:
-        from analysis.precision import native_bf16
+        from analysis.precision import native_bf16, no_native_bf16_reason
 
         reason = None
         on_gpu = str(self.device).startswith("cuda")
-        native = native_bf16() if not on_gpu else path_choice("auto", None, self.device)[0] != "fp32"
+        native = native_bf16() if not on_gpu else no_native_bf16_reason(self.device) is None
         path, why = path_choice(self.precision, native, self.device)
         if self.precision == "fp32":
             reason = "fp32 requested"

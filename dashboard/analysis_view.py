@@ -53,12 +53,17 @@ def panel(session: Session) -> None:
                "evaluations for this model and data in the background, cheapest method first, so "
                "every page then answers from the result store at once. Results appear on the pages "
                "as they land; a job that is stopped keeps what it finished and continues from there.")
-    st.fragment(_live, run_every=1.0 if _job_of(session) or _other(session) else None)(session)
+    job = _job_of(session)
+    running = (job is not None and job.status == jobs.RUNNING) or _other(session, job) is not None
+    st.fragment(_live, run_every=1.0 if running else None)(session)  # refresh only while one runs
 
 
-def _other(session: Session) -> dict | None:
+def _other(session: Session, job: jobs.Job | None) -> dict | None:
+    """The status of a job of this pair running elsewhere (another process or server), if any."""
+    if job is not None and job.status == jobs.RUNNING:
+        return None
     status = read_status(session.store, session)
-    return status if status and status.get("running") and not _job_of(session) else None
+    return status if status and status.get("running") else None
 
 
 def _live(session: Session) -> None:
@@ -77,7 +82,7 @@ def _live(session: Session) -> None:
             jobs.BOARD.cancel(job.id)
             st.rerun()
         return
-    other = _other(session)
+    other = _other(session, job)
     if other is not None:
         st.progress(float(other.get("fraction") or 0.0),
                     text=escape.markdown(f"Another analysis of this model and data is running "

@@ -1,12 +1,12 @@
 """Anytime evaluation on the Prune slider (issue 14, item 2): the first estimate's size follows the
-model's cost, larger stages follow on a large model, each stage's error bar is the paired
-standard error of its own sample, and the page shows them in order before the full numbers."""
+model's cost, larger stages follow on a large model, and each stage's error bar is the paired
+standard error of its own sample (the Prune page showing the stages in order is tested in
+test_method_views.py, beside the single-estimate flow)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from analysis.evaluate import (
     DEFAULT_ENCODER_PARAMS,
@@ -17,14 +17,7 @@ from analysis.evaluate import (
 )
 from analysis.gates import Masks
 from analysis.methods.base import BERT_BASE
-from tests.tiny import write_tiny_csv
 
-from tests.conftest import DASHBOARD_APP as APP  # noqa: E402
-
-
-@pytest.fixture()
-def big_csv(tmp_path):
-    return write_tiny_csv(tmp_path / "big.csv", n=200)
 
 
 def test_first_estimate_size_follows_the_encoders_cost(default_loaded):
@@ -71,28 +64,6 @@ def test_each_stage_is_its_own_fixed_subset_with_a_paired_error_bar(tiny_session
         assert est.pruned.n == size
         assert est.delta["loss"] == pytest.approx(diff.mean(), abs=1e-5)
         assert est.delta["loss_se"] == pytest.approx(diff.std(ddof=1) / np.sqrt(size), abs=1e-5)
-
-
-def test_prune_page_shows_every_stage_then_the_full_numbers(tiny_bert_dir, big_csv, tmp_path, monkeypatch):
-    sizes = []
-    original = Evaluator.estimate
-
-    def spy(self, masks=None, size=None, seed=0):
-        out = original(self, masks, size, seed)
-        sizes.append(out.pruned.n)
-        return out
-
-    monkeypatch.setattr(Evaluator, "estimate", spy)
-    monkeypatch.setattr(Evaluator, "estimate_sizes", property(lambda self: [12, 48]))
-    monkeypatch.setenv("PRUNELENS_CACHE", str(tmp_path / "store"))
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.query_params.update({"model": str(tiny_bert_dir), "data": str(big_csv), "method": "magnitude",
-                            "sparsity": "0.5"})
-    at.session_state["prunelens.page"] = "prune"
-    at.run()
-    assert not at.exception and not at.error
-    assert sizes == [12, 48]  # the growing subsets, in order, before the full data
-    assert any(c.value.startswith("Full data: 200 examples.") for c in at.caption)
 
 
 def test_the_bench_judges_a_bert_base_sized_model_by_its_own_targets():

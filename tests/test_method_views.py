@@ -256,18 +256,24 @@ def _prune_page(tiny_bert_dir, data, tmp_path, monkeypatch, **query) -> AppTest:
     return at
 
 
-def test_prune_page_shows_the_estimate_then_full_numbers(tiny_bert_dir, big_csv, tmp_path, monkeypatch):
+def _estimate_sizes_seen(monkeypatch) -> list[int]:
+    """The sample size of every ``Evaluator.estimate`` call from now on, in order."""
     from analysis.evaluate import Evaluator
 
     sizes = []
     original = Evaluator.estimate
 
-    def spy(self, masks=None, size=ESTIMATE_SIZE, seed=0):
+    def spy(self, masks=None, size=None, seed=0):
         out = original(self, masks, size, seed)
         sizes.append(out.pruned.n)
         return out
 
     monkeypatch.setattr(Evaluator, "estimate", spy)
+    return sizes
+
+
+def test_prune_page_shows_the_estimate_then_full_numbers(tiny_bert_dir, big_csv, tmp_path, monkeypatch):
+    sizes = _estimate_sizes_seen(monkeypatch)
     at = _prune_page(tiny_bert_dir, big_csv, tmp_path, monkeypatch, sparsity="0.5")
     at.run()
     assert not at.exception and not at.error
@@ -279,6 +285,19 @@ def test_prune_page_shows_the_estimate_then_full_numbers(tiny_bert_dir, big_csv,
     assert sizes == [ESTIMATE_SIZE, ESTIMATE_SIZE]
     at.slider(key="prune.sparsity").set_value(0.5).run()
     assert sizes == [ESTIMATE_SIZE, ESTIMATE_SIZE]  # the full result is memoized: no estimate again
+    assert any(c.value.startswith("Full data: 200 examples.") for c in at.caption)
+
+
+def test_prune_page_shows_every_anytime_stage_then_the_full_numbers(tiny_bert_dir, big_csv, tmp_path,
+                                                                    monkeypatch):
+    from analysis.evaluate import Evaluator
+
+    sizes = _estimate_sizes_seen(monkeypatch)
+    monkeypatch.setattr(Evaluator, "estimate_sizes", property(lambda self: [12, 48]))
+    at = _prune_page(tiny_bert_dir, big_csv, tmp_path, monkeypatch, sparsity="0.5")
+    at.run()
+    assert not at.exception and not at.error
+    assert sizes == [12, 48]  # the growing subsets, in order, before the full data
     assert any(c.value.startswith("Full data: 200 examples.") for c in at.caption)
 
 
