@@ -3,8 +3,9 @@
 The job is a sweep (:mod:`analysis.sweep`) whose spec is built here rather than read from TOML:
 every method's scores of every unit it declares (default parameters), head curves at the Prune
 slider's grid (:data:`CURVE_SPARSITIES`, global and per-layer scope), attention/FFN blocks at
-:data:`BLOCK_SPARSITIES`, and, with ``training=True``, one training run per training mode (plus
-:data:`EXTRA_TRAINING`). ``prunelens precompute`` is this job with training, into a shippable
+:data:`BLOCK_SPARSITIES`, the Spectral page's own answers at its default positions
+(:data:`analysis.spectral_store.ANALYZED`; not when ``methods`` picks a subset), and, with
+``training=True``, one training run per training mode (plus :data:`EXTRA_TRAINING`). ``prunelens precompute`` is this job with training, into a shippable
 folder: the default's shipped store is what it produces for the default.
 
 What the job adds to a sweep:
@@ -36,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from analysis import spectral_store
 from analysis.cache import ResultStore, canonical
 from analysis.checkpoints import Cancelled
 from analysis.errors import PrunelensError
@@ -69,8 +71,10 @@ class AnalysisBusy(PrunelensError):
     """Another analyze job holds this model/data pair."""
 
 
-def analysis_spec(target: Target, methods: list[str] | None = None, training: bool = False) -> SweepSpec:
-    """The sweep of one analysis: see the module docstring. ``methods``: a subset (checked)."""
+def analysis_spec(target: Target, methods: list[str] | None = None, training: bool = False,
+                  views: bool | None = None) -> SweepSpec:
+    """The sweep of one analysis: see the module docstring. ``methods``: a subset (checked);
+    ``views``: whether the pages' own answers are included (default: when ``methods`` is None)."""
     registry = all_methods()
     names = list(registry) if not methods else [get_method(m).name for m in methods]
     grids = []
@@ -94,7 +98,8 @@ def analysis_spec(target: Target, methods: list[str] | None = None, training: bo
                 trainer = get_trainer(name)
                 trains.append(TrainGrid(name, tuple(trainer.validate(p) for p in
                                                     [{}, *EXTRA_TRAINING.get(name, [])])))
-    return SweepSpec(f"analyze {target.label()}", (target,), tuple(grids), tuple(trains))
+    pages = ("spectral",) if (not methods if views is None else views) else ()
+    return SweepSpec(f"analyze {target.label()}", (target,), tuple(grids), tuple(trains), pages)
 
 
 @dataclass
@@ -156,6 +161,9 @@ def estimate(plan: Plan, session: Session, example_seconds: float | None = None)
                     if method.cost is not None else math.inf)
         elif task.kind == "train-run":
             work = get_trainer(task.method).work(task.param_dict()) * TRAINING_PASS_COST
+        elif task.kind == "view":
+            params = task.param_dict()
+            work = spectral_store.work(params.pop("part"), params, n)
         else:
             work = passes * n
         est.seconds[task.digest] = (work if math.isfinite(work) else n) * per
@@ -174,6 +182,8 @@ def cost_order(plan: Plan, est: Estimate):
     def key(task: Task) -> tuple:
         if task.kind == "train-run":
             return (2, est.of(task), task.label)
+        if task.kind == "view":  # a page's own answers, by their own cost among the methods'
+            return (1, est.of(task), task.method, False, task.label)
         return (1, method_cost.get(task.method, 0.0), task.method, task.kind != "scores", task.label)
 
     return key
@@ -321,14 +331,14 @@ class Analysis:
 
 
 def plan_analysis(session: Session, target: Target, methods: list[str] | None = None,
-                  training: bool = False) -> tuple[SweepSpec, Plan]:
-    spec = analysis_spec(target, methods, training)
+                  training: bool = False, views: bool | None = None) -> tuple[SweepSpec, Plan]:
+    spec = analysis_spec(target, methods, training, views)
     return spec, plan_sweep(spec, session.store, session.device, opened={target: session})
 
 
 def run_analysis(session: Session, target: Target, methods: list[str] | None = None,
                  training: bool = False, progress: bool = True, dry_run: bool = False, out=None,
-                 on_progress=None) -> Analysis:
+                 on_progress=None, views: bool | None = None) -> Analysis:
     """Plan, estimate and run the analysis of ``session`` (opened for ``target``).
 
     ``on_progress(fraction, message)``: called as tasks land (the dashboard's job board passes
@@ -339,7 +349,7 @@ def run_analysis(session: Session, target: Target, methods: list[str] | None = N
 
     out = out or sys.stderr
     say = (lambda m: print(m, file=out)) if progress else (lambda m: None)
-    spec, plan = plan_analysis(session, target, methods, training)
+    spec, plan = plan_analysis(session, target, methods, training, views)
     est = estimate(plan, session)
     todo = len(plan.todo)
     say(f"analyze: {len(plan.records) - todo} entries already stored, {todo} to compute"

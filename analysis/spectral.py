@@ -33,6 +33,7 @@ from torch import nn
 from analysis.errors import ParamError
 from analysis.gates import model_lock
 from analysis.models import LoadedModel, encoder_layers
+from analysis.store_schema import ACTIVATION_QUANTITIES
 
 MATRICES = ("query", "key", "value", "attention_output", "intermediate", "output")
 
@@ -307,7 +308,7 @@ class ActivationStatistics:
     normalized: list[LayerActivations]
     sigma: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
 
-    QUANTITIES = ("gelu", "attention_norm", "ffn_norm")
+    QUANTITIES = ACTIVATION_QUANTITIES  # the store schema checks the same three
 
     def table(self) -> pd.DataFrame:
         """Long table of summary statistics: version, layer, quantity, n, mean, std, min, max."""

@@ -94,12 +94,60 @@ def _train_run(result: dict) -> str | None:
     return None
 
 
+def _sigma_rows(result: dict) -> str | None:
+    rows = result.get("rows")
+    if not isinstance(rows, list) or not rows:
+        return "'rows' is not a non-empty list"
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or not isinstance(row.get("matrix"), str) or not _number(row.get("sigma")):
+            return f"'rows[{i}]' is not a matrix with a finite sigma"
+    return None
+
+
+ACTIVATION_QUANTITIES = ("gelu", "attention_norm", "ffn_norm")
+
+
+def _histogram_problem(h: Any, where: str) -> str | None:
+    if not isinstance(h, dict):
+        return f"'{where}' is not an object"
+    counts, edges = h.get("counts"), h.get("edges")
+    problem = array_problem(counts) or array_problem(edges)
+    if problem:
+        return f"'{where}': {problem}"
+    if len(edges) != len(counts) + 1:
+        return f"'{where}': {len(edges)} edges for {len(counts)} counts"
+    for name in ("n", "mean", "std", "min", "max"):
+        if not _number(h.get(name)):
+            return f"'{where}.{name}' is not a finite number"
+    return None
+
+
+def _activations(result: dict) -> str | None:
+    for side in ("plain", "normalized"):
+        layers = result.get(side)
+        if not isinstance(layers, list) or not layers:
+            return f"'{side}' is not a non-empty list"
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, dict) or not isinstance(layer.get("layer"), int):
+                return f"'{side}[{i}]' is not a layer"
+            for q in ACTIVATION_QUANTITIES:
+                problem = _histogram_problem(layer.get(q), f"{side}[{i}].{q}")
+                if problem:
+                    return problem
+    if len(result["plain"]) != len(result["normalized"]):
+        return "'plain' and 'normalized' differ in layers"
+    return None
+
+
 SCHEMAS: dict[str, Callable[[dict], str | None]] = {
     "scores": _scores,
     "mask-eval": _mask_eval,
     "mask-predictions": _predictions,
     "pattern-accuracy": _rows,
     "train-run": _train_run,
+    "spectral-sigmas": _sigma_rows,
+    "activations": _activations,
+    "normalized-eval": _mask_eval,
 }
 
 

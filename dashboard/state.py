@@ -413,36 +413,36 @@ def unit_scores(session: Session, unit: str, index: tuple) -> list[dict]:
     return _unit_scores(session, session_id(session), unit, tuple(int(i) for i in index))
 
 
-@st.cache_data(show_spinner="Power iteration on every matrix…", max_entries=16)
+@st.cache_data(show_spinner="σ_max of every matrix (from the store, else power iteration)…", max_entries=16)
 def _sigmas(_session: Session, sid: str) -> list[dict]:
-    from analysis.spectral import spectral_norms
+    from analysis import spectral_store
 
-    return spectral_norms(_session.loaded).to_dict("records")
+    return spectral_store.sigmas(_session)
 
 
 def sigmas(session: Session) -> list[dict]:
-    """σ_max of every dense matrix (``analysis.spectral.spectral_norms``) as records."""
+    """σ_max of every dense matrix (``analysis.spectral_store.sigmas``) as records."""
     return _sigmas(session, session_id(session))
 
 
-@st.cache_resource(show_spinner="Collecting activations with and without normalization…", max_entries=8)
+@st.cache_resource(show_spinner="Activations with and without normalization (from the store, else computed)…",
+                   max_entries=8)
 def _activations(_session: Session, sid: str, cap: float | None, limit: int):
-    from analysis.spectral import activation_statistics
+    from analysis import spectral_store
 
-    return activation_statistics(_session.loaded, _session.data, c=cap, limit=limit)
+    return spectral_store.activations(_session, cap, limit)
 
 
 def activations(session: Session, cap: float | None, limit: int):
-    """``analysis.spectral.activation_statistics`` for this cap (memoized, never mutated)."""
+    """``analysis.spectral_store.activations`` for this cap (memoized, never mutated)."""
     return _activations(session, session_id(session), cap, limit)
 
 
-@st.cache_data(show_spinner="Evaluating the normalized model…", max_entries=16)
+@st.cache_data(show_spinner="Evaluating the normalized model (from the store, else computed)…", max_entries=16)
 def _normalized_eval(_session: Session, sid: str, cap: float | None) -> dict:
-    from analysis.spectral import spectrally_normalized
+    from analysis import spectral_store
 
-    normed = spectrally_normalized(_session.loaded.model, cap)
-    return _session.evaluator.compare(model=normed).as_dict()
+    return spectral_store.normalized_eval(_session, cap)
 
 
 def normalized_eval(session: Session, cap: float | None) -> dict:

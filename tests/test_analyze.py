@@ -217,3 +217,51 @@ def test_a_training_run_is_estimated_at_its_measured_cost_per_pass(tiny_session,
     [run] = [t for t in plan.todo if t.kind == "train-run" and t.param_dict()["seed"] == 0]
     assert est.of(run) == pytest.approx(get_trainer("snip").work(run.param_dict()) * TRAINING_PASS_COST * 0.01)
     assert sorted(t.param_dict()["seed"] for t in plan.todo if t.kind == "train-run") == [0, 1, 2]
+
+
+def test_analyze_stores_the_spectral_page_so_it_opens_without_computing(tiny_session, tiny_bert_dir,
+                                                                       tiny_csv, open_page, monkeypatch):
+    from analysis import spectral_store
+    from analysis.spectral import spectral_norms
+
+    target = target_of(tiny_bert_dir, tiny_csv)
+    spec = analysis_spec(target)
+    assert spec.views == ("spectral",) and analysis_spec(target, ["magnitude"]).views == ()
+    done = run_analysis(tiny_session, target, ["magnitude"], progress=False, views=True)
+    views = [r for r in done.report.records if r.task.kind == "view"]
+    assert len(views) == len(spectral_store.ANALYZED) == 9 and all(r.status == "done" for r in views)
+    for part, params in spectral_store.ANALYZED:
+        assert spectral_store.is_stored(tiny_session, part, params)
+    stored = spectral_store.sigmas(tiny_session)
+    assert stored == spectral_norms(tiny_session.loaded).to_dict("records")  # what the page computed before
+
+    def computed(*args, **kwargs):
+        raise AssertionError("the Spectral page computed instead of reading the store")
+
+    for name in ("spectral_norms", "activation_statistics", "spectrally_normalized"):
+        monkeypatch.setattr(spectral_store, name, computed)
+    at = open_page("spectral")  # the page at its defaults, and the normalized model evaluated
+    at.toggle(key="spec.evaluate").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert set(at.dataframe[-1].value["version"]) == {"plain", "normalized"}
+    at.checkbox(key="spec.exact").set_value(True).run()  # exact normalization: stored too
+    assert not at.exception, [e.value for e in at.exception]
+    with pytest.raises(AssertionError, match="computed instead"):  # a position analyze did not store
+        spectral_store.activations(tiny_session, 0.5, 64)
+
+
+def test_stored_activation_statistics_round_trip_and_bad_entries_are_refused(tiny_session):
+    from analysis import spectral_store
+    from analysis.spectral import activation_statistics
+    from analysis.store_schema import result_problem
+
+    stats = activation_statistics(tiny_session.loaded, tiny_session.data, c=1.0, limit=16)
+    stored = spectral_store.activations_as_dict(stats)
+    back = spectral_store.activations_from_dict(json.loads(json.dumps(stored)))
+    assert back.table().equals(stats.table())
+    for la, lb in zip(stats.plain, back.plain):
+        assert (la.gelu.counts == lb.gelu.counts).all() and (la.gelu.edges == lb.gelu.edges).all()
+    assert result_problem("activations", stored) is None
+    stored["plain"][0]["gelu"]["edges"] = stored["plain"][0]["gelu"]["edges"][:-1]
+    assert "edges for" in result_problem("activations", stored)
+    assert "finite sigma" in result_problem("spectral-sigmas", {"rows": [{"matrix": "query", "sigma": "x"}]})

@@ -68,6 +68,7 @@ class SweepSpec:
     targets: tuple[Target, ...]
     methods: tuple[MethodGrid, ...] = ()
     training: tuple[TrainGrid, ...] = ()
+    views: tuple[str, ...] = ()  # pages whose own stored answers the sweep fills (analyze: spectral)
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
 

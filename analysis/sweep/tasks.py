@@ -1,6 +1,6 @@
 """Sweep tasks: one task = one store entry, and the expansion of a spec into them.
 
-Three kinds, each computed by the same operation the CLI and the dashboard use, so a sweep fills
+Four kinds, each computed by the same operation the CLI and the dashboard use, so a sweep fills
 exactly the entries they read:
 
 - ``scores``: a method's scores of one unit for one parameter combination
@@ -8,7 +8,9 @@ exactly the entries they read:
 - ``mask-eval``: one keep-mask's evaluation (:func:`analysis.operations.evaluate_mask`). Masks come
   from scores, so these are expanded once their scores are known; two methods that land on the
   same mask (every method at sparsity 0) share one task, as they share one entry;
-- ``train-run``: one training run (:func:`analysis.training.train_command`).
+- ``train-run``: one training run (:func:`analysis.training.train_command`);
+- ``view``: one of a page's own stored answers (the Spectral page's σ_max table, activation
+  histograms, normalized-model evaluation: :func:`analysis.spectral_store.compute`).
 
 A task carries every key its result may be stored under (exact fp32 first, then checked bf16
 where the evaluator may use it), computed by the operations' own key functions; a task is done
@@ -26,16 +28,16 @@ from analysis.cache import Key, canonical
 from analysis.operations import Session, mask_for, mask_keys, mask_params, score_keys
 from analysis.sweep.spec import MethodGrid, SweepSpec, Target, TrainGrid
 
-KINDS = ("train-run", "scores", "mask-eval")  # also the order in which ready tasks are started
+KINDS = ("train-run", "scores", "mask-eval", "view")  # also the order in which ready tasks are started
 
 
 @dataclass(frozen=True)
 class Task:
     kind: str  # one of KINDS
     target: Target
-    method: str  # mask-eval: the (first) method whose scores chose the mask
+    method: str  # mask-eval: the (first) method whose scores chose the mask; view: the page
     unit: str = ""
-    params: str = "{}"  # canonical JSON of the validated parameters
+    params: str = "{}"  # canonical JSON of the validated parameters (view: the part and its own)
     mask: str = ""  # mask-eval: the keep-mask as "0"/"1" characters, row-major
     shape: tuple[int, ...] = ()
     keys: tuple[Key, ...] = ()
@@ -94,6 +96,18 @@ def train_tasks(session: Session, target: Target, grid: TrainGrid) -> list[Task]
             for params in grid.params]
 
 
+def view_tasks(session: Session, target: Target, page: str) -> list[Task]:
+    """The stored answers of one page (only ``spectral`` has any) at the positions analyze fills."""
+    from analysis import spectral_store
+
+    if page != "spectral":
+        raise ValueError(f"no stored views for page {page!r}")
+    return [Task("view", target, page, params=canonical({"part": part, **params}),
+                 keys=(spectral_store.key(session, part, params),),
+                 label=spectral_store.label(part, params))
+            for part, params in spectral_store.ANALYZED]
+
+
 def mask_tasks(session: Session, source: Task, scores: np.ndarray, followers: Followers) -> list[Task]:
     """The mask evaluations of one scored method (duplicates within it removed)."""
     seen: dict[str, Task] = {}
@@ -110,13 +124,15 @@ def mask_tasks(session: Session, source: Task, scores: np.ndarray, followers: Fo
 
 
 def expand(spec: SweepSpec, sessions: dict[Target, Session]) -> tuple[list[Task], dict[str, Followers]]:
-    """Every training run and score task of a spec (mask evaluations follow their scores)."""
+    """Every training run, page view and score task of a spec (mask evaluations follow their scores)."""
     tasks: list[Task] = []
     followers: dict[str, Followers] = {}
     for target in spec.targets:
         session = sessions[target]
         for train in spec.training:
             tasks.extend(train_tasks(session, target, train))
+        for page in spec.views:
+            tasks.extend(view_tasks(session, target, page))
         for grid in spec.methods:
             for task, after in score_tasks(session, target, grid):
                 tasks.append(task)

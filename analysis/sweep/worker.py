@@ -69,6 +69,11 @@ def run_task(task, device: str = "cpu", store_dirs: tuple = (None, None), thread
         evaluate_mask(work, task.unit, task.mask_array())
     elif task.kind == "train-run":
         train_command(work, task.method, task.param_dict())
+    elif task.kind == "view":
+        from analysis import spectral_store
+
+        params = task.param_dict()
+        spectral_store.compute(work, params.pop("part"), params)
     else:
         raise ValueError(f"unknown task kind {task.kind!r}")
     return Outcome(store.writes, time.perf_counter() - start, f"{socket.gethostname()}:{os.getpid()}",
