@@ -23,9 +23,13 @@ Measured (JSON keys):
   :mod:`analysis.precision`); ``path`` and ``why``: which path that is (``checked-bf16`` or
   ``fp32``) and the reason (the CPU's native bf16, ``$ONEDNN_MAX_CPU_ISA``, the requested
   precision, the calibration), also the table's last line; ``cpu_bf16_flags`` and
-  ``onednn_max_cpu_isa`` what that was read from; ``eval_fp32_p50_s`` the same slider moves on
-  an exact fp32 evaluator; ``prediction_agreement``, ``max_mean_loss_difference``,
-  ``max_abs_logit_difference_vs_fp32`` how far the default path is from the exact numbers;
+  ``onednn_max_cpu_isa`` what that was read from; ``fp32_kernel`` the kernel of the fp32
+  products (``onednn`` or ``aten``, :func:`analysis.fastpath.fp32_kernel`);
+- ``eval_fp32_p50_s``: the same slider moves on an exact fp32 evaluator;
+  ``eval_fp32_aten_p50_s`` on one whose fp32 products are F.linear (interleaved move by move)
+  and ``fp32_onednn_speedup`` the median of their per-move ratios; ``prediction_agreement``,
+  ``max_mean_loss_difference``, ``max_abs_logit_difference_vs_fp32``: how far the default
+  path is from the exact numbers;
 - ``rss_mb``: resident memory of this process with the model loaded and the caches warm.
 """
 
@@ -43,6 +47,7 @@ import torch
 
 from analysis.cache import ResultStore
 from analysis.evaluate import Evaluator
+from analysis.fastpath import fp32_kernel
 from analysis.gates import Masks
 from analysis.precision import BF16_FLAGS, cpu_flags, isa_cap
 from analysis.pruning import physically_prune, select
@@ -150,6 +155,8 @@ TARGETS = (
     ("masked / physical, 50% heads", "physical_vs_masked", 1.0, "min"),
     ("masked / physical, 50% neurons", "physical_vs_masked_neuron", 1.0, "min"),
     ("slider move, exact fp32 p50 (s)", "eval_fp32_p50_s", None, ""),
+    ("  the same with F.linear p50 (s)", "eval_fp32_aten_p50_s", None, ""),
+    ("  fp32 oneDNN speed-up (p50 of ratios)", "fp32_onednn_speedup", None, ""),
     ("prediction agreement with fp32", "prediction_agreement", 1.0, "min"),
     ("max |mean loss difference| vs fp32", "max_mean_loss_difference", None, ""),
     ("RSS (MiB)", "rss_mb", 2048.0, "max"),
@@ -183,7 +190,8 @@ def format_table(out: dict) -> str:
     lines.append(f"masked evaluation: {out.get('precision')}, threads {out.get('threads')}, "
                  f"n={out.get('data', {}).get('n')}, "
                  f"load average {out.get('load_average_before')}")
-    lines.append(f"path: {out.get('path')} (why: {out.get('why')})")
+    lines.append(f"path: {out.get('path')} (why: {out.get('why')}); fp32 products: "
+                 f"{out.get('fp32_kernel')} (oneDNN: $PRUNELENS_FP32_KERNEL=aten keeps F.linear)")
     return "\n".join(lines)
 
 
@@ -217,6 +225,7 @@ def _run(session, quick: bool, say, threads: int, store: ResultStore,
     out["path"], out["why"] = ev.masked_path
     out["cpu_bf16_flags"] = sorted(set(BF16_FLAGS) & cpu_flags())
     out["onednn_max_cpu_isa"] = isa_cap()
+    out["fp32_kernel"] = fp32_kernel(session.device)
     if ev.calibration is not None:
         out["precision_calibration"] = {"error": ev.calibration.error, "scale": ev.calibration.scale,
                                         "agreement_before_rechecks": ev.calibration.agreement}
@@ -359,13 +368,24 @@ def _exact_slider(session, ev: Evaluator, scores: np.ndarray, steps: list[float]
     """The slider moves on an fp32-only evaluator: its p50, and how far the default path's
     numbers are from the exact ones (predictions, mean loss, logits; against the reference
     forward at 30% and 50%)."""
+    from analysis import fastpath
+
     exact = Evaluator(session.loaded, session.data, device=session.device, precision="fp32")
     _ = exact.base_outputs
-    walls, agree, total, loss_diff, logit_diff, ref_diff = [], 0, 0, 0.0, 0.0, 0.0
+    # the same moves with F.linear as the fp32 kernel, interleaved move by move (a ratio in one run)
+    kernel, fastpath.FP32_KERNEL = fastpath.FP32_KERNEL, "aten"
+    try:
+        aten = Evaluator(session.loaded, session.data, device=session.device, precision="fp32")
+        aten.fast_encoder()
+    finally:
+        fastpath.FP32_KERNEL = kernel
+    _ = aten.base_outputs
+    walls, aten_walls, agree, total, loss_diff, logit_diff, ref_diff = [], [], 0, 0, 0.0, 0.0, 0.0
     for s in steps:
         masks = Masks(head=select(scores, s).astype(np.float32))
         w, _, want = timed(exact.outputs, masks)
         walls.append(w)
+        aten_walls.append(timed(aten.outputs, masks)[0])
         got = ev.outputs(masks)  # from the evaluator's LRU: computed during the sweep
         agree += int((got.logits.argmax(1) == want.logits.argmax(1)).sum())
         total += len(want.labels)
@@ -375,6 +395,8 @@ def _exact_slider(session, ev: Evaluator, scores: np.ndarray, steps: list[float]
             check = ev.reference_outputs(masks).logits
             ref_diff = max(ref_diff, float(np.abs(want.logits - check).max()))
     return {"eval_fp32_p50_s": _p(walls, 50), "eval_fp32_p90_s": _p(walls, 90),
+            "eval_fp32_aten_p50_s": _p(aten_walls, 50),
+            "fp32_onednn_speedup": _p([a / w for a, w in zip(aten_walls, walls)], 50),
             "prediction_agreement": agree / total, "max_mean_loss_difference": loss_diff,
             "max_abs_logit_difference_vs_fp32": logit_diff,
             "slider_max_abs_logit_difference": ref_diff}

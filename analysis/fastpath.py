@@ -8,6 +8,9 @@ model computes (to float rounding, ~1e-6), but cheaper:
   the output weights; a block gated to 0 is skipped entirely;
 - **packed tokens**: hidden states are kept as (real tokens, hidden) with the padding dropped, so
   the linear maps, GELU and LayerNorms skip it; only the attention sees the padded layout;
+- **fp32 layers** call oneDNN's linear (``mkldnn._linear_pointwise``) on the plain weights with
+  the exact GELU fused into the FFN's first product, 1.3-1.6x F.linear's throughput here
+  (:data:`FP32_KERNEL`; ``aten`` keeps F.linear);
 - **bf16 layers** (``dtype=torch.bfloat16``, used by :mod:`analysis.precision`): matmuls in bf16
   with oneDNN-packed weights and the GELU fused; attention scores in bf16 (the score scale folded
   into the query weights, the key mask added by the batched matmul), their softmax in fp32;
@@ -218,6 +221,32 @@ def packed_linear_available() -> bool:
         return False
 
 
+# fp32 matmuls through oneDNN (``mkldnn._linear_pointwise`` on the plain weights, GELU fused): on
+# the 2-core AVX-512 machine 1.3-1.6x the throughput of F.linear (MKL) on MiniLM's shapes, packed
+# weights only ~5 % faster still, so none are kept (docs/PERFORMANCE.md, "CPUs without native
+# bf16"); ``PRUNELENS_FP32_KERNEL=aten`` (or ``FP32_KERNEL = "aten"``) keeps F.linear
+FP32_KERNEL = os.environ.get("PRUNELENS_FP32_KERNEL", "onednn").strip().lower()
+
+
+@functools.cache
+def onednn_fp32_available() -> bool:
+    """Whether oneDNN's fp32 linear (plain weights, fused exact GELU) runs here and matches
+    ``F.linear`` to fp32 rounding."""
+    try:
+        gen = torch.Generator().manual_seed(0)
+        w, b, x = (torch.randn(*shape, generator=gen) for shape in ((8, 16), (8,), (6, 16)))
+        y = torch.ops.mkldnn._linear_pointwise(x, w, b, "gelu", [], "none")
+        return bool(torch.allclose(y, F.gelu(F.linear(x, w, b)), atol=1e-5, rtol=1e-5))
+    except Exception:  # noqa: BLE001 - any failure of the private op means: do not use it
+        return False
+
+
+def fp32_kernel(device: torch.device | str = "cpu") -> str:
+    """The fp32 matmul kernel fast-path layers use on ``device``: ``onednn`` or ``aten``."""
+    cpu = torch.device(device).type == "cpu"
+    return "onednn" if cpu and FP32_KERNEL != "aten" and onednn_fp32_available() else "aten"
+
+
 def pack_weight(w: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), 2048)
 
@@ -385,7 +414,9 @@ class _Layer:
         # bf16 weights are pre-packed for oneDNN once per plan, and the exact (erf) GELU is fused
         # into the FFN's first matmul (applied to the fp32 accumulator, before rounding)
         self.packs = dtype == torch.bfloat16 and device.type == "cpu" and packed_linear_available()
-        self.fused_gelu = self.packs and _is_exact_gelu(self.act)
+        # fp32 layers call oneDNN on the plain weights (no packed copy: see FP32_KERNEL)
+        self.onednn = dtype == torch.float32 and fp32_kernel(device) == "onednn"
+        self.fused_gelu = (self.packs or self.onednn) and _is_exact_gelu(self.act)
         self.full = {"qkv": self.qkv_w, "o": self.o_w, "i": self.i_w, "f": self.f_w}
         self.full_bias = {"qkv": self.qkv_b, "o": self.o_b, "i": self.i_b, "f": self.f_b}
         if self.int8:
@@ -400,10 +431,10 @@ class _Layer:
             y = int8_linear(x, packed) if packed is not None else F.linear(x.float(), w, b)
             return self.act(y) if act else y
         x = x.to(self.dtype)
-        if packed is not None:
+        if packed is not None or self.onednn:
             fuse = act and self.fused_gelu
-            y = torch.ops.mkldnn._linear_pointwise(x, packed, b, "gelu" if fuse else "none", [],
-                                                   "none" if fuse else "")
+            y = torch.ops.mkldnn._linear_pointwise(x.contiguous(), w if packed is None else packed, b,
+                                                   "gelu" if fuse else "none", [], "none" if fuse else "")
             return self.act(y) if act and not fuse else y
         y = F.linear(x, w, b)
         return self.act(y) if act else y

@@ -234,7 +234,7 @@ def test_bench_quick_has_the_documented_keys(tiny_session):
     out = run_bench(tiny_session, quick=True, threads=1, progress=lambda msg: None)
     for key in ("naive_s", "eval_p50_s", "eval_p90_s", "first_estimate_s", "ratio", "michel_s",
                 "forward_s", "curve_cold_s", "curve_cached_s", "physical_vs_masked", "rss_mb",
-                "ablation_s"):
+                "ablation_s", "eval_fp32_p50_s", "eval_fp32_aten_p50_s", "fp32_onednn_speedup"):
         assert isinstance(out[key], float) and out[key] > 0, key
     assert out["ratio"] == pytest.approx(out["naive_s"] / out["eval_p50_s"])
     assert out["slider_max_abs_logit_difference"] < ATOL
@@ -273,6 +273,30 @@ def test_bench_names_the_path_and_why_on_a_cpu_without_native_bf16(tiny_session,
     assert out["why"].startswith("no native bf16 (ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN from bf16")
     assert out["onednn_max_cpu_isa"] == "AVX2"
     assert f"path: fp32 (why: {out['why']})" in format_table(out)
+    assert out["fp32_kernel"] == "onednn" and "fp32 products: onednn" in format_table(out)
+
+
+@pytest.mark.parametrize("kind", ["head", "neuron", "float"])
+def test_fp32_layers_run_onednn_with_the_gelu_fused_and_equal_f_linear(tiny_loaded, evaluators,
+                                                                       monkeypatch, kind):
+    from analysis import fastpath
+
+    onednn = FastEncoder(tiny_loaded.model)
+    monkeypatch.setattr(fastpath, "FP32_KERNEL", "aten")
+    aten = FastEncoder(tiny_loaded.model)
+    assert fastpath.onednn_fp32_available()  # (x86 with oneDNN: every machine this suite runs on)
+    assert all(layer.onednn and layer.fused_gelu for layer in onednn.layers)
+    assert not any(layer.onednn or layer.fused_gelu for layer in aten.layers)
+    assert fastpath.fp32_kernel() == "aten" and fastpath.fp32_kernel("cuda") == "aten"
+    monkeypatch.setattr(fastpath, "FP32_KERNEL", "onednn")
+    assert fastpath.fp32_kernel() == "onednn"
+    batches = evaluators[0].batches
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        masks = _random_masks(rng, kind)
+        a = torch.cat(onednn.logits(batches, masks, use_cache=False))
+        b = torch.cat(aten.logits(batches, masks, use_cache=False))
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
 
 
 def test_layer_row_key_distinguishes_gates():

@@ -256,8 +256,11 @@ def _run(plan: Plan, pool, report: SweepReport, progress: bool, out, schedule: S
     ready = deque(sorted(plan.todo, key=order))
     in_flight: dict = {}
     total = sum(weight(t) for t in ready) + plan.waiting * schedule.waiting_weight
+    # a bar in estimated seconds shows whole seconds (its counts are float sums of estimates)
+    seconds = "{l_bar}{bar}| {n:.0f}/{total:.0f} s of estimated work [{elapsed}<{remaining}{postfix}]"
     bar = tqdm(total=total, file=out, disable=not progress, unit=schedule.unit,
-               desc="sweep" if schedule.order is None else "analyze", dynamic_ncols=True)
+               desc="sweep" if schedule.order is None else "analyze", dynamic_ncols=True,
+               bar_format=seconds if schedule.unit == "s" else None)
 
     failed = completed = 0
 
