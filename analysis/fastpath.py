@@ -51,6 +51,7 @@ from torch import nn
 
 from analysis.checkpoints import checkpoint
 from analysis.gates import Masks
+from analysis.layout import layer_matrices
 from analysis.models import encoder_layers
 
 DEFAULT_CACHE_MB = int(os.environ.get("PRUNELENS_LAYER_CACHE_MB", "384"))
@@ -400,16 +401,18 @@ class _Layer:
         self.int8 = dtype == INT8
         self.q_scaled = dtype == torch.bfloat16
         q_scale = self.scale if self.q_scaled else 1.0
-        self.qkv_w = cast(torch.cat([attn.query.weight * q_scale, attn.key.weight, attn.value.weight]))
-        self.qkv_b = cast(torch.cat([attn.query.bias * q_scale, attn.key.bias, attn.value.bias]))
-        self.o_w = cast(layer.attention.output.dense.weight)
-        self.o_b = cast(layer.attention.output.dense.bias)
+        m = layer_matrices(layer)
+        q, k, v = m["query"], m["key"], m["value"]
+        self.qkv_w = cast(torch.cat([q.weight * q_scale, k.weight, v.weight]))
+        self.qkv_b = cast(torch.cat([q.bias * q_scale, k.bias, v.bias]))
+        self.o_w = cast(m["attention_output"].weight)
+        self.o_b = cast(m["attention_output"].bias)
         self.ln1 = on_device(layer.attention.output.LayerNorm, device)
-        self.i_w = cast(layer.intermediate.dense.weight)
-        self.i_b = cast(layer.intermediate.dense.bias)
+        self.i_w = cast(m["intermediate"].weight)
+        self.i_b = cast(m["intermediate"].bias)
         self.act = layer.intermediate.intermediate_act_fn
-        self.f_w = cast(layer.output.dense.weight)
-        self.f_b = cast(layer.output.dense.bias)
+        self.f_w = cast(m["output"].weight)
+        self.f_b = cast(m["output"].bias)
         self.ln2 = on_device(layer.output.LayerNorm, device)
         # bf16 weights are pre-packed for oneDNN once per plan, and the exact (erf) GELU is fused
         # into the FFN's first matmul (applied to the fp32 accumulator, before rounding)

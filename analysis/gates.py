@@ -5,7 +5,8 @@ transformers 5 accepts ``head_mask`` but ignores it, so prunelens gates units wi
 - a head is its slice of the input of ``attention.output.dense`` (forward pre-hook);
 - an FFN neuron is its input to ``output.dense`` (forward pre-hook);
 - an attention block / FFN block is the output of ``attention.output.dense`` / ``output.dense``
-  before the residual add (forward hook), so a removed block leaves the residual path and LayerNorm.
+  before the residual add (forward hook), so a removed block leaves the residual path and LayerNorm
+  (the points are :data:`analysis.layout.GATE_POINTS`).
 
 :func:`gated` is the one context manager: it attaches the hooks and removes every one of them on
 exit, also when an exception is raised inside. Masks may be float tensors with ``requires_grad``,
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from analysis.layout import GATE_POINTS, gate_module
 from analysis.models import encoder_layers
 
 
@@ -120,18 +122,17 @@ def gated(model: nn.Module, masks: Masks | None = None, **kinds):
     lock = model_lock(model)
     lock.acquire()
     try:
+        gates = {"head": head, "attention": attention, "neuron": neuron, "ffn": ffn}
         for i, layer in enumerate(layers):
-            out_dense = layer.attention.output.dense
-            if head is not None and not _is_ones(head[i]):
-                size = out_dense.in_features // head.shape[-1]
-                handles.append(out_dense.register_forward_pre_hook(_scale_input(head[i], size, out_dense)))
-            if attention is not None and not _is_ones(attention[i]):
-                handles.append(out_dense.register_forward_hook(_scale_output(attention[i], out_dense)))
-            ffn_dense = layer.output.dense
-            if neuron is not None and not _is_ones(neuron[i]):
-                handles.append(ffn_dense.register_forward_pre_hook(_scale_input(neuron[i], 1, ffn_dense)))
-            if ffn is not None and not _is_ones(ffn[i]):
-                handles.append(ffn_dense.register_forward_hook(_scale_output(ffn[i], ffn_dense)))
+            for unit, value in gates.items():
+                if value is None or _is_ones(value[i]):
+                    continue
+                module = gate_module(layer, unit)
+                if GATE_POINTS[unit][1] == "input":  # a head's / neuron's slice of the input
+                    repeat = module.in_features // value.shape[-1]
+                    handles.append(module.register_forward_pre_hook(_scale_input(value[i], repeat, module)))
+                else:  # a block's output, before the residual add
+                    handles.append(module.register_forward_hook(_scale_output(value[i], module)))
         yield model
     finally:
         for handle in handles:
@@ -143,6 +144,7 @@ def hook_count(model: nn.Module) -> int:
     """Number of hooks attached to the encoder's gate points (0 outside ``gated``)."""
     total = 0
     for layer in encoder_layers(model):
-        for module in (layer.attention.output.dense, layer.output.dense):
+        modules = {id(m): m for m in (gate_module(layer, unit) for unit in GATE_POINTS)}
+        for module in modules.values():
             total += len(module._forward_pre_hooks) + len(module._forward_hooks)
     return total

@@ -19,6 +19,7 @@ from torch import nn
 
 from analysis.errors import ParamError
 from analysis.gates import Masks
+from analysis.layout import keep_owned
 from analysis.models import Inventory, encoder_layers
 
 SCOPES = ("global", "layer")
@@ -194,14 +195,10 @@ def physically_prune(model: nn.Module, masks: Masks) -> nn.Module:
             rows = torch.as_tensor(
                 np.concatenate([np.arange(h * size, (h + 1) * size) for h in keep_heads])
                 if len(keep_heads) else np.zeros(0, int), dtype=torch.long)
-            out = layer.attention.output
-            out.dense = _keep_cols(out.dense, rows)
+            keep_owned(layer, "head", rows, _keep_rows, _keep_cols)  # Q/K/V rows, O columns
             if len(keep_heads) == 0:
                 layer.attention.self = _NoHeads()
             else:
-                attn.query = _keep_rows(attn.query, rows)
-                attn.key = _keep_rows(attn.key, rows)
-                attn.value = _keep_rows(attn.value, rows)
                 attn.num_attention_heads = len(keep_heads)
                 attn.all_head_size = len(rows)
         if block_off:
@@ -214,8 +211,7 @@ def physically_prune(model: nn.Module, masks: Masks) -> nn.Module:
             keep_neurons = np.array([], dtype=int)
         if keep_neurons is not None and len(keep_neurons) < layer.intermediate.dense.out_features:
             idx = torch.as_tensor(keep_neurons, dtype=torch.long)
-            layer.intermediate.dense = _keep_rows(layer.intermediate.dense, idx)
-            layer.output.dense = _keep_cols(layer.output.dense, idx)
+            keep_owned(layer, "neuron", idx, _keep_rows, _keep_cols)  # intermediate rows, output columns
         if ffn_off:
             layer.output.dense.bias.data.zero_()
     pruned.eval()

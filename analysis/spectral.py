@@ -32,24 +32,9 @@ from torch import nn
 
 from analysis.errors import ParamError
 from analysis.gates import model_lock
+from analysis.layout import MATRICES, layer_matrices  # noqa: F401 (MATRICES: re-exported, documented here)
 from analysis.models import LoadedModel, encoder_layers
 from analysis.store_schema import ACTIVATION_QUANTITIES
-
-MATRICES = ("query", "key", "value", "attention_output", "intermediate", "output")
-
-
-def layer_matrices(layer: nn.Module) -> dict[str, nn.Linear]:
-    """The six dense layers of one encoder layer, by the names in :data:`MATRICES`."""
-    attn = layer.attention
-    return {
-        "query": attn.self.query,
-        "key": attn.self.key,
-        "value": attn.self.value,
-        "attention_output": attn.output.dense,
-        "intermediate": layer.intermediate.dense,
-        "output": layer.output.dense,
-    }
-
 
 def _as_module(model) -> nn.Module:
     return model.model if isinstance(model, LoadedModel) else model

@@ -324,7 +324,8 @@ def _pick(d: dict, keys=("accuracy", "accuracy_se", "loss", "loss_se", "margin",
 
 
 def admm_about(session: Session, method: Method, unit: str, params: dict, scores: Any, key: str) -> None:
-    from analysis.methods.admm import DEFAULT_PATTERNS, MATRICES, accuracy_by_pattern, pattern_of
+    from analysis.layout import MATRICES
+    from analysis.methods.admm import DEFAULT_PATTERNS, accuracy_by_pattern, pattern_of
 
     inv = session.loaded.inventory
     if "n" in params and "m" in params:

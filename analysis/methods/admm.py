@@ -36,8 +36,9 @@ from torch.nn.utils import parametrize
 
 from analysis.data import TextData
 from analysis.errors import ParamError
+from analysis.layout import MATRICES, encoder_matrices, layer_matrices, per_unit
 from analysis.methods.base import SEED, Deviation, Method, Param, Progress, Work, no_progress
-from analysis.models import LoadedModel, encoder_layers
+from analysis.models import LoadedModel
 from analysis.patterns import (
     check_bits,
     check_nm,
@@ -50,7 +51,6 @@ from analysis.patterns import (
 )
 from analysis.training import StreamedBatches, Trainer, training_data, training_work
 
-MATRICES = ("query", "key", "value", "attention_output", "intermediate", "output")
 DEFAULT_PATTERNS = ((1, 4), (2, 4), (3, 4), (2, 8), (4, 8))
 
 
@@ -125,17 +125,9 @@ def kbit_projection(bits: int) -> KBitProjection:
     return KBitProjection(label=f"{bits}-bit", baseline=f"plain {bits}-bit rounding", bits=bits)
 
 
-def layer_linears(layer: nn.Module) -> dict[str, nn.Linear]:
-    """The six constrained linear modules of one encoder layer, by :data:`MATRICES` name."""
-    attn = layer.attention
-    return {"query": attn.self.query, "key": attn.self.key, "value": attn.self.value,
-            "attention_output": attn.output.dense, "intermediate": layer.intermediate.dense,
-            "output": layer.output.dense}
-
-
 def constrained_linears(model: nn.Module) -> list[tuple[int, str, nn.Linear]]:
-    return [(i, name, lin) for i, layer in enumerate(encoder_layers(model))
-            for name, lin in layer_linears(layer).items()]
+    return [(i, name, lin) for i, matrices in enumerate(encoder_matrices(model))
+            for name, lin in matrices.items()]
 
 
 @torch.no_grad()
@@ -149,36 +141,17 @@ def apply_projection(model: nn.Module, project: Callable[[torch.Tensor], torch.T
 # live scores
 
 
-def _energy(t: torch.Tensor, dim: int) -> torch.Tensor:
-    return (t.detach().double() ** 2).sum(dim)
-
-
 def unit_shares(model: nn.Module, inventory, unit: str,
                 project: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
     """Per unit, ``1 − ||W − Π(W)||² / ||W||²`` over the weights the unit owns (for N:M this is
     the share of squared norm that survives). Shaped ``inventory.unit_shape(unit)``."""
-    rows = []
-    for layer in encoder_layers(model):
-        lin = layer_linears(layer)
-        full, lost = {}, {}
-        for name, module in lin.items():
-            w = module.weight.detach()
-            full[name], lost[name] = w, w - project(w)
-        if unit in ("head", "neuron"):
-            in_rows, in_cols = (("query", "key", "value"), ("attention_output",)) if unit == "head" \
-                else (("intermediate",), ("output",))
-            parts = []
-            for src in (full, lost):
-                e = sum(_energy(src[k], 1) for k in in_rows) + sum(_energy(src[k], 0) for k in in_cols)
-                parts.append(e.reshape(inventory.heads, inventory.head_size).sum(1) if unit == "head" else e)
-            e_full, e_lost = parts
-        else:
-            names = MATRICES[:4] if unit == "attention" else MATRICES[4:]
-            e_full = sum(_energy(full[k], (0, 1)) for k in names)
-            e_lost = sum(_energy(lost[k], (0, 1)) for k in names)
-        share = 1.0 - e_lost / torch.where(e_full > 0, e_full, torch.ones_like(e_full))
-        rows.append(share.numpy() if unit in ("head", "neuron") else float(share))
-    return np.asarray(rows, dtype=np.float64)
+    full, lost = [], []
+    for matrices in encoder_matrices(model):
+        weights = {name: module.weight.detach() for name, module in matrices.items()}
+        full.append({name: w.double() ** 2 for name, w in weights.items()})
+        lost.append({name: (w - project(w)).double() ** 2 for name, w in weights.items()})
+    e_full, e_lost = per_unit(full, inventory, unit), per_unit(lost, inventory, unit)
+    return 1.0 - e_lost / np.where(e_full > 0, e_full, 1.0)
 
 
 class Admm(Method):
@@ -233,7 +206,7 @@ def pattern_of(loaded: LoadedModel, layer: int, matrix: str, n: int = 2, m: int 
     layers = loaded.layers()
     if not 0 <= layer < len(layers):
         raise ParamError(f"layer {layer} does not exist (the model has layers 0..{len(layers) - 1})")
-    weight = layer_linears(layers[layer])[matrix].weight.detach()
+    weight = layer_matrices(layers[layer])[matrix].weight.detach()
     check_nm(n, m, weight.shape[1], f"the {matrix} matrix")
     r0, r1 = _window(rows, weight.shape[0], "row")
     c0, c1 = _window(cols, weight.shape[1], "column")

@@ -1,41 +1,23 @@
 """``magnitude``: the L2 norm of the weights a unit owns.
 
 A head owns its rows of Q, K, V and its columns of the attention-output weight; a neuron its row
-of the intermediate weight and its column of the output weight; a block all of its matrices.
-Needs no data.
+of the intermediate weight and its column of the output weight; a block all of its matrices
+(:data:`analysis.layout.OWNS`, biases not counted). Needs no data.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
+from analysis.layout import encoder_matrices, per_unit
 from analysis.methods.base import Method, Work
-
-
-def _sq(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().double() ** 2
 
 
 class Magnitude(Method):
     def compute(self, ctx, unit, params):
-        inv = ctx.loaded.inventory
-        rows = []
-        for layer in ctx.loaded.layers():
-            attn, out = layer.attention.self, layer.attention.output.dense
-            w1, w2 = layer.intermediate.dense.weight, layer.output.dense.weight
-            if unit == "head":
-                d = inv.head_size
-                per_row = _sq(attn.query.weight).sum(1) + _sq(attn.key.weight).sum(1) + _sq(attn.value.weight).sum(1)
-                per_col = _sq(out.weight).sum(0)
-                rows.append((per_row + per_col).reshape(inv.heads, d).sum(1).sqrt().numpy())
-            elif unit == "neuron":
-                rows.append((_sq(w1).sum(1) + _sq(w2).sum(0)).sqrt().numpy())
-            elif unit == "attention":
-                rows.append(float(sum(_sq(m.weight).sum() for m in (attn.query, attn.key, attn.value, out)).sqrt()))
-            else:
-                rows.append(float((_sq(w1).sum() + _sq(w2).sum()).sqrt()))
-        return np.asarray(rows)
+        squares = [{name: lin.weight.detach().double() ** 2 for name, lin in matrices.items()}
+                   for matrices in encoder_matrices(ctx.loaded.model)]
+        return np.sqrt(per_unit(squares, ctx.loaded.inventory, unit))
 
 
 METHOD = Magnitude(

@@ -51,11 +51,11 @@ from torch import nn
 
 from analysis.data import TextData
 from analysis.errors import ParamError
+from analysis.layout import MATRICES, encoder_matrices, per_unit
 from analysis.methods.base import SEED, Deviation, Method, Param, Progress, Work, no_progress
-from analysis.models import Inventory, encoder_layers
+from analysis.models import Inventory
 from analysis.training import StreamedBatches, training_work
 
-MATRICES = ("query", "key", "value", "attention_output", "intermediate", "output")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,35 +110,16 @@ def entropy_alpha(logits: torch.Tensor) -> torch.Tensor:
     return 1.0 - entropy / math.log(logits.shape[-1])
 
 
-def layer_linears(layer: nn.Module) -> list[nn.Linear]:
-    """The six scored/pruned matrices of one layer, in :data:`MATRICES` order."""
-    a = layer.attention
-    return [a.self.query, a.self.key, a.self.value, a.output.dense, layer.intermediate.dense,
-            layer.output.dense]
-
-
 def prunable_weights(model: nn.Module) -> list[list[nn.Parameter]]:
-    return [[lin.weight for lin in layer_linears(layer)] for layer in encoder_layers(model)]
+    """The six scored/pruned weights of every layer, in :data:`analysis.layout.MATRICES` order."""
+    return [[lin.weight for lin in matrices.values()] for matrices in encoder_matrices(model)]
 
 
 def aggregate(weight_scores: list[list[torch.Tensor]], inv: Inventory, unit: str) -> np.ndarray:
-    """Sum per-weight scores to ``unit``: a head its Q/K/V rows and O columns, a neuron its
-    intermediate row and output column, a block all of its matrices."""
-    rows = []
-    for q, k, v, o, inter, out in weight_scores:
-        q, k, v, o, inter, out = (t.detach().double() for t in (q, k, v, o, inter, out))
-        if unit == "head":
-            per_dim = q.sum(1) + k.sum(1) + v.sum(1) + o.sum(0)
-            rows.append(per_dim.reshape(inv.heads, inv.head_size).sum(1).numpy())
-        elif unit == "neuron":
-            rows.append((inter.sum(1) + out.sum(0)).numpy())
-        elif unit == "attention":
-            rows.append(float(q.sum() + k.sum() + v.sum() + o.sum()))
-        elif unit == "ffn":
-            rows.append(float(inter.sum() + out.sum()))
-        else:
-            raise ValueError(f"pins has no aggregation to '{unit}'")
-    return np.asarray(rows)
+    """Sum per-weight scores (each layer's six, in ``MATRICES`` order) to ``unit``
+    (:func:`analysis.layout.per_unit`: a head its Q/K/V rows and O columns, a neuron its
+    intermediate row and output column, a block all of its matrices)."""
+    return per_unit([dict(zip(MATRICES, layer)) for layer in weight_scores], inv, unit)
 
 
 def normalized(scores: np.ndarray) -> np.ndarray:

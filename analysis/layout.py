@@ -1,0 +1,134 @@
+"""The BERT layer layout: its six matrices, the prunable units, what each unit owns, where gates act.
+
+One place for what every method, the gates, the fast path and the parameter accounting assume
+about an encoder layer (``BertLayer`` and the layouts that share it: RoBERTa, MiniLM, ...):
+
+- :data:`MATRICES`: the six dense layers, by name — Q, K, V, the attention output, the FFN's
+  intermediate and output — and :func:`layer_matrices` to reach them in a layer;
+- :data:`UNITS` and :data:`OWNS`: what a unit owns. A **head** owns its ``head_size`` rows of Q, K
+  and V (weights and biases) and the same columns of the attention-output weight; a **neuron** its
+  row of the intermediate weight (and bias entry) and its column of the output weight; an
+  **attention** / **FFN** block every weight and bias of its matrices (the LayerNorms stay);
+- :func:`per_unit`: the one reduction of per-weight scores (a tensor shaped like each weight) to
+  per-unit scores, used by ``magnitude``, ``pins``/``platon``, ``admm``'s shares and the
+  parameter counts (:class:`analysis.models.Inventory` agrees with it, a test ties them);
+- :data:`GATE_POINTS`: where a unit's gate multiplies — the input of the attention-output
+  (heads) or output (neurons) dense layer, or the output of that layer (blocks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+MATRICES = ("query", "key", "value", "attention_output", "intermediate", "output")
+ATTENTION_MATRICES = MATRICES[:4]
+FFN_MATRICES = MATRICES[4:]
+UNITS = ("head", "neuron", "attention", "ffn")
+
+ROWS, COLUMNS, ALL = "rows", "columns", "all"  # which part of a matrix a unit's index runs over
+OWNS: dict[str, dict[str, str]] = {
+    "head": {"query": ROWS, "key": ROWS, "value": ROWS, "attention_output": COLUMNS},
+    "neuron": {"intermediate": ROWS, "output": COLUMNS},
+    "attention": dict.fromkeys(ATTENTION_MATRICES, ALL),
+    "ffn": dict.fromkeys(FFN_MATRICES, ALL),
+}
+# (matrix, "input" | "output"): a head / neuron gate scales its slice of the matrix's input (a
+# forward pre-hook), a block gate the matrix's output (before the residual add)
+GATE_POINTS = {"head": ("attention_output", "input"), "neuron": ("output", "input"),
+               "attention": ("attention_output", "output"), "ffn": ("output", "output")}
+
+
+def layer_matrices(layer: nn.Module) -> dict[str, nn.Linear]:
+    """The six dense layers of one encoder layer, by the names in :data:`MATRICES`."""
+    attn = layer.attention
+    return {"query": attn.self.query, "key": attn.self.key, "value": attn.self.value,
+            "attention_output": attn.output.dense, "intermediate": layer.intermediate.dense,
+            "output": layer.output.dense}
+
+
+_PATHS = {"query": ("attention", "self", "query"), "key": ("attention", "self", "key"),
+          "value": ("attention", "self", "value"), "attention_output": ("attention", "output", "dense"),
+          "intermediate": ("intermediate", "dense"), "output": ("output", "dense")}
+
+
+def matrix(layer: nn.Module, name: str) -> nn.Module:
+    """One matrix of the layer, by name (only that one is looked up)."""
+    module = layer
+    for part in _PATHS[name]:
+        module = getattr(module, part)
+    return module
+
+
+def set_matrix(layer: nn.Module, name: str, linear: nn.Module) -> None:
+    """Put ``linear`` in place of the layer's matrix ``name`` (physical pruning)."""
+    *parents, attr = _PATHS[name]
+    owner = layer
+    for part in parents:
+        owner = getattr(owner, part)
+    setattr(owner, attr, linear)
+
+
+def keep_owned(layer: nn.Module, unit: str, index: torch.Tensor, keep_rows, keep_columns) -> None:
+    """Replace every matrix ``unit`` (head or neuron) owns part of by its kept rows / columns
+    (``index``: the kept rows of a row-owned matrix, the kept columns of a column-owned one)."""
+    for name, part in OWNS[unit].items():
+        keep = keep_rows if part == ROWS else keep_columns
+        set_matrix(layer, name, keep(matrix(layer, name), index))
+
+
+def gate_module(layer: nn.Module, unit: str) -> nn.Linear:
+    """The dense layer at whose input (heads, neurons) or output (blocks) ``unit``'s gate acts."""
+    return layer_matrices(layer)[GATE_POINTS[unit][0]]
+
+
+def check_unit(unit: str) -> str:
+    if unit not in OWNS:
+        raise ValueError(f"unknown unit {unit!r}: one of {', '.join(UNITS)}")
+    return unit
+
+
+def per_unit(weight_scores: Sequence[Mapping[str, torch.Tensor]], inventory, unit: str,
+             bias_scores: Sequence[Mapping[str, torch.Tensor]] | None = None) -> np.ndarray:
+    """Per-unit sums of per-weight scores, shaped ``inventory.unit_shape(unit)`` (float64).
+
+    ``weight_scores[layer][matrix]``: a tensor shaped like that matrix's weight (out × in), for
+    every matrix ``unit`` owns (:data:`OWNS`; others are ignored). ``bias_scores``, optional, the
+    same for the biases (a column-owning unit owns no bias entry). Sums run in :data:`MATRICES`
+    order, in float64.
+    """
+    owns = OWNS[check_unit(unit)]
+    rows = []
+    for i, layer in enumerate(weight_scores):
+        biases = bias_scores[i] if bias_scores is not None else {}
+        if unit in ("head", "neuron"):
+            total = None
+            for name in MATRICES:
+                if name not in owns:
+                    continue
+                part = layer[name].detach().double().sum(1 if owns[name] == ROWS else 0)
+                if owns[name] == ROWS and name in biases:
+                    part = part + biases[name].detach().double()
+                total = part if total is None else total + part
+            if unit == "head":
+                total = total.reshape(inventory.heads, inventory.head_size).sum(1)
+            rows.append(total.cpu().numpy())
+        else:
+            total = 0.0
+            for name in MATRICES:
+                if name in owns:
+                    total = total + layer[name].detach().double().sum()
+                    if name in biases:
+                        total = total + biases[name].detach().double().sum()
+            rows.append(float(total))
+    return np.asarray(rows, dtype=np.float64)
+
+
+def encoder_matrices(model: nn.Module) -> list[dict[str, nn.Linear]]:
+    """:func:`layer_matrices` of every encoder layer of ``model``."""
+    from analysis.models import encoder_layers
+
+    return [layer_matrices(layer) for layer in encoder_layers(model)]
