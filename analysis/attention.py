@@ -3,14 +3,14 @@
 The loaded model runs with sdpa attention, which returns no attention weights, and it must not be
 switched to eager (DESIGN: never mutate a shared model). So :func:`attention_from_inputs` captures
 the query and key projections of every layer with forward hooks on
-``layer.attention.self.query/key`` (hooks removed on exit, like :mod:`analysis.gates`) and
+``layer.attention.self.query/key`` (through :func:`analysis.hooks.hooked`, removed on exit) and
 computes ``softmax(Q Kᵀ · scaling + padding mask)`` per head itself — exactly what the eager
 implementation returns with ``output_attentions=True``.
 
 With a head mask the forward pass runs under :func:`analysis.gates.gated`, so the maps are those
 of the *pruned* model (later layers see the effect of earlier pruning); the pruned heads are
 recorded so views can mark or hide them. With or without a mask, hooks and forward pass run under
-the model's lock (:func:`analysis.gates.model_lock`, the one ``gated`` holds), so another thread's
+the model's lock (:func:`analysis.hooks.model_lock`, the one ``gated`` holds), so another thread's
 gates never reach these maps and its forward passes never reach these hooks. Inputs are cut to
 what the model's position embeddings hold (:func:`token_limit`). Attention tensors are never
 stored in the result store.
@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from analysis.errors import DataError, ParamError
-from analysis.gates import gated, model_lock
+from analysis.gates import gated
+from analysis.hooks import hooked
 from analysis.models import LoadedModel, encoder_layers, usable_positions
 
 MAX_TOKENS = 128
@@ -134,20 +135,14 @@ def attention_from_inputs(model: nn.Module, inputs: dict, head_mask=None) -> tor
 
         return hook
 
-    handles = []
-    with model_lock(model):  # re-entrant: gated() below takes the same lock
-        try:
-            for i, layer in enumerate(layers):
-                handles.append(layer.attention.self.query.register_forward_hook(keep(i, "q")))
-                handles.append(layer.attention.self.key.register_forward_hook(keep(i, "k")))
-            if head_mask is not None:
-                with gated(model, head=head_mask):
-                    model(**inputs)
-            else:
+    hooks = [(module, keep(i, which)) for i, layer in enumerate(layers)
+             for which, module in (("q", layer.attention.self.query), ("k", layer.attention.self.key))]
+    with hooked(model, post=hooks):  # re-entrant: gated() below takes the same lock
+        if head_mask is not None:
+            with gated(model, head=head_mask):
                 model(**inputs)
-        finally:
-            for handle in handles:
-                handle.remove()
+        else:
+            model(**inputs)
 
     maps = []
     for i, layer in enumerate(layers):

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from analysis.errors import ModelError, ParamError, PrunelensError
-from analysis.gates import Masks, model_lock
+from analysis.gates import Masks
+from analysis.hooks import model_lock
 from analysis.methods.base import Progress, no_progress
 from analysis.models import encoder_layers
 

@@ -8,15 +8,14 @@ transformers 5 accepts ``head_mask`` but ignores it, so prunelens gates units wi
   before the residual add (forward hook), so a removed block leaves the residual path and LayerNorm
   (the points are :data:`analysis.layout.GATE_POINTS`).
 
-:func:`gated` is the one context manager: it attaches the hooks and removes every one of them on
-exit, also when an exception is raised inside. Masks may be float tensors with ``requires_grad``,
+:func:`gated` is the one context manager: it attaches the hooks through
+:func:`analysis.hooks.hooked` (under the model's lock) and removes every one of them on exit, also
+when an exception is raised inside. Masks may be float tensors with ``requires_grad``,
 so gradients with respect to gate values flow (Michel et al. importance, relaxed gates).
 """
 
 from __future__ import annotations
 
-import threading
-import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from analysis.hooks import hooked
 from analysis.layout import GATE_POINTS, gate_module
 from analysis.models import encoder_layers
 
@@ -83,21 +83,6 @@ def _scale_output(gate: torch.Tensor, target: nn.Module | None = None):
     return hook
 
 
-_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
-
-def model_lock(model: nn.Module) -> threading.RLock:
-    """The lock :func:`gated` holds on ``model``: hooks live on the (shared, cached) model itself,
-    so two threads (dashboard sessions) gating it at once would each see the other's gates.
-    Hold it too around anything else that must not see foreign hooks (e.g. copying the model)."""
-    with _LOCKS_GUARD:
-        lock = _LOCKS.get(model)
-        if lock is None:
-            lock = _LOCKS[model] = threading.RLock()
-        return lock
-
-
 @contextmanager
 def gated(model: nn.Module, masks: Masks | None = None, **kinds):
     """Apply gate masks to ``model`` for the duration of the block.
@@ -118,26 +103,19 @@ def gated(model: nn.Module, masks: Masks | None = None, **kinds):
                               ("neuron", neuron, 2)):
         if value is not None and (value.dim() not in (dims, dims + 1, dims + 2) or value.shape[0] != len(layers)):
             raise ValueError(f"{name} mask has shape {tuple(value.shape)}; expected {len(layers)} layers")
-    handles = []
-    lock = model_lock(model)
-    lock.acquire()
-    try:
-        gates = {"head": head, "attention": attention, "neuron": neuron, "ffn": ffn}
-        for i, layer in enumerate(layers):
-            for unit, value in gates.items():
-                if value is None or _is_ones(value[i]):
-                    continue
-                module = gate_module(layer, unit)
-                if GATE_POINTS[unit][1] == "input":  # a head's / neuron's slice of the input
-                    repeat = module.in_features // value.shape[-1]
-                    handles.append(module.register_forward_pre_hook(_scale_input(value[i], repeat, module)))
-                else:  # a block's output, before the residual add
-                    handles.append(module.register_forward_hook(_scale_output(value[i], module)))
+    pre, post = [], []
+    gates = {"head": head, "attention": attention, "neuron": neuron, "ffn": ffn}
+    for i, layer in enumerate(layers):
+        for unit, value in gates.items():
+            if value is None or _is_ones(value[i]):
+                continue
+            module = gate_module(layer, unit)
+            if GATE_POINTS[unit][1] == "input":  # a head's / neuron's slice of the input
+                pre.append((module, _scale_input(value[i], module.in_features // value.shape[-1], module)))
+            else:  # a block's output, before the residual add
+                post.append((module, _scale_output(value[i], module)))
+    with hooked(model, pre, post):
         yield model
-    finally:
-        for handle in handles:
-            handle.remove()
-        lock.release()
 
 
 def hook_count(model: nn.Module) -> int:

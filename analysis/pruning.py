@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +18,7 @@ from torch import nn
 
 from analysis.errors import ParamError
 from analysis.gates import Masks
+from analysis.hooks import private_copy
 from analysis.layout import keep_owned
 from analysis.models import Inventory, encoder_layers
 
@@ -173,7 +173,7 @@ def physically_prune(model: nn.Module, masks: Masks) -> nn.Module:
     Whole attention/FFN blocks masked to 0 are pruned by removing all their heads/neurons *and*
     the output bias, so the block adds exactly nothing, as the gate does.
     """
-    pruned = copy.deepcopy(model)
+    pruned = private_copy(model)
     layers = encoder_layers(pruned)
     head = None if masks.head is None else np.asarray(masks.head, dtype=np.float32)
     neuron = None if masks.neuron is None else np.asarray(masks.neuron, dtype=np.float32)

@@ -15,15 +15,14 @@ prior) and the dashboard's Spectral page:
   (``output.dense`` output before the residual add), with and without normalization.
 
 Everything returns plain numbers, numpy arrays, pandas tables or dataclasses; no plotting.
-Every hook attached here is removed before the function returns, also on errors.
+Every hook attached here goes through :func:`analysis.hooks.hooked` (under the model's lock) and
+is removed before the function returns, also on errors.
 """
 
 from __future__ import annotations
 
-import copy
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,7 +30,7 @@ import torch
 from torch import nn
 
 from analysis.errors import ParamError
-from analysis.gates import model_lock
+from analysis.hooks import hooked, private_copy
 from analysis.layout import MATRICES, layer_matrices  # noqa: F401 (MATRICES: re-exported, documented here)
 from analysis.models import LoadedModel, encoder_layers
 from analysis.store_schema import ACTIVATION_QUANTITIES
@@ -138,7 +137,7 @@ def spectrally_normalized(model, c: float | None = None, iters: int = 100, seed:
     c = check_cap(c)
     known = {} if sigmas is None else {(int(r.layer), r.matrix): float(r.sigma)
                                        for r in sigmas.itertuples()}
-    copied = copy.deepcopy(_as_module(model))
+    copied = private_copy(_as_module(model))
     with torch.no_grad():
         for i, layer in enumerate(encoder_layers(copied)):
             for name, linear in layer_matrices(layer).items():
@@ -175,17 +174,6 @@ def normalization_effect(loaded: LoadedModel, evaluator, caps, seed: int = 0) ->
 # capturing module inputs/outputs
 
 
-@contextmanager
-def hooks_removed(handles: list):
-    """Remove every handle in ``handles`` when the block exits (also on errors)."""
-    try:
-        yield handles
-    finally:
-        for handle in reversed(handles):  # hooks first, then any lock taken before them
-            handle.remove()
-        handles.clear()
-
-
 @dataclass
 class LayerCapture:
     """What one encoder layer saw on the current batch (padded; filled by hooks)."""
@@ -202,28 +190,12 @@ class LayerCapture:
             setattr(self, name, None)
 
 
-class _Release:
-    """A handle whose ``remove()`` releases a lock (kept with the hook handles)."""
-
-    def __init__(self, lock) -> None:
-        self.lock: Any = lock
-
-    def remove(self) -> None:
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
-
-
-def attach_capture(model: nn.Module, captures: list[LayerCapture], handles: list,
-                   detach: bool = True) -> None:
-    """Attach hooks that fill ``captures[i]`` for every layer on each forward pass. The caller
-    removes ``handles`` (use :func:`hooks_removed`). ``detach=False`` keeps the autograd graph."""
+@contextmanager
+def captured(model: nn.Module, detach: bool = True):
+    """Hooks that fill one :class:`LayerCapture` per layer on each forward pass inside the block
+    (yields that list), through :func:`analysis.hooks.hooked`: under the model's lock, removed on
+    exit. ``detach=False`` keeps the autograd graph."""
     keep = (lambda t: t.detach()) if detach else (lambda t: t)
-    # hooks live on the (possibly shared) model: hold the lock gates.gated holds, so another
-    # thread's forward pass cannot run through these hooks; released when the handles are removed
-    lock = model_lock(model)
-    lock.acquire()
-    handles.append(_Release(lock))
 
     def pre(capture: LayerCapture, attr: str):
         def hook(module, args):
@@ -235,18 +207,16 @@ def attach_capture(model: nn.Module, captures: list[LayerCapture], handles: list
             setattr(capture, attr, keep(output))
         return hook
 
-    layers = encoder_layers(model)
-    captures.clear()
-    for layer in layers:
+    captures, before, after = [], [], []
+    for layer in encoder_layers(model):
         cap = LayerCapture()
         captures.append(cap)
         m = layer_matrices(layer)
-        handles.append(m["query"].register_forward_pre_hook(pre(cap, "layer_input")))
-        handles.append(m["attention_output"].register_forward_pre_hook(pre(cap, "context")))
-        handles.append(m["attention_output"].register_forward_hook(post(cap, "attention_out")))
-        handles.append(m["intermediate"].register_forward_pre_hook(pre(cap, "ffn_input")))
-        handles.append(m["output"].register_forward_pre_hook(pre(cap, "gelu")))
-        handles.append(m["output"].register_forward_hook(post(cap, "ffn_out")))
+        before += [(m["query"], pre(cap, "layer_input")), (m["attention_output"], pre(cap, "context")),
+                   (m["intermediate"], pre(cap, "ffn_input")), (m["output"], pre(cap, "gelu"))]
+        after += [(m["attention_output"], post(cap, "attention_out")), (m["output"], post(cap, "ffn_out"))]
+    with hooked(model, before, after):
+        yield captures
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,10 +293,8 @@ def _collect(model: nn.Module, batches, gelu_cap: int, rng: np.random.Generator)
     norms (all of them) and at most ``gelu_cap`` post-GELU values per batch (seeded sample)."""
     layers = encoder_layers(model)
     raws = [_Raw() for _ in layers]
-    captures: list[LayerCapture] = []
     device = next(model.parameters()).device
-    with hooks_removed([]) as handles, torch.inference_mode():
-        attach_capture(model, captures, handles)
+    with captured(model) as captures, torch.inference_mode():
         for batch in batches:
             inputs = {k: v.to(device) for k, v in batch.model_inputs().items()}
             model(**inputs)

@@ -12,10 +12,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = [
     ("core", {"errors", "hub", "checkpoints", "fingerprints", "store_schema", "cache", "models", "data",
-              "gates", "patterns", "precision"}),
+              "layout", "hooks", "gates", "patterns", "precision"}),
     ("engine", {"fastpath", "evaluate", "pruning", "spectral", "attention", "finetune"}),
     ("methods", {"methods", "training"}),
-    ("operations", {"operations", "compare", "flips", "precompute", "analyze", "export", "bench", "sweep"}),
+    ("operations", {"operations", "spectral_store", "compare", "flips", "precompute", "analyze", "export",
+                    "bench", "sweep"}),
     ("interfaces", {"cli", "__main__"}),
 ]
 RANK = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}

@@ -352,8 +352,8 @@ def test_capture_hooks_hold_the_model_lock(tiny_loaded):
     dashboard crashed when a page evaluated the model while snip measured it)."""
     import threading
 
-    from analysis.gates import model_lock
-    from analysis.spectral import attach_capture, hooks_removed
+    from analysis.hooks import model_lock
+    from analysis.spectral import captured
 
     model = tiny_loaded.model
 
@@ -364,8 +364,7 @@ def test_capture_hooks_hold_the_model_lock(tiny_loaded):
         if got:
             lock.release()
 
-    with hooks_removed([]) as handles:
-        attach_capture(model, [], handles)
+    with captured(model):
         during: list = []
         thread = threading.Thread(target=try_lock, args=(during,))
         thread.start()

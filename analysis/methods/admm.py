@@ -23,7 +23,6 @@ Owns three things:
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from torch.nn.utils import parametrize
 
 from analysis.data import TextData
 from analysis.errors import ParamError
+from analysis.hooks import private_copy
 from analysis.layout import MATRICES, encoder_matrices, layer_matrices, per_unit
 from analysis.methods.base import SEED, Deviation, Method, Param, Progress, Work, no_progress
 from analysis.models import LoadedModel
@@ -232,7 +232,7 @@ def accuracy_by_pattern(session, patterns=DEFAULT_PATTERNS, progress: Progress =
     evaluator = session.evaluator
     base = evaluator.base
     rows = [{"pattern": "dense", "n": 1, "m": 1, "sparsity": 0.0, **_metrics(base.as_dict())}]
-    work = copy.deepcopy(session.loaded.model)
+    work = private_copy(session.loaded.model)
     originals = [lin.weight.detach().clone() for _, _, lin in constrained_linears(work)]
     for i, (n, m) in enumerate(patterns):
         progress(i / len(patterns), f"evaluating {n}:{m}")
@@ -484,7 +484,7 @@ def run_admm(session, params: dict, progress: Progress, projection: Projection) 
     progress(0.0, "evaluating the dense model and the one-shot projection")
     evaluation = {"dense": {**_metrics(evaluator.base.as_dict()),
                             "delta": {"accuracy": 0.0, "loss": 0.0, "margin": 0.0}}}
-    work = copy.deepcopy(loaded.model)
+    work = private_copy(loaded.model)
     apply_projection(work, projection)
     evaluation["oneshot"] = _evaluate(evaluator, work)
     if params["finetune_baseline"]:
@@ -493,7 +493,7 @@ def run_admm(session, params: dict, progress: Progress, projection: Projection) 
         evaluation["oneshot_finetuned"] = _evaluate(evaluator, work)
     del work
 
-    model = copy.deepcopy(loaded.model)
+    model = private_copy(loaded.model)
     model.eval()  # no dropout: runs are deterministic
     loss_fn = _loss_fn(model, batches, session.device)
     history = []

@@ -38,7 +38,6 @@ self-regularization's teacher is refreshed at every sparsity increase, as in the
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from collections import OrderedDict
@@ -51,6 +50,7 @@ from torch import nn
 
 from analysis.data import TextData
 from analysis.errors import ParamError
+from analysis.hooks import private_copy
 from analysis.layout import MATRICES, encoder_matrices, per_unit
 from analysis.methods.base import SEED, Deviation, Method, Param, Progress, Work, no_progress
 from analysis.models import Inventory
@@ -220,7 +220,7 @@ def score_weights(loaded, data: TextData, params: dict, progress: Progress = no_
                   device: str = "cpu", eta: float | None = None) -> list[list[torch.Tensor]]:
     """Ī·U per weight after ``batches`` gradient evaluations on a private copy (no updates);
     ``eta`` overrides ``params["eta"]`` (PLATON: 0)."""
-    model = copy.deepcopy(loaded.model).to(device)
+    model = private_copy(loaded.model, device)
     model.eval()
     weights = prunable_weights(model)
     for layer in weights:
@@ -319,14 +319,14 @@ def prune_train(loaded, batches, params: dict, criterion: str = "pins", self_reg
     """One iterative prune + fine-tune run on a copy of ``loaded.model``; returns the trained
     model (``"model"``), its importance (``"importance"``) and a JSON-able summary."""
     torch.manual_seed(params["seed"])
-    student = copy.deepcopy(loaded.model).to(device)
+    student = private_copy(loaded.model, device)
     embeddings = student.base_model.embeddings
     for p in student.parameters():
         p.requires_grad_(True)
     for p in embeddings.parameters():  # frozen: saves the dense word-embedding update
         p.requires_grad_(False)
     weights = prunable_weights(student)
-    teacher = copy.deepcopy(loaded.model).to(device).eval() if self_reg else None
+    teacher = private_copy(loaded.model, device).eval() if self_reg else None
     state = PinsState(weights, params.get("eta", 0.0), params["beta1"], params["beta2"],
                       params["delta_t"], params.get("signed", False))
     optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad],
@@ -393,7 +393,7 @@ def prune_train(loaded, batches, params: dict, criterion: str = "pins", self_reg
 def oneshot_magnitude(loaded, sparsity: float) -> tuple[nn.Module, list[list[torch.Tensor]]]:
     """A copy with the lowest-|θ| weights of the six matrices removed globally (no training),
     and its keep-masks."""
-    model = copy.deepcopy(loaded.model)
+    model = private_copy(loaded.model)
     weights = prunable_weights(model)
     masks = _global_mask([[w.abs() for w in layer] for layer in weights], sparsity)
     _apply(weights, masks)

@@ -31,7 +31,6 @@ forward, as ``torch.nn.utils.spectral_norm``.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,13 +40,13 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from analysis.data import MAX_LENGTH, TextData
+from analysis.hooks import private_copy
+from analysis.layout import layer_matrices
 from analysis.methods.base import SEED, Deviation, Method, Param, Progress, Work, no_progress
 from analysis.models import encoder_layers
 from analysis.spectral import (
     LayerCapture,
-    attach_capture,
-    hooks_removed,
-    layer_matrices,
+    captured,
     spectral_norms,
     spectrally_normalized,
     top_singular,
@@ -124,13 +123,11 @@ def function_norms(model: nn.Module, batches, relative: bool = False,
     attn_sum = torch.zeros(len(layers), dtype=torch.float64)
     ffn_sum = torch.zeros(len(layers), dtype=torch.float64)
     tokens = 0
-    captures: list[LayerCapture] = []
     was_training = model.training
     device = next(model.parameters()).device
     model.eval()
     try:
-        with hooks_removed([]) as handles, torch.inference_mode():
-            attach_capture(model, captures, handles)
+        with captured(model) as captures, torch.inference_mode():
             for b, batch in enumerate(batches):
                 inputs = {k: v.to(device) for k, v in batch.model_inputs().items()}
                 model(**inputs)
@@ -293,7 +290,7 @@ def _train(loaded, data: TextData, params: dict, lam: float, progress, span: tup
     """A copy of the model trained ``steps`` steps with SN and λ·(identity prior); its history."""
     steps, relative = params["steps"], params["relative"]
     batches = _train_batches(loaded.tokenizer, data, steps, params["batch_size"], params["seed"])
-    model = copy.deepcopy(loaded.model)
+    model = private_copy(loaded.model)
     device = next(model.parameters()).device
     heads = int(model.config.num_attention_heads)
     history = []
@@ -305,10 +302,8 @@ def _train(loaded, data: TextData, params: dict, lam: float, progress, span: tup
         model.train()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                       lr=params["lr"], weight_decay=0.0)
-        captures: list[LayerCapture] = []
         layers = encoder_layers(model)
-        with hooks_removed([]) as handles, torch.enable_grad():
-            attach_capture(model, captures, handles, detach=False)
+        with captured(model, detach=False) as captures, torch.enable_grad():
             for step, batch in enumerate(batches):
                 inputs = {k: v.to(device) for k, v in batch.model_inputs().items()}
                 logits = model(**inputs).logits
