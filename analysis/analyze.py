@@ -99,7 +99,7 @@ def analysis_spec(target: Target, methods: list[str] | None = None, training: bo
                 trains.append(TrainGrid(name, tuple(trainer.validate(p) for p in
                                                     [{}, *EXTRA_TRAINING.get(name, [])])))
     pages = ("spectral",) if (not methods if views is None else views) else ()
-    return SweepSpec(f"analyze {target.label()}", (target,), tuple(grids), tuple(trains), pages)
+    return SweepSpec(f"analyze {target.label()}", (target,), tuple(grids), tuple(trains), views=pages)
 
 
 @dataclass

@@ -106,13 +106,18 @@ def compute_scores(session: Session, method_name: str, unit: str | None = None,
         if hit is not None:
             return ScoreResult(method.name, unit, params, np.asarray(hit["scores"], dtype=np.float64),
                                time.perf_counter() - start, True)
-    scores = method.score(session.context(progress), unit, params)
+    # a method whose one computation gives several units (joint) stores them all: nothing is
+    # recomputed when the next unit is asked for, and no method keeps a memo of its own
+    units = [u for u in method.joint_units(params, unit) if u == unit or (
+        use_store and first_hit(session, score_keys(session, method, u, params), score_shape(session, u)) is None)]
+    scored = method.score_units(session.context(progress), units, params)
     seconds = time.perf_counter() - start
     if use_store:
         precision = session.evaluator.masked_precision if method.evaluates_masks else "fp32"
-        session.store.put(keys[precision], {"scores": scores.tolist(), "seconds": seconds,
-                                            "precision": precision})
-    return ScoreResult(method.name, unit, params, scores, seconds, False)
+        for u, scores in scored.items():
+            session.store.put(score_keys(session, method, u, params)[precision],
+                              {"scores": scores.tolist(), "seconds": seconds, "precision": precision})
+    return ScoreResult(method.name, unit, params, scored[unit], seconds, False)
 
 
 def stored_scores(session: Session, method_name: str, unit: str, params: dict | None = None

@@ -301,6 +301,10 @@ def obtain_scores(session, method: Method, unit: str, params: dict, key: str) ->
     with a progress bar. None while nothing is available."""
     from analysis.operations import compute_scores
 
+    reason = method.is_compatible(session.loaded, session.data)
+    if reason:  # say why, instead of computing something meaningless or failing mid-way
+        st.warning(f"**{method.title}** is not available for this model and data: {reason}.")
+        return None
     with state.guard():
         work = score_work(session, method, unit, params)
     if work <= EXPENSIVE_WORK:

@@ -170,15 +170,7 @@ def test_a_killed_job_resumes_without_recomputing_finished_entries(tmp_path, tin
 
 
 def test_model_data_page_estimates_then_analyses_in_the_background(open_page, tmp_path, monkeypatch):
-    from collections import OrderedDict
-
-    import analysis.methods.pins as pins_mod
     from dashboard import jobs
-
-    # the job scores every method in this process: keep its PINS memo (a module-level cache,
-    # issue 16) from answering later tests that expect to compute PINS themselves
-    monkeypatch.setattr(pins_mod, "_SCORE_CACHE", OrderedDict())
-    monkeypatch.setattr(get_method("snip"), "_memo", None, raising=False)
 
     at = open_page("model_data")
     [plan] = [b for b in at.button if b.key == "analyze.plan"]

@@ -123,7 +123,7 @@ def test_spectral_page(open_page):
 def test_training_page_runs_in_background(open_page, monkeypatch):
     from analysis.methods import all_methods
     from analysis.methods.base import Method, Param
-    from analysis.training import Trainer
+    from analysis.methods.base import Trainer
     from dashboard import jobs
 
     def run(session, params, progress):

@@ -336,18 +336,17 @@ def test_michel_per_token_equals_finite_differences_on_token_gates(tiny_session)
 
 
 def test_michel_scores_come_from_the_training_split(tiny_session, monkeypatch):
-    from analysis import training
     from analysis.methods import michel
 
     seen = []
-    real = training.training_data
+    real = michel.training_data
 
     def spy(session):
         data, note = real(session)
         seen.append(data)
         return data, note
 
-    monkeypatch.setattr(training, "training_data", spy)
+    monkeypatch.setattr(michel, "training_data", spy)
     params = get_method("michel").validate({"examples": 16})
     batches = michel.training_batches(tiny_session.context(), params)
     assert seen and batches.data is seen[0] and len(batches.order) == 16
@@ -361,13 +360,13 @@ def test_michel_scores_come_from_the_training_split(tiny_session, monkeypatch):
 def test_ablation_measures_on_the_training_split(tiny_session, tiny_loaded, tmp_path, monkeypatch):
     """Leave-one-out on the training data: equal to masking each head alone on that data by
     hand, and different from the same ablation on the evaluation data."""
-    from analysis import training
     from analysis.data import load_data
     from analysis.evaluate import Evaluator
+    from analysis.methods import ablation
     from tests.tiny import write_tiny_csv
 
     other = load_data(str(write_tiny_csv(tmp_path / "train.csv", n=24, seed=5)))
-    monkeypatch.setattr(training, "training_data", lambda session: (other, "a test's train split"))
+    monkeypatch.setattr(ablation, "training_data", lambda session: (other, "a test's train split"))
     scores = get_method("ablation").score(tiny_session.context(), "head", {"examples": 24})
     ev = Evaluator(tiny_loaded, other)
     expected = np.zeros((2, 4))
@@ -376,6 +375,6 @@ def test_ablation_measures_on_the_training_split(tiny_session, tiny_loaded, tmp_
         mask[layer, head] = 0
         expected[layer, head] = ev.evaluate(Masks(head=mask)).loss - ev.base.loss
     np.testing.assert_allclose(scores, expected, rtol=1e-6, atol=1e-9)
-    monkeypatch.setattr(training, "training_data", lambda session: (session.data, "own data"))
+    monkeypatch.setattr(ablation, "training_data", lambda session: (session.data, "own data"))
     on_eval = get_method("ablation").score(tiny_session.context(), "head", {"examples": 24})
     assert not np.allclose(on_eval, scores)

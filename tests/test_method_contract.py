@@ -21,15 +21,6 @@ from analysis.operations import compute_scores
 CASES = [(name, unit) for name, method in all_methods().items() for unit in method.units]
 
 
-def _fresh(method) -> None:
-    """Forget what a method memoizes between calls, so a second call really recomputes."""
-    from analysis.methods import pins
-
-    pins._SCORE_CACHE.clear()
-    if hasattr(method, "_memo"):
-        object.__setattr__(method, "_memo", None)
-
-
 def _as_cli_string(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -40,13 +31,11 @@ def _as_cli_string(value) -> str:
 def test_scores_have_the_unit_shape_are_finite_and_seeded(name, unit, tiny_session):
     method = get_method(name)
     ctx = tiny_session.context()
-    _fresh(method)
     torch.manual_seed(1)
     np.random.seed(1)
     first = method.score(ctx, unit, None)
     assert first.shape == tiny_session.loaded.inventory.unit_shape(unit)
     assert np.isfinite(first).all()
-    _fresh(method)
     torch.manual_seed(2)  # another global state: the scores must not depend on it
     np.random.seed(2)
     again = method.score(ctx, unit, None)
@@ -66,8 +55,57 @@ def test_every_parameter_survives_the_cli_and_widget_round_trip(name):
 
 @pytest.mark.parametrize("name, unit", CASES, ids=[f"{n}-{u}" for n, u in CASES])
 def test_scores_round_trip_through_the_store(name, unit, tiny_session):
-    _fresh(get_method(name))
     computed = compute_scores(tiny_session, name, unit)
     stored = compute_scores(tiny_session, name, unit)
     assert not computed.cached and stored.cached
     np.testing.assert_array_equal(stored.scores, computed.scores)
+
+
+JOINT = [name for name, method in all_methods().items() if method.joint]
+
+
+def test_joint_methods_are_the_ones_whose_one_pass_gives_every_unit():
+    assert set(JOINT) == {"michel", "pins", "platon", "snip"}
+
+
+@pytest.mark.parametrize("name", JOINT)
+def test_a_joint_method_scores_all_units_in_one_computation_and_stores_them(name, tiny_session, monkeypatch):
+    method = get_method(name)
+    calls = []
+    real = type(method).compute_units
+
+    def counted(self, ctx, units, params):
+        calls.append(tuple(units))
+        return real(self, ctx, units, params)
+
+    monkeypatch.setattr(type(method), "compute_units", counted)
+    first = compute_scores(tiny_session, name, method.units[0])
+    assert calls == [method.joint_units(first.params, method.units[0])] and set(calls[0]) == set(method.units)
+    for unit in method.units[1:]:  # every other unit: from the store, not recomputed or memoized
+        assert compute_scores(tiny_session, name, unit).cached
+    assert len(calls) == 1
+    alone = {u: method.compute_units(tiny_session.context(), (u,), first.params)[u] for u in method.units}
+    together = real(method, tiny_session.context(), method.units, first.params)
+    for unit in method.units:  # the joint computation gives what each unit's own would
+        np.testing.assert_allclose(together[unit], alone[unit], rtol=1e-9, atol=1e-15)
+    assert not any(hasattr(method, attr) for attr in ("_memo", "_cache"))
+
+
+def test_a_label_using_method_says_why_it_cannot_score_a_regression_head(tiny_loaded):
+    from analysis.errors import ParamError
+
+    michel = get_method("michel")
+    assert michel.is_compatible(tiny_loaded) is None and get_method("magnitude").is_compatible(tiny_loaded) is None
+    config = tiny_loaded.model.config
+    labels = config.num_labels
+    try:
+        config.num_labels = 1
+        reason = michel.is_compatible(tiny_loaded)
+        assert "1 output" in reason and "regression" in reason
+        assert get_method("magnitude").is_compatible(tiny_loaded) is None  # needs no labels
+        from analysis.methods.base import Context
+
+        with pytest.raises(ParamError, match="cannot score this model and data: its importance"):
+            michel.score(Context(tiny_loaded, None), "head")
+    finally:
+        config.num_labels = labels

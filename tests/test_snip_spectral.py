@@ -356,7 +356,7 @@ def test_cap_mode_pulls_every_top_singular_value_down(tiny_loaded):
 def test_training_initial_cap_starts_from_the_model(tiny_loaded, tiny_session):
     """sn=initial with λ=0 and lr=0: the first step's task loss is the unchanged model's loss."""
     from analysis.methods.snip import _train_batches
-    from analysis.training import training_data
+    from analysis.batches import training_data
 
     out = train_command(tiny_session, "snip", {"steps": 1, "batch_size": 8, "lr": 1e-8, "sn": "initial",
                                                 "penalty": 0.0, "control": False}, use_store=False)

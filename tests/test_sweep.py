@@ -195,7 +195,9 @@ def test_spec_expands_into_exactly_these_keys(tiny_session, tiny_bert_dir, tiny_
     assert set(replanned.records) == expected | masks
     assert all(r.status == "stored" for r in replanned.records.values())
     stored_files = {p.stem for p in Path(tiny_session.store.user_dir).glob("*/*.json")}
-    assert stored_files == expected | masks  # nothing else was written
+    # michel is joint: its one backward pass also gave (and stored) the units the spec did not ask for
+    joint = {Key.make(model, data, "scores", "michel", unit, MICHEL).digest for unit in ("attention", "neuron")}
+    assert stored_files == expected | masks | joint  # nothing else was written
 
 
 def test_dry_run_computes_nothing(tiny_session, tiny_bert_dir, tiny_csv):
@@ -219,13 +221,14 @@ def test_local_sweep_then_a_second_run_does_nothing_and_says_so(tmp_path, tiny_b
     assert "sweep: 100%" in out.err and "done " in out.err and "failed 0" in out.err
     assert "mask-eval" in out.out and f"{first['counts']['done']} computed, 0 already stored" in out.out
     entries = numbers(store)
-    assert len(entries) == len(first["tasks"])
+    tasks = len(first["tasks"])
+    assert len(entries) == tasks + 2  # + michel's attention and neuron scores (its pass is joint)
 
     assert main(["sweep", str(spec), "--store", str(store), "--json", str(tmp_path / "two.json")]) == 0
     second = json.loads((tmp_path / "two.json").read_text())
     out = capsys.readouterr()
-    assert f"nothing to do: all {len(entries)} entries of the sweep are already in the store" in out.err
-    assert second["counts"] == {"stored": len(entries), "done": 0, "failed": 0, "blocked": 0}
+    assert f"nothing to do: all {tasks} entries of the sweep are already in the store" in out.err
+    assert second["counts"] == {"stored": tasks, "done": 0, "failed": 0, "blocked": 0}
     assert "sweep:" not in out.err  # no bar: no task ran
     assert numbers(store) == entries
 

@@ -33,11 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from analysis.batches import StreamedBatches, training_data
 from analysis.data import TextData
 from analysis.errors import ParamError
 from analysis.hooks import private_copy
 from analysis.layout import MATRICES, encoder_matrices, layer_matrices, per_unit
-from analysis.methods.base import SEED, Deviation, Method, Param, Progress, Work, no_progress
+from analysis.methods.base import SEED, Deviation, Method, Param, Progress, Trainer, Work, no_progress, training_work
 from analysis.models import LoadedModel
 from analysis.patterns import (
     check_bits,
@@ -49,7 +50,6 @@ from analysis.patterns import (
     project_kbit,
     project_nm,
 )
-from analysis.training import StreamedBatches, Trainer, training_data, training_work
 
 DEFAULT_PATTERNS = ((1, 4), (2, 4), (3, 4), (2, 8), (4, 8))
 

@@ -17,8 +17,7 @@ from analysis.methods.admm import (
     score_cost,
     train_cost,
 )
-from analysis.methods.base import Param, no_progress
-from analysis.training import Trainer
+from analysis.methods.base import no_progress, Param, Trainer
 
 QUANT_PARAMS = (Param("bits", "int", 4, "bits per weight (per-output-channel symmetric grid)", 2, 16),)
 

@@ -200,6 +200,23 @@ class Context:
         return self.evaluator
 
 
+def declared_param(declared: tuple[Param, ...], name: str, owner: str) -> Param:
+    for p in declared:
+        if p.name == name:
+            return p
+    raise ParamError(f"{owner} has no parameter '{name}' "
+                     f"(it has: {', '.join(p.name for p in declared) or 'none'})")
+
+
+def parse_declared(declared: tuple[Param, ...], raw: dict[str, Any] | None, owner: str) -> dict[str, Any]:
+    """The one validation of declared parameters (methods and trainers): every declared name,
+    the default filled in where ``raw`` has none, each value parsed; an unknown name refused."""
+    raw = dict(raw or {})
+    for name in raw:
+        declared_param(declared, name, owner)
+    return {p.name: p.parse(raw[p.name]) if p.name in raw else p.default for p in declared}
+
+
 @dataclass(frozen=True)
 class Deviation:
     """One point where prunelens's method differs from (or chooses between) the paper and its
@@ -228,7 +245,7 @@ class Method:
     default_scope: str = "global"
     default_sparsity: float = 0.5
     paper: str = ""
-    trainer: Any = None  # analysis.training.Trainer for methods with a training mode
+    trainer: Any = None  # a Trainer (below) for methods with a training mode
     evaluates_masks: bool = False  # scores are masked evaluations (their precision is in the key)
     plain: str = ""  # one plain-language sentence for the dashboard (``summary`` is for the CLI)
     # what this implementation does differently from the paper and its official code, one
@@ -237,21 +254,19 @@ class Method:
     # a measurement about units that is not an importance criterion (ADMM's surviving-norm share):
     # labelled as such and kept out of criterion rankings
     diagnostic: bool = False
+    # the method's importance uses the task loss, so the model must classify into >= 2 classes
+    needs_classes: bool = False
+    # one computation gives every unit's scores (``compute_units`` is overridden): asked for one
+    # unit, the operations compute and store them all, so nothing is recomputed or memoized
+    joint: bool = False
 
     def param(self, name: str) -> Param:
-        for p in self.params:
-            if p.name == name:
-                return p
-        raise ParamError(f"method '{self.name}' has no parameter '{name}' "
-                         f"(it has: {', '.join(p.name for p in self.params) or 'none'})")
+        return declared_param(self.params, name, f"method '{self.name}'")
 
     def validate(self, raw: dict[str, Any] | None = None) -> dict[str, Any]:
         """All declared parameters, defaults filled in, values checked; unknown names refused;
         a setting over the work budgets (judged on BERT-base) refused."""
-        raw = dict(raw or {})
-        for name in raw:
-            self.param(name)
-        values = {p.name: p.parse(raw[p.name]) if p.name in raw else p.default for p in self.params}
+        values = parse_declared(self.params, raw, f"method '{self.name}'")
         if self.cost is not None:
             check_work(self.cost(values, BERT_BASE, None), MAX_SCORE_WORK, f"method '{self.name}'")
         return values
@@ -284,17 +299,47 @@ class Method:
             raise ParamError(f"method '{self.name}' scores units {', '.join(self.units)}, not '{unit}'")
         return unit
 
+    def is_compatible(self, loaded: LoadedModel, data: TextData | None = None) -> str | None:
+        """Why this method cannot score ``loaded`` on ``data`` (a phrase for the UI), or None."""
+        classes = int(getattr(loaded.model.config, "num_labels", 2) or 0)
+        if self.needs_classes and classes < 2:
+            return (f"its importance is the gradient or change of the classification loss, and this model "
+                    f"has {classes} output{'s' if classes != 1 else ''} (a regression head has no classes)")
+        return None
+
     def score(self, ctx: Context, unit: str, params: dict[str, Any] | None = None) -> np.ndarray:
         """Validated entry point: scores shaped like the unit inventory, higher = more important."""
-        self.check_unit(unit)
+        return self.score_units(ctx, (unit,), params)[unit]
+
+    def score_units(self, ctx: Context, units, params: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """Scores of several units for one setting (validated, shapes checked), by unit."""
+        units = tuple(self.check_unit(u) for u in units)
         params = self.validate(params)
-        scores = np.asarray(self.compute(ctx, unit, params), dtype=np.float64)
-        expected = ctx.loaded.inventory.unit_shape(unit)
-        if scores.shape != expected:
-            raise AssertionError(f"{self.name} returned shape {scores.shape} for {unit}, expected {expected}")
-        return scores
+        reason = self.is_compatible(ctx.loaded, ctx.data)
+        if reason:
+            raise ParamError(f"method '{self.name}' cannot score this model and data: {reason}")
+        out = {}
+        for unit, scores in self.compute_units(ctx, units, params).items():
+            scores = np.asarray(scores, dtype=np.float64)
+            expected = ctx.loaded.inventory.unit_shape(unit)
+            if scores.shape != expected:
+                raise AssertionError(f"{self.name} returned shape {scores.shape} for {unit}, expected {expected}")
+            out[unit] = scores
+        return out
+
+    def joint_units(self, params: dict[str, Any], unit: str) -> tuple[str, ...]:
+        """The units one computation of ``unit`` gives at no extra pass (``joint`` methods: all
+        of them, ``unit`` first); the operations compute and store these together."""
+        return (unit, *(u for u in self.units if u != unit)) if self.joint else (unit,)
+
+    def compute_units(self, ctx: Context, units: tuple[str, ...], params: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Scores of ``units`` (validated parameters): one :meth:`compute` each, unless the method
+        computes them together (``joint``)."""
+        return {unit: self.compute(ctx, unit, params) for unit in units}
 
     def compute(self, ctx: Context, unit: str, params: dict[str, Any]) -> np.ndarray:
+        if self.joint:
+            return self.compute_units(ctx, (unit,), params)[unit]
         raise NotImplementedError
 
     def describe(self) -> dict:
@@ -303,3 +348,35 @@ class Method:
                 "trains": self.trainer is not None,
                 "deviations": [d.as_dict() for d in self.deviations], "diagnostic": self.diagnostic,
                 "training_params": self.trainer.describe()["params"] if self.trainer else [], "default_scope": self.default_scope, "paper": self.paper}
+
+
+@dataclass(frozen=True)
+class Trainer:
+    params: tuple[Param, ...]
+    run: Callable[..., dict]
+    summary: str = ""
+    cost: Callable[[dict], Work] | None = None  # what a run with these parameters costs
+
+    def validate(self, raw: dict[str, Any] | None) -> dict[str, Any]:
+        """As :meth:`Method.validate`, against the training budget."""
+        values = parse_declared(self.params, raw, "training")
+        if self.cost is not None:
+            check_work(self.cost(values), MAX_TRAIN_WORK, "training run")
+        return values
+
+    def work(self, params: dict[str, Any] | None) -> float:
+        """Forward-pass equivalents of the training steps of a run (evaluations not counted)."""
+        values = self.validate(params)
+        return self.cost(values).fixed if self.cost is not None else float("inf")
+
+    def describe(self) -> dict:
+        return {"summary": self.summary, "params": [p.describe() for p in self.params]}
+
+
+def training_work(steps: int, batch_size: int, max_length: int, passes: float = 3.0,
+                  what: str = "steps x batch_size") -> Work:
+    """The work of ``steps`` gradient steps of ``batch_size`` examples (``passes`` forward-pass
+    equivalents each: forward + backward = 3)."""
+    examples = int(steps) * int(batch_size)
+    return Work(fixed=passes * examples, batch_tokens=int(batch_size) * int(max_length),
+                what=f"{what} = {examples:,} examples x {passes:g} passes")

@@ -13,10 +13,11 @@ is taken, and the choice is part of the stored result's key:
 - ``batch`` (prunelens 0.1): |∂(batch-mean loss)/∂ξ_h| averaged over batches, which lets
   examples' gradients of opposite sign cancel before the absolute value.
 
-Data: ``examples`` seeded examples of the *training* split (:func:`analysis.training.training_data`:
+Data: ``examples`` seeded examples of the *training* split (:func:`analysis.batches.training_data`:
 the default data's train split; other data sets have none known, so their own examples are used
 and the scores are label-using importance on the evaluation data, which the notes say).
-One backward pass per batch gives heads, whole blocks or FFN neurons.
+One backward pass per batch gives heads, whole blocks and FFN neurons together (``joint``: the
+operations store all four units' scores from it).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from analysis.batches import StreamedBatches, training_data
 from analysis.gates import Masks, gated
 from analysis.methods.base import SEED, Context, Deviation, Method, Param, Work
 
@@ -32,41 +34,46 @@ PER = ("example", "token", "batch")
 
 
 def gate_gradients(ctx: Context, unit: str, batches=None, per: str = "batch") -> np.ndarray:
-    """E|∂L/∂gate| for every gate of ``unit`` over ``batches`` (default: the evaluator's),
-    the absolute value taken per example, per token or per batch (see the module docstring)."""
+    """E|∂L/∂gate| for every gate of ``unit`` (see :func:`unit_gate_gradients`)."""
+    return unit_gate_gradients(ctx, (unit,), batches, per)[unit]
+
+
+def unit_gate_gradients(ctx: Context, units, batches=None, per: str = "batch") -> dict[str, np.ndarray]:
+    """E|∂L/∂gate| for every gate of each of ``units`` over ``batches`` (default: the
+    evaluator's), the absolute value taken per example, per token or per batch (see the module
+    docstring). All gates sit at 1 at once, so one backward pass per batch gives every unit's
+    gradients, each exactly what it would be with its gates alone."""
     if per not in PER:
         raise ValueError(f"per must be one of {PER}, got {per!r}")
     model = ctx.loaded.model
-    shape = ctx.loaded.inventory.unit_shape(unit)
-    total = torch.zeros(shape, dtype=torch.float64)
+    shapes = {unit: ctx.loaded.inventory.unit_shape(unit) for unit in units}
+    totals = {unit: torch.zeros(shape, dtype=torch.float64) for unit, shape in shapes.items()}
     count = 0
     batches = batches if batches is not None else ctx.get_evaluator().batches
     device = next(model.parameters()).device  # gradients run where the model is
+    label = "/".join(units)
     for i, batch in enumerate(batches):
         inputs = batch.to(device).model_inputs()
         rows, tokens = inputs["input_ids"].shape
         extra = {"batch": (), "example": (rows,), "token": (rows, tokens)}[per]
-        gate = torch.ones((shape[0], *extra, *shape[1:]), requires_grad=True)
-        with torch.enable_grad(), gated(model, Masks.for_unit(unit, gate)):
+        gates = {unit: torch.ones((shape[0], *extra, *shape[1:]), requires_grad=True)
+                 for unit, shape in shapes.items()}
+        with torch.enable_grad(), gated(model, Masks(**gates)):
             logits = model(**inputs).logits
             losses = F.cross_entropy(logits, batch.labels.to(logits.device), reduction="none")
             # summed, each example's loss reaches only its own gates: their gradients are its own
-            (grad,) = torch.autograd.grad(losses.mean() if per == "batch" else losses.sum(), gate)
-        grad = grad.detach().abs().double().cpu()
-        if per == "batch":
-            total += grad
-            count += 1
-        else:
-            total += grad.sum(dim=tuple(range(1, 1 + len(extra))))
-            count += rows
-        ctx.progress((i + 1) / len(batches), f"{unit} gradients, batch {i + 1}/{len(batches)}")
-    return (total / max(1, count)).numpy()
+            grads = torch.autograd.grad(losses.mean() if per == "batch" else losses.sum(),
+                                        list(gates.values()))
+        for unit, grad in zip(gates, grads):
+            grad = grad.detach().abs().double().cpu()
+            totals[unit] += grad if per == "batch" else grad.sum(dim=tuple(range(1, 1 + len(extra))))
+        count += 1 if per == "batch" else rows
+        ctx.progress((i + 1) / len(batches), f"{label} gradients, batch {i + 1}/{len(batches)}")
+    return {unit: (total / max(1, count)).numpy() for unit, total in totals.items()}
 
 
 def training_batches(ctx: Context, params: dict):
     """``examples`` seeded examples of the training split, in length-bucketed batches."""
-    from analysis.training import StreamedBatches, training_data
-
     data, _ = training_data(ctx)
     rng = np.random.default_rng(params["seed"])
     order = rng.permutation(len(data))[: params["examples"]]
@@ -74,15 +81,27 @@ def training_batches(ctx: Context, params: dict):
 
 
 class Michel(Method):
-    def compute(self, ctx, unit, params):
-        scores = gate_gradients(ctx, unit, training_batches(ctx, params), params["per"])
-        if params["normalize"] and scores.ndim == 2:
-            norms = np.sqrt((scores**2).sum(-1, keepdims=True))
-            scores = scores / (norms + 1e-20)
-        return scores
+    def joint_units(self, params, unit):
+        # per-token neuron gates are (layers, batch, tokens, FFN): on BERT-base ~0.6 GB a batch, so
+        # with per="token" neurons are computed on their own and never ride along
+        if params["per"] == "token":
+            return ("neuron",) if unit == "neuron" else (
+                unit, *(u for u in ("head", "attention", "ffn") if u != unit))
+        return super().joint_units(params, unit)
+
+    def compute_units(self, ctx, units, params):
+        out = {}
+        for unit, scores in unit_gate_gradients(ctx, units, training_batches(ctx, params), params["per"]).items():
+            if params["normalize"] and scores.ndim == 2:
+                norms = np.sqrt((scores**2).sum(-1, keepdims=True))
+                scores = scores / (norms + 1e-20)
+            out[unit] = scores
+        return out
 
 
 METHOD = Michel(
+    needs_classes=True,
+    joint=True,
     name="michel",
     title="Michel et al. gradient importance",
     plain="Give each unit a volume knob and measure how strongly the loss reacts when the knob is nudged: a strong reaction means an important unit.",

@@ -19,7 +19,7 @@ self-regularization's teacher is refreshed at every sparsity increase, as in the
 
 - Score-only mode (``compute``, live): on a private copy of the model (the shared one is never
   touched), |S| is accumulated over ``batches`` seeded random batches of the *training* split
-  (:func:`analysis.training.training_data`: the default data's train split, else the session's
+  (:func:`analysis.batches.training_data`: the default data's train split, else the session's
   data) without any update (eval mode, gradient of the batch-mean cross-entropy), then Ī·U is summed to heads
   (their Q/K/V rows and O columns), neurons (intermediate row + output column), attention and FFN
   blocks (all their matrices); by default divided by the largest |score| of the unit (raw Ī·U is
@@ -38,9 +38,7 @@ self-regularization's teacher is refreshed at every sparsity increase, as in the
 
 from __future__ import annotations
 
-import json
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,13 +46,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from analysis.batches import StreamedBatches, training_data
 from analysis.data import TextData
 from analysis.errors import ParamError
 from analysis.hooks import private_copy
 from analysis.layout import MATRICES, encoder_matrices, per_unit
-from analysis.methods.base import SEED, Deviation, Method, Param, Progress, Work, no_progress
+from analysis.methods.base import SEED, Deviation, Method, Param, Progress, Trainer, Work, no_progress, training_work
 from analysis.models import Inventory
-from analysis.training import StreamedBatches, training_work
 
 
 
@@ -179,7 +177,7 @@ def shuffled_batches(tokenizer, data: TextData, batch_size: int, count: int, see
 
     Every ``bucket`` consecutive batches' worth of examples are sorted by length into batches whose
     order is then shuffled: batches stay random but carry little padding. Streamed
-    (:class:`~analysis.training.StreamedBatches`): tokenized as the loop reaches them."""
+    (:class:`~analysis.batches.StreamedBatches`): tokenized as the loop reaches them."""
     if len(data) == 0:
         raise ParamError("pins needs data with at least one example")
     rng = np.random.default_rng(seed)
@@ -213,9 +211,6 @@ def train_cost(params: dict) -> Work:
 # ---------------------------------------------------------------------------------------------
 # score-only mode
 
-_SCORE_CACHE: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
-
-
 def score_weights(loaded, data: TextData, params: dict, progress: Progress = no_progress,
                   device: str = "cpu", eta: float | None = None) -> list[list[torch.Tensor]]:
     """Ī·U per weight after ``batches`` gradient evaluations on a private copy (no updates);
@@ -244,23 +239,17 @@ def score_weights(loaded, data: TextData, params: dict, progress: Progress = no_
 class Pins(Method):
     eta_param: bool = True  # False for PLATON (the same method object type): step score |θ·g|
 
-    def compute(self, ctx, unit, params):
-        from analysis.training import training_data
-
-        raw = {k: v for k, v in params.items() if k != "normalize"}
-        key = json.dumps([self.name, ctx.loaded.fingerprint, ctx.data.fingerprint, raw], sort_keys=True,
-                         default=str)
-        if key not in _SCORE_CACHE:
-            data, _ = training_data(ctx)  # label-using importance: the train split when known
-            imp = score_weights(ctx.loaded, data, params, ctx.progress, ctx.device,
-                                eta=None if self.eta_param else 0.0)
-            inv = ctx.loaded.inventory
-            _SCORE_CACHE[key] = {u: aggregate(imp, inv, u) for u in self.units}
-            while len(_SCORE_CACHE) > 4:
-                _SCORE_CACHE.popitem(last=False)
-        scores = _SCORE_CACHE[key][unit].copy()
-        # Ī·U is ~1e-10 in raw units; the ranking is what matters
-        return normalized(scores) if params["normalize"] else scores
+    def compute_units(self, ctx, units, params):
+        """One scoring run of the per-weight importance, summed to every unit asked for."""
+        data, _ = training_data(ctx)  # label-using importance: the train split when known
+        imp = score_weights(ctx.loaded, data, params, ctx.progress, ctx.device,
+                            eta=None if self.eta_param else 0.0)
+        out = {}
+        for unit in units:
+            scores = aggregate(imp, ctx.loaded.inventory, unit)
+            # Ī·U is ~1e-10 in raw units; the ranking is what matters
+            out[unit] = normalized(scores) if params["normalize"] else scores
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,8 +409,6 @@ def train_run(session, params: dict, progress: Progress = no_progress, criterion
     PLATON run, no self-regularization), and a magnitude baseline."""
     _check_train_params(params)
     loaded = session.loaded
-    from analysis.training import training_data
-
     train_data, note = training_data(session)
     notes = [] if train_data is not session.data else [note]
     batches = shuffled_batches(loaded.tokenizer, train_data, params["batch_size"], params["steps"],
@@ -477,8 +464,6 @@ SCHEDULE_ENDS = (
 
 
 def _trainer():
-    from analysis.training import Trainer
-
     return Trainer(
         params=(
             *SCHEDULE,
@@ -509,6 +494,8 @@ def _trainer():
 
 
 METHOD = Pins(
+    needs_classes=True,
+    joint=True,
     name="pins",
     title="PINS principled importance",
     plain="Estimate for every weight how much the loss would change without it, smooth that over several batches, and add it up per unit.",

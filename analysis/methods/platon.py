@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from analysis.methods.base import SEED, Deviation, Param
+from analysis.methods.base import SEED, Deviation, Param, Trainer
 from analysis.methods.pins import (SCHEDULE, SCHEDULE_ENDS, SCORE_BATCHES, Pins, score_cost, train_cost,
                                    train_run)
 
@@ -29,8 +29,6 @@ SMOOTHING = (
 
 
 def _trainer():
-    from analysis.training import Trainer
-
     return Trainer(
         params=(
             *SCHEDULE,
@@ -51,6 +49,8 @@ def _trainer():
 
 
 METHOD = Pins(
+    needs_classes=True,
+    joint=True,
     name="platon",
     title="PLATON sensitivity × uncertainty",
     plain="Like PINS without its step-size term: how much the loss depends on each weight, smoothed "

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from analysis.batches import training_data
 from analysis.data import TextData, tokenize_batches
 from analysis.errors import ParamError
 from analysis.gates import gated
@@ -113,10 +114,8 @@ CHUNK = 8  # rows per encoder pass: a similarity batch runs as length-sorted chu
 def _sentence_batches(ctx: Context, batch_size: int, batches: int, seed: int, sentences: str = "train"):
     """``batches`` seeded random groups of sentences; each group is a list of length-sorted
     chunks of at most :data:`CHUNK` rows (less padding; the encoder costs per padded token).
-    Sentences of the training split (:func:`analysis.training.training_data`), as SMP trains its
+    Sentences of the training split (:func:`analysis.batches.training_data`), as SMP trains its
     pruner on training data; a data set without a known train split gives its own."""
-    from analysis.training import training_data
-
     data = training_data(ctx)[0] if sentences == "train" else ctx.data
     if len(data) < 2:
         raise ParamError("smp needs at least 2 sentences in the data")
@@ -182,6 +181,7 @@ class SMP(Method):
 
 
 METHOD = SMP(
+    needs_classes=True,
     name="smp",
     title="SMP ridge surrogate (representation KL)",
     plain="Switch random sets of heads off many times and learn which heads change the sentence representations most; needs no labels.",

@@ -39,10 +39,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from analysis.batches import StreamedBatches, training_data
 from analysis.data import MAX_LENGTH, TextData
 from analysis.hooks import private_copy
 from analysis.layout import layer_matrices
-from analysis.methods.base import SEED, Deviation, Method, Param, Progress, Work, no_progress
+from analysis.methods.base import SEED, Deviation, Method, Param, Progress, Trainer, Work, no_progress, training_work
 from analysis.models import encoder_layers
 from analysis.spectral import (
     LayerCapture,
@@ -51,7 +52,6 @@ from analysis.spectral import (
     spectrally_normalized,
     top_singular,
 )
-from analysis.training import StreamedBatches, Trainer, training_work
 
 UNITS = ("head", "attention", "ffn")
 
@@ -153,18 +153,13 @@ def function_norms(model: nn.Module, batches, relative: bool = False,
 
 
 class Snip(Method):
-    """Function-norm importance; one pass gives heads, attention and FFN blocks (memoized)."""
+    """Function-norm importance; one pass gives heads, attention and FFN blocks (``joint``)."""
 
     def norms(self, ctx, params: dict) -> FunctionNorms:
         batches = ctx.get_evaluator().batches
         if params["batches"] > 0:
             batches = batches[: params["batches"]]
         cap = params["spectral_cap"]
-        key = (ctx.loaded.fingerprint, ctx.data.fingerprint, len(batches), params["relative"],
-               cap, params["exact_spectral"])
-        memo = getattr(self, "_memo", None)
-        if memo is not None and memo[0] == key:
-            return memo[1]
         model = ctx.loaded.model
         if params["exact_spectral"]:
             ctx.progress(0.0, "exact spectral normalization (W/σ)")
@@ -172,12 +167,11 @@ class Snip(Method):
         elif cap > 0:
             ctx.progress(0.0, f"spectral normalization capped at c={cap:g}")
             model = spectrally_normalized(model, cap)
-        result = function_norms(model, batches, params["relative"], ctx.progress)
-        self._memo = (key, result)
-        return result
+        return function_norms(model, batches, params["relative"], ctx.progress)
 
-    def compute(self, ctx, unit, params):
-        return self.norms(ctx, params).unit(unit)
+    def compute_units(self, ctx, units, params):
+        norms = self.norms(ctx, params)
+        return {unit: norms.unit(unit) for unit in units}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,8 +349,6 @@ def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
     model by its function norms and evaluate it against the untrained model pruned by its own and
     against the λ = 0 control (same steps, same batches, same SN) pruned by its own."""
     loaded = session.loaded
-    from analysis.training import training_data
-
     data, note = training_data(session)
     relative, control = params["relative"], params["control"]
     eval_batches = session.evaluator.batches
@@ -420,6 +412,7 @@ TRAINER = Trainer(
 
 
 METHOD = Snip(
+    joint=True,
     name="snip",
     title="Spectral-normalized identity prior (Lin et al. 2020; not Lee et al.'s SNIP)",
     plain="Measure how much each block changes what flows through it; a block that nearly passes its input on unchanged can go.",

@@ -113,7 +113,7 @@ def parse_spec(raw: dict, base: Path | None = None, name: str = "sweep spec") ->
     training = tuple(_train_grid(t, f"{where} train[{i}]:") for i, t in enumerate(train_raw))
     if not grids and not training:
         raise ParamError(f"{where} names no methods and no training runs (add [methods.<name>] or [[train]])")
-    return SweepSpec(name, targets, grids, training, raw)
+    return SweepSpec(name, targets, grids, training, raw=raw)
 
 
 def _method_grid(name: str, table: Any, top: dict, where: str) -> MethodGrid:
