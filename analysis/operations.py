@@ -351,17 +351,3 @@ def prune_estimate(session: Session, method_name: str, sparsity: float | None = 
             "sparsity": sparsity_of(mask),
             "compression": compression(session.loaded.inventory, result.unit, mask).as_dict(),
             "estimate": {"n": comparison.pruned.n, "of": session.evaluator.n}}
-
-
-# rough CPU costs per example and per million encoder parameters (MiniLM-L6 on a busy 2-core
-# machine: a training step of 16 examples ~2-12 s, a forward pass over 64 examples ~1.5 s)
-TRAIN_SECONDS_PER_EXAMPLE_MPARAM = 0.012
-EVAL_SECONDS_PER_EXAMPLE_MPARAM = 0.002
-
-
-def training_seconds(loaded: LoadedModel, train_examples: int, eval_examples: int) -> float:
-    """A rough run-time estimate (seconds on 2 CPU cores) of a training run that makes
-    ``train_examples`` forward+backward passes and ``eval_examples`` forward passes."""
-    mparams = sum(p.numel() for layer in loaded.layers() for p in layer.parameters()) / 1e6
-    return mparams * (train_examples * TRAIN_SECONDS_PER_EXAMPLE_MPARAM
-                      + eval_examples * EVAL_SECONDS_PER_EXAMPLE_MPARAM)

@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=900)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    os.environ.setdefault("STREAMLIT_LOGGER_LEVEL", "error")  # AppTest's bare-mode chatter
     os.environ["PRUNELENS_CACHE"] = str(args.store)
     roots = {str(Path(args.model).resolve().parent), str(Path(args.data).resolve().parent)}
     os.environ.setdefault("PRUNELENS_DATA_ROOTS", os.pathsep.join(sorted(roots)))

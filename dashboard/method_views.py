@@ -25,21 +25,19 @@ import streamlit as st
 
 from analysis.methods import all_methods
 from analysis.methods.base import Method
-from analysis.operations import Session, training_seconds
+from analysis.operations import Session
 from analysis.pruning import select, sparsity_of
 from analysis.training import finished_runs
 from dashboard import controls, escape, figures, state
 
 AboutFn = Callable[[Session, Method, str, dict, Any, str], None]
 RunFn = Callable[[Session, dict, str], None]
-WorkloadFn = Callable[[dict, int], tuple[int, int]]
 
 
 @dataclass(frozen=True)
 class MethodView:
     about: AboutFn | None = None
     run: RunFn | None = None
-    workload: WorkloadFn | None = None
     headline: Callable[[dict], str] | None = None  # one line for run listings
 
 
@@ -47,8 +45,8 @@ VIEWS: dict[str, MethodView] = {}
 
 
 def register(name: str, about: AboutFn | None = None, run: RunFn | None = None,
-             workload: WorkloadFn | None = None, headline: Callable[[dict], str] | None = None) -> MethodView:
-    VIEWS[name] = MethodView(about, run, workload, headline)
+             headline: Callable[[dict], str] | None = None) -> MethodView:
+    VIEWS[name] = MethodView(about, run, headline)
     return VIEWS[name]
 
 
@@ -84,14 +82,11 @@ def render_run(session: Session, run: dict, key: str = "run") -> None:
 
 
 def run_time_estimate(session: Session, method_name: str, params: dict) -> dict | None:
-    """``{"seconds", "train_examples", "eval_examples"}`` for a run with ``params``, or None."""
-    workload = view_for(method_name).workload or _generic_workload
-    counts = workload(params, len(session.data))
-    if counts is None:
-        return None
-    train, evals = counts
-    return {"seconds": training_seconds(session.loaded, train, evals), "train_examples": train,
-            "eval_examples": evals}
+    """``{"seconds", "train_examples", "eval_examples"}`` for a run with ``params``, or None
+    (the trainer's own cost model, :meth:`analysis.methods.base.Trainer.estimate`)."""
+    from analysis.training import get_trainer
+
+    return get_trainer(method_name).estimate(session.loaded, params, len(session.data))
 
 
 def headline(run: dict) -> str:
@@ -203,12 +198,6 @@ def generic_run(session: Session, run: dict, key: str) -> None:
         st.json(run["evaluation"], expanded=False)
 
 
-def _generic_workload(params: dict, n_eval: int) -> tuple[int, int] | None:
-    if "steps" in params and "batch_size" in params:
-        return int(params["steps"]) * int(params["batch_size"]), 2 * n_eval
-    return None
-
-
 # ----------------------------------------------------------------------------------------------
 # snip
 
@@ -309,12 +298,6 @@ def snip_run(session: Session, run: dict, key: str) -> None:
         st.caption(escape.markdown(f"Trained on: {note}."))
 
 
-def _snip_workload(params: dict, n_eval: int) -> tuple[int, int]:
-    # function norms before and after, one evaluation, the pruned grid; twice with the control
-    runs = 2 if params.get("control") else 1
-    return runs * int(params["steps"]) * int(params["batch_size"]), (3 * runs + 4 * (runs + 1)) * n_eval
-
-
 def _pick(d: dict, keys=("accuracy", "accuracy_se", "loss", "loss_se", "margin", "margin_se", "n")) -> dict:
     return {k: d.get(k) for k in keys if k in d}
 
@@ -410,13 +393,6 @@ def admm_run(session: Session, run: dict, key: str) -> None:
                    + ", ".join(f"{k} = {v}" for k, v in run["constraint"].items()))
 
 
-def _admm_workload(params: dict, n_eval: int) -> tuple[int, int]:
-    # ADMM's W-steps + fine-tune, and the equal-budget baseline trains as many steps again
-    runs = 1 + bool(params.get("finetune_baseline"))
-    steps = runs * (int(params["iterations"]) * int(params["steps"]) + int(params["finetune_steps"]))
-    return steps * int(params["batch_size"]), (3 + runs) * n_eval
-
-
 # ----------------------------------------------------------------------------------------------
 # pins
 
@@ -488,14 +464,6 @@ def _pins_parts(run: dict) -> dict:
     return {**{k: runs[k] for k in PINS_RUNS if k in runs}, **{k: v for k, v in runs.items() if k not in PINS_RUNS}}
 
 
-def _pins_workload(params: dict, n_eval: int) -> tuple[int, int]:
-    examples = int(params["steps"]) * int(params["batch_size"])
-    runs = 1 + bool(params.get("compare_self_reg")) + (params.get("baseline") == "gradual")
-    teacher = 0.33  # the self-regularized run also runs the teacher forward
-    evals = (1 + runs + (params.get("baseline") == "oneshot")) * n_eval
-    return int(examples * (runs + teacher)), evals
-
-
 # ----------------------------------------------------------------------------------------------
 # smp
 
@@ -513,11 +481,11 @@ def smp_about(session: Session, method: Method, unit: str, params: dict, scores:
     st.dataframe(pd.DataFrame(table), hide_index=True)
 
 
-register("snip", about=snip_about, run=snip_run, workload=_snip_workload, headline=_snip_headline)
-register("admm", about=admm_about, run=admm_run, workload=_admm_workload, headline=_admm_headline)
-register("admm-quant", about=admm_about, run=admm_run, workload=_admm_workload, headline=_admm_headline)
-register("pins", about=pins_about, run=pins_run, workload=_pins_workload, headline=_pins_headline)
-register("platon", about=pins_about, run=pins_run, workload=_pins_workload, headline=_pins_headline)
+register("snip", about=snip_about, run=snip_run, headline=_snip_headline)
+register("admm", about=admm_about, run=admm_run, headline=_admm_headline)
+register("admm-quant", about=admm_about, run=admm_run, headline=_admm_headline)
+register("pins", about=pins_about, run=pins_run, headline=_pins_headline)
+register("platon", about=pins_about, run=pins_run, headline=_pins_headline)
 register("smp", about=smp_about)
 
 

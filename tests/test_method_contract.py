@@ -109,3 +109,13 @@ def test_a_label_using_method_says_why_it_cannot_score_a_regression_head(tiny_lo
             michel.score(Context(tiny_loaded, None), "head")
     finally:
         config.num_labels = labels
+
+
+@pytest.mark.parametrize("name", [n for n, m in all_methods().items() if m.trainer is not None])
+def test_every_trainer_estimates_its_run_time_and_it_grows_with_the_steps(name, tiny_loaded):
+    trainer = get_method(name).trainer
+    base = trainer.estimate(tiny_loaded, None, 100)
+    assert base["seconds"] > 0 and base["train_examples"] > 0 and base["eval_examples"] >= 100
+    steps = next(p for p in trainer.params if p.name in ("steps", "finetune_steps"))
+    more = trainer.estimate(tiny_loaded, {steps.name: min(steps.high, 2 * steps.default)}, 100)
+    assert more["train_examples"] > base["train_examples"] and more["seconds"] > base["seconds"]

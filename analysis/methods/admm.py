@@ -389,6 +389,14 @@ def score_cost(params: dict, inventory, unit) -> Work:
     return Work()
 
 
+def train_workload(params: dict, n_eval: int) -> tuple[int, int]:
+    """(trained examples, evaluated examples) of a run: its run-time model (``Trainer.estimate``)."""
+    # ADMM's W-steps + fine-tune, and the equal-budget baseline trains as many steps again
+    runs = 1 + bool(params.get("finetune_baseline"))
+    steps = runs * (int(params["iterations"]) * int(params["steps"]) + int(params["finetune_steps"]))
+    return steps * int(params["batch_size"]), (3 + runs) * n_eval
+
+
 def train_cost(params: dict) -> Work:
     """ADMM W-steps and the SR-STE fine-tune, and (``finetune_baseline``) the same number of
     SR-STE steps again for the one-shot projection; evaluations are passes over the data."""
@@ -560,7 +568,7 @@ METHOD = Admm(
     params=NM_PARAMS,
     cost=score_cost,
     paper="Wang, ADMM based semi-structured pattern pruning for transformers (arXiv 2407.08334)",
-    trainer=Trainer(params=NM_PARAMS + TRAIN_PARAMS, run=_run_nm, cost=train_cost,
+    trainer=Trainer(params=NM_PARAMS + TRAIN_PARAMS, run=_run_nm, cost=train_cost, workload=train_workload,
                     summary="ADMM (W-, Z-, U-steps, growing ρ) on a copy, hard N:M projection, "
                             "SR-STE fine-tune; compares dense, one-shot magnitude and ADMM."),
     diagnostic=True,  # a share of surviving weight norm, not an importance criterion

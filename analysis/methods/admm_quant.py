@@ -16,8 +16,9 @@ from analysis.methods.admm import (
     run_admm,
     score_cost,
     train_cost,
+    train_workload,
 )
-from analysis.methods.base import no_progress, Param, Trainer
+from analysis.methods.base import Param, Trainer, no_progress
 
 QUANT_PARAMS = (Param("bits", "int", 4, "bits per weight (per-output-channel symmetric grid)", 2, 16),)
 
@@ -41,7 +42,7 @@ METHOD = AdmmQuant(
     params=QUANT_PARAMS,
     cost=score_cost,
     paper="Wang, ADMM based semi-structured pattern pruning for transformers (arXiv 2407.08334)",
-    trainer=Trainer(params=QUANT_PARAMS + TRAIN_PARAMS, run=_run_quant, cost=train_cost,
+    trainer=Trainer(params=QUANT_PARAMS + TRAIN_PARAMS, run=_run_quant, cost=train_cost, workload=train_workload,
                     summary="ADMM with the Z-step on a k-bit grid, then grid projection and a "
                             "straight-through fine-tune; compares dense, plain rounding and ADMM."),
     diagnostic=True,  # a share of surviving weight norm, not an importance criterion

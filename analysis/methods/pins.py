@@ -200,6 +200,15 @@ def score_cost(params: dict, inventory, unit) -> Work:
                          what="batches x batch_size")
 
 
+def train_workload(params: dict, n_eval: int) -> tuple[int, int]:
+    """(trained examples, evaluated examples) of a run: its run-time model (``Trainer.estimate``)."""
+    examples = int(params["steps"]) * int(params["batch_size"])
+    runs = 1 + bool(params.get("compare_self_reg")) + (params.get("baseline") == "gradual")
+    teacher = 0.33  # the self-regularized run also runs the teacher forward
+    evals = (1 + runs + (params.get("baseline") == "oneshot")) * n_eval
+    return int(examples * (runs + teacher)), evals
+
+
 def train_cost(params: dict) -> Work:
     """Training mode: every planned run makes ``steps`` steps (the self-regularized one also runs
     its teacher forward); evaluations are passes over the data, not counted here."""
@@ -488,6 +497,7 @@ def _trainer():
         ),
         run=train_run,
         cost=train_cost,
+        workload=train_workload,
         summary="Iterative weight pruning of Q/K/V/O/FFN matrices by smoothed PINS importance with "
                 "a cubic schedule, with and without self-regularization, against magnitude pruning.",
     )

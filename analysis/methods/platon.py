@@ -19,7 +19,7 @@ from functools import partial
 
 from analysis.methods.base import SEED, Deviation, Param, Trainer
 from analysis.methods.pins import (SCHEDULE, SCHEDULE_ENDS, SCORE_BATCHES, Pins, score_cost, train_cost,
-                                   train_run)
+                                   train_run, train_workload)
 
 SMOOTHING = (
     Param("beta1", "float", 0.85, "EMA factor of the sensitivity Ī", 0.0, 0.9999),
@@ -43,6 +43,7 @@ def _trainer():
         ),
         run=partial(train_run, criterion="platon"),
         cost=train_cost,
+        workload=train_workload,
         summary="Iterative weight pruning of Q/K/V/O/FFN matrices by smoothed |θ·g| (PLATON) with a "
                 "cubic schedule, against gradual magnitude pruning at the same budget.",
     )

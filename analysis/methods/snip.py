@@ -269,6 +269,13 @@ def score_cost(params: dict, inventory, unit) -> Work:
     return Work(passes=1.0)
 
 
+def train_workload(params: dict, n_eval: int) -> tuple[int, int]:
+    """(trained examples, evaluated examples) of a run: its run-time model (``Trainer.estimate``)."""
+    # function norms before and after, one evaluation, the pruned grid; twice with the control
+    runs = 2 if params.get("control") else 1
+    return runs * int(params["steps"]) * int(params["batch_size"]), (3 * runs + 4 * (runs + 1)) * n_eval
+
+
 def train_cost(params: dict) -> Work:
     work = training_work(params["steps"], params["batch_size"], MAX_LENGTH)
     runs = 2 if params["control"] else 1  # the λ = 0 control trains as long again
@@ -405,6 +412,7 @@ TRAINER = Trainer(
     ),
     run=train_run,
     cost=train_cost,
+    workload=train_workload,
     summary="fine-tune a copy with active spectral normalization and the identity prior on heads, "
             "attention and FFN blocks; prune the trained model by its function norms against the "
             "untrained model and a λ = 0 control",
