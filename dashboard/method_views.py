@@ -186,16 +186,35 @@ def generic_about(session: Session, method: Method, unit: str, params: dict, sco
 
 
 def generic_run(session: Session, run: dict, key: str) -> None:
-    history = run.get("history") or []
-    if isinstance(history, dict):
-        for label, part in history.items():
-            if isinstance(part, list) and part:
-                controls.show_figure(figures.history_chart(part, f"history: {label}"),
-                                     f"history_{label}", f"{key}.history.{label}")
-    elif history:
-        controls.show_figure(figures.history_chart(history), "history", f"{key}.history")
-    if isinstance(run.get("evaluation"), dict):
-        st.json(run["evaluation"], expanded=False)
+    """Any trainer's run, read as one :class:`~analysis.run_result.RunResult` (every stored shape
+    normalised): its variants as a table and bars, its histories, its unit scores, the rest."""
+    from analysis.run_result import normalise
+
+    result = normalise(run)
+    rows = result.variant_rows()
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
+        controls.show_figure(figures.evaluation_bars(rows, label_key="variant", title="Variants after the run"),
+                             "variants", f"{key}.variants")
+    if result.histories:
+        fields = sorted({f for hist in result.histories.values() for h in hist for f in h
+                         if f != "step" and isinstance(h[f], int | float)})
+        controls.show_figure(figures.history_panels(result.histories, fields[:4]), "history", f"{key}.history")
+    for unit, scores in result.scores.items():
+        if unit == "head":
+            fig = figures.head_heatmap(scores, f"Head scores of the run ({result.method})")
+        elif unit in ("attention", "ffn"):
+            fig = figures.block_bars(scores, unit, f"{unit} block scores of the run")
+        elif unit == "neuron":
+            fig = figures.neuron_distribution(scores, "Neuron scores of the run")
+        else:
+            continue
+        controls.show_figure(fig, f"run_scores_{unit}", f"{key}.scores.{unit}")
+    for note in result.notes:
+        st.caption(escape.markdown(note))
+    if result.extras:
+        with st.expander("Everything else the run returned"):
+            st.json(result.extras, expanded=False)
 
 
 # ----------------------------------------------------------------------------------------------

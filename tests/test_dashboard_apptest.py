@@ -149,6 +149,37 @@ def test_training_page_runs_in_background(open_page, monkeypatch):
     assert "faketrain" in set(listing["method"])
 
 
+def test_a_new_trainer_gets_a_real_view_of_its_run_result(open_page, monkeypatch):
+    """A trainer that returns the RunResult shape (variants, histories, scores) gets a table of
+    its variants, their bars, its histories and its head scores: no raw JSON view (issue 16)."""
+    from analysis.methods import all_methods
+    from analysis.methods.base import Method, Param, Trainer
+    from dashboard import jobs
+
+    def run(session, params, progress):
+        inv = session.loaded.inventory
+        return {"variants": {"dense": {"accuracy": 0.8, "loss": 0.4},
+                             "pruned": {"accuracy": 0.7, "loss": 0.6, "accuracy_se": 0.02}},
+                "labels": {"pruned": "pruned at 50 %"},
+                "histories": {"pruned": [{"step": s + 1, "loss": 1.0 / (s + 1)} for s in range(3)]},
+                "scores": {"head": [[float(h) for h in range(inv.heads)]] * inv.layers}}
+
+    fake = Method(name="newtrain", title="A new trainer", units=("head",),
+                  trainer=Trainer(params=(Param("steps", "int", 3, "steps", 1, 10),), run=run))
+    monkeypatch.setitem(all_methods(), "newtrain", fake)
+    at = open_page("training", method="newtrain")
+    at.button(key="train.start").click().run()
+    job = jobs.BOARD.jobs()[0]
+    jobs.BOARD.wait(job.id, timeout=30)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    tables = [d.value for d in at.dataframe if "variant" in d.value.columns]
+    assert tables and list(tables[0]["variant"]) == ["dense", "pruned at 50 %"]
+    assert list(tables[0]["accuracy"]) == [0.8, 0.7]
+    charts = [c for c in at.get("plotly_chart")]
+    assert len(charts) >= 3  # variant bars, history, head scores
+
+
 def test_limit_from_url_restores_a_subset(open_page):
     at = open_page("model_data", limit="16")
     assert at.sidebar.number_input(key="sb.limit").value == 16

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = [
     ("core", {"errors", "hub", "checkpoints", "fingerprints", "store_schema", "cache", "models", "data",
-              "batches", "layout", "hooks", "gates", "patterns", "precision"}),
+              "batches", "layout", "hooks", "gates", "patterns", "precision", "run_result"}),
     ("engine", {"fastpath", "evaluate", "pruning", "spectral", "attention", "finetune"}),
     ("methods", {"methods"}),
     ("operations", {"operations", "training", "spectral_store", "compare", "flips", "precompute", "analyze", "export",

@@ -1,0 +1,111 @@
+"""One shape for every training run's result: variants, histories, scores, extras.
+
+A training run compares *variants* of the model (dense, one-shot baseline, the trained one, a
+control...) after its *histories* (per-step losses), and may give unit *scores*. The trainers of
+0.1 each wrote their own JSON (ADMM: ``evaluation`` by variant name with ``labels``; PINS/PLATON:
+``base``, ``runs`` and ``baseline``; SNIP: ``evaluation``, ``evaluation_without_training`` and a
+``control``); :func:`normalise` reads each of them — and the shape itself, which a new trainer can
+return directly (``{"variants": ..., "histories": ..., "scores": ...}``) — into a
+:class:`RunResult`, so the dashboard has one generic view that any trainer gets for free, and
+stored runs of every age keep displaying.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+METRIC_KEYS = ("accuracy", "accuracy_se", "loss", "loss_se", "margin", "margin_se", "n")
+BOOKKEEPING = ("method", "params", "model", "data", "seconds", "cached", "run_id", "notes")
+
+
+@dataclass
+class RunResult:
+    method: str
+    params: dict
+    variants: dict[str, dict] = field(default_factory=dict)  # name -> metrics (accuracy, loss, ...)
+    labels: dict[str, str] = field(default_factory=dict)  # name -> what the variant is
+    histories: dict[str, list[dict]] = field(default_factory=dict)  # name -> [{"step", "loss", ...}]
+    scores: dict[str, Any] = field(default_factory=dict)  # unit -> nested list shaped like the unit
+    extras: dict = field(default_factory=dict)  # everything else the trainer returned
+    notes: list[str] = field(default_factory=list)
+
+    def label(self, name: str) -> str:
+        return self.labels.get(name, name.replace("_", " "))
+
+    def variant_rows(self) -> list[dict]:
+        """One row per variant: its label and metrics (for a table or bars)."""
+        return [{"variant": self.label(name), **{k: m[k] for k in METRIC_KEYS if k in m}}
+                for name, m in self.variants.items()]
+
+
+def _metrics(value: Any) -> dict | None:
+    return value if isinstance(value, dict) and isinstance(value.get("accuracy"), int | float) else None
+
+
+def _history(value: Any) -> list[dict] | None:
+    return value if isinstance(value, list) and value and all(isinstance(r, dict) for r in value) else None
+
+
+def normalise(run: dict) -> RunResult:
+    """The :class:`RunResult` of a stored run, whichever trainer (and version) wrote it."""
+    out = RunResult(str(run.get("method", "")), dict(run.get("params") or {}),
+                    notes=[str(n) for n in run.get("notes") or []])
+    used = set(BOOKKEEPING)
+    if isinstance(run.get("variants"), dict):  # already this shape
+        used |= {"variants", "labels", "histories", "scores", "extras"}
+        out.variants = {k: v for k, v in run["variants"].items() if _metrics(v)}
+        out.labels = dict(run.get("labels") or {})
+        out.histories = {k: v for k, v in (run.get("histories") or {}).items() if _history(v)}
+        out.scores = dict(run.get("scores") or {})
+        out.extras = dict(run.get("extras") or {})
+    if isinstance(run.get("runs"), dict):  # PINS / PLATON: base, runs, baseline
+        used |= {"base", "runs", "baseline", "scores"}
+        if _metrics(run.get("base")):
+            out.variants["dense"] = run["base"]
+        for name, part in run["runs"].items():
+            if isinstance(part, dict):
+                if _metrics(part.get("evaluation")):
+                    out.variants[name] = part["evaluation"]
+                if _history(part.get("history")):
+                    out.histories[name] = part["history"]
+        baseline = run.get("baseline")
+        if isinstance(baseline, dict):
+            if _metrics(baseline.get("evaluation")):
+                out.variants["baseline"] = baseline["evaluation"]
+                out.labels["baseline"] = f"baseline ({baseline.get('criterion', 'magnitude')}, " \
+                                         f"{baseline.get('training', '')})".replace(", )", ")")
+            if _history(baseline.get("history")):
+                out.histories["baseline"] = baseline["history"]
+    elif isinstance(run.get("evaluation"), dict) and any(_metrics(v) for v in run["evaluation"].values()):
+        # ADMM: evaluations by variant name, with their labels
+        used |= {"evaluation", "labels", "history", "finetune_history"}
+        out.variants = {k: v for k, v in run["evaluation"].items() if _metrics(v)}
+        out.labels = {k: str(v) for k, v in (run.get("labels") or {}).items()}
+        for name in ("history", "finetune_history"):
+            if _history(run.get(name)):
+                out.histories["ADMM" if name == "history" else "fine-tune"] = run[name]
+    elif _metrics(run.get("evaluation")):  # SNIP and single-evaluation trainers
+        used |= {"evaluation", "evaluation_without_training", "history", "control"}
+        if _metrics(run.get("evaluation_without_training")):
+            out.variants["untrained"] = run["evaluation_without_training"]
+        out.variants["trained"] = run["evaluation"]
+        if _history(run.get("history")):
+            out.histories["trained"] = run["history"]
+        control = run.get("control")
+        if isinstance(control, dict):
+            if _metrics(control.get("evaluation")):
+                out.variants["control"] = control["evaluation"]
+                out.labels["control"] = "λ = 0 control"
+            if _history(control.get("history")):
+                out.histories["control"] = control["history"]
+    elif _history(run.get("history")):
+        used.add("history")
+        out.histories["run"] = run["history"]
+    if not out.scores and "scores" in run:
+        used.add("scores")
+        scores = run["scores"]
+        out.scores = ({k: v for k, v in scores.items() if isinstance(v, list)} if isinstance(scores, dict)
+                      else {"head": scores} if isinstance(scores, list) else {})
+    out.extras = {**{k: v for k, v in run.items() if k not in used}, **out.extras}
+    return out
