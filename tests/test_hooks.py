@@ -26,7 +26,14 @@ def test_hooked_removes_its_hooks_and_releases_the_lock_on_an_error(tiny_loaded)
             raise RuntimeError("inside")
     assert seen == ["pre", "post"] and _hooks(model) == 0
     got = []
-    thread = threading.Thread(target=lambda: got.append(model_lock(model).acquire(timeout=1)))
+
+    def take_and_release() -> None:  # another thread can take the lock: it was released
+        lock = model_lock(model)
+        got.append(lock.acquire(timeout=1))
+        if got[-1]:
+            lock.release()
+
+    thread = threading.Thread(target=take_and_release)
     thread.start()
     thread.join()
     assert got == [True]
