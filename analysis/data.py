@@ -81,12 +81,18 @@ class TextData:
             return self
         if limit <= 0:
             raise DataError(f"--limit must be a positive number of examples, got {limit}")
+        return self.rows(np.arange(limit))
+
+    def rows(self, indices, split: str | None = None) -> TextData:
+        """These examples (in this order), as a data set of their own: the one way to take a
+        part of a data set (texts, pairs, labels and metric kept together)."""
+        indices = np.asarray(indices, dtype=np.int64)
         return TextData(
             name=self.name,
-            split=self.split,
-            texts=self.texts[:limit],
-            labels=self.labels[:limit],
-            text_pairs=None if self.text_pairs is None else self.text_pairs[:limit],
+            split=self.split if split is None else split,
+            texts=[self.texts[i] for i in indices],
+            labels=np.asarray(self.labels)[indices],
+            text_pairs=None if self.text_pairs is None else [self.text_pairs[i] for i in indices],
             metric=self.metric,
             notes=list(self.notes),
             label_names=self.label_names,

@@ -555,11 +555,7 @@ class Evaluator:
         key = (size, seed)
         if key not in self._subsets:
             rows = self.subset_rows(size, seed)
-            data = TextData(
-                name=self.data.name, split=f"{self.data.split}[subset {size}, seed {seed}]",
-                texts=[self.data.texts[i] for i in rows], labels=self.data.labels[rows],
-                text_pairs=None if self.data.text_pairs is None else [self.data.text_pairs[i] for i in rows],
-                metric=self.data.metric)
+            data = self.data.rows(rows, split=f"{self.data.split}[subset {size}, seed {seed}]")
             child = Evaluator(self.loaded, data, self.batch_size, self.max_length, self.device,
                               fast=False, precision="fp32")  # the estimate is small: exact
             child._fast = self.fast_encoder()  # same model: share the checked encoder and plans

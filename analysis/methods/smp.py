@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from analysis.batches import training_data
-from analysis.data import TextData, tokenize_batches
+from analysis.data import tokenize_batches
 from analysis.errors import ParamError
 from analysis.gates import gated
 from analysis.methods.base import SEED, Context, Deviation, Method, Param, Work
@@ -126,11 +126,7 @@ def _sentence_batches(ctx: Context, batch_size: int, batches: int, seed: int, se
         rows = order[start:start + batch_size]
         if len(rows) < 2:
             continue
-        subset = TextData(
-            name=data.name, split=data.split, texts=[data.texts[i] for i in rows],
-            labels=np.asarray(data.labels)[rows],
-            text_pairs=None if data.text_pairs is None else [data.text_pairs[i] for i in rows])
-        chunks, _ = tokenize_batches(ctx.loaded.tokenizer, subset, CHUNK, sort_by_length=True)
+        chunks, _ = tokenize_batches(ctx.loaded.tokenizer, data.rows(rows), CHUNK, sort_by_length=True)
         groups.append(chunks)
     return groups
 
