@@ -42,34 +42,32 @@ GATE_POINTS = {"head": ("attention_output", "input"), "neuron": ("output", "inpu
                "attention": ("attention_output", "output"), "ffn": ("output", "output")}
 
 
-def layer_matrices(layer: nn.Module) -> dict[str, nn.Linear]:
-    """The six dense layers of one encoder layer, by the names in :data:`MATRICES`."""
-    attn = layer.attention
-    return {"query": attn.self.query, "key": attn.self.key, "value": attn.self.value,
-            "attention_output": attn.output.dense, "intermediate": layer.intermediate.dense,
-            "output": layer.output.dense}
-
-
+# where each matrix sits in a BertLayer-like module (attribute path)
 _PATHS = {"query": ("attention", "self", "query"), "key": ("attention", "self", "key"),
           "value": ("attention", "self", "value"), "attention_output": ("attention", "output", "dense"),
           "intermediate": ("intermediate", "dense"), "output": ("output", "dense")}
 
 
-def matrix(layer: nn.Module, name: str) -> nn.Module:
-    """One matrix of the layer, by name (only that one is looked up)."""
-    module = layer
-    for part in _PATHS[name]:
+def _follow(module: nn.Module, path: tuple[str, ...]) -> nn.Module:
+    for part in path:
         module = getattr(module, part)
     return module
+
+
+def matrix(layer: nn.Module, name: str) -> nn.Module:
+    """One matrix of the layer, by name (only that one is looked up)."""
+    return _follow(layer, _PATHS[name])
+
+
+def layer_matrices(layer: nn.Module) -> dict[str, nn.Linear]:
+    """The six dense layers of one encoder layer, by the names in :data:`MATRICES`."""
+    return {name: matrix(layer, name) for name in MATRICES}
 
 
 def set_matrix(layer: nn.Module, name: str, linear: nn.Module) -> None:
     """Put ``linear`` in place of the layer's matrix ``name`` (physical pruning)."""
     *parents, attr = _PATHS[name]
-    owner = layer
-    for part in parents:
-        owner = getattr(owner, part)
-    setattr(owner, attr, linear)
+    setattr(_follow(layer, tuple(parents)), attr, linear)
 
 
 def keep_owned(layer: nn.Module, unit: str, index: torch.Tensor, keep_rows, keep_columns) -> None:
