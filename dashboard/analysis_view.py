@@ -16,7 +16,7 @@ import streamlit as st
 from analysis.analyze import estimate, format_seconds, pair_id, plan_analysis, read_status, run_analysis
 from analysis.operations import Session
 from analysis.sweep.spec import Target
-from dashboard import escape, jobs, state
+from dashboard import escape, jobs, loading, run_control
 
 PLAN_KEY = "analyze.planned"  # (pair id, summary) of the last estimate shown
 JOB_METHOD = "analyze"
@@ -33,7 +33,7 @@ def _job_of(session: Session) -> jobs.Job | None:
 
 def _summary(session: Session) -> dict:
     """Plan and time the analysis (a forward pass of a sample; the unpruned pass if not yet done)."""
-    choice = state.current_choice()
+    choice = loading.current_choice()
     _, plan = plan_analysis(session, Target(choice.model, choice.data, choice.limit))
     est = estimate(plan, session)
     return {"stored": len(plan.records) - len(plan.todo), "todo": len(plan.todo),
@@ -102,7 +102,7 @@ def _live(session: Session) -> None:
     if planned is None or planned[0] != pid:
         if st.button("Estimate the analysis", key="analyze.plan", icon=":material/schedule:",
                      help="count what is stored and time one forward pass here (a few seconds)"):
-            with st.spinner("timing a forward pass…"), state.guard(stop=False):
+            with st.spinner("timing a forward pass…"), run_control.guard(stop=False):
                 st.session_state[PLAN_KEY] = (pid, _summary(session))
             st.rerun()
         return
@@ -117,8 +117,8 @@ def _live(session: Session) -> None:
             icon=":material/schedule:")
     if st.button("Analyse this model", type="primary", key="analyze.start",
                  icon=":material/play_arrow:"):
-        choice = state.current_choice()
-        with state.guard(stop=False):  # over the per-server cap: a message, the page goes on
+        choice = loading.current_choice()
+        with run_control.guard(stop=False):  # over the per-server cap: a message, the page goes on
             jobs.BOARD.start(session, JOB_METHOD, {"pair": pid, "model": choice.model,
                                                    "data": choice.data, "limit": choice.limit},
                              run=_run)

@@ -19,22 +19,22 @@ if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` from a source 
 
 from analysis.data import GLUE_TASKS  # noqa: E402
 from analysis.errors import PrunelensError  # noqa: E402
-from dashboard import demo, escape, jobs, state  # noqa: E402
+from dashboard import demo, escape, jobs, loading, url_state  # noqa: E402
 
 MAX_LIMIT = 10_000_000  # evaluation examples a link may ask for (a widget limit, not a work bound)
 
 HERE = Path(__file__).resolve().parent
-# (file, title, icon, url path). The url paths differ from the file stems on purpose: a page
-# whose url path equals its file name under pages/ is taken for a legacy pages/ page by
-# Streamlit's AppTest, which then drops the sidebar on reruns.
+# (file, title, icon, url path). The pages live in app_pages/, not pages/: Streamlit takes a
+# pages/ folder beside the main script for its legacy multipage app. The url paths are those
+# shared links already use.
 PAGES = [
-    ("pages/model_data.py", "Model & data", ":material/database:", "model-and-data"),
-    ("pages/importance.py", "Importance", ":material/grid_on:", "unit-importance"),
-    ("pages/prune.py", "Prune", ":material/content_cut:", "live-pruning"),
-    ("pages/compare.py", "Compare", ":material/compare_arrows:", "compare-methods"),
-    ("pages/spectral.py", "Spectral", ":material/equalizer:", "spectral-norms"),
-    ("pages/attention.py", "Attention", ":material/visibility:", "attention-view"),
-    ("pages/training.py", "Training runs", ":material/model_training:", "training-runs"),
+    ("app_pages/model_data.py", "Model & data", ":material/database:", "model-and-data"),
+    ("app_pages/importance.py", "Importance", ":material/grid_on:", "unit-importance"),
+    ("app_pages/prune.py", "Prune", ":material/content_cut:", "live-pruning"),
+    ("app_pages/compare.py", "Compare", ":material/compare_arrows:", "compare-methods"),
+    ("app_pages/spectral.py", "Spectral", ":material/equalizer:", "spectral-norms"),
+    ("app_pages/attention.py", "Attention", ":material/visibility:", "attention-view"),
+    ("app_pages/training.py", "Training runs", ":material/model_training:", "training-runs"),
 ]
 
 MODEL_KINDS = {"default": "Default (MiniLM-L6, Rotten Tomatoes)", "folder": "Local folder", "hub": "Hub id"}
@@ -61,59 +61,54 @@ def _data_kind(spec: str) -> str:
 
 
 def sidebar() -> None:
-    initial = state.current_choice()
+    initial = loading.current_choice()
     sb = st.sidebar
     sb.subheader("Model")
-    state.bind("sb.model_kind", _model_kind(initial.model), options=list(MODEL_KINDS))
-    kind = sb.radio("Model", list(MODEL_KINDS), key="sb.model_kind", format_func=MODEL_KINDS.get,
-                    label_visibility="collapsed")
+    kind = url_state.bound(sb.radio, "Model", "sb.model_kind", _model_kind(initial.model), options=list(MODEL_KINDS),
+                           format_func=MODEL_KINDS.get, label_visibility="collapsed")
     model = "default"
     if kind == "folder":
-        state.bind("sb.model_folder", initial.model if _model_kind(initial.model) == "folder" else "")
-        model = sb.text_input("Folder saved with save_pretrained", key="sb.model_folder").strip()
+        model = url_state.bound(sb.text_input, "Folder saved with save_pretrained", "sb.model_folder",
+                                initial.model if _model_kind(initial.model) == "folder" else "").strip()
     elif kind == "hub":
-        state.bind("sb.model_hub", initial.model if _model_kind(initial.model) == "hub" else "")
-        model = sb.text_input("Hub id (from the local cache when offline)", key="sb.model_hub").strip()
+        model = url_state.bound(sb.text_input, "Hub id (from the local cache when offline)", "sb.model_hub",
+                                initial.model if _model_kind(initial.model) == "hub" else "").strip()
 
     sb.subheader("Data")
-    state.bind("sb.data_kind", _data_kind(initial.data), options=list(DATA_KINDS))
-    dkind = sb.radio("Data", list(DATA_KINDS), key="sb.data_kind", format_func=DATA_KINDS.get,
-                     label_visibility="collapsed")
+    dkind = url_state.bound(sb.radio, "Data", "sb.data_kind", _data_kind(initial.data), options=list(DATA_KINDS),
+                            format_func=DATA_KINDS.get, label_visibility="collapsed")
     data = "default"
     upload_digest = None
     if dkind == "glue":
         tasks = sorted(GLUE_TASKS)
         first = initial.data.split(":", 1)[1] if initial.data.startswith("glue:") else "sst2"
-        state.bind("sb.glue", first, options=tasks)
-        data = "glue:" + sb.selectbox("GLUE task", tasks, key="sb.glue")
+        data = "glue:" + url_state.bound(sb.selectbox, "GLUE task", "sb.glue", first, options=tasks)
     elif dkind == "file":
-        state.bind("sb.data_file", initial.data if _data_kind(initial.data) == "file" else "")
-        data = sb.text_input("CSV/JSONL file (text[,text_pair],label)", key="sb.data_file").strip()
+        data = url_state.bound(sb.text_input, "CSV/JSONL file (text[,text_pair],label)", "sb.data_file",
+                               initial.data if _data_kind(initial.data) == "file" else "").strip()
     elif dkind == "upload":
         upload = sb.file_uploader("CSV/JSONL with text[,text_pair],label", type=["csv", "jsonl", "json", "tsv"],
                                   key="sb.upload")
         if upload is not None:
             raw = upload.getvalue()
-            st.session_state[state.UPLOAD_KEY] = (upload.name, raw)
-            upload_digest = state.digest(raw)
+            st.session_state[loading.UPLOAD_KEY] = (upload.name, raw)
+            upload_digest = loading.digest(raw)
             data = f"upload:{upload.name}"
         else:
             sb.caption("Uploaded data cannot be restored from a link; it stays for this browser session.")
-            held = st.session_state.get(state.UPLOAD_KEY)
+            held = st.session_state.get(loading.UPLOAD_KEY)
             if held:
-                data, upload_digest = f"upload:{held[0]}", state.digest(held[1])
-    state.bind("sb.limit", initial.limit or 0, bounds=(0, MAX_LIMIT))
-    limit = sb.number_input("Evaluation examples (0 = the whole split)", min_value=0, max_value=MAX_LIMIT,
-                            step=32, key="sb.limit",
+                data, upload_digest = f"upload:{held[0]}", loading.digest(held[1])
+    limit = url_state.bound(sb.number_input, "Evaluation examples (0 = the whole split)", "sb.limit",
+                            initial.limit or 0, bounds=(0, MAX_LIMIT), min_value=0, max_value=MAX_LIMIT, step=32,
                             help="fewer examples = faster; shipped precomputed results are for the whole split")
 
     device = "cpu"
-    devices = state.available_devices()
+    devices = loading.available_devices()
     if len(devices) > 1:  # a GPU is there: masked evaluation may run on it (CPU stays the reference)
-        state.bind("sb.device", initial.device, options=devices)
-        device = sb.radio("Device", devices, key="sb.device", horizontal=True,
-                          help="cuda: masked evaluation on the GPU (checked bf16, or exact fp32 with "
-                               "PRUNELENS_PRECISION=fp32); gradients and training stay on the CPU")
+        device = url_state.bound(sb.radio, "Device", "sb.device", initial.device, options=devices, horizontal=True,
+                                 help="cuda: masked evaluation on the GPU (checked bf16, or exact fp32 with "
+                                      "PRUNELENS_PRECISION=fp32); gradients and training stay on the CPU")
 
     missing = []
     if kind != "default" and not model:
@@ -124,15 +119,15 @@ def sidebar() -> None:
         sb.info(f"Give {' and '.join(missing)} to load it; still showing the previous choice.")
         _keep(initial)
         return
-    _keep(state.Choice(model, data, int(limit) or None, upload_digest, device))
+    _keep(loading.Choice(model, data, int(limit) or None, upload_digest, device))
 
 
-def _keep(choice: state.Choice) -> None:
-    state.set_choice(choice)
+def _keep(choice: loading.Choice) -> None:
+    loading.set_choice(choice)
     sb = st.sidebar
     try:
         with st.spinner("Loading…"):
-            session = state.open_session(choice)
+            session = loading.open_session(choice)
     except PrunelensError as exc:
         sb.error(escape.markdown(exc))
         return

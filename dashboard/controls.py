@@ -19,7 +19,7 @@ import streamlit as st
 from analysis.errors import ParamError
 from analysis.methods import all_methods
 from analysis.methods.base import EXPENSIVE_WORK, Method, Param
-from dashboard import demo, escape, figures, state
+from dashboard import demo, escape, figures, results, run_control, url_state
 
 SLIDER_MAX_STEPS = 1000
 STRUCTURED_UNITS = ("head", "attention", "ffn", "neuron")
@@ -144,18 +144,18 @@ def param_controls(method: Method, key_prefix: str, params: tuple[Param, ...] | 
                 notes.append(f"The link's {where} is outside [{p.low:g}, {p.high:g}]: using {value}.")
             return _coerce(p, value)
 
-        state.bind(key, _coerce(param, param.default), query=f"{own}{param.name}", cast=cast,
+        url_state.bind(key, _coerce(param, param.default), query=f"{own}{param.name}", cast=cast,
                    options=list(param.choices) if param.kind == "choice" else None)
         widget = getattr(container, spec.kind)
         widget(param.name.replace("_", " "), key=key, **spec.kwargs)
-        with state.guard():
+        with run_control.guard():
             values[param.name] = param.parse(st.session_state[key])
     for note in notes:
         container.warning(note, icon=":material/warning:")
-    state.clear_shared(query_prefix, keep=own)  # another method's settings never reach this one
-    state.share(**{f"{own}{name}": value for name, value in values.items()})
+    url_state.clear_shared(query_prefix, keep=own)  # another method's settings never reach this one
+    url_state.share(**{f"{own}{name}": value for name, value in values.items()})
     if params is None:
-        with state.guard():  # over a work budget: refused here, before anything is computed
+        with run_control.guard():  # over a work budget: refused here, before anything is computed
             method.validate(values)
     return values
 
@@ -181,9 +181,8 @@ def pick_method(key: str, unit: str | None = None, container=None, default: str 
         st.error("No method is registered for this unit.")
         st.stop()
     first = default if default in options else options[0]
-    state.bind(key, first, query="method", options=options)
-    name = container.selectbox(label, options, key=key, format_func=method_label)
-    state.share(method=name)
+    name = url_state.bound(container.selectbox, label, key, first, "method", options=options,
+                           format_func=method_label)
     return all_methods()[name]
 
 
@@ -193,12 +192,9 @@ def pick_unit(key: str, units: tuple[str, ...] | list[str], container=None) -> s
     if not units:
         st.error("This method scores no structured unit (head, attention, ffn, neuron).")
         st.stop()
-    state.bind(key, "head" if "head" in units else units[0], query="unit", options=units)
-    unit = container.selectbox("Unit", units, key=key,
-                               help="head = one attention head; attention/ffn = a whole block; "
-                                    "neuron = one FFN intermediate unit")
-    state.share(unit=unit)
-    return unit
+    return url_state.bound(container.selectbox, "Unit", key, "head" if "head" in units else units[0], "unit",
+                           options=units, help="head = one attention head; attention/ffn = a whole block; "
+                                               "neuron = one FFN intermediate unit")
 
 
 def explain(text: str) -> None:
@@ -305,12 +301,12 @@ def obtain_scores(session, method: Method, unit: str, params: dict, key: str) ->
     if reason:  # say why, instead of computing something meaningless or failing mid-way
         st.warning(f"**{method.title}** is not available for this model and data: {reason}.")
         return None
-    with state.guard():
+    with run_control.guard():
         work = score_work(session, method, unit, params)
     if work <= EXPENSIVE_WORK:
-        with state.guard():
-            return state.cheap_scores(session, method.name, unit, params)
-    hit = state.stored(session, "scores", method.name, unit, params)
+        with run_control.guard():
+            return results.cheap_scores(session, method.name, unit, params)
+    hit = results.stored(session, "scores", method.name, unit, params)
     if hit is not None:
         if developer():
             st.caption(f"{method.title}: read from the result store.")
@@ -322,7 +318,7 @@ def obtain_scores(session, method: Method, unit: str, params: dict, key: str) ->
             "a page computes without asking), so it starts only when you click.")
     if st.button(f"Compute {method.name} scores for {unit}s", key=f"{key}.compute", type="primary"):
         bar, progress = progress_sink(f"Computing {method.name}…")
-        with state.guard():
+        with run_control.guard():
             result = compute_scores(session, method.name, unit, params, progress=progress)
         bar.empty()
         st.session_state[f"{key}.fresh"] = True

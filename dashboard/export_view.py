@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from dashboard import state
+from dashboard import results, run_control
 
 EXPORT_STATE = "prune.export.result"  # (settings key, report, zip bytes) of the last export
 
@@ -30,7 +30,7 @@ def flipped_table(session, result: dict) -> None:
             st.caption("These numbers came from the result store without running the model.")
             return
         flip = None
-        with state.guard(stop=False):
+        with run_control.guard(stop=False):
             flip = flipped(session, result["unit"], np.asarray(result["mask"]))
         if flip is None:
             return
@@ -51,7 +51,7 @@ def export_button(session, method: str, unit: str, params: dict, sparsity: float
     """Build the physically pruned model (+ ONNX) into a temp folder and offer it as a zip."""
     from analysis.export import export, onnx_available, zip_folder
 
-    key = (state.session_id(session), method, unit, state.canonical_params(params), sparsity,
+    key = (results.session_id(session), method, unit, results.canonical_params(params), sparsity,
            threshold, scope, keep_one)
     with st.expander("Export the pruned model"):
         st.caption("A folder with the weights really cut out, which `prunelens --model FOLDER` "
@@ -63,7 +63,7 @@ def export_button(session, method: str, unit: str, params: dict, sparsity: float
                            key="prune.export.onnx",
                            help=None if has_onnx else "needs pip install -e '.[export]'")
         if st.button("Export the pruned model", key="prune.export"):
-            with st.spinner("Cutting the weights, exporting and timing…"), state.guard(stop=False):
+            with st.spinner("Cutting the weights, exporting and timing…"), run_control.guard(stop=False):
                 with tempfile.TemporaryDirectory(prefix="prunelens-export-") as tmp:
                     folder = Path(tmp) / "pruned-model"
                     report = export(session, method, sparsity, folder, unit, scope, params,

@@ -14,7 +14,7 @@ Attention page twice: head view and model view; Model & data once more in demo m
 colours so the committed files stay small. Without the embedded default checkpoint it falls
 back to the tiny random test BERT, and says so.
 
-Needs chromium + chromium-driver (Debian) and selenium (pip), like tests/test_browser.py.
+Needs chromium + chromium-driver (Debian) and selenium (pip), like tests/e2e/test_browser.py.
 """
 
 from __future__ import annotations

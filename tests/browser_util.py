@@ -1,6 +1,6 @@
 """Helpers to run the real dashboard server and drive it with headless Chromium (selenium).
 
-Used by ``tests/test_browser.py`` and ``scripts/screenshots.py``. Needs the Debian packages
+Used by ``tests/e2e/test_browser.py`` and ``scripts/screenshots.py``. Needs the Debian packages
 ``chromium`` and ``chromium-driver`` and the pip package ``selenium``; selenium is pointed at
 ``/usr/bin/chromedriver`` explicitly, so it never downloads a driver. The browser resolves every
 host except localhost to "not found", and :func:`external_requests` lists any request that left

@@ -12,7 +12,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # exactness tests compare with the reference forward: fp32 everywhere unless a test asks for
-# bf16 (tests/test_precision.py checks the checked-bf16 path and the ``auto`` default)
+# bf16 (tests/unit/test_precision.py checks the checked-bf16 path and the ``auto`` default)
 os.environ.setdefault("PRUNELENS_PRECISION", "fp32")
 # the store's signing secret of this test run (servers the tests start inherit it), not the user's
 os.environ.setdefault("PRUNELENS_SECRET_FILE", os.path.join(tempfile.mkdtemp(prefix="prunelens-secret-"),

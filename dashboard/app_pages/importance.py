@@ -1,0 +1,111 @@
+"""Importance page: one method's scores for one unit kind; click a head for its details."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import controls, figures, loading, method_views, results, run_control, url_state
+
+st.title("Importance")
+controls.explain(
+    "An importance method gives every unit (an attention head, a whole attention or feed-forward "
+    "block, or one neuron) a score: <b>higher means the model needs it more</b>. Methods disagree, "
+    "which is the point of comparing them. Pick a method and its settings; the heatmap shows one "
+    "cell per head (rows are layers). Click a cell to see how that head scores under every method.")
+
+session = loading.current_session()
+inv = session.loaded.inventory
+
+c1, c2 = st.columns([2, 1])
+method = controls.pick_method("imp.method", container=c1)
+unit = controls.pick_unit(f"imp.unit.{method.name}", method.units, container=c2)
+controls.method_caption(method)
+if controls.developer():
+    st.caption(method.summary + (f" — {method.paper}" if method.paper else ""))
+if method.params:
+    with st.expander("Parameters", expanded=True):
+        params = controls.param_controls(method, "imp")
+else:
+    params = {}
+
+scores = controls.obtain_scores(session, method, unit, params, key=f"imp.{method.name}.{unit}")
+
+
+def about_this_method() -> None:
+    """The method's summary, paper and its own views (drawn only while the expander is open)."""
+    url_state.bind("imp.about", False, query="about")
+    about = st.expander(f"About this method: {method.title or method.name}", key="imp.about",
+                        on_change="rerun", icon=":material/info:")
+    url_state.share(about="true" if st.session_state.get("imp.about") else None)
+    if about.open:
+        with about:
+            method_views.render_about(session, method, unit, params, scores, key="imp.about")
+
+
+if scores is None:
+    about_this_method()
+    st.stop()
+
+title = f"{method.name}: {unit} importance"
+name = f"{method.name}_{unit}_scores"
+if unit == "head":
+    selected = st.session_state.get(url_state.SELECTED_HEAD)
+    fig = figures.head_heatmap(scores, title, selected=selected)
+    event = controls.show_figure(fig, name, "imp.heatmap", on_select="rerun", selection_mode="points")
+    clicked = figures.clicked_unit(event)
+    if clicked is not None and clicked != selected:
+        st.session_state[url_state.SELECTED_HEAD] = clicked
+        st.session_state["imp.layer"], st.session_state["imp.head"] = clicked
+        st.rerun()
+elif unit == "neuron":
+    fig = figures.neuron_distribution(scores, title)
+    controls.show_figure(fig, name, "imp.neurons")
+else:
+    fig = figures.block_bars(scores, unit, title)
+    controls.show_figure(fig, name, "imp.blocks")
+
+if unit in ("head", "neuron"):
+    table = pd.DataFrame([{"layer": layer, unit: i, "score": v}
+                          for layer, row in enumerate(scores) for i, v in enumerate(row)])
+else:
+    table = pd.DataFrame([{"layer": layer, "score": v} for layer, v in enumerate(scores)])
+controls.download_table(table, name, "imp.table")
+about_this_method()
+
+if unit == "head":
+    st.subheader("Head details")
+    st.caption("Click a cell above, or pick a head here.")
+    sel = st.session_state.get(url_state.SELECTED_HEAD)
+
+    def _picked() -> None:
+        st.session_state[url_state.SELECTED_HEAD] = (st.session_state["imp.layer"], st.session_state["imp.head"])
+
+    h1, h2 = st.columns(2)
+    layer = url_state.bound(h1.selectbox, "Layer", "imp.layer", min((sel or (0, 0))[0], inv.layers - 1), "layer",
+                            options=list(range(inv.layers)), on_change=_picked)
+    head = url_state.bound(h2.selectbox, "Head", "imp.head", min((sel or (0, 0))[1], inv.heads - 1), "head",
+                           options=list(range(inv.heads)), on_change=_picked)
+    if sel is None and "layer" not in st.query_params:
+        st.info("Click a head in the heatmap (or pick one above) to see its scores under every method.")
+        controls.share_link_note()
+        st.stop()
+    st.session_state[url_state.SELECTED_HEAD] = (layer, head)
+    with run_control.guard():
+        rows = results.unit_scores(session, "head", (layer, head))
+    shown = [{"method": r["title"] or r["method"], "score": r["score"],
+              "rank": None if r["rank"] is None else f"{r['rank']} of {r['of']}",
+              "source": {"store": "result store", "computed": "computed now (default parameters)",
+                         "missing": "expensive: not in the store (compute it above)"}[r["source"]]}
+             for r in rows]
+    st.markdown(f"**Layer {layer}, head {head}** under every method (default parameters; rank 1 = most important):")
+    st.dataframe(shown, hide_index=True)
+    controls.download_table(rows, f"head_L{layer}_H{head}", "imp.details")
+    pages = st.session_state.get("prunelens.pages", {})
+    if "Attention" in pages and st.button(f"Attention pattern of layer {layer}, head {head} →",
+                                          key="imp.to_attention", icon=":material/visibility:"):
+        # the Attention page reads its head from these keys (and the selected head)
+        st.session_state["att.layer"], st.session_state["att.head"] = layer, head
+        st.switch_page(pages["Attention"], query_params={**{k: v for k, v in loading.current_choice().query().items() if v},
+                                     "layer": str(layer), "head": str(head)})
+controls.share_link_note()

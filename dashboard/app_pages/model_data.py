@@ -1,0 +1,71 @@
+"""Model & data page: what is loaded, its unpruned accuracy/loss/margin, and its prunable units."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import analysis_view, controls, escape, loading, results, run_control
+
+st.title("Model & data")
+controls.explain(
+    "This is the model being examined and the sentences it is evaluated on. A BERT-style encoder is a "
+    "stack of layers; each layer has several attention <b>heads</b> (which words look at which) and a "
+    "feed-forward block made of <b>neurons</b>. Pruning removes some of these units. The table below "
+    "counts them and the parameters each one owns; the numbers at the top are how well the full, "
+    "unpruned model does, the reference every pruned model is compared with. <b>Accuracy</b> is "
+    "the share of sentences it gets right; <b>loss</b> (cross-entropy) is lower when it puts more "
+    "probability on the right answer; the <b>margin</b> is how far the right answer's score is "
+    "ahead of the best wrong one, averaged over the sentences (above 0 = right, larger = surer).")
+
+session = loading.current_session()
+loaded, data = session.loaded, session.data
+inv = loaded.inventory
+
+c1, c2 = st.columns(2)
+with c1:
+    st.subheader("Model")
+    st.markdown(f"**{escape.markdown(loaded.name)}** ({escape.markdown(loaded.source)})"
+                + (f" · fingerprint `{loaded.fingerprint}`" if controls.developer() else ""))
+    st.markdown(f"{inv.layers} layers × {inv.heads} heads (head size {inv.head_size}), hidden {inv.hidden}, "
+                f"FFN {inv.ffn} · {loaded.num_labels} labels")
+    for note in loaded.notes:
+        st.caption(escape.markdown(note))
+with c2:
+    st.subheader("Data")
+    st.markdown(f"**{escape.markdown(data.name)}** · split {escape.markdown(data.split)} · {len(data)} examples"
+                f" · task metric {escape.markdown(data.metric)}"
+                + (f" · fingerprint `{data.fingerprint}`" if controls.developer() else ""))
+    for note in session.evaluator.notes:  # may quote the data's label names
+        st.caption(escape.markdown(note))
+
+st.subheader("Unpruned model")
+with run_control.guard():
+    base = results.base_eval(session)
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("accuracy", f"{base['accuracy']:.3f}", help=f"± {base['accuracy_se']:.3f} (standard error)")
+m2.metric("loss", f"{base['loss']:.3f}", help=f"cross-entropy, lower is better. ± {base['loss_se']:.3f}")
+m3.metric("margin", f"{base['margin']:.3f}", help=f"{controls.MARGIN_HELP}. ± {base['margin_se']:.3f}")
+if data.metric == "accuracy":
+    m4.metric("examples", f"{base['n']}", help="evaluation examples (the dev split unless limited)")
+else:  # the task's own metric (MCC for CoLA, F1 for MRPC/QQP)
+    m4.metric(data.metric, f"{base['metric']:.3f}", help=f"± {base['metric_se']:.3f} (bootstrap)")
+controls.download_json({"base": base, **session.describe()}, "base_evaluation", "md.base")
+
+analysis_view.panel(session)
+
+st.subheader("Prunable units")
+rows = []
+for unit in ("head", "attention", "neuron", "ffn"):
+    shape = inv.unit_shape(unit)
+    count = shape[0] * (shape[1] if len(shape) > 1 else 1)
+    per = inv.unit_params(unit)
+    rows.append({"unit": unit, "count": count, "params each": per, "params all": per * count,
+                 "share of encoder": f"{per * count / inv.encoder_params:.1%}"})
+st.dataframe(rows, hide_index=True)
+st.caption(f"Encoder parameters: {inv.encoder_params:,} (embeddings and classifier are not pruned).")
+controls.download_table(rows, "units", "md.units")
+
+with st.expander("Examples"):
+    sample = [{"text": t, "label": int(y)} for t, y in zip(data.texts[:20], data.labels[:20])]
+    st.dataframe(sample, hide_index=True)
+controls.share_link_note()
