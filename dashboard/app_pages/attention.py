@@ -114,10 +114,10 @@ if mask_method != NONE:
 url_state.share(layers=None)  # an older link's layer selection: every layer is drawn now
 
 
-@st.cache_data(show_spinner="Computing attention…", max_entries=64)
-def _maps(_session, sid: str, text: str, pair: str, mask_bytes: bytes, run_mask: bool) -> AttentionMaps:
-    mask = np.frombuffer(mask_bytes, dtype=np.int8).reshape(_session.loaded.inventory.layers, -1)
-    maps = attention_maps(_session.loaded, text, pair or None,
+@st.cache_data(show_spinner="Computing attention…", max_entries=64, hash_funcs=results.BY_SESSION)
+def _maps(session, text: str, pair: str, mask_bytes: bytes, run_mask: bool) -> AttentionMaps:
+    mask = np.frombuffer(mask_bytes, dtype=np.int8).reshape(session.loaded.inventory.layers, -1)
+    maps = attention_maps(session.loaded, text, pair or None,
                           head_mask=mask if run_mask else None)
     maps.head_mask = mask.copy()  # marks, also when the unpruned model's patterns are shown
     return maps
@@ -130,7 +130,7 @@ if not shown_heads or not shown_layers:
     st.info("Pick at least one head and one layer to show.")
     st.stop()
 with run_control.guard():
-    maps = _maps(session, results.session_id(session), text, pair, mask.tobytes(),
+    maps = _maps(session, text, pair, mask.tobytes(),
                  run_pruned and mask_method != NONE)
 if maps.truncated:
     st.warning(f"The text was cut to {len(maps.tokens)} tokens.")
