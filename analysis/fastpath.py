@@ -300,9 +300,9 @@ def on_device(module: nn.Module, device: torch.device) -> nn.Module:
     """``module`` itself on the CPU; elsewhere a copy on ``device`` (the model is never moved)."""
     if device.type == "cpu":
         return module
-    import copy
+    from analysis.hooks import private_copy
 
-    return copy.deepcopy(module).to(device)
+    return private_copy(module, device)
 
 
 def attention_bias(keep: torch.Tensor) -> torch.Tensor:
