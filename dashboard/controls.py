@@ -145,7 +145,7 @@ def param_controls(method: Method, key_prefix: str, params: tuple[Param, ...] | 
             return _coerce(p, value)
 
         url_state.bind(key, _coerce(param, param.default), query=f"{own}{param.name}", cast=cast,
-                   options=list(param.choices) if param.kind == "choice" else None)
+                       options=list(param.choices) if param.kind == "choice" else None)
         widget = getattr(container, spec.kind)
         widget(param.name.replace("_", " "), key=key, **spec.kwargs)
         with run_control.guard():

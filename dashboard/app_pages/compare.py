@@ -28,7 +28,7 @@ cheap = [n for n in available if n not in expensive]
 criteria = [n for n in cheap if not available[n].diagnostic]
 in_store = [n for n in criteria if results.stored(session, "scores", n, unit, available[n].validate(None)) is not None]
 url_state.bind("cmp.methods", in_store if len(in_store) >= 2 else criteria[:3], query="methods",
-           cast=lambda raw: [n for n in raw.split(",") if n in available])
+               cast=lambda raw: [n for n in raw.split(",") if n in available])
 if any(n not in available for n in st.session_state["cmp.methods"]):
     st.session_state["cmp.methods"] = [n for n in st.session_state["cmp.methods"] if n in available]
 chosen = st.multiselect("Methods (default parameters)", list(available), key="cmp.methods",
