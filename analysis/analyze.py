@@ -52,9 +52,11 @@ CURVE_SPARSITIES = tuple(round(0.05 * i, 2) for i in range(20))
 BLOCK_SPARSITIES = (0.0, 0.5)  # what docs/FIDELITY.md reads for attention and FFN blocks
 HEAD_SCOPES = ("global", "layer")
 # training runs beyond each method's defaults (docs/FIDELITY.md reads PINS at 80% and 90%, and
-# SNIP's SN + identity prior against its λ = 0 control over three seeds)
+# SNIP's SN + identity prior against its λ = 0 control and the SMP pruner against random and
+# magnitude halves, each over three seeds)
 EXTRA_TRAINING = {"pins": [{"target_sparsity": 0.9}, {"signed": True}],
-                  "snip": [{"seed": 1}, {"seed": 2}]}
+                  "snip": [{"seed": 1}, {"seed": 2}],
+                  "smp-pruner": [{"seed": 1}, {"seed": 2}]}
 # one full-data mask evaluation, in passes over the data (fast path: sliced weights, [CLS]-only
 # last layer, layer-prefix cache; measured on the default and a BERT-base-shaped model,
 # docs/PERFORMANCE.md): checked bf16 where the CPU has it, exact fp32 elsewhere

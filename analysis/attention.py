@@ -126,6 +126,15 @@ def attention_from_inputs(model: nn.Module, inputs: dict, head_mask=None) -> tor
     Runs one forward pass with read-only hooks on every layer's query and key projections; the
     model's modules, config and parameters are left exactly as they were.
     """
+    return attention_and_output(model, inputs, head_mask)[0]
+
+
+@torch.no_grad()
+def attention_and_output(model: nn.Module, inputs: dict, head_mask=None, part: nn.Module | None = None):
+    """``(attention probabilities, output)`` of one forward pass: :func:`attention_from_inputs`
+    and what ``part`` returned — ``part`` is ``model`` (default) or a module of it that the hooks
+    also see, e.g. ``model.base_model`` for the encoder's hidden states (``smp-pruner``); hooks and
+    lock are ``model``'s either way."""
     layers = encoder_layers(model)
     captured: dict[tuple[int, str], torch.Tensor] = {}
 
@@ -137,12 +146,13 @@ def attention_from_inputs(model: nn.Module, inputs: dict, head_mask=None) -> tor
 
     hooks = [(module, keep(i, which)) for i, layer in enumerate(layers)
              for which, module in (("q", layer.attention.self.query), ("k", layer.attention.self.key))]
+    run = model if part is None else part
     with hooked(model, post=hooks):  # re-entrant: gated() below takes the same lock
         if head_mask is not None:
             with gated(model, head=head_mask):
-                model(**inputs)
+                output = run(**inputs)
         else:
-            model(**inputs)
+            output = run(**inputs)
 
     maps = []
     for i, layer in enumerate(layers):
@@ -157,7 +167,7 @@ def attention_from_inputs(model: nn.Module, inputs: dict, head_mask=None) -> tor
         scores = torch.matmul(q, k.transpose(-1, -2)) * scaling
         scores = scores + _additive_mask(inputs.get("attention_mask"), (batch, seq), scores.dtype)
         maps.append(torch.softmax(scores, dim=-1))
-    return torch.stack(maps)
+    return torch.stack(maps), output
 
 
 def token_limit(loaded: LoadedModel, max_length: int = MAX_TOKENS) -> int:

@@ -13,7 +13,8 @@ import threading
 from analysis.errors import ParamError
 from analysis.methods.base import UNITS, Context, Method, Param
 
-_MODULES = ("michel", "ablation", "magnitude", "random_scores", "admm", "admm_quant", "smp", "pins", "platon", "snip")
+_MODULES = ("michel", "ablation", "magnitude", "random_scores", "admm", "admm_quant", "smp", "smp_pruner", "pins",
+            "platon", "snip")
 
 _REGISTRY: dict[str, Method] = {}
 _REGISTRY_LOCK = threading.Lock()

@@ -1,14 +1,19 @@
-"""``smp``: head importance in the spirit of Single-Shot Meta-Pruning (Zhang et al., arXiv 2011.03770).
+"""``smp``: the *ridge surrogate* of Single-Shot Meta-Pruning (Zhang et al., arXiv 2011.03770).
 
 SMP keeps the *distribution of text representations* of the encoder: its loss is the KL divergence
 between the in-batch similarity distributions of sentence vectors of the full and the head-pruned
 encoder (for each sentence i, a softmax over its similarities to the other sentences j ≠ i of the
-batch). The paper learns a pruner network by meta-learning; prunelens estimates the same quantity
-with a randomized design instead:
+batch). The paper learns a pruner network by meta-learning (that is ``smp-pruner``,
+:mod:`analysis.methods.smp_pruner`); this *ridge surrogate* estimates the same quantity with a
+randomized design instead:
 
-1. sample ``samples`` random head masks, each head kept independently with probability
-   ``keep_rate`` (independent draws keep the removed-head indicators linearly independent, so
-   scores are comparable across layers);
+1. sample ``samples`` random head masks. ``mask_style=official`` (default): the official code's
+   pattern — in every mask a random half of the layers stays intact and in each other layer
+   ``round(keep_rate x heads)`` heads are kept, drawn uniformly (there is no pruner to draw them
+   from); the number of removed heads is then the same in every mask, so only *differences*
+   between heads are identified and the ridge penalty fixes the common shift (the coefficients
+   sum to 0). ``mask_style=independent`` (0.1): every head kept independently with probability
+   ``keep_rate``;
 2. for each mask, the KL (full ‖ pruned) of the similarity distributions, averaged over
    ``batches`` seeded batches of the task's sentences; the encoder alone is used
    (``model.base_model``), so no task head is needed;
@@ -16,15 +21,17 @@ with a randomized design instead:
    indicators; a head's importance is its coefficient: the expected KL increase when it is removed.
 
 Sentence vector: the [CLS] vector or the mean over non-padding tokens of the last hidden state
-(declared). Similarity: cosine (divided by ``temperature``) or dot product (divided by
+(declared). Similarity: centred-cosine (the official code: cosine of the batch-centred vectors,
+divided by ``temperature`` 0.1, i.e. 10 x cosine; the default), cosine, or dot product (divided by
 ``sqrt(hidden)`` and ``temperature``). The ``batch_size * batches`` sentences are a seeded random
 sample of the data split into random batches; the encoder runs each batch as length-sorted chunks
 of 8 rows (little padding, so a mask costs about half as much); the full-model vectors are
 computed once.
 
 Noise: the KL of a half-pruned encoder is mostly explained by *how many* heads are removed, so the
-per-head differences need many masks. On pretrained MiniLM-L6 (72 heads, 32 RT sentences), two
-independent designs of 160 masks gave scores with Spearman ≈ 0.66 (64 masks: ≈ 0.1; alpha 1 was
+per-head differences need many masks (official-style masks remove the same count every time, which
+takes that part out of the design). On pretrained MiniLM-L6 (72 heads, 32 RT sentences), with
+independent masks, two independent designs of 160 masks gave scores with Spearman ≈ 0.66 (64 masks: ≈ 0.1; alpha 1 was
 the best of 0.1…100). Raise ``samples`` for steadier scores; the cost is one encoder pass per mask.
 """
 
@@ -71,19 +78,30 @@ def similarity_logits(vecs: torch.Tensor, temperature: float = 0.1,
     return sims.masked_fill(eye, float("-inf"))
 
 
+def similarity_kl_tensor(full_vecs: torch.Tensor, pruned_vecs: torch.Tensor, temperature: float = 0.1,
+                         similarity: str = "cosine") -> torch.Tensor:
+    """:func:`similarity_kl` as a differentiable float64 scalar tensor (gradients flow to both
+    arguments; ``smp-pruner`` trains on it). The diagonal is dropped before the softmax, so no
+    ``-inf - -inf`` enters the graph."""
+    if full_vecs.shape != pruned_vecs.shape or full_vecs.dim() != 2 or len(full_vecs) < 2:
+        raise ValueError("similarity_kl needs two (batch >= 2, hidden) arrays of the same shape")
+    n = len(full_vecs)
+    off = ~torch.eye(n, dtype=torch.bool, device=full_vecs.device)
+
+    def log_rows(vecs):  # (n, n - 1): log-softmax over j != i
+        return F.log_softmax(similarity_logits(vecs, temperature, similarity).masked_select(off)
+                             .reshape(n, n - 1), dim=-1)
+
+    log_p, log_q = log_rows(full_vecs), log_rows(pruned_vecs)
+    return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+
+
 def similarity_kl(full_vecs: torch.Tensor, pruned_vecs: torch.Tensor, temperature: float = 0.1,
                   similarity: str = "cosine") -> float:
     """Mean over sentences i of KL(P_i ‖ Q_i), P/Q the softmax over j ≠ i of the full / pruned
     similarities. 0 for identical vectors; needs at least 2 sentences."""
-    if full_vecs.shape != pruned_vecs.shape or full_vecs.dim() != 2 or len(full_vecs) < 2:
-        raise ValueError("similarity_kl needs two (batch >= 2, hidden) arrays of the same shape")
-    n = len(full_vecs)
-    log_p = F.log_softmax(similarity_logits(full_vecs, temperature, similarity), dim=-1)
-    log_q = F.log_softmax(similarity_logits(pruned_vecs, temperature, similarity), dim=-1)
-    off = ~torch.eye(n, dtype=torch.bool, device=log_p.device)
-    p = log_p.exp()
-    kl = (p * (log_p - log_q)).masked_select(off).reshape(n, n - 1).sum(-1)
-    return float(kl.mean().clamp_min(0.0))
+    with torch.no_grad():
+        return float(similarity_kl_tensor(full_vecs, pruned_vecs, temperature, similarity).clamp_min(0.0))
 
 
 def ridge_importance(indicators: np.ndarray, losses: np.ndarray, alpha: float = 1.0) -> np.ndarray:
@@ -106,6 +124,29 @@ def sample_masks(layers: int, heads: int, samples: int, keep_rate: float, seed: 
     """(samples, layers, heads) 0/1 keep-masks; each head kept independently with ``keep_rate``."""
     rng = np.random.default_rng(seed)
     return (rng.random((samples, layers, heads)) < keep_rate).astype(np.float32)
+
+
+def official_keep(heads: int, keep_rate: float) -> int:
+    """Heads kept in a pruned layer of an official-style mask: ``round(keep_rate x heads)``."""
+    return int(min(heads, max(0, round(keep_rate * heads))))
+
+
+def sample_official_masks(layers: int, heads: int, samples: int, keep_rate: float, seed: int) -> np.ndarray:
+    """(samples, layers, heads) 0/1 keep-masks in the official code's pattern (thunlp/SMP
+    ``pruner/pruner.py``): in each mask ``layers // 2`` layers drawn at random stay intact, and in
+    each other layer exactly :func:`official_keep` heads, drawn uniformly, are kept."""
+    rng = np.random.default_rng(seed)
+    keep = official_keep(heads, keep_rate)
+    masks = np.ones((samples, layers, heads), dtype=np.float32)
+    for m in range(samples):
+        for layer in rng.permutation(layers)[layers // 2:]:
+            row = np.zeros(heads, dtype=np.float32)
+            row[rng.permutation(heads)[:keep]] = 1.0
+            masks[m, layer] = row
+    return masks
+
+
+MASK_STYLES = {"official": sample_official_masks, "independent": sample_masks}
 
 
 CHUNK = 8  # rows per encoder pass: a similarity batch runs as length-sorted chunks
@@ -168,8 +209,8 @@ def smp_cost(params: dict, inventory, unit) -> Work:
 class SMP(Method):
     def compute(self, ctx, unit, params):
         inv = ctx.loaded.inventory
-        masks = sample_masks(inv.layers, inv.heads, params["samples"], params["keep_rate"],
-                             params["seed"])
+        masks = MASK_STYLES[params["mask_style"]](inv.layers, inv.heads, params["samples"],
+                                                  params["keep_rate"], params["seed"])
         losses = smp_losses(ctx, masks, params)
         removed = 1.0 - masks.reshape(len(masks), -1)
         coef = ridge_importance(removed, losses, params["alpha"])
@@ -186,7 +227,12 @@ METHOD = SMP(
     units=("head",),
     params=(
         Param("samples", "int", 160, "number of random head masks M", 8, 1024),
-        Param("keep_rate", "float", 0.5, "probability r that a head is kept in a sampled mask", 0.05, 0.95),
+        Param("mask_style", "choice", "official", "official: a random half of the layers intact, "
+              "round(keep_rate x heads) heads kept in each other layer (the official code's pattern); "
+              "independent: every head kept independently with keep_rate (0.1)",
+              choices=tuple(MASK_STYLES)),
+        Param("keep_rate", "float", 0.5, "share of heads kept: in each pruned layer (official) or "
+              "the probability of each head (independent)", 0.05, 0.95),
         Param("batch_size", "int", 32, "sentences per batch (the similarity distribution)", 2, 128),
         Param("batches", "int", 1, "batches of the task's sentences each mask is evaluated on", 1, 16),
         Param("sentence_vector", "choice", "mean", "sentence vector: [CLS] or mean of tokens",
@@ -209,11 +255,15 @@ METHOD = SMP(
         Deviation("what is learned", "a pruner network (a small CNN over each head's attention map) trained "
                   "by meta-learning with hard Gumbel straight-through masks on the pre-trained encoder",
                   "no network: a ridge regression of the same KL on removed-head indicators over random "
-                  "masks (a surrogate; the learned smp-pruner is not built yet)"),
+                  "masks (a surrogate, cheap and live); the learned pruner is the method smp-pruner"),
         Deviation("objective", "KL of in-batch similarity distributions, 10 × cosine of batch-centred "
                   "sentence vectors", "the same by default (centred-cosine, temperature 0.1)"),
-        Deviation("masks", "half the layers intact; in the others 6 of 12 heads drawn",
-                  "every head kept independently with keep_rate 0.5 (removes ~36 of 72 at once)"),
+        Deviation("masks", "half the layers intact; in the others 6 of 12 heads drawn by hard Gumbel "
+                  "from the pruner's scores",
+                  "mask_style=official (default): half the layers intact, in the others keep_rate 0.5 "
+                  "of the heads drawn uniformly (no pruner to draw from; the count removed is fixed, "
+                  "so only differences between heads are identified); independent: every head kept "
+                  "with probability keep_rate (0.1)"),
         Deviation("model", "the pre-trained encoder, pruned then fine-tuned",
                   "whatever model is loaded (the default is already fine-tuned), no re-fine-tuning"),
         Deviation("data", "training data", "the training split's sentences (sentences=train)"),
