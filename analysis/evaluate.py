@@ -154,9 +154,17 @@ class Comparison:
     base: EvalResult
     pruned: EvalResult
     delta: dict[str, float]  # pruned - base for each metric, and "<metric>_se" (paired)
+    correct: str = ""  # the pruned model's per-example correctness (:func:`correctness`)
 
     def as_dict(self) -> dict:
         return {"base": self.base.as_dict(), "pruned": self.pruned.as_dict(), "delta": self.delta}
+
+
+def correctness(out: Outputs) -> str:
+    """Each example's correctness as "0"/"1" in data order: what a training run stores per model so
+    that runs and seeds can be compared pairwise on the same examples
+    (:func:`analysis.compare.paired_difference`)."""
+    return "".join("1" if c else "0" for c in out.correct)
 
 
 def paired_delta(base: Outputs, pruned: Outputs, metric_name: str = "accuracy") -> dict[str, float]:
@@ -499,7 +507,15 @@ class Evaluator:
             base=self.base,
             pruned=EvalResult.from_outputs(pruned, self.data.metric),
             delta=paired_delta(self.base_outputs, pruned, self.data.metric),
+            correct=correctness(pruned),
         )
+
+    def record(self, masks: Masks | None = None, model=None) -> dict:
+        """:meth:`evaluate`'s metrics as a dict with ``"correct"`` (:func:`correctness`): how a
+        training run stores one evaluated model."""
+        out = (self.base_outputs if (masks is None or masks.is_empty()) and model is None
+               else self.outputs(masks, model))
+        return {**EvalResult.from_outputs(out, self.data.metric).as_dict(), "correct": correctness(out)}
 
     def outputs_many(self, masks_list: list[Masks | None]) -> list[Outputs]:
         """Outputs for several masks, computed in an order that shares layer prefixes."""

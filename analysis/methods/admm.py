@@ -418,7 +418,8 @@ def _trainable(model: nn.Module) -> list[nn.Parameter]:
 def _evaluate(evaluator, model) -> dict:
     comparison = evaluator.compare(model=model)
     return {**_metrics(comparison.pruned.as_dict()),
-            "delta": {k: comparison.delta[k] for k in ("accuracy", "loss", "margin")}}
+            "delta": {k: comparison.delta[k] for k in ("accuracy", "loss", "margin")},
+            "correct": comparison.correct}  # per example, for paired comparisons across seeds
 
 
 TRAIN_PARAMS = (

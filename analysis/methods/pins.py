@@ -399,10 +399,8 @@ def oneshot_magnitude(loaded, sparsity: float) -> tuple[nn.Module, list[list[tor
 
 
 def _eval(session, model) -> dict:
-    r = session.evaluator.evaluate(model=model)
-    return {"accuracy": r.accuracy, "loss": r.loss, "margin": r.margin, "accuracy_se": r.accuracy_se,
-            "loss_se": r.loss_se, "margin_se": r.margin_se, "metric": r.metric,
-            "metric_name": r.metric_name, "n": r.n}
+    """Metrics of a trained model with its per-example correctness (paired comparisons)."""
+    return session.evaluator.record(model=model)
 
 
 def _check_train_params(params: dict) -> None:

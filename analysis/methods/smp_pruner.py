@@ -465,12 +465,7 @@ def finetune_pruned(model: nn.Module, mask: np.ndarray | None, batches, params: 
 def _evaluation(session, model: nn.Module, mask: np.ndarray | None) -> dict:
     """Metrics of ``model`` under ``mask`` on the session's evaluation data, with per-example
     correctness (``"correct"``: "0"/"1" in data order) for paired comparisons."""
-    from analysis.evaluate import EvalResult
-
-    evaluator = session.evaluator
-    out = evaluator.outputs(None if mask is None else Masks(head=mask), model=model)
-    result = EvalResult.from_outputs(out, evaluator.data.metric).as_dict()
-    return {**result, "correct": "".join("1" if c else "0" for c in out.correct)}
+    return session.evaluator.record(None if mask is None else Masks(head=mask), model=model)
 
 
 def train_run(session, params: dict, progress: Progress = no_progress) -> dict:

@@ -333,7 +333,7 @@ def _train(loaded, data: TextData, params: dict, lam: float, progress, span: tup
 def pruned_comparison(evaluator, models: dict[str, tuple[nn.Module, FunctionNorms]]) -> list[dict]:
     """Each model pruned by its own function norms (lowest first, global) at :data:`PRUNE_GRID`,
     evaluated on the same examples: accuracy and loss per model."""
-    from analysis.evaluate import EvalResult
+    from analysis.evaluate import EvalResult, correctness
     from analysis.gates import Masks
     from analysis.pruning import select
 
@@ -344,9 +344,9 @@ def pruned_comparison(evaluator, models: dict[str, tuple[nn.Module, FunctionNorm
             mask = select(norms.unit(unit), sparsity).astype(np.float32)
             out = evaluator.outputs(Masks.for_unit(unit, mask), model=model)
             result = EvalResult.from_outputs(out, evaluator.data.metric)
-            # per-example correctness ("0"/"1" in data order): paired comparisons across models
+            # per-example correctness: paired comparisons across models
             row[name] = {"accuracy": result.accuracy, "loss": result.loss, "metric": result.metric,
-                         "correct": "".join("1" if c else "0" for c in out.correct)}
+                         "correct": correctness(out)}
         rows.append(row)
     return rows
 

@@ -191,6 +191,10 @@ def test_training_mode_meets_pattern_and_leaves_model_alone(tiny_session):
     # one-shot = live scores' model evaluated on a projected copy
     live = accuracy_by_pattern(tiny_session, [(2, 4)], use_store=False)[1]
     assert result["evaluation"]["oneshot"]["loss"] == pytest.approx(live["loss"], rel=1e-6)
+    for name, ev in result["evaluation"].items():  # per-example correctness, for paired comparisons
+        if name != "dense":
+            correct = [c == "1" for c in ev["correct"]]
+            assert len(correct) == len(tiny_session.data) and np.mean(correct) == pytest.approx(ev["accuracy"])
     assert train_command(tiny_session, "admm", TINY_TRAIN)["cached"] is True
 
 

@@ -75,3 +75,19 @@ def test_the_bench_judges_a_bert_base_sized_model_by_its_own_targets():
     assert "<= 0.3  MISSED" in default and "<= 2048  MISSED" in default and "<= 1  MISSED" in default
     assert "<= 0.5  ok" in large and "<= 4096  ok" in large and ">= 7  ok" in large
     assert "<= 1  " not in large  # the full-data move has the ratio target only
+
+
+def test_record_is_evaluate_with_each_examples_correctness(tiny_loaded, tiny_session):
+    from analysis.evaluate import Evaluator, correctness
+    from analysis.gates import Masks
+
+    ev = Evaluator(tiny_loaded, tiny_session.data, batch_size=8)
+    mask = Masks(head=np.array([[1, 0, 1, 1], [0, 1, 1, 1]], dtype=np.float32))
+    record = ev.record(mask)
+    assert {k: v for k, v in record.items() if k != "correct"} == ev.evaluate(mask).as_dict()
+    out = ev.outputs(mask)
+    by_hand = "".join("1" if int(np.argmax(row)) == label else "0"
+                      for row, label in zip(out.logits, tiny_session.data.labels))
+    assert record["correct"] == correctness(out) == by_hand
+    assert ev.compare(mask).correct == by_hand
+    assert ev.record()["correct"] == correctness(ev.base_outputs)

@@ -318,6 +318,9 @@ def test_train_command_compares_self_reg_and_baseline(tiny_session):
     for run in (*runs.values(), result["baseline"]):
         assert run["weight_sparsity"] == pytest.approx(0.6, abs=1e-3)
         assert 0.0 <= run["evaluation"]["accuracy"] <= 1.0
+        correct = [c == "1" for c in run["evaluation"]["correct"]]  # per example: paired comparisons
+        assert len(correct) == len(tiny_session.data)
+        assert np.mean(correct) == pytest.approx(run["evaluation"]["accuracy"])
     assert result["baseline"]["criterion"] == "magnitude"
     assert np.asarray(result["scores"]["head"]).shape == (2, 4)
     assert result["notes"]  # trained on the evaluation data: said so
