@@ -29,7 +29,8 @@ from torch import nn
 from analysis.errors import DataError, ParamError
 from analysis.gates import gated
 from analysis.hooks import hooked
-from analysis.models import LoadedModel, encoder_layers, usable_positions
+from analysis.layout import encoder_layers
+from analysis.models import LoadedModel, usable_positions
 
 MAX_TOKENS = 128
 

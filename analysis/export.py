@@ -7,7 +7,7 @@ into ``DIR``:
 - ``config.json`` (the unpruned model's config), ``model.safetensors`` (the sliced weights),
   the tokenizer files, and ``prunelens_pruned.json``: the per-layer structure (heads and FFN
   neurons kept) that a ``BertConfig`` cannot express. :func:`analysis.models.load_model` sees that
-  manifest and calls :func:`load_pruned` here, which rebuilds the sliced layers before loading
+  manifest and calls :func:`analysis.pruned_folder.load_pruned`, which rebuilds the sliced layers before loading
   the weights, so ``prunelens --model DIR`` gives the masked model's logits;
 - ``model.onnx`` (dynamic batch and sequence length), checked with onnxruntime against the torch
   physically pruned model, and timed against the unpruned model exported the same way;
@@ -27,17 +27,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.errors import ModelError, ParamError, PrunelensError
+from analysis.errors import ParamError, PrunelensError
 from analysis.gates import Masks
 from analysis.hooks import model_lock
 from analysis.methods.base import Progress, no_progress
-from analysis.models import encoder_layers
+from analysis.pruned_folder import MANIFEST, save_pruned
 
-MANIFEST = "prunelens_pruned.json"
-WEIGHTS = "model.safetensors"
 ONNX_FILE = "model.onnx"
 REPORT = "export.json"
-FORMAT = 1
 ONNX_TIMING_REPEATS = 3
 
 
@@ -71,97 +68,6 @@ def check_onnx_available() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # the pruned structure: save and rebuild
-
-
-def structure_of(model: nn.Module) -> list[dict]:
-    """Per layer: heads and FFN neurons left in a (physically pruned) model."""
-    rows = []
-    for layer in encoder_layers(model):
-        attn = layer.attention.self
-        heads = int(getattr(attn, "num_attention_heads", 0)) if hasattr(attn, "query") else 0
-        rows.append({"heads": heads, "neurons": int(layer.intermediate.dense.out_features)})
-    return rows
-
-
-def save_pruned(model: nn.Module, tokenizer, out: Path, info: dict) -> None:
-    """Config, sliced weights (safetensors), tokenizer and the structure manifest."""
-    from safetensors.torch import save_file
-
-    out.mkdir(parents=True, exist_ok=True)
-    config = model.config.__class__.from_dict(model.config.to_dict())
-    config.architectures = [type(model).__name__]
-    config.save_pretrained(out)
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(state, str(out / WEIGHTS), metadata={"format": "pt"})
-    tokenizer.save_pretrained(out)
-    manifest = {"format": FORMAT, "head_size": _head_size(model),
-                "hidden": int(model.config.hidden_size), "layers": structure_of(model), **info}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-
-
-def _head_size(model: nn.Module) -> int:
-    return int(model.config.hidden_size) // int(model.config.num_attention_heads)
-
-
-def _linear(n_in: int, n_out: int) -> nn.Linear:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # zero-element tensors
-        return nn.Linear(n_in, n_out)
-
-
-def rebuild(model: nn.Module, manifest: dict) -> nn.Module:
-    """Give an unpruned-shaped model the sliced layer shapes of ``manifest`` (weights unset)."""
-    from analysis.pruning import _NoHeads
-
-    layers = encoder_layers(model)
-    spec = manifest.get("layers")
-    size = int(manifest.get("head_size", _head_size(model)))
-    if not isinstance(spec, list) or len(spec) != len(layers):
-        raise ModelError(f"{MANIFEST} does not match the config's {len(layers)} layers "
-                         "(export the model again)")
-    hidden = int(model.config.hidden_size)
-    for layer, row in zip(layers, spec):
-        heads, neurons = int(row["heads"]), int(row["neurons"])
-        attn = layer.attention.self
-        if heads == 0:
-            layer.attention.self = _NoHeads()
-        elif heads != attn.num_attention_heads:
-            attn.query, attn.key, attn.value = (_linear(hidden, heads * size) for _ in range(3))
-            attn.num_attention_heads, attn.all_head_size = heads, heads * size
-        if heads != int(model.config.num_attention_heads):
-            layer.attention.output.dense = _linear(heads * size, hidden)
-        if neurons != layer.intermediate.dense.out_features:
-            layer.intermediate.dense = _linear(hidden, neurons)
-            layer.output.dense = _linear(neurons, hidden)
-    return model
-
-
-def load_pruned(path: Path, config):
-    """Model and tokenizer of an export folder (called by :func:`analysis.models.load_model`)."""
-    from safetensors.torch import load_file
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read {path / MANIFEST}: {exc} (export the model again)") from None
-    if manifest.get("format") != FORMAT:
-        raise ModelError(f"{path / MANIFEST} has format {manifest.get('format')!r}, this prunelens "
-                         f"reads {FORMAT} (export the model again)")
-    if not (path / WEIGHTS).exists():
-        raise ModelError(f"pruned model folder {path} has no {WEIGHTS} (export the model again)")
-    torch.manual_seed(0)  # the weights are all overwritten; keep construction deterministic
-    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa",
-                                                           dtype=torch.float32)
-    rebuild(model, manifest)
-    state = load_file(str(path / WEIGHTS))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelError(f"weights in {path} do not fit {MANIFEST} "
-                         f"({str(exc).splitlines()[0][:120]}; export the model again)") from None
-    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
-    return model, tokenizer
 
 
 # ---------------------------------------------------------------------------------------------

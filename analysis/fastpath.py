@@ -51,8 +51,7 @@ from torch import nn
 
 from analysis.checkpoints import checkpoint
 from analysis.gates import Masks
-from analysis.layout import layer_matrices
-from analysis.models import encoder_layers
+from analysis.layout import encoder_layers, layer_matrices
 
 DEFAULT_CACHE_MB = int(os.environ.get("PRUNELENS_LAYER_CACHE_MB", "384"))
 FULL_BUDGET_ROWS = 1024  # batch lists with fewer rows get a proportional share of the budget

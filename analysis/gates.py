@@ -24,8 +24,7 @@ import torch
 from torch import nn
 
 from analysis.hooks import hooked
-from analysis.layout import GATE_POINTS, gate_module
-from analysis.models import encoder_layers
+from analysis.layout import GATE_POINTS, encoder_layers, gate_module
 
 
 @dataclass

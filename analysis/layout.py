@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from analysis.errors import ModelError
+
 MATRICES = ("query", "key", "value", "attention_output", "intermediate", "output")
 ATTENTION_MATRICES = MATRICES[:4]
 FFN_MATRICES = MATRICES[4:]
@@ -125,8 +127,22 @@ def per_unit(weight_scores: Sequence[Mapping[str, torch.Tensor]], inventory, uni
     return np.asarray(rows, dtype=np.float64)
 
 
+def encoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The encoder's layers (``model.base_model.encoder.layer``) of a BERT-style model."""
+    base = getattr(model, "base_model", model)
+    try:
+        return list(base.encoder.layer)
+    except AttributeError:
+        raise ModelError("model has no BERT-style encoder.layer list") from None
+
+
+class NoHeads(nn.Module):
+    """Stands in for a self-attention module whose heads were all pruned: outputs width 0."""
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states.new_zeros(*hidden_states.shape[:-1], 0), None
+
+
 def encoder_matrices(model: nn.Module) -> list[dict[str, nn.Linear]]:
     """:func:`layer_matrices` of every encoder layer of ``model``."""
-    from analysis.models import encoder_layers
-
     return [layer_matrices(layer) for layer in encoder_layers(model)]

@@ -25,6 +25,8 @@ from torch import nn
 from analysis import hub
 from analysis.errors import DataError, ModelError, expand_path, path_error, shown
 from analysis.fingerprints import model_fingerprint
+from analysis.layout import encoder_layers
+from analysis.pruned_folder import MANIFEST, load_pruned
 
 SUPPORTED_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
 CHECKPOINT_DIR = Path(__file__).parent / "default_checkpoint"
@@ -184,14 +186,6 @@ class LoadedModel:
             count = "one token type" if types == 1 else f"{types} token types"
             raise DataError(f"{what} but model '{self.name}' has {count} "
                             f"(type_vocab_size={types}) and cannot tell the two sentences apart ({fix})")
-
-
-def encoder_layers(model: nn.Module) -> list[nn.Module]:
-    base = getattr(model, "base_model", model)
-    try:
-        return list(base.encoder.layer)
-    except AttributeError:
-        raise ModelError("model has no BERT-style encoder.layer list") from None
 
 
 def inventory_of(model: nn.Module) -> Inventory:
@@ -400,9 +394,7 @@ def _load_model(spec: str) -> LoadedModel:
     check_config_bounds(config, spec)
     if source == "folder":
         _check_tokenizer_files(path, spec)
-    if source == "folder" and (path / "prunelens_pruned.json").exists():
-        from analysis.export import load_pruned  # a `prunelens export` folder: sliced layers
-
+    if source == "folder" and (path / MANIFEST).exists():  # a `prunelens export` folder: sliced layers
         model, tokenizer = load_pruned(path, config)
         _check_tokenizer(tokenizer, config, spec)
         return _finish(model, tokenizer, spec, source, ["physically pruned by prunelens export"])

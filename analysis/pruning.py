@@ -19,8 +19,8 @@ from torch import nn
 from analysis.errors import ParamError
 from analysis.gates import Masks
 from analysis.hooks import private_copy
-from analysis.layout import keep_owned
-from analysis.models import Inventory, encoder_layers
+from analysis.layout import NoHeads, encoder_layers, keep_owned
+from analysis.models import Inventory
 
 SCOPES = ("global", "layer")
 STRUCTURED_UNITS = ("head", "attention", "ffn", "neuron")
@@ -144,13 +144,6 @@ def sparsity_of(mask) -> float:
 # physical pruning
 
 
-class _NoHeads(nn.Module):
-    """Stands in for a self-attention module whose heads were all pruned: outputs width 0."""
-
-    def forward(self, hidden_states, *args, **kwargs):
-        return hidden_states.new_zeros(*hidden_states.shape[:-1], 0), None
-
-
 def _keep_rows(linear: nn.Linear, rows: torch.Tensor) -> nn.Linear:
     new = torch.nn.utils.skip_init(nn.Linear, linear.in_features, len(rows), bias=linear.bias is not None)
     new.weight.data = linear.weight.data[rows].clone()
@@ -197,7 +190,7 @@ def physically_prune(model: nn.Module, masks: Masks) -> nn.Module:
                 if len(keep_heads) else np.zeros(0, int), dtype=torch.long)
             keep_owned(layer, "head", rows, _keep_rows, _keep_cols)  # Q/K/V rows, O columns
             if len(keep_heads) == 0:
-                layer.attention.self = _NoHeads()
+                layer.attention.self = NoHeads()
             else:
                 attn.num_attention_heads = len(keep_heads)
                 attn.all_head_size = len(rows)

@@ -31,8 +31,8 @@ from torch import nn
 
 from analysis.errors import ParamError
 from analysis.hooks import hooked, private_copy
-from analysis.layout import MATRICES, layer_matrices  # noqa: F401 (MATRICES: re-exported, documented here)
-from analysis.models import LoadedModel, encoder_layers
+from analysis.layout import MATRICES, encoder_layers, layer_matrices  # noqa: F401 (MATRICES: re-exported, documented here)
+from analysis.models import LoadedModel
 from analysis.store_schema import ACTIVATION_QUANTITIES
 
 def _as_module(model) -> nn.Module:

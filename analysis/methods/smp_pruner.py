@@ -84,7 +84,8 @@ from analysis.methods.base import (
     training_work,
 )
 from analysis.methods.smp import sentence_vectors, similarity_kl_tensor
-from analysis.models import LoadedModel, encoder_layers, inventory_of, load_base_for_classification
+from analysis.layout import encoder_layers
+from analysis.models import LoadedModel, inventory_of, load_base_for_classification
 from analysis.pruning import select
 
 MAP_SIZE = 64  # tokens: attention maps are zero-padded (or cropped) to MAP_SIZE x MAP_SIZE

@@ -42,9 +42,8 @@ from torch.nn.utils import parametrize
 from analysis.batches import StreamedBatches, training_data
 from analysis.data import MAX_LENGTH, TextData
 from analysis.hooks import private_copy
-from analysis.layout import layer_matrices
+from analysis.layout import encoder_layers, layer_matrices
 from analysis.methods.base import SEED, Deviation, Method, Param, Progress, Trainer, Work, no_progress, training_work
-from analysis.models import encoder_layers
 from analysis.spectral import (
     LayerCapture,
     captured,

@@ -133,7 +133,7 @@ def test_cli_prune_prints_and_writes_flipped(tiny_bert_dir, tiny_csv, store, tmp
     ("ffn", np.array([1, 0])),
 ])
 def test_saved_pruned_model_loads_with_the_masked_logits(tiny_session, tmp_path, unit, mask):
-    from analysis.export import save_pruned, structure_of
+    from analysis.pruned_folder import save_pruned, structure_of
     from analysis.models import load_model
     from analysis.pruning import physically_prune
 
@@ -233,7 +233,7 @@ def test_cli_export_errors_before_loading(tmp_path, capsys, monkeypatch, extra, 
 
 def test_a_broken_manifest_is_a_model_error(tiny_session, tmp_path):
     from analysis.errors import ModelError
-    from analysis.export import save_pruned
+    from analysis.pruned_folder import save_pruned
     from analysis.models import load_model
     from analysis.pruning import physically_prune
 
