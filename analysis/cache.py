@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from analysis.store_schema import result_problem
 
 FORMAT_VERSION = 1
@@ -166,6 +168,12 @@ class Key:
     def describe(self) -> dict:
         return {"model": self.model, "data": self.data, "kind": self.kind, "method": self.method,
                 "unit": self.unit, "params": json.loads(self.params)}
+
+
+def mask_params(mask: np.ndarray) -> dict:
+    """A keep-mask as store-key parameters: its 0/1 bits row-major, and its shape."""
+    bits = "".join("1" if v else "0" for v in np.asarray(mask).ravel())
+    return {"mask": bits, "shape": list(np.shape(mask))}
 
 
 def canonical(obj: Any) -> str:

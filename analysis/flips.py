@@ -14,6 +14,7 @@ import re
 
 import numpy as np
 
+from analysis.cache import mask_params
 from analysis.gates import Masks
 
 FLIPPED_CAP = 200  # rows listed in JSON / on the page; ``count`` is always the full number
@@ -39,8 +40,6 @@ def predictions(session, unit: str, mask, use_store: bool = True) -> np.ndarray:
     mask = np.asarray(mask)
     if np.all(mask):
         return session.evaluator.base_outputs.logits.argmax(-1)
-    from analysis.operations import mask_params
-
     key = session.key("mask-predictions", "", unit, mask_params(mask))
     if use_store:
         hit = session.store.get(key)

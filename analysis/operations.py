@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.cache import Key, ResultStore, StoreWarning
+from analysis.cache import Key, ResultStore, StoreWarning, mask_params
 from analysis.data import TextData, load_data
 from analysis.evaluate import Evaluator
 from analysis.gates import Masks
@@ -276,12 +276,6 @@ def evaluate_mask(session: Session, unit: str, mask: np.ndarray, use_store: bool
     if use_store:
         session.store.put(keys[precision], result)
     return result, False
-
-
-def mask_params(mask: np.ndarray) -> dict:
-    """A keep-mask as store-key parameters: its 0/1 bits row-major, and its shape."""
-    bits = "".join("1" if v else "0" for v in np.asarray(mask).ravel())
-    return {"mask": bits, "shape": list(np.shape(mask))}
 
 
 def mask_keys(session: Session, unit: str, mask: np.ndarray) -> dict[str, Key]:

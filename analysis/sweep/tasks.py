@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.cache import Key, canonical
-from analysis.operations import Session, mask_for, mask_keys, mask_params, score_keys
+from analysis.cache import mask_params
+from analysis.operations import Session, mask_for, mask_keys, score_keys
 from analysis.sweep.spec import MethodGrid, SweepSpec, Target, TrainGrid
 
 KINDS = ("train-run", "scores", "mask-eval", "view")  # also the order in which ready tasks are started
