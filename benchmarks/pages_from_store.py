@@ -3,7 +3,8 @@
 After ``prunelens analyze --model M --data D --store S``, every page should open without computing
 anything the store could hold: this opens each page (Streamlit's AppTest, in this process, as a
 shared link would) with ``PRUNELENS_CACHE=S``, and prints per page the seconds it took, the store
-entries it added (0 = everything it needed was stored) and any error or exception.
+entries it added (0 = everything it needed was stored), any message that an expensive result is
+not in the store (the page would wait for a Compute click) and any error or exception.
 
     python benchmarks/pages_from_store.py --model DIR --data DIR/dev.csv --store S [--json F]
 
@@ -60,11 +61,15 @@ def main() -> None:
         start = time.perf_counter()
         at = open_page(page, args.model, args.data, args.timeout)
         seconds = time.perf_counter() - start
+        # a page that waits for a Compute click says the entry is "not in the store"
+        waiting = [m.value for m in [*at.info, *at.warning] if "not in the store" in m.value.lower()]
         rows.append({"page": page, "seconds": round(seconds, 2), "new_entries": entries(args.store) - before,
+                     "waiting_for_a_click": waiting,
                      "errors": [e.value for e in at.error], "exceptions": [e.value for e in at.exception]})
+        problems = rows[-1]["errors"] + rows[-1]["exceptions"]
         print(f"{page:12} {seconds:8.2f} s  new store entries: {rows[-1]['new_entries']}"
-              f"{'  ERRORS: ' + str(rows[-1]['errors'] + rows[-1]['exceptions']) if at.error or at.exception else ''}",
-              flush=True)
+              f"{'  NOT STORED: ' + str(waiting) if waiting else ''}"
+              f"{'  ERRORS: ' + str(problems) if problems else ''}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
