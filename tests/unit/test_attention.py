@@ -18,7 +18,7 @@ from analysis.fingerprints import weights_digest
 from analysis.attention import AttentionMaps, attention_from_inputs, attention_maps
 from analysis.errors import DataError, ParamError
 from analysis.gates import gated, hook_count
-from analysis.models import encoder_layers
+from analysis.layout import encoder_layers
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 SENTENCE = "the movie was not very good but the actors were fun"
