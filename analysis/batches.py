@@ -1,13 +1,14 @@
 """Training batches: what label-using methods and training runs learn from, and how it is drawn.
 
-One owner for two things several methods need:
+One owner for three things several methods need:
 
 - :func:`training_data`: the data a label-using importance or a training run uses — the default
   data's train split when the session evaluates on the default (Rotten Tomatoes) dev split,
   otherwise the session's own data (with a note that the evaluation is then optimistic);
 - :class:`StreamedBatches`: batches of drawn examples, tokenized one batch at a time as the loop
   reaches them (at most ``batch_size`` texts per tokenizer call), each batch a cooperative-cancel
-  point (:func:`analysis.checkpoints.checkpoint`).
+  point (:func:`analysis.checkpoints.checkpoint`);
+- :func:`epoch_order`: which examples, in which order, ``count`` draws over a data set.
 """
 
 from __future__ import annotations
@@ -16,6 +17,14 @@ import numpy as np
 
 from analysis.checkpoints import checkpoint
 from analysis.data import MAX_LENGTH, Batch, TextData, load_data, pad_batch
+
+
+def epoch_order(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` example indices of ``range(n)``: seeded permutations one after another (every
+    example once per epoch), cut at ``count``; empty when there is no example."""
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([rng.permutation(n) for _ in range(-(-count // n))])[:count]
 
 
 def training_data(session) -> tuple[TextData, str]:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from analysis.batches import StreamedBatches, training_data
+from analysis.batches import StreamedBatches, epoch_order, training_data
 from analysis.data import TextData
 from analysis.errors import ParamError
 from analysis.hooks import private_copy
@@ -378,9 +378,7 @@ TRAIN_MAX_LENGTH = 64  # tokens per training example
 def _train_batches(session, data: TextData, count: int, batch_size: int, seed: int):
     """``count`` seeded random batches, streamed: tokenized as the loop reaches them."""
     rng = np.random.default_rng(seed)
-    needed = count * batch_size
-    order = np.concatenate([rng.permutation(len(data)) for _ in range(needed // max(1, len(data)) + 1)])
-    return StreamedBatches(session.loaded.tokenizer, data, order[:needed], batch_size,
+    return StreamedBatches(session.loaded.tokenizer, data, epoch_order(len(data), count * batch_size, rng), batch_size,
                            max_length=TRAIN_MAX_LENGTH)
 
 

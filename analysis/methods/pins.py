@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.batches import StreamedBatches, training_data
+from analysis.batches import StreamedBatches, epoch_order, training_data
 from analysis.data import TextData
 from analysis.errors import ParamError
 from analysis.hooks import private_copy
@@ -182,8 +182,7 @@ def shuffled_batches(tokenizer, data: TextData, batch_size: int, count: int, see
         raise ParamError("pins needs data with at least one example")
     rng = np.random.default_rng(seed)
     need = batch_size * count
-    order = np.concatenate([rng.permutation(len(data)) for _ in range(-(-need // len(data)))])[:need]
-    return StreamedBatches(tokenizer, data, order, batch_size, max_length, bucket=bucket, rng=rng)
+    return StreamedBatches(tokenizer, data, epoch_order(len(data), need, rng), batch_size, max_length, bucket=bucket, rng=rng)
 
 
 SCORE_MAX_LENGTH = 128  # tokens per example in score-only mode (shuffled_batches' default)

@@ -131,6 +131,13 @@ def official_keep(heads: int, keep_rate: float) -> int:
     return int(min(heads, max(0, round(keep_rate * heads))))
 
 
+def layer_split(layers: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(intact, pruned) layers of one official-style mask: a random ``layers // 2`` stay intact
+    (the official ``random.sample``), the others, in the order drawn, are pruned."""
+    order = rng.permutation(layers)
+    return order[: layers // 2], order[layers // 2:]
+
+
 def sample_official_masks(layers: int, heads: int, samples: int, keep_rate: float, seed: int) -> np.ndarray:
     """(samples, layers, heads) 0/1 keep-masks in the official code's pattern (thunlp/SMP
     ``pruner/pruner.py``): in each mask ``layers // 2`` layers drawn at random stay intact, and in
@@ -139,7 +146,7 @@ def sample_official_masks(layers: int, heads: int, samples: int, keep_rate: floa
     keep = official_keep(heads, keep_rate)
     masks = np.ones((samples, layers, heads), dtype=np.float32)
     for m in range(samples):
-        for layer in rng.permutation(layers)[layers // 2:]:
+        for layer in layer_split(layers, rng)[1]:
             row = np.zeros(heads, dtype=np.float32)
             row[rng.permutation(heads)[:keep]] = 1.0
             masks[m, layer] = row

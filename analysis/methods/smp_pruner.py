@@ -67,7 +67,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from analysis.attention import attention_and_output
-from analysis.batches import StreamedBatches, training_data
+from analysis.batches import StreamedBatches, epoch_order, training_data
 from analysis.errors import ParamError
 from analysis.gates import Masks, gated
 from analysis.hooks import private_copy
@@ -83,7 +83,7 @@ from analysis.methods.base import (
     no_progress,
     training_work,
 )
-from analysis.methods.smp import sentence_vectors, similarity_kl_tensor
+from analysis.methods.smp import layer_split, sentence_vectors, similarity_kl_tensor
 from analysis.layout import encoder_layers
 from analysis.models import LoadedModel, inventory_of, load_base_for_classification
 from analysis.pruning import select
@@ -210,8 +210,8 @@ def sample_head_mask(logits: torch.Tensor, keep: int, intact, generator: torch.G
 
 
 def intact_layers(layers: int, rng: np.random.Generator) -> np.ndarray:
-    """The ``layers // 2`` layers a step leaves intact (official ``random.sample``)."""
-    return np.sort(rng.permutation(layers)[: layers // 2])
+    """The ``layers // 2`` layers a step leaves intact (:func:`analysis.methods.smp.layer_split`)."""
+    return np.sort(layer_split(layers, rng)[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,10 +261,6 @@ def feature_mask(hidden: int, dropout: float, generator: torch.Generator) -> tor
 # training the pruner
 
 
-def _order(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` example indices: seeded permutations of ``range(n)`` one after another."""
-    return np.concatenate([rng.permutation(n) for _ in range(-(-count // n))])[:count]
-
 
 def train_pruner(model: nn.Module, tokenizer, data, params: dict, progress: Progress = no_progress,
                  span: tuple[float, float] = (0.0, 1.0)) -> tuple[np.ndarray, list[dict]]:
@@ -287,7 +283,7 @@ def train_pruner(model: nn.Module, tokenizer, data, params: dict, progress: Prog
     rng = np.random.default_rng(seed)
     cnn = HeadPrunerCNN(params["ndf"], MAP_SIZE, generator).to(device)
     optimizer = torch.optim.SGD(cnn.parameters(), lr=params["lr"])
-    batches = StreamedBatches(tokenizer, data, _order(len(data), steps * batch_size, rng), batch_size,
+    batches = StreamedBatches(tokenizer, data, epoch_order(len(data), steps * batch_size, rng), batch_size,
                               max_length=MAP_SIZE)
     channel, scale = CHANNEL[kind], LOSS_SCALE[kind]
     history = []
@@ -318,7 +314,7 @@ def train_pruner(model: nn.Module, tokenizer, data, params: dict, progress: Prog
     cnn.eval()
     score_rng = np.random.default_rng([seed, 1])
     count = params["score_batches"] * batch_size
-    scoring = StreamedBatches(tokenizer, data, _order(len(data), count, score_rng), batch_size,
+    scoring = StreamedBatches(tokenizer, data, epoch_order(len(data), count, score_rng), batch_size,
                               max_length=MAP_SIZE)
     total = torch.zeros(layers, heads, dtype=torch.float64)
     with torch.no_grad():
@@ -492,7 +488,7 @@ def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
         masks["dense"] = None
     rng = np.random.default_rng([params["seed"], 2])
     count = params["steps"] * params["finetune_batch_size"]
-    batches = StreamedBatches(loaded.tokenizer, data, _order(len(data), count, rng),
+    batches = StreamedBatches(loaded.tokenizer, data, epoch_order(len(data), count, rng),
                               params["finetune_batch_size"], params["max_length"], bucket=8, rng=rng)
     variants, histories = {}, {"pruner training": pruner_history}
     for i, name in enumerate(arms):

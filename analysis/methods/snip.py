@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from analysis.batches import StreamedBatches, training_data
+from analysis.batches import StreamedBatches, epoch_order, training_data
 from analysis.data import MAX_LENGTH, TextData
 from analysis.hooks import private_copy
 from analysis.layout import encoder_layers, layer_matrices
@@ -256,10 +256,7 @@ def identity_prior(captures: list[LayerCapture], out_weights: list[torch.Tensor]
 def _train_batches(tokenizer, data: TextData, steps: int, batch_size: int, seed: int):
     """``steps`` seeded random batches, streamed: tokenized as the loop reaches them."""
     rng = np.random.default_rng(seed)
-    need = steps * batch_size
-    rounds = -(-need // len(data))
-    order = np.concatenate([rng.permutation(len(data)) for _ in range(rounds)])[:need]
-    return StreamedBatches(tokenizer, data, order, batch_size)
+    return StreamedBatches(tokenizer, data, epoch_order(len(data), steps * batch_size, rng), batch_size)
 
 
 def score_cost(params: dict, inventory, unit) -> Work:
