@@ -247,7 +247,6 @@ def test_a_data_path_outside_the_roots_is_refused(open_page, roots, spec):
     # the same words whether or not the path exists
     assert not any(w in " ".join(messages) for w in ("not found", "exist", "secret", "nothere"))
     at.sidebar.text_input(key="sb.data_file").set_value(str(root / "ok.csv"))
-    at._finished_page_script_hash = ""  # a browser rerun (see tests/promises/test_bad_inputs.py::_rerun)
     at.run()
     assert _messages(at) == [] and "ok.csv" in at.sidebar.success[0].value  # inside a root: used
 

@@ -338,14 +338,6 @@ def test_cli_subprocess_no_traceback(bad, tmp_path):
 # the dashboard: the same inputs through the sidebar (URL parameters and uploads)
 
 
-def _rerun(at):
-    """Run the app again as a browser rerun would. AppTest remembers the page a run finished on
-    by a hash that collides with the legacy ``pages/`` folder next to ``app.py`` and would then
-    run the page script alone (no sidebar); clearing it runs ``app.py`` through st.navigation."""
-    at._finished_page_script_hash = ""
-    return at.run()
-
-
 def _app(query: dict[str, str] | None = None, state: dict | None = None):
     from streamlit.testing.v1 import AppTest
 
@@ -367,7 +359,7 @@ def _assert_recovers(at, bad: dict[str, Path]) -> None:
     at.session_state["sb.model_folder"] = str(bad["bert"])
     at.session_state["sb.data_kind"] = "file"
     at.session_state["sb.data_file"] = str(bad["csv"])
-    _rerun(at)
+    at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert _all_errors(at) == []
     (ok,) = at.sidebar.success
@@ -414,13 +406,13 @@ def test_dashboard_bad_upload(name, pattern, bad, isolated_store, monkeypatch):
     monkeypatch.setattr(analysis.data, "MAX_UPLOAD_BYTES", bad["big.csv"].stat().st_size - 1)
     at = _app({"model": str(bad["bert"])}, {"sb.data_kind": "upload"}).run()
     at.sidebar.file_uploader(key="sb.upload").upload(name, bad[name].read_bytes(), "text/csv")
-    _rerun(at)
+    at.run()
     assert not at.exception, [e.value for e in at.exception]
     errors = _all_errors(at)
     assert errors and any(re.search(pattern, e) for e in errors), errors
     # a good upload in the same session works
     at.sidebar.file_uploader(key="sb.upload").set_value(("good.csv", bad["csv"].read_bytes(), "text/csv"))
-    _rerun(at)
+    at.run()
     assert not at.exception and _all_errors(at) == []
     assert "good.csv" in at.sidebar.success[0].value
 
