@@ -91,8 +91,15 @@ def accuracy_text(d: dict | None) -> str:
 
 
 def _generic_headline(run: dict) -> str:
+    """The run's accuracy, or each variant's for a trainer that returns the
+    :class:`~analysis.run_result.RunResult` shape (``variants``)."""
+    from analysis.run_result import normalise
+
     ev = run.get("evaluation")
-    return f"accuracy {accuracy_text(ev)}" if isinstance(ev, dict) and "accuracy" in ev else ""
+    if isinstance(ev, dict) and "accuracy" in ev:
+        return f"accuracy {accuracy_text(ev)}"
+    variants = normalise(run).variants
+    return ", ".join(f"{name.replace('_', ' ')} {accuracy_text(m)}" for name, m in variants.items())
 
 
 def runs_of(session: Session, method_name: str) -> list[dict]:

@@ -393,6 +393,8 @@ def test_run_headlines_name_the_comparison(run_store):
         f"{half['trained']['accuracy']:.3f} vs λ=0 {half['control']['accuracy']:.3f}, "
         f"untrained {half['untrained']['accuracy']:.3f}")
     assert method_views.headline({"method": "new", "evaluation": {"accuracy": 0.5}}) == "accuracy 0.500"
+    shaped = {"method": "new", "variants": {"smp_pruner": {"accuracy": 0.755}, "random": {"accuracy": 0.717}}}
+    assert method_views.headline(shaped) == "smp pruner 0.755, random 0.717"  # a RunResult-shaped run
 
 
 @pytest.mark.parametrize("name", ["pins", "platon", "michel"])
