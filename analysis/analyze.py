@@ -5,7 +5,8 @@ every method's scores of every unit it declares (default parameters), head curve
 slider's grid (:data:`CURVE_SPARSITIES`, global and per-layer scope), attention/FFN blocks at
 :data:`BLOCK_SPARSITIES`, the Spectral page's own answers at its default positions
 (:data:`analysis.spectral_store.ANALYZED`; not when ``methods`` picks a subset), and, with
-``training=True``, one training run per training mode (plus :data:`EXTRA_TRAINING`). ``prunelens precompute`` is this job with training, into a shippable
+``training=True``, one training run per training mode (plus :data:`EXTRA_TRAINING` with
+``extra_training=True``, as precompute asks). ``prunelens precompute`` is this job with training, into a shippable
 folder: the default's shipped store is what it produces for the default.
 
 What the job adds to a sweep:
@@ -51,12 +52,21 @@ from analysis.sweep.tasks import Task
 CURVE_SPARSITIES = tuple(round(0.05 * i, 2) for i in range(20))
 BLOCK_SPARSITIES = (0.0, 0.5)  # what docs/FIDELITY.md reads for attention and FFN blocks
 HEAD_SCOPES = ("global", "layer")
-# training runs beyond each method's defaults (docs/FIDELITY.md reads PINS at 80% and 90%, and
-# SNIP's SN + identity prior against its λ = 0 control and the SMP pruner against random and
-# magnitude halves, each over three seeds)
-EXTRA_TRAINING = {"pins": [{"target_sparsity": 0.9}, {"signed": True}],
-                  "snip": [{"seed": 1}, {"seed": 2}],
-                  "smp-pruner": [{"seed": 1}, {"seed": 2}]}
+# training runs beyond each method's defaults, for the shipped store only (``prunelens precompute``;
+# ``extra_training=True``): docs/FIDELITY.md's multi-seed comparisons read them (PINS vs PLATON vs
+# gradual magnitude at 80% and 90%, self-regularization on/off, ADMM vs one-shot + the same SR-STE
+# steps, SNIP's SN + identity prior vs its λ = 0 control, the SMP pruner vs random and magnitude
+# halves; three seeds each). ``prunelens analyze --training`` runs each mode's defaults only.
+EXTRA_TRAINING = {
+    "pins": [{"seed": 1}, {"seed": 2},
+             *({"target_sparsity": 0.9, "seed": seed} for seed in (0, 1, 2)),
+             {"signed": True, "baseline": "none", "compare_self_reg": False}],
+    "platon": [*({"target_sparsity": 0.8, "baseline": "none", "seed": seed} for seed in (1, 2)),
+               *({"target_sparsity": 0.9, "baseline": "none", "seed": seed} for seed in (0, 1, 2))],
+    "admm": [{"seed": 1}, {"seed": 2}],
+    "snip": [{"seed": 1}, {"seed": 2}],
+    "smp-pruner": [{"seed": 1}, {"seed": 2}],
+}
 # one full-data mask evaluation, in passes over the data (fast path: sliced weights, [CLS]-only
 # last layer, layer-prefix cache; measured on the default and a BERT-base-shaped model,
 # docs/PERFORMANCE.md): checked bf16 where the CPU has it, exact fp32 elsewhere
@@ -74,7 +84,7 @@ class AnalysisBusy(PrunelensError):
 
 
 def analysis_spec(target: Target, methods: list[str] | None = None, training: bool = False,
-                  views: bool | None = None) -> SweepSpec:
+                  views: bool | None = None, extra_training: bool = False) -> SweepSpec:
     """The sweep of one analysis: see the module docstring. ``methods``: a subset (checked);
     ``views``: whether the pages' own answers are included (default: when ``methods`` is None)."""
     registry = all_methods()
@@ -99,7 +109,7 @@ def analysis_spec(target: Target, methods: list[str] | None = None, training: bo
             if name in names:
                 trainer = get_trainer(name)
                 trains.append(TrainGrid(name, tuple(trainer.validate(p) for p in
-                                                    [{}, *EXTRA_TRAINING.get(name, [])])))
+                                                    [{}, *(EXTRA_TRAINING.get(name, []) if extra_training else [])])))
     pages = ("spectral",) if (not methods if views is None else views) else ()
     return SweepSpec(f"analyze {target.label()}", (target,), tuple(grids), tuple(trains), views=pages)
 
@@ -333,14 +343,15 @@ class Analysis:
 
 
 def plan_analysis(session: Session, target: Target, methods: list[str] | None = None,
-                  training: bool = False, views: bool | None = None) -> tuple[SweepSpec, Plan]:
-    spec = analysis_spec(target, methods, training, views)
+                  training: bool = False, views: bool | None = None,
+                  extra_training: bool = False) -> tuple[SweepSpec, Plan]:
+    spec = analysis_spec(target, methods, training, views, extra_training)
     return spec, plan_sweep(spec, session.store, session.device, opened={target: session})
 
 
 def run_analysis(session: Session, target: Target, methods: list[str] | None = None,
                  training: bool = False, progress: bool = True, dry_run: bool = False, out=None,
-                 on_progress=None, views: bool | None = None) -> Analysis:
+                 on_progress=None, views: bool | None = None, extra_training: bool = False) -> Analysis:
     """Plan, estimate and run the analysis of ``session`` (opened for ``target``).
 
     ``on_progress(fraction, message)``: called as tasks land (the dashboard's job board passes
@@ -351,7 +362,7 @@ def run_analysis(session: Session, target: Target, methods: list[str] | None = N
 
     out = out or sys.stderr
     say = (lambda m: print(m, file=out)) if progress else (lambda m: None)
-    spec, plan = plan_analysis(session, target, methods, training, views)
+    spec, plan = plan_analysis(session, target, methods, training, views, extra_training)
     est = estimate(plan, session)
     todo = len(plan.todo)
     say(f"analyze: {len(plan.records) - todo} entries already stored, {todo} to compute"

@@ -23,7 +23,8 @@ def precompute(session: Session, target: Target, out_dir: Path | None = None,
     if out_dir is not None:
         # a shippable folder: what its manifest lists is reused, new entries are added to it
         session.store = ResultStore(user_dir=out_dir, shipped_dir=out_dir)
-    done = run_analysis(session, target, methods, training=include_training, progress=progress)
+    done = run_analysis(session, target, methods, training=include_training, progress=progress,
+                        extra_training=include_training)
     summary = done.as_json()
     if out_dir is not None:  # a folder to ship: its entries are listed and hashed in a manifest
         summary["manifest_entries"] = write_manifest(out_dir)

@@ -486,8 +486,9 @@ def _trainer():
             Param("adaptive_alpha", "bool", False, "weight self-regularization per example by "
                   "α = 1 − H(p_student)/log C (official option)"),
             Param("compare_self_reg", "bool", True, "also run without self-regularization"),
-            Param("baseline", "choice", "oneshot", "magnitude baseline at the same weight sparsity: "
-                  "oneshot (no training), gradual (same schedule and budget), or none",
+            Param("baseline", "choice", "gradual", "magnitude baseline at the same weight sparsity: "
+                  "gradual (same schedule and budget: the equal-budget control), oneshot (no "
+                  "training), or none",
                   choices=("oneshot", "gradual", "none")),
             Param("max_length", "int", 128, "tokens per training example", 8, 512),
             SEED,

@@ -17,6 +17,7 @@ from analysis.analyze import (
     BLOCK_SPARSITIES,
     CURVE_SPARSITIES,
     MASK_EVAL_PASSES,
+    EXTRA_TRAINING,
     AnalysisBusy,
     PairLock,
     analysis_spec,
@@ -54,7 +55,11 @@ def test_spec_is_every_method_unit_with_the_slider_grid(tiny_bert_dir, tiny_csv)
     assert CURVE_SPARSITIES == tuple(round(0.05 * i, 2) for i in range(20))  # the Prune slider's steps
     assert spec.training == ()
     trained = analysis_spec(target_of(tiny_bert_dir, tiny_csv), ["pins", "magnitude"], training=True)
-    assert [(t.method, len(t.params)) for t in trained.training] == [("pins", 3)]
+    assert [(t.method, len(t.params)) for t in trained.training] == [("pins", 1)]  # analyze: defaults only
+    shipped = analysis_spec(target_of(tiny_bert_dir, tiny_csv), ["pins", "magnitude"], training=True,
+                            extra_training=True)  # precompute: plus the fidelity report's seeds
+    assert [(t.method, len(t.params)) for t in shipped.training] == [("pins", 1 + len(EXTRA_TRAINING["pins"]))]
+    assert len({json.dumps(p, sort_keys=True) for p in shipped.training[0].params}) == len(shipped.training[0].params)
 
 
 def test_unknown_method_is_refused_before_anything_loads(tmp_path):
