@@ -141,6 +141,9 @@ def unit_scores(session, unit: str, index: tuple[int, ...], compute_cheap: bool 
     return rows
 
 
+WITHIN_NOISE = "within noise (neither pass nor fail)"
+
+
 @dataclass
 class PairedDifference:
     """Mean of a - b over the same examples, averaged over seeds first, with a normal interval."""
@@ -162,6 +165,13 @@ class PairedDifference:
         if self.within_noise:
             return "within noise"
         return f"{a} better" if self.mean > 0 else f"{b} better"
+
+    @property
+    def rule(self) -> str:
+        """The pre-registered outcome of the claim "a beats b" (docs/FIDELITY.md): PASS when the
+        interval lies above 0, FAIL below 0, and within noise when it covers 0 — never a ranking
+        inside the noise."""
+        return "PASS" if not self.within_noise and self.mean > 0 else "FAIL" if not self.within_noise else WITHIN_NOISE
 
 
 def paired_difference(a: list, b: list, z: float = 1.96) -> PairedDifference:

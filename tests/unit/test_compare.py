@@ -77,8 +77,11 @@ def test_paired_difference_by_hand():
     assert d.se == pytest.approx(per_example.std(ddof=1) / 2.0)
     assert (d.low, d.high) == pytest.approx((d.mean - 1.96 * d.se, d.mean + 1.96 * d.se))
     assert d.per_seed == [0.5, 0.25] and d.seeds == 2 and d.examples == 4
-    assert not d.within_noise and d.verdict("SN", "control") == "SN better"
+    assert not d.within_noise and d.verdict("SN", "control") == "SN better" and d.rule == "PASS"
+    worse = paired_difference(b, a)
+    assert worse.verdict("SN", "control") == "control better" and worse.rule == "FAIL"
     same = paired_difference([[1, 0, 1, 0]], [[0, 1, 0, 1]])
     assert same.mean == 0.0 and same.within_noise and same.verdict() == "within noise"
+    assert same.rule == "within noise (neither pass nor fail)"
     with pytest.raises(Exception, match="equal"):
         paired_difference([[1, 0]], [[1, 0, 1]])
