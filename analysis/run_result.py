@@ -1,13 +1,23 @@
 """One shape for every training run's result: variants, histories, scores, extras.
 
 A training run compares *variants* of the model (dense, one-shot baseline, the trained one, a
-control...) after its *histories* (per-step losses), and may give unit *scores*. The trainers of
-0.1 each wrote their own JSON (ADMM: ``evaluation`` by variant name with ``labels``; PINS/PLATON:
-``base``, ``runs`` and ``baseline``; SNIP: ``evaluation``, ``evaluation_without_training`` and a
-``control``); :func:`normalise` reads each of them — and the shape itself, which a new trainer can
-return directly (``{"variants": ..., "histories": ..., "scores": ...}``) — into a
-:class:`RunResult`, so the dashboard has one generic view that any trainer gets for free, and
-stored runs of every age keep displaying.
+control...) after its *histories* (per-step losses), and may give unit *scores*. Every trainer
+returns this shape, ``{"variants", "labels", "histories", "scores", "extras", "notes"}``
+(:data:`SHAPE_KEYS`; :func:`analysis.training.train_command` adds ``method``, ``params`` and the
+bookkeeping), and every dashboard view reads a run through :func:`normalise` into a
+:class:`RunResult`, so there is one generic view that any trainer gets for free.
+
+The trainers of 0.1 each wrote their own JSON (ADMM: ``evaluation`` by variant name with
+``labels``, ``history`` and ``finetune_history``; PINS/PLATON: ``base``, ``runs`` and ``baseline``;
+SNIP: ``evaluation``, ``evaluation_without_training``, ``history`` and a ``control``), and such runs
+are still in stores (the shipped ``cached_results/`` among them): :func:`normalise` reads them
+too, on read, into the same :class:`RunResult`, so stored runs of every age keep displaying.
+Those three trainers still assemble their record under the 0.1 names and return
+:func:`shaped` of it: :func:`normalise` is then the one owner of how those names map onto
+variants (``dense``, ``baseline``, ``untrained``/``trained``/``control``...), histories (``ADMM``,
+``fine-tune``, ``trained``, ``control``...) and labels, for new runs and old ones alike. Nothing is
+dropped: what is not a variant, a history or a score list (a run's own summary, a baseline's
+criterion, a score's ``tokens``...) stays in ``extras`` under its old name.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 METRIC_KEYS = ("accuracy", "accuracy_se", "loss", "loss_se", "margin", "margin_se", "n")
+SHAPE_KEYS = ("variants", "labels", "histories", "scores", "extras", "notes")  # what a trainer returns
 BOOKKEEPING = ("method", "params", "model", "data", "seconds", "cached", "run_id", "notes")
 
 
@@ -38,6 +49,12 @@ class RunResult:
         return [{"variant": self.label(name), **{k: m[k] for k in METRIC_KEYS if k in m}}
                 for name, m in self.variants.items()]
 
+    def as_json(self) -> dict:
+        """The stored shape (:data:`SHAPE_KEYS`): what a trainer returns; ``method`` and
+        ``params`` are the run's, added by :func:`analysis.training.train_command`."""
+        return {"variants": self.variants, "labels": self.labels, "histories": self.histories,
+                "scores": self.scores, "extras": self.extras, "notes": self.notes}
+
 
 def _metrics(value: Any) -> dict | None:
     return value if isinstance(value, dict) and isinstance(value.get("accuracy"), int | float) else None
@@ -45,6 +62,18 @@ def _metrics(value: Any) -> dict | None:
 
 def _history(value: Any) -> list[dict] | None:
     return value if isinstance(value, list) and value and all(isinstance(r, dict) for r in value) else None
+
+
+def _rest(part: dict, taken=("evaluation", "history")) -> dict:
+    """What a 0.1 sub-result (a PINS run, its baseline, SNIP's control) holds besides its
+    evaluation and history: it goes to ``extras``."""
+    return {k: v for k, v in part.items() if k not in taken}
+
+
+def shaped(record: dict) -> dict:
+    """A trainer's record under the 0.1 names (any shape :func:`normalise` reads) in the one
+    stored shape, :data:`SHAPE_KEYS` only: ``normalise(shaped(r)) == normalise(r)``."""
+    return normalise(record).as_json()
 
 
 def normalise(run: dict) -> RunResult:
@@ -63,12 +92,17 @@ def normalise(run: dict) -> RunResult:
         used |= {"base", "runs", "baseline", "scores"}
         if _metrics(run.get("base")):
             out.variants["dense"] = run["base"]
+        summaries = {}
         for name, part in run["runs"].items():
             if isinstance(part, dict):
                 if _metrics(part.get("evaluation")):
                     out.variants[name] = part["evaluation"]
                 if _history(part.get("history")):
                     out.histories[name] = part["history"]
+                if _rest(part):
+                    summaries[name] = _rest(part)  # criterion, weight sparsity, layer sparsity...
+        if summaries:
+            out.extras["runs"] = summaries
         baseline = run.get("baseline")
         if isinstance(baseline, dict):
             if _metrics(baseline.get("evaluation")):
@@ -77,6 +111,8 @@ def normalise(run: dict) -> RunResult:
                                          f"{baseline.get('training', '')})".replace(", )", ")")
             if _history(baseline.get("history")):
                 out.histories["baseline"] = baseline["history"]
+            if _rest(baseline):
+                out.extras["baseline"] = _rest(baseline)  # criterion, training, weight sparsity...
     elif isinstance(run.get("evaluation"), dict) and any(_metrics(v) for v in run["evaluation"].values()):
         # ADMM: evaluations by variant name, with their labels
         used |= {"evaluation", "labels", "history", "finetune_history"}
@@ -99,6 +135,8 @@ def normalise(run: dict) -> RunResult:
                 out.labels["control"] = "λ = 0 control"
             if _history(control.get("history")):
                 out.histories["control"] = control["history"]
+            if _rest(control):
+                out.extras["control"] = _rest(control)  # the control's own scores
     elif _history(run.get("history")):
         used.add("history")
         out.histories["run"] = run["history"]
@@ -107,5 +145,7 @@ def normalise(run: dict) -> RunResult:
         scores = run["scores"]
         out.scores = ({k: v for k, v in scores.items() if isinstance(v, list)} if isinstance(scores, dict)
                       else {"head": scores} if isinstance(scores, list) else {})
+        if isinstance(scores, dict) and len(out.scores) < len(scores):  # e.g. SNIP's tokens, relative
+            out.extras["scores"] = {k: v for k, v in scores.items() if k not in out.scores}
     out.extras = {**{k: v for k, v in run.items() if k not in used}, **out.extras}
     return out

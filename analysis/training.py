@@ -4,8 +4,13 @@ A method module with a training mode sets ``trainer=Trainer(...)`` on its Method
 (:class:`analysis.methods.base.Trainer`, beside ``Method``; the batches it trains on come from
 :mod:`analysis.batches`, so no method imports this module). A trainer
 declares its own parameters (same :class:`~analysis.methods.base.Param` contract) and a ``run``
-function ``(session, params, progress) -> dict`` returning a JSON-able result, e.g.
-``{"scores": ..., "history": [{"step", "loss", ...}], "evaluation": {...}}``.
+function ``(session, params, progress) -> dict`` returning a JSON-able result in the one
+:class:`~analysis.run_result.RunResult` shape, ``{"variants": {name: {"accuracy", "loss", ...}},
+"labels": {name: text}, "histories": {name: [{"step", "loss", ...}]}, "scores": {unit: [...]},
+"extras": {...}, "notes": [...]}`` (:data:`~analysis.run_result.SHAPE_KEYS`; every trainer returns
+it, and the dashboard's generic run view shows it); :func:`train_command` adds ``method``,
+``params`` and the bookkeeping. Runs stored by 0.1's trainers (their own shapes) are read through
+:func:`analysis.run_result.normalise`, which every view uses.
 
 Runs are keyed in the store by model + data fingerprints, the method and *all* its training
 parameters (defaults filled in). The result is written once, atomically, when the run ends, so

@@ -50,6 +50,7 @@ from analysis.patterns import (
     project_kbit,
     project_nm,
 )
+from analysis.run_result import shaped
 
 DEFAULT_PATTERNS = ((1, 4), (2, 4), (3, 4), (2, 8), (4, 8))
 
@@ -478,7 +479,10 @@ def sr_ste_finetune(model: nn.Module, projection: Projection, loss_fn, steps: in
 def run_admm(session, params: dict, progress: Progress, projection: Projection) -> dict:
     """ADMM + hard projection + SR-STE fine-tune on a copy; evaluates dense, one-shot, ADMM
     (and, with ``finetune_baseline``, the one-shot projection trained with SR-STE for the same
-    total number of steps on the same batches: the equal-budget comparison)."""
+    total number of steps on the same batches: the equal-budget comparison). Returns the
+    :class:`~analysis.run_result.RunResult` shape: the record below, under its 0.1 names
+    (``evaluation`` by variant, ``labels``, ``history`` and ``finetune_history``, the rest),
+    through :func:`~analysis.run_result.shaped`."""
     loaded, evaluator = session.loaded, session.evaluator
     projection.check(loaded.model)
     torch.manual_seed(params["seed"])
@@ -531,7 +535,7 @@ def run_admm(session, params: dict, progress: Progress, projection: Projection) 
               "admm": f"ADMM {projection.label} after SR-STE fine-tune"}
     if params["finetune_baseline"]:
         labels["oneshot_finetuned"] = f"{projection.baseline} + {total_steps} SR-STE steps (equal budget)"
-    return {
+    return shaped({
         "projection": projection.label,
         "labels": labels,
         "evaluation": evaluation,
@@ -545,7 +549,7 @@ def run_admm(session, params: dict, progress: Progress, projection: Projection) 
         "constraint": projection.stats(final),
         "train": {"data": data.name, "split": data.split, "examples": total_steps * params["batch_size"],
                   "steps": total_steps},
-    }
+    })
 
 
 def _run_nm(session, params, progress=no_progress) -> dict:

@@ -53,6 +53,7 @@ from analysis.hooks import private_copy
 from analysis.layout import MATRICES, encoder_matrices, per_unit
 from analysis.methods.base import SEED, Deviation, Method, Param, Progress, Trainer, Work, no_progress, training_work
 from analysis.models import Inventory
+from analysis.run_result import shaped
 
 
 
@@ -412,7 +413,10 @@ def _check_train_params(params: dict) -> None:
 
 def train_run(session, params: dict, progress: Progress = no_progress, criterion: str = "pins") -> dict:
     """The training mode: PINS with and without self-regularization (``criterion="platon"``: one
-    PLATON run, no self-regularization), and a magnitude baseline."""
+    PLATON run, no self-regularization), and a magnitude baseline. Returns the
+    :class:`~analysis.run_result.RunResult` shape: the record below, under its 0.1 names
+    (``base``, ``runs``, ``baseline``), through :func:`~analysis.run_result.shaped` (variants
+    ``dense``, each run's name and ``baseline``; each run's summary in ``extras["runs"]``)."""
     _check_train_params(params)
     loaded = session.loaded
     train_data, note = training_data(session)
@@ -452,7 +456,7 @@ def train_run(session, params: dict, progress: Progress = no_progress, criterion
         a, b = runs["pins_self_reg"]["evaluation"], runs["pins_no_self_reg"]["evaluation"]
         result["self_reg_gain"] = {k: a[k] - b[k] for k in ("accuracy", "loss", "margin")}
     progress(1.0, "done")
-    return result
+    return shaped(result)
 
 
 # the iterative pruning schedule both pins and platon train with (one declaration for both)

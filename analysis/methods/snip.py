@@ -44,6 +44,7 @@ from analysis.data import MAX_LENGTH, TextData
 from analysis.hooks import private_copy
 from analysis.layout import encoder_layers, layer_matrices
 from analysis.methods.base import SEED, Deviation, Method, Param, Progress, Trainer, Work, no_progress, training_work
+from analysis.run_result import shaped
 from analysis.spectral import (
     LayerCapture,
     captured,
@@ -350,7 +351,9 @@ def pruned_comparison(evaluator, models: dict[str, tuple[nn.Module, FunctionNorm
 def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
     """Fine-tune a copy with spectral normalization and the identity prior; then prune the trained
     model by its function norms and evaluate it against the untrained model pruned by its own and
-    against the λ = 0 control (same steps, same batches, same SN) pruned by its own."""
+    against the λ = 0 control (same steps, same batches, same SN) pruned by its own. Returns the
+    :class:`~analysis.run_result.RunResult` shape: the record below, under its 0.1 names, through
+    :func:`~analysis.run_result.shaped` (variants ``untrained``, ``trained``, ``control``)."""
     loaded = session.loaded
     data, note = training_data(session)
     relative, control = params["relative"], params["control"]
@@ -373,7 +376,7 @@ def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
     progress(0.9, "pruning the trained, untrained and control models")
     pruned = pruned_comparison(session.evaluator, models)
     progress(1.0, "done")
-    return {
+    return shaped({
         "scores": after.as_dict(),
         "scores_without_training": before.as_dict(),
         "history": history,
@@ -383,7 +386,7 @@ def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
         "control": out_control,
         "sigma": {"before": _sigma_rows(loaded.model), "after": _sigma_rows(model)},
         "train_data": {"name": data.name, "split": data.split, "n": len(data), "note": note},
-    }
+    })
 
 
 TRAINER = Trainer(

@@ -1,5 +1,6 @@
 """ADMM's panels (``admm`` and ``admm-quant``): patterns and their accuracy, and a run's
-ADMM model against one-shot projection with and without the same SR-STE steps."""
+ADMM model against one-shot projection with and without the same SR-STE steps (a run read
+through :func:`~analysis.run_result.normalise`: stored runs of every shape)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import streamlit as st
 
 from analysis.methods.base import Method
 from analysis.operations import Session
+from analysis.run_result import normalise
 from dashboard import controls, figures, results, run_control
 from dashboard.method_views.common import accuracy_text, latest_runs, metrics_of, register
 
@@ -65,26 +67,26 @@ ADMM_ORDER = ("dense", "oneshot", "oneshot_finetuned", "admm_projected", "admm")
 
 
 def admm_run(session: Session, run: dict, key: str) -> None:
-    labels = run.get("labels") or {}
-    evaluation = run.get("evaluation") or {}
-    order = [k for k in ADMM_ORDER if k in evaluation] + [k for k in evaluation if k not in ADMM_ORDER]
-    table = [{"model": labels.get(name, name), **metrics_of(evaluation[name]),
-              **{f"Δ {k}": v for k, v in (evaluation[name].get("delta") or {}).items()}}
+    result = normalise(run)
+    variants, extras = result.variants, result.extras
+    order = [k for k in ADMM_ORDER if k in variants] + [k for k in variants if k not in ADMM_ORDER]
+    table = [{"model": result.labels.get(name, name), **metrics_of(variants[name]),
+              **{f"Δ {k}": v for k, v in (variants[name].get("delta") or {}).items()}}
              for name in order]
     st.dataframe(pd.DataFrame(table), hide_index=True)
     controls.show_figure(figures.evaluation_bars(table, ("accuracy", "loss", "margin"), "model",
-                                                 f"Dense vs one-shot vs ADMM ({run.get('projection', '')})"),
+                                                 f"Dense vs one-shot vs ADMM ({extras.get('projection', '')})"),
                          "admm_eval", f"{key}.admm.eval")
-    history = run.get("history") or []
+    history = result.histories.get("ADMM") or []
     if history:
-        st.caption(f"||W − Z|| at the start: {run.get('initial_residual', float('nan')):.4g}")
+        st.caption(f"||W − Z|| at the start: {extras.get('initial_residual', float('nan')):.4g}")
         controls.show_figure(figures.history_panels({"ADMM": history}, ("residual", "loss", "rho"),
                                                     xkey="iteration", title="ADMM iterations"),
                              "admm_history", f"{key}.admm.history")
-    if run.get("finetune_history"):
-        controls.show_figure(figures.history_chart(run["finetune_history"], "SR-STE fine-tune loss"),
+    if result.histories.get("fine-tune"):
+        controls.show_figure(figures.history_chart(result.histories["fine-tune"], "SR-STE fine-tune loss"),
                              "admm_finetune", f"{key}.admm.finetune")
-    shares, oneshot = run.get("shares") or {}, run.get("shares_oneshot") or {}
+    shares, oneshot = extras.get("shares") or {}, extras.get("shares_oneshot") or {}
     if "head" in shares and "head" in oneshot:
         controls.show_figure(figures.paired_heatmaps(
             oneshot["head"], shares["head"], ("one-shot projection", "after ADMM"),
@@ -96,14 +98,15 @@ def admm_run(session: Session, run: dict, key: str) -> None:
                 {"one-shot projection": oneshot[unit], "after ADMM": shares[unit]},
                 list(range(len(shares[unit]))), f"{unit} block: share of surviving weight norm",
                 "share", "layer"), f"admm_{unit}_shares", f"{key}.admm.{unit}")
-    if run.get("constraint"):
+    if extras.get("constraint"):
         st.caption("Constraint check on the final weights: "
-                   + ", ".join(f"{k} = {v}" for k, v in run["constraint"].items()))
+                   + ", ".join(f"{k} = {v}" for k, v in extras["constraint"].items()))
 
 
 def admm_headline(run: dict) -> str:
-    ev = run.get("evaluation") or {}
-    return (f"{run.get('projection', '')}: ADMM {accuracy_text(ev.get('admm'))}, one-shot {accuracy_text(ev.get('oneshot'))}, "
+    result = normalise(run)
+    ev = result.variants
+    return (f"{result.extras.get('projection', '')}: ADMM {accuracy_text(ev.get('admm'))}, one-shot {accuracy_text(ev.get('oneshot'))}, "
             f"dense {accuracy_text(ev.get('dense'))}")
 
 

@@ -91,14 +91,13 @@ def accuracy_text(d: dict | None) -> str:
 
 
 def _generic_headline(run: dict) -> str:
-    """The run's accuracy, or each variant's for a trainer that returns the
-    :class:`~analysis.run_result.RunResult` shape (``variants``)."""
+    """Each variant's accuracy (the run read as one :class:`~analysis.run_result.RunResult`,
+    whatever shape stored it); a run of one variant: its accuracy."""
     from analysis.run_result import normalise
 
-    ev = run.get("evaluation")
-    if isinstance(ev, dict) and "accuracy" in ev:
-        return f"accuracy {accuracy_text(ev)}"
     variants = normalise(run).variants
+    if len(variants) == 1:
+        return f"accuracy {accuracy_text(next(iter(variants.values())))}"
     return ", ".join(f"{name.replace('_', ' ')} {accuracy_text(m)}" for name, m in variants.items())
 
 

@@ -1,5 +1,6 @@
 """SNIP's panels: absolute vs relative function norms, pruning as a norm threshold, and a
-run's SN + identity-prior training against its untrained model and its λ = 0 control."""
+run's SN + identity-prior training against its untrained model and its λ = 0 control (a run read
+through :func:`~analysis.run_result.normalise`: stored runs of every shape)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import streamlit as st
 from analysis.methods.base import Method
 from analysis.operations import Session
 from analysis.pruning import select, sparsity_of
+from analysis.run_result import normalise
 from dashboard import controls, escape, figures, results, url_state
 from dashboard.method_views.common import accuracy_text, latest_runs, metrics_of, register
 
@@ -59,17 +61,18 @@ def snip_about(session: Session, method: Method, unit: str, params: dict, scores
 
 
 def snip_run(session: Session, run: dict, key: str) -> None:
-    before, after = run.get("scores_without_training") or {}, run.get("scores") or {}
-    kind = "relative" if after.get("relative") else "absolute"
-    ev, ev0 = run.get("evaluation") or {}, run.get("evaluation_without_training") or {}
+    result = normalise(run)
+    variants, extras = result.variants, result.extras
+    before, after = extras.get("scores_without_training") or {}, result.scores
+    kind = "relative" if (extras.get("scores") or {}).get("relative") else "absolute"  # the norms' own flag
+    ev, ev0 = variants.get("trained") or {}, variants.get("untrained") or {}
     table = [{"model": "without SN training (as loaded)", **metrics_of(ev0)},
              {"model": "after SN + identity-prior training", **metrics_of(ev)}]
-    control = run.get("control") or {}
-    if control.get("evaluation"):
+    if "control" in variants:
         table.append({"model": "λ = 0 control (same steps and SN, no identity prior)",
-                      **metrics_of(control["evaluation"])})
+                      **metrics_of(variants["control"])})
     st.dataframe(pd.DataFrame(table), hide_index=True)
-    pruned = run.get("pruned") or []
+    pruned = extras.get("pruned") or []
     if pruned:  # the paper's claim: SN + identity prior make the trained model prune better
         st.markdown("**Pruned by its own function norms** (lowest first, global): accuracy of each "
                     "model at the same sparsity, on the same sentences")
@@ -95,26 +98,27 @@ def snip_run(session: Session, run: dict, key: str) -> None:
                 {"without training": before[unit], "with SN training": after[unit]},
                 list(range(len(after[unit]))), f"{unit} block function norms", "norm", "layer"),
                 f"snip_{unit}_train", f"{key}.snip.{unit}")
-    history = run.get("history") or []
+    history = result.histories.get("trained") or []
     if history:
         controls.show_figure(figures.history_panels({"training": history}, ("loss", "task_loss", "penalty")),
                              "snip_history", f"{key}.snip.history")
-    sigma = run.get("sigma") or {}
+    sigma = extras.get("sigma") or {}
     if sigma.get("before") and sigma.get("after"):
         labels = [f"L{r['layer']} {r['matrix']}" for r in sigma["before"]]
         controls.show_figure(figures.grouped_bars(
             {"before": [r["sigma"] for r in sigma["before"]],
              "after": [r["sigma"] for r in sigma["after"]]}, labels,
             "σ_max per matrix before / after training", "σ_max"), "snip_sigma", f"{key}.snip.sigma")
-    note = (run.get("train_data") or {}).get("note")
+    note = (extras.get("train_data") or {}).get("note")
     if note:
         st.caption(escape.markdown(f"Trained on: {note}."))
 
 
 def snip_headline(run: dict) -> str:
-    text = (f"accuracy {accuracy_text(run.get('evaluation'))} after SN training "
-            f"(without: {accuracy_text(run.get('evaluation_without_training'))})")
-    at_half = [r for r in run.get("pruned") or [] if r.get("unit") == "head" and r.get("sparsity") == 0.5]
+    result = normalise(run)
+    text = (f"accuracy {accuracy_text(result.variants.get('trained'))} after SN training "
+            f"(without: {accuracy_text(result.variants.get('untrained'))})")
+    at_half = [r for r in result.extras.get("pruned") or [] if r.get("unit") == "head" and r.get("sparsity") == 0.5]
     if at_half and "control" in at_half[0]:
         r = at_half[0]
         text += (f"; 50% heads pruned: {accuracy_text(r['trained'])} vs λ=0 {accuracy_text(r['control'])}, "

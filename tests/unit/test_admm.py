@@ -26,6 +26,7 @@ from analysis.patterns import (
     project_nm,
 )
 from analysis.training import train_command
+from tests.tiny import assert_run_result_shape
 
 UNITS = ("head", "attention", "ffn", "neuron")
 TINY_TRAIN = {"iterations": 2, "steps": 2, "finetune_steps": 3, "batch_size": 8}
@@ -179,19 +180,22 @@ def test_training_mode_meets_pattern_and_leaves_model_alone(tiny_session):
     result = train_command(tiny_session, "admm", TINY_TRAIN)
     assert weights_digest(model) == fp
     assert [p.requires_grad for p in model.parameters()] == grads
-    assert result["constraint"]["exactly_n_fraction"] == 1.0
-    assert result["constraint"]["sparsity"] == pytest.approx(0.5)
-    assert [h["iteration"] for h in result["history"]] == [1, 2]
-    assert result["history"][1]["rho"] == pytest.approx(1.5 * result["history"][0]["rho"])
-    assert len(result["finetune_history"]) == 3
-    assert set(result["evaluation"]) == {"dense", "oneshot", "oneshot_finetuned", "admm_projected", "admm"}
+    assert_run_result_shape(result)  # the one RunResult shape (issue 16)
+    extras, histories, variants = result["extras"], result["histories"], result["variants"]
+    assert extras["constraint"]["exactly_n_fraction"] == 1.0
+    assert extras["constraint"]["sparsity"] == pytest.approx(0.5)
+    assert [h["iteration"] for h in histories["ADMM"]] == [1, 2]
+    assert histories["ADMM"][1]["rho"] == pytest.approx(1.5 * histories["ADMM"][0]["rho"])
+    assert len(histories["fine-tune"]) == 3
+    assert set(variants) == {"dense", "oneshot", "oneshot_finetuned", "admm_projected", "admm"}
+    assert set(result["labels"]) == set(variants)
     inv = tiny_session.loaded.inventory
-    assert np.asarray(result["scores"]).shape == inv.unit_shape("head")
-    assert np.asarray(result["shares"]["ffn"]).shape == inv.unit_shape("ffn")
+    assert np.asarray(result["scores"]["head"]).shape == inv.unit_shape("head")
+    assert np.asarray(extras["shares"]["ffn"]).shape == inv.unit_shape("ffn")
     # one-shot = live scores' model evaluated on a projected copy
     live = accuracy_by_pattern(tiny_session, [(2, 4)], use_store=False)[1]
-    assert result["evaluation"]["oneshot"]["loss"] == pytest.approx(live["loss"], rel=1e-6)
-    for name, ev in result["evaluation"].items():  # per-example correctness, for paired comparisons
+    assert variants["oneshot"]["loss"] == pytest.approx(live["loss"], rel=1e-6)
+    for name, ev in variants.items():  # per-example correctness, for paired comparisons
         if name != "dense":
             correct = [c == "1" for c in ev["correct"]]
             assert len(correct) == len(tiny_session.data) and np.mean(correct) == pytest.approx(ev["accuracy"])
@@ -225,10 +229,11 @@ def test_quant_training(tiny_session):
     result = train_command(tiny_session, "admm-quant", {**TINY_TRAIN, "bits": 3, "penalty": "gradient",
                                                         "finetune_baseline": True}, use_store=False)
     assert weights_digest(tiny_session.loaded.model) == fp
-    assert result["constraint"]["on_grid_fraction"] == 1.0
-    assert result["constraint"]["max_distinct_per_row"] <= 2**3
+    assert_run_result_shape(result)
+    assert result["extras"]["constraint"]["on_grid_fraction"] == 1.0
+    assert result["extras"]["constraint"]["max_distinct_per_row"] <= 2**3
     assert "rounding" in result["labels"]["oneshot"]
-    assert set(result["evaluation"]) == {"dense", "oneshot", "oneshot_finetuned", "admm_projected", "admm"}
+    assert set(result["variants"]) == {"dense", "oneshot", "oneshot_finetuned", "admm_projected", "admm"}
 
 
 def test_sr_ste_gradient_is_the_official_one():
@@ -266,5 +271,5 @@ def test_the_one_shot_baseline_gets_the_same_training_budget(tiny_session):
         result = admm_mod.run_admm(tiny_session, admm_mod.METHOD.trainer.validate(params),
                                    admm_mod.no_progress, admm_mod.nm_projection(2, 4))
     assert calls == [2 * 3 + 4, 4]  # baseline: all 10 steps; ADMM: its 4 fine-tune steps after 6 W-steps
-    assert "oneshot_finetuned" in result["evaluation"]
+    assert "oneshot_finetuned" in result["variants"]
     assert "10 SR-STE steps (equal budget)" in result["labels"]["oneshot_finetuned"]

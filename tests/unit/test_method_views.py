@@ -87,7 +87,7 @@ def test_snip_about_abs_vs_rel_threshold_and_training_comparison(tiny_bert_dir, 
                   and c["data"][0]["type"] == "heatmap")
     assert [a["text"] for a in absrel["layout"]["annotations"][:2]] == ["absolute ||F(x)||",
                                                                         "relative ||F(x)||/||x||"]
-    assert np.allclose(absrel["data"][0]["z"], runs["snip"]["scores_without_training"]["head"])
+    assert np.allclose(absrel["data"][0]["z"], runs["snip"]["extras"]["scores_without_training"]["head"])
     hist = next(c for c in _charts(at) if c["data"][0]["type"] == "histogram")
     threshold = at.slider(key="t.snip.threshold").value
     assert hist["layout"]["shapes"][0]["x0"] == pytest.approx(threshold)
@@ -104,13 +104,13 @@ def test_snip_about_abs_vs_rel_threshold_and_training_comparison(tiny_bert_dir, 
     assert list(evaluation["model"]) == ["without SN training (as loaded)",
                                          "after SN + identity-prior training",
                                          "λ = 0 control (same steps and SN, no identity prior)"]
-    assert evaluation["accuracy"][1] == pytest.approx(runs["snip"]["evaluation"]["accuracy"])
-    assert evaluation["accuracy"][2] == pytest.approx(runs["snip"]["control"]["evaluation"]["accuracy"])
+    assert evaluation["accuracy"][1] == pytest.approx(runs["snip"]["variants"]["trained"]["accuracy"])
+    assert evaluation["accuracy"][2] == pytest.approx(runs["snip"]["variants"]["control"]["accuracy"])
     pruned = next(f for f in frames if "sparsity" in f.columns)  # each model pruned by its own norms
     assert list(pruned.columns) == ["unit", "sparsity", "SN + identity prior", "untrained (as loaded)",
                                     "λ = 0 control"]
     assert list(pruned["sparsity"]) == ["30%", "50%", "50%", "50%"]
-    assert pruned["λ = 0 control"][1] == pytest.approx(round(runs["snip"]["pruned"][1]["control"]["accuracy"], 4))
+    assert pruned["λ = 0 control"][1] == pytest.approx(round(runs["snip"]["extras"]["pruned"][1]["control"]["accuracy"], 4))
 
 
 def test_admm_about_pattern_shares_and_pattern_accuracy_button(tiny_bert_dir, tiny_csv, run_store):
@@ -139,14 +139,14 @@ def test_admm_run_view_evaluation_history_and_shares(tiny_bert_dir, tiny_csv, ru
     table = at.dataframe[0].value
     order = ["dense", "oneshot", "oneshot_finetuned", "admm_projected", "admm"]
     assert list(table["model"]) == [run["labels"][k] for k in order]
-    assert table["accuracy"].tolist() == pytest.approx([run["evaluation"][k]["accuracy"] for k in order])
+    assert table["accuracy"].tolist() == pytest.approx([run["variants"][k]["accuracy"] for k in order])
     charts = {c["layout"]["title"]["text"]: c for c in _charts(at)}
     history = charts["ADMM iterations"]
     assert [a["text"] for a in history["layout"]["annotations"]] == ["residual", "loss", "rho"]
-    assert history["data"][0]["y"] == pytest.approx([h["residual"] for h in run["history"]])
+    assert history["data"][0]["y"] == pytest.approx([h["residual"] for h in run["histories"]["ADMM"]])
     shares = charts["Per-head share of surviving weight norm (one colour scale)"]
-    assert np.allclose(shares["data"][1]["z"], run["shares"]["head"])
-    assert np.allclose(shares["data"][0]["z"], run["shares_oneshot"]["head"])
+    assert np.allclose(shares["data"][1]["z"], run["extras"]["shares"]["head"])
+    assert np.allclose(shares["data"][0]["z"], run["extras"]["shares_oneshot"]["head"])
 
 
 def test_pins_run_view_with_without_self_reg_and_baseline(tiny_bert_dir, tiny_csv, run_store):
@@ -156,14 +156,14 @@ def test_pins_run_view_with_without_self_reg_and_baseline(tiny_bert_dir, tiny_cs
     table = at.dataframe[0].value
     assert list(table["model"]) == ["unpruned", "PINS with self-regularization",
                                     "PINS without self-regularization",
-                                    "magnitude, one-shot (no training)"]
-    assert table["accuracy"][2] == pytest.approx(run["runs"]["pins_no_self_reg"]["evaluation"]["accuracy"])
+                                    "magnitude, gradual (same schedule and budget)"]  # the default baseline
+    assert table["accuracy"][2] == pytest.approx(run["variants"]["pins_no_self_reg"]["accuracy"])
     assert table["weight sparsity"][1] == pytest.approx(0.5, abs=1e-3)
     charts = {c["layout"]["title"]["text"]: c for c in _charts(at)}
     sparsity = charts["Realized sparsity per layer and matrix (PINS + self-reg)"]
     assert np.array(sparsity["data"][0]["z"]).shape == (2, 6)
     assert {t["name"] for t in charts["Training history"]["data"]} == {
-        "PINS with self-regularization", "PINS without self-regularization"}
+        "PINS with self-regularization", "PINS without self-regularization", "magnitude (gradual)"}
 
 
 def test_smp_about_shows_top_half_per_layer(tiny_bert_dir, tiny_csv, tmp_path):
@@ -381,15 +381,15 @@ def test_run_headlines_name_the_comparison(run_store):
     from dashboard import method_views
 
     _, runs = run_store
-    admm = runs["admm"]
-    assert method_views.headline(admm) == (
-        f"2:4: ADMM {admm['evaluation']['admm']['accuracy']:.3f}, one-shot "
-        f"{admm['evaluation']['oneshot']['accuracy']:.3f}, dense {admm['evaluation']['dense']['accuracy']:.3f}")
+    admm = runs["admm"]["variants"]
+    assert method_views.headline(runs["admm"]) == (
+        f"2:4: ADMM {admm['admm']['accuracy']:.3f}, one-shot "
+        f"{admm['oneshot']['accuracy']:.3f}, dense {admm['dense']['accuracy']:.3f}")
     assert method_views.headline(runs["pins"]).startswith("PINS+SR ")
     assert ", magnitude " in method_views.headline(runs["pins"])
-    half = runs["snip"]["pruned"][1]
+    half = runs["snip"]["extras"]["pruned"][1]
     assert method_views.headline(runs["snip"]).endswith(
-        f"(without: {runs['snip']['evaluation_without_training']['accuracy']:.3f}); 50% heads pruned: "
+        f"(without: {runs['snip']['variants']['untrained']['accuracy']:.3f}); 50% heads pruned: "
         f"{half['trained']['accuracy']:.3f} vs λ=0 {half['control']['accuracy']:.3f}, "
         f"untrained {half['untrained']['accuracy']:.3f}")
     assert method_views.headline({"method": "new", "evaluation": {"accuracy": 0.5}}) == "accuracy 0.500"
@@ -409,3 +409,54 @@ def test_the_method_page_lists_what_the_method_really_computes(name, tiny_bert_d
     assert tables, "no deviation table on the page"
     assert list(tables[0]["aspect"]) == [d.aspect for d in method.deviations]
     assert list(tables[0]["prunelens"]) == [d.prunelens for d in method.deviations]
+
+
+# ----------------------------------------------------------------------------------------------
+# old stored runs: read through normalise, they display exactly as their RunResult shape does
+
+
+def _one_run_script(model: str, data: str, store_dir: str, run_file: str) -> None:
+    import json
+
+    from analysis.cache import ResultStore
+    from analysis.operations import open_session
+    from dashboard import method_views
+
+    session = open_session(model, data, store=ResultStore(store_dir, shipped_dir=None))
+    with open(run_file, encoding="utf-8") as f:
+        method_views.render_run(session, json.load(f), key="t")
+
+
+def _shown(tiny_bert_dir, tiny_csv, tmp_path, run: dict, name: str) -> dict:
+    """Everything a run's view draws but its JSON download (the stored run itself), the run
+    written as the store writes it (keys sorted)."""
+    import json
+
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(run, sort_keys=True), encoding="utf-8")  # as the store keeps it
+    at = AppTest.from_function(_one_run_script, default_timeout=60,
+                               args=(str(tiny_bert_dir), str(tiny_csv), str(tmp_path / "store"), str(path)))
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return {"tables": [d.value.to_dict("list") for d in at.dataframe], "charts": _charts(at),
+            "text": [(e.type, e.value) for e in (*at.caption, *at.markdown)]}
+
+
+@pytest.mark.parametrize("method", ["admm", "admm-quant", "pins", "platon", "snip"])
+def test_a_shipped_old_run_displays_as_its_run_result_shape(method, tiny_bert_dir, tiny_csv, tmp_path):
+    """The shipped store holds runs of the 0.1 trainers' own shapes; their views (headline too)
+    read them through normalise exactly as they read the shape the trainers return now."""
+    from analysis.cache import ResultStore
+    from analysis.run_result import BOOKKEEPING, shaped
+    from dashboard import method_views
+
+    old = [e["result"] for e in ResultStore(tmp_path / "none").entries("train-run")
+           if e["result"].get("method") == method and "variants" not in e["result"]]
+    if not old:
+        pytest.skip(f"no {method} run of the old shape in the shipped store")
+    run = old[0]
+    new = {**{k: v for k, v in run.items() if k in BOOKKEEPING and k != "notes"}, **shaped(run)}
+    assert method_views.headline(new) == method_views.headline(run) != ""
+    shown = _shown(tiny_bert_dir, tiny_csv, tmp_path, run, "old")
+    assert shown["tables"] and shown["charts"]
+    assert _shown(tiny_bert_dir, tiny_csv, tmp_path, new, "new") == shown

@@ -15,6 +15,7 @@ from analysis.methods import get_method
 from analysis.methods import pins as pins_mod
 from analysis.methods import smp as smp_mod
 from analysis.fingerprints import weights_digest
+from tests.tiny import assert_run_result_shape
 
 SMALL_SMP = {"samples": 8, "batch_size": 10, "batches": 1}
 SMALL_TRAIN = {"steps": 12, "batch_size": 4, "prune_every": 2, "warmup": 0.1, "final": 0.3,
@@ -311,20 +312,25 @@ def test_train_command_compares_self_reg_and_baseline(tiny_session):
     params = {**SMALL_TRAIN, "steps": 8}
     result = train_command(tiny_session, "pins", params)
     assert result["cached"] is False
-    runs = result["runs"]
+    assert_run_result_shape(result)  # the one RunResult shape (issue 16)
+    variants, extras = result["variants"], result["extras"]
+    assert set(variants) == {"dense", "pins_self_reg", "pins_no_self_reg", "baseline"}
+    runs = extras["runs"]  # each trained run's summary
     assert set(runs) == {"pins_self_reg", "pins_no_self_reg"}
     assert runs["pins_self_reg"]["self_reg"] and not runs["pins_no_self_reg"]["self_reg"]
-    assert all(h["self_reg_loss"] == 0 for h in runs["pins_no_self_reg"]["history"])
-    for run in (*runs.values(), result["baseline"]):
-        assert run["weight_sparsity"] == pytest.approx(0.6, abs=1e-3)
-        assert 0.0 <= run["evaluation"]["accuracy"] <= 1.0
-        correct = [c == "1" for c in run["evaluation"]["correct"]]  # per example: paired comparisons
+    assert all(h["self_reg_loss"] == 0 for h in result["histories"]["pins_no_self_reg"])
+    assert set(result["histories"]) == {"pins_self_reg", "pins_no_self_reg", "baseline"}  # gradual
+    for name, summary in (*runs.items(), ("baseline", extras["baseline"])):
+        assert summary["weight_sparsity"] == pytest.approx(0.6, abs=1e-3)
+        assert 0.0 <= variants[name]["accuracy"] <= 1.0
+        correct = [c == "1" for c in variants[name]["correct"]]  # per example: paired comparisons
         assert len(correct) == len(tiny_session.data)
-        assert np.mean(correct) == pytest.approx(run["evaluation"]["accuracy"])
-    assert result["baseline"]["criterion"] == "magnitude"
+        assert np.mean(correct) == pytest.approx(variants[name]["accuracy"])
+    assert extras["baseline"]["criterion"] == "magnitude"
+    assert result["labels"]["baseline"].startswith("baseline (magnitude, same cubic schedule")
     assert np.asarray(result["scores"]["head"]).shape == (2, 4)
     assert result["notes"]  # trained on the evaluation data: said so
-    assert set(result["self_reg_gain"]) == {"accuracy", "loss", "margin"}
+    assert set(extras["self_reg_gain"]) == {"accuracy", "loss", "margin"}
     again = train_command(tiny_session, "pins", params)
     assert again["cached"] is True
 
@@ -406,12 +412,15 @@ def test_platon_training_mode_prunes_to_target_against_gradual_magnitude(tiny_se
 
     params = {k: v for k, v in SMALL_TRAIN.items() if k != "eta"}
     result = train_command(tiny_session, "platon", params)
-    assert set(result["runs"]) == {"platon"}
-    run = result["runs"]["platon"]
+    assert_run_result_shape(result)
+    assert set(result["variants"]) == {"dense", "platon", "baseline"}
+    assert set(result["extras"]["runs"]) == {"platon"}
+    run = result["extras"]["runs"]["platon"]
     assert run["criterion"] == "platon" and not run["self_reg"]
     assert run["weight_sparsity"] == pytest.approx(0.6, abs=1e-3)
-    assert result["baseline"]["criterion"] == "magnitude"
-    assert result["baseline"]["weight_sparsity"] == pytest.approx(0.6, abs=1e-3)
+    baseline = result["extras"]["baseline"]
+    assert baseline["criterion"] == "magnitude"
+    assert baseline["weight_sparsity"] == pytest.approx(0.6, abs=1e-3)
     assert all(np.min(result["scores"][u]) >= 0 for u in ("head", "ffn"))
 
 

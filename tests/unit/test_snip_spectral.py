@@ -20,6 +20,7 @@ from analysis.spectral import (
     spectrally_normalized,
 )
 from analysis.training import train_command
+from tests.tiny import assert_run_result_shape
 
 SNIP = get_method("snip")
 
@@ -263,48 +264,53 @@ def test_training_mode(tiny_loaded, tiny_session):
     out = train_command(tiny_session, "snip", {"steps": 3, "batch_size": 8, "sn": "exact",
                                                 "lr": 1e-4})
     inv = tiny_loaded.inventory
-    for key in ("scores", "scores_without_training", "history", "evaluation",
-                "evaluation_without_training", "sigma", "train_data", "params", "seconds"):
-        assert key in out
-    for scores in (out["scores"], out["scores_without_training"]):
+    assert_run_result_shape(out)  # the one RunResult shape (issue 16)
+    variants, extras, history = out["variants"], out["extras"], out["histories"]["trained"]
+    assert set(variants) == {"untrained", "trained", "control"} and "params" in out and "seconds" in out
+    for key in ("scores_without_training", "sigma", "train_data", "pruned"):
+        assert key in extras
+    for scores in (out["scores"], extras["scores_without_training"]):
         assert np.asarray(scores["head"]).shape == (inv.layers, inv.heads)
         assert np.asarray(scores["attention"]).shape == (inv.layers,)
         assert np.asarray(scores["ffn"]).shape == (inv.layers,)
-    assert [h["step"] for h in out["history"]] == [1, 2, 3]
-    for h in out["history"]:
+    assert extras["scores"] == {"tokens": extras["scores"]["tokens"], "relative": False}  # the norms' own
+    assert [h["step"] for h in history] == [1, 2, 3]
+    for h in history:
         assert set(h) == {"step", "loss", "task_loss", "penalty"}
         assert h["loss"] == pytest.approx(h["task_loss"] + 0.01 * h["penalty"], rel=1e-5)
-    assert {"accuracy", "loss", "margin"} <= set(out["evaluation"])
-    assert out["evaluation"]["n"] == len(tiny_session.data)
-    assert "evaluation data itself" in out["train_data"]["note"]
+    assert {"accuracy", "loss", "margin"} <= set(variants["trained"])
+    assert variants["trained"]["n"] == len(tiny_session.data)
+    assert "evaluation data itself" in extras["train_data"]["note"]
     # the untrained scores are the score-only method's; exact SN leaves σ_max ≈ 1 after training
-    np.testing.assert_allclose(out["scores_without_training"]["head"],
+    np.testing.assert_allclose(extras["scores_without_training"]["head"],
                                SNIP.score(tiny_session.context(), "head", {}), rtol=1e-9)
-    assert all(abs(r["sigma"] - 1.0) < 2e-2 for r in out["sigma"]["after"])
+    assert all(abs(r["sigma"] - 1.0) < 2e-2 for r in extras["sigma"]["after"])
     assert _same_state(tiny_loaded.model, before)
     assert not any(p.requires_grad for p in tiny_loaded.model.parameters())
     assert _all_hooks(tiny_loaded.model) == 0
     again = train_command(tiny_session, "snip", {"steps": 3, "batch_size": 8, "sn": "exact",
                                                   "lr": 1e-4})
-    assert again["cached"] is True and again["history"] == out["history"]
+    assert again["cached"] is True and again["histories"] == out["histories"]
     # the λ = 0 control: same steps, no identity prior in its loss
-    control = out["control"]
-    assert [h["step"] for h in control["history"]] == [1, 2, 3]
-    assert all(h["loss"] == pytest.approx(h["task_loss"], rel=1e-6) for h in control["history"])
-    assert control["history"][0]["task_loss"] == pytest.approx(out["history"][0]["task_loss"], rel=1e-5)
+    control = out["histories"]["control"]
+    assert out["labels"] == {"control": "λ = 0 control"}
+    assert np.asarray(extras["control"]["scores"]["head"]).shape == (inv.layers, inv.heads)
+    assert [h["step"] for h in control] == [1, 2, 3]
+    assert all(h["loss"] == pytest.approx(h["task_loss"], rel=1e-6) for h in control)
+    assert control[0]["task_loss"] == pytest.approx(history[0]["task_loss"], rel=1e-5)
     # every model pruned by its own norms on the same grid
     from analysis.methods.snip import PRUNE_GRID
 
-    assert [(r["unit"], r["sparsity"]) for r in out["pruned"]] == list(PRUNE_GRID)
-    for row in out["pruned"]:
+    assert [(r["unit"], r["sparsity"]) for r in extras["pruned"]] == list(PRUNE_GRID)
+    for row in extras["pruned"]:
         assert set(row) == {"unit", "sparsity", "trained", "untrained", "control"}
         assert all(0.0 <= row[m]["accuracy"] <= 1.0 for m in ("trained", "untrained", "control"))
     # the untrained row is the score-only scores' own pruning, evaluated as the Prune page does
     from analysis.operations import evaluate_mask
     from analysis.pruning import select
 
-    half = [r for r in out["pruned"] if r["unit"] == "head" and r["sparsity"] == 0.5][0]
-    mask = select(np.asarray(out["scores_without_training"]["head"]), 0.5)
+    half = [r for r in extras["pruned"] if r["unit"] == "head" and r["sparsity"] == 0.5][0]
+    mask = select(np.asarray(extras["scores_without_training"]["head"]), 0.5)
     result, _ = evaluate_mask(tiny_session, "head", mask)
     assert half["untrained"]["accuracy"] == pytest.approx(result["pruned"]["accuracy"], abs=1e-9)
 
@@ -365,7 +371,7 @@ def test_training_initial_cap_starts_from_the_model(tiny_loaded, tiny_session):
     with torch.no_grad():
         logits = tiny_loaded.model(**batch.model_inputs()).logits
     loss = float(torch.nn.functional.cross_entropy(logits, batch.labels))
-    assert out["history"][0]["task_loss"] == pytest.approx(loss, rel=1e-4)
+    assert out["histories"]["trained"][0]["task_loss"] == pytest.approx(loss, rel=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------
