@@ -27,7 +27,7 @@ from typing import Any
 
 METRIC_KEYS = ("accuracy", "accuracy_se", "loss", "loss_se", "margin", "margin_se", "n")
 SHAPE_KEYS = ("variants", "labels", "histories", "scores", "extras", "notes")  # what a trainer returns
-BOOKKEEPING = ("method", "params", "model", "data", "seconds", "cached", "run_id", "notes")
+BOOKKEEPING = ("method", "params", "model", "data", "seconds", "device", "cached", "run_id", "notes")
 
 
 @dataclass

@@ -64,7 +64,7 @@ def train_command(session, method_name: str, params: dict | None = None,
     start = time.perf_counter()
     result = trainer.run(session, params, progress)
     result = {"method": method_name, "params": params, **session.describe(), **result,
-              "seconds": round(time.perf_counter() - start, 2)}
+              "seconds": round(time.perf_counter() - start, 2), "device": session.device}
     if use_store:
         session.store.put(key, result)
     return {**result, "cached": False}

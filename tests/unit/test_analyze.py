@@ -209,11 +209,14 @@ def test_a_training_run_is_estimated_at_its_measured_cost_per_pass(tiny_session,
     from analysis.analyze import TRAINING_PASS_COST
     from analysis.training import get_trainer
 
-    _, plan = plan_analysis(tiny_session, target_of(tiny_bert_dir, tiny_csv), ["snip"], training=True)
+    _, plan = plan_analysis(tiny_session, target_of(tiny_bert_dir, tiny_csv), ["snip"], training=True,
+                            extra_training=True)
     est = estimate(plan, tiny_session, example_seconds=0.01)
     [run] = [t for t in plan.todo if t.kind == "train-run" and t.param_dict()["seed"] == 0]
     assert est.of(run) == pytest.approx(get_trainer("snip").work(run.param_dict()) * TRAINING_PASS_COST * 0.01)
     assert sorted(t.param_dict()["seed"] for t in plan.todo if t.kind == "train-run") == [0, 1, 2]
+    _, user_plan = plan_analysis(tiny_session, target_of(tiny_bert_dir, tiny_csv), ["snip"], training=True)
+    assert [t.param_dict()["seed"] for t in user_plan.todo if t.kind == "train-run"] == [0]  # analyze: defaults
 
 
 def test_analyze_stores_the_spectral_page_so_it_opens_without_computing(tiny_session, tiny_bert_dir,
