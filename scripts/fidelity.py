@@ -191,6 +191,10 @@ def smp_regime_section(session) -> list[str]:
     ]
 
 
+# the ADMM run's variants as a reader compares them (the store keeps dict keys sorted)
+ADMM_ORDER = ("dense", "oneshot", "oneshot_finetuned", "admm_projected", "admm")
+
+
 def admm_section(session) -> list[str]:
     """ADMM 2:4 over :data:`SEEDS` against the equal-budget control (the one-shot projection +
     the same SR-STE steps on the same batches), and admm-quant (one seed) beside it."""
@@ -203,7 +207,7 @@ def admm_section(session) -> list[str]:
     comparisons = [("ADMM − (one-shot 2:4 + the same SR-STE steps): **the rule**", equal),
                    ("ADMM − one-shot 2:4 (no training)", untrained),
                    ("(one-shot 2:4 + SR-STE steps) − one-shot 2:4: training alone", training)]
-    variants = [v for v in first.variants if v != "dense"]
+    variants = [v for v in ADMM_ORDER if v in first.variants and v != "dense"]
     quant = runs_of(session, "admm-quant", [{}])[0]
     return [
         f"## ADMM — 2:4 pattern pruning ({len(SEEDS)} seeds)",
@@ -233,7 +237,8 @@ def admm_section(session) -> list[str]:
         "### ADMM with a 4-bit quantization Z-step (`admm-quant`, one seed)",
         "",
         table(["model", "accuracy", "loss"],
-              [[quant.label(v), pct(m["accuracy"]), f"{m['loss']:.3f}"] for v, m in quant.variants.items()]),
+              [[quant.label(v), pct(quant.variants[v]["accuracy"]), f"{quant.variants[v]['loss']:.3f}"]
+               for v in ADMM_ORDER if v in quant.variants]),
         "",
         f"Finding (one seed, so no verdict): ADMM's quantized model {pct(quant.variants['admm']['accuracy'])} "
         f"(loss {quant.variants['admm']['loss']:.3f}) against plain 4-bit rounding + the same SR-STE steps "

@@ -197,12 +197,15 @@ def test_model_data_page_estimates_then_analyses_in_the_background(open_page, tm
 def test_the_shipped_store_is_what_analyze_produces_for_the_default(default_loaded, tmp_path, monkeypatch):
     from analysis.cache import SHIPPED_DIR, ResultStore
     from analysis.operations import open_session
+    from analysis.training import trainable_methods
 
     monkeypatch.setenv("PRUNELENS_PRECISION", "auto")  # as a user runs it: checked-bf16 entries count
     session = open_session(loaded=default_loaded, store=ResultStore(tmp_path / "empty", SHIPPED_DIR))
-    _, plan = plan_analysis(session, Target("default", "default"))
+    _, plan = plan_analysis(session, Target("default", "default"), training=True, extra_training=True)
     assert len(plan.records) > 300
-    assert plan.todo == [] and plan.waiting == 0  # every entry of the job is shipped
+    assert plan.todo == [] and plan.waiting == 0  # every entry of precompute's job is shipped
+    trained = [r for r in plan.records.values() if r.task.kind == "train-run"]
+    assert len(trained) == sum(1 + len(EXTRA_TRAINING.get(m, [])) for m in trainable_methods())
 
 
 def test_a_training_run_is_estimated_at_its_measured_cost_per_pass(tiny_session, tiny_bert_dir, tiny_csv):
