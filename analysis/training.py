@@ -70,6 +70,16 @@ def train_command(session, method_name: str, params: dict | None = None,
     return {**result, "cached": False}
 
 
+def changed_params(method_name: str, params: dict | None) -> dict:
+    """The parameters of a run that differ from its trainer's defaults (what tells runs of one
+    method apart in a listing); {} for an unknown method or a run at the defaults."""
+    try:
+        defaults = get_trainer(method_name).validate({})
+    except ParamError:
+        return {}
+    return {k: v for k, v in (params or {}).items() if defaults.get(k, v) != v or k not in defaults}
+
+
 RUN_ID_LENGTH = 12  # hex digits of a run's store key that name it in links (``run=<id>``)
 
 

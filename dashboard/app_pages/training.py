@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.methods import all_methods
-from analysis.training import finished_runs, trainable_methods
+from analysis.training import changed_params, finished_runs, trainable_methods
 from dashboard import controls, escape, jobs, loading, method_views, results, run_control, url_state
 
 st.title("Training runs")
@@ -97,7 +97,14 @@ if not runs:
     st.info("No finished run for this model yet.")
     controls.share_link_note()
     st.stop()
-listing = [{"run": r["run_id"], "method": r.get("method"), "result": method_views.headline(r),
+
+def setting(run: dict) -> str:
+    """What sets a run apart from its method's defaults ("defaults" when nothing does)."""
+    changed = changed_params(str(run.get("method")), run.get("params"))
+    return ", ".join(f"{k}={v}" for k, v in changed.items()) or "defaults"
+
+
+listing = [{"run": r["run_id"], "method": r.get("method"), "setting": setting(r), "result": method_views.headline(r),
             "seconds": r.get("seconds"), "data": f"{r.get('data', {}).get('name')} ({r.get('data', {}).get('n')})",
             "params": ", ".join(f"{k}={v}" for k, v in (r.get("params") or {}).items())}
            for r in runs]
@@ -105,7 +112,8 @@ st.dataframe(pd.DataFrame(listing), hide_index=True)
 controls.download_table(listing, "training_runs", "train.list")
 by_id = {r["run_id"]: r for r in runs}  # links name a run by its store key, not its position
 pick = url_state.bound(st.selectbox, "Show run", "train.run", runs[0]["run_id"], "run", options=list(by_id),
-                       format_func=lambda i: f"{i}: {by_id[i].get('method')} ({by_id[i].get('seconds', '?')} s)")
+                       format_func=lambda i: f"{i}: {by_id[i].get('method')} · {setting(by_id[i])} "
+                                             f"({by_id[i].get('seconds', '?')} s)")
 run = by_id[pick]
 st.subheader(f"Run {pick}: {all_methods()[run['method']].title if run.get('method') in all_methods() else run.get('method')}")
 method_views.render_run(session, run, key="train.run")

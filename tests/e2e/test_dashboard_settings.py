@@ -110,6 +110,10 @@ def test_training_run_links_name_the_run_not_its_position(tiny_loaded, tiny_csv,
     chosen = next(r for r in runs if r["params"]["seed"] == 1)
     at = open_page("training", run=chosen["run_id"])
     assert at.selectbox(key="train.run").value == chosen["run_id"]
+    listing = at.dataframe[0].value
+    settings = dict(zip(listing["run"], listing["setting"]))
+    assert set(settings[chosen["run_id"]].split(", ")) == {"iterations=1", "steps=1", "finetune_steps=1",
+                                                          "batch_size=4", "seed=1"}  # off the defaults
     # more runs finish; every position may shift, the link still names the same run
     for seed in (2, 3, 4):
         train_command(session, "admm", {**short, "seed": seed})
