@@ -17,7 +17,9 @@ Those three trainers still assemble their record under the 0.1 names and return
 variants (``dense``, ``baseline``, ``untrained``/``trained``/``control``...), histories (``ADMM``,
 ``fine-tune``, ``trained``, ``control``...) and labels, for new runs and old ones alike. Nothing is
 dropped: what is not a variant, a history or a score list (a run's own summary, a baseline's
-criterion, a score's ``tokens``...) stays in ``extras`` under its old name.
+criterion, a score's ``tokens``...) stays in ``extras`` under its old name. The store writes
+keys sorted, so :meth:`RunResult.as_json` also records the trainer's order of the variants
+(``extras["variant_order"]``, :data:`ORDER_KEY`), which :func:`normalise` restores and removes.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 METRIC_KEYS = ("accuracy", "accuracy_se", "loss", "loss_se", "margin", "margin_se", "n")
+# extras' entry that keeps the variants in the trainer's order (a stored run's keys come back sorted)
+ORDER_KEY = "variant_order"
 SHAPE_KEYS = ("variants", "labels", "histories", "scores", "extras", "notes")  # what a trainer returns
 BOOKKEEPING = ("method", "params", "model", "data", "seconds", "device", "cached", "run_id", "notes")
 
@@ -53,7 +57,8 @@ class RunResult:
         """The stored shape (:data:`SHAPE_KEYS`): what a trainer returns; ``method`` and
         ``params`` are the run's, added by :func:`analysis.training.train_command`."""
         return {"variants": self.variants, "labels": self.labels, "histories": self.histories,
-                "scores": self.scores, "extras": self.extras, "notes": self.notes}
+                "scores": self.scores, "extras": {**self.extras, ORDER_KEY: list(self.variants)},
+                "notes": self.notes}
 
 
 def _metrics(value: Any) -> dict | None:
@@ -88,6 +93,8 @@ def normalise(run: dict) -> RunResult:
         out.histories = {k: v for k, v in (run.get("histories") or {}).items() if _history(v)}
         out.scores = dict(run.get("scores") or {})
         out.extras = dict(run.get("extras") or {})
+        order = out.extras.pop(ORDER_KEY, None) or []  # the store sorts keys; this is the trainer's order
+        out.variants = {**{k: out.variants[k] for k in order if k in out.variants}, **out.variants}
     if isinstance(run.get("runs"), dict):  # PINS / PLATON: base, runs, baseline
         used |= {"base", "runs", "baseline", "scores"}
         if _metrics(run.get("base")):

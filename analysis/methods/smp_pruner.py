@@ -87,6 +87,7 @@ from analysis.methods.smp import layer_split, sentence_vectors, similarity_kl_te
 from analysis.layout import encoder_layers
 from analysis.models import LoadedModel, inventory_of, load_base_for_classification
 from analysis.pruning import select
+from analysis.run_result import RunResult
 
 MAP_SIZE = 64  # tokens: attention maps are zero-padded (or cropped) to MAP_SIZE x MAP_SIZE
 SIMILARITY = "centred-cosine"  # the official cos_dist: cosine of batch-centred sentence vectors
@@ -510,12 +511,13 @@ def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
     if params["dense"]:
         labels["dense"] = f"unpruned, {params['steps']} fine-tuning steps"
     progress(1.0, "done")
-    return {
-        "variants": variants,
-        "labels": labels,
-        "histories": histories,
-        "scores": {"head": scores.tolist()},
-        "extras": {
+    return RunResult(
+        "smp-pruner", params,
+        variants=variants,
+        labels=labels,
+        histories=histories,
+        scores={"head": scores.tolist()},
+        extras={
             "start": start,
             "pretrained_start": pretrained,
             "masks": {name: (None if m is None else m.astype(int).tolist()) for name, m in masks.items()},
@@ -524,8 +526,8 @@ def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
             "paired": "per-example correctness is in each variant's 'correct' (same sentences, data "
                       "order): analysis.compare.paired_difference gives the paired intervals",
         },
-        "notes": notes,
-    }
+        notes=notes,
+    ).as_json()
 
 
 def train_cost(params: dict) -> Work:

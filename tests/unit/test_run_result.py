@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from analysis.run_result import SHAPE_KEYS, normalise, shaped
+from analysis.run_result import ORDER_KEY, SHAPE_KEYS, normalise, shaped
 
 M = {"accuracy": 0.8, "loss": 0.5, "n": 10}
 
@@ -77,6 +77,8 @@ def _same_run(old: dict) -> dict:
     assert tuple(new) == SHAPE_KEYS
     assert normalise(new) == normalise(old)
     assert normalise(_stored(new)) == normalise(_stored(old)) == normalise({**BOOK, **old})
+    assert list(normalise(_stored(new)).variants) == list(normalise(old).variants)  # order survives the store
+    assert new["extras"].pop(ORDER_KEY) == list(normalise(old).variants)
     return new
 
 
@@ -169,3 +171,18 @@ def test_snip_record_and_its_shape_read_the_same(control):
         {"control"} if control else set())
     if control:
         assert extras["control"] == {"scores": norms}
+
+
+def test_a_stored_run_keeps_its_trainers_variant_order():
+    import json
+
+    from analysis.run_result import RunResult
+
+    metrics = {"accuracy": 0.5, "loss": 1.0}
+    run = RunResult("x", {}, variants={"zeta": metrics, "alpha": metrics, "mid": metrics}).as_json()
+    stored = json.loads(json.dumps(run, sort_keys=True))  # as the store writes it
+    assert list(stored["variants"]) == ["alpha", "mid", "zeta"]
+    read = normalise(stored)
+    assert list(read.variants) == ["zeta", "alpha", "mid"]
+    assert ORDER_KEY not in read.extras  # bookkeeping, not a result to show
+    assert list(normalise({"variants": {"b": metrics, "a": metrics}}).variants) == ["b", "a"]  # no order: as given
