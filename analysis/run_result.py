@@ -9,8 +9,10 @@ bookkeeping), and every dashboard view reads a run through :func:`normalise` int
 
 The trainers of 0.1 each wrote their own JSON (ADMM: ``evaluation`` by variant name with
 ``labels``, ``history`` and ``finetune_history``; PINS/PLATON: ``base``, ``runs`` and ``baseline``;
-SNIP: ``evaluation``, ``evaluation_without_training``, ``history`` and a ``control``), and such runs
-are still in stores (the shipped ``cached_results/`` among them): :func:`normalise` reads them
+SNIP: ``evaluation``, ``evaluation_without_training``, ``history`` and a ``control``) until the
+round after 0.1, and such runs are still in stores (the shipped ``cached_results/`` among them:
+its training runs were computed by those trainers, numerically the same as today's — a run
+recomputed now matches its stored variants and scores exactly): :func:`normalise` reads them
 too, on read, into the same :class:`RunResult`, so stored runs of every age keep displaying.
 Those three trainers still assemble their record under the 0.1 names and return
 :func:`shaped` of it: :func:`normalise` is then the one owner of how those names map onto

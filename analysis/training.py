@@ -9,7 +9,7 @@ function ``(session, params, progress) -> dict`` returning a JSON-able result in
 "labels": {name: text}, "histories": {name: [{"step", "loss", ...}]}, "scores": {unit: [...]},
 "extras": {...}, "notes": [...]}`` (:data:`~analysis.run_result.SHAPE_KEYS`; every trainer returns
 it, and the dashboard's generic run view shows it); :func:`train_command` adds ``method``,
-``params`` and the bookkeeping. Runs stored by 0.1's trainers (their own shapes) are read through
+``params`` and the bookkeeping. Runs stored by the earlier trainers (0.1's own shapes) are read through
 :func:`analysis.run_result.normalise`, which every view uses.
 
 Runs are keyed in the store by model + data fingerprints, the method and *all* its training
