@@ -174,6 +174,13 @@ class PairedDifference:
         return "PASS" if not self.within_noise and self.mean > 0 else "FAIL" if not self.within_noise else WITHIN_NOISE
 
 
+def joint_rule(differences) -> str:
+    """The outcome of a claim made of several "a beats b" parts: PASS when every part passes,
+    FAIL when any part fails, within noise otherwise."""
+    rules = [d.rule for d in differences]
+    return "PASS" if all(r == "PASS" for r in rules) else "FAIL" if "FAIL" in rules else WITHIN_NOISE
+
+
 def paired_difference(a: list, b: list, z: float = 1.96) -> PairedDifference:
     """``a[s][i] - b[s][i]`` (seed ``s``, example ``i``: 0/1 correctness or any per-example value)
     averaged over seeds per example, then its mean over examples ± ``z`` paired standard errors.

@@ -167,6 +167,11 @@ def correctness(out: Outputs) -> str:
     return "".join("1" if c else "0" for c in out.correct)
 
 
+def correct_flags(correct: str) -> list[bool]:
+    """The inverse of :func:`correctness`: a stored "0"/"1" string as one flag per example."""
+    return [c == "1" for c in correct]
+
+
 def paired_delta(base: Outputs, pruned: Outputs, metric_name: str = "accuracy") -> dict[str, float]:
     delta = {}
     for name in METRICS:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 import time
 from pathlib import Path
 
@@ -20,8 +21,10 @@ from scipy.stats import spearmanr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from analysis.compare import WITHIN_NOISE, paired_difference  # noqa: E402
+from analysis.compare import joint_rule, paired_difference  # noqa: E402
 from analysis.gates import Masks  # noqa: E402
+from analysis.methods.admm import VARIANT_ORDER  # noqa: E402
+from analysis.evaluate import correct_flags  # noqa: E402
 from analysis.methods import all_methods  # noqa: E402
 from analysis.operations import compute_scores, curve, mask_for, open_session  # noqa: E402
 from analysis.run_result import RunResult, normalise  # noqa: E402
@@ -43,10 +46,6 @@ def point(session, method: str, sparsity: float, unit: str = "head", scope: str 
     return curve(session, [method], [sparsity], unit, scope, {method: params} if params else None)[0]
 
 
-def point_of(session, method: str, sparsity: float, scope: str, params: dict) -> float:
-    return point(session, method, sparsity, "head", scope, params)["accuracy"]
-
-
 SEEDS = (0, 1, 2)  # the multi-seed comparisons' seeds
 
 
@@ -58,20 +57,19 @@ def per_seed(d) -> str:
     return " / ".join(signed(v) for v in d.per_seed)
 
 
-RUN_DEVICES: dict[str, int] = {}  # where the report's training runs ran (device -> runs)
+RUN_DEVICES: Counter = Counter()  # where the report's training runs ran (device -> runs)
 
 
 def runs_of(session, method: str, params: list[dict]) -> list[RunResult]:
     """One stored (or computed) training run per parameter set, in the one RunResult shape."""
     runs = [train_command(session, method, p) for p in params]
-    for run in runs:  # runs stored before the device was recorded all ran on CPU
-        RUN_DEVICES[run.get("device", "cpu")] = RUN_DEVICES.get(run.get("device", "cpu"), 0) + 1
+    RUN_DEVICES.update(run.get("device", "cpu") for run in runs)  # runs stored before the field: CPU
     return [normalise(run) for run in runs]
 
 
 def bits(run: RunResult, variant: str) -> list[bool]:
     """A variant's per-example correctness (the dev sentences, in order)."""
-    return [c == "1" for c in run.variants[variant]["correct"]]
+    return correct_flags(run.variants[variant]["correct"])
 
 
 def paired(a: list[RunResult], a_variant: str, b: list[RunResult], b_variant: str):
@@ -91,7 +89,7 @@ def one_shot_bits(session, method: str, sparsity: float, unit: str = "head", sco
                   params: dict | None = None) -> list[bool]:
     """Per-example correctness of the model pruned once by a method's (stored) scores, no training."""
     mask = mask_for(compute_scores(session, method, unit, params).scores, sparsity, scope)
-    return [c == "1" for c in session.evaluator.record(Masks.for_unit(unit, mask))["correct"]]
+    return correct_flags(session.evaluator.record(Masks.for_unit(unit, mask))["correct"])
 
 
 def against_random(session, method: str, sparsity: float, unit: str = "head", scope: str = "global"):
@@ -163,7 +161,7 @@ def smp_regime_section(session) -> list[str]:
     diffs = {other: paired(runs, "smp_pruner", runs, other) for other in ("random", "magnitude")}
     params = runs[0].params
     verdicts = [d.rule for d in diffs.values()]
-    result = ("PASS" if verdicts == ["PASS", "PASS"] else "FAIL" if "FAIL" in verdicts else WITHIN_NOISE)
+    result = joint_rule(diffs.values())
     start = runs[0].extras["start"]
     return [
         f"### SMP's own regime: the learned pruner against random and magnitude halves ({len(SEEDS)} seeds)",
@@ -191,10 +189,6 @@ def smp_regime_section(session) -> list[str]:
     ]
 
 
-# the ADMM run's variants as a reader compares them (the store keeps dict keys sorted)
-ADMM_ORDER = ("dense", "oneshot", "oneshot_finetuned", "admm_projected", "admm")
-
-
 def admm_section(session) -> list[str]:
     """ADMM 2:4 over :data:`SEEDS` against the equal-budget control (the one-shot projection +
     the same SR-STE steps on the same batches), and admm-quant (one seed) beside it."""
@@ -207,7 +201,7 @@ def admm_section(session) -> list[str]:
     comparisons = [("ADMM − (one-shot 2:4 + the same SR-STE steps): **the rule**", equal),
                    ("ADMM − one-shot 2:4 (no training)", untrained),
                    ("(one-shot 2:4 + SR-STE steps) − one-shot 2:4: training alone", training)]
-    variants = [v for v in ADMM_ORDER if v in first.variants and v != "dense"]
+    variants = [v for v in VARIANT_ORDER if v in first.variants and v != "dense"]
     quant = runs_of(session, "admm-quant", [{}])[0]
     return [
         f"## ADMM — 2:4 pattern pruning ({len(SEEDS)} seeds)",
@@ -238,7 +232,7 @@ def admm_section(session) -> list[str]:
         "",
         table(["model", "accuracy", "loss"],
               [[quant.label(v), pct(quant.variants[v]["accuracy"]), f"{quant.variants[v]['loss']:.3f}"]
-               for v in ADMM_ORDER if v in quant.variants]),
+               for v in VARIANT_ORDER if v in quant.variants]),
         "",
         f"Finding (one seed, so no verdict): ADMM's quantized model {pct(quant.variants['admm']['accuracy'])} "
         f"(loss {quant.variants['admm']['loss']:.3f}) against plain 4-bit rounding + the same SR-STE steps "
@@ -350,7 +344,7 @@ def main() -> int:
         rows.append([m, pct(p["accuracy"]), signed(p["accuracy"] - base.accuracy),
                      f"{p['loss'] - base.loss:+.3f}",
                      f"{interval(vs)}: {vs.verdict(m, 'random')}" if vs else "(seeds 0–2: "
-                     + ", ".join(pct(point_of(session, "random", 0.5, "layer", {"seed": s})) for s in SEEDS) + ")"])
+                     + ", ".join(pct(point(session, "random", 0.5, "head", "layer", {"seed": s})["accuracy"]) for s in SEEDS) + ")"])
     rows.sort(key=lambda r: -float(r[1].rstrip("%")))
     smp_row = next(r for r in rows if r[0] == "smp")
     pruner_row = next(r for r in rows if r[0] == "smp-pruner")
@@ -391,8 +385,7 @@ def main() -> int:
                      interval(vs["head"]) if vs else "—",
                      pct(f["accuracy"]), f"{f['loss'] - base.loss:+.3f}", removed, pct(f["compression"]),
                      interval(vs["ffn"]) if vs else "—"])
-    snip_result = ("PASS" if all(d.rule == "PASS" for d in snip_vs.values()) else
-                   "FAIL" if any(d.rule == "FAIL" for d in snip_vs.values()) else WITHIN_NOISE)
+    snip_result = joint_rule(snip_vs.values())
     snip_relative = compute_scores(session, "snip", "ffn", {"relative": True}).scores
     out += [
         "## SNIP — module norms as importance (spectral-normalized identity prior)",

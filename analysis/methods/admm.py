@@ -53,6 +53,9 @@ from analysis.patterns import (
 from analysis.run_result import shaped
 
 DEFAULT_PATTERNS = ((1, 4), (2, 4), (3, 4), (2, 8), (4, 8))
+# a run's variants in the order run_admm evaluates them (and a reader compares them); runs stored
+# without their recorded order come back with sorted keys
+VARIANT_ORDER = ("dense", "oneshot", "oneshot_finetuned", "admm_projected", "admm")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from analysis.methods.admm import VARIANT_ORDER
 from analysis.methods.base import Method
 from analysis.operations import Session
 from analysis.run_result import normalise
@@ -63,13 +64,10 @@ def admm_about(session: Session, method: Method, unit: str, params: dict, scores
     latest_runs(session, method, key)
 
 
-ADMM_ORDER = ("dense", "oneshot", "oneshot_finetuned", "admm_projected", "admm")  # the store sorts keys
-
-
 def admm_run(session: Session, run: dict, key: str) -> None:
     result = normalise(run)
     variants, extras = result.variants, result.extras
-    order = [k for k in ADMM_ORDER if k in variants] + [k for k in variants if k not in ADMM_ORDER]
+    order = [k for k in VARIANT_ORDER if k in variants] + [k for k in variants if k not in VARIANT_ORDER]
     table = [{"model": result.labels.get(name, name), **metrics_of(variants[name]),
               **{f"Δ {k}": v for k, v in (variants[name].get("delta") or {}).items()}}
              for name in order]

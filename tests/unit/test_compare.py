@@ -83,5 +83,9 @@ def test_paired_difference_by_hand():
     same = paired_difference([[1, 0, 1, 0]], [[0, 1, 0, 1]])
     assert same.mean == 0.0 and same.within_noise and same.verdict() == "within noise"
     assert same.rule == "within noise (neither pass nor fail)"
+    from analysis.compare import joint_rule
+
+    assert joint_rule([d, d]) == "PASS" and joint_rule([d, same]) == same.rule
+    assert joint_rule([d, worse]) == "FAIL" and joint_rule([same, worse]) == "FAIL"
     with pytest.raises(Exception, match="equal"):
         paired_difference([[1, 0]], [[1, 0, 1]])

@@ -78,7 +78,7 @@ def test_the_bench_judges_a_bert_base_sized_model_by_its_own_targets():
 
 
 def test_record_is_evaluate_with_each_examples_correctness(tiny_loaded, tiny_session):
-    from analysis.evaluate import Evaluator, correctness
+    from analysis.evaluate import Evaluator, correct_flags, correctness
     from analysis.gates import Masks
 
     ev = Evaluator(tiny_loaded, tiny_session.data, batch_size=8)
@@ -89,5 +89,7 @@ def test_record_is_evaluate_with_each_examples_correctness(tiny_loaded, tiny_ses
     by_hand = "".join("1" if int(np.argmax(row)) == label else "0"
                       for row, label in zip(out.logits, tiny_session.data.labels))
     assert record["correct"] == correctness(out) == by_hand
+    assert correct_flags(record["correct"]) == [int(np.argmax(row)) == label  # the inverse
+                                                for row, label in zip(out.logits, tiny_session.data.labels)]
     assert ev.compare(mask).correct == by_hand
     assert ev.record()["correct"] == correctness(ev.base_outputs)
