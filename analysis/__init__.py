@@ -1,6 +1,6 @@
-"""prunelens analysis layer: models, gates, data, evaluation, pruning, methods and the store.
+"""prunelens analysis layer (``prunelens.analysis``): models, gates, data, evaluation, pruning,
+methods and the store.
 
-Never imports streamlit; the dashboard and the CLI both call into this package.
+Never imports streamlit; the dashboard and the CLI both call into this package. The version is
+``prunelens.__version__``.
 """
-
-__version__ = "0.1.0"

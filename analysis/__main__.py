@@ -1,5 +1,5 @@
-"""``python -m analysis`` runs the prunelens command line."""
+"""``python -m prunelens.analysis`` runs the prunelens command line (as ``python -m prunelens``)."""
 
-from analysis.cli import main
+from prunelens.analysis.cli import main
 
 raise SystemExit(main())

@@ -1,10 +1,10 @@
 """``prunelens analyze``: everything the dashboard shows for a new model/data pair, as one job.
 
-The job is a sweep (:mod:`analysis.sweep`) whose spec is built here rather than read from TOML:
+The job is a sweep (:mod:`prunelens.analysis.sweep`) whose spec is built here rather than read from TOML:
 every method's scores of every unit it declares (default parameters), head curves at the Prune
 slider's grid (:data:`CURVE_SPARSITIES`, global and per-layer scope), attention/FFN blocks at
 :data:`BLOCK_SPARSITIES`, the Spectral page's own answers at its default positions
-(:data:`analysis.spectral_store.ANALYZED`; not when ``methods`` picks a subset), and, with
+(:data:`prunelens.analysis.spectral_store.ANALYZED`; not when ``methods`` picks a subset), and, with
 ``training=True``, one training run per training mode (plus :data:`EXTRA_TRAINING` with
 ``extra_training=True``, as precompute asks). ``prunelens precompute`` is this job with training, into a shippable
 folder: the default's shipped store is what it produces for the default.
@@ -12,8 +12,8 @@ folder: the default's shipped store is what it produces for the default.
 What the job adds to a sweep:
 
 - **An estimate before it starts** (:func:`estimate`): one forward pass of a fixed sample is
-  timed on this machine, and every task's declared work (:class:`~analysis.methods.base.Work`,
-  forward-pass equivalents, :meth:`~analysis.methods.base.Work.expected`: passes that run on the
+  timed on this machine, and every task's declared work (:class:`~prunelens.analysis.methods.base.Work`,
+  forward-pass equivalents, :meth:`~prunelens.analysis.methods.base.Work.expected`: passes that run on the
   fast path count their measured share) is turned into seconds with it; a mask evaluation counts
   :data:`MASK_EVAL_PASSES` of a pass over the data (the fast path's measured share).
 - **Cheap first**: score tasks run in order of estimated cost, each followed by its curve points,
@@ -38,15 +38,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analysis import spectral_store
-from analysis.cache import ResultStore, canonical
-from analysis.checkpoints import Cancelled
-from analysis.errors import PrunelensError
-from analysis.methods import all_methods, get_method
-from analysis.operations import Session
-from analysis.sweep.driver import Plan, Schedule, SweepReport, plan_sweep, run_sweep
-from analysis.sweep.spec import MethodGrid, SweepSpec, Target, TrainGrid
-from analysis.sweep.tasks import Task
+from prunelens.analysis import spectral_store
+from prunelens.analysis.cache import ResultStore, canonical
+from prunelens.analysis.checkpoints import Cancelled
+from prunelens.analysis.errors import PrunelensError
+from prunelens.analysis.methods import all_methods, get_method
+from prunelens.analysis.operations import Session
+from prunelens.analysis.sweep.driver import Plan, Schedule, SweepReport, plan_sweep, run_sweep
+from prunelens.analysis.sweep.spec import MethodGrid, SweepSpec, Target, TrainGrid
+from prunelens.analysis.sweep.tasks import Task
 
 # the Prune slider's grid (0 to 0.95 in steps of 0.05): on the default every slider position is stored
 CURVE_SPARSITIES = tuple(round(0.05 * i, 2) for i in range(20))
@@ -103,7 +103,7 @@ def analysis_spec(target: Target, methods: list[str] | None = None, training: bo
             grids.append(MethodGrid(name, (defaults,), (unit,), scopes, sparsities))
     trains = []
     if training:
-        from analysis.training import get_trainer, trainable_methods
+        from prunelens.analysis.training import get_trainer, trainable_methods
 
         for name in trainable_methods():
             if name in names:
@@ -159,7 +159,7 @@ def time_forward(session: Session) -> float:
 
 def estimate(plan: Plan, session: Session, example_seconds: float | None = None) -> Estimate:
     """Seconds per task still to do (see the module docstring)."""
-    from analysis.training import get_trainer
+    from prunelens.analysis.training import get_trainer
 
     per = example_seconds if example_seconds is not None else time_forward(session)
     n = session.evaluator.n
@@ -355,10 +355,10 @@ def run_analysis(session: Session, target: Target, methods: list[str] | None = N
     """Plan, estimate and run the analysis of ``session`` (opened for ``target``).
 
     ``on_progress(fraction, message)``: called as tasks land (the dashboard's job board passes
-    its own, whose :class:`~analysis.checkpoints.Cancelled` stops the job between tasks)."""
+    its own, whose :class:`~prunelens.analysis.checkpoints.Cancelled` stops the job between tasks)."""
     import torch
 
-    from analysis.sweep import worker
+    from prunelens.analysis.sweep import worker
 
     out = out or sys.stderr
     say = (lambda m: print(m, file=out)) if progress else (lambda m: None)

@@ -3,14 +3,14 @@
 The loaded model runs with sdpa attention, which returns no attention weights, and it must not be
 switched to eager (DESIGN: never mutate a shared model). So :func:`attention_from_inputs` captures
 the query and key projections of every layer with forward hooks on
-``layer.attention.self.query/key`` (through :func:`analysis.hooks.hooked`, removed on exit) and
+``layer.attention.self.query/key`` (through :func:`prunelens.analysis.hooks.hooked`, removed on exit) and
 computes ``softmax(Q Kᵀ · scaling + padding mask)`` per head itself — exactly what the eager
 implementation returns with ``output_attentions=True``.
 
-With a head mask the forward pass runs under :func:`analysis.gates.gated`, so the maps are those
+With a head mask the forward pass runs under :func:`prunelens.analysis.gates.gated`, so the maps are those
 of the *pruned* model (later layers see the effect of earlier pruning); the pruned heads are
 recorded so views can mark or hide them. With or without a mask, hooks and forward pass run under
-the model's lock (:func:`analysis.hooks.model_lock`, the one ``gated`` holds), so another thread's
+the model's lock (:func:`prunelens.analysis.hooks.model_lock`, the one ``gated`` holds), so another thread's
 gates never reach these maps and its forward passes never reach these hooks. Inputs are cut to
 what the model's position embeddings hold (:func:`token_limit`). Attention tensors are never
 stored in the result store.
@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.errors import DataError, ParamError
-from analysis.gates import gated
-from analysis.hooks import hooked
-from analysis.layout import encoder_layers
-from analysis.models import LoadedModel, usable_positions
+from prunelens.analysis.errors import DataError, ParamError
+from prunelens.analysis.gates import gated
+from prunelens.analysis.hooks import hooked
+from prunelens.analysis.layout import encoder_layers
+from prunelens.analysis.models import LoadedModel, usable_positions
 
 MAX_TOKENS = 128
 

@@ -7,7 +7,7 @@ One owner for three things several methods need:
   otherwise the session's own data (with a note that the evaluation is then optimistic);
 - :class:`StreamedBatches`: batches of drawn examples, tokenized one batch at a time as the loop
   reaches them (at most ``batch_size`` texts per tokenizer call), each batch a cooperative-cancel
-  point (:func:`analysis.checkpoints.checkpoint`);
+  point (:func:`prunelens.analysis.checkpoints.checkpoint`);
 - :func:`epoch_order`: which examples, in which order, ``count`` draws over a data set.
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.checkpoints import checkpoint
-from analysis.data import MAX_LENGTH, Batch, TextData, load_data, pad_batch
+from prunelens.analysis.checkpoints import checkpoint
+from prunelens.analysis.data import MAX_LENGTH, Batch, TextData, load_data, pad_batch
 
 
 def epoch_order(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -43,12 +43,12 @@ class StreamedBatches:
 
     ``order``: the example indices of ``data`` in the order they are drawn, ``batch_size`` per
     batch. Iterating tokenizes one batch at a time (at most ``batch_size`` texts per tokenizer
-    call) and passes a cooperative-cancel point (:func:`analysis.checkpoints.checkpoint`) at
+    call) and passes a cooperative-cancel point (:func:`prunelens.analysis.checkpoints.checkpoint`) at
     every batch; each pass yields the same batches. ``bucket`` > 1 (with ``rng``): every
     ``bucket`` consecutive batches' worth of examples are sorted by length into batches whose
     order is then shuffled by ``rng`` (batches stay random but carry little padding) — the same
     batches as tokenizing the bucket in one call and sorting it. Batches are padded to their own
-    longest row, like :func:`analysis.data.tokenize_batches`."""
+    longest row, like :func:`prunelens.analysis.data.tokenize_batches`."""
 
     def __init__(self, tokenizer, data: TextData, order, batch_size: int,
                  max_length: int = MAX_LENGTH, bucket: int = 1, rng: np.random.Generator | None = None):

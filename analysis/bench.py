@@ -20,11 +20,11 @@ Measured (JSON keys):
 - ``physical_vs_masked``: masked (hook) forward seconds / physically pruned forward seconds at 50%
   heads (``physical_vs_masked_neuron`` at 50% neurons); > 1 is a speed-up;
 - ``precision``: what pruned masks were evaluated with (``bf16`` = checked bf16, see
-  :mod:`analysis.precision`); ``path`` and ``why``: which path that is (``checked-bf16`` or
+  :mod:`prunelens.analysis.precision`); ``path`` and ``why``: which path that is (``checked-bf16`` or
   ``fp32``) and the reason (the CPU's native bf16, ``$ONEDNN_MAX_CPU_ISA``, the requested
   precision, the calibration), also the table's last line; ``cpu_bf16_flags`` and
   ``onednn_max_cpu_isa`` what that was read from; ``fp32_kernel`` the kernel of the fp32
-  products (``onednn`` or ``aten``, :func:`analysis.fastpath.fp32_kernel`);
+  products (``onednn`` or ``aten``, :func:`prunelens.analysis.fastpath.fp32_kernel`);
 - ``eval_fp32_p50_s``: the same slider moves on an exact fp32 evaluator;
   ``eval_fp32_aten_p50_s`` on one whose fp32 products are F.linear (interleaved move by move)
   and ``fp32_onednn_speedup`` the median of their per-move ratios; ``prediction_agreement``,
@@ -45,12 +45,12 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from analysis.cache import ResultStore
-from analysis.evaluate import Evaluator
-from analysis.fastpath import fp32_kernel
-from analysis.gates import Masks
-from analysis.precision import BF16_FLAGS, cpu_flags, isa_cap
-from analysis.pruning import physically_prune, select
+from prunelens.analysis.cache import ResultStore
+from prunelens.analysis.evaluate import Evaluator
+from prunelens.analysis.fastpath import fp32_kernel
+from prunelens.analysis.gates import Masks
+from prunelens.analysis.precision import BF16_FLAGS, cpu_flags, isa_cap
+from prunelens.analysis.pruning import physically_prune, select
 
 CURVE_METHODS = ("michel", "magnitude", "random", "ablation")
 CURVE_SPARSITIES = tuple(round(0.1 * i, 1) for i in range(10))
@@ -197,7 +197,7 @@ def format_table(out: dict) -> str:
 
 def _run(session, quick: bool, say, threads: int, store: ResultStore,
          skip_ablation: bool = False) -> dict:
-    from analysis.operations import Session, compute_scores
+    from prunelens.analysis.operations import Session, compute_scores
 
     loaded, data = session.loaded, session.data
     out: dict = {"model": loaded.describe(), "data": data.describe(), "threads": threads,
@@ -299,9 +299,9 @@ def _run(session, quick: bool, say, threads: int, store: ResultStore,
 _DASHBOARD_PROCESS = """
 import json, sys, tempfile
 import torch
-from analysis.bench import rss_mb
-from analysis.cache import ResultStore
-from analysis.operations import open_session, prune, prune_estimate
+from prunelens.analysis.bench import rss_mb
+from prunelens.analysis.cache import ResultStore
+from prunelens.analysis.operations import open_session, prune, prune_estimate
 model, data, limit, threads = json.loads(sys.argv[1])
 torch.set_num_threads(threads)
 with tempfile.TemporaryDirectory() as tmp:
@@ -334,7 +334,7 @@ def _dashboard_rss(specs: tuple[str, str, int | None], threads: int, tmp: str) -
 def _shipped_slider(session, steps: list[float]) -> dict:
     """The dashboard's path for the same slider moves: ``operations.prune`` answered from the
     shipped ``cached_results/`` (read-only here). Only where the shipped store covers every move."""
-    from analysis.operations import Session, curve_is_stored, prune
+    from prunelens.analysis.operations import Session, curve_is_stored, prune
 
     with tempfile.TemporaryDirectory() as tmp:
         shipped = Session(session.loaded, session.data, ResultStore(tmp, session.store.shipped_dir),
@@ -350,7 +350,7 @@ def _shipped_slider(session, steps: list[float]) -> dict:
 def _curve_bench(fresh, ev: Evaluator, quick: bool, skip_ablation: bool = False) -> dict:
     """Scores are in the (temporary) store already; curve points and masked outputs are not
     (``skip_ablation``: the curve leaves ablation out, whose scores were not computed)."""
-    from analysis.operations import compute_scores, curve
+    from prunelens.analysis.operations import compute_scores, curve
 
     sparsities = list(CURVE_SPARSITIES[::3] if quick else CURVE_SPARSITIES)
     methods = [m for m in CURVE_METHODS if not (skip_ablation and m == "ablation")]
@@ -369,7 +369,7 @@ def _exact_slider(session, ev: Evaluator, scores: np.ndarray, steps: list[float]
     """The slider moves on an fp32-only evaluator: its p50, and how far the default path's
     numbers are from the exact ones (predictions, mean loss, logits; against the reference
     forward at 30% and 50%)."""
-    from analysis import fastpath
+    from prunelens.analysis import fastpath
 
     exact = Evaluator(session.loaded, session.data, device=session.device, precision="fp32")
     _ = exact.base_outputs

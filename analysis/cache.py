@@ -12,7 +12,7 @@
   under this user's secret (``~/.config/prunelens/store-key``, made on first write, kept
   outside every store folder), shipped entries are
   listed with their SHA-256 in ``cached_results/MANIFEST.json``; the result must pass
-  :mod:`analysis.store_schema` for its kind. A planted, edited or malformed entry is warned
+  :mod:`prunelens.analysis.store_schema` for its kind. A planted, edited or malformed entry is warned
   about and recomputed; anything but a regular file (a FIFO, a device) or a file over
   ``MAX_ENTRY_BYTES`` is skipped unread; nesting too deep for the JSON parser is "corrupt".
 """
@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from analysis.store_schema import result_problem
+from prunelens.analysis.store_schema import result_problem
 
 FORMAT_VERSION = 1
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "cached_results"

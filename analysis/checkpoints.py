@@ -10,7 +10,7 @@ Evaluation code keeps its caches consistent under such an exception: it fills th
 whole pass has finished.
 
 Training runs pass a checkpoint at every step (each training batch is one, see
-:class:`analysis.batches.StreamedBatches`); a background job (``dashboard/jobs.py``) installs a
+:class:`prunelens.analysis.batches.StreamedBatches`); a background job (``dashboard/jobs.py``) installs a
 callback that raises :class:`Cancelled` once the run is cancelled or its session has ended, so
 the run stops before its next step and, since results are stored only when a run ends, leaves
 nothing in the store.

@@ -18,7 +18,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from analysis.errors import ParamError, PrunelensError, shown
+from prunelens.analysis.errors import ParamError, PrunelensError, shown
 
 
 class _Parser(argparse.ArgumentParser):
@@ -134,7 +134,7 @@ def _print_notes(session) -> None:
 
 
 def _session(args):
-    from analysis.operations import open_session
+    from prunelens.analysis.operations import open_session
 
     _check_output(getattr(args, "json", None))
     _check_output(getattr(args, "csv", None))
@@ -160,7 +160,7 @@ def cmd_dashboard(args) -> int:
     if not 0 < args.port < 65536:
         raise ParamError(f"--port must be in 1..65535, got {args.port}")
     roots = _data_roots(args.data_root)
-    cmd = [sys.executable, "-m", "dashboard.server", "run", str(app),
+    cmd = [sys.executable, "-P", "-m", "prunelens.dashboard.server", "run", str(app),
            "--server.address", host, "--server.port", str(args.port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--server.maxUploadSize", "50",
@@ -204,7 +204,7 @@ def _launch(cmd: list[str], env: dict[str, str] | None = None) -> int:
 
 
 def cmd_methods(args) -> int:
-    from analysis.methods import all_methods
+    from prunelens.analysis.methods import all_methods
 
     payload = [m.describe() for m in all_methods().values()]
     if args.json:
@@ -222,13 +222,13 @@ def cmd_methods(args) -> int:
 def _check_method_args(method_name: str, unit: str | None, raw_params: list[str] | None,
                        training: bool = False) -> None:
     """Method, unit and parameters checked before anything loads (one ``error:`` line)."""
-    from analysis.methods import get_method
-    from analysis.operations import default_unit
+    from prunelens.analysis.methods import get_method
+    from prunelens.analysis.operations import default_unit
 
     method = get_method(method_name)
     params = _parse_params(raw_params)
     if training:
-        from analysis.training import get_trainer
+        from prunelens.analysis.training import get_trainer
 
         get_trainer(method_name).validate(params)
         return
@@ -237,7 +237,7 @@ def _check_method_args(method_name: str, unit: str | None, raw_params: list[str]
 
 
 def cmd_score(args) -> int:
-    from analysis.operations import compute_scores
+    from prunelens.analysis.operations import compute_scores
 
     _check_method_args(args.method, args.unit, args.param)
     session = _session(args)
@@ -256,8 +256,8 @@ def cmd_score(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    from analysis.operations import prune
-    from analysis.pruning import check_selection
+    from prunelens.analysis.operations import prune
+    from prunelens.analysis.pruning import check_selection
 
     check_selection(args.sparsity, args.threshold)
     _check_method_args(args.method, args.unit, args.param)
@@ -288,10 +288,10 @@ def cmd_prune(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from analysis.export import check_onnx_available, check_out_dir, export
-    from analysis.methods import get_method
-    from analysis.operations import default_unit
-    from analysis.pruning import STRUCTURED_UNITS, check_sparsity
+    from prunelens.analysis.export import check_onnx_available, check_out_dir, export
+    from prunelens.analysis.methods import get_method
+    from prunelens.analysis.operations import default_unit
+    from prunelens.analysis.pruning import STRUCTURED_UNITS, check_sparsity
 
     check_sparsity(args.sparsity)  # everything is checked before the model loads
     check_out_dir(args.out)
@@ -329,9 +329,9 @@ def _flatten(x):
 
 
 def cmd_curve(args) -> int:
-    from analysis.methods import get_method
-    from analysis.operations import curve
-    from analysis.pruning import check_sparsity
+    from prunelens.analysis.methods import get_method
+    from prunelens.analysis.operations import curve
+    from prunelens.analysis.pruning import check_sparsity
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
@@ -362,7 +362,7 @@ def cmd_curve(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from analysis.finetune import Recipe, finetune
+    from prunelens.analysis.finetune import Recipe, finetune
 
     recipe = Recipe(epochs=args.epochs, seed=args.seed)
     out_dir = Path(args.out) if args.out else None
@@ -372,9 +372,9 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_precompute(args) -> int:
-    from analysis.analyze import check_methods
-    from analysis.precompute import precompute
-    from analysis.sweep.spec import Target
+    from prunelens.analysis.analyze import check_methods
+    from prunelens.analysis.precompute import precompute
+    from prunelens.analysis.sweep.spec import Target
 
     methods = check_methods([m for m in (args.methods or "").split(",") if m.strip()])
     session = _session(args)
@@ -386,10 +386,10 @@ def cmd_precompute(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from analysis.analyze import check_methods, format_seconds, run_analysis
-    from analysis.cache import ResultStore
-    from analysis.sweep import print_report
-    from analysis.sweep.spec import Target
+    from prunelens.analysis.analyze import check_methods, format_seconds, run_analysis
+    from prunelens.analysis.cache import ResultStore
+    from prunelens.analysis.sweep import print_report
+    from prunelens.analysis.sweep.spec import Target
 
     methods = check_methods([m for m in (args.methods or "").split(",") if m.strip()])
     session = _session(args)
@@ -411,7 +411,7 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from analysis.bench import run_bench
+    from prunelens.analysis.bench import run_bench
 
     session = _session(args)
     result = run_bench(session, quick=args.quick, specs=(args.model, args.data, args.limit),
@@ -421,8 +421,8 @@ def cmd_bench(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from analysis.cache import ResultStore
-    from analysis.sweep import SweepFailed, load_spec, print_report, run_sweep
+    from prunelens.analysis.cache import ResultStore
+    from prunelens.analysis.sweep import SweepFailed, load_spec, print_report, run_sweep
 
     _check_output(args.json)
     spec = load_spec(args.spec)
@@ -440,7 +440,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from analysis.training import train_command
+    from prunelens.analysis.training import train_command
 
     _check_method_args(args.method, None, args.param, training=True)
     session = _session(args)
@@ -585,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore", FutureWarning)
     try:
         with warnings.catch_warnings():
-            from analysis.cache import StoreWarning
+            from prunelens.analysis.cache import StoreWarning
 
             warnings.simplefilter("always", StoreWarning)
             warnings.showwarning = _show_warning

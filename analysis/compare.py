@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from analysis.errors import ParamError
-from analysis.methods import all_methods
-from analysis.methods.base import Progress, no_progress
-from analysis.pruning import select
+from prunelens.analysis.errors import ParamError
+from prunelens.analysis.methods import all_methods
+from prunelens.analysis.methods.base import Progress, no_progress
+from prunelens.analysis.pruning import select
 
 
 def normalized_ranks(scores) -> np.ndarray:
@@ -116,7 +116,7 @@ def unit_scores(session, unit: str, index: tuple[int, ...], compute_cheap: bool 
     Each row: method, title, score, rank (1 = most important), of (units), source
     (``store``, ``computed`` or ``missing`` for an expensive method not in the store).
     """
-    from analysis.operations import compute_scores, stored_scores
+    from prunelens.analysis.operations import compute_scores, stored_scores
 
     rows = []
     methods = [m for m in all_methods().values() if unit in m.units]

@@ -24,9 +24,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from analysis import hub
-from analysis.errors import DataError, expand_path, path_error
-from analysis.fingerprints import data_fingerprint
+from prunelens.analysis import hub
+from prunelens.analysis.errors import DataError, expand_path, path_error
+from prunelens.analysis.fingerprints import data_fingerprint
 
 DEFAULT_SEED = 1234
 DEFAULT_DEV_SIZE = 872
@@ -70,7 +70,7 @@ class TextData:
     @property
     def fingerprint(self) -> str:
         """Content hash of the parsed texts, pairs and labels (not of the name); see
-        :mod:`analysis.fingerprints`."""
+        :mod:`prunelens.analysis.fingerprints`."""
         if self._fingerprint is None:
             self._fingerprint = data_fingerprint(self.texts, self.text_pairs, self.labels)
         return self._fingerprint
@@ -239,7 +239,7 @@ def _from_frame(frame: pd.DataFrame, name: str, split: str, text_col: str = "tex
         else:
             labels = as_num
     values = labels.to_numpy(dtype=float)
-    from analysis.models import MAX_LABELS  # the bound a model's head may have
+    from prunelens.analysis.models import MAX_LABELS  # the bound a model's head may have
 
     with np.errstate(invalid="ignore"):
         bad = ~np.isfinite(values) | (values < 0) | (values != np.round(values)) | (values >= MAX_LABELS)

@@ -5,10 +5,10 @@ model under ``torch.inference_mode`` with gate masks applied, and compares a pru
 unpruned one *on the same examples* (paired standard errors of the deltas). The unpruned outputs
 are computed once per model + data and reused.
 
-Speed (see docs/PERFORMANCE.md): masked outputs come from :mod:`analysis.fastpath` when it agrees
+Speed (see docs/PERFORMANCE.md): masked outputs come from :mod:`prunelens.analysis.fastpath` when it agrees
 with the reference forward; :meth:`Evaluator.evaluate_many` shares layer prefixes between masks;
 :meth:`Evaluator.estimate` answers first on a fixed random subset with its error bar. Pruned masks
-use checked bf16 where the CPU has native bf16 (:mod:`analysis.precision`: predictions equal
+use checked bf16 where the CPU has native bf16 (:mod:`prunelens.analysis.precision`: predictions equal
 fp32's; ``PRUNELENS_PRECISION=fp32`` for exact fp32 everywhere), exact fp32 elsewhere;
 :attr:`Evaluator.masked_path` says which path ran and why.
 """
@@ -25,13 +25,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analysis.checkpoints import checkpoint
-from analysis.data import TextData, merge_batches, tokenize_batches
-from analysis.fastpath import FastEncoder, mask_rows, prefix_keys, unsupported_reason
-from analysis.gates import Masks, gated
-from analysis.models import LoadedModel
-from analysis.precision import KNOWN_GUARD, Calibration, calibrate, recheck, resolve
-from analysis.precision import masked_path as path_choice
+from prunelens.analysis.checkpoints import checkpoint
+from prunelens.analysis.data import TextData, merge_batches, tokenize_batches
+from prunelens.analysis.fastpath import FastEncoder, mask_rows, prefix_keys, unsupported_reason
+from prunelens.analysis.gates import Masks, gated
+from prunelens.analysis.models import LoadedModel
+from prunelens.analysis.precision import KNOWN_GUARD, Calibration, calibrate, recheck, resolve
+from prunelens.analysis.precision import masked_path as path_choice
 
 METRICS = ("accuracy", "loss", "margin")
 FAST_TOLERANCE = 1e-4  # max |logit difference| fast vs reference path on the probe batch
@@ -163,7 +163,7 @@ class Comparison:
 def correctness(out: Outputs) -> str:
     """Each example's correctness as "0"/"1" in data order: what a training run stores per model so
     that runs and seeds can be compared pairwise on the same examples
-    (:func:`analysis.compare.paired_difference`)."""
+    (:func:`prunelens.analysis.compare.paired_difference`)."""
     return "".join("1" if c else "0" for c in out.correct)
 
 
@@ -199,7 +199,7 @@ class Evaluator:
     ``max_length`` truncates long inputs (the count is in ``truncated``); batches are sorted by
     length so padding is minimal. The model is only read, never changed.
 
-    Masked outputs come from :mod:`analysis.fastpath` (pruned matmuls, [CLS]-only last layer,
+    Masked outputs come from :mod:`prunelens.analysis.fastpath` (pruned matmuls, [CLS]-only last layer,
     layer-prefix cache, an LRU of whole-mask outputs) when the model supports it and the fast
     path agrees with the reference forward on the first batch; otherwise, and for an explicit
     ``model=`` or masks that need gradients, the reference path (HF forward under hook gates)
@@ -208,7 +208,7 @@ class Evaluator:
 
     OUTPUTS_LRU = 48
     # the checked path's matmul dtype; ``benchmarks/precision.py --candidates`` also measures
-    # :data:`analysis.fastpath.INT8` here (it does not pay, docs/PERFORMANCE.md; not for the store)
+    # :data:`prunelens.analysis.fastpath.INT8` here (it does not pay, docs/PERFORMANCE.md; not for the store)
     low_dtype = torch.bfloat16
 
     def __init__(self, loaded: LoadedModel, data: TextData, batch_size: int = 64,
@@ -216,7 +216,7 @@ class Evaluator:
                  precision: str | None = None):
         loaded.check_data(data)
         self.precision = resolve(precision)
-        self._low = None  # the bf16 FastEncoder once calibrated (see analysis.precision)
+        self._low = None  # the bf16 FastEncoder once calibrated (see prunelens.analysis.precision)
         self._low_checked = False
         self._fast_batches: list | None = None
         self._setup_lock = threading.RLock()  # the fast-path check and the bf16 calibration
@@ -273,7 +273,7 @@ class Evaluator:
         return Outputs(logits, self.data.labels)
 
     def fast_encoder(self):
-        """The checked :class:`~analysis.fastpath.FastEncoder`, or None (reference path).
+        """The checked :class:`~prunelens.analysis.fastpath.FastEncoder`, or None (reference path).
 
         Checked once; a session asking while another one's check runs waits for its answer
         (it would otherwise see "no fast path" and take the slow reference path)."""
@@ -297,7 +297,7 @@ class Evaluator:
         return self._fast
 
     def low_encoder(self):
-        """The calibrated bf16 :class:`~analysis.fastpath.FastEncoder`, or None (fp32 only).
+        """The calibrated bf16 :class:`~prunelens.analysis.fastpath.FastEncoder`, or None (fp32 only).
 
         The first call runs the unpruned model in bf16 over the whole data set (the calibration,
         which also fills the bf16 layer cache with the unpruned layer inputs)."""
@@ -307,7 +307,7 @@ class Evaluator:
         return self._low
 
     def _calibrate_low(self) -> None:
-        from analysis.precision import native_bf16, no_native_bf16_reason
+        from prunelens.analysis.precision import native_bf16, no_native_bf16_reason
 
         reason = None
         on_gpu = str(self.device).startswith("cuda")
@@ -345,7 +345,7 @@ class Evaluator:
     def masked_path(self) -> tuple[str, str]:
         """(path, why) of pruned masks' evaluation: ``"checked-bf16"`` or ``"fp32"``, and the
         reason (the CPU's bf16 support, the requested precision, the calibration; see
-        :func:`analysis.precision.masked_path`)."""
+        :func:`prunelens.analysis.precision.masked_path`)."""
         self.low_encoder()
         return self._path or ("fp32", self.low_note or "fp32")
 
@@ -378,7 +378,7 @@ class Evaluator:
         subset's) and ``rest`` (those), with ``rest``'s rows (bool). Once a first estimate computed
         a mask's subset exactly, ``rest`` is not run in bf16 for that mask: its exact logits are
         used as they are, and the ``KNOWN_GUARD`` subset examples left in ``main`` measure the
-        mask's own error (:func:`analysis.precision.recheck`)."""
+        mask's own error (:func:`prunelens.analysis.precision.recheck`)."""
         with self._setup_lock:  # one split per evaluator: its layer caches are keyed by the lists
             if self._low_split is None:
                 rest = np.zeros(self.n, dtype=bool)
@@ -392,7 +392,7 @@ class Evaluator:
     def _batches_of(self, rows: np.ndarray, batches: list | None = None,
                     max_rows: int = FAST_BATCH_ROWS, max_stretch: float = FAST_BATCH_STRETCH) -> list:
         """The examples where ``rows`` is true, cut out of ``batches`` (default: the tokenized
-        ones) and joined (:func:`~analysis.data.merge_batches`); as :attr:`fast_batches` by default."""
+        ones) and joined (:func:`~prunelens.analysis.data.merge_batches`); as :attr:`fast_batches` by default."""
         parts = [batch.rows(torch.as_tensor(rows[batch.index.numpy()]))
                  for batch in (self.batches if batches is None else batches)]
         return merge_batches([part for part in parts if len(part.index)], max_rows, max_stretch)
@@ -446,7 +446,7 @@ class Evaluator:
     def _recheck(self, low_logits: np.ndarray, masks: Masks | None,
                  known: tuple[np.ndarray, np.ndarray] | None = None,
                  measured: np.ndarray | None = None) -> np.ndarray:
-        """Recompute the bf16 close calls in fp32 (see :mod:`analysis.precision`)."""
+        """Recompute the bf16 close calls in fp32 (see :mod:`prunelens.analysis.precision`)."""
 
         def exact_of(rows: np.ndarray) -> np.ndarray:
             subs = self._batches_of(rows, self.fast_batches, self.batch_size, float("inf"))

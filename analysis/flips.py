@@ -4,7 +4,7 @@
 example of the session's data and lists the ones that differ, with their text. The masked
 predictions are kept in the result store (keyed by the mask itself, like ``mask-eval``), so a
 mask whose metrics come from the store costs one forward pass once, not on every look.
-Predictions are the same under exact fp32 and checked bf16 (see :mod:`analysis.precision`), so
+Predictions are the same under exact fp32 and checked bf16 (see :mod:`prunelens.analysis.precision`), so
 one stored answer serves both.
 """
 
@@ -14,8 +14,8 @@ import re
 
 import numpy as np
 
-from analysis.cache import mask_params
-from analysis.gates import Masks
+from prunelens.analysis.cache import mask_params
+from prunelens.analysis.gates import Masks
 
 FLIPPED_CAP = 200  # rows listed in JSON / on the page; ``count`` is always the full number
 _GENERIC_LABEL = re.compile(r"^LABEL_\d+$")

@@ -6,10 +6,10 @@ transformers 5 accepts ``head_mask`` but ignores it, so prunelens gates units wi
 - an FFN neuron is its input to ``output.dense`` (forward pre-hook);
 - an attention block / FFN block is the output of ``attention.output.dense`` / ``output.dense``
   before the residual add (forward hook), so a removed block leaves the residual path and LayerNorm
-  (the points are :data:`analysis.layout.GATE_POINTS`).
+  (the points are :data:`prunelens.analysis.layout.GATE_POINTS`).
 
 :func:`gated` is the one context manager: it attaches the hooks through
-:func:`analysis.hooks.hooked` (under the model's lock) and removes every one of them on exit, also
+:func:`prunelens.analysis.hooks.hooked` (under the model's lock) and removes every one of them on exit, also
 when an exception is raised inside. Masks may be float tensors with ``requires_grad``,
 so gradients with respect to gate values flow (Michel et al. importance, relaxed gates).
 """
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.hooks import hooked
-from analysis.layout import GATE_POINTS, encoder_layers, gate_module
+from prunelens.analysis.hooks import hooked
+from prunelens.analysis.layout import GATE_POINTS, encoder_layers, gate_module
 
 
 @dataclass

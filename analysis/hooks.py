@@ -7,8 +7,8 @@ computes. So:
 - :func:`model_lock` is the one re-entrant lock per model object;
 - :func:`hooked` is the one way to put hooks on it — forward pre-hooks and forward hooks for the
   duration of a ``with`` block, taken under the lock and removed in ``finally`` (also on errors),
-  used by the gates (:func:`analysis.gates.gated`), spectral capture
-  (:func:`analysis.spectral.captured`) and attention maps (:mod:`analysis.attention`);
+  used by the gates (:func:`prunelens.analysis.gates.gated`), spectral capture
+  (:func:`prunelens.analysis.spectral.captured`) and attention maps (:mod:`prunelens.analysis.attention`);
 - :func:`private_copy` is the one way to take a copy to change (training, normalization,
   physical pruning): a deep copy taken under the lock, so no other thread's hooks come along.
 """

@@ -11,7 +11,7 @@ about an encoder layer (``BertLayer`` and the layouts that share it: RoBERTa, Mi
   **attention** / **FFN** block every weight and bias of its matrices (the LayerNorms stay);
 - :func:`per_unit`: the one reduction of per-weight scores (a tensor shaped like each weight) to
   per-unit scores, used by ``magnitude``, ``pins``/``platon``, ``admm``'s shares and the
-  parameter counts (:class:`analysis.models.Inventory` agrees with it, a test ties them);
+  parameter counts (:class:`prunelens.analysis.models.Inventory` agrees with it, a test ties them);
 - :data:`GATE_POINTS`: where a unit's gate multiplies — the input of the attention-output
   (heads) or output (neurons) dense layer, or the output of that layer (blocks).
 """
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.errors import ModelError
+from prunelens.analysis.errors import ModelError
 
 MATRICES = ("query", "key", "value", "attention_output", "intermediate", "output")
 ATTENTION_MATRICES = MATRICES[:4]

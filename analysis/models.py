@@ -4,8 +4,8 @@ Owns: resolving a model spec (``default``, a local ``save_pretrained`` folder, o
 the architecture check (BERT-layout encoders with a sequence-classification head), the weights
 fingerprint, access to the encoder layers, and the unit inventory with exact parameter counts.
 
-The loaded model is never mutated after loading: gates are hooks (``analysis.gates``) and
-physical pruning works on a copy (``analysis.pruning``).
+The loaded model is never mutated after loading: gates are hooks (``prunelens.analysis.gates``) and
+physical pruning works on a copy (``prunelens.analysis.pruning``).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from analysis import hub
-from analysis.errors import DataError, ModelError, expand_path, path_error, shown
-from analysis.fingerprints import model_fingerprint
-from analysis.layout import encoder_layers
-from analysis.pruned_folder import MANIFEST, load_pruned
+from prunelens.analysis import hub
+from prunelens.analysis.errors import DataError, ModelError, expand_path, path_error, shown
+from prunelens.analysis.fingerprints import model_fingerprint
+from prunelens.analysis.layout import encoder_layers
+from prunelens.analysis.pruned_folder import MANIFEST, load_pruned
 
 SUPPORTED_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
 CHECKPOINT_DIR = Path(__file__).parent / "default_checkpoint"
@@ -42,7 +42,7 @@ MAX_FFN = 32768
 MAX_VOCAB = 1_000_000
 MAX_POSITIONS = 16_384
 MAX_TOKEN_TYPES = 64
-MAX_LABELS = 100_000  # also the bound on a data file's label ids (analysis.data)
+MAX_LABELS = 100_000  # also the bound on a data file's label ids (prunelens.analysis.data)
 MAX_PARAMETERS = 1_500_000_000  # about 6 GB in fp32
 CONFIG_BOUNDS: dict[str, tuple[int, int]] = {
     "num_hidden_layers": (1, MAX_LAYERS),

@@ -13,15 +13,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.cache import Key, ResultStore, StoreWarning, mask_params
-from analysis.data import TextData, load_data
-from analysis.evaluate import Evaluator
-from analysis.gates import Masks
-from analysis.methods import get_method
-from analysis.methods.base import Context, Progress, no_progress
-from analysis.models import LoadedModel, load_model
-from analysis.store_schema import array_problem
-from analysis.pruning import (
+from prunelens.analysis.cache import Key, ResultStore, StoreWarning, mask_params
+from prunelens.analysis.data import TextData, load_data
+from prunelens.analysis.evaluate import Evaluator
+from prunelens.analysis.gates import Masks
+from prunelens.analysis.methods import get_method
+from prunelens.analysis.methods.base import Context, Progress, no_progress
+from prunelens.analysis.models import LoadedModel, load_model
+from prunelens.analysis.store_schema import array_problem
+from prunelens.analysis.pruning import (
     check_selection,
     check_sparsity,
     compression,
@@ -184,7 +184,7 @@ def prune(session: Session, method_name: str, sparsity: float | None = None, uni
           progress: Progress = no_progress, flips: bool = True) -> dict:
     """Prune by a method's scores and evaluate against the unpruned model (DESIGN's JSON).
 
-    ``flipped`` lists the examples whose prediction changes (:mod:`analysis.flips`, the first
+    ``flipped`` lists the examples whose prediction changes (:mod:`prunelens.analysis.flips`, the first
     ``FLIPPED_CAP``), ``flipped_count`` counts all of them."""
     check_selection(sparsity, threshold)
     method = get_method(method_name)
@@ -214,7 +214,7 @@ def prune(session: Session, method_name: str, sparsity: float | None = None, uni
         "masked_seconds": round(masked_seconds, 4),
     }
     if flips:
-        from analysis.flips import flipped
+        from prunelens.analysis.flips import flipped
 
         flip = flipped(session, result.unit, mask)
         out["flipped"], out["flipped_count"] = flip["rows"], flip["count"]
@@ -244,7 +244,7 @@ def physical_timing(session: Session, masks: Masks) -> dict:
 
 
 def _result_of(outputs, session: Session) -> dict:
-    from analysis.evaluate import EvalResult
+    from prunelens.analysis.evaluate import EvalResult
 
     return EvalResult.from_outputs(outputs, session.data.metric).as_dict()
 
@@ -326,7 +326,7 @@ def prune_estimate(session: Session, method_name: str, sparsity: float | None = 
                    size: int | None = None) -> dict | None:
     """A quick answer of :func:`prune`: the same mask on a fixed random subset of ``size``
     examples (default: the first estimate's; the anytime stages are
-    :attr:`~analysis.evaluate.Evaluator.estimate_sizes`), with paired standard errors. None when
+    :attr:`~prunelens.analysis.evaluate.Evaluator.estimate_sizes`), with paired standard errors. None when
     the data has no more examples than that subset (the full answer is then the quick one) or
     when the full answer for this mask is already in the store."""
     size = session.evaluator.estimate_size if size is None else int(size)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from analysis.errors import ParamError
+from prunelens.analysis.errors import ParamError
 
 
 def check_nm(n: int, m: int, in_features: int | None = None, what: str = "the weight") -> None:

@@ -27,7 +27,7 @@ about 2.3x the fp32 matmul throughput, and oneDNN is not capped below them by
 low-precision candidates were measured and neither pays (docs/PERFORMANCE.md, "CPUs without
 native bf16"; ``benchmarks/precision.py --candidates`` re-measures them): oneDNN's emulated bf16
 is several times *slower* than fp32, and dynamic int8 (per-channel weights, per-row activations,
-``analysis.fastpath.INT8``) is too inexact for this rule — its calibration error is ~8x bf16's,
+``prunelens.analysis.fastpath.INT8``) is too inexact for this rule — its calibration error is ~8x bf16's,
 so a quarter to two thirds of the examples would be recomputed in fp32. :func:`masked_path`
 names the path ``auto`` takes and why. The unpruned model is always evaluated in fp32: every
 delta is measured against exact numbers.

@@ -1,20 +1,20 @@
-"""``prunelens precompute``: :mod:`analysis.analyze`'s job with every training mode, optionally into
+"""``prunelens precompute``: :mod:`prunelens.analysis.analyze`'s job with every training mode, optionally into
 a shippable folder (its entries listed and hashed in a manifest).
 
 For the embedded default this is what ships in ``cached_results/``: every method's scores for
 every unit it declares (default parameters), the Prune slider's head curves (global and per-layer
 scope) for all methods, attention/FFN blocks at 0 and 50%, and one training run per training
-method with its default budget (plus :data:`analysis.analyze.EXTRA_TRAINING`).
+method with its default budget (plus :data:`prunelens.analysis.analyze.EXTRA_TRAINING`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.analyze import run_analysis
-from analysis.cache import ResultStore, write_manifest
-from analysis.operations import Session
-from analysis.sweep.spec import Target
+from prunelens.analysis.analyze import run_analysis
+from prunelens.analysis.cache import ResultStore, write_manifest
+from prunelens.analysis.operations import Session
+from prunelens.analysis.sweep.spec import Target
 
 
 def precompute(session: Session, target: Target, out_dir: Path | None = None,

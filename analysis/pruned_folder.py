@@ -1,5 +1,5 @@
 """The folder format of a physically pruned model (what ``prunelens export`` writes and
-:func:`analysis.models.load_model` reads back): the unpruned model's ``config.json``, the sliced
+:func:`prunelens.analysis.models.load_model` reads back): the unpruned model's ``config.json``, the sliced
 weights in ``model.safetensors``, the tokenizer, and ``prunelens_pruned.json``, the per-layer
 structure (heads and FFN neurons kept) that a ``BertConfig`` cannot express.
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from analysis.errors import ModelError
-from analysis.layout import NoHeads, encoder_layers
+from prunelens.analysis.errors import ModelError
+from prunelens.analysis.layout import NoHeads, encoder_layers
 
 MANIFEST = "prunelens_pruned.json"
 WEIGHTS = "model.safetensors"
@@ -86,7 +86,7 @@ def rebuild(model: nn.Module, manifest: dict) -> nn.Module:
 
 
 def load_pruned(path: Path, config):
-    """Model and tokenizer of an export folder (called by :func:`analysis.models.load_model`)."""
+    """Model and tokenizer of an export folder (called by :func:`prunelens.analysis.models.load_model`)."""
     from safetensors.torch import load_file
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

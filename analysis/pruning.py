@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.errors import ParamError
-from analysis.gates import Masks
-from analysis.hooks import private_copy
-from analysis.layout import NoHeads, encoder_layers, keep_owned
-from analysis.models import Inventory
+from prunelens.analysis.errors import ParamError
+from prunelens.analysis.gates import Masks
+from prunelens.analysis.hooks import private_copy
+from prunelens.analysis.layout import NoHeads, encoder_layers, keep_owned
+from prunelens.analysis.models import Inventory
 
 SCOPES = ("global", "layer")
 STRUCTURED_UNITS = ("head", "attention", "ffn", "neuron")

@@ -3,7 +3,7 @@
 A training run compares *variants* of the model (dense, one-shot baseline, the trained one, a
 control...) after its *histories* (per-step losses), and may give unit *scores*. Every trainer
 returns this shape, ``{"variants", "labels", "histories", "scores", "extras", "notes"}``
-(:data:`SHAPE_KEYS`; :func:`analysis.training.train_command` adds ``method``, ``params`` and the
+(:data:`SHAPE_KEYS`; :func:`prunelens.analysis.training.train_command` adds ``method``, ``params`` and the
 bookkeeping), and every dashboard view reads a run through :func:`normalise` into a
 :class:`RunResult`, so there is one generic view that any trainer gets for free.
 
@@ -57,7 +57,7 @@ class RunResult:
 
     def as_json(self) -> dict:
         """The stored shape (:data:`SHAPE_KEYS`): what a trainer returns; ``method`` and
-        ``params`` are the run's, added by :func:`analysis.training.train_command`."""
+        ``params`` are the run's, added by :func:`prunelens.analysis.training.train_command`."""
         return {"variants": self.variants, "labels": self.labels, "histories": self.histories,
                 "scores": self.scores, "extras": {**self.extras, ORDER_KEY: list(self.variants)},
                 "notes": self.notes}

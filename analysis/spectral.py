@@ -15,7 +15,7 @@ prior) and the dashboard's Spectral page:
   (``output.dense`` output before the residual add), with and without normalization.
 
 Everything returns plain numbers, numpy arrays, pandas tables or dataclasses; no plotting.
-Every hook attached here goes through :func:`analysis.hooks.hooked` (under the model's lock) and
+Every hook attached here goes through :func:`prunelens.analysis.hooks.hooked` (under the model's lock) and
 is removed before the function returns, also on errors.
 """
 
@@ -29,11 +29,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from analysis.errors import ParamError
-from analysis.hooks import hooked, private_copy
-from analysis.layout import MATRICES, encoder_layers, layer_matrices  # noqa: F401 (MATRICES: re-exported, documented here)
-from analysis.models import LoadedModel
-from analysis.store_schema import ACTIVATION_QUANTITIES
+from prunelens.analysis.errors import ParamError
+from prunelens.analysis.hooks import hooked, private_copy
+from prunelens.analysis.layout import MATRICES, encoder_layers, layer_matrices  # noqa: F401 (MATRICES: re-exported, documented here)
+from prunelens.analysis.models import LoadedModel
+from prunelens.analysis.store_schema import ACTIVATION_QUANTITIES
 
 def _as_module(model) -> nn.Module:
     return model.model if isinstance(model, LoadedModel) else model
@@ -193,7 +193,7 @@ class LayerCapture:
 @contextmanager
 def captured(model: nn.Module, detach: bool = True):
     """Hooks that fill one :class:`LayerCapture` per layer on each forward pass inside the block
-    (yields that list), through :func:`analysis.hooks.hooked`: under the model's lock, removed on
+    (yields that list), through :func:`prunelens.analysis.hooks.hooked`: under the model's lock, removed on
     exit. ``detach=False`` keeps the autograd graph."""
     keep = (lambda t: t.detach()) if detach else (lambda t: t)
 
@@ -349,7 +349,7 @@ def activation_statistics(loaded: LoadedModel, data=None, *, batches=None, c: fl
     ``gelu_values_per_batch`` per batch and layer, seeded); norms use every token.
     ``samples`` in each histogram hold at most ``max_samples`` values.
     """
-    from analysis.data import tokenize_batches
+    from prunelens.analysis.data import tokenize_batches
 
     c = check_cap(c)
     if bins < 1:

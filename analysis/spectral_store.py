@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.cache import Key
-from analysis.operations import Session
-from analysis.spectral import (
+from prunelens.analysis.cache import Key
+from prunelens.analysis.operations import Session
+from prunelens.analysis.spectral import (
     ActivationStatistics,
     Histogram,
     LayerActivations,
@@ -81,12 +81,12 @@ def compute(session: Session, part: str, params: dict, use_store: bool = True):
 
 
 def sigmas(session: Session) -> list[dict]:
-    """σ_max of every dense matrix (:func:`analysis.spectral.spectral_norms`) as records."""
+    """σ_max of every dense matrix (:func:`prunelens.analysis.spectral.spectral_norms`) as records."""
     return compute(session, "sigmas", {})["rows"]
 
 
 def activations(session: Session, cap: float | None, limit: int) -> ActivationStatistics:
-    """:func:`analysis.spectral.activation_statistics` of the first ``limit`` examples."""
+    """:func:`prunelens.analysis.spectral.activation_statistics` of the first ``limit`` examples."""
     return activations_from_dict(compute(session, "activations", {"cap": cap, "limit": limit}))
 
 

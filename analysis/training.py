@@ -1,36 +1,36 @@
 """Training runs (``prunelens train --method admm|pins|snip``): dispatch, parameters, store.
 
 A method module with a training mode sets ``trainer=Trainer(...)`` on its Method
-(:class:`analysis.methods.base.Trainer`, beside ``Method``; the batches it trains on come from
-:mod:`analysis.batches`, so no method imports this module). A trainer
-declares its own parameters (same :class:`~analysis.methods.base.Param` contract) and a ``run``
+(:class:`prunelens.analysis.methods.base.Trainer`, beside ``Method``; the batches it trains on come from
+:mod:`prunelens.analysis.batches`, so no method imports this module). A trainer
+declares its own parameters (same :class:`~prunelens.analysis.methods.base.Param` contract) and a ``run``
 function ``(session, params, progress) -> dict`` returning a JSON-able result in the one
-:class:`~analysis.run_result.RunResult` shape, ``{"variants": {name: {"accuracy", "loss", ...}},
+:class:`~prunelens.analysis.run_result.RunResult` shape, ``{"variants": {name: {"accuracy", "loss", ...}},
 "labels": {name: text}, "histories": {name: [{"step", "loss", ...}]}, "scores": {unit: [...]},
-"extras": {...}, "notes": [...]}`` (:data:`~analysis.run_result.SHAPE_KEYS`; every trainer returns
+"extras": {...}, "notes": [...]}`` (:data:`~prunelens.analysis.run_result.SHAPE_KEYS`; every trainer returns
 it, and the dashboard's generic run view shows it); :func:`train_command` adds ``method``,
 ``params`` and the bookkeeping. Runs stored by the earlier trainers (0.1's own shapes) are read through
-:func:`analysis.run_result.normalise`, which every view uses.
+:func:`prunelens.analysis.run_result.normalise`, which every view uses.
 
 Runs are keyed in the store by model + data fingerprints, the method and *all* its training
 parameters (defaults filled in). The result is written once, atomically, when the run ends, so
 an interrupted (or cancelled) run never leaves a half-written result.
 
 Bounded work: a trainer declares what a setting costs (``cost`` -> :class:`Work`); ``validate``
-refuses a run over :data:`~analysis.methods.base.MAX_TRAIN_WORK` forward-pass equivalents or a
-gradient batch over :data:`~analysis.methods.base.MAX_BATCH_TOKENS` tokens before anything runs.
-Training batches are :class:`~analysis.batches.StreamedBatches`: tokenized one batch at a time as the loop reaches
+refuses a run over :data:`~prunelens.analysis.methods.base.MAX_TRAIN_WORK` forward-pass equivalents or a
+gradient batch over :data:`~prunelens.analysis.methods.base.MAX_BATCH_TOKENS` tokens before anything runs.
+Training batches are :class:`~prunelens.analysis.batches.StreamedBatches`: tokenized one batch at a time as the loop reaches
 them (never the whole run up front), each batch a cooperative-cancel point
-(:func:`analysis.checkpoints.checkpoint`).
+(:func:`prunelens.analysis.checkpoints.checkpoint`).
 """
 
 from __future__ import annotations
 
 import time
 
-from analysis.errors import ParamError
-from analysis.methods import all_methods, get_method
-from analysis.methods.base import Progress, Trainer, no_progress
+from prunelens.analysis.errors import ParamError
+from prunelens.analysis.methods import all_methods, get_method
+from prunelens.analysis.methods.base import Progress, Trainer, no_progress
 
 
 def trainable_methods() -> dict[str, Trainer]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analysis.bench import format_table, run_bench
+from prunelens.analysis.bench import format_table, run_bench
 from benchmarks.common import open_from, session_parser
 
 

@@ -29,8 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis import data as data_mod  # noqa: E402
-from analysis.models import load_default  # noqa: E402
+from prunelens.analysis import data as data_mod  # noqa: E402
+from prunelens.analysis.models import load_default  # noqa: E402
 
 
 def _hidden(out):

@@ -9,7 +9,7 @@ import argparse
 
 import torch
 
-from analysis.operations import Session, open_session
+from prunelens.analysis.operations import Session, open_session
 
 
 def session_parser(doc: str, limit: int | None = None, threads: int = 2) -> argparse.ArgumentParser:

@@ -17,11 +17,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analysis.fastpath import mask_rows, prefix_keys
-from analysis.evaluate import Evaluator
-from analysis.gates import Masks
-from analysis.operations import compute_scores
-from analysis.pruning import select
+from prunelens.analysis.fastpath import mask_rows, prefix_keys
+from prunelens.analysis.evaluate import Evaluator
+from prunelens.analysis.gates import Masks
+from prunelens.analysis.operations import compute_scores
+from prunelens.analysis.pruning import select
 from benchmarks.common import open_from, session_parser
 
 

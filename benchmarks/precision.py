@@ -10,8 +10,8 @@ recomputed in fp32, prediction agreement, and the differences of mean loss and l
 
 ``--candidates`` measures what a CPU without native bf16 could use instead of fp32 (run it with
 ``ONEDNN_MAX_CPU_ISA`` capped below bf16 to simulate one): exact fp32, oneDNN's bf16 (emulated
-there) and dynamic int8 (:data:`analysis.fastpath.INT8`), both under the checked-prediction rule
-of :mod:`analysis.precision` (int8 is forced through its calibration refusal to show what it
+there) and dynamic int8 (:data:`prunelens.analysis.fastpath.INT8`), both under the checked-prediction rule
+of :mod:`prunelens.analysis.precision` (int8 is forced through its calibration refusal to show what it
 would cost). Per path: calibration error, wall and process-CPU seconds of each mask, the ratio to
 fp32 in the same round, examples recomputed in fp32, agreement; ``--repeats`` rounds, each with
 fresh caches. See analysis/precision.py and docs/PERFORMANCE.md.
@@ -27,11 +27,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analysis import precision
-from analysis.evaluate import Evaluator
-from analysis.fastpath import INT8
-from analysis.gates import Masks
-from analysis.pruning import select
+from prunelens.analysis import precision
+from prunelens.analysis.evaluate import Evaluator
+from prunelens.analysis.fastpath import INT8
+from prunelens.analysis.gates import Masks
+from prunelens.analysis.pruning import select
 from benchmarks.common import open_from, session_parser
 
 

@@ -45,7 +45,7 @@ def main() -> int:
             store = Path(tmp) / f"store{i}"
             summary = Path(tmp) / f"summary{i}.json"
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "analysis.cli", "sweep", args.spec, "--store", str(store),
+            subprocess.run([sys.executable, "-m", "prunelens.analysis.cli", "sweep", args.spec, "--store", str(store),
                             "--quiet", "--json", str(summary), *extra], cwd=ROOT, check=True,
                            stdout=subprocess.DEVNULL)
             seconds = time.perf_counter() - start

@@ -1,10 +1,10 @@
 """The "Analyse this model" panel of the Model & data page: one background job that fills the
-store for the loaded model/data pair (:mod:`analysis.analyze`), so every page then answers at once.
+store for the loaded model/data pair (:mod:`prunelens.analysis.analyze`), so every page then answers at once.
 
 The panel shows, in order of what is true: a job of this pair running in this server (progress,
 time left, Cancel), one running in another process or server (its status file's progress), or
 the plan (how many entries are stored, how many to compute, the time estimate) with a Start
-button. The job runs on the server's :data:`dashboard.jobs.BOARD` (the per-server cap applies) and
+button. The job runs on the server's :data:`prunelens.dashboard.jobs.BOARD` (the per-server cap applies) and
 keeps running when its browser tab closes or reloads: it is bounded by the one-job-per-pair lock,
 and what it computes is written to the store as each entry lands.
 """
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.analyze import estimate, format_seconds, pair_id, plan_analysis, read_status, run_analysis
-from analysis.operations import Session
-from analysis.sweep.spec import Target
-from dashboard import escape, jobs, loading, run_control
+from prunelens.analysis.analyze import estimate, format_seconds, pair_id, plan_analysis, read_status, run_analysis
+from prunelens.analysis.operations import Session
+from prunelens.analysis.sweep.spec import Target
+from prunelens.dashboard import escape, jobs, loading, run_control
 
 PLAN_KEY = "analyze.planned"  # (pair id, summary) of the last estimate shown
 JOB_METHOD = "analyze"

@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` from a source checkout
     sys.path.insert(0, str(ROOT))
 
-from analysis.data import GLUE_TASKS  # noqa: E402
-from analysis.errors import PrunelensError  # noqa: E402
-from dashboard import demo, escape, jobs, loading, url_state  # noqa: E402
+from prunelens.analysis.data import GLUE_TASKS  # noqa: E402
+from prunelens.analysis.errors import PrunelensError  # noqa: E402
+from prunelens.dashboard import demo, escape, jobs, loading, url_state  # noqa: E402
 
 MAX_LIMIT = 10_000_000  # evaluation examples a link may ask for (a widget limit, not a work bound)
 

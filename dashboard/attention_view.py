@@ -7,7 +7,7 @@ then named AMD modules ``d3`` and ``jquery`` that hand the globals to bertviz's 
 call). Pruned heads are marked with a grey veil and a red cross (model view: on the head's
 thumbnail; head view: on the head's colour box), and can be hidden (their weights drawn as 0).
 
-Pure string building; the attention numbers come from :mod:`analysis.attention`.
+Pure string building; the attention numbers come from :mod:`prunelens.analysis.attention`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analysis.attention import AttentionMaps
-from dashboard import escape
+from prunelens.analysis.attention import AttentionMaps
+from prunelens.dashboard import escape
 
 ASSETS = Path(__file__).parent / "assets"
 VIEWS = ("head", "model")

@@ -1,9 +1,9 @@
 """Widgets: controls generated from a method's declared parameters, method pickers, downloads.
 
-:func:`widget_spec` maps a :class:`~analysis.methods.base.Param` to a Streamlit widget and its
+:func:`widget_spec` maps a :class:`~prunelens.analysis.methods.base.Param` to a Streamlit widget and its
 arguments (pure, testable); :func:`param_controls` draws them, restores them from the URL and
 returns values checked by ``Param.parse``. Page code never names a method: pickers list
-:func:`analysis.methods.all_methods`.
+:func:`prunelens.analysis.methods.all_methods`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from analysis.errors import ParamError
-from analysis.methods import all_methods
-from analysis.methods.base import EXPENSIVE_WORK, Method, Param
-from dashboard import demo, escape, figures, results, run_control, url_state
+from prunelens.analysis.errors import ParamError
+from prunelens.analysis.methods import all_methods
+from prunelens.analysis.methods.base import EXPENSIVE_WORK, Method, Param
+from prunelens.dashboard import demo, escape, figures, results, run_control, url_state
 
 SLIDER_MAX_STEPS = 1000
 STRUCTURED_UNITS = ("head", "attention", "ffn", "neuron")
@@ -295,7 +295,7 @@ def obtain_scores(session, method: Method, unit: str, params: dict, key: str) ->
     """Scores of ``method``: cheap settings computed at once; expensive ones (derived from the
     work they imply, :func:`needs_click`) read from the store, else computed on a button press
     with a progress bar. None while nothing is available."""
-    from analysis.operations import compute_scores
+    from prunelens.analysis.operations import compute_scores
 
     reason = method.is_compatible(session.loaded, session.data)
     if reason:  # say why, instead of computing something meaningless or failing mid-way

@@ -20,9 +20,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from analysis.data import TextData
-from analysis.data import load_data as _load_data
-from analysis.errors import DataError, ModelError, PrunelensError
+from prunelens.analysis.data import TextData
+from prunelens.analysis.data import load_data as _load_data
+from prunelens.analysis.errors import DataError, ModelError, PrunelensError
 
 ENV = "PRUNELENS_DATA_ROOTS"
 BUILT_IN_DATA = ("default", "rt", "rotten_tomatoes")
@@ -50,7 +50,7 @@ def confine(spec: str, what: str, error: type[PrunelensError] = DataError) -> st
 
 
 def is_model_path(spec: str) -> bool:
-    """Whether ``analysis.models.load_model`` takes ``spec`` for a folder (not a hub id)."""
+    """Whether ``prunelens.analysis.models.load_model`` takes ``spec`` for a folder (not a hub id)."""
     if spec.startswith((".", "/", "~", "\\")) or spec.count("/") > 1:
         return True
     try:
@@ -68,7 +68,7 @@ def model_spec(spec: str) -> str:
 
 
 def load_data(spec: str, limit: int | None = None) -> TextData:
-    """``analysis.data.load_data`` (dev split) for the dashboard: files confined to the data
+    """``prunelens.analysis.data.load_data`` (dev split) for the dashboard: files confined to the data
     roots, and no file content in an error message."""
     if spec in BUILT_IN_DATA or spec.startswith("glue:"):
         return _load_data(spec, split="dev", limit=limit)

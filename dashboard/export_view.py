@@ -1,7 +1,7 @@
 """Prune page parts: the predictions that flip under the mask, and the export of the pruned model.
 
-Streamlit only; the numbers come from :mod:`analysis.flips` (in the prune result) and
-:func:`analysis.export.export`.
+Streamlit only; the numbers come from :mod:`prunelens.analysis.flips` (in the prune result) and
+:func:`prunelens.analysis.export.export`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from dashboard import results, run_control
+from prunelens.dashboard import results, run_control
 
 EXPORT_STATE = "prune.export.result"  # (settings key, report, zip bytes) of the last export
 
@@ -22,7 +22,7 @@ def flipped_table(session, result: dict) -> None:
 
     Free when the numbers were computed now (the masked outputs are in the evaluator's cache);
     when they came from the store it costs one pass over the data, so it waits to be asked."""
-    from analysis.flips import flipped
+    from prunelens.analysis.flips import flipped
 
     with st.expander("Predictions that flip"):
         if result.get("from_store") and not st.toggle(
@@ -49,7 +49,7 @@ def flipped_table(session, result: dict) -> None:
 def export_button(session, method: str, unit: str, params: dict, sparsity: float | None,
                   threshold: float | None, scope: str, keep_one: bool) -> None:
     """Build the physically pruned model (+ ONNX) into a temp folder and offer it as a zip."""
-    from analysis.export import export, onnx_available, zip_folder
+    from prunelens.analysis.export import export, onnx_available, zip_folder
 
     key = (results.session_id(session), method, unit, results.canonical_params(params), sparsity,
            threshold, scope, keep_one)

@@ -3,7 +3,7 @@
 The layer × head heatmap carries a transparent scatter overlay with one marker per head whose
 ``customdata`` is ``[layer, head]``: Streamlit returns no selection for clicks on a heatmap,
 but it does for scatter points, so clicking a cell selects its head (see :func:`clicked_unit`).
-Category labels go through :func:`dashboard.escape.plotly` (plotly draws ``<b>``, ``<a>`` in
+Category labels go through :func:`prunelens.dashboard.escape.plotly` (plotly draws ``<b>``, ``<a>`` in
 them as markup).
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboard import escape
+from prunelens.dashboard import escape
 
 METRIC_LABELS = {"accuracy": "accuracy", "loss": "loss (cross-entropy)", "margin": "margin"}
 # panel titles sit side by side in half a page at 1024 px: one word each

@@ -1,13 +1,13 @@
 """Background training runs: a thread per run, so a run continues when the user changes page.
 
 :data:`BOARD` lives for the whole server process; any page reads a job's progress from it.
-Threads call only ``analysis.training.train_command`` (never Streamlit); the result goes to the
+Threads call only ``prunelens.analysis.training.train_command`` (never Streamlit); the result goes to the
 store as usual, so finished runs also appear through ``finished_runs``.
 
 Bounded work: at most :func:`max_jobs` runs at a time per server (``PRUNELENS_MAX_JOBS``,
 default 2); one more is refused with :class:`JobLimitError`. A run is cancelled cooperatively:
 :meth:`Job.cancel` (the page's Cancel button), or its session ending (``alive`` returns False),
-stops it at its next step (:mod:`analysis.checkpoints`), and nothing is stored.
+stops it at its next step (:mod:`prunelens.analysis.checkpoints`), and nothing is stored.
 
 Privacy: a job belongs to the browser session that started it (:func:`session_owner`), and
 inside a script run :meth:`JobBoard.jobs` lists only that session's jobs (and those started
@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from analysis.checkpoints import Cancelled, checkpoints
-from analysis.errors import PrunelensError
+from prunelens.analysis.checkpoints import Cancelled, checkpoints
+from prunelens.analysis.errors import PrunelensError
 
 RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
 MAX_JOBS_ENV = "PRUNELENS_MAX_JOBS"
@@ -118,7 +118,7 @@ class JobBoard:
         :class:`JobLimitError` when :func:`max_jobs` runs are already running. ``alive``: called
         about once a second while the run works; False (its session ended) cancels the run."""
         if run is None:
-            from analysis.training import train_command as run
+            from prunelens.analysis.training import train_command as run
         owner = session_owner()
         with self._lock:
             running = sum(j.status == RUNNING for j in self._jobs.values())

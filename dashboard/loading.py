@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from analysis.cache import ResultStore, default_user_dir
-from analysis.data import TextData, from_bytes
-from analysis.errors import DataError, PrunelensError
-from analysis.models import LoadedModel, load_model
-from analysis.operations import Session
-from dashboard import data_roots, escape
-from dashboard.url_state import share
+from prunelens.analysis.cache import ResultStore, default_user_dir
+from prunelens.analysis.data import TextData, from_bytes
+from prunelens.analysis.errors import DataError, PrunelensError
+from prunelens.analysis.models import LoadedModel, load_model
+from prunelens.analysis.operations import Session
+from prunelens.dashboard import data_roots, escape
+from prunelens.dashboard.url_state import share
 
 CHOICE_KEY = "prunelens.choice"
 UPLOAD_KEY = "prunelens.upload"  # (name, bytes) of an uploaded data file
@@ -96,7 +96,7 @@ def cached_session(model: str, data: str, limit: int | None, upload_digest: str 
 
 def available_devices() -> list[str]:
     """Where masked evaluation can run: the CPU, and CUDA where this server's torch sees a GPU."""
-    from analysis.evaluate import available_devices as devices
+    from prunelens.analysis.evaluate import available_devices as devices
 
     return devices()
 

@@ -1,6 +1,6 @@
 """Results a page shows, memoized per session: store reads and the cached computations.
 
-Every function takes the :class:`~analysis.operations.Session` itself; Streamlit hashes it by
+Every function takes the :class:`~prunelens.analysis.operations.Session` itself; Streamlit hashes it by
 :func:`session_id` (``hash_funcs``: the model's and the data's fingerprints and the store), so
 two sessions on the same model, data and store share their entries. All numerics happen in
 ``analysis/``; this module only decides what is remembered and for how long.
@@ -17,8 +17,8 @@ from typing import Any
 
 import streamlit as st
 
-from analysis.cache import Key, ResultStore, canonical
-from analysis.operations import Session
+from prunelens.analysis.cache import Key, ResultStore, canonical
+from prunelens.analysis.operations import Session
 
 
 def session_id(session: Session) -> str:
@@ -72,7 +72,7 @@ def base_eval(session: Session) -> dict:
 
 @st.cache_data(show_spinner="Scoring…", max_entries=256, hash_funcs=BY_SESSION)
 def _cheap_scores(session: Session, method: str, unit: str, params_json: str) -> list:
-    from analysis.operations import compute_scores
+    from prunelens.analysis.operations import compute_scores
 
     return compute_scores(session, method, unit, json.loads(params_json)).scores.tolist()
 
@@ -85,7 +85,7 @@ def cheap_scores(session: Session, method: str, unit: str, params: dict) -> list
 @st.cache_data(show_spinner="Pruning and evaluating…", max_entries=256, hash_funcs=BY_SESSION)
 def _prune(session: Session, method: str, unit: str, params_json: str, sparsity: float | None,
            threshold: float | None, scope: str, keep_one: bool, physical: bool) -> dict:
-    from analysis.operations import prune
+    from prunelens.analysis.operations import prune
 
     return prune(session, method, sparsity=sparsity, unit=unit, scope=scope, params=json.loads(params_json),
                  physical=physical, threshold=threshold, keep_one_per_layer=keep_one,
@@ -94,21 +94,21 @@ def _prune(session: Session, method: str, unit: str, params_json: str, sparsity:
 
 def prune_result(session: Session, method: str, unit: str, params: dict, sparsity: float | None,
                  threshold: float | None, scope: str, keep_one: bool, physical: bool) -> dict:
-    """``analysis.operations.prune``'s JSON for these settings (memoized)."""
+    """``prunelens.analysis.operations.prune``'s JSON for these settings (memoized)."""
     return _prune(session, method, unit, canonical_params(params), sparsity, threshold, scope, keep_one,
                   physical)
 
 
 def curve_cached(session: Session, methods: list[str], sparsities: list[float], unit: str, scope: str) -> bool:
     """Whether every point of these curves (default parameters) is already in the store."""
-    from analysis.operations import curve_is_stored
+    from prunelens.analysis.operations import curve_is_stored
 
     return curve_is_stored(session, methods, [float(s) for s in sparsities], unit, scope)
 
 
 @st.cache_data(show_spinner="Comparing…", max_entries=64, hash_funcs=BY_SESSION)
 def _unit_scores(session: Session, unit: str, index: tuple) -> list[dict]:
-    from analysis.compare import unit_scores as scores_of_unit
+    from prunelens.analysis.compare import unit_scores as scores_of_unit
 
     return scores_of_unit(session, unit, index)
 
@@ -121,8 +121,8 @@ def unit_scores(session: Session, unit: str, index: tuple) -> list[dict]:
 @st.cache_data(show_spinner="σ_max of every matrix (from the store, else power iteration)…", max_entries=16,
                hash_funcs=BY_SESSION)
 def sigmas(session: Session) -> list[dict]:
-    """σ_max of every dense matrix (``analysis.spectral_store.sigmas``) as records."""
-    from analysis import spectral_store
+    """σ_max of every dense matrix (``prunelens.analysis.spectral_store.sigmas``) as records."""
+    from prunelens.analysis import spectral_store
 
     return spectral_store.sigmas(session)
 
@@ -130,8 +130,8 @@ def sigmas(session: Session) -> list[dict]:
 @st.cache_resource(show_spinner="Activations with and without normalization (from the store, else computed)…",
                    max_entries=8, hash_funcs=BY_SESSION)
 def activations(session: Session, cap: float | None, limit: int):
-    """``analysis.spectral_store.activations`` for this cap (memoized, never mutated)."""
-    from analysis import spectral_store
+    """``prunelens.analysis.spectral_store.activations`` for this cap (memoized, never mutated)."""
+    from prunelens.analysis import spectral_store
 
     return spectral_store.activations(session, cap, limit)
 
@@ -140,6 +140,6 @@ def activations(session: Session, cap: float | None, limit: int):
                hash_funcs=BY_SESSION)
 def normalized_eval(session: Session, cap: float | None) -> dict:
     """The spectrally normalized copy against the model as loaded (same examples)."""
-    from analysis import spectral_store
+    from prunelens.analysis import spectral_store
 
     return spectral_store.normalized_eval(session, cap)

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from analysis.errors import PrunelensError
-from dashboard import escape
+from prunelens.analysis.errors import PrunelensError
+from prunelens.dashboard import escape
 
 _YIELD_KEY = "prunelens.choice"  # any session-state read is one of Streamlit's yield points
 
@@ -17,8 +17,8 @@ _YIELD_KEY = "prunelens.choice"  # any session-state read is one of Streamlit's 
 @contextmanager
 def cancellable():
     """Stop the evaluations inside as soon as a newer move of a widget asks for a rerun, at the
-    next evaluation batch (:mod:`analysis.checkpoints`), instead of finishing first."""
-    from analysis.checkpoints import checkpoints
+    next evaluation batch (:mod:`prunelens.analysis.checkpoints`), instead of finishing first."""
+    from prunelens.analysis.checkpoints import checkpoints
 
     with checkpoints(_stop_if_outdated):
         yield

@@ -1,6 +1,6 @@
 """The dashboard's server: ``streamlit run`` with a Host/Origin check and a prompt, clean SIGTERM.
 
-``prunelens dashboard`` runs ``python -m dashboard.server run dashboard/app.py --server.address
+``prunelens dashboard`` runs ``python -m prunelens.dashboard.server run dashboard/app.py --server.address
 … --server.port …`` (the arguments of ``streamlit run``). Before Streamlit starts:
 
 - :class:`HostGuard` goes first in Streamlit's Starlette middleware. It refuses (HTTP 403, or

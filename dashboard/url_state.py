@@ -16,7 +16,7 @@ from typing import Any
 
 import streamlit as st
 
-from analysis.errors import PrunelensError
+from prunelens.analysis.errors import PrunelensError
 
 SELECTED_HEAD = "prunelens.selected_head"  # (layer, head) clicked on a heatmap
 

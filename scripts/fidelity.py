@@ -21,14 +21,14 @@ from scipy.stats import spearmanr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from analysis.compare import joint_rule, paired_difference  # noqa: E402
-from analysis.gates import Masks  # noqa: E402
-from analysis.methods.admm import VARIANT_ORDER  # noqa: E402
-from analysis.evaluate import correct_flags  # noqa: E402
-from analysis.methods import all_methods  # noqa: E402
-from analysis.operations import compute_scores, curve, mask_for, open_session  # noqa: E402
-from analysis.run_result import RunResult, normalise  # noqa: E402
-from analysis.training import train_command  # noqa: E402
+from prunelens.analysis.compare import joint_rule, paired_difference  # noqa: E402
+from prunelens.analysis.gates import Masks  # noqa: E402
+from prunelens.analysis.methods.admm import VARIANT_ORDER  # noqa: E402
+from prunelens.analysis.evaluate import correct_flags  # noqa: E402
+from prunelens.analysis.methods import all_methods  # noqa: E402
+from prunelens.analysis.operations import compute_scores, curve, mask_for, open_session  # noqa: E402
+from prunelens.analysis.run_result import RunResult, normalise  # noqa: E402
+from prunelens.analysis.training import train_command  # noqa: E402
 
 HEAD_BASELINES = ["random", "magnitude", "michel"]
 
@@ -108,7 +108,7 @@ PAIRED_NOTE = ("Intervals: mean paired difference in accuracy over the same 872 
 def snip_training_section(session) -> list[str]:
     """SN + identity-prior training against the λ = 0 control and the untrained model, each
     pruned by its own function norms, over :data:`SEEDS`, with paired intervals."""
-    from analysis.methods.snip import PRUNE_GRID
+    from prunelens.analysis.methods.snip import PRUNE_GRID
 
     runs = runs_of(session, "snip", [{"seed": seed} for seed in SEEDS])
 

@@ -38,7 +38,7 @@ def tiny_csv(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_loaded(tiny_bert_dir):
-    from analysis.models import load_model
+    from prunelens.analysis.models import load_model
 
     return load_model(str(tiny_bert_dir))
 
@@ -46,7 +46,7 @@ def tiny_loaded(tiny_bert_dir):
 @pytest.fixture()
 def store(tmp_path, monkeypatch):
     """An empty user store in a temp folder and no shipped results."""
-    from analysis.cache import ResultStore
+    from prunelens.analysis.cache import ResultStore
 
     monkeypatch.setenv("PRUNELENS_CACHE", str(tmp_path / "store"))
     return ResultStore(tmp_path / "store", shipped_dir=None)
@@ -54,7 +54,7 @@ def store(tmp_path, monkeypatch):
 
 @pytest.fixture()
 def tiny_session(tiny_loaded, tiny_csv, store):
-    from analysis.operations import open_session
+    from prunelens.analysis.operations import open_session
 
     torch.manual_seed(0)
     return open_session(data=str(tiny_csv), loaded=tiny_loaded, store=store)
@@ -62,7 +62,7 @@ def tiny_session(tiny_loaded, tiny_csv, store):
 
 @pytest.fixture(scope="session")
 def default_loaded():
-    from analysis.models import load_model
+    from prunelens.analysis.models import load_model
 
     return load_model("default")
 

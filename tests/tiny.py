@@ -63,8 +63,8 @@ def write_tiny_csv(path: Path, n: int = 40, seed: int = 0, pairs: bool = False) 
 
 def assert_run_result_shape(result: dict) -> None:
     """A training run (``train_command``'s answer) holds exactly the one RunResult shape the
-    trainers return (:data:`analysis.run_result.SHAPE_KEYS`), plus train_command's bookkeeping."""
-    from analysis.run_result import BOOKKEEPING, SHAPE_KEYS
+    trainers return (:data:`prunelens.analysis.run_result.SHAPE_KEYS`), plus train_command's bookkeeping."""
+    from prunelens.analysis.run_result import BOOKKEEPING, SHAPE_KEYS
 
     assert set(SHAPE_KEYS) <= set(result), set(SHAPE_KEYS) - set(result)
     assert set(result) - set(SHAPE_KEYS) <= set(BOOKKEEPING), set(result) - set(SHAPE_KEYS) - set(BOOKKEEPING)

@@ -1,6 +1,6 @@
 """The method registry: one module per method, each exposing ``METHOD``.
 
-Adding a method = adding a module here that defines a :class:`~analysis.methods.base.Method`
+Adding a method = adding a module here that defines a :class:`~prunelens.analysis.methods.base.Method`
 with its declared parameters, and listing it in ``_MODULES``. The CLI, the store and every
 dashboard page pick it up from :func:`all_methods`.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib
 import threading
 
-from analysis.errors import ParamError
-from analysis.methods.base import UNITS, Context, Method, Param
+from prunelens.analysis.errors import ParamError
+from prunelens.analysis.methods.base import UNITS, Context, Method, Param
 
 _MODULES = ("michel", "ablation", "magnitude", "random_scores", "admm", "admm_quant", "smp", "smp_pruner", "pins",
             "platon", "snip")
@@ -28,9 +28,9 @@ def all_methods() -> dict[str, Method]:
                 found: dict[str, Method] = {}
                 for module in _MODULES:
                     try:
-                        method = importlib.import_module(f"analysis.methods.{module}").METHOD
+                        method = importlib.import_module(f"{__name__}.{module}").METHOD
                     except ModuleNotFoundError as exc:
-                        if exc.name == f"analysis.methods.{module}":
+                        if exc.name == f"{__name__}.{module}":
                             continue  # a method still being written is simply absent
                         raise
                     found[method.name] = method

@@ -2,7 +2,7 @@
 
 Each unit is masked alone and the metric is measured against the unpruned model on the same
 examples; importance is the loss increase (or the accuracy/margin drop). Label-using importance
-is measured on the *training* split (:func:`analysis.batches.training_data`: the default data's
+is measured on the *training* split (:func:`prunelens.analysis.batches.training_data`: the default data's
 train split, its first ``examples`` rows; a data set without a known train split is measured on
 its own examples, which the method's notes say), so a ranking is not fitted to the examples it is
 then evaluated on. Expensive (one evaluation per unit), so it is cached and shipped.
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.batches import training_data
-from analysis.gates import Masks
-from analysis.methods.base import Deviation, Method, Param, Work
+from prunelens.analysis.batches import training_data
+from prunelens.analysis.gates import Masks
+from prunelens.analysis.methods.base import Deviation, Method, Param, Work
 
 
 # one leave-one-out evaluation on the fast path, as a share of a forward pass: it restarts at the
@@ -34,7 +34,7 @@ def ablation_cost(params: dict, inventory, unit: str | None) -> Work:
 def measuring_evaluator(ctx, examples: int):
     """The evaluator of the data ablation measures on: the session's own when the training data
     is the session's data, else one over the first ``examples`` rows of the training split."""
-    from analysis.evaluate import Evaluator
+    from prunelens.analysis.evaluate import Evaluator
     data, _ = training_data(ctx)
     if data is ctx.data:
         return ctx.get_evaluator()

@@ -33,14 +33,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from analysis.batches import StreamedBatches, epoch_order, training_data
-from analysis.data import TextData
-from analysis.errors import ParamError
-from analysis.hooks import private_copy
-from analysis.layout import MATRICES, encoder_matrices, layer_matrices, per_unit
-from analysis.methods.base import SEED, Deviation, Method, Param, Progress, Trainer, Work, no_progress, training_work
-from analysis.models import LoadedModel
-from analysis.patterns import (
+from prunelens.analysis.batches import StreamedBatches, epoch_order, training_data
+from prunelens.analysis.data import TextData
+from prunelens.analysis.errors import ParamError
+from prunelens.analysis.hooks import private_copy
+from prunelens.analysis.layout import MATRICES, encoder_matrices, layer_matrices, per_unit
+from prunelens.analysis.methods.base import SEED, Deviation, Method, Param, Progress, Trainer, Work, no_progress, training_work
+from prunelens.analysis.models import LoadedModel
+from prunelens.analysis.patterns import (
     check_bits,
     check_nm,
     distinct_per_row,
@@ -50,7 +50,7 @@ from analysis.patterns import (
     project_kbit,
     project_nm,
 )
-from analysis.run_result import shaped
+from prunelens.analysis.run_result import shaped
 
 DEFAULT_PATTERNS = ((1, 4), (2, 4), (3, 4), (2, 8), (4, 8))
 # a run's variants in the order run_admm evaluates them (and a reader compares them); runs stored
@@ -483,9 +483,9 @@ def run_admm(session, params: dict, progress: Progress, projection: Projection) 
     """ADMM + hard projection + SR-STE fine-tune on a copy; evaluates dense, one-shot, ADMM
     (and, with ``finetune_baseline``, the one-shot projection trained with SR-STE for the same
     total number of steps on the same batches: the equal-budget comparison). Returns the
-    :class:`~analysis.run_result.RunResult` shape: the record below, under its 0.1 names
+    :class:`~prunelens.analysis.run_result.RunResult` shape: the record below, under its 0.1 names
     (``evaluation`` by variant, ``labels``, ``history`` and ``finetune_history``, the rest),
-    through :func:`~analysis.run_result.shaped`."""
+    through :func:`~prunelens.analysis.run_result.shaped`."""
     loaded, evaluator = session.loaded, session.evaluator
     projection.check(loaded.model)
     torch.manual_seed(params["seed"])

@@ -1,4 +1,4 @@
-"""``admm-quant``: the ADMM loop of :mod:`analysis.methods.admm` with the Z-step projecting onto
+"""``admm-quant``: the ADMM loop of :mod:`prunelens.analysis.methods.admm` with the Z-step projecting onto
 a per-output-channel symmetric k-bit grid instead of an N:M pattern (Wang, arXiv 2407.08334).
 
 Live scores: per unit, ``1 − ||W − Q(W)||² / ||W||²`` for plain k-bit rounding Q (the share of
@@ -8,7 +8,7 @@ straight-through fine-tune, compared with plain rounding of the dense model.
 
 from __future__ import annotations
 
-from analysis.methods.admm import (
+from prunelens.analysis.methods.admm import (
     TRAIN_PARAMS,
     Admm,
     Projection,
@@ -18,7 +18,7 @@ from analysis.methods.admm import (
     train_cost,
     train_workload,
 )
-from analysis.methods.base import Param, Trainer, no_progress
+from prunelens.analysis.methods.base import Param, Trainer, no_progress
 
 QUANT_PARAMS = (Param("bits", "int", 4, "bits per weight (per-output-channel symmetric grid)", 2, 16),)
 

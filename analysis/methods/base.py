@@ -20,9 +20,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from analysis.data import TextData
-from analysis.errors import ParamError
-from analysis.models import Inventory, LoadedModel
+from prunelens.analysis.data import TextData
+from prunelens.analysis.errors import ParamError
+from prunelens.analysis.models import Inventory, LoadedModel
 
 UNITS = ("head", "attention", "ffn", "neuron")
 KINDS = ("int", "float", "bool", "choice")
@@ -188,13 +188,13 @@ class Context:
 
     loaded: LoadedModel
     data: TextData
-    evaluator: Any = None  # analysis.evaluate.Evaluator, created on demand
+    evaluator: Any = None  # prunelens.analysis.evaluate.Evaluator, created on demand
     progress: Progress = no_progress
     device: str = "cpu"
 
     def get_evaluator(self):
         if self.evaluator is None:
-            from analysis.evaluate import Evaluator
+            from prunelens.analysis.evaluate import Evaluator
 
             self.evaluator = Evaluator(self.loaded, self.data, device=self.device)
         return self.evaluator

@@ -2,15 +2,15 @@
 
 A head owns its rows of Q, K, V and its columns of the attention-output weight; a neuron its row
 of the intermediate weight and its column of the output weight; a block all of its matrices
-(:data:`analysis.layout.OWNS`, biases not counted). Needs no data.
+(:data:`prunelens.analysis.layout.OWNS`, biases not counted). Needs no data.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from analysis.layout import encoder_matrices, per_unit
-from analysis.methods.base import Method, Work
+from prunelens.analysis.layout import encoder_matrices, per_unit
+from prunelens.analysis.methods.base import Method, Work
 
 
 class Magnitude(Method):

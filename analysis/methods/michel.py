@@ -13,7 +13,7 @@ is taken, and the choice is part of the stored result's key:
 - ``batch`` (prunelens 0.1): |∂(batch-mean loss)/∂ξ_h| averaged over batches, which lets
   examples' gradients of opposite sign cancel before the absolute value.
 
-Data: ``examples`` seeded examples of the *training* split (:func:`analysis.batches.training_data`:
+Data: ``examples`` seeded examples of the *training* split (:func:`prunelens.analysis.batches.training_data`:
 the default data's train split; other data sets have none known, so their own examples are used
 and the scores are label-using importance on the evaluation data, which the notes say).
 One backward pass per batch gives heads, whole blocks and FFN neurons together (``joint``: the
@@ -26,9 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analysis.batches import StreamedBatches, training_data
-from analysis.gates import Masks, gated
-from analysis.methods.base import SEED, Context, Deviation, Method, Param, Work
+from prunelens.analysis.batches import StreamedBatches, training_data
+from prunelens.analysis.gates import Masks, gated
+from prunelens.analysis.methods.base import SEED, Context, Deviation, Method, Param, Work
 
 PER = ("example", "token", "batch")
 

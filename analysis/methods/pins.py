@@ -10,7 +10,7 @@ The official order is kept: at the start of each window the EMA takes the *previ
 mean |S|, so the newest window enters Ī one window later. ``signed`` (an explicit option, the
 0.1 behaviour) smooths the signed S instead, whose Ī has a coin-flip sign near a converged model.
 Scored weights: Q, K, V, attention-output, intermediate and output dense of every layer.
-PLATON (:mod:`analysis.methods.platon`) is this with η = 0 (step score |θ·g|).
+PLATON (:mod:`prunelens.analysis.methods.platon`) is this with η = 0 (step score |θ·g|).
 
 Deviations from the official code (also in docs/FIDELITY.md): η is a parameter (the official
 code uses the current learning rate; the defaults are equal); β2 = 2 (a running variance for U)
@@ -19,7 +19,7 @@ self-regularization's teacher is refreshed at every sparsity increase, as in the
 
 - Score-only mode (``compute``, live): on a private copy of the model (the shared one is never
   touched), |S| is accumulated over ``batches`` seeded random batches of the *training* split
-  (:func:`analysis.batches.training_data`: the default data's train split, else the session's
+  (:func:`prunelens.analysis.batches.training_data`: the default data's train split, else the session's
   data) without any update (eval mode, gradient of the batch-mean cross-entropy), then Ī·U is summed to heads
   (their Q/K/V rows and O columns), neurons (intermediate row + output column), attention and FFN
   blocks (all their matrices); by default divided by the largest |score| of the unit (raw Ī·U is
@@ -46,14 +46,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.batches import StreamedBatches, epoch_order, training_data
-from analysis.data import TextData
-from analysis.errors import ParamError
-from analysis.hooks import private_copy
-from analysis.layout import MATRICES, encoder_matrices, per_unit
-from analysis.methods.base import SEED, Deviation, Method, Param, Progress, Trainer, Work, no_progress, training_work
-from analysis.models import Inventory
-from analysis.run_result import shaped
+from prunelens.analysis.batches import StreamedBatches, epoch_order, training_data
+from prunelens.analysis.data import TextData
+from prunelens.analysis.errors import ParamError
+from prunelens.analysis.hooks import private_copy
+from prunelens.analysis.layout import MATRICES, encoder_matrices, per_unit
+from prunelens.analysis.methods.base import SEED, Deviation, Method, Param, Progress, Trainer, Work, no_progress, training_work
+from prunelens.analysis.models import Inventory
+from prunelens.analysis.run_result import shaped
 
 
 
@@ -110,13 +110,13 @@ def entropy_alpha(logits: torch.Tensor) -> torch.Tensor:
 
 
 def prunable_weights(model: nn.Module) -> list[list[nn.Parameter]]:
-    """The six scored/pruned weights of every layer, in :data:`analysis.layout.MATRICES` order."""
+    """The six scored/pruned weights of every layer, in :data:`prunelens.analysis.layout.MATRICES` order."""
     return [[lin.weight for lin in matrices.values()] for matrices in encoder_matrices(model)]
 
 
 def aggregate(weight_scores: list[list[torch.Tensor]], inv: Inventory, unit: str) -> np.ndarray:
     """Sum per-weight scores (each layer's six, in ``MATRICES`` order) to ``unit``
-    (:func:`analysis.layout.per_unit`: a head its Q/K/V rows and O columns, a neuron its
+    (:func:`prunelens.analysis.layout.per_unit`: a head its Q/K/V rows and O columns, a neuron its
     intermediate row and output column, a block all of its matrices)."""
     return per_unit([dict(zip(MATRICES, layer)) for layer in weight_scores], inv, unit)
 
@@ -178,7 +178,7 @@ def shuffled_batches(tokenizer, data: TextData, batch_size: int, count: int, see
 
     Every ``bucket`` consecutive batches' worth of examples are sorted by length into batches whose
     order is then shuffled: batches stay random but carry little padding. Streamed
-    (:class:`~analysis.batches.StreamedBatches`): tokenized as the loop reaches them."""
+    (:class:`~prunelens.analysis.batches.StreamedBatches`): tokenized as the loop reaches them."""
     if len(data) == 0:
         raise ParamError("pins needs data with at least one example")
     rng = np.random.default_rng(seed)
@@ -414,8 +414,8 @@ def _check_train_params(params: dict) -> None:
 def train_run(session, params: dict, progress: Progress = no_progress, criterion: str = "pins") -> dict:
     """The training mode: PINS with and without self-regularization (``criterion="platon"``: one
     PLATON run, no self-regularization), and a magnitude baseline. Returns the
-    :class:`~analysis.run_result.RunResult` shape: the record below, under its 0.1 names
-    (``base``, ``runs``, ``baseline``), through :func:`~analysis.run_result.shaped` (variants
+    :class:`~prunelens.analysis.run_result.RunResult` shape: the record below, under its 0.1 names
+    (``base``, ``runs``, ``baseline``), through :func:`~prunelens.analysis.run_result.shaped` (variants
     ``dense``, each run's name and ``baseline``; each run's summary in ``extras["runs"]``)."""
     _check_train_params(params)
     loaded = session.loaded

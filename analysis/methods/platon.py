@@ -1,7 +1,7 @@
 """``platon``: PLATON (Zhang et al., ICML 2022, arXiv 2206.12562), beside PINS.
 
 PLATON's step score is the first-order sensitivity |θ·g|; it is smoothed exactly as PINS smooths
-|S| (:class:`analysis.methods.pins.PinsState`: Ī = EMA(score), U = EMA(|score − Ī|), importance
+|S| (:class:`prunelens.analysis.methods.pins.PinsState`: Ī = EMA(score), U = EMA(|score − Ī|), importance
 Ī·U ≥ 0, the official one-window lag and ``delta_t`` window). PINS's S = −θ·g + η·g² differs only
 by the η·g² term, so PLATON is PINS with η = 0; the two side by side show how much that term
 changes a ranking (on the default model it is about 5e-6 of |θ·g|: the rankings agree almost
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from analysis.methods.base import SEED, Deviation, Param, Trainer
-from analysis.methods.pins import (SCHEDULE, SCHEDULE_ENDS, SCORE_BATCHES, Pins, score_cost, train_cost,
+from prunelens.analysis.methods.base import SEED, Deviation, Param, Trainer
+from prunelens.analysis.methods.pins import (SCHEDULE, SCHEDULE_ENDS, SCORE_BATCHES, Pins, score_cost, train_cost,
                                    train_run, train_workload)
 
 SMOOTHING = (

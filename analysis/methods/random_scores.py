@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.methods.base import SEED, Method, Work
+from prunelens.analysis.methods.base import SEED, Method, Work
 
 
 class RandomScores(Method):

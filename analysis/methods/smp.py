@@ -4,7 +4,7 @@ SMP keeps the *distribution of text representations* of the encoder: its loss is
 between the in-batch similarity distributions of sentence vectors of the full and the head-pruned
 encoder (for each sentence i, a softmax over its similarities to the other sentences j ≠ i of the
 batch). The paper learns a pruner network by meta-learning (that is ``smp-pruner``,
-:mod:`analysis.methods.smp_pruner`); this *ridge surrogate* estimates the same quantity with a
+:mod:`prunelens.analysis.methods.smp_pruner`); this *ridge surrogate* estimates the same quantity with a
 randomized design instead:
 
 1. sample ``samples`` random head masks. ``mask_style=official`` (default): the official code's
@@ -43,11 +43,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analysis.batches import training_data
-from analysis.data import tokenize_batches
-from analysis.errors import ParamError
-from analysis.gates import gated
-from analysis.methods.base import SEED, Context, Deviation, Method, Param, Work
+from prunelens.analysis.batches import training_data
+from prunelens.analysis.data import tokenize_batches
+from prunelens.analysis.errors import ParamError
+from prunelens.analysis.gates import gated
+from prunelens.analysis.methods.base import SEED, Context, Deviation, Method, Param, Work
 
 
 def sentence_vectors(hidden: torch.Tensor, attention_mask: torch.Tensor, kind: str) -> torch.Tensor:
@@ -162,7 +162,7 @@ CHUNK = 8  # rows per encoder pass: a similarity batch runs as length-sorted chu
 def _sentence_batches(ctx: Context, batch_size: int, batches: int, seed: int, sentences: str = "train"):
     """``batches`` seeded random groups of sentences; each group is a list of length-sorted
     chunks of at most :data:`CHUNK` rows (less padding; the encoder costs per padded token).
-    Sentences of the training split (:func:`analysis.batches.training_data`), as SMP trains its
+    Sentences of the training split (:func:`prunelens.analysis.batches.training_data`), as SMP trains its
     pruner on training data; a data set without a known train split gives its own."""
     data = training_data(ctx)[0] if sentences == "train" else ctx.data
     if len(data) < 2:

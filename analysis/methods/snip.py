@@ -12,7 +12,7 @@ importance of a module is its *function norm* on data: the mean over non-padding
 
 ``relative`` divides each token's norm by ||x||₂ of the module's residual input (the layer input
 for heads and attention, the attention sub-layer output for the FFN) before averaging.
-``spectral_cap`` measures on a spectrally normalized copy (:mod:`analysis.spectral`).
+``spectral_cap`` measures on a spectrally normalized copy (:mod:`prunelens.analysis.spectral`).
 
 The training mode (``prunelens train --method snip``) is the paper's recipe in miniature:
 fine-tune a copy with *active* spectral normalization (default: every matrix capped at 0.8 x its
@@ -39,13 +39,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from analysis.batches import StreamedBatches, epoch_order, training_data
-from analysis.data import MAX_LENGTH, TextData
-from analysis.hooks import private_copy
-from analysis.layout import encoder_layers, layer_matrices
-from analysis.methods.base import SEED, Deviation, Method, Param, Progress, Trainer, Work, no_progress, training_work
-from analysis.run_result import shaped
-from analysis.spectral import (
+from prunelens.analysis.batches import StreamedBatches, epoch_order, training_data
+from prunelens.analysis.data import MAX_LENGTH, TextData
+from prunelens.analysis.hooks import private_copy
+from prunelens.analysis.layout import encoder_layers, layer_matrices
+from prunelens.analysis.methods.base import SEED, Deviation, Method, Param, Progress, Trainer, Work, no_progress, training_work
+from prunelens.analysis.run_result import shaped
+from prunelens.analysis.spectral import (
     LayerCapture,
     captured,
     spectral_norms,
@@ -330,9 +330,9 @@ def _train(loaded, data: TextData, params: dict, lam: float, progress, span: tup
 def pruned_comparison(evaluator, models: dict[str, tuple[nn.Module, FunctionNorms]]) -> list[dict]:
     """Each model pruned by its own function norms (lowest first, global) at :data:`PRUNE_GRID`,
     evaluated on the same examples: accuracy and loss per model."""
-    from analysis.evaluate import EvalResult, correctness
-    from analysis.gates import Masks
-    from analysis.pruning import select
+    from prunelens.analysis.evaluate import EvalResult, correctness
+    from prunelens.analysis.gates import Masks
+    from prunelens.analysis.pruning import select
 
     rows = []
     for unit, sparsity in PRUNE_GRID:
@@ -352,8 +352,8 @@ def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
     """Fine-tune a copy with spectral normalization and the identity prior; then prune the trained
     model by its function norms and evaluate it against the untrained model pruned by its own and
     against the λ = 0 control (same steps, same batches, same SN) pruned by its own. Returns the
-    :class:`~analysis.run_result.RunResult` shape: the record below, under its 0.1 names, through
-    :func:`~analysis.run_result.shaped` (variants ``untrained``, ``trained``, ``control``)."""
+    :class:`~prunelens.analysis.run_result.RunResult` shape: the record below, under its 0.1 names, through
+    :func:`~prunelens.analysis.run_result.shaped` (variants ``untrained``, ``trained``, ``control``)."""
     loaded = session.loaded
     data, note = training_data(session)
     relative, control = params["relative"], params["control"]

@@ -1,11 +1,11 @@
 """The sweep driver: plan a spec into store entries, run the missing ones, write what comes back.
 
 1. **Plan**: open every model × data target once (fingerprints are part of every key), expand the
-   spec into tasks (:mod:`analysis.sweep.tasks`) and drop those already stored. Scores that are
+   spec into tasks (:mod:`prunelens.analysis.sweep.tasks`) and drop those already stored. Scores that are
    stored already unlock their mask evaluations at once; the others unlock them when they land.
 2. **Run**: keep the executor's slots busy, training runs first (the longest tasks), then scores,
    then mask evaluations as they unlock. Each finished task's entries are written by the driver,
-   atomically (:meth:`analysis.cache.ResultStore.put`), the moment it lands: an interrupted sweep
+   atomically (:meth:`prunelens.analysis.cache.ResultStore.put`), the moment it lands: an interrupted sweep
    keeps everything finished and nothing half-written, and the same command continues it.
 3. **Report**: a tqdm bar on stderr (done / running / failed, ETA), one line per failure, and a
    summary table. A failed task is retried once; a second failure is reported, never dropped.
@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.cache import ResultStore
-from analysis.checkpoints import Cancelled
-from analysis.errors import ParamError, PrunelensError
-from analysis.operations import Session, open_session, stored_scores
-from analysis.sweep.spec import SweepSpec, Target
-from analysis.sweep.tasks import KINDS, Followers, Task, expand, is_stored, mask_tasks
+from prunelens.analysis.cache import ResultStore
+from prunelens.analysis.checkpoints import Cancelled
+from prunelens.analysis.errors import ParamError, PrunelensError
+from prunelens.analysis.operations import Session, open_session, stored_scores
+from prunelens.analysis.sweep.spec import SweepSpec, Target
+from prunelens.analysis.sweep.tasks import KINDS, Followers, Task, expand, is_stored, mask_tasks
 
 ATTEMPTS = 2  # a failed task is tried once more, then reported
 EXECUTORS = ("local", "ray")
@@ -187,7 +187,7 @@ class Schedule:
     evaluations); ``weight``: a task's share of the progress bar (default 1: tasks are counted;
     ``analyze`` gives each its estimated seconds, so the bar's ETA is in time); ``report``: called
     after every finished task with (finished weight, total weight, the task) (``analyze`` keeps its
-    cross-session status file with it). A :class:`~analysis.checkpoints.Cancelled` raised by it
+    cross-session status file with it). A :class:`~prunelens.analysis.checkpoints.Cancelled` raised by it
     stops the run: what finished is stored, nothing half-written."""
 
     order: Callable[[Task], tuple] | None = None
@@ -205,7 +205,7 @@ def run_sweep(spec: SweepSpec, store: ResultStore | None = None, executor: str =
     """Plan ``spec`` and compute every entry that is not stored yet (see the module docstring).
     Progress and notes go to ``out`` (default: stderr). ``plan``: one made already by
     :func:`plan_sweep` for ``spec`` and ``store``; ``schedule``: see :class:`Schedule`."""
-    from analysis.sweep import executors
+    from prunelens.analysis.sweep import executors
 
     out = out or sys.stderr
     check_executor_options(executor, workers, threads, address, gpus_per_task, device)

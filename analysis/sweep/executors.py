@@ -1,8 +1,8 @@
 """Where sweep tasks run: in this process, in a local process pool, or on a Ray cluster.
 
-Every executor has the same small face, used by :mod:`analysis.sweep.driver`: ``slots`` (how many
+Every executor has the same small face, used by :mod:`prunelens.analysis.sweep.driver`: ``slots`` (how many
 tasks to keep in flight), ``submit(task) -> concurrent.futures.Future`` of an
-:class:`~analysis.sweep.worker.Outcome`, ``cancel()`` (stop everything in flight: Ctrl-C) and
+:class:`~prunelens.analysis.sweep.worker.Outcome`, ``cancel()`` (stop everything in flight: Ctrl-C) and
 ``close()``. Workers never write the store; they return entries and the driver writes them, so a
 Ray cluster needs no folder shared by every node.
 
@@ -11,7 +11,7 @@ Ray cluster needs no folder shared by every node.
   ``threads`` torch/OpenMP threads (parallel torch processes on few cores thrash otherwise).
 - ``RayExecutor``: ``--executor ray [--address ADDR]``: one Ray task per store entry, asking for
   ``threads`` CPUs and, when the tasks run on CUDA, ``gpus_per_task`` GPUs. Ray reuses worker
-  processes, and each keeps its opened models (:mod:`analysis.sweep.worker`), so a model is loaded
+  processes, and each keeps its opened models (:mod:`prunelens.analysis.sweep.worker`), so a model is loaded
   once per worker. Without an address a local Ray instance with ``workers`` CPUs is started (and
   stopped at the end); a Ray already initialised in this process is used as it is.
 """
@@ -26,8 +26,8 @@ import types
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from analysis.errors import PrunelensError
-from analysis.sweep import worker
+from prunelens.analysis.errors import PrunelensError
+from prunelens.analysis.sweep import worker
 
 # what every worker needs from the driver's environment (offline hub, precision, tokenizers)
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME", "PRUNELENS_PRECISION",

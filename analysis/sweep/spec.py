@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.errors import ParamError
-from analysis.methods import get_method
-from analysis.methods.base import UNITS
-from analysis.pruning import check_sparsity
+from prunelens.analysis.errors import ParamError
+from prunelens.analysis.methods import get_method
+from prunelens.analysis.methods.base import UNITS
+from prunelens.analysis.pruning import check_sparsity
 
 TOP_KEYS = {"models", "data", "limit", "units", "scopes", "sparsities", "methods", "train"}
 METHOD_KEYS = {"params", "units", "scopes", "sparsities"}
@@ -151,7 +151,7 @@ def _method_grid(name: str, table: Any, top: dict, where: str) -> MethodGrid:
 
 
 def _train_grid(table: Any, where: str) -> TrainGrid:
-    from analysis.training import get_trainer
+    from prunelens.analysis.training import get_trainer
 
     if not isinstance(table, dict) or "method" not in table:
         raise ParamError(f"{where} must be a table with method = \"<name>\"")

@@ -4,13 +4,13 @@ Four kinds, each computed by the same operation the CLI and the dashboard use, s
 exactly the entries they read:
 
 - ``scores``: a method's scores of one unit for one parameter combination
-  (:func:`analysis.operations.compute_scores`);
-- ``mask-eval``: one keep-mask's evaluation (:func:`analysis.operations.evaluate_mask`). Masks come
+  (:func:`prunelens.analysis.operations.compute_scores`);
+- ``mask-eval``: one keep-mask's evaluation (:func:`prunelens.analysis.operations.evaluate_mask`). Masks come
   from scores, so these are expanded once their scores are known; two methods that land on the
   same mask (every method at sparsity 0) share one task, as they share one entry;
-- ``train-run``: one training run (:func:`analysis.training.train_command`);
+- ``train-run``: one training run (:func:`prunelens.analysis.training.train_command`);
 - ``view``: one of a page's own stored answers (the Spectral page's σ_max table, activation
-  histograms, normalized-model evaluation: :func:`analysis.spectral_store.compute`).
+  histograms, normalized-model evaluation: :func:`prunelens.analysis.spectral_store.compute`).
 
 A task carries every key its result may be stored under (exact fp32 first, then checked bf16
 where the evaluator may use it), computed by the operations' own key functions; a task is done
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.cache import Key, canonical
-from analysis.cache import mask_params
-from analysis.operations import Session, mask_for, mask_keys, score_keys
-from analysis.sweep.spec import MethodGrid, SweepSpec, Target, TrainGrid
+from prunelens.analysis.cache import Key, canonical
+from prunelens.analysis.cache import mask_params
+from prunelens.analysis.operations import Session, mask_for, mask_keys, score_keys
+from prunelens.analysis.sweep.spec import MethodGrid, SweepSpec, Target, TrainGrid
 
 KINDS = ("train-run", "scores", "mask-eval", "view")  # also the order in which ready tasks are started
 
@@ -74,7 +74,7 @@ def is_stored(session: Session, task: Task) -> bool:
 
 def score_tasks(session: Session, target: Target, grid: MethodGrid) -> list[tuple[Task, Followers]]:
     """One task per unit × parameter combination of a method grid, with what it unlocks."""
-    from analysis.methods import get_method
+    from prunelens.analysis.methods import get_method
 
     method = get_method(grid.method)
     out = []
@@ -88,7 +88,7 @@ def score_tasks(session: Session, target: Target, grid: MethodGrid) -> list[tupl
 
 
 def train_tasks(session: Session, target: Target, grid: TrainGrid) -> list[Task]:
-    from analysis.training import get_trainer, run_key
+    from prunelens.analysis.training import get_trainer, run_key
 
     defaults = {p.name: p.default for p in get_trainer(grid.method).params}
     return [Task("train-run", target, grid.method, params=canonical(params),
@@ -99,7 +99,7 @@ def train_tasks(session: Session, target: Target, grid: TrainGrid) -> list[Task]
 
 def view_tasks(session: Session, target: Target, page: str) -> list[Task]:
     """The stored answers of one page (only ``spectral`` has any) at the positions analyze fills."""
-    from analysis import spectral_store
+    from prunelens.analysis import spectral_store
 
     if page != "spectral":
         raise ValueError(f"no stored views for page {page!r}")

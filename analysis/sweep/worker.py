@@ -3,8 +3,8 @@
 :func:`run_task` runs in whatever process the executor chose (the driver itself, a pool process
 or a Ray worker). It keeps the last few opened sessions (model + data + evaluator) in this process,
 so a worker loads each model once and reuses it for every later task on it, and it computes with
-a :class:`~analysis.cache.RecordingStore`: nothing is written here, the entries travel back to the
-driver, which writes them (see :mod:`analysis.sweep.driver`).
+a :class:`~prunelens.analysis.cache.RecordingStore`: nothing is written here, the entries travel back to the
+driver, which writes them (see :mod:`prunelens.analysis.sweep.driver`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
-from analysis.sweep.spec import Target
+from prunelens.analysis.sweep.spec import Target
 
 SESSIONS_KEPT = 2  # opened model/data pairs one worker keeps (a BERT-base costs ~0.5 GB each)
 
@@ -50,9 +50,9 @@ def adopt(target: Target, device: str, session) -> None:
 def run_task(task, device: str = "cpu", store_dirs: tuple = (None, None), threads: int | None = None
              ) -> Outcome:
     """Compute one task; its store entries are returned, not written."""
-    from analysis.cache import RecordingStore
-    from analysis.operations import compute_scores, evaluate_mask
-    from analysis.training import train_command
+    from prunelens.analysis.cache import RecordingStore
+    from prunelens.analysis.operations import compute_scores, evaluate_mask
+    from prunelens.analysis.training import train_command
 
     if threads is not None:
         import torch
@@ -70,7 +70,7 @@ def run_task(task, device: str = "cpu", store_dirs: tuple = (None, None), thread
     elif task.kind == "train-run":
         train_command(work, task.method, task.param_dict())
     elif task.kind == "view":
-        from analysis import spectral_store
+        from prunelens.analysis import spectral_store
 
         params = task.param_dict()
         spectral_store.compute(work, params.pop("part"), params)
@@ -82,7 +82,7 @@ def run_task(task, device: str = "cpu", store_dirs: tuple = (None, None), thread
 
 def _session(target: Target, device: str) -> tuple[Any, bool]:
     """This process's session for ``target`` and whether it was opened just now."""
-    from analysis.operations import open_session
+    from prunelens.analysis.operations import open_session
 
     key = (target, device)
     with _sessions_lock:

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import streamlit as st
 
-from analysis.attention import AttentionMaps, attention_maps, token_limit
-from analysis.methods import all_methods
-from analysis.pruning import check_sparsity, select
-from dashboard import attention_view, controls, loading, results, run_control, url_state
+from prunelens.analysis.attention import AttentionMaps, attention_maps, token_limit
+from prunelens.analysis.methods import all_methods
+from prunelens.analysis.pruning import check_sparsity, select
+from prunelens.dashboard import attention_view, controls, loading, results, run_control, url_state
 
 NONE = "none"
 VIEWS = {"head": "Head view (one layer)", "model": "Model view (all heads)"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis.compare import jaccard_matrix, normalized_ranks, rank_correlations
-from analysis.operations import curve
-from dashboard import controls, figures, loading, results, run_control, url_state
+from prunelens.analysis.compare import jaccard_matrix, normalized_ranks, rank_correlations
+from prunelens.analysis.operations import curve
+from prunelens.dashboard import controls, figures, loading, results, run_control, url_state
 
 st.title("Compare")
 controls.explain(

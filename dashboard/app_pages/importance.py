@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import controls, figures, loading, method_views, results, run_control, url_state
+from prunelens.dashboard import controls, figures, loading, method_views, results, run_control, url_state
 
 st.title("Importance")
 controls.explain(

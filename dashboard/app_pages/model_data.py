@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import analysis_view, controls, escape, loading, results, run_control
+from prunelens.dashboard import analysis_view, controls, escape, loading, results, run_control
 
 st.title("Model & data")
 controls.explain(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.compare import score_summary
-from analysis.operations import prune_estimate
-from dashboard import controls, export_view, figures, loading, results, run_control, url_state
+from prunelens.analysis.compare import score_summary
+from prunelens.analysis.operations import prune_estimate
+from prunelens.dashboard import controls, export_view, figures, loading, results, run_control, url_state
 
 st.title("Prune")
 controls.explain(

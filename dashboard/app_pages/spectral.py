@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import controls, figures, loading, results, run_control, url_state
+from prunelens.dashboard import controls, figures, loading, results, run_control, url_state
 
 st.title("Spectral")
 controls.explain(
@@ -18,8 +18,8 @@ controls.explain(
     "accuracy, which is the expected lesson (the model was not trained that way), not a bug.")
 
 try:
-    from analysis import spectral  # noqa: F401
-    from analysis.spectral import activation_statistics, spectral_norms, spectrally_normalized  # noqa: F401
+    from prunelens.analysis import spectral  # noqa: F401
+    from prunelens.analysis.spectral import activation_statistics, spectral_norms, spectrally_normalized  # noqa: F401
 except ImportError as exc:
     st.warning(f"The spectral analysis is not available yet ({exc}).")
     st.stop()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis.methods import all_methods
-from analysis.training import changed_params, finished_runs, trainable_methods
-from dashboard import controls, escape, jobs, loading, method_views, results, run_control, url_state
+from prunelens.analysis.methods import all_methods
+from prunelens.analysis.training import changed_params, finished_runs, trainable_methods
+from prunelens.dashboard import controls, escape, jobs, loading, method_views, results, run_control, url_state
 
 st.title("Training runs")
 controls.explain(

@@ -10,15 +10,15 @@ A :class:`MethodView` may have
 
 A method without a registered view (a newly added one) gets :func:`generic_about` /
 :func:`generic_run` (``common.py``): its declared parameters, and any trainer's run read as one
-:class:`~analysis.run_result.RunResult`, so a new trainer gets a real view, not raw JSON. A
+:class:`~prunelens.analysis.run_result.RunResult`, so a new trainer gets a real view, not raw JSON. A
 method that needs more adds ``dashboard/method_views/<method>.py`` calling :func:`register` and
 lists it below. Numbers come from ``analysis/``; these modules only lay them out.
 """
 
-from dashboard.method_views.common import (MethodView, VIEWS, generic_about, generic_run, headline,
+from prunelens.dashboard.method_views.common import (MethodView, VIEWS, generic_about, generic_run, headline,
                                            register, registered, render_about, render_run, run_time_estimate,
                                            runs_of, view_for)
-from dashboard.method_views import admm, pins, smp, snip  # noqa: E402  each registers its panels
+from prunelens.dashboard.method_views import admm, pins, smp, snip  # noqa: E402  each registers its panels
 
 __all__ = ["MethodView", "VIEWS", "admm", "generic_about", "generic_run", "headline", "pins", "register",
            "registered", "render_about", "render_run", "run_time_estimate", "runs_of", "smp", "snip", "view_for"]

@@ -1,6 +1,6 @@
 """ADMM's panels (``admm`` and ``admm-quant``): patterns and their accuracy, and a run's
 ADMM model against one-shot projection with and without the same SR-STE steps (a run read
-through :func:`~analysis.run_result.normalise`: stored runs of every shape)."""
+through :func:`~prunelens.analysis.run_result.normalise`: stored runs of every shape)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis.methods.admm import VARIANT_ORDER
-from analysis.methods.base import Method
-from analysis.operations import Session
-from analysis.run_result import normalise
-from dashboard import controls, figures, results, run_control
-from dashboard.method_views.common import accuracy_text, latest_runs, metrics_of, register
+from prunelens.analysis.methods.admm import VARIANT_ORDER
+from prunelens.analysis.methods.base import Method
+from prunelens.analysis.operations import Session
+from prunelens.analysis.run_result import normalise
+from prunelens.dashboard import controls, figures, results, run_control
+from prunelens.dashboard.method_views.common import accuracy_text, latest_runs, metrics_of, register
 
 
 def admm_about(session: Session, method: Method, unit: str, params: dict, scores: Any, key: str) -> None:
-    from analysis.layout import MATRICES
-    from analysis.methods.admm import DEFAULT_PATTERNS, accuracy_by_pattern, pattern_of
+    from prunelens.analysis.layout import MATRICES
+    from prunelens.analysis.methods.admm import DEFAULT_PATTERNS, accuracy_by_pattern, pattern_of
 
     inv = session.loaded.inventory
     if "n" in params and "m" in params:

@@ -1,6 +1,6 @@
 """The generic parts of the method views: the registry, the pages' entry points, and the
 generic panels any method gets (its declared parameters; any trainer's run, read as one
-:class:`~analysis.run_result.RunResult`)."""
+:class:`~prunelens.analysis.run_result.RunResult`)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis.methods import all_methods
-from analysis.methods.base import Method
-from analysis.operations import Session
-from analysis.training import finished_runs
-from dashboard import controls, escape, figures, run_control
+from prunelens.analysis.methods import all_methods
+from prunelens.analysis.methods.base import Method
+from prunelens.analysis.operations import Session
+from prunelens.analysis.training import finished_runs
+from prunelens.dashboard import controls, escape, figures, run_control
 
 
 AboutFn = Callable[[Session, Method, str, dict, Any, str], None]
@@ -71,8 +71,8 @@ def render_run(session: Session, run: dict, key: str = "run") -> None:
 
 def run_time_estimate(session: Session, method_name: str, params: dict) -> dict | None:
     """``{"seconds", "train_examples", "eval_examples"}`` for a run with ``params``, or None
-    (the trainer's own cost model, :meth:`analysis.methods.base.Trainer.estimate`)."""
-    from analysis.training import get_trainer
+    (the trainer's own cost model, :meth:`prunelens.analysis.methods.base.Trainer.estimate`)."""
+    from prunelens.analysis.training import get_trainer
 
     return get_trainer(method_name).estimate(session.loaded, params, len(session.data))
 
@@ -91,9 +91,9 @@ def accuracy_text(d: dict | None) -> str:
 
 
 def _generic_headline(run: dict) -> str:
-    """Each variant's accuracy (the run read as one :class:`~analysis.run_result.RunResult`,
+    """Each variant's accuracy (the run read as one :class:`~prunelens.analysis.run_result.RunResult`,
     whatever shape stored it); a run of one variant: its accuracy."""
-    from analysis.run_result import normalise
+    from prunelens.analysis.run_result import normalise
 
     variants = normalise(run).variants
     if len(variants) == 1:
@@ -154,9 +154,9 @@ def generic_about(session: Session, method: Method, unit: str, params: dict, sco
 
 
 def generic_run(session: Session, run: dict, key: str) -> None:
-    """Any trainer's run, read as one :class:`~analysis.run_result.RunResult` (every stored shape
+    """Any trainer's run, read as one :class:`~prunelens.analysis.run_result.RunResult` (every stored shape
     normalised): its variants as a table and bars, its histories, its unit scores, the rest."""
-    from analysis.run_result import normalise
+    from prunelens.analysis.run_result import normalise
 
     result = normalise(run)
     rows = result.variant_rows()

@@ -1,6 +1,6 @@
 """PINS's and PLATON's panels: what the live scores smooth, and a run's trained models
 (with and without self-regularization) against magnitude pruning at the same budget (a run read
-through :func:`~analysis.run_result.normalise`: stored runs of every shape)."""
+through :func:`~prunelens.analysis.run_result.normalise`: stored runs of every shape)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis.methods.base import Method
-from analysis.operations import Session
-from analysis.run_result import RunResult, normalise
-from dashboard import controls, figures
-from dashboard.method_views.common import accuracy_text, latest_runs, metrics_of, register
+from prunelens.analysis.methods.base import Method
+from prunelens.analysis.operations import Session
+from prunelens.analysis.run_result import RunResult, normalise
+from prunelens.dashboard import controls, figures
+from prunelens.dashboard.method_views.common import accuracy_text, latest_runs, metrics_of, register
 
 
 PINS_RUNS = {"pins_self_reg": "PINS with self-regularization",

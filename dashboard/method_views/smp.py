@@ -7,11 +7,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis.methods.base import Method
-from analysis.operations import Session
-from analysis.pruning import select
-from dashboard import controls, figures
-from dashboard.method_views.common import register
+from prunelens.analysis.methods.base import Method
+from prunelens.analysis.operations import Session
+from prunelens.analysis.pruning import select
+from prunelens.dashboard import controls, figures
+from prunelens.dashboard.method_views.common import register
 
 
 def smp_about(session: Session, method: Method, unit: str, params: dict, scores: Any, key: str) -> None:

@@ -1,6 +1,6 @@
 """SNIP's panels: absolute vs relative function norms, pruning as a norm threshold, and a
 run's SN + identity-prior training against its untrained model and its λ = 0 control (a run read
-through :func:`~analysis.run_result.normalise`: stored runs of every shape)."""
+through :func:`~prunelens.analysis.run_result.normalise`: stored runs of every shape)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis.methods.base import Method
-from analysis.operations import Session
-from analysis.pruning import select, sparsity_of
-from analysis.run_result import normalise
-from dashboard import controls, escape, figures, results, url_state
-from dashboard.method_views.common import accuracy_text, latest_runs, metrics_of, register
+from prunelens.analysis.methods.base import Method
+from prunelens.analysis.operations import Session
+from prunelens.analysis.pruning import select, sparsity_of
+from prunelens.analysis.run_result import normalise
+from prunelens.dashboard import controls, escape, figures, results, url_state
+from prunelens.dashboard.method_views.common import accuracy_text, latest_runs, metrics_of, register
 
 
 def _unit_maps(unit: str, left, right, titles: tuple[str, str], title: str, **kwargs):

@@ -11,12 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis.cache import Key, ResultStore, StoreWarning, write_manifest
-from analysis.cli import main
-from analysis.gates import Masks, gated
-from analysis.methods import all_methods, get_method
-from analysis.methods.michel import gate_gradients
-from analysis.operations import compute_scores
+from prunelens.analysis.cache import Key, ResultStore, StoreWarning, write_manifest
+from prunelens.analysis.cli import main
+from prunelens.analysis.gates import Masks, gated
+from prunelens.analysis.methods import all_methods, get_method
+from prunelens.analysis.methods.michel import gate_gradients
+from prunelens.analysis.operations import compute_scores
 
 
 def test_evaluator_equals_a_plain_loop(tiny_session):
@@ -258,8 +258,8 @@ def test_cli_errors_are_one_line(cli, args, message):
 
 @pytest.mark.slow
 def test_default_model_loads_offline_and_is_accurate(default_loaded):
-    from analysis.data import load_data
-    from analysis.evaluate import Evaluator
+    from prunelens.analysis.data import load_data
+    from prunelens.analysis.evaluate import Evaluator
 
     inv = default_loaded.inventory
     assert (inv.layers, inv.heads, inv.head_size, inv.hidden) == (6, 12, 32, 384)
@@ -336,7 +336,7 @@ def test_michel_per_token_equals_finite_differences_on_token_gates(tiny_session)
 
 
 def test_michel_scores_come_from_the_training_split(tiny_session, monkeypatch):
-    from analysis.methods import michel
+    from prunelens.analysis.methods import michel
 
     seen = []
     real = michel.training_data
@@ -360,9 +360,9 @@ def test_michel_scores_come_from_the_training_split(tiny_session, monkeypatch):
 def test_ablation_measures_on_the_training_split(tiny_session, tiny_loaded, tmp_path, monkeypatch):
     """Leave-one-out on the training data: equal to masking each head alone on that data by
     hand, and different from the same ablation on the evaluation data."""
-    from analysis.data import load_data
-    from analysis.evaluate import Evaluator
-    from analysis.methods import ablation
+    from prunelens.analysis.data import load_data
+    from prunelens.analysis.evaluate import Evaluator
+    from prunelens.analysis.methods import ablation
     from tests.tiny import write_tiny_csv
 
     other = load_data(str(write_tiny_csv(tmp_path / "train.csv", n=24, seed=5)))

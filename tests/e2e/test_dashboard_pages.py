@@ -53,7 +53,7 @@ def test_good_upload_loads(open_page, tiny_csv):
 
 
 def test_importance_page_controls_and_head_details(open_page):
-    from analysis.methods import all_methods
+    from prunelens.analysis.methods import all_methods
 
     at = open_page("importance", method="random", **{"p.random.seed": "3"})
     assert at.selectbox(key="imp.method").value == "random"
@@ -121,10 +121,10 @@ def test_spectral_page(open_page):
 
 
 def test_training_page_runs_in_background(open_page, monkeypatch):
-    from analysis.methods import all_methods
-    from analysis.methods.base import Method, Param
-    from analysis.methods.base import Trainer
-    from dashboard import jobs
+    from prunelens.analysis.methods import all_methods
+    from prunelens.analysis.methods.base import Method, Param
+    from prunelens.analysis.methods.base import Trainer
+    from prunelens.dashboard import jobs
 
     def run(session, params, progress):
         for step in range(params["steps"]):
@@ -152,9 +152,9 @@ def test_training_page_runs_in_background(open_page, monkeypatch):
 def test_a_new_trainer_gets_a_real_view_of_its_run_result(open_page, monkeypatch):
     """A trainer that returns the RunResult shape (variants, histories, scores) gets a table of
     its variants, their bars, its histories and its head scores: no raw JSON view (issue 16)."""
-    from analysis.methods import all_methods
-    from analysis.methods.base import Method, Param, Trainer
-    from dashboard import jobs
+    from prunelens.analysis.methods import all_methods
+    from prunelens.analysis.methods.base import Method, Param, Trainer
+    from prunelens.dashboard import jobs
 
     def run(session, params, progress):
         inv = session.loaded.inventory

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.methods import all_methods
+from prunelens.analysis.methods import all_methods
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 
@@ -63,7 +63,7 @@ def _declared():
 @pytest.mark.parametrize("name, param", [pytest.param(n, p, id=n) for n, p in _declared()
                                          if p.kind == "float"])
 def test_every_float_widget_shows_its_default_and_steps_finely(name, param):
-    from dashboard.controls import widget_spec
+    from prunelens.dashboard.controls import widget_spec
 
     spec = widget_spec(param)
     kw = spec.kwargs
@@ -77,7 +77,7 @@ def test_every_float_widget_shows_its_default_and_steps_finely(name, param):
 
 
 def test_small_values_are_declared_log_scale():
-    from analysis.methods import get_method
+    from prunelens.analysis.methods import get_method
 
     pins_train = {p.name: p for p in get_method("pins").trainer.params}
     admm_train = {p.name: p for p in get_method("admm").trainer.params}
@@ -96,9 +96,9 @@ def test_training_page_shows_pins_eta_and_temperature_exactly(open_page):
 # item 4 -----------------------------------------------------------------------------------------
 
 def test_training_run_links_name_the_run_not_its_position(tiny_loaded, tiny_csv, tmp_path, open_page):
-    from analysis.cache import ResultStore
-    from analysis.operations import open_session
-    from analysis.training import RUN_ID_LENGTH, finished_runs, train_command
+    from prunelens.analysis.cache import ResultStore
+    from prunelens.analysis.operations import open_session
+    from prunelens.analysis.training import RUN_ID_LENGTH, finished_runs, train_command
 
     store = ResultStore(tmp_path / "store", shipped_dir=None)
     session = open_session(data=str(tiny_csv), loaded=tiny_loaded, store=store)
@@ -125,8 +125,8 @@ def test_training_run_links_name_the_run_not_its_position(tiny_loaded, tiny_csv,
 # item 5 -----------------------------------------------------------------------------------------
 
 def test_a_checkpoint_stops_an_evaluation_between_batches_and_leaves_it_consistent(tiny_session):
-    from analysis.checkpoints import checkpoints
-    from analysis.gates import Masks
+    from prunelens.analysis.checkpoints import checkpoints
+    from prunelens.analysis.gates import Masks
 
     class Stop(BaseException):  # like Streamlit's rerun exception: not an Exception
         pass
@@ -157,8 +157,8 @@ def test_a_checkpoint_stops_an_evaluation_between_batches_and_leaves_it_consiste
 # item 9 -----------------------------------------------------------------------------------------
 
 def test_masked_and_physical_are_timed_the_same_way_even_from_the_store(tiny_session, monkeypatch):
-    from analysis.evaluate import Evaluator
-    from analysis.operations import prune
+    from prunelens.analysis.evaluate import Evaluator
+    from prunelens.analysis.operations import prune
 
     prune(tiny_session, "magnitude", 0.5)  # the masked numbers are now in the store
     calls = []
@@ -200,7 +200,7 @@ def no_network(monkeypatch):
     import datasets.config
     import huggingface_hub.constants
 
-    from analysis import hub
+    from prunelens.analysis import hub
 
     def refuse(*args, **kwargs):
         raise OSError("network is unreachable")
@@ -219,8 +219,8 @@ def test_an_unreachable_hub_fails_a_hub_id_at_once(no_network, tmp_path, monkeyp
 
     import huggingface_hub.constants
 
-    from analysis.errors import ModelError
-    from analysis.models import load_model
+    from prunelens.analysis.errors import ModelError
+    from prunelens.analysis.models import load_model
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty local cache
     start = time.monotonic()
@@ -235,8 +235,8 @@ def test_an_unreachable_hub_fails_a_hub_id_at_once(no_network, tmp_path, monkeyp
 def test_an_unreachable_hub_fails_glue_at_once(no_network, tmp_path, monkeypatch):
     import time
 
-    from analysis.data import load_data
-    from analysis.errors import DataError
+    from prunelens.analysis.data import load_data
+    from prunelens.analysis.errors import DataError
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", tmp_path / "hf" / "datasets")
@@ -248,16 +248,16 @@ def test_an_unreachable_hub_fails_glue_at_once(no_network, tmp_path, monkeypatch
 
 
 def test_the_dashboard_loads_a_failing_hub_id_once(no_network, tiny_csv, tmp_path, monkeypatch):
-    import analysis.models
+    import prunelens.analysis.models
 
     calls = []
-    original = analysis.models._load_model
+    original = prunelens.analysis.models._load_model
 
     def counting(spec):
         calls.append(spec)
         return original(spec)
 
-    monkeypatch.setattr(analysis.models, "_load_model", counting)
+    monkeypatch.setattr(prunelens.analysis.models, "_load_model", counting)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("PRUNELENS_CACHE", str(tmp_path / "store"))
     at = AppTest.from_file(APP, default_timeout=120)

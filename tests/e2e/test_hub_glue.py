@@ -61,7 +61,7 @@ def offline_env(offline_copies, monkeypatch, tmp_path):
 
 
 def test_hub_id_and_glue_pairs_load_as_the_hub_and_datasets_would(offline_env):
-    from analysis.operations import open_session
+    from prunelens.analysis.operations import open_session
 
     session = open_session(HUB_ID, "glue:mrpc")
     assert session.loaded.source == "hub" and session.loaded.inventory.layers == 2
@@ -89,7 +89,7 @@ def test_analyze_fills_the_store_for_a_hub_id_on_glue(offline_env, tmp_path):
     import os
 
     out = tmp_path / "a.json"
-    done = subprocess.run([sys.executable, "-m", "analysis.cli", "analyze", "--model", HUB_ID,
+    done = subprocess.run([sys.executable, "-m", "prunelens.analysis.cli", "analyze", "--model", HUB_ID,
                            "--data", "glue:mrpc", "--methods", "magnitude,michel", "--json", str(out)],
                           cwd=ROOT, env={**os.environ, **offline_env, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=600)

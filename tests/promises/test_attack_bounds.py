@@ -15,10 +15,10 @@ import time
 import numpy as np
 import pytest
 
-import analysis.methods.base as base
-from analysis.errors import ParamError, PrunelensError
-from analysis.methods import all_methods, get_method
-from analysis.training import get_trainer, train_command, trainable_methods
+import prunelens.analysis.methods.base as base
+from prunelens.analysis.errors import ParamError, PrunelensError
+from prunelens.analysis.methods import all_methods, get_method
+from prunelens.analysis.training import get_trainer, train_command, trainable_methods
 
 NUMERIC = ("int", "float")
 
@@ -92,8 +92,8 @@ def _accepts(validate, raw) -> bool:
 def test_the_issue_link_is_refused_alike_by_cli_sweep_and_param_parse(tmp_path, capsys):
     # old: batches=1000, batch_size=512 and steps=100000 x batch_size=1024 parsed fine (in range);
     # the CLI went on to load the model (so this nonexistent folder gave a model error instead)
-    from analysis.cli import main
-    from analysis.sweep.spec import parse_spec
+    from prunelens.analysis.cli import main
+    from prunelens.analysis.sweep.spec import parse_spec
 
     with pytest.raises(ParamError, match=r"'batches' must be in \[1, 128\]"):
         get_method("pins").validate({"batches": 1000, "batch_size": 512})
@@ -148,8 +148,8 @@ def test_expensive_is_derived_from_the_work_of_a_setting(tiny_session):
 
 def test_pins_from_a_link_waits_for_the_click_and_magnitude_starts(open_page, monkeypatch):
     # old: PINS was not marked expensive, so a link computed its scores at once, no click
-    import analysis.methods.magnitude as magnitude_mod
-    import analysis.methods.pins as pins_mod
+    import prunelens.analysis.methods.magnitude as magnitude_mod
+    import prunelens.analysis.methods.pins as pins_mod
 
     pins_calls, magnitude_calls = [], []
     real_weights, real_compute = pins_mod.score_weights, magnitude_mod.Magnitude.compute
@@ -169,7 +169,7 @@ def test_pins_from_a_link_waits_for_the_click_and_magnitude_starts(open_page, mo
 
 def test_an_out_of_range_link_is_clamped_visibly_and_never_computed(open_page, monkeypatch):
     # old: p.pins.batches=1000&p.pins.batch_size=512 were in range and computed at once
-    import analysis.methods.pins as pins_mod
+    import prunelens.analysis.methods.pins as pins_mod
 
     calls = []
     monkeypatch.setattr(pins_mod, "score_weights", lambda *a, **k: calls.append(1))
@@ -200,7 +200,7 @@ class _Blocking:
 
 def test_jobs_over_the_per_server_cap_are_refused(tiny_session, monkeypatch):
     # old: no cap: a third (and a fourth: 8.2 GB) concurrent run started
-    from dashboard import jobs
+    from prunelens.dashboard import jobs
 
     monkeypatch.delenv("PRUNELENS_MAX_JOBS", raising=False)
     board, run = jobs.JobBoard(), _Blocking()
@@ -225,8 +225,8 @@ def test_jobs_over_the_per_server_cap_are_refused(tiny_session, monkeypatch):
 ])
 def test_cancel_stops_a_training_run_at_its_next_step_and_stores_nothing(tiny_session, method, params):
     # old: no Cancel: a run could only be stopped by killing the server
-    from analysis.training import finished_runs, run_key
-    from dashboard import jobs
+    from prunelens.analysis.training import finished_runs, run_key
+    from prunelens.dashboard import jobs
 
     board, seen, started = jobs.JobBoard(), [], threading.Event()
 
@@ -251,7 +251,7 @@ def test_cancel_stops_a_training_run_at_its_next_step_and_stores_nothing(tiny_se
 
 def test_a_job_whose_session_ended_is_cancelled(tiny_session, monkeypatch):
     # old: a run kept computing after its tab closed (BOARD.start took no way to tell)
-    from dashboard import jobs
+    from prunelens.dashboard import jobs
 
     monkeypatch.setattr(jobs, "ALIVE_CHECK_S", 0.0)
     session_open = threading.Event()
@@ -271,7 +271,7 @@ def test_session_liveness_reads_streamlits_session_manager(monkeypatch):
     import streamlit.runtime as runtime_mod
     import streamlit.runtime.scriptrunner_utils.script_run_context as ctx_mod
 
-    from dashboard import run_control
+    from prunelens.dashboard import run_control
 
     known = {"s1"}
 
@@ -302,7 +302,7 @@ def test_session_liveness_reads_streamlits_session_manager(monkeypatch):
 
 def test_the_training_page_refuses_a_run_over_the_cap_with_a_message(open_page, monkeypatch):
     # old: the Start button always started another run
-    from dashboard import jobs
+    from prunelens.dashboard import jobs
 
     board = jobs.JobBoard()
     monkeypatch.setattr(jobs, "BOARD", board)
@@ -364,9 +364,9 @@ def test_training_tokenizes_at_most_one_batch_per_call(tiny_session, monkeypatch
 
 def test_streamed_batches_tokenize_nothing_up_front(tiny_session, monkeypatch):
     # old: building the batches tokenized them all (a Rust allocation failure aborted the process)
-    import analysis.methods.admm as admm_mod
-    import analysis.methods.pins as pins_mod
-    import analysis.methods.snip as snip_mod
+    import prunelens.analysis.methods.admm as admm_mod
+    import prunelens.analysis.methods.pins as pins_mod
+    import prunelens.analysis.methods.snip as snip_mod
 
     calls = _spy_tokenizer(tiny_session, monkeypatch, limit=16)
     tok, data = tiny_session.loaded.tokenizer, tiny_session.data
@@ -384,8 +384,8 @@ def test_streamed_batches_tokenize_nothing_up_front(tiny_session, monkeypatch):
 
 def test_a_slow_model_load_does_not_block_another_and_one_model_loads_once(monkeypatch):
     # old: one process-wide lock: model B waited for the whole of model A's load (138 s)
-    import analysis.models
-    from dashboard import loading
+    import prunelens.analysis.models
+    from prunelens.dashboard import loading
 
     loads, slow_started, release = [], threading.Event(), threading.Event()
 
@@ -396,7 +396,7 @@ def test_a_slow_model_load_does_not_block_another_and_one_model_loads_once(monke
             release.wait(20)
         return f"loaded {spec}"
 
-    monkeypatch.setattr(analysis.models, "_load_model", fake)
+    monkeypatch.setattr(prunelens.analysis.models, "_load_model", fake)
     loading.cached_model.clear()
     try:
         results = {}
@@ -425,8 +425,8 @@ def test_a_slow_model_load_does_not_block_another_and_one_model_loads_once(monke
 
 
 def test_load_model_locks_per_model(monkeypatch):
-    # old: analysis.models.load_model held one RLock for every spec
-    import analysis.models
+    # old: prunelens.analysis.models.load_model held one RLock for every spec
+    import prunelens.analysis.models
 
     inside, release = threading.Event(), threading.Event()
 
@@ -436,13 +436,13 @@ def test_load_model_locks_per_model(monkeypatch):
             release.wait(20)
         return spec
 
-    monkeypatch.setattr(analysis.models, "_load_model", fake)
-    a = threading.Thread(target=analysis.models.load_model, args=("a",))
+    monkeypatch.setattr(prunelens.analysis.models, "_load_model", fake)
+    a = threading.Thread(target=prunelens.analysis.models.load_model, args=("a",))
     a.start()
     try:
         assert inside.wait(20)
         done = []
-        b = threading.Thread(target=lambda: done.append(analysis.models.load_model("b")))
+        b = threading.Thread(target=lambda: done.append(prunelens.analysis.models.load_model("b")))
         b.start()
         b.join(10)
         assert done == ["b"] and a.is_alive()

@@ -3,7 +3,7 @@ computation, server-side paths outside the data roots, file contents in messages
 plotly markup injected through user strings, and one session seeing another's jobs.
 
 Real servers are started with the real command line (``tests/promises/test_concurrency.start_server``:
-``python -m analysis dashboard``) and spoken to over raw sockets, so every header is the test's
+``python -m prunelens dashboard``) and spoken to over raw sockets, so every header is the test's
 own; pages are opened with the AppTest opener of ``tests/conftest.py``. Each test says in one
 comment what the code before this change did.
 """
@@ -94,8 +94,8 @@ def test_only_its_own_host_and_origin_are_answered(server, kind):
 
 def _asgi_status(address: str, host: str, origin: str | None = None, kind: str = "http",
                  port: int = 8501) -> int:
-    """What :class:`dashboard.server.HostGuard` answers one request (200 = passed through)."""
-    from dashboard.server import HostGuard
+    """What :class:`prunelens.dashboard.server.HostGuard` answers one request (200 = passed through)."""
+    from prunelens.dashboard.server import HostGuard
 
     sent = []
 
@@ -132,13 +132,13 @@ def test_a_bound_host_is_allowed_too(address, host, origin, kind, status):
 
 def test_the_cli_starts_the_guarded_server(monkeypatch):
     # old: the command was `python -m streamlit run`, without the Host/Origin check
-    import analysis.cli
+    import prunelens.analysis.cli
 
     seen = {}
-    monkeypatch.setattr(analysis.cli, "_launch", lambda cmd, env=None: seen.setdefault("cmd", cmd) and 0)
-    assert analysis.cli.main(["dashboard", "--host", "192.168.1.5"]) == 0
-    app = Path(analysis.cli.__file__).resolve().parent.parent / "dashboard" / "app.py"
-    assert seen["cmd"][1:5] == ["-m", "dashboard.server", "run", str(app)]
+    monkeypatch.setattr(prunelens.analysis.cli, "_launch", lambda cmd, env=None: seen.setdefault("cmd", cmd) and 0)
+    assert prunelens.analysis.cli.main(["dashboard", "--host", "192.168.1.5"]) == 0
+    app = Path(prunelens.analysis.cli.__file__).resolve().parent.parent / "dashboard" / "app.py"
+    assert seen["cmd"][1:6] == ["-P", "-m", "prunelens.dashboard.server", "run", str(app)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +260,7 @@ def test_a_model_folder_outside_the_roots_is_refused(open_page, roots, tmp_path,
     at = open_page("model_data", model=str(outside / "model"), data=str(root / "ok.csv"))
     messages = _messages(at)
     assert messages and all("model folder refused" in m for m in messages), messages
-    from dashboard import data_roots  # hub ids are not paths: they pass through
+    from prunelens.dashboard import data_roots  # hub ids are not paths: they pass through
 
     assert data_roots.model_spec("default") == "default"
     assert data_roots.model_spec("prajjwal1/bert-tiny") == "prajjwal1/bert-tiny"
@@ -293,7 +293,7 @@ def test_a_file_that_is_not_a_data_set_is_not_echoed(open_page, roots, name):
 ])
 def test_the_cli_passes_its_data_roots_to_the_server(argv, want, tmp_path, monkeypatch):
     # old: `prunelens dashboard --data-root DIR` was an unknown option (exit 2)
-    import analysis.cli
+    import prunelens.analysis.cli
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -301,15 +301,15 @@ def test_the_cli_passes_its_data_roots_to_the_server(argv, want, tmp_path, monke
     monkeypatch.chdir(tmp_path / "cwd")
     monkeypatch.delenv("PRUNELENS_DATA_ROOTS", raising=False)
     seen = {}
-    monkeypatch.setattr(analysis.cli, "_launch", lambda cmd, env=None: seen.setdefault("env", env) and 0)
+    monkeypatch.setattr(prunelens.analysis.cli, "_launch", lambda cmd, env=None: seen.setdefault("env", env) and 0)
     fill = {k: str((tmp_path / k).resolve()) for k in ("a", "b", "cwd")}
-    assert analysis.cli.main(["dashboard", *(a.format(**fill) for a in argv)]) == 0
+    assert prunelens.analysis.cli.main(["dashboard", *(a.format(**fill) for a in argv)]) == 0
     assert seen["env"]["PRUNELENS_DATA_ROOTS"] == os.pathsep.join(w.format(**fill) for w in want)
 
 
 def test_the_cli_refuses_a_data_root_that_is_not_a_folder(tmp_path, capsys):
     # old: the option did not exist; now a missing folder is one error line before anything starts
-    from analysis.cli import main
+    from prunelens.analysis.cli import main
 
     assert main(["dashboard", "--data-root", str(tmp_path / "nothere")]) == 2
     assert "is not a folder" in capsys.readouterr().err
@@ -348,7 +348,7 @@ ACTIVE = {"image", "link_open", "html_inline", "html_block", "autolink", "strong
 def test_escaped_markdown_is_inert(text):
     # old: the dashboard put such strings into markdown as they were
     pytest.importorskip("markdown_it")
-    from dashboard.escape import markdown
+    from prunelens.dashboard.escape import markdown
 
     assert _markdown_nodes(text) & ACTIVE  # unescaped, the parser makes markup of them
     assert not _markdown_nodes(markdown(text)) & ACTIVE
@@ -389,8 +389,8 @@ def test_a_hostile_data_file_name_is_shown_as_text(open_page, tmp_path, tiny_csv
 
 def test_tokens_are_text_in_the_attention_matrix():
     # old: a token <b>x</b> was drawn bold and <a href=...> became a link in the tick labels
-    from analysis.attention import AttentionMaps
-    from dashboard.attention_view import head_figure
+    from prunelens.analysis.attention import AttentionMaps
+    from prunelens.dashboard.attention_view import head_figure
 
     tokens = ["[CLS]", "<b>x</b>", "<a href='http://evil.example'>y</a>", "a&b", "[SEP]"]
     n = len(tokens)
@@ -402,7 +402,7 @@ def test_tokens_are_text_in_the_attention_matrix():
 
 def test_figure_category_labels_are_text():
     # old: labels went to plotly as they were (plotly draws <b>, <br>, <a> in them)
-    from dashboard import figures
+    from prunelens.dashboard import figures
 
     heat = figures.matrix_heatmap([[1.0, 0.5], [0.5, 1.0]], ["<b>m</b>", "n<br>"], "t")
     assert list(heat.data[0].x) == ["&lt;b&gt;m&lt;/b&gt;", "n&lt;br&gt;"]
@@ -427,14 +427,14 @@ def test_the_job_board_shows_each_session_only_its_own_jobs(open_page, monkeypat
     # old: every session's Training page (and sidebar) listed every job, with its model path
     import shutil
 
-    import analysis.training
-    from dashboard import jobs
+    import prunelens.analysis.training
+    from prunelens.dashboard import jobs
 
     private = shutil.copytree(tiny_bert_dir, tmp_path / "alices-private-model")
 
     monkeypatch.setattr(jobs, "BOARD", jobs.JobBoard())
     held = _Held()
-    monkeypatch.setattr(analysis.training, "train_command", held)
+    monkeypatch.setattr(prunelens.analysis.training, "train_command", held)
     try:
         a = open_page("training", model=str(private), method="snip")
         a.button(key="train.start").click().run()

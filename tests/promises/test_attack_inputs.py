@@ -3,7 +3,7 @@ crash now give one clear ``error: <what> (<what to do>)`` line with exit code 2 
 message on the dashboard page.
 
 Every test names, in a one-line comment, what the code did before this change. CLI cases run
-``analysis.cli.main`` in-process; models and data are tiny variants of ``tests/tiny.py``'s.
+``prunelens.analysis.cli.main`` in-process; models and data are tiny variants of ``tests/tiny.py``'s.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from analysis.cli import main
+from prunelens.analysis.cli import main
 from tests.tiny import VOCAB, write_tiny_csv
 
 LONG = "a" * 5000  # one path component far past NAME_MAX (255)
@@ -58,12 +58,12 @@ def isolated(tmp_path, monkeypatch):
 @pytest.fixture()
 def no_loading(monkeypatch):
     """Fail if anything opens a model or data set (arguments must be refused first)."""
-    import analysis.operations
+    import prunelens.analysis.operations
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model and data were loaded before the arguments were checked")
 
-    monkeypatch.setattr(analysis.operations, "open_session", refuse)
+    monkeypatch.setattr(prunelens.analysis.operations, "open_session", refuse)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,7 +238,7 @@ def test_bert_large_fits_the_bounds():
     # old: there were no bounds (check_config_bounds did not exist)
     from transformers import BertConfig
 
-    from analysis.models import CONFIG_BOUNDS, check_config_bounds
+    from prunelens.analysis.models import CONFIG_BOUNDS, check_config_bounds
 
     large = BertConfig(num_hidden_layers=24, hidden_size=1024, num_attention_heads=16,
                        intermediate_size=4096, vocab_size=30522, max_position_embeddings=512)
@@ -312,7 +312,7 @@ def test_bad_rows_and_labels_are_refused(name, pattern, data_files, tiny_bert_di
 
 def test_jsonl_unknown_keys_and_missing_text_are_reported_not_refused(tmp_path):
     # old: the row without text vanished without a word (no note); unknown keys were fine and stay so
-    from analysis.data import load_data
+    from prunelens.analysis.data import load_data
 
     path = tmp_path / "extra.jsonl"
     path.write_text('{"text": "good", "label": 1, "id": 7, "source": "x"}\n'
@@ -474,7 +474,7 @@ def test_attention_page_long_text_on_a_64_position_model(open_page):
 
 def test_attention_maps_clamp_to_the_model_positions(tiny_loaded):
     # old: RuntimeError (position embeddings of 64 rows read at 128 positions)
-    from analysis.attention import attention_maps
+    from prunelens.analysis.attention import attention_maps
 
     maps = attention_maps(tiny_loaded, "good " * 500)
     assert len(maps.tokens) == tiny_loaded.model.config.max_position_embeddings and maps.truncated
@@ -531,9 +531,9 @@ def test_attention_maps_not_mixed_with_a_concurrent_gated_forward(tiny_bert_dir)
     # old: the unmasked path hooked and ran the model without the model lock, so its forward could
     # run while another thread's gates were attached (layer 1 then sees layer 0's heads at 0) and
     # the other thread's forward overwrote its captured Q/K: maps differed from the ones taken alone
-    from analysis.attention import attention_maps
-    from analysis.gates import gated, hook_count
-    from analysis.models import load_model
+    from prunelens.analysis.attention import attention_maps
+    from prunelens.analysis.gates import gated, hook_count
+    from prunelens.analysis.models import load_model
 
     loaded = load_model(str(tiny_bert_dir))  # a private copy: no other test shares its lock
     text = "the movie was not very good but the actors were fun"

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.cache import (MAX_ENTRY_BYTES, SHIPPED_DIR, Key, ResultStore, StoreWarning, canonical,
+from prunelens.analysis.cache import (MAX_ENTRY_BYTES, SHIPPED_DIR, Key, ResultStore, StoreWarning, canonical,
                             load_manifest, write_manifest)
-from analysis.data import TextData
-from analysis.models import load_model
-from analysis.operations import compute_scores, evaluate_mask, open_session
+from prunelens.analysis.data import TextData
+from prunelens.analysis.models import load_model
+from prunelens.analysis.operations import compute_scores, evaluate_mask, open_session
 
 # ---------------------------------------------------------------------------------------------
 # the model key covers the configuration and the tokenizer, not only the weights
@@ -138,8 +138,8 @@ def _plant(store: ResultStore, key: Key, result, **extra) -> Path:
 
 
 def _magnitude_key(session):
-    from analysis.methods import get_method
-    from analysis.operations import score_keys
+    from prunelens.analysis.methods import get_method
+    from prunelens.analysis.operations import score_keys
 
     method = get_method("magnitude")
     return score_keys(session, method, "head", method.validate(None))["fp32"]
@@ -199,7 +199,7 @@ def test_a_malformed_mask_evaluation_is_recomputed(tiny_session):
     """Old: an entry without 'pruned' reached the Prune page and raised KeyError there."""
     mask = np.ones((2, 4))
     mask[0, 0] = 0
-    from analysis.operations import mask_keys
+    from prunelens.analysis.operations import mask_keys
 
     key = mask_keys(tiny_session, "head", mask)["fp32"]
     tiny_session.store.put(key, {"base": {"accuracy": 1.0, "loss": 0.0, "margin": 1.0}})
@@ -289,7 +289,7 @@ def test_sessions_on_a_store_recompute_a_planted_curve_point(tiny_loaded, tiny_c
     session = open_session(data=str(tiny_csv), loaded=tiny_loaded, store=store)
     mask = np.ones((2, 4))
     mask[1, 2] = 0
-    from analysis.operations import mask_keys
+    from prunelens.analysis.operations import mask_keys
 
     fake = {"accuracy": 1.0, "loss": 0.0, "margin": 9.0}
     _plant(store, mask_keys(session, "head", mask)["fp32"], {"base": fake, "pruned": fake, "delta": fake})
@@ -302,7 +302,7 @@ def test_tokenizing_with_another_length_keeps_the_model_key(tiny_bert_dir):
     """The tokenizer's truncation/padding state changes with every call (a training run encodes
     with max_length=64): the key must not, or stored results vanish depending on what ran first."""
     loaded = load_model(str(tiny_bert_dir))
-    from analysis.fingerprints import model_fingerprint
+    from prunelens.analysis.fingerprints import model_fingerprint
 
     before = model_fingerprint(loaded.model, loaded.tokenizer)
     loaded.tokenizer(["good movie"] * 3, truncation=True, max_length=5, padding="max_length")

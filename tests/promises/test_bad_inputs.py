@@ -1,8 +1,8 @@
 """The bad-input catalogue: every way a user can point prunelens at the wrong thing.
 
-CLI cases run ``analysis.cli.main`` in-process (fast) and assert exit code 2, exactly one
+CLI cases run ``prunelens.analysis.cli.main`` in-process (fast) and assert exit code 2, exactly one
 ``error:`` line on stderr naming the problem, and no traceback; a few run as real
-``python -m analysis`` subprocesses to prove the same from the outside. Dashboard cases (AppTest)
+``python -m prunelens`` subprocesses to prove the same from the outside. Dashboard cases (AppTest)
 assert an error element on the page and that the app still answers a valid choice afterwards.
 """
 
@@ -115,7 +115,7 @@ def bad(tmp_path_factory, tiny_bert_dir, tiny_csv) -> dict[str, Path]:
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """``prunelens argv`` in-process: (exit code, stdout, stderr)."""
-    from analysis.cli import main
+    from prunelens.analysis.cli import main
 
     try:
         rc = main(argv)
@@ -242,10 +242,10 @@ def test_pickle_bomb_did_not_run(bad, isolated_store, capsys):
 
 
 def test_upload_over_cap(bad, isolated_store, capsys, monkeypatch):
-    import analysis.data
+    import prunelens.analysis.data
 
     size = bad["big.csv"].stat().st_size
-    monkeypatch.setattr(analysis.data, "MAX_UPLOAD_BYTES", size - 1)
+    monkeypatch.setattr(prunelens.analysis.data, "MAX_UPLOAD_BYTES", size - 1)
     rc, _, err = run_cli(SCORE + _with(fill(M, bad),
                                        data=str(bad["big.csv"])), capsys)
     assert rc == 2
@@ -265,7 +265,7 @@ def test_glue_offline(bad, isolated_store, capsys, monkeypatch):
 
 
 def test_admm_n_greater_than_m(bad, isolated_store, capsys):
-    from analysis.methods import all_methods
+    from prunelens.analysis.methods import all_methods
 
     method = all_methods().get("admm")
     if method is None:
@@ -300,7 +300,7 @@ def test_long_text_truncated_to_model_positions(tiny_loaded):
     """The tokenizer cap follows the model's position embeddings (64 in the tiny BERT)."""
     import numpy as np
 
-    from analysis.data import TextData, tokenize_batches
+    from prunelens.analysis.data import TextData, tokenize_batches
 
     data = TextData("long", "all", ["good " * 20000, "bad"], np.array([1, 0]))
     batches, truncated = tokenize_batches(tiny_loaded.tokenizer, data, max_length=128)
@@ -323,7 +323,7 @@ def test_cli_subprocess_no_traceback(bad, tmp_path):
     procs = []
     for case_id in SUBPROCESS_CASES:
         _, argv, pattern = by_id[case_id]
-        cmd = [sys.executable, "-m", "analysis", *fill(argv, bad)]
+        cmd = [sys.executable, "-m", "prunelens", *fill(argv, bad)]
         procs.append((case_id, pattern, subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
     for case_id, pattern, proc in procs:
@@ -401,9 +401,9 @@ UPLOAD_CASES = [
 
 @pytest.mark.parametrize("name, pattern", [c[1:] for c in UPLOAD_CASES], ids=[c[0] for c in UPLOAD_CASES])
 def test_dashboard_bad_upload(name, pattern, bad, isolated_store, monkeypatch):
-    import analysis.data
+    import prunelens.analysis.data
 
-    monkeypatch.setattr(analysis.data, "MAX_UPLOAD_BYTES", bad["big.csv"].stat().st_size - 1)
+    monkeypatch.setattr(prunelens.analysis.data, "MAX_UPLOAD_BYTES", bad["big.csv"].stat().st_size - 1)
     at = _app({"model": str(bad["bert"])}, {"sb.data_kind": "upload"}).run()
     at.sidebar.file_uploader(key="sb.upload").upload(name, bad[name].read_bytes(), "text/csv")
     at.run()
@@ -429,7 +429,7 @@ def test_dashboard_tampered_url_falls_back_to_defaults(bad, isolated_store):
     assert _all_errors(at) == []
     assert "40 examples" in at.sidebar.success[0].value  # limit -5 ignored: the whole file
     assert at.slider(key="prune.sparsity").value == 0.5
-    from analysis.methods import all_methods
+    from prunelens.analysis.methods import all_methods
 
     assert at.selectbox(key="prune.method").value in all_methods()
     assert {m.label for m in at.metric} >= {"accuracy", "loss", "margin"}

@@ -7,18 +7,18 @@ import os
 
 import pytest
 
-from analysis.cli import main
+from prunelens.analysis.cli import main
 
 
 @pytest.fixture()
 def no_loading(monkeypatch):
     """Fail the test if anything tries to open a model or data set."""
-    import analysis.operations
+    import prunelens.analysis.operations
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model and data were loaded before the arguments were checked")
 
-    monkeypatch.setattr(analysis.operations, "open_session", refuse)
+    monkeypatch.setattr(prunelens.analysis.operations, "open_session", refuse)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -49,8 +49,8 @@ def test_bad_arguments_are_refused_before_loading(argv, message, no_loading, cap
 def test_a_nan_threshold_never_prunes_everything():
     import numpy as np
 
-    from analysis.errors import ParamError
-    from analysis.pruning import select
+    from prunelens.analysis.errors import ParamError
+    from prunelens.analysis.pruning import select
 
     with pytest.raises(ParamError, match="finite"):
         select(np.ones((2, 4)), threshold=float("nan"))
@@ -59,7 +59,7 @@ def test_a_nan_threshold_never_prunes_everything():
 @pytest.fixture()
 def launched(monkeypatch):
     """Capture what `prunelens dashboard` would exec, and the environment it would pass."""
-    import analysis.cli
+    import prunelens.analysis.cli
 
     seen = {}
 
@@ -67,7 +67,7 @@ def launched(monkeypatch):
         seen["cmd"], seen["env"] = cmd, env
         return 0
 
-    monkeypatch.setattr(analysis.cli, "_launch", fake_launch)
+    monkeypatch.setattr(prunelens.analysis.cli, "_launch", fake_launch)
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):  # as a user's shell has them
         monkeypatch.delenv(name, raising=False)
     return seen
@@ -110,7 +110,7 @@ def _named_model(folder, id2label):
 def test_text_labels_follow_the_models_own_label_names(tmp_path, store):
     """`positive` sorts after `negative`; a model whose label 0 is `positive` must see the
     positive sentences as 0 (sorted order gave 1 - accuracy)."""
-    from analysis.operations import open_session
+    from prunelens.analysis.operations import open_session
     from tests.tiny import tiny_frame
 
     frame = tiny_frame(40)

@@ -1,6 +1,6 @@
 """Eight dashboard sessions at once against one real server on localhost.
 
-The server is started with ``python -m analysis dashboard`` (the real command line) and driven
+The server is started with ``python -m prunelens dashboard`` (the real command line) and driven
 by websocket clients speaking Streamlit's own protocol (the protobuf messages its browser client
 sends): each session opens the Prune page with its own model, data limit, method and sparsity,
 moves the slider, then opens the Model & data page. Every number a session sees must equal what
@@ -155,7 +155,7 @@ def start_server(tmp: Path, extra_env: dict | None = None) -> Server:
            "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
            **(extra_env or {})}
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "analysis", "dashboard", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "prunelens", "dashboard", "--port", str(port)],
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = Server(port, proc, log)
     deadline = time.monotonic() + 300
@@ -243,9 +243,9 @@ def two_models(tmp_path_factory):
 
 def _expected(plans, models, csv, store_dir: Path) -> dict:
     """What each session must show, computed here on freshly loaded models."""
-    from analysis.cache import ResultStore
-    from analysis.models import load_model
-    from analysis.operations import open_session, prune
+    from prunelens.analysis.cache import ResultStore
+    from prunelens.analysis.models import load_model
+    from prunelens.analysis.operations import open_session, prune
 
     loaded = {name: load_model(str(path)) for name, path in models.items()}
     out = {}
@@ -323,11 +323,11 @@ def test_threads_sharing_a_model_do_not_see_each_others_gates(tiny_bert_dir, tin
 
     import numpy as np
 
-    from analysis.data import load_data
-    from analysis.evaluate import Evaluator
-    from analysis.gates import Masks, hook_count
-    from analysis.fingerprints import weights_digest
-    from analysis.models import load_model
+    from prunelens.analysis.data import load_data
+    from prunelens.analysis.evaluate import Evaluator
+    from prunelens.analysis.gates import Masks, hook_count
+    from prunelens.analysis.fingerprints import weights_digest
+    from prunelens.analysis.models import load_model
 
     loaded = load_model(str(tiny_bert_dir))  # a private copy: this test must not race others
     before = weights_digest(loaded.model)
@@ -361,7 +361,7 @@ def test_method_registry_is_filled_whole_under_threads(monkeypatch):
     session silently fall back to another method)."""
     import threading
 
-    import analysis.methods as registry
+    import prunelens.analysis.methods as registry
 
     expected = dict(registry.all_methods())
     monkeypatch.setattr(registry, "_REGISTRY", {})
@@ -388,8 +388,8 @@ def test_copy_made_while_gated_carries_no_gates(tiny_bert_dir):
     import numpy as np
     import torch
 
-    from analysis.gates import gated
-    from analysis.models import load_model
+    from prunelens.analysis.gates import gated
+    from prunelens.analysis.models import load_model
 
     loaded = load_model(str(tiny_bert_dir))
     model = loaded.model

@@ -26,19 +26,23 @@ KNOWN: set[tuple[str, str]] = set()
 
 
 def _top(module: str) -> str:
-    """``analysis.methods.pins`` -> ``methods``; ``analysis.cache`` -> ``cache``."""
+    """``prunelens.analysis.methods.pins`` -> ``methods``; ``prunelens.analysis.cache`` -> ``cache``."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else ""
 
 
 def _imports(path: Path) -> set[str]:
+    """Every module a file imports, ``prunelens.`` left off (``prunelens.analysis.cache`` ->
+    ``analysis.cache``); a bare ``analysis``/``dashboard`` import is kept as written so the namespace
+    test below can see it."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module:
             found.add(node.module)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-    return found
+    return {name.removeprefix("prunelens.") if name.startswith("prunelens.") else
+            ("bare:" + name if name.split(".")[0] in ("analysis", "dashboard") else name) for name in found}
 
 
 def _modules():
@@ -68,6 +72,16 @@ def test_imports_point_down_or_sideways(name, path):
 def test_the_checker_sees_a_violation(tmp_path):
     """The scan finds function-level imports (a test that cannot fail would prove nothing)."""
     bad = tmp_path / "x.py"
-    bad.write_text("def f():\n    from analysis.operations import prune\n")
+    bad.write_text("def f():\n    from prunelens.analysis.operations import prune\n")
     assert "analysis.operations" in _imports(bad)
     assert RANK["operations"] > RANK["methods"]
+
+
+def test_every_import_goes_through_the_prunelens_namespace():
+    """``import analysis``/``import dashboard`` would pick up a user's own analysis.py or
+    dashboard.py from the working folder (issue 31): the code imports ``prunelens.*`` only."""
+    bare = [(str(path.relative_to(ROOT)), module)
+            for folder in ("analysis", "dashboard", "tests", "scripts", "benchmarks")
+            for path in sorted((ROOT / folder).rglob("*.py"))
+            for module in _imports(path) if module.startswith("bare:")]
+    assert not bare, bare

@@ -29,14 +29,14 @@ def _texts(at: AppTest) -> str:
 
 
 def _small_figure():
-    from dashboard import figures
+    from prunelens.dashboard import figures
 
     return figures.delta_bars({"accuracy": -0.1, "loss": 0.2, "margin": -0.3,
                                "accuracy_se": 0.01, "loss_se": 0.02, "margin_se": 0.03})
 
 
 def test_figure_exports_png_and_svg():
-    from dashboard import figures
+    from prunelens.dashboard import figures
 
     missing = figures.export_missing()
     if missing:
@@ -50,7 +50,7 @@ def test_figure_exports_png_and_svg():
 
 
 def test_show_figure_offers_png_and_svg_beside_html(open_page):
-    from dashboard import figures
+    from prunelens.dashboard import figures
 
     at = open_page("spectral")
     labels = _downloads(at)
@@ -94,7 +94,7 @@ def test_demo_mode_guides_the_prune_page(open_page):
 
 
 def test_every_method_has_a_plain_sentence():
-    from analysis.methods import all_methods
+    from prunelens.analysis.methods import all_methods
 
     for name, method in all_methods().items():
         assert method.plain.strip(), name
@@ -131,7 +131,7 @@ def test_metric_labels_are_short(open_page):
 
 
 def test_figure_panel_titles_fit():
-    from dashboard import figures
+    from prunelens.dashboard import figures
 
     fig = _small_figure()
     titles = [a.text for a in fig.layout.annotations]
@@ -143,7 +143,7 @@ def test_figure_panel_titles_fit():
 
 
 def test_deploy_button_is_hidden(monkeypatch):
-    from analysis import cli
+    from prunelens.analysis import cli
 
     seen = {}
     monkeypatch.setattr(cli, "_launch", lambda cmd, env=None: seen.setdefault("cmd", cmd) and 0)
@@ -165,8 +165,8 @@ def test_every_cached_function_has_a_human_spinner():
 def test_attention_views_fit_and_have_one_layer_selector():
     import numpy as np
 
-    from analysis.attention import AttentionMaps
-    from dashboard.attention_view import view_html
+    from prunelens.analysis.attention import AttentionMaps
+    from prunelens.dashboard.attention_view import view_html
 
     maps = AttentionMaps(tokens=["[CLS]", "good", "[SEP]"],
                          attention=np.full((2, 4, 3, 3), 1 / 3, dtype=np.float32),

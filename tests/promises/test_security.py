@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.errors import DataError, ModelError
+from prunelens.analysis.errors import DataError, ModelError
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_DIRS = ("analysis", "dashboard", "benchmarks")
@@ -78,7 +78,7 @@ def _folder_with_pickle(src: Path, dst: Path, marker: Path, keep_safetensors: bo
 
 
 def test_pickle_weights_are_refused(tiny_bert_dir, tmp_path):
-    from analysis.models import load_model
+    from prunelens.analysis.models import load_model
 
     marker = tmp_path / "RAN"
     folder = _folder_with_pickle(tiny_bert_dir, tmp_path / "m", marker, keep_safetensors=False)
@@ -89,7 +89,7 @@ def test_pickle_weights_are_refused(tiny_bert_dir, tmp_path):
 
 def test_safetensors_preferred_over_pickle(tiny_bert_dir, tiny_loaded, tmp_path):
     """With both files present the safetensors weights are loaded and the pickle is never opened."""
-    from analysis.models import load_model
+    from prunelens.analysis.models import load_model
 
     marker = tmp_path / "RAN"
     folder = _folder_with_pickle(tiny_bert_dir, tmp_path / "m", marker, keep_safetensors=True)
@@ -161,7 +161,7 @@ def _folder_with_custom_code(src: Path, dst: Path, marker: Path, model_type: str
 
 def test_custom_architecture_is_refused(tiny_bert_dir, tmp_path):
     """A config that needs its own code to load is refused, and that code never runs."""
-    from analysis.models import load_model
+    from prunelens.analysis.models import load_model
 
     marker = tmp_path / "RAN"
     folder = _folder_with_custom_code(tiny_bert_dir, tmp_path / "m", marker, "evilbert")
@@ -174,7 +174,7 @@ def test_auto_map_on_a_bert_is_ignored(tiny_bert_dir, tiny_loaded, tmp_path):
     """A BERT config that points at custom classes loads the stock BERT; the code never runs."""
     from transformers import BertForSequenceClassification
 
-    from analysis.models import load_model
+    from prunelens.analysis.models import load_model
 
     marker = tmp_path / "RAN"
     folder = _folder_with_custom_code(tiny_bert_dir, tmp_path / "m", marker, "bert")
@@ -190,38 +190,38 @@ def test_auto_map_on_a_bert_is_ignored(tiny_bert_dir, tiny_loaded, tmp_path):
 
 
 def test_upload_cap_value_and_dashboard_flag(monkeypatch):
-    import analysis.cli
-    import analysis.data
+    import prunelens.analysis.cli
+    import prunelens.analysis.data
 
-    assert analysis.data.MAX_UPLOAD_BYTES == 50 * 1024 * 1024
+    assert prunelens.analysis.data.MAX_UPLOAD_BYTES == 50 * 1024 * 1024
     seen = {}
-    monkeypatch.setattr(analysis.cli, "_launch", lambda cmd, env=None: seen.setdefault("cmd", cmd) and 0)
-    assert analysis.cli.main(["dashboard"]) == 0
+    monkeypatch.setattr(prunelens.analysis.cli, "_launch", lambda cmd, env=None: seen.setdefault("cmd", cmd) and 0)
+    assert prunelens.analysis.cli.main(["dashboard"]) == 0
     cmd = seen["cmd"]
     # streamlit's maxUploadSize is in MiB: the browser uploader refuses what from_bytes would
-    assert int(cmd[cmd.index("--server.maxUploadSize") + 1]) == analysis.data.MAX_UPLOAD_BYTES >> 20
+    assert int(cmd[cmd.index("--server.maxUploadSize") + 1]) == prunelens.analysis.data.MAX_UPLOAD_BYTES >> 20
 
 
 def test_oversized_bytes_refused_before_parsing(monkeypatch):
-    import analysis.data
+    import prunelens.analysis.data
 
-    monkeypatch.setattr(analysis.data, "MAX_UPLOAD_BYTES", 1000)
+    monkeypatch.setattr(prunelens.analysis.data, "MAX_UPLOAD_BYTES", 1000)
     parsed = []
-    monkeypatch.setattr(analysis.data.pd, "read_csv", lambda *a, **k: parsed.append(1))
+    monkeypatch.setattr(prunelens.analysis.data.pd, "read_csv", lambda *a, **k: parsed.append(1))
     with pytest.raises(DataError, match=r"big\.csv is 0 MB, over the 0 MB cap"):
-        analysis.data.from_bytes(b"text,label\n" + b"x,1\n" * 300, "big.csv")
+        prunelens.analysis.data.from_bytes(b"text,label\n" + b"x,1\n" * 300, "big.csv")
     assert parsed == []
 
 
 def test_oversized_file_refused_before_reading(tmp_path, monkeypatch):
-    import analysis.data
+    import prunelens.analysis.data
 
     path = tmp_path / "big.csv"
     path.write_bytes(b"text,label\n" + b"x,1\n" * 300)
-    monkeypatch.setattr(analysis.data, "MAX_UPLOAD_BYTES", 1000)
+    monkeypatch.setattr(prunelens.analysis.data, "MAX_UPLOAD_BYTES", 1000)
     monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("read a file over the cap"))
     with pytest.raises(DataError, match="over the"):
-        analysis.data.load_data(str(path))
+        prunelens.analysis.data.load_data(str(path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,7 +234,7 @@ HOSTILE = ["../../../../etc/passwd", "..\\..\\windows", "/abs/path", "a/../../b"
 
 @pytest.mark.parametrize("hostile", HOSTILE, ids=range(len(HOSTILE)))
 def test_store_paths_are_digests(hostile, tmp_path):
-    from analysis.cache import Key, ResultStore
+    from prunelens.analysis.cache import Key, ResultStore
 
     store = ResultStore(tmp_path / "store", shipped_dir=None)
     key = Key.make(hostile, hostile, hostile, hostile, hostile, {hostile: hostile, "p": [hostile]})
@@ -248,7 +248,7 @@ def test_store_paths_are_digests(hostile, tmp_path):
 
 
 def test_store_digest_binds_every_field():
-    from analysis.cache import Key
+    from prunelens.analysis.cache import Key
 
     base = Key.make("m", "d", "scores", "magnitude", "head", {"seed": 1})
     variants = [Key.make("m2", "d", "scores", "magnitude", "head", {"seed": 1}),
@@ -274,12 +274,12 @@ def test_store_digest_binds_every_field():
     (["--port", "9001"], "127.0.0.1", "9001"),
 ], ids=["bare", "dashboard", "port", "explicit-host", "bare-port"])
 def test_dashboard_binds_localhost_by_default(argv, host, port, monkeypatch, capsys):
-    import analysis.cli
+    import prunelens.analysis.cli
 
     seen = []
-    monkeypatch.setattr(analysis.cli, "_launch", lambda cmd, env=None: seen.append(cmd) or 0)
-    monkeypatch.setattr(analysis.cli.sys, "argv", ["prunelens", *argv])
-    assert analysis.cli.main(argv) == 0
+    monkeypatch.setattr(prunelens.analysis.cli, "_launch", lambda cmd, env=None: seen.append(cmd) or 0)
+    monkeypatch.setattr(prunelens.analysis.cli.sys, "argv", ["prunelens", *argv])
+    assert prunelens.analysis.cli.main(argv) == 0
     (cmd,) = seen
     assert cmd[cmd.index("--server.address") + 1] == host
     assert cmd[cmd.index("--server.port") + 1] == port
@@ -336,8 +336,8 @@ def test_source_scan_finds_what_it_looks_for(tmp_path):
 
 def test_param_values_are_parsed_not_evaluated(tiny_session):
     """A ``--param`` value that is Python code is a type error, never executed."""
-    from analysis.errors import ParamError
-    from analysis.operations import compute_scores
+    from prunelens.analysis.errors import ParamError
+    from prunelens.analysis.operations import compute_scores
 
     with pytest.raises(ParamError, match="must be an integer"):
         compute_scores(tiny_session, "random", "head", {"seed": "__import__('os').getpid()"})

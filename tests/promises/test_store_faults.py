@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.cache import FORMAT_VERSION, Key, ResultStore, StoreWarning, write_manifest
+from prunelens.analysis.cache import FORMAT_VERSION, Key, ResultStore, StoreWarning, write_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 # (a kind without a result schema: these tests store small made-up results)
@@ -35,7 +35,7 @@ def _entry_path(store: ResultStore, key: Key = KEY) -> Path:
 
 
 def _score_path(session, method="magnitude", unit="head") -> Path:
-    from analysis.methods import get_method
+    from prunelens.analysis.methods import get_method
 
     params = get_method(method).validate({})
     return _entry_path(session.store, session.key("scores", method, unit, params))
@@ -105,7 +105,7 @@ DAMAGE = [
 
 @pytest.mark.parametrize("damage, message", [d[1:] for d in DAMAGE], ids=[d[0] for d in DAMAGE])
 def test_damaged_entry_is_recomputed(damage, message, tiny_session):
-    from analysis.operations import compute_scores
+    from prunelens.analysis.operations import compute_scores
 
     first = compute_scores(tiny_session, "magnitude", "head")
     assert not first.cached
@@ -151,7 +151,7 @@ def test_damaged_shipped_entry_falls_through(tmp_path):
 
 def test_cli_reports_bad_entry_as_warning(tiny_bert_dir, tiny_csv, tmp_path, monkeypatch, capsys):
     """Through the CLI: one ``warning:`` line, exit 0, the scores printed."""
-    from analysis.cli import main
+    from prunelens.analysis.cli import main
 
     monkeypatch.setenv("PRUNELENS_CACHE", str(tmp_path / "store"))
     argv = ["score", "--method", "magnitude", "--model", str(tiny_bert_dir), "--data", str(tiny_csv),
@@ -176,7 +176,7 @@ def test_cli_reports_bad_entry_as_warning(tiny_bert_dir, tiny_csv, tmp_path, mon
 @pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC, errno.EACCES],
                          ids=["read-only", "disk-full", "no-permission"])
 def test_unwritable_store_keeps_result(code, tiny_session, monkeypatch):
-    from analysis.operations import compute_scores
+    from prunelens.analysis.operations import compute_scores
 
     def refuse(*args, **kwargs):
         raise OSError(code, os.strerror(code))
@@ -239,7 +239,7 @@ def test_read_only_user_store_still_serves_shipped(tmp_path, monkeypatch):
 _WRITER = """
 import os, sys, time
 sys.path.insert(0, {root!r})
-from analysis.cache import Key, ResultStore
+from prunelens.analysis.cache import Key, ResultStore
 store = ResultStore({store!r}, shipped_dir=None)
 key = Key.make("m" * 16, "d" * 16, "example", "magnitude", "head", {{"seed": 1}})
 writer, rounds, size, pause = {writer}, {rounds}, {size}, {pause}
@@ -343,7 +343,7 @@ def test_ctrl_c_mid_write_leaves_no_temp_file(tmp_path, monkeypatch):
     def interrupted(src, dst):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("analysis.cache.os.replace", interrupted)
+    monkeypatch.setattr("prunelens.analysis.cache.os.replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         store.put(key, {"scores": [1.0]})
     assert list(tmp_path.rglob("*")) == [tmp_path / key.digest[:2]]  # the folder, nothing in it

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.fingerprints import weights_digest
-from analysis.errors import ParamError
-from analysis.methods.admm import (
+from prunelens.analysis.fingerprints import weights_digest
+from prunelens.analysis.errors import ParamError
+from prunelens.analysis.methods.admm import (
     METHOD,
     AdmmState,
     accuracy_by_pattern,
@@ -16,8 +16,8 @@ from analysis.methods.admm import (
     pattern_of,
     unit_shares,
 )
-from analysis.methods.admm_quant import METHOD as QUANT
-from analysis.patterns import (
+from prunelens.analysis.methods.admm_quant import METHOD as QUANT
+from prunelens.analysis.patterns import (
     block_counts,
     distinct_per_row,
     exactly_n_fraction,
@@ -25,7 +25,7 @@ from analysis.patterns import (
     project_kbit,
     project_nm,
 )
-from analysis.training import train_command
+from prunelens.analysis.training import train_command
 from tests.tiny import assert_run_result_shape
 
 UNITS = ("head", "attention", "ffn", "neuron")
@@ -204,7 +204,7 @@ def test_training_mode_meets_pattern_and_leaves_model_alone(tiny_session):
 
 def test_training_final_weights_satisfy_pattern(tiny_session, monkeypatch):
     """Inspect the trained copy itself (not only the reported statistic)."""
-    from analysis.methods import admm
+    from prunelens.analysis.methods import admm
 
     captured = {}
     real_evaluate = admm._evaluate
@@ -239,7 +239,7 @@ def test_quant_training(tiny_session):
 def test_sr_ste_gradient_is_the_official_one():
     """aojunzz/NM-sparsity sparse_ops: forward with the 2:4-masked weight, backward
     grad + λ·(1 − mask)⊙W to the dense weight; by hand on a 2 × 4 weight."""
-    from analysis.methods.admm import ProjectedWeight, nm_projection
+    from prunelens.analysis.methods.admm import ProjectedWeight, nm_projection
 
     w = torch.tensor([[0.5, -2.0, 0.1, 1.0], [3.0, 0.2, -0.3, -4.0]], requires_grad=True)
     mask = torch.tensor([[0.0, 1.0, 0.0, 1.0], [1.0, 0.0, 0.0, 1.0]])  # top-2 |w| of every 4
@@ -255,7 +255,7 @@ def test_sr_ste_gradient_is_the_official_one():
 def test_the_one_shot_baseline_gets_the_same_training_budget(tiny_session):
     """Equal budgets: the one-shot 2:4 projection is trained with SR-STE for as many steps as
     ADMM's W-steps and fine-tune together (0.1 gave it none, or only the fine-tune's steps)."""
-    import analysis.methods.admm as admm_mod
+    import prunelens.analysis.methods.admm as admm_mod
 
     calls = []
     real = admm_mod.sr_ste_finetune

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.analyze import (
+from prunelens.analysis.analyze import (
     BLOCK_SPARSITIES,
     CURVE_SPARSITIES,
     MASK_EVAL_PASSES,
@@ -27,8 +27,8 @@ from analysis.analyze import (
     read_status,
     run_analysis,
 )
-from analysis.methods import all_methods, get_method
-from analysis.sweep.spec import Target
+from prunelens.analysis.methods import all_methods, get_method
+from prunelens.analysis.sweep.spec import Target
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,7 +63,7 @@ def test_spec_is_every_method_unit_with_the_slider_grid(tiny_bert_dir, tiny_csv)
 
 
 def test_unknown_method_is_refused_before_anything_loads(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "analysis.cli", "analyze", "--methods", "magnitude,nope",
+    done = subprocess.run([sys.executable, "-m", "prunelens.analysis.cli", "analyze", "--methods", "magnitude,nope",
                            "--model", str(tmp_path / "missing"), "--store", str(tmp_path / "s")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
@@ -85,7 +85,7 @@ def test_estimate_is_declared_work_times_the_measured_forward(tiny_session, tiny
     _, plan = plan_analysis(tiny_session, target_of(tiny_bert_dir, tiny_csv), ["ablation"])
     est = estimate(plan, tiny_session, example_seconds=0.01)
     [heads] = [t for t in plan.todo if t.unit == "head"]
-    from analysis.methods.ablation import PASS_SHARE
+    from prunelens.analysis.methods.ablation import PASS_SHARE
 
     assert est.of(heads) == pytest.approx((1 + inv.layers * inv.heads) * n * PASS_SHARE * 0.01)
 
@@ -101,7 +101,7 @@ def test_cheap_methods_and_their_curves_run_before_expensive_ones(tiny_session, 
     cost = {m: sum(est.of(t) for t in plan.todo if t.method == m and t.kind == "scores")
             for m in ("ablation", "michel", "magnitude")}
     assert [t.method for t in ordered] == sorted(cost, key=cost.get)  # by each method's estimated cost
-    from analysis.sweep.tasks import Task
+    from prunelens.analysis.sweep.tasks import Task
 
     curve_point = Task("mask-eval", heads[0].target, "magnitude", "head", label="x")
     order = sorted([*heads, curve_point], key=key)
@@ -110,7 +110,7 @@ def test_cheap_methods_and_their_curves_run_before_expensive_ones(tiny_session, 
 
 def test_analyze_fills_what_the_pages_read_and_a_rerun_does_nothing(tiny_session, tiny_bert_dir,
                                                                      tiny_csv, capsys):
-    from analysis.operations import compute_scores, curve
+    from prunelens.analysis.operations import compute_scores, curve
 
     target = target_of(tiny_bert_dir, tiny_csv)
     done = run_analysis(tiny_session, target, ["magnitude", "random", "michel"], progress=True)
@@ -148,7 +148,7 @@ def test_a_second_job_on_the_same_pair_is_refused_with_the_first_ones_progress(
 
 def test_a_killed_job_resumes_without_recomputing_finished_entries(tmp_path, tiny_bert_dir, tiny_csv):
     store = tmp_path / "store"
-    cmd = [sys.executable, "-m", "analysis.cli", "analyze", "--model", str(tiny_bert_dir),
+    cmd = [sys.executable, "-m", "prunelens.analysis.cli", "analyze", "--model", str(tiny_bert_dir),
            "--data", str(tiny_csv), "--methods", "magnitude,random,michel,ablation",
            "--store", str(store), "--json", str(tmp_path / "a.json")]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -175,7 +175,7 @@ def test_a_killed_job_resumes_without_recomputing_finished_entries(tmp_path, tin
 
 
 def test_model_data_page_estimates_then_analyses_in_the_background(open_page, tmp_path, monkeypatch):
-    from dashboard import jobs
+    from prunelens.dashboard import jobs
 
     at = open_page("model_data")
     [plan] = [b for b in at.button if b.key == "analyze.plan"]
@@ -195,9 +195,9 @@ def test_model_data_page_estimates_then_analyses_in_the_background(open_page, tm
 
 
 def test_the_shipped_store_is_what_analyze_produces_for_the_default(default_loaded, tmp_path, monkeypatch):
-    from analysis.cache import SHIPPED_DIR, ResultStore
-    from analysis.operations import open_session
-    from analysis.training import trainable_methods
+    from prunelens.analysis.cache import SHIPPED_DIR, ResultStore
+    from prunelens.analysis.operations import open_session
+    from prunelens.analysis.training import trainable_methods
 
     monkeypatch.setenv("PRUNELENS_PRECISION", "auto")  # as a user runs it: checked-bf16 entries count
     session = open_session(loaded=default_loaded, store=ResultStore(tmp_path / "empty", SHIPPED_DIR))
@@ -209,8 +209,8 @@ def test_the_shipped_store_is_what_analyze_produces_for_the_default(default_load
 
 
 def test_a_training_run_is_estimated_at_its_measured_cost_per_pass(tiny_session, tiny_bert_dir, tiny_csv):
-    from analysis.analyze import TRAINING_PASS_COST
-    from analysis.training import get_trainer
+    from prunelens.analysis.analyze import TRAINING_PASS_COST
+    from prunelens.analysis.training import get_trainer
 
     _, plan = plan_analysis(tiny_session, target_of(tiny_bert_dir, tiny_csv), ["snip"], training=True,
                             extra_training=True)
@@ -224,8 +224,8 @@ def test_a_training_run_is_estimated_at_its_measured_cost_per_pass(tiny_session,
 
 def test_analyze_stores_the_spectral_page_so_it_opens_without_computing(tiny_session, tiny_bert_dir,
                                                                        tiny_csv, open_page, monkeypatch):
-    from analysis import spectral_store
-    from analysis.spectral import spectral_norms
+    from prunelens.analysis import spectral_store
+    from prunelens.analysis.spectral import spectral_norms
 
     target = target_of(tiny_bert_dir, tiny_csv)
     spec = analysis_spec(target)
@@ -254,9 +254,9 @@ def test_analyze_stores_the_spectral_page_so_it_opens_without_computing(tiny_ses
 
 
 def test_stored_activation_statistics_round_trip_and_bad_entries_are_refused(tiny_session):
-    from analysis import spectral_store
-    from analysis.spectral import activation_statistics
-    from analysis.store_schema import result_problem
+    from prunelens.analysis import spectral_store
+    from prunelens.analysis.spectral import activation_statistics
+    from prunelens.analysis.store_schema import result_problem
 
     stats = activation_statistics(tiny_session.loaded, tiny_session.data, c=1.0, limit=16)
     stored = spectral_store.activations_as_dict(stats)

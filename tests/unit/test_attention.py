@@ -1,5 +1,5 @@
-"""Attention maps (analysis.attention) against the eager implementation, and the offline
-bertviz HTML (dashboard.attention_view)."""
+"""Attention maps (prunelens.analysis.attention) against the eager implementation, and the offline
+bertviz HTML (prunelens.dashboard.attention_view)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.fingerprints import weights_digest
-from analysis.attention import AttentionMaps, attention_from_inputs, attention_maps
-from analysis.errors import DataError, ParamError
-from analysis.gates import gated, hook_count
-from analysis.layout import encoder_layers
+from prunelens.analysis.fingerprints import weights_digest
+from prunelens.analysis.attention import AttentionMaps, attention_from_inputs, attention_maps
+from prunelens.analysis.errors import DataError, ParamError
+from prunelens.analysis.gates import gated, hook_count
+from prunelens.analysis.layout import encoder_layers
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 SENTENCE = "the movie was not very good but the actors were fun"
@@ -176,7 +176,7 @@ def _maps():
 
 @pytest.mark.parametrize("view", ["head", "model"])
 def test_view_html_is_offline(view):
-    from dashboard.attention_view import view_html
+    from prunelens.dashboard.attention_view import view_html
 
     html = view_html(_maps(), view=view)
     assert "<script src=" not in html.replace(" ", "")
@@ -190,7 +190,7 @@ def test_view_html_is_offline(view):
 
 
 def test_view_hide_zeroes_pruned_heads():
-    from dashboard.attention_view import embedded_params, view_html
+    from prunelens.dashboard.attention_view import embedded_params, view_html
 
     params = embedded_params(view_html(_maps(), view="model", hide_pruned=True))
     attn = np.array(params["attention"][0]["attn"])
@@ -203,7 +203,7 @@ def test_view_hide_zeroes_pruned_heads():
 
 
 def test_view_layer_and_head_choices():
-    from dashboard.attention_view import embedded_params, view_html
+    from prunelens.dashboard.attention_view import embedded_params, view_html
 
     params = embedded_params(view_html(_maps(), view="head", layers=[1], layer=1, heads=[0, 3]))
     assert params["include_layers"] == [1] and params["layer"] == 1 and params["heads"] == [0, 3]
@@ -214,7 +214,7 @@ def test_view_layer_and_head_choices():
 
 
 def test_legend_lists_pruned_heads():
-    from dashboard.attention_view import view_html
+    from prunelens.dashboard.attention_view import view_html
 
     assert "L1 H2" in view_html(_maps())
     unpruned = AttentionMaps(tokens=["a"], attention=np.ones((2, 4, 1, 1), dtype=np.float32),
@@ -223,7 +223,7 @@ def test_legend_lists_pruned_heads():
 
 
 def test_head_figure():
-    from dashboard.attention_view import head_figure
+    from prunelens.dashboard.attention_view import head_figure
 
     maps = _maps()
     maps.attention[1, 2, 0] = [0.5, 0.25, 0.25]
@@ -235,7 +235,7 @@ def test_head_figure():
 
 
 def test_view_html_escapes_script_tokens():
-    from dashboard.attention_view import embedded_params, view_html
+    from prunelens.dashboard.attention_view import embedded_params, view_html
 
     maps = _maps()
     maps.tokens[1] = "</script><b>"

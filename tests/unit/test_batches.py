@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.batches import epoch_order
+from prunelens.analysis.batches import epoch_order
 
 
 def test_epoch_order_is_seeded_permutations_one_after_another():

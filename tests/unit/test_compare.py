@@ -1,18 +1,18 @@
-"""Rank statistics of analysis.compare against manual computation."""
+"""Rank statistics of prunelens.analysis.compare against manual computation."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from analysis.compare import (
+from prunelens.analysis.compare import (
     jaccard,
     jaccard_matrix,
     normalized_ranks,
     rank_correlations,
     unit_scores,
 )
-from analysis.errors import ParamError
+from prunelens.analysis.errors import ParamError
 
 
 def test_normalized_ranks():
@@ -41,7 +41,7 @@ def test_jaccard_matrix():
 
 
 def test_unit_scores_ranks_match_compute(tiny_session):
-    from analysis.operations import compute_scores
+    from prunelens.analysis.operations import compute_scores
 
     rows = {r["method"]: r for r in unit_scores(tiny_session, "head", (1, 2))}
     mag = compute_scores(tiny_session, "magnitude", "head").scores
@@ -53,8 +53,8 @@ def test_unit_scores_ranks_match_compute(tiny_session):
 def test_diagnostics_are_labelled_and_never_preselected(open_page):
     """ADMM's surviving-norm share is a diagnostic: its label says so and the Compare page does
     not put it into the ranking side by side unless asked (0.1 ranked it beside the criteria)."""
-    from analysis.methods import all_methods
-    from dashboard import controls
+    from prunelens.analysis.methods import all_methods
+    from prunelens.dashboard import controls
 
     diagnostics = {n for n, m in all_methods().items() if m.diagnostic}
     assert diagnostics == {"admm", "admm-quant"}
@@ -67,7 +67,7 @@ def test_diagnostics_are_labelled_and_never_preselected(open_page):
 
 
 def test_paired_difference_by_hand():
-    from analysis.compare import paired_difference
+    from prunelens.analysis.compare import paired_difference
 
     a = [[1, 1, 0, 1], [1, 0, 0, 1]]  # two seeds, four examples
     b = [[1, 0, 0, 0], [0, 0, 0, 1]]
@@ -83,7 +83,7 @@ def test_paired_difference_by_hand():
     same = paired_difference([[1, 0, 1, 0]], [[0, 1, 0, 1]])
     assert same.mean == 0.0 and same.within_noise and same.verdict() == "within noise"
     assert same.rule == "within noise (neither pass nor fail)"
-    from analysis.compare import joint_rule
+    from prunelens.analysis.compare import joint_rule
 
     assert joint_rule([d, d]) == "PASS" and joint_rule([d, same]) == same.rule
     assert joint_rule([d, worse]) == "FAIL" and joint_rule([same, worse]) == "FAIL"

@@ -8,15 +8,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.evaluate import (
+from prunelens.analysis.evaluate import (
     DEFAULT_ENCODER_PARAMS,
     ESTIMATE_SIZE,
     MIN_ESTIMATE_SIZE,
     Evaluator,
     first_estimate_size,
 )
-from analysis.gates import Masks
-from analysis.methods.base import BERT_BASE
+from prunelens.analysis.gates import Masks
+from prunelens.analysis.methods.base import BERT_BASE
 
 
 
@@ -67,7 +67,7 @@ def test_each_stage_is_its_own_fixed_subset_with_a_paired_error_bar(tiny_session
 
 
 def test_the_bench_judges_a_bert_base_sized_model_by_its_own_targets():
-    from analysis.bench import format_table
+    from prunelens.analysis.bench import format_table
 
     out = {"first_estimate_s": 0.4, "rss_mb": 3100.0, "eval_p50_s": 4.6, "ratio": 10.4}
     default = format_table({**out, "encoder_params": DEFAULT_ENCODER_PARAMS})
@@ -78,8 +78,8 @@ def test_the_bench_judges_a_bert_base_sized_model_by_its_own_targets():
 
 
 def test_record_is_evaluate_with_each_examples_correctness(tiny_loaded, tiny_session):
-    from analysis.evaluate import Evaluator, correct_flags, correctness
-    from analysis.gates import Masks
+    from prunelens.analysis.evaluate import Evaluator, correct_flags, correctness
+    from prunelens.analysis.gates import Masks
 
     ev = Evaluator(tiny_loaded, tiny_session.data, batch_size=8)
     mask = Masks(head=np.array([[1, 0, 1, 1], [0, 1, 1, 1]], dtype=np.float32))

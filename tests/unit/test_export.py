@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import flips as flips_mod
-from analysis.flips import flipped, label_names
-from analysis.gates import Masks, gated
+from prunelens.analysis import flips as flips_mod
+from prunelens.analysis.flips import flipped, label_names
+from prunelens.analysis.gates import Masks, gated
 
 HEAD_MASK = np.array([[1, 0, 0, 1], [0, 1, 1, 0]])
 
@@ -84,7 +84,7 @@ def test_label_names_from_the_model_config(tiny_session, monkeypatch):
 
 
 def test_flipped_rows_carry_the_text_pair(tiny_loaded, tmp_path, store):
-    from analysis.operations import open_session
+    from prunelens.analysis.operations import open_session
     from tests.tiny import write_tiny_csv
 
     session = open_session(data=str(write_tiny_csv(tmp_path / "pairs.csv", pairs=True)),
@@ -97,7 +97,7 @@ def test_flipped_rows_carry_the_text_pair(tiny_loaded, tmp_path, store):
 
 
 def test_prune_json_has_flipped(tiny_session):
-    from analysis.operations import prune
+    from prunelens.analysis.operations import prune
 
     out = prune(tiny_session, "magnitude", 0.5)
     mask = np.asarray(out["mask"])
@@ -108,7 +108,7 @@ def test_prune_json_has_flipped(tiny_session):
 
 
 def test_cli_prune_prints_and_writes_flipped(tiny_bert_dir, tiny_csv, store, tmp_path, capsys):
-    from analysis.cli import main
+    from prunelens.analysis.cli import main
 
     args = ["prune", "--method", "magnitude", "--sparsity", "0.5", "--model", str(tiny_bert_dir),
             "--data", str(tiny_csv), "--quiet"]
@@ -133,9 +133,9 @@ def test_cli_prune_prints_and_writes_flipped(tiny_bert_dir, tiny_csv, store, tmp
     ("ffn", np.array([1, 0])),
 ])
 def test_saved_pruned_model_loads_with_the_masked_logits(tiny_session, tmp_path, unit, mask):
-    from analysis.pruned_folder import save_pruned, structure_of
-    from analysis.models import load_model
-    from analysis.pruning import physically_prune
+    from prunelens.analysis.pruned_folder import save_pruned, structure_of
+    from prunelens.analysis.models import load_model
+    from prunelens.analysis.pruning import physically_prune
 
     masks = Masks.for_unit(unit, mask)
     small = physically_prune(tiny_session.loaded.model, masks)
@@ -152,7 +152,7 @@ def test_saved_pruned_model_loads_with_the_masked_logits(tiny_session, tmp_path,
     again = ev.reference_outputs(model=reloaded.model).logits
     np.testing.assert_allclose(again, masked, atol=1e-5, rtol=0)
     # the reloaded model works through the ordinary evaluator too (its fast path declines)
-    from analysis.evaluate import Evaluator
+    from prunelens.analysis.evaluate import Evaluator
 
     own = Evaluator(reloaded, tiny_session.data)
     np.testing.assert_allclose(own.base_outputs.logits, masked, atol=1e-5, rtol=0)
@@ -163,8 +163,8 @@ def test_saved_pruned_model_loads_with_the_masked_logits(tiny_session, tmp_path,
 
 def test_export_writes_weights_and_onnx_with_the_same_logits(tiny_session, tmp_path):
     pytest.importorskip("onnxruntime")
-    from analysis.export import export, ort_logits, ort_session
-    from analysis.models import load_model
+    from prunelens.analysis.export import export, ort_logits, ort_session
+    from prunelens.analysis.models import load_model
 
     out = tmp_path / "export"
     report = export(tiny_session, "magnitude", 0.5, out, unit="head")
@@ -192,7 +192,7 @@ def test_export_writes_weights_and_onnx_with_the_same_logits(tiny_session, tmp_p
 
 def test_cli_export_without_onnx_and_a_rerun_into_the_same_folder(tiny_bert_dir, tiny_csv, store,
                                                                   tmp_path, capsys):
-    from analysis.cli import main
+    from prunelens.analysis.cli import main
 
     args = ["export", "--method", "magnitude", "--sparsity", "0.25", "--unit", "neuron",
             "--out", str(tmp_path / "e"), "--no-onnx", "--model", str(tiny_bert_dir),
@@ -213,8 +213,8 @@ def test_cli_export_without_onnx_and_a_rerun_into_the_same_folder(tiny_bert_dir,
     (["--sparsity", "0.5", "--out", "{tmp}/x", "--param", "nope=1"], "has no parameter 'nope'"),
 ])
 def test_cli_export_errors_before_loading(tmp_path, capsys, monkeypatch, extra, message):
-    import analysis.operations
-    from analysis.cli import main
+    import prunelens.analysis.operations
+    from prunelens.analysis.cli import main
 
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "something.txt").write_text("x")
@@ -222,7 +222,7 @@ def test_cli_export_errors_before_loading(tmp_path, capsys, monkeypatch, extra, 
     def no_load(*a, **k):
         raise AssertionError("loaded a model before checking the arguments")
 
-    monkeypatch.setattr(analysis.operations, "open_session", no_load)
+    monkeypatch.setattr(prunelens.analysis.operations, "open_session", no_load)
     argv = ["export", "--method", "magnitude", "--model", str(tmp_path / "no_model"),
             *[a.replace("{tmp}", str(tmp_path)) for a in extra]]
     assert main(argv) == 2
@@ -232,10 +232,10 @@ def test_cli_export_errors_before_loading(tmp_path, capsys, monkeypatch, extra, 
 
 
 def test_a_broken_manifest_is_a_model_error(tiny_session, tmp_path):
-    from analysis.errors import ModelError
-    from analysis.pruned_folder import save_pruned
-    from analysis.models import load_model
-    from analysis.pruning import physically_prune
+    from prunelens.analysis.errors import ModelError
+    from prunelens.analysis.pruned_folder import save_pruned
+    from prunelens.analysis.models import load_model
+    from prunelens.analysis.pruning import physically_prune
 
     small = physically_prune(tiny_session.loaded.model, Masks(head=HEAD_MASK))
     save_pruned(small, tiny_session.loaded.tokenizer, tmp_path / "out", {})
@@ -271,7 +271,7 @@ def test_prune_page_shows_the_flipped_table_and_exports(tiny_bert_dir, tiny_csv,
     n, of = (int(w) for w in expander.markdown[0].value.strip("*").split()[:3:2])
     assert n == len(table) > 0 and of == 40
     # the same rows as the hand computation for the same (deterministic) magnitude mask
-    from analysis.operations import prune
+    from prunelens.analysis.operations import prune
 
     mask = np.asarray(prune(tiny_session, "magnitude", 0.5, flips=False)["mask"])
     assert table.to_dict("records") == _expected_rows(tiny_session, Masks(head=mask))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.evaluate import Evaluator
-from analysis.fastpath import (
+from prunelens.analysis.evaluate import Evaluator
+from prunelens.analysis.fastpath import (
     FastEncoder,
     Tokens,
     LayerRow,
@@ -20,10 +20,10 @@ from analysis.fastpath import (
     mask_rows,
     prefix_keys,
 )
-from analysis.gates import Masks, hook_count
-from analysis.methods import get_method
-from analysis.methods.base import Context
-from analysis.pruning import physically_prune, select
+from prunelens.analysis.gates import Masks, hook_count
+from prunelens.analysis.methods import get_method
+from prunelens.analysis.methods.base import Context
+from prunelens.analysis.pruning import physically_prune, select
 
 ATOL = 1e-5
 
@@ -229,7 +229,7 @@ def test_reference_path_for_explicit_model_and_gradients(tiny_loaded, evaluators
 
 
 def test_bench_quick_has_the_documented_keys(tiny_session):
-    from analysis.bench import run_bench
+    from prunelens.analysis.bench import run_bench
 
     out = run_bench(tiny_session, quick=True, threads=1, progress=lambda msg: None)
     for key in ("naive_s", "eval_p50_s", "eval_p90_s", "first_estimate_s", "ratio", "michel_s",
@@ -244,7 +244,7 @@ def test_bench_quick_has_the_documented_keys(tiny_session):
 
 
 def test_bench_reports_the_checked_bf16_path(tiny_session, monkeypatch):
-    from analysis.bench import format_table, run_bench
+    from prunelens.analysis.bench import format_table, run_bench
 
     monkeypatch.setenv("PRUNELENS_PRECISION", "bf16")
     out = run_bench(tiny_session, quick=True, threads=1, progress=lambda msg: None)
@@ -258,8 +258,8 @@ def test_bench_reports_the_checked_bf16_path(tiny_session, monkeypatch):
 
 
 def test_bench_names_the_path_and_why_on_a_cpu_without_native_bf16(tiny_session, monkeypatch):
-    from analysis import precision
-    from analysis.bench import format_table, run_bench
+    from prunelens.analysis import precision
+    from prunelens.analysis.bench import format_table, run_bench
 
     precision.native_bf16.cache_clear()
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # simulated: oneDNN may not use bf16
@@ -279,7 +279,7 @@ def test_bench_names_the_path_and_why_on_a_cpu_without_native_bf16(tiny_session,
 @pytest.mark.parametrize("kind", ["head", "neuron", "float"])
 def test_fp32_layers_run_onednn_with_the_gelu_fused_and_equal_f_linear(tiny_loaded, evaluators,
                                                                        monkeypatch, kind):
-    from analysis import fastpath
+    from prunelens.analysis import fastpath
 
     onednn = FastEncoder(tiny_loaded.model)
     monkeypatch.setattr(fastpath, "FP32_KERNEL", "aten")
@@ -315,8 +315,8 @@ def test_select_based_slider_masks_use_fast_path(evaluators):
 
 
 def test_layer_cache_keeps_the_shallow_inputs_of_a_step_when_it_cannot_keep_all(tmp_path, tiny_csv):
-    from analysis.models import load_model
-    from analysis.operations import open_session
+    from prunelens.analysis.models import load_model
+    from prunelens.analysis.operations import open_session
     from tests.tiny import write_tiny_bert
 
     loaded = load_model(str(write_tiny_bert(tmp_path / "bert4", layers=4)))

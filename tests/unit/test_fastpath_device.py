@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import precision
-from analysis.evaluate import Evaluator, available_devices
-from analysis.fastpath import FastEncoder, on_device
+from prunelens.analysis import precision
+from prunelens.analysis.evaluate import Evaluator, available_devices
+from prunelens.analysis.fastpath import FastEncoder, on_device
 
 
 def test_on_the_cpu_the_encoder_reads_the_models_own_tensors(tiny_loaded):

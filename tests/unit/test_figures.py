@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from dashboard import figures
+from prunelens.dashboard import figures
 
 
 def test_head_heatmap_has_one_overlay_point_per_head_with_layer_head_customdata():

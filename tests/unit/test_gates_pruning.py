@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.fingerprints import weights_digest
-from analysis.errors import ParamError
-from analysis.gates import Masks, gated, hook_count
-from analysis.pruning import compression, physically_prune, select, sparsity_of
+from prunelens.analysis.fingerprints import weights_digest
+from prunelens.analysis.errors import ParamError
+from prunelens.analysis.gates import Masks, gated, hook_count
+from prunelens.analysis.pruning import compression, physically_prune, select, sparsity_of
 
 
 def _logits(model, batch):

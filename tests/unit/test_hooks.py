@@ -1,4 +1,4 @@
-"""``analysis.hooks``: the one hook scope on a shared model and private copies (issue 16, item 2)."""
+"""``prunelens.analysis.hooks``: the one hook scope on a shared model and private copies (issue 16, item 2)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from analysis.hooks import hooked, model_lock, private_copy
+from prunelens.analysis.hooks import hooked, model_lock, private_copy
 
 
 def _hooks(model) -> int:
@@ -40,7 +40,7 @@ def test_hooked_removes_its_hooks_and_releases_the_lock_on_an_error(tiny_loaded)
 
 
 def test_a_private_copy_waits_for_another_threads_hooks_and_carries_none(tiny_bert_dir):
-    from analysis.models import load_model
+    from prunelens.analysis.models import load_model
 
     model = load_model(str(tiny_bert_dir)).model
     dense = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))

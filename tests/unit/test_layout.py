@@ -1,4 +1,4 @@
-"""``analysis.layout``: the one description of a BERT layer's matrices, units and gate points
+"""``prunelens.analysis.layout``: the one description of a BERT layer's matrices, units and gate points
 (issue 16, item 1)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.layout import GATE_POINTS, MATRICES, OWNS, UNITS, encoder_matrices, gate_module, per_unit
+from prunelens.analysis.layout import GATE_POINTS, MATRICES, OWNS, UNITS, encoder_matrices, gate_module, per_unit
 
 
 def _ones(loaded):
@@ -59,7 +59,7 @@ def test_every_unit_owns_only_known_matrices_and_gates_at_one_of_them(tiny_loade
 
 
 def test_magnitude_is_the_norm_of_the_owned_weights(tiny_session):
-    from analysis.operations import compute_scores
+    from prunelens.analysis.operations import compute_scores
 
     inv = tiny_session.loaded.inventory
     layer = tiny_session.loaded.layers()[1]

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.methods import all_methods, get_method
-from analysis.operations import compute_scores
+from prunelens.analysis.methods import all_methods, get_method
+from prunelens.analysis.operations import compute_scores
 
 CASES = [(name, unit) for name, method in all_methods().items() for unit in method.units]
 
@@ -92,7 +92,7 @@ def test_a_joint_method_scores_all_units_in_one_computation_and_stores_them(name
 
 
 def test_a_label_using_method_says_why_it_cannot_score_a_regression_head(tiny_loaded):
-    from analysis.errors import ParamError
+    from prunelens.analysis.errors import ParamError
 
     michel = get_method("michel")
     assert michel.is_compatible(tiny_loaded) is None and get_method("magnitude").is_compatible(tiny_loaded) is None
@@ -103,7 +103,7 @@ def test_a_label_using_method_says_why_it_cannot_score_a_regression_head(tiny_lo
         reason = michel.is_compatible(tiny_loaded)
         assert "1 output" in reason and "regression" in reason
         assert get_method("magnitude").is_compatible(tiny_loaded) is None  # needs no labels
-        from analysis.methods.base import Context
+        from prunelens.analysis.methods.base import Context
 
         with pytest.raises(ParamError, match="cannot score this model and data: its importance"):
             michel.score(Context(tiny_loaded, None), "head")
@@ -124,8 +124,8 @@ def test_every_trainer_estimates_its_run_time_and_it_grows_with_the_steps(name, 
 def _controls_script(name: str):
     import streamlit as st
 
-    from analysis.methods import get_method
-    from dashboard import controls
+    from prunelens.analysis.methods import get_method
+    from prunelens.dashboard import controls
 
     method = get_method(name)
     values = controls.param_controls(method, "contract")

@@ -14,10 +14,10 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from analysis.evaluate import ESTIMATE_SIZE
+from prunelens.analysis.evaluate import ESTIMATE_SIZE
 from streamlit.testing.v1 import AppTest
 
-from dashboard import figures
+from prunelens.dashboard import figures
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 TINY_RUNS = {
@@ -32,9 +32,9 @@ def run_store(tmp_path_factory, tiny_loaded, tiny_csv):
     """A store with one finished tiny training run of snip, admm and pins."""
     import torch
 
-    from analysis.cache import ResultStore
-    from analysis.operations import open_session
-    from analysis.training import train_command
+    from prunelens.analysis.cache import ResultStore
+    from prunelens.analysis.operations import open_session
+    from prunelens.analysis.training import train_command
 
     folder = tmp_path_factory.mktemp("runs_store")
     session = open_session(data=str(tiny_csv), loaded=tiny_loaded,
@@ -46,10 +46,10 @@ def run_store(tmp_path_factory, tiny_loaded, tiny_csv):
 
 def _view_script(model: str, data: str, store_dir: str, which: str, method_name: str, unit: str,
                  params: dict) -> None:
-    from analysis.cache import ResultStore
-    from analysis.methods import get_method
-    from analysis.operations import compute_scores, open_session
-    from dashboard import method_views
+    from prunelens.analysis.cache import ResultStore
+    from prunelens.analysis.methods import get_method
+    from prunelens.analysis.operations import compute_scores, open_session
+    from prunelens.dashboard import method_views
 
     session = open_session(model, data, store=ResultStore(store_dir, shipped_dir=None))
     method = get_method(method_name)
@@ -174,7 +174,7 @@ def test_smp_about_shows_top_half_per_layer(tiny_bert_dir, tiny_csv, tmp_path):
 
 
 def test_generic_view_for_an_unregistered_method(tiny_bert_dir, tiny_csv, tmp_path):
-    from dashboard import method_views
+    from prunelens.dashboard import method_views
 
     assert "magnitude" not in method_views.VIEWS
     at = _view(tiny_bert_dir, tiny_csv, tmp_path, "about", "magnitude")
@@ -183,7 +183,7 @@ def test_generic_view_for_an_unregistered_method(tiny_bert_dir, tiny_csv, tmp_pa
 
 
 def test_run_time_estimate_scales_with_the_budget(tiny_session):
-    from dashboard import method_views
+    from prunelens.dashboard import method_views
 
     small = method_views.run_time_estimate(tiny_session, "pins", {
         "steps": 10, "batch_size": 4, "compare_self_reg": False, "baseline": "none"})
@@ -258,7 +258,7 @@ def _prune_page(tiny_bert_dir, data, tmp_path, monkeypatch, **query) -> AppTest:
 
 def _estimate_sizes_seen(monkeypatch) -> list[int]:
     """The sample size of every ``Evaluator.estimate`` call from now on, in order."""
-    from analysis.evaluate import Evaluator
+    from prunelens.analysis.evaluate import Evaluator
 
     sizes = []
     original = Evaluator.estimate
@@ -290,7 +290,7 @@ def test_prune_page_shows_the_estimate_then_full_numbers(tiny_bert_dir, big_csv,
 
 def test_prune_page_shows_every_anytime_stage_then_the_full_numbers(tiny_bert_dir, big_csv, tmp_path,
                                                                     monkeypatch):
-    from analysis.evaluate import Evaluator
+    from prunelens.analysis.evaluate import Evaluator
 
     sizes = _estimate_sizes_seen(monkeypatch)
     monkeypatch.setattr(Evaluator, "estimate_sizes", property(lambda self: [12, 48]))
@@ -303,8 +303,8 @@ def test_prune_page_shows_every_anytime_stage_then_the_full_numbers(tiny_bert_di
 
 def test_prune_page_estimate_stays_labelled_if_the_full_run_fails(tiny_bert_dir, big_csv, tmp_path,
                                                                   monkeypatch):
-    from analysis.errors import ParamError
-    from dashboard import results
+    from prunelens.analysis.errors import ParamError
+    from prunelens.dashboard import results
 
     def fail(*args, **kwargs):
         raise ParamError("full evaluation interrupted")
@@ -330,8 +330,8 @@ def test_prune_page_small_data_needs_no_estimate(tiny_bert_dir, tiny_csv, tmp_pa
 
 
 def test_prune_estimate_matches_the_evaluator_subset(tiny_loaded, big_csv, store):
-    from analysis.gates import Masks
-    from analysis.operations import compute_scores, mask_for, open_session, prune_estimate
+    from prunelens.analysis.gates import Masks
+    from prunelens.analysis.operations import compute_scores, mask_for, open_session, prune_estimate
 
     session = open_session(data=str(big_csv), loaded=tiny_loaded, store=store)
     est = prune_estimate(session, "magnitude", sparsity=0.5)
@@ -341,7 +341,7 @@ def test_prune_estimate_matches_the_evaluator_subset(tiny_loaded, big_csv, store
     assert est["pruned"]["accuracy"] == pytest.approx(direct.pruned.accuracy)
     assert est["delta"]["loss_se"] == pytest.approx(direct.delta["loss_se"], rel=1e-5)
     assert est["sparsity"] == 0.5
-    from analysis.operations import prune
+    from prunelens.analysis.operations import prune
 
     prune(session, "magnitude", sparsity=0.5)  # the full answer for this mask is now stored
     assert prune_estimate(session, "magnitude", sparsity=0.5) is None
@@ -352,8 +352,8 @@ def test_capture_hooks_hold_the_model_lock(tiny_loaded):
     dashboard crashed when a page evaluated the model while snip measured it)."""
     import threading
 
-    from analysis.hooks import model_lock
-    from analysis.spectral import captured
+    from prunelens.analysis.hooks import model_lock
+    from prunelens.analysis.spectral import captured
 
     model = tiny_loaded.model
 
@@ -378,7 +378,7 @@ def test_capture_hooks_hold_the_model_lock(tiny_loaded):
 
 
 def test_run_headlines_name_the_comparison(run_store):
-    from dashboard import method_views
+    from prunelens.dashboard import method_views
 
     _, runs = run_store
     admm = runs["admm"]["variants"]
@@ -400,7 +400,7 @@ def test_run_headlines_name_the_comparison(run_store):
 @pytest.mark.parametrize("name", ["pins", "platon", "michel"])
 def test_the_method_page_lists_what_the_method_really_computes(name, tiny_bert_dir, tiny_csv, tmp_path):
     """The deviations a method declares are the table its page shows (docs/FIDELITY.md too)."""
-    from analysis.methods import get_method
+    from prunelens.analysis.methods import get_method
 
     method = get_method(name)
     at = _view(tiny_bert_dir, tiny_csv, tmp_path, "about", name, params={"batches": 1, "batch_size": 4}
@@ -418,9 +418,9 @@ def test_the_method_page_lists_what_the_method_really_computes(name, tiny_bert_d
 def _one_run_script(model: str, data: str, store_dir: str, run_file: str) -> None:
     import json
 
-    from analysis.cache import ResultStore
-    from analysis.operations import open_session
-    from dashboard import method_views
+    from prunelens.analysis.cache import ResultStore
+    from prunelens.analysis.operations import open_session
+    from prunelens.dashboard import method_views
 
     session = open_session(model, data, store=ResultStore(store_dir, shipped_dir=None))
     with open(run_file, encoding="utf-8") as f:
@@ -446,9 +446,9 @@ def _shown(tiny_bert_dir, tiny_csv, tmp_path, run: dict, name: str) -> dict:
 def test_a_shipped_old_run_displays_as_its_run_result_shape(method, tiny_bert_dir, tiny_csv, tmp_path):
     """The shipped store holds runs of the 0.1 trainers' own shapes; their views (headline too)
     read them through normalise exactly as they read the shape the trainers return now."""
-    from analysis.cache import ResultStore
-    from analysis.run_result import BOOKKEEPING, shaped
-    from dashboard import method_views
+    from prunelens.analysis.cache import ResultStore
+    from prunelens.analysis.run_result import BOOKKEEPING, shaped
+    from prunelens.dashboard import method_views
 
     old = [e["result"] for e in ResultStore(tmp_path / "none").entries("train-run")
            if e["result"].get("method") == method and "variants" not in e["result"]]

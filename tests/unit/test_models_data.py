@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.data import from_bytes, load_data, rotten_tomatoes, tokenize_batches
-from analysis.errors import DataError, ModelError
-from analysis.models import load_model
+from prunelens.analysis.data import from_bytes, load_data, rotten_tomatoes, tokenize_batches
+from prunelens.analysis.errors import DataError, ModelError
+from prunelens.analysis.models import load_model
 from tests.tiny import tiny_frame
 
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import precision
-from analysis.evaluate import Evaluator
-from analysis.gates import Masks
-from analysis.operations import Session, compute_scores, evaluate_mask
-from analysis.precision import Calibration, calibrate, close_calls, margins, pair_error, recheck
+from prunelens.analysis import precision
+from prunelens.analysis.evaluate import Evaluator
+from prunelens.analysis.gates import Masks
+from prunelens.analysis.operations import Session, compute_scores, evaluate_mask
+from prunelens.analysis.precision import Calibration, calibrate, close_calls, margins, pair_error, recheck
 
 
 def test_resolve_reads_the_argument_then_the_environment(monkeypatch):
@@ -167,7 +167,7 @@ def test_ablation_scores_are_keyed_by_precision(tiny_session):
 
 
 def test_packed_bf16_layers_equal_plain_bf16_layers(tiny_session):
-    from analysis import fastpath
+    from prunelens.analysis import fastpath
 
     if not fastpath.packed_linear_available():
         pytest.skip("oneDNN packed bf16 linear not available on this CPU")
@@ -186,7 +186,7 @@ def test_packed_bf16_layers_equal_plain_bf16_layers(tiny_session):
 
 
 def test_plan_cache_stays_within_its_budget(tiny_session, monkeypatch):
-    from analysis import fastpath
+    from prunelens.analysis import fastpath
 
     monkeypatch.setattr(fastpath, "PLAN_CACHE_MB", 0)  # keep only the newest plan per layer
     encoder = fastpath.FastEncoder(tiny_session.loaded.model)
@@ -199,7 +199,7 @@ def test_plan_cache_stays_within_its_budget(tiny_session, monkeypatch):
 
 
 def test_layer_caches_of_all_batch_lists_share_one_budget(tiny_session, monkeypatch):
-    from analysis import fastpath
+    from prunelens.analysis import fastpath
 
     batches = tiny_session.evaluator.batches
     rows = sum(len(b.index) for b in batches)
@@ -259,7 +259,7 @@ def test_recheck_measures_the_own_error_only_on_rows_run_in_bf16():
 
 
 def test_full_evaluation_reuses_the_estimates_exact_rows(tiny_session, monkeypatch):
-    from analysis import evaluate
+    from prunelens.analysis import evaluate
 
     monkeypatch.setattr(evaluate, "ESTIMATE_SIZE", 16)
     monkeypatch.setattr(evaluate, "KNOWN_GUARD", 4)
@@ -364,7 +364,7 @@ def test_paths_name_themselves_on_a_native_bf16_cpu(tiny_session, monkeypatch):
 @pytest.mark.parametrize("kind", ["head", "neuron"])
 def test_int8_candidate_under_the_shared_rule_keeps_fp32_predictions(tiny_session, monkeypatch, kind):
     """The int8 candidate measured for such CPUs goes through the same calibration and re-checks."""
-    from analysis.fastpath import INT8, int8_linear_available
+    from prunelens.analysis.fastpath import INT8, int8_linear_available
 
     assert int8_linear_available()
     monkeypatch.setattr(precision, "MAX_RELATIVE_ERROR", float("inf"))  # as --candidates does

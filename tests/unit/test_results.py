@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.cache import ResultStore
-from analysis.operations import Session
+from prunelens.analysis.cache import ResultStore
+from prunelens.analysis.operations import Session
 
 
 def test_sessions_on_the_same_model_data_and_store_share_their_entries(tiny_loaded, tiny_session, tmp_path,
                                                                         monkeypatch):
-    import analysis.operations
-    from dashboard import results
+    import prunelens.analysis.operations
+    from prunelens.dashboard import results
 
     computed = []
 
@@ -24,7 +24,7 @@ def test_sessions_on_the_same_model_data_and_store_share_their_entries(tiny_load
         computed.append(results.session_id(session))
         return Scored(float(len(computed)))
 
-    monkeypatch.setattr(analysis.operations, "compute_scores", fake_compute)
+    monkeypatch.setattr(prunelens.analysis.operations, "compute_scores", fake_compute)
     results._cheap_scores.clear()
     same = Session(tiny_loaded, tiny_session.data, ResultStore(tiny_session.store.user_dir))
     elsewhere = Session(tiny_loaded, tiny_session.data, ResultStore(tmp_path / "elsewhere"))

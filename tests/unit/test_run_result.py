@@ -1,4 +1,4 @@
-"""``analysis.run_result``: every stored training-run shape read as one RunResult (issue 16, item 4)."""
+"""``prunelens.analysis.run_result``: every stored training-run shape read as one RunResult (issue 16, item 4)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from analysis.run_result import ORDER_KEY, SHAPE_KEYS, normalise, shaped
+from prunelens.analysis.run_result import ORDER_KEY, SHAPE_KEYS, normalise, shaped
 
 M = {"accuracy": 0.8, "loss": 0.5, "n": 10}
 
@@ -176,7 +176,7 @@ def test_snip_record_and_its_shape_read_the_same(control):
 def test_a_stored_run_keeps_its_trainers_variant_order():
     import json
 
-    from analysis.run_result import RunResult
+    from prunelens.analysis.run_result import RunResult
 
     metrics = {"accuracy": 0.5, "loss": 1.0}
     run = RunResult("x", {}, variants={"zeta": metrics, "alpha": metrics, "mid": metrics}).as_json()

@@ -9,12 +9,12 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from analysis.errors import ParamError
-from analysis.gates import hook_count
-from analysis.methods import get_method
-from analysis.methods import pins as pins_mod
-from analysis.methods import smp as smp_mod
-from analysis.fingerprints import weights_digest
+from prunelens.analysis.errors import ParamError
+from prunelens.analysis.gates import hook_count
+from prunelens.analysis.methods import get_method
+from prunelens.analysis.methods import pins as pins_mod
+from prunelens.analysis.methods import smp as smp_mod
+from prunelens.analysis.fingerprints import weights_digest
 from tests.tiny import assert_run_result_shape
 
 SMALL_SMP = {"samples": 8, "batch_size": 10, "batches": 1}
@@ -307,7 +307,7 @@ def test_prune_train_hits_target_exactly(tiny_session):
 
 
 def test_train_command_compares_self_reg_and_baseline(tiny_session):
-    from analysis.training import train_command
+    from prunelens.analysis.training import train_command
 
     params = {**SMALL_TRAIN, "steps": 8}
     result = train_command(tiny_session, "pins", params)
@@ -408,7 +408,7 @@ def test_pins_and_platon_scores_are_non_negative(name, unit, tiny_session):
 
 
 def test_platon_training_mode_prunes_to_target_against_gradual_magnitude(tiny_session):
-    from analysis.training import train_command
+    from prunelens.analysis.training import train_command
 
     params = {k: v for k, v in SMALL_TRAIN.items() if k != "eta"}
     result = train_command(tiny_session, "platon", params)
@@ -425,7 +425,7 @@ def test_platon_training_mode_prunes_to_target_against_gradual_magnitude(tiny_se
 
 
 def test_methods_listing_names_platon_with_its_training_mode(capsys):
-    from analysis.cli import main
+    from prunelens.analysis.cli import main
 
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
@@ -436,7 +436,7 @@ def test_methods_listing_names_platon_with_its_training_mode(capsys):
 def test_smp_kl_on_a_three_sentence_batch_by_hand():
     """The official objective on 3 sentences: for each i, softmax over j ≠ i of 10·cos of the
     batch-centred vectors (temperature 0.1), KL(full ‖ pruned), averaged over i."""
-    from analysis.methods.smp import similarity_kl
+    from prunelens.analysis.methods.smp import similarity_kl
 
     full = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 1.0], [2.0, 2.0, 0.0]], dtype=torch.float64)
     pruned = torch.tensor([[1.0, 0.5, 2.0], [0.5, 1.0, 0.0], [2.0, 1.0, 1.0]], dtype=torch.float64)

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.errors import ParamError
-from analysis.fingerprints import weights_digest
-from analysis.gates import hook_count
-from analysis.methods import smp as smp_mod
-from analysis.methods import smp_pruner as sp
-from analysis.methods.smp_pruner import METHOD
+from prunelens.analysis.errors import ParamError
+from prunelens.analysis.fingerprints import weights_digest
+from prunelens.analysis.gates import hook_count
+from prunelens.analysis.methods import smp as smp_mod
+from prunelens.analysis.methods import smp_pruner as sp
+from prunelens.analysis.methods.smp_pruner import METHOD
 
 SMALL = {"steps": 12, "batch_size": 8, "score_batches": 2}
 SMALL_RUN = {"pruner_steps": 4, "batch_size": 4, "score_batches": 1, "steps": 3, "finetune_batch_size": 4,
@@ -274,8 +274,8 @@ def test_bad_parameters_are_refused_with_clear_messages():
 
 
 def test_training_mode_returns_a_run_result_with_three_arms_and_paired_correctness(tiny_session):
-    from analysis.compare import paired_difference
-    from analysis.run_result import normalise
+    from prunelens.analysis.compare import paired_difference
+    from prunelens.analysis.run_result import normalise
 
     model = tiny_session.loaded.model
     before = weights_digest(model)
@@ -313,7 +313,7 @@ def test_the_default_starts_from_the_pretrained_minilm_with_a_fresh_classifier(t
     pre-trained MiniLM-L6 with a fresh classifier); torch's global generator is left alone."""
     from dataclasses import replace
 
-    from analysis.hooks import private_copy
+    from prunelens.analysis.hooks import private_copy
 
     calls = []
 

@@ -1,4 +1,4 @@
-"""Tests of ``analysis.spectral`` and the ``snip`` method (Lin et al. 2020) on the tiny BERT."""
+"""Tests of ``prunelens.analysis.spectral`` and the ``snip`` method (Lin et al. 2020) on the tiny BERT."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.errors import ParamError
-from analysis.gates import hook_count
-from analysis.methods import get_method
-from analysis.methods.snip import TRAINER, function_norms
-from analysis.models import CHECKPOINT_DIR
-from analysis.spectral import (
+from prunelens.analysis.errors import ParamError
+from prunelens.analysis.gates import hook_count
+from prunelens.analysis.methods import get_method
+from prunelens.analysis.methods.snip import TRAINER, function_norms
+from prunelens.analysis.models import CHECKPOINT_DIR
+from prunelens.analysis.spectral import (
     MATRICES,
     activation_statistics,
     layer_matrices,
@@ -19,7 +19,7 @@ from analysis.spectral import (
     spectral_norms,
     spectrally_normalized,
 )
-from analysis.training import train_command
+from prunelens.analysis.training import train_command
 from tests.tiny import assert_run_result_shape
 
 SNIP = get_method("snip")
@@ -142,7 +142,7 @@ def test_spectrally_normalized_copy(tiny_loaded):
 
 
 def test_normalization_effect(tiny_loaded, tiny_session):
-    from analysis.spectral import normalization_effect
+    from prunelens.analysis.spectral import normalization_effect
 
     table = normalization_effect(tiny_loaded, tiny_session.evaluator, [1e6, 1.0, None])
     base = tiny_session.evaluator.base
@@ -212,7 +212,7 @@ def test_scores_shapes_units_and_spectral_cap(tiny_loaded, tiny_session):
 
 
 def test_head_contributions_sum_to_the_dense_output(tiny_loaded):
-    from analysis.methods.snip import head_contributions, head_norms
+    from prunelens.analysis.methods.snip import head_contributions, head_norms
 
     torch.manual_seed(0)
     dense = tiny_loaded.layers()[0].attention.output.dense
@@ -299,15 +299,15 @@ def test_training_mode(tiny_loaded, tiny_session):
     assert all(h["loss"] == pytest.approx(h["task_loss"], rel=1e-6) for h in control)
     assert control[0]["task_loss"] == pytest.approx(history[0]["task_loss"], rel=1e-5)
     # every model pruned by its own norms on the same grid
-    from analysis.methods.snip import PRUNE_GRID
+    from prunelens.analysis.methods.snip import PRUNE_GRID
 
     assert [(r["unit"], r["sparsity"]) for r in extras["pruned"]] == list(PRUNE_GRID)
     for row in extras["pruned"]:
         assert set(row) == {"unit", "sparsity", "trained", "untrained", "control"}
         assert all(0.0 <= row[m]["accuracy"] <= 1.0 for m in ("trained", "untrained", "control"))
     # the untrained row is the score-only scores' own pruning, evaluated as the Prune page does
-    from analysis.operations import evaluate_mask
-    from analysis.pruning import select
+    from prunelens.analysis.operations import evaluate_mask
+    from prunelens.analysis.pruning import select
 
     half = [r for r in extras["pruned"] if r["unit"] == "head" and r["sparsity"] == 0.5][0]
     mask = select(np.asarray(extras["scores_without_training"]["head"]), 0.5)
@@ -317,8 +317,8 @@ def test_training_mode(tiny_loaded, tiny_session):
 
 def test_identity_prior_by_hand():
     """Σ_l [Σ_h mean ||c_h W_hᵀ|| + mean ||A(x)|| + mean ||FFN(x)||] over non-padding tokens."""
-    from analysis.methods.snip import identity_prior
-    from analysis.spectral import LayerCapture
+    from prunelens.analysis.methods.snip import identity_prior
+    from prunelens.analysis.spectral import LayerCapture
 
     g = torch.Generator().manual_seed(0)
     b, t, hidden, heads = 2, 3, 4, 2
@@ -347,7 +347,7 @@ def test_identity_prior_by_hand():
 def test_cap_mode_pulls_every_top_singular_value_down(tiny_loaded):
     import copy
 
-    from analysis.methods.snip import _register_sn
+    from prunelens.analysis.methods.snip import _register_sn
 
     model = copy.deepcopy(tiny_loaded.model)
     before = {f"{i}.{n}": float(torch.linalg.matrix_norm(m.weight.double(), ord=2))
@@ -361,8 +361,8 @@ def test_cap_mode_pulls_every_top_singular_value_down(tiny_loaded):
 
 def test_training_initial_cap_starts_from_the_model(tiny_loaded, tiny_session):
     """sn=initial with λ=0 and lr=0: the first step's task loss is the unchanged model's loss."""
-    from analysis.methods.snip import _train_batches
-    from analysis.batches import training_data
+    from prunelens.analysis.methods.snip import _train_batches
+    from prunelens.analysis.batches import training_data
 
     out = train_command(tiny_session, "snip", {"steps": 1, "batch_size": 8, "lr": 1e-8, "sn": "initial",
                                                 "penalty": 0.0, "control": False}, use_store=False)
@@ -382,7 +382,7 @@ def test_training_initial_cap_starts_from_the_model(tiny_loaded, tiny_session):
 def test_power_iteration_on_default_model():
     if not (CHECKPOINT_DIR / "manifest.json").exists():
         pytest.skip("default checkpoint not built")
-    from analysis.models import load_model
+    from prunelens.analysis.models import load_model
 
     loaded = load_model("default")
     table = spectral_norms(loaded)

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.cache import Key, RecordingStore, ResultStore
-from analysis.cli import main
-from analysis.errors import ParamError
-from analysis.sweep import load_spec, parse_spec, plan_sweep, run_sweep
-from analysis.sweep import worker as sweep_worker
-from analysis.methods import get_method
-from analysis.training import get_trainer
+from prunelens.analysis.cache import Key, RecordingStore, ResultStore
+from prunelens.analysis.cli import main
+from prunelens.analysis.errors import ParamError
+from prunelens.analysis.sweep import load_spec, parse_spec, plan_sweep, run_sweep
+from prunelens.analysis.sweep import worker as sweep_worker
+from prunelens.analysis.methods import get_method
+from prunelens.analysis.training import get_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 SPARSITIES = [0.0, 0.25, 0.5]
@@ -299,7 +299,7 @@ def test_recording_store_writes_nothing(tmp_path):
 @pytest.mark.slow
 def test_a_dead_pool_worker_fails_its_tasks_and_the_retry_runs_on_a_fresh_pool(
         tmp_path, tiny_bert_dir, tiny_csv, monkeypatch, capsys):
-    from analysis.sweep import executors
+    from prunelens.analysis.sweep import executors
 
     real_submit = executors.PoolExecutor.submit
     killed = []
@@ -323,7 +323,7 @@ def test_a_dead_pool_worker_fails_its_tasks_and_the_retry_runs_on_a_fresh_pool(
 @pytest.mark.slow
 def test_pool_and_ray_fill_the_same_entries_bit_for_bit(tmp_path, tiny_bert_dir, tiny_csv):
     ray = pytest.importorskip("ray")
-    from analysis.sweep.executors import worker_env
+    from prunelens.analysis.sweep.executors import worker_env
 
     spec = load_spec(write_spec(tmp_path / "s.toml", tiny_bert_dir, tiny_csv))
     local = ResultStore(tmp_path / "local", shipped_dir=None)
@@ -362,7 +362,7 @@ def test_ctrl_c_keeps_finished_entries_and_a_rerun_continues(tmp_path, tiny_bert
                       '[methods.ablation]\n')
     store = tmp_path / "store"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "analysis.cli", "sweep", str(spec), "--store", str(store),
+    cmd = [sys.executable, "-m", "prunelens.analysis.cli", "sweep", str(spec), "--store", str(store),
            "--json", str(tmp_path / "s.json")]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)

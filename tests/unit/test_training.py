@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from analysis.training import changed_params, get_trainer
+from prunelens.analysis.training import changed_params, get_trainer
 
 
 def test_changed_params_are_the_ones_off_the_trainers_defaults():

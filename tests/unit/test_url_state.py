@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 def _script():
     import streamlit as st
 
-    from dashboard import url_state
+    from prunelens.dashboard import url_state
 
     scope = url_state.bound(st.radio, "Scope", "t.scope", "global", "scope", options=["global", "layer"])
     sparsity = url_state.bound(st.slider, "Sparsity", "t.sparsity", 0.5, "sparsity", bounds=(0.0, 0.95),
