@@ -284,21 +284,24 @@ def mask_keys(session: Session, unit: str, mask: np.ndarray) -> dict[str, Key]:
 
 
 def curve_is_stored(session: Session, methods: list[str], sparsities: list[float], unit: str = "head",
-                    scope: str = "global", params: dict[str, dict] | None = None) -> bool:
+                    scope: str = "global", params: dict[str, dict] | None = None,
+                    keep_one_per_layer: bool = False) -> bool:
     """Whether :func:`curve` would answer every point from the store (no computation)."""
     for name in methods:
         scores = stored_scores(session, name, unit, (params or {}).get(name))
         if scores is None:
             return False
         for sparsity in sparsities:
-            if first_hit(session, mask_keys(session, unit, mask_for(scores, sparsity, scope))) is None:
+            mask = mask_for(scores, sparsity, scope, keep_one_per_layer=keep_one_per_layer)
+            if first_hit(session, mask_keys(session, unit, mask)) is None:
                 return False
     return True
 
 
 def curve(session: Session, methods: list[str], sparsities: list[float], unit: str = "head",
           scope: str = "global", params: dict[str, dict] | None = None,
-          progress: Progress = no_progress, use_store: bool = True) -> list[dict]:
+          progress: Progress = no_progress, use_store: bool = True,
+          keep_one_per_layer: bool = False) -> list[dict]:
     """Accuracy/loss/margin at each sparsity for each method (points cached one by one)."""
     sparsities = [check_sparsity(s) for s in sparsities]
     params = params or {}
@@ -310,7 +313,7 @@ def curve(session: Session, methods: list[str], sparsities: list[float], unit: s
         scored = compute_scores(session, name, unit, params.get(name), use_store=use_store,
                                 progress=lambda f, msg, m_idx=m_idx: progress(m_idx / len(methods) + f / len(methods) * 0.5, msg))
         for s_idx, sparsity in enumerate(sparsities):
-            mask = mask_for(scored.scores, sparsity, scope)
+            mask = mask_for(scored.scores, sparsity, scope, keep_one_per_layer=keep_one_per_layer)
             comparison, _ = evaluate_mask(session, unit, mask, use_store)
             pruned = comparison["pruned"]
             rows.append({"method": name, "sparsity": sparsity,

@@ -115,6 +115,15 @@ def select(scores, sparsity: float | None = None, scope: str = "global",
     return mask
 
 
+def emptied_layers(mask) -> list[int]:
+    """Layers a (layers, units) keep-mask removes every unit of (such a model often falls to
+    chance: nothing passes that layer's heads); [] for a per-layer (1-D) mask."""
+    m = np.asarray(mask)
+    if m.ndim != 2:
+        return []
+    return [int(layer) for layer in np.flatnonzero(m.sum(axis=1) == 0)]
+
+
 @dataclass
 class Compression:
     removed: int

@@ -99,11 +99,13 @@ def prune_result(session: Session, method: str, unit: str, params: dict, sparsit
                   physical)
 
 
-def curve_cached(session: Session, methods: list[str], sparsities: list[float], unit: str, scope: str) -> bool:
+def curve_cached(session: Session, methods: list[str], sparsities: list[float], unit: str, scope: str,
+                 keep_one: bool = False) -> bool:
     """Whether every point of these curves (default parameters) is already in the store."""
     from prunelens.analysis.operations import curve_is_stored
 
-    return curve_is_stored(session, methods, [float(s) for s in sparsities], unit, scope)
+    return curve_is_stored(session, methods, [float(s) for s in sparsities], unit, scope,
+                           keep_one_per_layer=keep_one)
 
 
 @st.cache_data(show_spinner="Comparing…", max_entries=64, hash_funcs=BY_SESSION)
