@@ -43,7 +43,7 @@ from prunelens.analysis.cache import ResultStore, canonical
 from prunelens.analysis.checkpoints import Cancelled
 from prunelens.analysis.errors import PrunelensError
 from prunelens.analysis.methods import all_methods, get_method
-from prunelens.analysis.operations import Session
+from prunelens.analysis.session import Session
 from prunelens.analysis.sweep.driver import Plan, Schedule, SweepReport, plan_sweep, run_sweep
 from prunelens.analysis.sweep.spec import MethodGrid, SweepSpec, Target, TrainGrid
 from prunelens.analysis.sweep.tasks import Task

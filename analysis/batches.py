@@ -17,6 +17,7 @@ import numpy as np
 
 from prunelens.analysis.checkpoints import checkpoint
 from prunelens.analysis.data import MAX_LENGTH, Batch, TextData, load_data, pad_batch
+from prunelens.analysis.session import Session
 
 
 def epoch_order(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -27,7 +28,7 @@ def epoch_order(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([rng.permutation(n) for _ in range(-(-count // n))])[:count]
 
 
-def training_data(session) -> tuple[TextData, str]:
+def training_data(session: Session) -> tuple[TextData, str]:
     """What training runs train on: the default data's train split when the session evaluates on
     the default (Rotten Tomatoes) dev split, which training never sees; otherwise the session's own
     data, with a note that the evaluation is then optimistic."""

@@ -37,7 +37,7 @@ def measuring_evaluator(ctx, examples: int):
     from prunelens.analysis.evaluate import Evaluator
     data, _ = training_data(ctx)
     if data is ctx.data:
-        return ctx.get_evaluator()
+        return ctx.evaluator
     return Evaluator(ctx.loaded, data.subset(examples), device=ctx.device)
 
 

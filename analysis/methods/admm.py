@@ -51,6 +51,7 @@ from prunelens.analysis.patterns import (
     project_nm,
 )
 from prunelens.analysis.run_result import shaped
+from prunelens.analysis.session import Session
 
 DEFAULT_PATTERNS = ((1, 4), (2, 4), (3, 4), (2, 8), (4, 8))
 # a run's variants in the order run_admm evaluates them (and a reader compares them); runs stored
@@ -221,37 +222,32 @@ def pattern_of(loaded: LoadedModel, layer: int, matrix: str, n: int = 2, m: int 
                         mask.to(torch.int8).numpy())
 
 
-def accuracy_by_pattern(session, patterns=DEFAULT_PATTERNS, progress: Progress = no_progress,
+def accuracy_by_pattern(session: Session, patterns=DEFAULT_PATTERNS, progress: Progress = no_progress,
                         use_store: bool = True) -> list[dict]:
     """Accuracy/loss/margin of a copy of the model with every constrained weight projected to
     each N:M in ``patterns``, beside the dense model (first row, ``n = m``). Cached."""
     patterns = [(int(n), int(m)) for n, m in patterns]
     for n, m in patterns:
         nm_projection(n, m).check(session.loaded.model)
-    key = session.key("pattern-accuracy", "admm", "", {"patterns": patterns})
-    if use_store:
-        hit = session.store.get(key)
-        if hit is not None:
-            return hit["rows"]
-    evaluator = session.evaluator
-    base = evaluator.base
-    rows = [{"pattern": "dense", "n": 1, "m": 1, "sparsity": 0.0, **_metrics(base.as_dict())}]
-    work = private_copy(session.loaded.model)
-    originals = [lin.weight.detach().clone() for _, _, lin in constrained_linears(work)]
-    for i, (n, m) in enumerate(patterns):
-        progress(i / len(patterns), f"evaluating {n}:{m}")
-        with torch.no_grad():
-            for (_, _, lin), w in zip(constrained_linears(work), originals):
-                lin.weight.copy_(project_nm(w, n, m))
-        comparison = evaluator.compare(model=work)
-        rows.append({"pattern": f"{n}:{m}", "n": n, "m": m, "sparsity": 1 - n / m,
-                     **_metrics(comparison.pruned.as_dict()),
-                     "delta": {k: comparison.delta[k] for k in ("accuracy", "loss", "margin")}})
-    progress(1.0, "done")
-    del work
-    if use_store:
-        session.store.put(key, {"rows": rows})
-    return rows
+
+    def evaluate() -> dict:
+        evaluator = session.evaluator
+        rows = [{"pattern": "dense", "n": 1, "m": 1, "sparsity": 0.0, **_metrics(evaluator.base.as_dict())}]
+        work = private_copy(session.loaded.model)
+        originals = [lin.weight.detach().clone() for _, _, lin in constrained_linears(work)]
+        for i, (n, m) in enumerate(patterns):
+            progress(i / len(patterns), f"evaluating {n}:{m}")
+            with torch.no_grad():
+                for (_, _, lin), w in zip(constrained_linears(work), originals):
+                    lin.weight.copy_(project_nm(w, n, m))
+            comparison = evaluator.compare(model=work)
+            rows.append({"pattern": f"{n}:{m}", "n": n, "m": m, "sparsity": 1 - n / m,
+                         **_metrics(comparison.pruned.as_dict()),
+                         "delta": {k: comparison.delta[k] for k in ("accuracy", "loss", "margin")}})
+        progress(1.0, "done")
+        return {"rows": rows}
+
+    return session.read_through("pattern-accuracy", "admm", "", {"patterns": patterns}, evaluate, use_store)[0]["rows"]
 
 
 def _metrics(d: dict) -> dict:
@@ -379,7 +375,7 @@ class ProjectedWeight(nn.Module):
 TRAIN_MAX_LENGTH = 64  # tokens per training example
 
 
-def _train_batches(session, data: TextData, count: int, batch_size: int, seed: int):
+def _train_batches(session: Session, data: TextData, count: int, batch_size: int, seed: int):
     """``count`` seeded random batches, streamed: tokenized as the loop reaches them."""
     rng = np.random.default_rng(seed)
     return StreamedBatches(session.loaded.tokenizer, data, epoch_order(len(data), count * batch_size, rng), batch_size,
@@ -479,7 +475,7 @@ def sr_ste_finetune(model: nn.Module, projection: Projection, loss_fn, steps: in
     return history
 
 
-def run_admm(session, params: dict, progress: Progress, projection: Projection) -> dict:
+def run_admm(session: Session, params: dict, progress: Progress, projection: Projection) -> dict:
     """ADMM + hard projection + SR-STE fine-tune on a copy; evaluates dense, one-shot, ADMM
     (and, with ``finetune_baseline``, the one-shot projection trained with SR-STE for the same
     total number of steps on the same batches: the equal-budget comparison). Returns the
@@ -555,7 +551,7 @@ def run_admm(session, params: dict, progress: Progress, projection: Projection) 
     })
 
 
-def _run_nm(session, params, progress=no_progress) -> dict:
+def _run_nm(session: Session, params, progress=no_progress) -> dict:
     return run_admm(session, params, progress, nm_projection(params["n"], params["m"]))
 
 

@@ -19,6 +19,7 @@ from prunelens.analysis.methods.admm import (
     train_workload,
 )
 from prunelens.analysis.methods.base import Param, Trainer, no_progress
+from prunelens.analysis.session import Session
 
 QUANT_PARAMS = (Param("bits", "int", 4, "bits per weight (per-output-channel symmetric grid)", 2, 16),)
 
@@ -28,7 +29,7 @@ class AdmmQuant(Admm):
         return kbit_projection(params["bits"])
 
 
-def _run_quant(session, params, progress=no_progress) -> dict:
+def _run_quant(session: Session, params, progress=no_progress) -> dict:
     return run_admm(session, params, progress, kbit_projection(params["bits"]))
 
 

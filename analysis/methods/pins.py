@@ -54,6 +54,7 @@ from prunelens.analysis.layout import MATRICES, encoder_matrices, per_unit
 from prunelens.analysis.methods.base import SEED, Deviation, Method, Param, Progress, Trainer, Work, no_progress, training_work
 from prunelens.analysis.models import Inventory
 from prunelens.analysis.run_result import shaped
+from prunelens.analysis.session import Session
 
 
 
@@ -398,7 +399,7 @@ def oneshot_magnitude(loaded, sparsity: float) -> tuple[nn.Module, list[list[tor
     return model, masks
 
 
-def _eval(session, model) -> dict:
+def _eval(session: Session, model) -> dict:
     """Metrics of a trained model with its per-example correctness (paired comparisons)."""
     return session.evaluator.record(model=model)
 
@@ -411,7 +412,7 @@ def _check_train_params(params: dict) -> None:
         raise ParamError(f"steps={steps} leaves no pruning steps between warmup and final")
 
 
-def train_run(session, params: dict, progress: Progress = no_progress, criterion: str = "pins") -> dict:
+def train_run(session: Session, params: dict, progress: Progress = no_progress, criterion: str = "pins") -> dict:
     """The training mode: PINS with and without self-regularization (``criterion="platon"``: one
     PLATON run, no self-regularization), and a magnitude baseline. Returns the
     :class:`~prunelens.analysis.run_result.RunResult` shape: the record below, under its 0.1 names

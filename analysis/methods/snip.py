@@ -52,6 +52,7 @@ from prunelens.analysis.spectral import (
     spectrally_normalized,
     top_singular,
 )
+from prunelens.analysis.session import Session
 
 UNITS = ("head", "attention", "ffn")
 
@@ -156,7 +157,7 @@ class Snip(Method):
     """Function-norm importance; one pass gives heads, attention and FFN blocks (``joint``)."""
 
     def norms(self, ctx, params: dict) -> FunctionNorms:
-        batches = ctx.get_evaluator().batches
+        batches = ctx.evaluator.batches
         if params["batches"] > 0:
             batches = batches[: params["batches"]]
         cap = params["spectral_cap"]
@@ -348,7 +349,7 @@ def pruned_comparison(evaluator, models: dict[str, tuple[nn.Module, FunctionNorm
     return rows
 
 
-def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
+def train_run(session: Session, params: dict, progress: Progress = no_progress) -> dict:
     """Fine-tune a copy with spectral normalization and the identity prior; then prune the trained
     model by its function norms and evaluate it against the untrained model pruned by its own and
     against the λ = 0 control (same steps, same batches, same SN) pruned by its own. Returns the

@@ -11,7 +11,7 @@ import streamlit as st
 
 from prunelens.analysis.methods.admm import VARIANT_ORDER
 from prunelens.analysis.methods.base import Method
-from prunelens.analysis.operations import Session
+from prunelens.analysis.session import Session
 from prunelens.analysis.run_result import normalise
 from prunelens.dashboard import controls, figures, results, run_control
 from prunelens.dashboard.method_views.common import accuracy_text, latest_runs, metrics_of, register

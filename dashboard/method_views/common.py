@@ -13,7 +13,7 @@ import streamlit as st
 
 from prunelens.analysis.methods import all_methods
 from prunelens.analysis.methods.base import Method
-from prunelens.analysis.operations import Session
+from prunelens.analysis.session import Session
 from prunelens.analysis.training import finished_runs
 from prunelens.dashboard import controls, escape, figures, run_control
 

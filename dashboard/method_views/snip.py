@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from prunelens.analysis.methods.base import Method
-from prunelens.analysis.operations import Session
+from prunelens.analysis.session import Session
 from prunelens.analysis.pruning import select, sparsity_of
 from prunelens.analysis.run_result import normalise
 from prunelens.dashboard import controls, escape, figures, results, url_state
