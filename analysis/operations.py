@@ -276,3 +276,14 @@ def prune_estimate(session: Session, method_name: str, sparsity: float | None = 
             "compression": compression(session.loaded.inventory, result.unit, mask).as_dict(),
             "estimate": {"n": comparison.pruned.n, "of": session.evaluator.n}}
 
+
+def accuracy_by_pattern(session: Session, patterns=None, progress: Progress = no_progress,
+                        use_store: bool = True) -> list[dict]:
+    """:func:`prunelens.analysis.methods.admm.pattern_rows` (default: its ``DEFAULT_PATTERNS``)
+    through the store."""
+    from prunelens.analysis.methods import admm
+
+    patterns = [(int(n), int(m)) for n, m in (admm.DEFAULT_PATTERNS if patterns is None else patterns)]
+    result, _ = session.read_through("pattern-accuracy", "admm", "", {"patterns": patterns},
+                                     lambda: {"rows": admm.pattern_rows(session, patterns, progress)}, use_store)
+    return result["rows"]

@@ -8,8 +8,9 @@ Owns three things:
   ``||Π(W)_u||² / ||W_u||²`` (a head: its Q/K/V rows and O columns; a neuron: its intermediate
   row and output column; a block: all of its matrices). Equivalently ``1 − ||W − Π(W)||²/||W||²``,
   which is the definition ``admm-quant`` reuses for its grid.
-* **Dashboard helpers**: :func:`pattern_of` (a small slice of one matrix's mask) and
-  :func:`accuracy_by_pattern` (accuracy of a *copy* of the model projected to several N:M).
+* **Pattern views**: :func:`pattern_of` (a small slice of one matrix's mask) and
+  :func:`pattern_rows` (accuracy of a *copy* of the model projected to several N:M; through the
+  store as :func:`prunelens.analysis.operations.accuracy_by_pattern`).
 * **Training mode** (``prunelens train --method admm``): ADMM on a copy of the model.
   W-step: optimizer steps on ``L(W) + ρ/2·Σ||W − Z + U||²`` (by default in proximal-gradient
   form: Adam on L, then the penalty's exact proximal step; ``penalty=gradient`` sums the
@@ -173,7 +174,7 @@ class Admm(Method):
 
 
 # ---------------------------------------------------------------------------------------------
-# dashboard helpers
+# pattern views (no store I/O here: operations.accuracy_by_pattern reads through the store)
 
 
 @dataclass
@@ -222,32 +223,29 @@ def pattern_of(loaded: LoadedModel, layer: int, matrix: str, n: int = 2, m: int 
                         mask.to(torch.int8).numpy())
 
 
-def accuracy_by_pattern(session: Session, patterns=DEFAULT_PATTERNS, progress: Progress = no_progress,
-                        use_store: bool = True) -> list[dict]:
+def pattern_rows(session: Session, patterns=DEFAULT_PATTERNS, progress: Progress = no_progress) -> list[dict]:
     """Accuracy/loss/margin of a copy of the model with every constrained weight projected to
-    each N:M in ``patterns``, beside the dense model (first row, ``n = m``). Cached."""
+    each N:M in ``patterns``, beside the dense model (first row, ``n = m``)."""
     patterns = [(int(n), int(m)) for n, m in patterns]
     for n, m in patterns:
         nm_projection(n, m).check(session.loaded.model)
-
-    def evaluate() -> dict:
-        evaluator = session.evaluator
-        rows = [{"pattern": "dense", "n": 1, "m": 1, "sparsity": 0.0, **_metrics(evaluator.base.as_dict())}]
-        work = private_copy(session.loaded.model)
-        originals = [lin.weight.detach().clone() for _, _, lin in constrained_linears(work)]
-        for i, (n, m) in enumerate(patterns):
-            progress(i / len(patterns), f"evaluating {n}:{m}")
-            with torch.no_grad():
-                for (_, _, lin), w in zip(constrained_linears(work), originals):
-                    lin.weight.copy_(project_nm(w, n, m))
-            comparison = evaluator.compare(model=work)
-            rows.append({"pattern": f"{n}:{m}", "n": n, "m": m, "sparsity": 1 - n / m,
-                         **_metrics(comparison.pruned.as_dict()),
-                         "delta": {k: comparison.delta[k] for k in ("accuracy", "loss", "margin")}})
-        progress(1.0, "done")
-        return {"rows": rows}
-
-    return session.read_through("pattern-accuracy", "admm", "", {"patterns": patterns}, evaluate, use_store)[0]["rows"]
+    evaluator = session.evaluator
+    base = evaluator.base
+    rows = [{"pattern": "dense", "n": 1, "m": 1, "sparsity": 0.0, **_metrics(base.as_dict())}]
+    work = private_copy(session.loaded.model)
+    originals = [lin.weight.detach().clone() for _, _, lin in constrained_linears(work)]
+    for i, (n, m) in enumerate(patterns):
+        progress(i / len(patterns), f"evaluating {n}:{m}")
+        with torch.no_grad():
+            for (_, _, lin), w in zip(constrained_linears(work), originals):
+                lin.weight.copy_(project_nm(w, n, m))
+        comparison = evaluator.compare(model=work)
+        rows.append({"pattern": f"{n}:{m}", "n": n, "m": m, "sparsity": 1 - n / m,
+                     **_metrics(comparison.pruned.as_dict()),
+                     "delta": {k: comparison.delta[k] for k in ("accuracy", "loss", "margin")}})
+    progress(1.0, "done")
+    del work
+    return rows
 
 
 def _metrics(d: dict) -> dict:

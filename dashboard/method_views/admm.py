@@ -19,7 +19,8 @@ from prunelens.dashboard.method_views.common import accuracy_text, latest_runs, 
 
 def admm_about(session: Session, method: Method, unit: str, params: dict, scores: Any, key: str) -> None:
     from prunelens.analysis.layout import MATRICES
-    from prunelens.analysis.methods.admm import DEFAULT_PATTERNS, accuracy_by_pattern, pattern_of
+    from prunelens.analysis.methods.admm import DEFAULT_PATTERNS, pattern_of
+    from prunelens.analysis.operations import accuracy_by_pattern
 
     inv = session.loaded.inventory
     if "n" in params and "m" in params:
