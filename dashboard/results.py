@@ -95,11 +95,34 @@ def _prune(session: Session, method: str, unit: str, params_json: str, sparsity:
                  flips=False)  # the page lists flips itself (dashboard/export_view.py), on demand
 
 
+def _prune_key(session: Session, method: str, unit: str, params: dict, sparsity: float | None,
+               threshold: float | None, scope: str, keep_one: bool, physical: bool) -> tuple:
+    """What :func:`_prune` is memoized by (the session by its identity)."""
+    return (session_id(session), method, unit, canonical_params(params), sparsity, threshold, scope,
+            keep_one, physical)
+
+
+@st.cache_resource(show_spinner=False)
+def _memoized_prunes() -> set:
+    """The :func:`_prune_key` of every setting :func:`prune_result` has answered."""
+    return set()
+
+
 def prune_result(session: Session, method: str, unit: str, params: dict, sparsity: float | None,
                  threshold: float | None, scope: str, keep_one: bool, physical: bool) -> dict:
     """``prunelens.analysis.operations.prune``'s JSON for these settings (memoized)."""
-    return _prune(session, method, unit, canonical_params(params), sparsity, threshold, scope, keep_one,
-                  physical)
+    key = _prune_key(session, method, unit, params, sparsity, threshold, scope, keep_one, physical)
+    result = _prune(session, *key[1:])
+    _memoized_prunes().add(key)
+    return result
+
+
+def prune_memoized(session: Session, method: str, unit: str, params: dict, sparsity: float | None,
+                   threshold: float | None, scope: str, keep_one: bool, physical: bool) -> bool:
+    """Whether :func:`prune_result` answered these settings already (its answer is memoized, so
+    the page skips the quick estimate)."""
+    return _prune_key(session, method, unit, params, sparsity, threshold, scope, keep_one,
+                      physical) in _memoized_prunes()
 
 
 def curve_cached(session: Session, methods: list[str], sparsities: list[float], unit: str, scope: str) -> bool:

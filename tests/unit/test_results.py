@@ -68,3 +68,18 @@ def test_the_dashboard_finds_every_shipped_entry_the_cli_finds(default_loaded, t
             assert np.array_equal(stored_scores(session, key["method"], key["unit"], params),
                                   np.asarray(page["scores"], dtype=np.float64)), key
     assert checked >= 3  # ablation's head, attention and ffn scores at least
+
+
+def test_prune_memoized_says_which_settings_prune_result_answered(tiny_session):
+    """The Prune page skips the estimate for a setting whose full answer is memoized; the memo
+    key is the results module's own (the page does not rebuild it)."""
+    from prunelens.dashboard import results
+
+    args = ("magnitude", "head", {}, 0.5, None, "global", False, False)
+    results._prune.clear()
+    results._memoized_prunes().clear()
+    assert not results.prune_memoized(tiny_session, *args)
+    first = results.prune_result(tiny_session, *args)
+    assert results.prune_memoized(tiny_session, *args)
+    assert not results.prune_memoized(tiny_session, "magnitude", "head", {}, 0.25, None, "global", False, False)
+    assert results.prune_result(tiny_session, *args) == first
