@@ -38,7 +38,7 @@ from prunelens.analysis.batches import StreamedBatches, epoch_order, training_da
 from prunelens.analysis.data import TextData
 from prunelens.analysis.errors import ParamError
 from prunelens.analysis.hooks import private_copy
-from prunelens.analysis.layout import MATRICES, encoder_matrices, layer_matrices, per_unit
+from prunelens.analysis.layout import MATRICES, UNITS, encoder_matrices, layer_matrices, per_unit
 from prunelens.analysis.methods.base import SEED, Deviation, Method, Param, Progress, Trainer, Work, no_progress, training_work
 from prunelens.analysis.models import LoadedModel
 from prunelens.analysis.patterns import (
@@ -55,6 +55,7 @@ from prunelens.analysis.run_result import shaped
 from prunelens.analysis.session import Session
 
 DEFAULT_PATTERNS = ((1, 4), (2, 4), (3, 4), (2, 8), (4, 8))
+SHARE_UNITS = tuple(u for u in UNITS if u != "neuron")  # the run's stored shares: heads and blocks
 # a run's variants in the order run_admm evaluates them (and a reader compares them); runs stored
 # without their recorded order come back with sorted keys
 VARIANT_ORDER = ("dense", "oneshot", "oneshot_finetuned", "admm_projected", "admm")
@@ -519,7 +520,7 @@ def run_admm(session: Session, params: dict, progress: Progress, projection: Pro
                      f"||W-Z|| {record['residual']:.3g}")
         del state, optimizer
     shares = {unit: unit_shares(model, loaded.inventory, unit, projection).tolist()
-              for unit in ("head", "attention", "ffn")}
+              for unit in SHARE_UNITS}
     apply_projection(model, projection)
     evaluation["admm_projected"] = _evaluate(evaluator, model)
     finetune = sr_ste_finetune(model, projection, loss_fn, params["finetune_steps"], params["lr"],
@@ -542,7 +543,7 @@ def run_admm(session: Session, params: dict, progress: Progress, projection: Pro
         "scores": shares["head"],
         "shares": shares,
         "shares_oneshot": {unit: unit_shares(loaded.model, loaded.inventory, unit, projection).tolist()
-                           for unit in ("head", "attention", "ffn")},
+                           for unit in SHARE_UNITS},
         "constraint": projection.stats(final),
         "train": {"data": data.name, "split": data.split, "examples": total_steps * params["batch_size"],
                   "steps": total_steps},
@@ -564,7 +565,7 @@ METHOD = Admm(
     plain="Keep only N of every M neighbouring weights (a pattern hardware can speed up); a unit scores high when most of its weight survives that cut.",
     summary="Share of each unit's weight norm that survives a one-shot magnitude N:M projection "
             "(keep N of every M consecutive input weights); training mode runs ADMM + SR-STE.",
-    units=("head", "attention", "ffn", "neuron"),
+    units=UNITS,
     params=NM_PARAMS,
     cost=score_cost,
     paper="Wang, ADMM based semi-structured pattern pruning for transformers (arXiv 2407.08334)",

@@ -22,10 +22,10 @@ import numpy as np
 
 from prunelens.analysis.data import TextData
 from prunelens.analysis.errors import ParamError
+from prunelens.analysis.layout import UNITS  # noqa: F401 (the methods' import; the one list is layout's)
 from prunelens.analysis.models import Inventory, LoadedModel
 from prunelens.analysis.session import Progress, Session, no_progress  # noqa: F401 (the methods' imports)
 
-UNITS = ("head", "attention", "ffn", "neuron")
 KINDS = ("int", "float", "bool", "choice")
 
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from prunelens.analysis.batches import StreamedBatches, training_data
 from prunelens.analysis.gates import Masks, gated
+from prunelens.analysis.layout import UNITS
 from prunelens.analysis.methods.base import SEED, Session, Deviation, Method, Param, Work
 
 PER = ("example", "token", "batch")
@@ -86,7 +87,7 @@ class Michel(Method):
         # with per="token" neurons are computed on their own and never ride along
         if params["per"] == "token":
             return ("neuron",) if unit == "neuron" else (
-                unit, *(u for u in ("head", "attention", "ffn") if u != unit))
+                unit, *(u for u in self.units if u not in (unit, "neuron")))
         return super().joint_units(params, unit)
 
     def compute_units(self, ctx, units, params):
@@ -107,7 +108,7 @@ METHOD = Michel(
     plain="Give each unit a volume knob and measure how strongly the loss reacts when the knob is nudged: a strong reaction means an important unit.",
     summary="E_x|dL(x)/dξ| for a gate ξ=1 on each unit (per example, per token or per batch), on "
             "the training split; L2-normalized per layer.",
-    units=("head", "attention", "ffn", "neuron"),
+    units=UNITS,
     params=(
         Param("per", "choice", "example", "where |·| is taken: example (paper), token (official "
               "code's gating) or batch (prunelens 0.1)", choices=PER),

@@ -42,7 +42,7 @@ from torch.nn.utils import parametrize
 from prunelens.analysis.batches import StreamedBatches, epoch_order, training_data
 from prunelens.analysis.data import MAX_LENGTH, TextData
 from prunelens.analysis.hooks import private_copy
-from prunelens.analysis.layout import encoder_layers, layer_matrices
+from prunelens.analysis.layout import UNITS, encoder_layers, layer_matrices
 from prunelens.analysis.methods.base import SEED, Deviation, Method, Param, Progress, Trainer, Work, no_progress, training_work
 from prunelens.analysis.run_result import shaped
 from prunelens.analysis.spectral import (
@@ -54,7 +54,7 @@ from prunelens.analysis.spectral import (
 )
 from prunelens.analysis.session import Session
 
-UNITS = ("head", "attention", "ffn")
+SNIP_UNITS = tuple(u for u in UNITS if u != "neuron")  # (the paper scores heads and blocks)
 
 
 @dataclass
@@ -427,7 +427,7 @@ METHOD = Snip(
     summary="Function norm of each head / attention block / FFN block: mean ||F(x)||₂ over "
             "tokens (relative: /||x||); small means close to the identity, prunable. "
             "Threshold or sparsity.",
-    units=UNITS,
+    units=SNIP_UNITS,
     params=(
         Param("relative", "bool", False, "divide by ||x|| of the residual input (relative norm)"),
         Param("spectral_cap", "float", 0.0,

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from prunelens.analysis.layout import BLOCK_UNITS
 from prunelens.analysis.methods.admm import VARIANT_ORDER
 from prunelens.analysis.methods.base import Method
 from prunelens.analysis.session import Session
@@ -91,7 +92,7 @@ def admm_run(session: Session, run: dict, key: str) -> None:
             oneshot["head"], shares["head"], ("one-shot projection", "after ADMM"),
             "Per-head share of surviving weight norm (one colour scale)", shared_scale=True),
             "admm_shares", f"{key}.admm.shares")
-    for unit in ("attention", "ffn"):
+    for unit in BLOCK_UNITS:
         if unit in shares and unit in oneshot:
             controls.show_figure(figures.grouped_bars(
                 {"one-shot projection": oneshot[unit], "after ADMM": shares[unit]},
