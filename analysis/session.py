@@ -86,10 +86,14 @@ class Session:
             params = {**params, "objective": self.objective}
         return Key.make(self.loaded.fingerprint, self.data.fingerprint, kind, method, unit, params)
 
+    def key(self, kind: str, method: str = "", unit: str = "", params: dict | None = None) -> Key:
+        """The exact key of a result (the first of :meth:`keys`)."""
+        return self._key(kind, method, unit, dict(params or {}))
+
     def keys(self, kind: str, method: str = "", unit: str = "", params: dict | None = None) -> dict[str, Key]:
         """Every key a result may live under, by precision, in reading order (exact first)."""
         params = dict(params or {})
-        keys = {"fp32": self._key(kind, method, unit, params)}
+        keys = {"fp32": self.key(kind, method, unit, params)}
         if kind in PRECISION_KINDS and self.precision != "fp32":
             keys["bf16"] = self._key(kind, method, unit, {**params, "precision": "bf16"})
         return keys

@@ -57,7 +57,7 @@ def part_params(part: str, cap: float | None = None, limit: int | None = None) -
 
 def key(session: Session, part: str, params: dict) -> Key:
     """The store key of one part (what a sweep task lists)."""
-    return session.keys(KINDS[part], "spectral", "", part_params(part, **params))["fp32"]
+    return session.key(KINDS[part], "spectral", "", part_params(part, **params))
 
 
 def compute(session: Session, part: str, params: dict, use_store: bool = True):

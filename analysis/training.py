@@ -49,7 +49,7 @@ def get_trainer(method_name: str) -> Trainer:
 
 def run_key(session: Session, method_name: str, params: dict):
     """The store key of one training run (``params`` validated, defaults filled in)."""
-    return session.keys("train-run", method_name, "", params)["fp32"]
+    return session.key("train-run", method_name, "", params)
 
 
 def train_command(session: Session, method_name: str, params: dict | None = None,
