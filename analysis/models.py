@@ -10,6 +10,8 @@ physical pruning works on a copy (``prunelens.analysis.pruning``).
 
 from __future__ import annotations
 
+import os
+
 import hashlib
 import json
 import logging
@@ -359,7 +361,9 @@ def _load_model(spec: str) -> LoadedModel:
     _quiet_transformers()
     path = expand_path(spec, "model", ModelError)
     try:
-        looks_like_path = path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1
+        # a trailing slash (``pruned/``) names a folder: a hub id never ends with one
+        looks_like_path = (path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1
+                           or spec.endswith(("/", os.sep)))
     except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte, ...
         raise path_error(ModelError, "model", spec, exc) from None
     raw = None
@@ -378,7 +382,8 @@ def _load_model(spec: str) -> LoadedModel:
             if why_not:
                 raise ModelError(
                     f"model '{spec}' is not a local folder and was not found in the local hub cache, "
-                    f"and {why_not} (download it once with network access, or pass a folder)") from None
+                    f"and {why_not} (download it once with network access: add --online to the command, e.g. prunelens "
+                    "dashboard --online; or pass a folder)") from None
             kwargs = {"local_files_only": False}
     where = str(path) if source == "folder" else spec
     try:
@@ -423,7 +428,8 @@ def _load_model(spec: str) -> LoadedModel:
 def _check_folder(path: Path, spec: str) -> None:
     try:
         if not path.exists():
-            raise ModelError(f"model folder not found: {spec} (give a folder saved with save_pretrained)")
+            raise ModelError(f"model folder not found: {spec} does not exist (give a folder saved with "
+                             "save_pretrained or by prunelens export --out)")
         if not path.is_dir():
             raise ModelError(f"model path {spec} is a file (give the folder that holds config.json)")
         if not (path / "config.json").exists():
