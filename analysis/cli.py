@@ -28,20 +28,26 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _progress_printer(enabled: bool = True):
-    """A progress sink that draws one tqdm bar on stderr."""
+    """A progress sink that draws one tqdm bar on stderr, from the first report of work still
+    to do: an answer from the store (nothing reported, or finished at once) draws no bar."""
     if not enabled:
         return lambda fraction, message="": None
     from tqdm import tqdm
 
-    bar = tqdm(total=1000, file=sys.stderr, leave=False, bar_format="{l_bar}{bar}| {desc}")
+    bars: list = []
 
     def progress(fraction: float, message: str = "") -> None:
+        if not bars:
+            if fraction >= 1.0:
+                return
+            bars.append(tqdm(total=1000, file=sys.stderr, leave=False, bar_format="{l_bar}{bar}| {desc}"))
+        bar = bars[0]
         bar.n = int(max(0.0, min(1.0, fraction)) * 1000)
         bar.set_description_str(message[:60], refresh=True)
         if fraction >= 1.0:
             bar.refresh()
 
-    progress.close = bar.close  # type: ignore[attr-defined]
+    progress.close = lambda: bars and bars[0].close()  # type: ignore[attr-defined]
     return progress
 
 

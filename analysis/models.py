@@ -214,11 +214,16 @@ def _quiet_transformers() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
+def _article(word: str) -> str:
+    """'an' before a vowel ('an albert', 'an electra'), else 'a' ('a bert')."""
+    return "an" if word[:1].lower() in "aeio" else "a"
+
+
 def _check_architecture(config, name: str) -> None:
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED_TYPES:
         raise ModelError(
-            f"model '{name}' is a '{model_type}' model; prunelens supports BERT-layout encoders "
+            f"model '{name}' is {_article(str(model_type))} '{model_type}' model; prunelens supports BERT-layout encoders "
             f"({', '.join(SUPPORTED_TYPES)})"
         )
     archs = getattr(config, "architectures", None) or []

@@ -25,7 +25,7 @@ controls.method_caption(method)
 if controls.developer():
     st.caption(method.summary + (f" — {method.paper}" if method.paper else ""))
 if method.params:
-    with st.expander("Parameters", expanded=True):
+    with st.expander("Parameters", expanded=controls.developer()):  # demo mode: closed
         params = controls.param_controls(method, "imp")
 else:
     params = {}

@@ -49,3 +49,32 @@ def test_finetune_writes_elsewhere_unless_told_to_overwrite_the_shipped_checkpoi
 def test_finetune_refuses_both_targets(argv, capsys):
     assert main(argv) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_a_store_hit_draws_no_progress_bar(tiny_bert_dir, tiny_csv, store, capsys):
+    # issue 30 item 11: a stray empty tqdm bar on stderr for answers from the store
+    common = ["--model", str(tiny_bert_dir), "--data", str(tiny_csv)]
+    assert main(["score", "--method", "michel", *common]) == 0
+    assert "|" in capsys.readouterr().err  # computed: a bar was drawn
+    assert main(["score", "--method", "michel", *common]) == 0
+    captured = capsys.readouterr()
+    assert "from the store" in captured.out and "|" not in captured.err
+
+
+def test_messages_read_right():
+    from prunelens.analysis.errors import ModelError
+    from prunelens.analysis.models import _check_architecture
+    from prunelens.dashboard.data_roots import confine
+
+    class Config:
+        model_type = "albert"
+
+    with pytest.raises(ModelError, match="is an 'albert' model"):
+        _check_architecture(Config(), "m")
+    Config.model_type = "gpt2"
+    with pytest.raises(ModelError, match="is a 'gpt2' model"):
+        _check_architecture(Config(), "m")
+    with pytest.raises(ModelError, match="move the folder there"):
+        confine("/", "model folder", ModelError)
+    with pytest.raises(Exception, match="move the file there"):
+        confine("/", "data file")
