@@ -288,8 +288,9 @@ def cmd_prune(args) -> int:
         if "physical" in out:
             ph = out["physical"]
             print(f"  physically pruned: accuracy {ph['accuracy']:.4f}, max |logit diff| vs masked "
-                  f"{ph['max_abs_logit_difference']:.2e}, {ph['seconds']:.2f}s vs masked "
-                  f"{ph['masked_seconds']:.2f}s ({ph['timed']})")
+                  f"{ph['max_abs_logit_difference']:.2e}, {ph['seconds']:.3f}s vs masked "
+                  f"{ph['masked_seconds']:.3f}s: {ph['speedup']}x (runs ranged "
+                  f"{ph['speedup_range'][0]}x–{ph['speedup_range'][1]}x; {ph['timed']})")
     return 0
 
 
