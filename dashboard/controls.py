@@ -171,7 +171,8 @@ def method_label(name: str) -> str:
     if method is None:
         return name
     mark = (" (diagnostic, not a criterion)" if method.diagnostic else "") + (" (expensive)" if method.expensive else "")
-    return f"{method.title or name} [{name}]{mark}"
+    # the name first: where a long title meets a narrow box (1024 px), the end is cut, not the name
+    return f"[{name}] {method.title or name}{mark}" if method.title and method.title != name else f"[{name}]{mark}"
 
 
 def pick_method(key: str, unit: str | None = None, container=None, default: str | None = None,

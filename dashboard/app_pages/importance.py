@@ -18,7 +18,7 @@ controls.explain(
 session = loading.current_session()
 inv = session.loaded.inventory
 
-c1, c2 = st.columns([2, 1])
+c1, c2 = st.columns([3, 1])  # the method box gets the width: its name is never cut at 1024 px
 method = controls.pick_method("imp.method", container=c1)
 unit = controls.pick_unit(f"imp.unit.{method.name}", method.units, container=c2)
 controls.method_caption(method)

@@ -22,8 +22,8 @@ controls.explain(
 session = loading.current_session()
 inv = session.loaded.inventory
 
-c1, c2, c3 = st.columns([2, 1, 1])
-method = controls.pick_method("prune.method", container=c1)
+method = controls.pick_method("prune.method")  # its own row: the name is never cut at 1024 px
+c2, c3 = st.columns(2)
 unit = controls.pick_unit(f"prune.unit.{method.name}", method.units,
                           container=c2)
 controls.method_caption(method)
