@@ -71,11 +71,13 @@ def _show_all_heads() -> None:
     st.session_state["att.heads"] = heads_all
 
 
-h1, h2 = st.columns([5, 1], vertical_alignment="bottom")  # the full width: no head chip is cut
-shown_heads = url_state.bound(h1.multiselect, "Heads shown", "att.heads", heads_all, "heads",
+# pills, the full width: every head is visible (multiselect chips were cut at 1024 and 1440 px)
+shown_heads = url_state.bound(st.pills, "Heads shown", "att.heads", heads_all, "heads",
                               options=heads_all, cast=_int_list(heads_all), omit=heads_all,
+                              selection_mode="multi",
                               help="head view: heads selected at first; model view: columns drawn")
-h2.button("All heads", key="att.all_heads", on_click=_show_all_heads, icon=":material/select_all:",
+shown_heads = sorted(shown_heads or [])
+st.button("All heads", key="att.all_heads", on_click=_show_all_heads, icon=":material/select_all:",
           disabled=len(shown_heads) == len(heads_all), help="show every head of the layer")
 shown_layers = layers_all  # the model view draws every layer; one layer selector (above) only
 st.session_state[url_state.SELECTED_HEAD] = (layer, head)

@@ -44,11 +44,11 @@ def _click_cell(driver, layer: int, head: int, heads: int) -> None:
 
 
 def _chips(driver) -> list[str]:
-    """The head chips of the Attention page's one multiselect ("Heads shown")."""
+    """The heads selected in the Attention page's "Heads shown" pills."""
     from selenium.webdriver.common.by import By
 
     return [c.text.strip() for c in driver.find_elements(
-        By.CSS_SELECTOR, "[data-testid='stMain'] .react-aria-ComboBox span[data-tag]")]
+        By.CSS_SELECTOR, ".st-key-att-heads button[data-variant='pills'][aria-pressed='true']")]
 
 
 def test_first_click_on_the_heatmap_selects_that_head(tiny_bert_dir, tiny_csv, tmp_path):
