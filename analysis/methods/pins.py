@@ -151,6 +151,7 @@ class PinsState:
         self.ibar = [[t.clone() for t in layer] for layer in zeros]
         self.unc = [[t.clone() for t in layer] for layer in zeros]
         self.updates = 0
+        self._flushed_at: int | None = None  # the update count of the last flush
 
     @torch.no_grad()
     def update(self) -> None:
@@ -166,6 +167,20 @@ class PinsState:
                 else:
                     self.ipt[i][j] = (self.ipt[i][j] * local + score) / (local + 1)
         self.updates += 1
+
+    @torch.no_grad()
+    def flush(self) -> None:
+        """Fold the open window's mean score into Ī and U (the EMA step the next window would
+        make). Training never needs it (the official lag); score-only accumulation ends with it,
+        else the last window never reaches the importance and with ``delta_t`` ≥ the number of
+        batches every score stays exactly 0. A no-op before the first update and after a flush."""
+        if self.updates == 0 or self._flushed_at == self.updates:
+            return
+        for i, layer in enumerate(self.ipt):
+            for j, ipt in enumerate(layer):
+                self.ibar[i][j], self.unc[i][j] = ema_update(self.ibar[i][j], self.unc[i][j], ipt,
+                                                             self.beta1, self.beta2)
+        self._flushed_at = self.updates
 
     def importance(self) -> list[list[torch.Tensor]]:
         """Ī·U per weight (≥ 0 unless ``signed``)."""
@@ -186,6 +201,10 @@ def shuffled_batches(tokenizer, data: TextData, batch_size: int, count: int, see
     return StreamedBatches(tokenizer, data, epoch_order(len(data), need, rng), batch_size, max_length, bucket=bucket, rng=rng)
 
 
+# β1 > 0: at β1 = 0, Ī is the newest window's score itself and U = EMA(| |S| − Ī |) stays exactly 0,
+# so every importance Ī·U is 0 (the official PLATON code refuses β1 outside (0, 1))
+BETA1 = Param("beta1", "float", 0.85, "EMA factor of the importance Ī (> 0: at 0 the uncertainty U, "
+              "hence every score, is 0)", 0.01, 0.9999)
 SCORE_MAX_LENGTH = 128  # tokens per example in score-only mode (shuffled_batches' default)
 # what score-only mode accumulates over (pins and platon; :func:`score_cost` reads them)
 SCORE_BATCHES = (
@@ -241,6 +260,7 @@ def score_weights(loaded, data: TextData, params: dict, progress: Progress = no_
             F.cross_entropy(logits, batch.labels.to(logits.device)).backward()
             state.update()
             progress((i + 1) / len(batches), f"pins scores, batch {i + 1}/{len(batches)}")
+    state.flush()  # the last window enters too (0.2 dropped it: all scores 0 when delta_t >= batches)
     return state.importance()
 
 
@@ -479,7 +499,7 @@ def _trainer():
             *SCHEDULE,
             Param("eta", "float", 1e-4, "η in S = −θ·g + η·g² (the step size; usually = lr)",
                   0.0, 1.0, log=True),
-            Param("beta1", "float", 0.85, "EMA factor of the importance Ī", 0.0, 0.9999),
+            BETA1,
             Param("beta2", "float", 0.99, "EMA factor of the uncertainty U", 0.0, 0.9999),
             Param("prune_every", "int", 10, "steps between pruning steps (and teacher refreshes)", 1, 10000),
             *SCHEDULE_ENDS,
@@ -517,7 +537,7 @@ METHOD = Pins(
     params=(
         *SCORE_BATCHES,
         Param("eta", "float", 1e-4, "η in S = −θ·g + η·g² (a learning rate)", 0.0, 1.0, log=True),
-        Param("beta1", "float", 0.85, "EMA factor of the importance Ī", 0.0, 0.9999),
+        BETA1,
         Param("beta2", "float", 0.99, "EMA factor of the uncertainty U", 0.0, 0.9999),
         Param("delta_t", "int", 1, "window of batches whose mean |S| enters the EMA at once (official deltaT)", 1, 64),
         Param("signed", "bool", False, "smooth the signed S instead of |S| (not the official method)"),

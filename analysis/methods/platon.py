@@ -18,11 +18,11 @@ from __future__ import annotations
 from functools import partial
 
 from prunelens.analysis.methods.base import SEED, Deviation, Param, Trainer
-from prunelens.analysis.methods.pins import (SCHEDULE, SCHEDULE_ENDS, SCORE_BATCHES, Pins, score_cost, train_cost,
+from prunelens.analysis.methods.pins import (BETA1, SCHEDULE, SCHEDULE_ENDS, SCORE_BATCHES, Pins, score_cost, train_cost,
                                    train_run, train_workload)
 
 SMOOTHING = (
-    Param("beta1", "float", 0.85, "EMA factor of the sensitivity Ī", 0.0, 0.9999),
+    BETA1,
     Param("beta2", "float", 0.95, "EMA factor of the uncertainty U (PLATON's default 0.95)", 0.0, 0.9999),
     Param("delta_t", "int", 1, "window of steps whose mean |θ·g| enters the EMA at once (deltaT)", 1, 64),
 )

@@ -407,6 +407,49 @@ def test_pins_and_platon_scores_are_non_negative(name, unit, tiny_session):
     assert (scores >= 0).all() and scores.max() > 0
 
 
+# the windows that matter for the flush: one batch, a window as long as the batches, a window
+# longer than them (0.2: every score exactly 0), a window that ends open
+WINDOWS = [{"batches": 1, "delta_t": 1}, {"batches": 2, "delta_t": 2}, {"batches": 2, "delta_t": 64},
+           {"batches": 3, "delta_t": 2}]
+
+
+@pytest.mark.parametrize("name", ["pins", "platon"])
+def test_no_setting_in_the_declared_ranges_gives_all_equal_scores(name, tiny_session):
+    """Every corner of the declared β1/β2 (and η) ranges, with every kind of window, raw scores:
+    no unit's scores are all equal (0.2 gave all 0 with delta_t >= batches, and all 0 at β1 = 0)."""
+    from itertools import product
+
+    method = get_method(name)
+    ends = lambda p: (method.param(p).low, method.param(p).high)
+    etas = ends("eta") if name == "pins" else (None,)
+    for window, beta1, beta2, eta in product(WINDOWS, ends("beta1"), ends("beta2"), etas):
+        setting = {**window, "batch_size": 4, "beta1": beta1, "beta2": beta2, "normalize": False,
+                   **({"eta": eta} if eta is not None else {})}
+        scores = method.compute_units(tiny_session.context(), method.units, method.validate(setting))
+        for unit, s in scores.items():
+            assert np.ptp(s) > 0, (setting, unit)
+
+
+def test_score_only_mode_flushes_the_open_window():
+    """Two updates in one window of 64: the flush folds their mean |S| into Ī and U (0.2: 0)."""
+    w = torch.nn.Parameter(torch.tensor([2.0]))
+    state = pins_mod.PinsState([[w]], eta=0.0, beta1=0.5, beta2=0.5, delta_t=64)
+    for g in (1.0, 3.0):
+        w.grad = torch.tensor([g])
+        state.update()
+    assert state.importance()[0][0].item() == 0.0  # the training lag: nothing folded yet
+    state.flush()
+    state.flush()  # idempotent
+    # window mean |θ·g| = (2 + 6) / 2 = 4; Ī = 0.5·4 = 2; U = 0.5·|4 − 2| = 1; Ī·U = 2
+    assert state.importance()[0][0].item() == pytest.approx(2.0)
+
+
+def test_beta1_zero_is_refused_because_it_zeroes_every_score():
+    for name in ("pins", "platon"):
+        with pytest.raises(ParamError, match="beta1"):
+            get_method(name).validate({"beta1": 0.0})
+
+
 def test_platon_training_mode_prunes_to_target_against_gradual_magnitude(tiny_session):
     from prunelens.analysis.training import train_command
 
