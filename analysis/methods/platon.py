@@ -18,13 +18,12 @@ from __future__ import annotations
 from functools import partial
 
 from prunelens.analysis.methods.base import SEED, Deviation, Param, Trainer
-from prunelens.analysis.methods.pins import (BETA1, SCHEDULE, SCHEDULE_ENDS, SCORE_BATCHES, Pins, score_cost, train_cost,
+from prunelens.analysis.methods.pins import (BETA1, OFFICIAL_TRAINING, SCHEDULE, SCHEDULE_ENDS, SCORE_BATCHES, Pins, score_cost, train_cost,
                                    train_run, train_workload)
 
 SMOOTHING = (
     BETA1,
     Param("beta2", "float", 0.95, "EMA factor of the uncertainty U (PLATON's default 0.95)", 0.0, 0.9999),
-    Param("delta_t", "int", 1, "window of steps whose mean |θ·g| enters the EMA at once (deltaT)", 1, 64),
 )
 
 
@@ -33,8 +32,15 @@ def _trainer():
         params=(
             *SCHEDULE,
             *SMOOTHING,
+            Param("delta_t", "int", 10, "window of steps whose mean |θ·g| enters the EMA at once "
+                  "(official deltaT: 10 in every official script; 0.2: 1)", 1, 64),
             Param("prune_every", "int", 10, "steps between pruning steps", 1, 10000),
             *SCHEDULE_ENDS,
+            Param("optimizer", "choice", "adamax", "adamax = Adamax with decoupled weight decay 0.01 "
+                  "(the official runs); adamw = AdamW without decay (0.2)", choices=("adamax", "adamw")),
+            Param("importance_after_step", "bool", True, "update the importance after the optimizer "
+                  "step, on the stepped weights (the official order); off: before it (0.2, PINS's order)"),
+            *OFFICIAL_TRAINING,
             Param("baseline", "choice", "gradual", "magnitude baseline at the same weight sparsity: "
                   "gradual (same schedule and budget), oneshot (no training) or none",
                   choices=("gradual", "oneshot", "none")),
@@ -62,6 +68,7 @@ METHOD = Pins(
     params=(
         *SCORE_BATCHES,
         *SMOOTHING,
+        Param("delta_t", "int", 1, "window of batches whose mean |θ·g| enters the EMA at once (deltaT)", 1, 64),
         Param("normalize", "bool", True, "divide by the largest score (ranking unchanged)"),
         SEED,
     ),

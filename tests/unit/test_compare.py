@@ -70,7 +70,7 @@ def test_paired_difference_is_a_crossed_bootstrap_by_hand():
     """A 2-seed x 2-example table: the 4 seed draws x 4 example draws are enumerated. With
     a - b = [[1, 0], [0, 0]], a resample's mean is (share of seed 0 drawn) x (share of example 0
     drawn); each share is 1, 1/2, 0 with probability 1/4, 1/2, 1/4."""
-    from prunelens.analysis.compare import joint_rule, paired_difference
+    from prunelens.analysis.compare import paired_difference
 
     d = paired_difference([[1, 0], [0, 1]], [[0, 0], [0, 1]])
     assert d.exact and d.resamples == 16 and d.seeds == 2 and d.examples == 2

@@ -282,10 +282,15 @@ def test_pins_bad_params():
         pins_mod._check_train_params(trainer.validate({"warmup": 0.6, "final": 0.5}))
 
 
+# every training option at its 0.2 value (the defaults are the official code's)
+V02_TRAINING = {"delta_t": 1, "self_reg_loss": "added", "teacher": "latest", "lr_schedule": "constant",
+                "clip_grad": 0.0, "bias_pool": False}
+
+
 def test_prune_train_hits_target_exactly(tiny_session):
     loaded = tiny_session.loaded
     before = weights_digest(loaded.model)
-    params = pins_mod.METHOD.trainer.validate(SMALL_TRAIN)
+    params = pins_mod.METHOD.trainer.validate({**SMALL_TRAIN, **V02_TRAINING})
     batches = pins_mod.shuffled_batches(loaded.tokenizer, tiny_session.data, 4, 12, seed=0)
     out = pins_mod.prune_train(loaded, batches, params, "pins", self_reg=True)
     summary = out["summary"]
@@ -303,7 +308,62 @@ def test_prune_train_hits_target_exactly(tiny_session):
     assert sparsities[-1] == 0.6
     assert all(b >= a for a, b in pairwise(sparsities))
     assert any(h["self_reg_loss"] > 0 for h in summary["history"])
+    assert all(h["lr"] == SMALL_TRAIN["lr"] for h in summary["history"])  # constant
     assert weights_digest(loaded.model) == before
+
+
+def test_prune_train_official_pool_has_the_biases_and_the_teacher_is_dev_selected(tiny_session):
+    loaded = tiny_session.loaded
+    params = pins_mod.METHOD.trainer.validate({**SMALL_TRAIN, "teacher_every": 5})
+    assert params["bias_pool"] and params["teacher"] == "best_dev" and params["delta_t"] == 10
+    train, held_out = pins_mod.selection_split(tiny_session.data, 0)
+    assert len(held_out) == len(tiny_session.data) // 4 and len(train) + len(held_out) == len(tiny_session.data)
+    assert not set(held_out.texts) & set(train.texts) or len(set(tiny_session.data.texts)) < len(tiny_session.data)
+    select, _ = pins_mod.tokenize_batches(loaded.tokenizer, held_out, 64)
+    batches = pins_mod.shuffled_batches(loaded.tokenizer, train, 4, 12, seed=0)
+    out = pins_mod.prune_train(loaded, batches, params, "pins", self_reg=True, select_batches=select)
+    summary = out["summary"]
+    biases = 2 * (4 * 16 + 24 + 16)
+    total = 2 * (4 * 16 * 16 + 2 * 16 * 24) + biases
+    assert summary["total_weights"] == total and summary["pruned_weights"] == round(0.6 * total)
+    assert 0.0 < summary["bias_sparsity"] <= 1.0
+    pool = pins_mod.prunable_pool(out["model"], True)
+    assert [len(layer) for layer in pool] == [12, 12]
+    for wl, ml in zip(pool, out["masks"]):
+        for w, m in zip(wl, ml):
+            assert torch.all(w[~m] == 0)
+    # evaluated after steps 1, 6, 11 (the official global_step % 50 == 0, counted from 0);
+    # the first evaluation always replaces the teacher (the official best starts at -999)
+    selections = summary["teacher_selection"]
+    assert [s["step"] for s in selections] == [1, 6, 11] and selections[0]["teacher_replaced"]
+    lrs = [h["lr"] for h in summary["history"]]
+    # one warm-up step, then linear decay to 0 (logged every 2 steps from step 2: 10/11 of the peak)
+    assert lrs[0] == pytest.approx(SMALL_TRAIN["lr"] * 10 / 11) and lrs[-1] == 0.0 and lrs == sorted(lrs, reverse=True)
+
+
+def test_linear_schedule_factors_warm_up_then_decay_to_zero():
+    factors = pins_mod._lr_factors({"lr_schedule": "linear", "warmup": 0.2}, 10)
+    # 2 warm-up steps; the rate is stepped before each update (official order)
+    assert factors == pytest.approx([0.5, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8, 0.0])
+    assert pins_mod._lr_factors({"lr_schedule": "constant", "warmup": 0.2}, 3) == [1.0, 1.0, 1.0]
+
+
+def test_mixed_loss_is_the_official_alpha_mix_by_hand():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
+    teacher = torch.tensor([[1.0, 1.0], [3.0, 0.0]])
+    labels = torch.tensor([0, 1])
+    loss, ce_part, kl_part = pins_mod.mixed_loss(logits, teacher, labels, temperature=2.0)
+    p0 = torch.softmax(logits[0], -1)
+    alpha = [1 - float(-(p0 * p0.log()).sum()) / np.log(2), 0.0]  # a uniform student: α = 0
+    ce = [float(-torch.log_softmax(logits[i], -1)[labels[i]]) for i in range(2)]
+    kl = []
+    for i in range(2):
+        pt, ls = torch.softmax(teacher[i] / 2, -1), torch.log_softmax(logits[i] / 2, -1)
+        kl.append(4.0 * float((pt * (pt.log() - ls)).sum()))
+    expected = np.mean([alpha[i] * kl[i] + (1 - alpha[i]) * ce[i] for i in range(2)])
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    assert float(ce_part) + float(kl_part) == pytest.approx(float(loss))
+    assert alpha[0] == pytest.approx(0.4729, abs=1e-3)
 
 
 def test_train_command_compares_self_reg_and_baseline(tiny_session):
@@ -311,6 +371,7 @@ def test_train_command_compares_self_reg_and_baseline(tiny_session):
 
     params = {**SMALL_TRAIN, "steps": 8}
     result = train_command(tiny_session, "pins", params)
+    assert result["params"]["teacher"] == "best_dev" and result["extras"]["selection_data"]["n"] > 0
     assert result["cached"] is False
     assert_run_result_shape(result)  # the one RunResult shape (issue 16)
     variants, extras = result["variants"], result["extras"]
