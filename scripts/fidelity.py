@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
+import math
 import time
+from collections import Counter
+from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +24,7 @@ from scipy.stats import spearmanr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from prunelens.analysis.compare import joint_rule, paired_difference  # noqa: E402
+from prunelens.analysis.compare import PairedDifference, joint_rule, paired_difference  # noqa: E402
 from prunelens.analysis.gates import Masks  # noqa: E402
 from prunelens.analysis.methods.admm import VARIANT_ORDER  # noqa: E402
 from prunelens.analysis.evaluate import correct_flags  # noqa: E402
@@ -88,21 +91,110 @@ def seed_accuracies(runs: list[RunResult], variant: str) -> str:
 def one_shot_bits(session, method: str, sparsity: float, unit: str = "head", scope: str = "global",
                   params: dict | None = None) -> list[bool]:
     """Per-example correctness of the model pruned once by a method's (stored) scores, no training."""
-    mask = mask_for(compute_scores(session, method, unit, params).scores, sparsity, scope)
-    return correct_flags(session.evaluator.record(Masks.for_unit(unit, mask))["correct"])
+    return mask_bits(session, unit, mask_for(compute_scores(session, method, unit, params).scores, sparsity, scope))
 
 
-def against_random(session, method: str, sparsity: float, unit: str = "head", scope: str = "global"):
-    """A one-shot criterion against random scores of :data:`SEEDS` at the same sparsity, paired
-    over the same sentences (the criterion is deterministic; the seeds are random's)."""
+def mask_bits(session, unit: str, mask) -> list[bool]:
+    """Per-example correctness of the model with ``unit``s masked by a keep-mask."""
+    return correct_flags(session.evaluator.record(Masks.for_unit(unit, np.asarray(mask)))["correct"])
+
+
+RANDOM_MASKS = 40  # random masks per sparsity and scope: the random reference's distribution
+
+
+@dataclass
+class RandomReference:
+    """The random masks at one sparsity and scope: every mask's per-example correctness, and
+    whether they are all the masks there are (``exact``) or :data:`RANDOM_MASKS` seeded draws."""
+
+    bits: list[list[bool]]
+    exact: bool
+    seeds_shown: list[float]  # accuracies of random seeds 0-2 (0.2's reference draws)
+
+    @property
+    def accuracies(self) -> np.ndarray:
+        return np.asarray([np.mean(b) for b in self.bits])
+
+    def describe(self) -> str:
+        what = (f"all {len(self.bits)} masks (exact enumeration)" if self.exact
+                else f"{len(self.bits)} random masks")
+        acc = self.accuracies
+        return (f"{what}: mean {pct(acc.mean())}, sd {100 * acc.std(ddof=1):.1f} pts, "
+                f"range {pct(acc.min())}–{pct(acc.max())}")
+
+
+_REFERENCES: dict = {}
+
+
+def random_reference(session, sparsity: float, unit: str = "head", scope: str = "global") -> RandomReference:
+    """The random reference at ``sparsity``/``scope``: every mask when the space is small (FFN
+    blocks: all C(6, 3) = 20 ways to drop half), else :data:`RANDOM_MASKS` random masks (the
+    ``random`` method's seeds 0..N-1). Evaluations only, no training: computed here, seconds."""
+    key = (sparsity, unit, scope)
+    if key not in _REFERENCES:
+        shape = session.loaded.inventory.unit_shape(unit)
+        size = int(np.prod(shape))
+        removed = round(sparsity * size)
+        seeds = [point(session, "random", sparsity, unit, scope, {"seed": s})["accuracy"] for s in SEEDS]
+        if unit != "head" and math.comb(size, removed) <= RANDOM_MASKS:
+            masks = []
+            for dropped in combinations(range(size), removed):
+                mask = np.ones(size, dtype=np.int8)
+                mask[list(dropped)] = 0
+                masks.append(mask.reshape(shape))
+            _REFERENCES[key] = RandomReference([mask_bits(session, unit, m) for m in masks], True, seeds)
+        else:
+            _REFERENCES[key] = RandomReference(
+                [one_shot_bits(session, "random", sparsity, unit, scope, {"seed": seed})
+                 for seed in range(RANDOM_MASKS)], False, seeds)
+    return _REFERENCES[key]
+
+
+@dataclass
+class AgainstRandom:
+    """A one-shot criterion against the random reference: its percentile among the masks and
+    the paired difference to their mean (crossed bootstrap over masks and sentences; over
+    sentences only when the masks are all there are)."""
+
+    difference: PairedDifference
+    percentile: float
+    reference: RandomReference
+
+    def text(self) -> str:
+        n = len(self.reference.bits)
+        return f"p{self.percentile:.0f} of {n}; − mean {interval(self.difference)}"
+
+
+def against_random(session, method: str, sparsity: float, unit: str = "head", scope: str = "global") -> AgainstRandom:
+    """A one-shot criterion (deterministic) against :func:`random_reference` at the same sparsity."""
     mine = one_shot_bits(session, method, sparsity, unit, scope)
-    return paired_difference([mine] * len(SEEDS), [one_shot_bits(session, "random", sparsity, unit, scope,
-                                                                 {"seed": seed}) for seed in SEEDS])
+    ref = random_reference(session, sparsity, unit, scope)
+    if ref.exact:  # the reference mean is exact: only the sentences are a sample
+        diff = paired_difference([mine], [np.mean(ref.bits, axis=0)])
+    else:  # the masks are a sample too: resample them with the sentences
+        diff = paired_difference([mine] * len(ref.bits), ref.bits)
+    return AgainstRandom(diff, percentile_of(ref, float(np.mean(mine))), ref)
 
 
-PAIRED_NOTE = ("Intervals: mean paired difference in accuracy over the same 872 dev sentences "
-               "(seeds averaged per sentence) ± 1.96 standard errors; per seed: the same difference "
-               "in each seed alone.")
+def percentile_of(ref: RandomReference, accuracy: float) -> float:
+    """Where ``accuracy`` falls among the reference's masks (ties count half), in percent."""
+    acc = ref.accuracies
+    return float(100.0 * (np.sum(acc < accuracy) + 0.5 * np.sum(acc == accuracy)) / len(acc))
+
+
+RANDOM_NOTE = ("The random reference is a distribution, not a draw: each criterion is placed among "
+               f"{RANDOM_MASKS} random masks at the same sparsity and scope (the `random` method's seeds "
+               f"0–{RANDOM_MASKS - 1}; for FFN blocks all masks there are), as its percentile (p50 = the "
+               "median random mask) and its paired difference to their mean, with a crossed bootstrap "
+               "over the masks and the sentences (sentences only where the masks are all there are).")
+
+
+PAIRED_NOTE = ("Intervals: a crossed bootstrap (4,000 resamples) of the mean paired difference in "
+               "accuracy: each resample draws the seeds with replacement and, independently, the 872 "
+               "dev sentences with replacement; the interval is the central 95% of the resampled means, "
+               "so it holds for new seeds as well as new sentences (0.2 averaged the seeds per sentence "
+               "first, and the seed-to-seed spread cancelled out). Per seed: the same difference in "
+               "each seed alone.")
 
 
 def snip_training_section(session) -> list[str]:
@@ -338,17 +430,18 @@ def main() -> int:
 
     # --- SMP: 50% of heads per layer ------------------------------------------------------------
     rows = []
+    layer_ref = random_reference(session, 0.5, "head", "layer")
     for m in head_methods:
         p = point(session, m, 0.5, scope="layer")
         vs = against_random(session, m, 0.5, scope="layer") if m != "random" else None
         rows.append([m, pct(p["accuracy"]), signed(p["accuracy"] - base.accuracy),
                      f"{p['loss'] - base.loss:+.3f}",
-                     f"{interval(vs)}: {vs.verdict(m, 'random')}" if vs else "(seeds 0–2: "
-                     + ", ".join(pct(point(session, "random", 0.5, "head", "layer", {"seed": s})["accuracy"]) for s in SEEDS) + ")"])
+                     f"{vs.text()}: {vs.difference.verdict(m, 'random')}" if vs else
+                     f"(seed 0; seeds 0–2: {', '.join(pct(a) for a in layer_ref.seeds_shown)}, at "
+                     f"percentiles {', '.join(f'{percentile_of(layer_ref, a):.0f}' for a in layer_ref.seeds_shown)})"])
     rows.sort(key=lambda r: -float(r[1].rstrip("%")))
     smp_row = next(r for r in rows if r[0] == "smp")
     pruner_row = next(r for r in rows if r[0] == "smp-pruner")
-    rand_row = next(r for r in rows if r[0] == "random")
     criteria = [r for r in rows if not methods[r[0]].diagnostic]  # diagnostics are not ranked
     for r in rows:
         if methods[r[0]].diagnostic:
@@ -358,12 +451,16 @@ def main() -> int:
         "",
         "Claim (Zhang et al.): pruning half the heads per layer by preserving the representation "
         "distribution costs little accuracy, better than other single-shot criteria. Here: 36 of 72 "
-        "heads removed, 6 per layer, no fine-tuning after pruning.",
+        "heads removed, 6 per layer, no fine-tuning after pruning. " + RANDOM_NOTE,
         "",
-        table(["method", "accuracy", "Δ accuracy", "Δ loss", "− random (3 seeds), paired"], rows),
+        f"Random reference: {layer_ref.describe()}.",
+        "",
+        table(["method", "accuracy", "Δ accuracy", "Δ loss",
+               f"vs {len(layer_ref.bits)} random masks: percentile; − their mean"], rows),
         "",
         f"Finding: the SMP pruner (`smp-pruner`) {pruner_row[2]}, its ridge surrogate (`smp`) "
-        f"{smp_row[2]}, random (seed 0) {rand_row[2]}; ranks {[r[0] for r in criteria].index('smp-pruner') + 1} "
+        f"{smp_row[2]}, the mean of {len(layer_ref.bits)} random masks "
+        f"{signed(layer_ref.accuracies.mean() - base.accuracy)}; ranks {[r[0] for r in criteria].index('smp-pruner') + 1} "
         f"and {[r[0] for r in criteria].index('smp') + 1} of {len(criteria)} criteria by accuracy; against "
         f"random: pruner {pruner_row[4]}, surrogate {smp_row[4]}. Rows less than ~2 points apart are "
         "within noise (see above), so the ranks of neighbours are not findings. This is not SMP's "
@@ -374,41 +471,48 @@ def main() -> int:
 
     # --- SNIP: 50% module compression ------------------------------------------------------------
     rows, snip_vs = [], {}
-    for m in ["snip", "magnitude", "michel", "random"]:
+    refs = {u: random_reference(session, 0.5, u) for u in ("head", "ffn")}
+    for m in ["snip", "magnitude", "michel"]:
         h = point(session, m, 0.5, "head")
         f = point(session, m, 0.5, "ffn")
         ffn_mask = mask_for(compute_scores(session, m, "ffn").scores, 0.5)
         removed = ", ".join(str(i) for i in np.flatnonzero(ffn_mask == 0))
-        vs = {u: against_random(session, m, 0.5, u) for u in ("head", "ffn")} if m != "random" else {}
+        vs = {u: against_random(session, m, 0.5, u) for u in ("head", "ffn")}
         snip_vs = snip_vs or vs
         rows.append([m, pct(h["accuracy"]), f"{h['loss'] - base.loss:+.3f}", pct(h["compression"]),
-                     interval(vs["head"]) if vs else "—",
-                     pct(f["accuracy"]), f"{f['loss'] - base.loss:+.3f}", removed, pct(f["compression"]),
-                     interval(vs["ffn"]) if vs else "—"])
-    snip_result = joint_rule(snip_vs.values())
+                     vs["head"].text(), pct(f["accuracy"]), f"{f['loss'] - base.loss:+.3f}", removed,
+                     pct(f["compression"]), vs["ffn"].text()])
+    rows.append(["random (mean of the masks)", pct(refs["head"].accuracies.mean()), "—", rows[0][3], "—",
+                 pct(refs["ffn"].accuracies.mean()), "—", "—", rows[0][8], "—"])
+    snip_result = joint_rule(v.difference for v in snip_vs.values())
     snip_relative = compute_scores(session, "snip", "ffn", {"relative": True}).scores
+    ffn_ref = refs["ffn"]
     out += [
         "## SNIP — module norms as importance (spectral-normalized identity prior)",
         "",
         "Claim (Lin et al.): modules whose output norm is small act like the identity and can be "
         "dropped; thresholding the norm prunes ~50% of modules at small accuracy cost. Here: 50% of "
         "heads (global) and 50% of FFN blocks (3 of 6) removed by each criterion, no retraining. "
-        "− random: the paired difference in accuracy against random scores of seeds 0–2 at the same "
-        "sparsity (the random row shows seed 0).",
+        + RANDOM_NOTE,
         "",
-        "Pre-registered pass rule: SNIP's norms beat random at 50% of heads *and* at 50% of FFN "
-        "blocks with both intervals above 0 (PASS); either interval below 0 is a FAIL; otherwise "
-        "*within noise*.",
+        f"Random references: heads, {refs['head'].describe()}; FFN blocks, {ffn_ref.describe()}.",
         "",
-        table(["criterion", "heads 50%: acc", "Δ loss", "params removed", "− random", "FFN 50%: acc",
-               "Δ loss", "FFN layers removed", "params removed", "− random"], rows),
+        "Pre-registered pass rule: SNIP's norms beat the random reference's mean at 50% of heads *and* "
+        "at 50% of FFN blocks with both intervals above 0 (PASS); either interval below 0 is a FAIL; "
+        "otherwise *within noise*.",
+        "",
+        table(["criterion", "heads 50%: acc", "Δ loss", "params removed",
+               f"vs {len(refs['head'].bits)} random masks", "FFN 50%: acc", "Δ loss", "FFN layers removed",
+               "params removed", f"vs all {len(ffn_ref.bits)} masks"], rows),
         "",
         "Rows with the same FFN layers removed have the same mask, hence the same numbers.",
         "",
-        f"Result: **{snip_result}** — heads {interval(snip_vs['head'])} ({snip_vs['head'].rule}), FFN "
-        f"blocks {interval(snip_vs['ffn'])} ({snip_vs['ffn'].rule}). At 50% of heads SNIP keeps "
+        f"Result: **{snip_result}** — heads {interval(snip_vs['head'].difference)} "
+        f"({snip_vs['head'].difference.rule}), FFN blocks {interval(snip_vs['ffn'].difference)} "
+        f"({snip_vs['ffn'].difference.rule}). At 50% of heads SNIP keeps "
         f"{rows[0][1]} against magnitude {rows[1][1]} and Michel {rows[2][1]}; at 50% of FFN blocks its "
-        f"absolute norms keep {rows[0][5]} against magnitude {rows[1][5]}. The SN training the paper "
+        f"absolute norms keep {rows[0][5]} (percentile {snip_vs['ffn'].percentile:.0f} of the "
+        f"{len(ffn_ref.bits)} possible masks) against magnitude {rows[1][5]}. The SN training the paper "
         "pairs the norms with is tested below.",
         "",
         "FFN relative norms per layer (||F(x)|| / ||x||): "
