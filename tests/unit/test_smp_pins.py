@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from itertools import pairwise
 
 import numpy as np
@@ -528,13 +529,19 @@ def test_platon_training_mode_prunes_to_target_against_gradual_magnitude(tiny_se
     assert all(np.min(result["scores"][u]) >= 0 for u in ("head", "ffn"))
 
 
-def test_methods_listing_names_platon_with_its_training_mode(capsys):
+def test_methods_listing_names_platon_with_its_training_mode(capsys, tmp_path):
     from prunelens.analysis.cli import main
 
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     assert "training mode: prunelens train --method platon" in out
     assert "training mode: prunelens train --method pins" in out
+    # nobody takes it for connection-sensitivity SNIP (Lee et al. 2019)
+    assert "SNIP (spectral-normalized identity prior, Lin et al. 2020)" in out
+    assert main(["methods", "--json", str(tmp_path / "m.json")]) == 0
+    listed = {m["name"]: m for m in json.loads((tmp_path / "m.json").read_text())}
+    for name in ("pins", "platon"):  # every official script uses deltaT = 10
+        assert {p["name"]: p["default"] for p in listed[name]["training_params"]}["delta_t"] == 10
 
 
 def test_smp_kl_on_a_three_sentence_batch_by_hand():
