@@ -86,11 +86,15 @@ def select(scores, sparsity: float | None = None, scope: str = "global",
             remove = int(round(sparsity * s.shape[1]))
             if keep_one_per_layer:
                 remove = min(remove, s.shape[1] - 1)
+            elif remove >= s.shape[1]:
+                _refuse_all(sparsity, s.shape[1], "in every layer")
             for layer in range(s.shape[0]):
                 mask[layer, np.argsort(s[layer], kind="stable")[:remove]] = 0
             return mask
         flat = s.reshape(-1)
         remove = int(round(sparsity * flat.size))
+        if remove >= flat.size:
+            _refuse_all(sparsity, flat.size, "")
         order = np.argsort(flat, kind="stable")
         flat_mask = mask.reshape(-1)
         if keep_one_per_layer and s.ndim == 2:
@@ -113,6 +117,14 @@ def select(scores, sparsity: float | None = None, scope: str = "global",
             if mask[layer].sum() == 0:
                 mask[layer, int(np.argmax(s[layer]))] = 1
     return mask
+
+
+def _refuse_all(sparsity: float, units: int, where: str) -> None:
+    """A sparsity that rounds to every unit would leave nothing to evaluate (a model without any
+    unit of this kind): refused, saying the largest sparsity that keeps one."""
+    largest = (units - 1) / units  # removes units - 1
+    raise ParamError(f"sparsity {sparsity:g} would remove all {units} units{' ' + where if where else ''} "
+                     f"(use at most {int(largest * 10**4) / 10**4:.4f} to keep one, or --keep-one-per-layer)")
 
 
 @dataclass
