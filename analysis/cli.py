@@ -346,8 +346,11 @@ def cmd_prune(args) -> int:
     out = prune(session, args.method, args.sparsity, args.unit, args.scope, _parse_params(args.param),
                 physical=args.physical, threshold=args.threshold,
                 keep_one_per_layer=args.keep_one_per_layer, progress=_progress_printer(not args.quiet))
-    out["notes"] = session.evaluator.notes
+    capped = out.get("notes", [])
+    out["notes"] = session.evaluator.notes + capped
     _print_notes(session)
+    for note in capped:
+        print(f"note: {terminal(note)}", file=sys.stderr)
     if args.json:
         _write_json(args.json, out)
     else:

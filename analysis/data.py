@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from prunelens.analysis import hub
-from prunelens.analysis.errors import DataError, expand_path, path_error, shown
+from prunelens.analysis.errors import DataError, expand_path, path_error, shown, tokenizer_guard
 from prunelens.analysis.fingerprints import data_fingerprint
 
 DEFAULT_SEED = 1234
@@ -668,14 +668,15 @@ def tokenize_batches(tokenizer, data: TextData, batch_size: int = 64, max_length
     model_max = getattr(tokenizer, "model_max_length", None)
     if isinstance(model_max, int) and 0 < model_max < max_length:
         max_length = model_max
-    encoded = tokenizer(
-        data.texts,
-        data.text_pairs,
-        truncation=True,
-        max_length=max_length,
-        return_overflowing_tokens=False,
-        return_length=True,
-    )
+    with tokenizer_guard(tokenizer, getattr(tokenizer, "name_or_path", "")):  # also a Rust panic
+        encoded = tokenizer(
+            data.texts,
+            data.text_pairs,
+            truncation=True,
+            max_length=max_length,
+            return_overflowing_tokens=False,
+            return_length=True,
+        )
     lengths = np.asarray(encoded["length"])
     truncated = int(np.sum(lengths >= max_length))
     order = np.argsort(lengths, kind="stable") if sort_by_length else np.arange(len(lengths))

@@ -90,7 +90,7 @@ def _files_inside(folder: Path) -> None:
                     raise ModelError(f"model folder refused: {shown(entry.name, 60)} in it is a link to a file "
                                      "outside the folders the dashboard reads (copy the file into the folder, or "
                                      "restart the dashboard with --data-root)")
-    except (NotADirectoryError, FileNotFoundError, PermissionError):
+    except (OSError, ValueError):  # not a folder, missing, unreadable, a name too long, ...
         return  # the loader says what is wrong with the folder itself
 
 
