@@ -514,30 +514,35 @@ def from_bytes(raw: bytes, filename: str, limit: int | None = None) -> TextData:
     if suffix == ".json" and len(raw) > MAX_JSON_BYTES:
         raise DataError(f"data file {filename} is {len(raw) / 1e6:.0f} MB, over the {MAX_JSON_BYTES // 10**6} MB "
                         "cap for a .json array (write one object per line as .jsonl: it is read as a stream)")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"data file {filename} is not UTF-8 text (save it as UTF-8)") from None
-    try:
+    try:  # decoded as it is read: no second copy of the whole file
         if suffix == ".jsonl":
-            frame, lines, scan = _jsonl_rows(io.StringIO(text, newline=""), name, limit)
+            frame, lines, scan = _jsonl_rows(_text_stream(raw), name, limit)
             return _from_frame(frame, name, "all", lines=lines, scan=scan).subset(limit)
         if suffix == ".json":
-            frame = pd.read_json(io.StringIO(text))
+            frame = pd.read_json(io.StringIO(raw.decode("utf-8-sig")))
             if len(frame) > MAX_ROWS and limit is None:
                 raise _too_many_rows(name)
             return _from_frame(frame, name, "all").subset(limit)
         if suffix in (".csv", ".tsv", ".txt"):
             sep = "\t" if suffix == ".tsv" else ","
-            return _from_csv(text, sep, name, limit)
+            return _from_csv(raw, sep, name, limit)
         raise DataError(f"unsupported data file type '{suffix}' (use .csv or .jsonl)")
     except DataError:
         raise
+    except UnicodeDecodeError:
+        raise DataError(f"data file {filename} is not UTF-8 text (save it as UTF-8)") from None
     except Exception as exc:
         raise DataError(f"could not parse {filename}: {str(exc).splitlines()[0][:120]}") from None
 
 
-def _from_csv(text: str, sep: str, name: str, limit: int | None) -> TextData:
+def _text_stream(raw: bytes):
+    """``raw`` as a UTF-8 text stream (BOM dropped, line ends as written), decoded as read."""
+    import io
+
+    return io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8-sig", newline="")
+
+
+def _from_csv(raw: bytes, sep: str, name: str, limit: int | None) -> TextData:
     """A CSV/TSV's first ``limit`` examples (all, at most :data:`MAX_ROWS`, without one): pandas
     parses only the records asked for (more when some have no text), after one streaming pass
     has checked every record and read every label."""
@@ -545,8 +550,8 @@ def _from_csv(text: str, sep: str, name: str, limit: int | None) -> TextData:
 
     wanted = limit
     while True:
-        records = _csv_records(io.StringIO(text, newline=""), sep, name, wanted)
-        frame = pd.read_csv(io.StringIO(text), sep=sep, nrows=len(records.starts))
+        records = _csv_records(_text_stream(raw), sep, name, wanted)
+        frame = pd.read_csv(io.BytesIO(raw), sep=sep, nrows=len(records.starts), encoding="utf-8-sig")
         data = _from_frame(frame, name, "all", lines=records.starts,
                            scan=records.scan if len(records.starts) < records.total else None)
         if limit is None or len(data) >= limit or len(records.starts) >= records.total:
