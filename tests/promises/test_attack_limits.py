@@ -69,16 +69,18 @@ def no_loading(monkeypatch):
     monkeypatch.setattr(prunelens.analysis.operations, "open_session", refuse)
 
 
-def _peak_rss_growth_mb(code: str, timeout: float = 240) -> tuple[float, str]:
+def _peak_rss_growth_mb(code: str, timeout: float = 240, setup: str = "") -> tuple[float, str]:
     """Run ``code`` in a fresh interpreter (from the checkout) after the imports it needs and
     return how much its peak RSS (VmHWM, reset after the imports) rose above the RSS before
-    ``code`` ran (MiB), and what it printed."""
+    ``code`` ran (MiB), and what it printed. ``setup`` runs before the measurement (imports a
+    first call makes)."""
     script = (
         "import re, sys\n"
         "import prunelens.analysis.data, prunelens.analysis.models\n"
         "from prunelens.analysis.errors import PrunelensError\n"
         "def status(field):\n"
         "    return int(re.search(field + r':\\s+(\\d+) kB', open('/proc/self/status').read()).group(1))\n"
+        + setup + "\n"
         "open('/proc/self/clear_refs', 'w').write('5')  # the peak (VmHWM) restarts from now\n"
         "before = status('VmRSS')\n"
         "try:\n" + "".join(f"    {line}\n" for line in code.splitlines()) +
@@ -176,7 +178,8 @@ def test_a_crafted_manifest_is_refused_before_allocating(pruned_folder, tmp_path
         manifest["layers"][0]["heads"] = 10**9
 
     folder = _manifest_variant(pruned_folder, tmp_path / "huge_heads", huge)
-    growth, out = _peak_rss_growth_mb(f"prunelens.analysis.models.load_model({str(folder)!r})")
+    growth, out = _peak_rss_growth_mb(f"prunelens.analysis.models.load_model({str(folder)!r})",
+                                      setup=f"prunelens.analysis.models.load_model({str(pruned_folder)!r})")
     assert re.search(r"refused: .*prunelens_pruned\.json: layer 0 has heads = 1000000000, not a whole "
                      r"number in 0\.\.4 \(export the model again\)", out), out
     assert growth < CEILING_MB, f"peak RSS grew by {growth:.0f} MiB"
