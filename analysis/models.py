@@ -34,7 +34,7 @@ from prunelens.analysis.errors import (
 )
 from prunelens.analysis.fingerprints import model_fingerprint
 from prunelens.analysis.files import parse_json, read_regular, regular_size
-from prunelens.analysis.layout import encoder_layers
+from prunelens.analysis.layout import UNIT_SIZES, encoder_layers
 from prunelens.analysis.model_bounds import (  # noqa: F401 (CONFIG_BOUNDS, MAX_LABELS: re-exported)
     CONFIG_BOUNDS,
     MAX_CONFIG_BYTES,
@@ -97,12 +97,10 @@ class Inventory:
         }[unit]
 
     def unit_shape(self, unit: str) -> tuple[int, ...]:
-        return {
-            "head": (self.layers, self.heads),
-            "attention": (self.layers,),
-            "ffn": (self.layers,),
-            "neuron": (self.layers, self.ffn),
-        }[unit]
+        """``(layers,)`` for a block, ``(layers, its count in a layer)`` otherwise
+        (:data:`prunelens.analysis.layout.UNIT_SIZES`; KeyError for an unknown unit)."""
+        size = UNIT_SIZES[unit]
+        return (self.layers,) if size is None else (self.layers, getattr(self, size))
 
     def as_dict(self) -> dict:
         return {
