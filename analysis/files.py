@@ -1,7 +1,8 @@
 """Reading files we did not make: only regular files, never blocking, never more than a cap.
 
 Every file prunelens opens from a user's folder (config.json, a pruned model's manifest, weights,
-tokenizer files, data files, sweep specs, result-store entries) goes through here:
+tokenizer files, data files, sweep specs) goes through here (result-store entries get the same
+treatment in :mod:`prunelens.analysis.cache`, which skips a bad entry instead of refusing it):
 
 - :func:`regular_size` stats the path first (following symlinks, as ``open`` would) and refuses
   anything that is not a regular file (a FIFO, a socket, a device, a folder) or is over its cap,
