@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = [
-    ("core", {"errors", "hub", "checkpoints", "fingerprints", "store_schema", "cache", "models", "data",
+    ("core", {"errors", "files", "model_bounds", "hub", "checkpoints", "fingerprints", "store_schema", "cache", "models", "data",
               "layout", "hooks", "gates", "patterns", "precision", "run_result", "pruned_folder", "timing"}),
     ("engine", {"fastpath", "evaluate", "pruning", "spectral", "attention", "finetune"}),
     ("session", {"session", "batches"}),
