@@ -400,7 +400,9 @@ def evaluation_bars(rows: Sequence[dict], metrics: Sequence[str] = ("accuracy", 
     """One panel per metric, one bar per row (``row[metric]``, ± ``row[metric + '_se']``)."""
     fig = make_subplots(rows=1, cols=len(metrics),
                         subplot_titles=[SHORT_LABELS.get(m, m) for m in metrics])
-    labels = wrapped_labels([str(r[label_key]) for r in rows], width=16)
+    # about as many characters a line as a bar is wide at 1024 px (8 bars in two panels: 10)
+    labels = wrapped_labels([str(r[label_key]) for r in rows],
+                            width=max(8, min(16, 80 // max(1, len(rows) * len(metrics)))))
     for i, metric in enumerate(metrics):
         values = [r.get(metric) for r in rows]
         se = [r.get(f"{metric}_se") for r in rows]
@@ -450,8 +452,13 @@ def history_panels(histories: dict[str, Sequence[dict]], fields: Sequence[str], 
             fig.update_xaxes(title=xkey, row=1, col=j + 1)
     steps = [h.get(xkey) for hist in histories.values() for h in hist]
     if steps and all(isinstance(x, int) for x in steps):  # whole steps: no 1.5 ticks
-        fig.update_xaxes(dtick=max(1, math.ceil(max(steps) / 8)))
-    return _layout(fig, title, height=340, top=80)
+        ticks = 8 if len(fields) <= 2 else 3  # narrow panels: fewer ticks, none overlapping
+        fig.update_xaxes(dtick=max(1, math.ceil(max(steps) / ticks)))
+    fig = _layout(fig, title, height=380, top=80)
+    # the legend under the panels: long arm names never take the panels' width
+    fig.update_layout(legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.25, "yanchor": "top"},
+                      margin={"b": 90})
+    return fig
 
 
 def sparsity_heatmap(layer_sparsity, columns: Sequence[str], title: str = "Realized sparsity") -> go.Figure:

@@ -95,7 +95,7 @@ def emptied_layer_hint(emptied: dict[str, dict[float, list[int]]], scope: str) -
                      f"(layer {', '.join(str(x) for x in sorted({x for ls in at.values() for x in ls}))})"
                      for name, at in emptied.items())
     st.info(f"A whole layer loses all its heads: {said}. Nothing then passes that layer's attention, "
-            "and the model often falls to chance. Tick **Keep one head per layer** above to keep "
+            "and the model often falls to chance. Turn on **Keep one head per layer** above to keep "
             "each layer's best head" + (" (a global scope picks the lowest scores anywhere)."
                                         if scope == "global" else "."), icon=":material/info:")
 

@@ -115,6 +115,10 @@ def test_long_variant_names_wrap_instead_of_squeezing_the_bars():
     fig = figures.evaluation_bars(rows, label_key="variant")
     label = fig.data[0].x[0]
     assert label.split("<br>")[0] == "one-shot" and all(len(p) <= 16 for p in label.split("<br>"))
+    many = figures.evaluation_bars(rows * 2, label_key="variant")  # 4 bars x 2 panels: narrower lines
+    import html
+
+    assert all(len(html.unescape(p)) <= 10 for p in many.data[0].x[0].split("<br>"))
     assert "&lt;b&gt;" in label and fig.data[0].x[1] == "ADMM"
     assert fig.layout.xaxis.tickangle == 0
     lines = label.count("<br>") + 1
@@ -132,3 +136,4 @@ def test_overlapping_history_lines_stay_visible():
     dashes = [t.line.dash for t in fig.data]
     assert widths == sorted(widths, reverse=True) and len(set(widths)) == 3  # later lines thinner
     assert len(set(dashes)) == 3
+    assert fig.layout.legend.orientation == "h"  # under the panels: names never squeeze them
