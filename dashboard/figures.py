@@ -425,7 +425,7 @@ def wrapped_labels(labels: Sequence[str], width: int = 14) -> list[str]:
     part escaped), so long names (variant names, run settings) never squeeze a bar chart."""
     import textwrap
 
-    return ["<br>".join(escape.plotly(part) for part in textwrap.wrap(label, width, break_long_words=True)
+    return ["<br>".join(escape.plotly(part) for part in textwrap.wrap(label, width, break_long_words=False)
                         or [escape.plotly(label)]) for label in labels]
 
 
