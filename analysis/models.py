@@ -19,16 +19,32 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from prunelens.analysis import hub
 from prunelens.analysis.errors import DataError, ModelError, expand_path, path_error, shown
 from prunelens.analysis.fingerprints import model_fingerprint
-from prunelens.analysis.layout import encoder_layers
+from prunelens.analysis.layout import (
+    ATTENTION_OUTPUT,
+    attention_implementation,
+    FFN_OUTPUT,
+    FAMILIES,
+    ROWS,
+    SUPPORTED_TYPES,
+    encoder_layers,
+    family_of,
+    family_for_type,
+    layer_matrices,
+    matrix,
+    present_heads,
+    prepare,
+    sharing_groups,
+    unique_parameters,
+)
 from prunelens.analysis.pruned_folder import MANIFEST, load_pruned
 
-SUPPORTED_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
 CHECKPOINT_DIR = Path(__file__).parent / "default_checkpoint"
 DEFAULT_LABELS = {0: "negative", 1: "positive"}
 
@@ -52,18 +68,24 @@ CONFIG_BOUNDS: dict[str, tuple[int, int]] = {
     "intermediate_size": (1, MAX_FFN),
     "vocab_size": (1, MAX_VOCAB),
     "max_position_embeddings": (1, MAX_POSITIONS),
-    "type_vocab_size": (1, MAX_TOKEN_TYPES),
+    "type_vocab_size": (0, MAX_TOKEN_TYPES),  # DeBERTa-v3: 0 (no token types)
     "num_labels": (1, MAX_LABELS),
 }
 # files a folder's tokenizer is read from (tokenizer_config.json alone holds no vocabulary)
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "vocab.json", "sentencepiece.bpe.model",
                    "spiece.model", "tokenizer.model")
-_ROBERTA_POSITIONS = ("roberta", "xlm-roberta", "camembert")  # positions start after padding_idx
+_ROBERTA_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet")  # positions start after padding_idx
 
 
 @dataclass(frozen=True)
 class Inventory:
-    """Sizes of the encoder and the exact number of parameters each unit owns."""
+    """Sizes of the encoder and the exact number of parameters each unit owns.
+
+    ``heads``: the original heads per layer (the grid scores and masks use); ``layer_heads``:
+    the heads each layer still has (an already-pruned checkpoint has fewer). ``unit_sizes``:
+    parameters per head, neuron, attention and FFN block as the family's layout counts them
+    (:func:`prunelens.analysis.layout.per_unit` of ones); without it, the BERT formulas.
+    ``sharing``: groups of layers that share their weights (ALBERT)."""
 
     layers: int
     heads: int
@@ -71,25 +93,53 @@ class Inventory:
     hidden: int
     ffn: int
     encoder_params: int
+    family: str = "bert"
+    layer_heads: tuple[int, ...] | None = None
+    unit_sizes: tuple[int, int, int, int] | None = None
+    sharing: tuple[tuple[int, ...], ...] | None = None
 
     @property
     def head_params(self) -> int:
+        if self.unit_sizes:
+            return self.unit_sizes[0]
         # its rows of Q, K, V (weights + biases) and its columns of the attention-output weight
         return 4 * self.hidden * self.head_size + 3 * self.head_size
 
     @property
     def attention_params(self) -> int:
+        if self.unit_sizes:
+            return self.unit_sizes[2]
         # Q, K, V, O weights and biases; the LayerNorm stays when the block is removed
         return 4 * self.hidden * self.hidden + 4 * self.hidden
 
     @property
     def neuron_params(self) -> int:
+        if self.unit_sizes:
+            return self.unit_sizes[1]
         # its row of the intermediate weight + bias and its column of the output weight
         return 2 * self.hidden + 1
 
     @property
     def ffn_params(self) -> int:
+        if self.unit_sizes:
+            return self.unit_sizes[3]
         return 2 * self.hidden * self.ffn + self.ffn + self.hidden
+
+    @property
+    def absent_heads(self) -> list[tuple[int, int]]:
+        """(layer, head) of the grid's heads the checkpoint no longer has (the last ones of each
+        layer's row stand for them when only counts are known; see ``present``)."""
+        return [] if self.present is None else [
+            (i, h) for i, row in enumerate(self.present) for h in range(self.heads) if h not in row]
+
+    present: tuple[tuple[int, ...], ...] | None = None  # per layer, the grid heads it still has
+
+    def head_grid_mask(self) -> np.ndarray:
+        """(layers, heads): 1 for a head the model has, 0 for one it no longer has."""
+        grid = np.ones((self.layers, self.heads), dtype=np.int8)
+        for i, h in self.absent_heads:
+            grid[i, h] = 0
+        return grid
 
     def unit_params(self, unit: str) -> int:
         return {
@@ -100,6 +150,16 @@ class Inventory:
             "weight": 1,
         }[unit]
 
+    def removed_params(self, unit: str, mask) -> int:
+        """Parameters a 0/1 ``mask`` over ``unit`` removes from the weights: a unit of a shared
+        layer only when every layer sharing it removes it; a head the model no longer has, never."""
+        m = np.asarray(mask) != 0
+        if unit == "head" and self.present is not None:
+            m = m | (self.head_grid_mask() == 0)
+        if self.sharing and m.ndim >= 1 and m.shape[0] == self.layers:
+            m = np.stack([m[list(group)].any(axis=0) for group in self.sharing])
+        return int(m.size - np.count_nonzero(m)) * self.unit_params(unit)
+
     def unit_shape(self, unit: str) -> tuple[int, ...]:
         return {
             "head": (self.layers, self.heads),
@@ -109,7 +169,7 @@ class Inventory:
         }[unit]
 
     def as_dict(self) -> dict:
-        return {
+        out = {
             "layers": self.layers,
             "heads": self.heads,
             "head_size": self.head_size,
@@ -121,6 +181,11 @@ class Inventory:
             "params_per_neuron": self.neuron_params,
             "params_per_ffn_block": self.ffn_params,
         }
+        if self.family != "bert":
+            out["family"] = self.family
+        if self.layer_heads is not None and any(n != self.heads for n in self.layer_heads):
+            out["heads_per_layer"] = list(self.layer_heads)
+        return out
 
 
 @dataclass
@@ -189,21 +254,49 @@ class LoadedModel:
 
 
 def inventory_of(model: nn.Module) -> Inventory:
+    """The unit inventory of ``model``: sizes from its config and family, per-unit parameter
+    counts from its layout (what :func:`prunelens.analysis.layout.per_unit` counts), the heads each
+    layer still has, and the encoder's real parameter count (shared weights once)."""
+    family = family_of(model)
     layers = encoder_layers(model)
-    first = layers[0]
-    attn = first.attention.self
-    heads = int(model.config.num_attention_heads)
-    hidden = int(model.config.hidden_size)
-    sliced = not hasattr(attn, "query") or getattr(attn, "num_attention_heads", heads) != heads
-    head_size = hidden // heads if sliced else attn.query.out_features // heads  # sliced: an export
+    config = model.config
+    heads = int(config.num_attention_heads)
+    hidden = int(config.hidden_size)
+    head_size = family.head_size(config)
+    present = present_heads(model)
+    ffn = int(getattr(config, family.ffn_key, 0) or matrix(layers[0], FFN_OUTPUT).in_features)
+    sizes = _unit_sizes(family, layer_matrices(layers[0]), heads, head_size, ffn)
+    groups = sharing_groups(model) if family.shared_layers else None
     return Inventory(
-        layers=len(layers),
-        heads=heads,
-        head_size=head_size,
-        hidden=hidden,
-        ffn=int(getattr(model.config, "intermediate_size", 0) or first.intermediate.dense.out_features),
-        encoder_params=sum(p.numel() for layer in layers for p in layer.parameters()),
+        layers=len(layers), heads=heads, head_size=head_size, hidden=hidden, ffn=ffn,
+        encoder_params=sum(p.numel() for p in unique_parameters(layers)),
+        family=family.name, layer_heads=tuple(len(p) for p in present), unit_sizes=sizes,
+        sharing=None if groups is None or all(len(g) == 1 for g in groups) else tuple(map(tuple, groups)),
+        present=None if all(len(p) == heads for p in present) else tuple(tuple(int(h) for h in p) for p in present),
     )
+
+
+def _unit_sizes(family, matrices: dict, heads: int, head_size: int, ffn: int) -> tuple[int, int, int, int]:
+    """Parameters per head, neuron, attention block and FFN block, from the layout: a unit's
+    rows (weights and bias entries) or columns of each matrix it owns, at full size."""
+    def owned(unit: str, width: int) -> int:
+        total = 0
+        for role, part in family.owns(unit).items():
+            linear = matrices.get(role)
+            if linear is None:
+                continue
+            if part.side == ROWS:
+                total += part.groups * width * (linear.in_features + (linear.bias is not None))
+            else:
+                total += width * linear.out_features
+        return total
+
+    def bias(role: str) -> int:
+        b = matrices[role].bias
+        return 0 if b is None else b.numel()
+
+    head, neuron = owned("head", head_size), owned("neuron", 1)
+    return head, neuron, heads * head + bias(ATTENTION_OUTPUT), ffn * neuron + bias(FFN_OUTPUT)
 
 
 def _quiet_transformers() -> None:
@@ -214,13 +307,18 @@ def _quiet_transformers() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
-def _check_architecture(config, name: str) -> None:
-    model_type = getattr(config, "model_type", None)
-    if model_type not in SUPPORTED_TYPES:
+def check_family(model_type, name: str) -> None:
+    """Refuse a model type no family entry covers, naming those that are (before any weight loads)."""
+    if family_for_type(model_type if isinstance(model_type, str) else None) is None:
+        families = "; ".join(f"{f.name} ({', '.join(f.model_types)})" if f.model_types != (f.name,) else f.name
+                             for f in FAMILIES.values())
         raise ModelError(
-            f"model '{name}' is a '{model_type}' model; prunelens supports BERT-layout encoders "
-            f"({', '.join(SUPPORTED_TYPES)})"
-        )
+            f"model '{name}' is a '{model_type}' model, which prunelens has no family entry for; it opens "
+            f"these encoder families: {families} (docs/FAMILIES.md says how to add one)")
+
+
+def _check_architecture(config, name: str) -> None:
+    check_family(getattr(config, "model_type", None), name)
     archs = getattr(config, "architectures", None) or []
     if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
         raise ModelError(
@@ -244,6 +342,7 @@ def _finish(model: nn.Module, tokenizer, name: str, source: str, notes=None) -> 
     max_positions = usable_positions(model.config)
     if max_positions is not None and getattr(tokenizer, "model_max_length", 0) > max_positions:
         tokenizer.model_max_length = max_positions  # longer inputs would overflow the positions
+    prepare(model)  # a shared-layer family: one view per depth
     model.eval()
     model.to(torch.float32)
     for p in model.parameters():
@@ -315,7 +414,10 @@ _LAZY_CLASSES = ("AutoConfig", "AutoModelForSequenceClassification", "AutoTokeni
                  "BertForSequenceClassification", "BertTokenizerFast", "RobertaForSequenceClassification",
                  "RobertaTokenizerFast", "XLMRobertaForSequenceClassification", "XLMRobertaTokenizerFast",
                  "ElectraForSequenceClassification", "ElectraTokenizerFast",
-                 "CamembertForSequenceClassification", "CamembertTokenizerFast")
+                 "CamembertForSequenceClassification", "CamembertTokenizerFast",
+                 "DistilBertForSequenceClassification", "AlbertForSequenceClassification",
+                 "DebertaV2ForSequenceClassification", "MPNetForSequenceClassification",
+                 "ModernBertForSequenceClassification")
 
 
 def _warm_imports() -> None:
@@ -368,6 +470,7 @@ def _load_model(spec: str) -> LoadedModel:
     if looks_like_path:
         _check_folder(path, spec)
         raw = _read_config(path, spec)
+        check_family(raw.get("model_type"), spec)  # before transformers reads it: no custom code runs
         if raw.get("model_type") in SUPPORTED_TYPES:
             check_config_bounds(raw, spec)  # before AutoConfig: 10^6 labels alone cost it seconds
         source, kwargs = "folder", {"local_files_only": True}
@@ -408,7 +511,7 @@ def _load_model(spec: str) -> LoadedModel:
         _check_weight_count(path, config, spec)
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            where, trust_remote_code=False, attn_implementation="sdpa", dtype=torch.float32,
+            where, trust_remote_code=False, attn_implementation=attention_implementation(config), dtype=torch.float32,
             use_safetensors=True if source == "folder" and any(path.glob("*.safetensors")) else None,
             weights_only=True, output_loading_info=True, **kwargs)
     except Exception as exc:

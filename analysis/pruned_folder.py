@@ -100,7 +100,7 @@ def load_pruned(path: Path, config):
     if not (path / WEIGHTS).exists():
         raise ModelError(f"pruned model folder {path} has no {WEIGHTS} (export the model again)")
     torch.manual_seed(0)  # the weights are all overwritten; keep construction deterministic
-    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa",
+    model = AutoModelForSequenceClassification.from_config(config, attn_implementation=attention_implementation(config),
                                                            dtype=torch.float32)
     rebuild(model, manifest)
     state = load_file(str(path / WEIGHTS))
