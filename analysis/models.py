@@ -43,7 +43,7 @@ from prunelens.analysis.layout import (
     sharing_groups,
     unique_parameters,
 )
-from prunelens.analysis.pruned_folder import MANIFEST, load_pruned
+from prunelens.analysis.pruned_folder import MANIFEST, is_pruned_checkpoint, load_pruned
 
 CHECKPOINT_DIR = Path(__file__).parent / "default_checkpoint"
 DEFAULT_LABELS = {0: "negative", 1: "positive"}
@@ -497,10 +497,12 @@ def _load_model(spec: str) -> LoadedModel:
     check_config_bounds(config, spec)
     if source == "folder":
         _check_tokenizer_files(path, spec)
-    if source == "folder" and (path / MANIFEST).exists():  # a `prunelens export` folder: sliced layers
+    exported = source == "folder" and (path / MANIFEST).exists()  # a `prunelens export` folder
+    if exported or (source == "folder" and is_pruned_checkpoint(raw or {})):  # or config pruned_heads
         model, tokenizer = load_pruned(path, config)
         _check_tokenizer(tokenizer, config, spec)
-        return _finish(model, tokenizer, spec, source, ["physically pruned by prunelens export"])
+        note = "physically pruned by prunelens export" if exported else "heads already pruned (config pruned_heads)"
+        return _finish(model, tokenizer, spec, source, [note])
     try:  # the tokenizer first: it is cheap, and a wrong one is refused before the weights load
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, **kwargs)
     except Exception as exc:
