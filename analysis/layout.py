@@ -296,7 +296,12 @@ def per_unit(weight_scores: Sequence[Mapping[str, torch.Tensor]], inventory, uni
                     part = _summed(layer[name], owns[name], biases.get(name))
                     total = part if total is None else total + part
             if unit == "head":
-                total = total.reshape(inventory.heads, inventory.head_size).sum(1)
+                present = getattr(inventory, "present", None)
+                kept = np.arange(inventory.heads) if present is None else np.asarray(present[i], dtype=np.int64)
+                row = np.zeros(inventory.heads)  # a head the model no longer has: 0 (see models.absent_as_nan)
+                row[kept] = total.reshape(len(kept), inventory.head_size).sum(1).cpu().numpy()
+                rows.append(row)
+                continue
             rows.append(total.cpu().numpy())
         else:
             total = 0.0

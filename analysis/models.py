@@ -141,6 +141,14 @@ class Inventory:
             grid[i, h] = 0
         return grid
 
+    def absent_as_nan(self, unit: str, scores) -> np.ndarray:
+        """``scores`` (float) with the heads the model no longer has set to NaN: they are no unit
+        any more (``null`` in JSON, blank in heatmaps, never selected)."""
+        out = np.array(scores, dtype=np.float64)
+        if unit == "head" and self.present is not None and out.shape == (self.layers, self.heads):
+            out[self.head_grid_mask() == 0] = np.nan
+        return out
+
     def unit_params(self, unit: str) -> int:
         return {
             "head": self.head_params,

@@ -25,6 +25,7 @@ from prunelens.analysis.pruning import (
     check_selection,
     check_sparsity,
     compression,
+    grid_json,
     physically_prune,
     select,
     sparsity_of,
@@ -86,7 +87,7 @@ class ScoreResult:
             "params": self.params,
             "model": session.loaded.describe(),
             "data": session.data.describe(),
-            "scores": self.scores.tolist(),
+            "scores": grid_json(session.loaded.inventory.absent_as_nan(self.unit, self.scores)),
             "seconds": round(self.seconds, 4),
             "cached": self.cached,
         }
@@ -173,9 +174,16 @@ def first_hit(session: Session, keys: dict[str, Key], scores_shape: tuple[int, .
 
 
 def mask_for(scores: np.ndarray, sparsity: float | None, scope: str = "global",
-             threshold: float | None = None, keep_one_per_layer: bool = False) -> np.ndarray:
+             threshold: float | None = None, keep_one_per_layer: bool = False,
+             present: np.ndarray | None = None) -> np.ndarray:
     return select(scores, sparsity=sparsity, scope=scope, threshold=threshold,
-                  keep_one_per_layer=keep_one_per_layer)
+                  keep_one_per_layer=keep_one_per_layer, present=present)
+
+
+def present_units(session: Session, unit: str) -> np.ndarray | None:
+    """The units the session's model has (heads an already-pruned checkpoint lost: False)."""
+    inv = session.loaded.inventory
+    return inv.head_grid_mask() != 0 if unit == "head" and inv.present is not None else None
 
 
 def prune(session: Session, method_name: str, sparsity: float | None = None, unit: str | None = None,
@@ -191,7 +199,8 @@ def prune(session: Session, method_name: str, sparsity: float | None = None, uni
     start = time.perf_counter()
     result = compute_scores(session, method_name, unit, params, progress)
     scope = scope or method.default_scope
-    mask = mask_for(result.scores, sparsity, scope, threshold, keep_one_per_layer)
+    present = present_units(session, result.unit)
+    mask = mask_for(result.scores, sparsity, scope, threshold, keep_one_per_layer, present)
     masks = Masks.for_unit(result.unit, mask)
     t0 = time.perf_counter()
     comparison, cached = evaluate_mask(session, result.unit, mask)
@@ -204,8 +213,8 @@ def prune(session: Session, method_name: str, sparsity: float | None = None, uni
         "model": session.loaded.describe(),
         "data": session.data.describe(),
         **comparison,
-        "mask": mask.tolist(),
-        "sparsity": sparsity_of(mask),
+        "mask": grid_json(mask, present),
+        "sparsity": sparsity_of(mask if present is None else np.where(present, mask, np.nan)),
         "requested_sparsity": sparsity,
         "threshold": threshold,
         "compression": compression(session.loaded.inventory, result.unit, mask).as_dict(),

@@ -76,18 +76,23 @@ def check_selection(sparsity: float | None, threshold: float | None) -> None:
 
 
 def select(scores, sparsity: float | None = None, scope: str = "global",
-           threshold: float | None = None, keep_one_per_layer: bool = False) -> np.ndarray:
+           threshold: float | None = None, keep_one_per_layer: bool = False, present=None) -> np.ndarray:
     """Keep-mask (1 keep, 0 prune) of the same shape as ``scores``.
 
     ``scores`` is (layers, units) or (layers,). Exactly ``round(sparsity * total)`` units are
     removed (``global``), or ``round(sparsity * per_layer)`` in every layer (``layer``); ties go
     to the earlier index. With ``threshold``, units scoring strictly below it are removed.
+    ``present`` (bool, the shape of ``scores``): the units the model has — one it no longer has
+    (a head an already-pruned checkpoint lost) is never counted nor kept.
     """
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim not in (1, 2) or s.size == 0:
         raise ParamError(f"scores must be a (layers,) or (layers, units) array, got shape {s.shape}")
-    if np.isnan(s).any():
-        raise ParamError("scores contain NaN (recompute them)")
+    if present is not None and not np.asarray(present, dtype=bool).all():
+        s = np.where(np.asarray(present, dtype=bool), s, np.nan)
+        if np.isnan(s[np.asarray(present, dtype=bool)]).any():
+            raise ParamError("scores contain NaN (recompute them)")
+        return _select_present(s, sparsity, scope, threshold, keep_one_per_layer)
     if scope not in SCOPES:
         raise ParamError(f"unknown scope '{scope}' (use global or layer)")
     if threshold is not None:
@@ -131,6 +136,39 @@ def select(scores, sparsity: float | None = None, scope: str = "global",
     return mask
 
 
+def _select_present(s: np.ndarray, sparsity, scope, threshold, keep_one_per_layer) -> np.ndarray:
+    """:func:`select` over the units the model has; NaN marks a unit it no longer has (a head an
+    already-pruned checkpoint lost): never counted, never kept (0). Counts are over the units present."""
+    present = ~np.isnan(s)
+    mask = np.zeros(s.shape, dtype=np.int8)
+    if threshold is not None or scope != "layer" or s.ndim == 1:
+        if threshold is not None:
+            mask[present] = select(s[present], threshold=threshold)
+        else:
+            mask[present] = select(s[present], sparsity=sparsity, scope="global")
+        if keep_one_per_layer and s.ndim == 2:
+            for layer in range(s.shape[0]):
+                if present[layer].any() and mask[layer].sum() == 0:
+                    row = np.where(present[layer], s[layer], -np.inf)
+                    mask[layer, int(np.argmax(row))] = 1
+        return mask
+    for layer in range(s.shape[0]):
+        if present[layer].any():
+            mask[layer, present[layer]] = select(s[layer][present[layer]][None, :], sparsity=sparsity, scope="layer",
+                                                 keep_one_per_layer=keep_one_per_layer)[0]
+    return mask
+
+
+def grid_json(values, present=None) -> list:
+    """A mask or scores as JSON lists, ``null`` where ``present`` (same shape, bool) is False or a
+    value is NaN (a unit the model no longer has)."""
+    arr = np.asarray(values, dtype=np.float64)
+    gone = np.isnan(arr) if present is None else (~np.asarray(present, dtype=bool) | np.isnan(arr))
+    out = np.asarray(values).astype(object)
+    out[gone] = None
+    return out.tolist()
+
+
 @dataclass
 class Compression:
     removed: int
@@ -146,14 +184,18 @@ class Compression:
 
 def compression(inventory: Inventory, unit: str, mask) -> Compression:
     """Encoder parameters removed by ``mask`` over ``unit`` (LayerNorms and embeddings stay)."""
-    m = np.asarray(mask)
-    pruned_units = int(m.size - np.count_nonzero(m))
-    return Compression(removed=pruned_units * inventory.unit_params(unit), total=inventory.encoder_params)
+    removed = getattr(inventory, "removed_params", None)
+    if removed is None:  # a bare inventory (tests): every masked unit owns its own weights
+        m = np.asarray(mask)
+        return Compression(removed=int(m.size - np.count_nonzero(m)) * inventory.unit_params(unit),
+                           total=inventory.encoder_params)
+    return Compression(removed=removed(unit, mask), total=inventory.encoder_params)
 
 
 def sparsity_of(mask) -> float:
-    m = np.asarray(mask)
-    return float(1 - np.count_nonzero(m) / m.size)
+    m = np.asarray(mask, dtype=np.float64)
+    m = m[~np.isnan(m)]  # NaN: a unit the model no longer has
+    return float(1 - np.count_nonzero(m) / max(1, m.size))
 
 
 # ---------------------------------------------------------------------------------------------
