@@ -133,6 +133,7 @@ class Inventory:
             (i, h) for i, row in enumerate(self.present) for h in range(self.heads) if h not in row]
 
     present: tuple[tuple[int, ...], ...] | None = None  # per layer, the grid heads it still has
+    roles: tuple[str, ...] | None = None  # the matrices a layer has, in order (layout roles)
 
     def head_grid_mask(self) -> np.ndarray:
         """(layers, heads): 1 for a head the model has, 0 for one it no longer has."""
@@ -273,7 +274,8 @@ def inventory_of(model: nn.Module) -> Inventory:
     head_size = family.head_size(config)
     present = present_heads(model)
     ffn = int(getattr(config, family.ffn_key, 0) or matrix(layers[0], FFN_OUTPUT).in_features)
-    sizes = _unit_sizes(family, layer_matrices(layers[0]), heads, head_size, ffn)
+    matrices = layer_matrices(layers[0])
+    sizes = _unit_sizes(family, matrices, heads, head_size, ffn)
     groups = sharing_groups(model) if family.shared_layers else None
     return Inventory(
         layers=len(layers), heads=heads, head_size=head_size, hidden=hidden, ffn=ffn,
@@ -281,6 +283,7 @@ def inventory_of(model: nn.Module) -> Inventory:
         family=family.name, layer_heads=tuple(len(p) for p in present), unit_sizes=sizes,
         sharing=None if groups is None or all(len(g) == 1 for g in groups) else tuple(map(tuple, groups)),
         present=None if all(len(p) == heads for p in present) else tuple(tuple(int(h) for h in p) for p in present),
+        roles=tuple(matrices),
     )
 
 

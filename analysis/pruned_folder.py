@@ -98,6 +98,10 @@ def rebuild(model: nn.Module, manifest: dict | None) -> nn.Module:
     for i, row in enumerate(spec or ()):
         if not pruned:  # an older export: the first heads stand for the kept ones
             head_mask[i, int(row["heads"]):] = 0
+        elif int(row["heads"]) != int(head_mask[i].sum()):
+            raise ModelError(f"{MANIFEST} says layer {i} keeps {int(row['heads'])} heads but config.json's "
+                             f"pruned_heads leaves {int(head_mask[i].sum())}: the two do not fit "
+                             "(export the model again)")
         neuron_mask[i, int(row["neurons"]):] = 0
     if hasattr(config, "pruned_heads"):
         config.pruned_heads = {}

@@ -110,15 +110,16 @@ def entropy_alpha(logits: torch.Tensor) -> torch.Tensor:
 
 
 def prunable_weights(model: nn.Module) -> list[list[nn.Parameter]]:
-    """The six scored/pruned weights of every layer, in :data:`prunelens.analysis.layout.MATRICES` order."""
+    """The scored/pruned weights of every layer, in its family's role order
+    (:func:`prunelens.analysis.layout.layer_matrices`; BERT: :data:`~prunelens.analysis.layout.MATRICES`)."""
     return [[lin.weight for lin in matrices.values()] for matrices in encoder_matrices(model)]
 
 
 def aggregate(weight_scores: list[list[torch.Tensor]], inv: Inventory, unit: str) -> np.ndarray:
-    """Sum per-weight scores (each layer's six, in ``MATRICES`` order) to ``unit``
+    """Sum per-weight scores (each layer's, in its role order: ``inv.roles``) to ``unit``
     (:func:`prunelens.analysis.layout.per_unit`: a head its Q/K/V rows and O columns, a neuron its
     intermediate row and output column, a block all of its matrices)."""
-    return per_unit([dict(zip(MATRICES, layer)) for layer in weight_scores], inv, unit)
+    return per_unit([dict(zip(inv.roles or MATRICES, layer)) for layer in weight_scores], inv, unit)
 
 
 def normalized(scores: np.ndarray) -> np.ndarray:
@@ -309,7 +310,7 @@ def mask_sparsity(masks: list[list[torch.Tensor]] | None, model: nn.Module) -> d
         per.append(row)
     return {"weight_sparsity": removed / max(1, total), "pruned_weights": removed,
             "total_weights": total, "zero_fraction": zeros / max(1, total), "layer_sparsity": per,
-            "layer_sparsity_columns": list(MATRICES)}
+            "layer_sparsity_columns": list(encoder_matrices(model)[0])}
 
 
 def prune_train(loaded, batches, params: dict, criterion: str = "pins", self_reg: bool = True,
