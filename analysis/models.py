@@ -318,14 +318,17 @@ def _quiet_transformers() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
-def check_family(model_type, name: str) -> None:
-    """Refuse a model type no family entry covers, naming those that are (before any weight loads)."""
+def check_family(model_type, name: str, custom_code: bool = False) -> None:
+    """Refuse a model type no family entry covers, naming those that are (before any weight loads;
+    ``custom_code``: its config.json names its own classes, which never run)."""
     if family_for_type(model_type if isinstance(model_type, str) else None) is None:
         families = "; ".join(f"{f.name} ({', '.join(f.model_types)})" if f.model_types != (f.name,) else f.name
                              for f in FAMILIES.values())
+        code = (" and contains custom code (auto_map), which prunelens never runs (trust_remote_code "
+                "stays off)") if custom_code else ""
         raise ModelError(
-            f"model '{name}' is a '{model_type}' model, which prunelens has no family entry for; it opens "
-            f"these encoder families: {families} (docs/FAMILIES.md says how to add one)")
+            f"model '{name}' is a '{model_type}' model, which prunelens has no family entry for{code}; it "
+            f"opens these encoder families: {families} (docs/FAMILIES.md says how to add one)")
 
 
 def _check_architecture(config, name: str) -> None:
@@ -481,7 +484,7 @@ def _load_model(spec: str) -> LoadedModel:
     if looks_like_path:
         _check_folder(path, spec)
         raw = _read_config(path, spec)
-        check_family(raw.get("model_type"), spec)  # before transformers reads it: no custom code runs
+        check_family(raw.get("model_type"), spec, bool(raw.get("auto_map")))  # before transformers reads it
         if raw.get("model_type") in SUPPORTED_TYPES:
             check_config_bounds(raw, spec)  # before AutoConfig: 10^6 labels alone cost it seconds
         source, kwargs = "folder", {"local_files_only": True}
@@ -522,6 +525,7 @@ def _load_model(spec: str) -> LoadedModel:
     _check_tokenizer(tokenizer, config, spec)
     if source == "folder":
         _check_weight_count(path, config, spec)
+        _check_weight_shapes(path, config, spec)
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
             where, trust_remote_code=False, attn_implementation=attention_implementation(config), dtype=torch.float32,
@@ -674,7 +678,12 @@ def _weight_files(path: Path) -> list[Path]:
 
 def _stored_values(files: list[Path], spec: str) -> int:
     """Number of values in the safetensors files, read from their headers alone."""
-    total = 0
+    return sum(math.prod(shape) for shape in _stored_shapes(files, spec).values())
+
+
+def _stored_shapes(files: list[Path], spec: str) -> dict[str, tuple[int, ...]]:
+    """Tensor name → shape in the safetensors files, read from their headers alone."""
+    shapes: dict[str, tuple[int, ...]] = {}
     for file in files:
         try:
             with open(file, "rb") as f:
@@ -682,8 +691,8 @@ def _stored_values(files: list[Path], spec: str) -> int:
                 if not 0 < size <= 100_000_000:
                     raise ValueError("header size")
                 header = json.loads(f.read(size))
-            total += sum(math.prod(int(d) for d in meta["shape"])
-                         for key, meta in header.items() if key != "__metadata__")
+            shapes.update({key: tuple(int(d) for d in meta["shape"])
+                           for key, meta in header.items() if key != "__metadata__"})
         except IsADirectoryError:
             raise ModelError(f"cannot read the weights of {spec}: {file.name} is a folder, not a file "
                              "(save the model again with save_pretrained)") from None
@@ -693,22 +702,44 @@ def _stored_values(files: list[Path], spec: str) -> int:
         except (ValueError, KeyError, TypeError, AttributeError):
             raise ModelError(f"cannot read the weights of {spec}: {file.name} is not a safetensors file "
                              "(save the model again with save_pretrained)") from None
-    return total
+    return shapes
 
 
-def _encoder_values(config) -> int | None:
-    """Parameters of the encoder (everything but the classification head) this config builds,
-    counted on the meta device: no memory is allocated."""
+def _meta_model(config):
+    """The model this config builds, on the meta device (no memory is allocated); None when it
+    cannot be built (the real load reports what is wrong)."""
     import copy
 
     from transformers import AutoModelForSequenceClassification
 
     try:
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
-            model = AutoModelForSequenceClassification.from_config(copy.deepcopy(config))
+            return AutoModelForSequenceClassification.from_config(copy.deepcopy(config))
     except Exception:  # noqa: BLE001 - the real load reports what is wrong
         return None
-    return sum(p.numel() for p in getattr(model, "base_model", model).parameters())
+
+
+def _encoder_values(config) -> int | None:
+    """Parameters of the encoder (everything but the classification head) this config builds."""
+    model = _meta_model(config)
+    return None if model is None else sum(p.numel() for p in getattr(model, "base_model", model).parameters())
+
+
+def _check_weight_shapes(path: Path, config, spec: str) -> None:
+    """Every stored tensor the architecture has must have the shape the config gives it: name the
+    first that does not (transformers would only say that sizes mismatch)."""
+    files = _weight_files(path)
+    model = _meta_model(config) if files else None
+    if model is None:
+        return
+    stored = _stored_shapes(files, spec)
+    for name, tensor in model.state_dict().items():
+        have = stored.get(name)
+        if have is not None and have != tuple(tensor.shape):
+            raise ModelError(
+                f"model {spec}: the weight {name} has shape {list(have)} but config.json makes it "
+                f"{list(tensor.shape)} (the weights belong to another config: use the model's own "
+                "config.json)")
 
 
 def _check_weight_count(path: Path, config, spec: str) -> None:

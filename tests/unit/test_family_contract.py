@@ -259,3 +259,44 @@ def test_a_headless_encoder_gates_and_prunes(name, tmp_path):
             warnings.simplefilter("ignore")
             physical = physically_prune(model, masks)(**inputs).last_hidden_state
     assert (physical - masked).abs().max() <= 1e-4
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+
+
+def test_an_unsupported_family_is_refused_by_name_before_any_weight_loads(tmp_path):
+    import json
+
+    from prunelens.analysis.errors import ModelError
+    from prunelens.analysis.models import load_model
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 1}))
+    (tmp_path / "model.safetensors").write_bytes(b"not read")  # never opened
+    with pytest.raises(ModelError) as info:
+        load_model(str(tmp_path))
+    message = str(info.value)
+    assert "'gpt2' model, which prunelens has no family entry for" in message
+    assert all(f.name in message for f in FAMILIES.values()) and "docs/FAMILIES.md" in message
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "auto_map": {"AutoConfig": "evil.Config"}}))
+    with pytest.raises(ModelError, match=r"contains custom code \(auto_map\), which prunelens never runs"):
+        load_model(str(tmp_path))
+
+
+def test_weights_that_disagree_with_the_config_are_refused_naming_the_tensor(family_dirs, tmp_path):
+    import json
+    import shutil
+
+    from prunelens.analysis.errors import ModelError
+    from prunelens.analysis.models import load_model
+
+    folder = shutil.copytree(family_dirs["mpnet"], tmp_path / "m")
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 16}))
+    with pytest.raises(ModelError, match=r"the weight mpnet\.encoder\.layer\.0\.intermediate\.dense\.weight has "
+                                         r"shape \[24, 16\] but config\.json makes it \[16, 16\]"):
+        load_model(str(folder))
+    (folder / "config.json").write_text(json.dumps({**cfg, "num_attention_heads": 3}))
+    with pytest.raises(ModelError, match="hidden_size 16 is not a multiple of num_attention_heads 3"):
+        load_model(str(folder))
