@@ -300,7 +300,8 @@ def curve_is_stored(session: Session, methods: list[str], sparsities: list[float
         if scores is None:
             return False
         for sparsity in sparsities:
-            if first_hit(session, mask_keys(session, unit, mask_for(scores, sparsity, scope))) is None:
+            mask = mask_for(scores, sparsity, scope, present=present_units(session, unit))
+            if first_hit(session, mask_keys(session, unit, mask)) is None:
                 return False
     return True
 
@@ -319,7 +320,7 @@ def curve(session: Session, methods: list[str], sparsities: list[float], unit: s
         scored = compute_scores(session, name, unit, params.get(name), use_store=use_store,
                                 progress=lambda f, msg, m_idx=m_idx: progress(m_idx / len(methods) + f / len(methods) * 0.5, msg))
         for s_idx, sparsity in enumerate(sparsities):
-            mask = mask_for(scored.scores, sparsity, scope)
+            mask = mask_for(scored.scores, sparsity, scope, present=present_units(session, unit))
             comparison, _ = evaluate_mask(session, unit, mask, use_store)
             pruned = comparison["pruned"]
             rows.append({"method": name, "sparsity": sparsity,
@@ -345,7 +346,7 @@ def prune_estimate(session: Session, method_name: str, sparsity: float | None = 
     method = get_method(method_name)
     result = compute_scores(session, method_name, unit, params)
     mask = mask_for(result.scores, sparsity, scope or method.default_scope, threshold,
-                    keep_one_per_layer)
+                    keep_one_per_layer, present_units(session, result.unit))
     if first_hit(session, mask_keys(session, result.unit, mask)) is not None:
         return None
     comparison = session.evaluator.estimate(Masks.for_unit(result.unit, mask), size)

@@ -300,3 +300,10 @@ def test_weights_that_disagree_with_the_config_are_refused_naming_the_tensor(fam
     (folder / "config.json").write_text(json.dumps({**cfg, "num_attention_heads": 3}))
     with pytest.raises(ModelError, match="hidden_size 16 is not a multiple of num_attention_heads 3"):
         load_model(str(folder))
+
+
+def test_the_readme_families_table_is_generated_from_the_registry():
+    from prunelens.analysis.families_doc import README, current_readme_block, readme_block
+
+    assert current_readme_block(README.read_text(encoding="utf-8")) == readme_block(), \
+        "README's families table is stale: run python -m prunelens.analysis.families_doc"
