@@ -119,7 +119,7 @@ def aggregate(weight_scores: list[list[torch.Tensor]], inv: Inventory, unit: str
     """Sum per-weight scores (each layer's, in its role order: ``inv.roles``) to ``unit``
     (:func:`prunelens.analysis.layout.per_unit`: a head its Q/K/V rows and O columns, a neuron its
     intermediate row and output column, a block all of its matrices)."""
-    return per_unit([dict(zip(inv.roles or MATRICES, layer)) for layer in weight_scores], inv, unit)
+    return per_unit([dict(zip(getattr(inv, "roles", None) or MATRICES, layer)) for layer in weight_scores], inv, unit)
 
 
 def normalized(scores: np.ndarray) -> np.ndarray:
