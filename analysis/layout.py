@@ -379,7 +379,9 @@ class NoHeads(nn.Module):
             x = getattr(self, self.output_name)(x)
         if self.norm_name:
             x = getattr(self, self.norm_name)(hidden_states + x)
-        return (x, None) if self.returns == 2 else (x,)
+        if self.returns == 1 and not kwargs.get("output_attentions"):  # MPNet: (context,) unless asked
+            return (x,)
+        return x, None
 
 
 def no_heads(layer: nn.Module) -> NoHeads:
