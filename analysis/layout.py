@@ -7,12 +7,16 @@ which *role* — ``query``, ``key``, ``value`` (or one fused ``qkv``), ``attenti
 per-head projections — and which module to stand in for when a layer loses every head. The roles
 are the same in every family, so what a unit owns and where its gate acts is said once:
 
-- :data:`UNITS`; a **head** owns its ``head_size`` rows of Q, K and V (in a fused QKV: its rows in
+- :data:`UNIT_SIZES` (and :data:`UNITS`, :data:`BLOCK_UNITS` derived from it): the one list of
+  prunable units, in the one order every listing, method declaration and control uses, and what
+  counts them in a layer (``Inventory.unit_shape`` answers from it);
+- what a unit owns: a **head** its ``head_size`` rows of Q, K and V (in a fused QKV: its rows in
   each of the three blocks; DeBERTa: also its rows of the relative-position projections), weights
   and biases, and the same columns of the attention-output weight; a **neuron** its row of the
   intermediate weight (a GLU: its row in the input half and in the gate half) and bias entry and its
   column of the output weight; an **attention** / **FFN** block every weight and bias of its
-  matrices (the LayerNorms stay). :meth:`Family.owns` gives the table, :class:`Part` one entry.
+  matrices (the LayerNorms stay). :meth:`Family.owns` gives the table, :class:`Part` one entry
+  (:data:`OWNS` / :data:`MATRICES`: the BERT layout's, for the modules that name them).
 - :data:`GATE_POINTS`: where a unit's gate multiplies — the input of the attention-output
   (heads) or output (neurons) matrix, or that matrix's output (blocks), before the residual add.
 - :func:`per_unit`: the one reduction of per-weight scores to per-unit scores (methods, and the
@@ -38,7 +42,13 @@ from torch import nn
 
 from prunelens.analysis.errors import ModelError
 
-UNITS = ("head", "neuron", "attention", "ffn")
+# the prunable units, in the one order every listing uses: name -> the Inventory size that counts
+# a layer's units (None: one per layer, a whole block). Scores of a unit are shaped (layers,) or
+# (layers, that size): :meth:`prunelens.analysis.models.Inventory.unit_shape`
+UNIT_SIZES: dict[str, str | None] = {"head": "heads", "attention": None, "ffn": None, "neuron": "ffn"}
+UNITS = tuple(UNIT_SIZES)
+BLOCK_UNITS = tuple(u for u, size in UNIT_SIZES.items() if size is None)  # one per layer: attention, ffn
+
 ROWS, COLUMNS, ALL = "rows", "columns", "all"  # which part of a matrix a unit's index runs over
 ATTENTION_OUTPUT, FFN_INPUT, FFN_OUTPUT = "attention_output", "intermediate", "output"
 # (role, "input" | "output"): a head / neuron gate scales its slice of the matrix's input (a
@@ -289,7 +299,7 @@ def per_unit(weight_scores: Sequence[Mapping[str, torch.Tensor]], inventory, uni
     rows = []
     for i, layer in enumerate(weight_scores):
         biases = bias_scores[i] if bias_scores is not None else {}
-        if unit in ("head", "neuron"):
+        if unit not in BLOCK_UNITS:
             total = None
             for name in family.roles:
                 if name in owns and name in layer:

@@ -28,6 +28,7 @@ from prunelens.analysis.errors import DataError, ModelError, expand_path, path_e
 from prunelens.analysis.fingerprints import model_fingerprint
 from prunelens.analysis.layout import (
     ATTENTION_OUTPUT,
+    UNIT_SIZES,
     attention_implementation,
     FFN_OUTPUT,
     FAMILIES,
@@ -170,12 +171,10 @@ class Inventory:
         return int(m.size - np.count_nonzero(m)) * self.unit_params(unit)
 
     def unit_shape(self, unit: str) -> tuple[int, ...]:
-        return {
-            "head": (self.layers, self.heads),
-            "attention": (self.layers,),
-            "ffn": (self.layers,),
-            "neuron": (self.layers, self.ffn),
-        }[unit]
+        """``(layers,)`` for a block, ``(layers, its count in a layer)`` otherwise
+        (:data:`prunelens.analysis.layout.UNIT_SIZES`; KeyError for an unknown unit)."""
+        size = UNIT_SIZES[unit]
+        return (self.layers,) if size is None else (self.layers, getattr(self, size))
 
     def as_dict(self) -> dict:
         out = {

@@ -39,7 +39,6 @@ from prunelens.analysis.layout import (
 from prunelens.analysis.models import Inventory
 
 SCOPES = ("global", "layer")
-STRUCTURED_UNITS = ("head", "attention", "ffn", "neuron")
 
 
 def check_sparsity(sparsity: float) -> float:

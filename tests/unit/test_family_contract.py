@@ -213,7 +213,7 @@ def test_every_method_scores_with_the_inventorys_shape_or_says_why_not(name, fam
             assert isinstance(reason, str) and reason
             continue
         units = method.units if method.joint else method.units[:1]
-        scores = method.score_units(session.context(), units, CHEAP.get(method_name))
+        scores = method.score_units(session, units, CHEAP.get(method_name))
         for unit, value in scores.items():
             assert value.shape == inv.unit_shape(unit), (method_name, unit)
             assert np.isfinite(value).all(), (method_name, unit)
