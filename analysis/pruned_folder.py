@@ -44,7 +44,7 @@ def save_pruned(model: nn.Module, tokenizer, out: Path, info: dict) -> None:
     tokenizer and the structure manifest."""
     from safetensors.torch import save_file
 
-    from prunelens.analysis.pruning import GatedLinear
+    from prunelens.analysis.slicing import GatedLinear
 
     if any(isinstance(m, GatedLinear) for layer in encoder_layers(model) for m in layer.modules()):
         raise ParamError("this mask removes a head or neuron at some depths of a shared layer but not at "
@@ -77,7 +77,7 @@ def rebuild(model: nn.Module, manifest: dict | None) -> nn.Module:
     ``pruned_heads`` and the ``manifest`` (FFN neurons kept; heads kept when the config has no
     ``pruned_heads``: an older export) describe; weights unset. Returns the sliced model."""
     from prunelens.analysis.gates import Masks
-    from prunelens.analysis.pruning import physically_prune
+    from prunelens.analysis.slicing import physically_prune
 
     config = model.config
     heads = int(config.num_attention_heads)
