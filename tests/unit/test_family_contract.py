@@ -144,9 +144,15 @@ def test_an_export_reloads_with_its_heads_and_re_pruning_is_the_union(name, load
         first[:, 1] = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        save_pruned(physically_prune(model, Masks(head=first)), loaded.tokenizer, tmp_path / "E", {})
+        small = physically_prune(model, Masks(head=first))
+        save_pruned(small, loaded.tokenizer, tmp_path / "E", {})
         again = load_model(str(tmp_path / "E"))
+        small.save_pretrained(tmp_path / "HF")  # a transformers folder: config pruned_heads, no manifest
+        loaded.tokenizer.save_pretrained(tmp_path / "HF")
+        hf = load_model(str(tmp_path / "HF"))
     assert list(again.inventory.layer_heads) == [int(r.sum()) for r in first]
+    assert hf.inventory.layer_heads == again.inventory.layer_heads
+    assert again.inventory.encoder_params == hf.inventory.encoder_params == parameter_count(small)
     assert again.inventory.absent_heads == [tuple(map(int, ij)) for ij in np.argwhere(first == 0)]
     second = np.ones_like(first)
     second[-1, 3] = 0
@@ -160,6 +166,8 @@ def test_an_export_reloads_with_its_heads_and_re_pruning_is_the_union(name, load
             warnings.simplefilter("ignore")
             re_physical = physically_prune(again.model, Masks(head=second))(**inputs).logits
     assert (re_masked - union).abs().max() <= 1e-4
+    with torch.no_grad():
+        assert (hf.model(**inputs).logits - again.model(**inputs).logits).abs().max() <= 1e-5
     assert (re_physical - union).abs().max() <= 1e-4
 
 
