@@ -21,7 +21,7 @@ def _physical(family: Family) -> str:
 
 
 def _onnx(family: Family) -> str:
-    return "masks that agree across shared depths" if family.shared_layers else "yes"
+    return "yes (per-depth gates kept in the manifest)" if family.shared_layers else "yes"
 
 
 def _attention_view(family: Family) -> str:

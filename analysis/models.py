@@ -135,11 +135,13 @@ class Inventory:
 
     present: tuple[tuple[int, ...], ...] | None = None  # per layer, the grid heads it still has
     roles: tuple[str, ...] | None = None  # the matrices a layer has, in order (layout roles)
+    # (layer, head) a shared-layer export gates off at that depth although the weights keep it
+    gated_off: tuple[tuple[int, int], ...] = ()
 
     def head_grid_mask(self) -> np.ndarray:
         """(layers, heads): 1 for a head the model has, 0 for one it no longer has."""
         grid = np.ones((self.layers, self.heads), dtype=np.int8)
-        for i, h in self.absent_heads:
+        for i, h in [*self.absent_heads, *self.gated_off]:
             grid[i, h] = 0
         return grid
 
@@ -147,7 +149,7 @@ class Inventory:
         """``scores`` (float) with the heads the model no longer has set to NaN: they are no unit
         any more (``null`` in JSON, blank in heatmaps, never selected)."""
         out = np.array(scores, dtype=np.float64)
-        if unit == "head" and self.present is not None and out.shape == (self.layers, self.heads):
+        if unit == "head" and (self.present is not None or self.gated_off) and out.shape == (self.layers, self.heads):
             out[self.head_grid_mask() == 0] = np.nan
         return out
 
@@ -164,8 +166,12 @@ class Inventory:
         """Parameters a 0/1 ``mask`` over ``unit`` removes from the weights: a unit of a shared
         layer only when every layer sharing it removes it; a head the model no longer has, never."""
         m = np.asarray(mask) != 0
-        if unit == "head" and self.present is not None:
-            m = m | (self.head_grid_mask() == 0)
+        if unit == "head":  # gated off at its depth: removed there (its weights go if every depth agrees)
+            for i, h in self.gated_off:
+                m[i, h] = False
+        if unit == "head" and self.present is not None:  # already cut out: nothing left to remove
+            for i, h in self.absent_heads:
+                m[i, h] = True
         if self.sharing and m.ndim >= 1 and m.shape[0] == self.layers:
             m = np.stack([m[list(group)].any(axis=0) for group in self.sharing])
         return int(m.size - np.count_nonzero(m)) * self.unit_params(unit)
@@ -283,7 +289,19 @@ def inventory_of(model: nn.Module) -> Inventory:
         sharing=None if groups is None or all(len(g) == 1 for g in groups) else tuple(map(tuple, groups)),
         present=None if all(len(p) == heads for p in present) else tuple(tuple(int(h) for h in p) for p in present),
         roles=tuple(matrices),
+        gated_off=_gated_off(model),
     )
+
+
+def _gated_off(model: nn.Module) -> tuple[tuple[int, int], ...]:
+    """Heads a shared-layer model gates off at one depth (an export of a mask that differed across
+    the depths sharing the weights): no unit there any more, like a head cut out."""
+    masks = getattr(model, "prunelens_depth_masks", None) or {}
+    head = masks.get("head")
+    if head is None:
+        return ()
+    present = present_heads(model)
+    return tuple((int(i), int(h)) for i, h in np.argwhere(np.asarray(head) == 0) if h in present[i])
 
 
 def _unit_sizes(family, matrices: dict, heads: int, head_size: int, ffn: int) -> tuple[int, int, int, int]:

@@ -118,7 +118,8 @@ def mask_for(scores: np.ndarray, sparsity: float | None, scope: str = "global",
 def present_units(session: Session, unit: str) -> np.ndarray | None:
     """The units the session's model has (heads an already-pruned checkpoint lost: False)."""
     inv = session.loaded.inventory
-    return inv.head_grid_mask() != 0 if unit == "head" and inv.present is not None else None
+    has_absent = inv.present is not None or inv.gated_off
+    return inv.head_grid_mask() != 0 if unit == "head" and has_absent else None
 
 
 def prune(session: Session, method_name: str, sparsity: float | None = None, unit: str | None = None,

@@ -46,11 +46,11 @@ def save_pruned(model: nn.Module, tokenizer, out: Path, info: dict) -> None:
 
     from prunelens.analysis.slicing import GatedLinear
 
-    if any(isinstance(m, GatedLinear) for layer in encoder_layers(model) for m in layer.modules()):
-        raise ParamError("this mask removes a head or neuron at some depths of a shared layer but not at "
-                         "all of them: its weights stay, gated per depth, which an export folder cannot "
-                         "hold (export with --scope layer masks that agree across the shared layers, or "
-                         "prune without exporting)")
+    depth_masks = getattr(model, "prunelens_depth_masks", None)
+    gated = any(isinstance(m, GatedLinear) for layer in encoder_layers(model) for m in layer.modules())
+    if gated and not depth_masks:
+        raise ParamError("this model has per-depth gates on shared layers but no record of their masks "
+                         "(prune it with prunelens' physically_prune before saving)")
     out.mkdir(parents=True, exist_ok=True)
     config = model.config.__class__.from_dict(model.config.to_dict())
     config.architectures = [type(model).__name__]
@@ -60,6 +60,8 @@ def save_pruned(model: nn.Module, tokenizer, out: Path, info: dict) -> None:
     tokenizer.save_pretrained(out)
     manifest = {"format": FORMAT, "head_size": family_of(model).head_size(model.config),
                 "hidden": int(model.config.hidden_size), "layers": structure_of(model), **info}
+    if gated:  # shared layers: the masks whose per-depth gates the weights alone do not hold
+        manifest["depth_masks"] = depth_masks
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
@@ -105,6 +107,20 @@ def rebuild(model: nn.Module, manifest: dict | None) -> nn.Module:
         neuron_mask[i, int(row["neurons"]):] = 0
     if hasattr(config, "pruned_heads"):
         config.pruned_heads = {}
+    depth = (manifest or {}).get("depth_masks")
+    if depth:  # shared layers gated per depth: the masks rebuild weights and gates alike
+        try:
+            masks = Masks(**{k: None if v is None else np.asarray(v, dtype=np.float32)
+                             for k, v in depth.items() if k in ("head", "neuron", "attention", "ffn")})
+        except (TypeError, ValueError):
+            raise ModelError(f"{MANIFEST}'s depth_masks are not 0/1 grids (export the model again)") from None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                return physically_prune(model, masks)
+        except (IndexError, ValueError, ParamError) as exc:
+            raise ModelError(f"{MANIFEST}'s depth_masks do not fit the config ({str(exc)[:120]}; "
+                             "export the model again)") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # zero-element tensors
         return physically_prune(model, Masks(head=head_mask, neuron=neuron_mask))

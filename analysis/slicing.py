@@ -123,6 +123,8 @@ def physically_prune(model: nn.Module, masks: Masks) -> nn.Module:
     size = family.head_size(config)
     head, neuron = _mask_array(masks.head), _mask_array(masks.neuron)
     attention, ffn = _mask_array(masks.attention), _mask_array(masks.ffn)
+    if family.shared_layers:
+        head, neuron, attention, ffn = _with_earlier_gates(pruned, head, neuron, attention, ffn)
     present = present_heads(pruned)
 
     def heads_kept(i: int) -> np.ndarray:
@@ -157,10 +159,31 @@ def physically_prune(model: nn.Module, masks: Masks) -> nn.Module:
                 config.pruned_heads = {**(getattr(config, "pruned_heads", None) or {}), i: gone}
     if family.shared_layers:
         _fixed_gates(pruned, groups, owner_neurons, heads_kept, neurons_kept, attention, ffn, size)
+        pruned.prunelens_depth_masks = {  # what an export folder needs to rebuild the gates
+            name: None if value is None else value.tolist()
+            for name, value in (("head", head), ("neuron", neuron), ("attention", attention), ("ffn", ffn))}
     pruned.eval()
     for p in pruned.parameters():
         p.requires_grad_(False)
     return pruned
+
+
+def _with_earlier_gates(model, head, neuron, attention, ffn):
+    """Shared layers: the masks of an earlier physical pruning (kept as per-depth gates) combined
+    with these (a unit goes when either removes it)."""
+    earlier = getattr(model, "prunelens_depth_masks", None)
+    if not earlier:
+        return head, neuron, attention, ffn
+    if earlier.get("neuron") is not None and neuron is not None:
+        raise ParamError("this shared-layer model already has neurons gated per depth: prune its heads or "
+                         "blocks, or prune the neurons of the original checkpoint")
+
+    def both(new, old):
+        old = None if old is None else np.asarray(old, dtype=np.float32)
+        return old if new is None else (new if old is None else new * old)
+
+    return (both(head, earlier.get("head")), both(neuron, earlier.get("neuron")),
+            both(attention, earlier.get("attention")), both(ffn, earlier.get("ffn")))
 
 
 def _fixed_gates(pruned, groups, owner_neurons, heads_kept, neurons_kept, attention, ffn, size) -> None:

@@ -137,11 +137,8 @@ def test_an_export_reloads_with_its_heads_and_re_pruning_is_the_union(name, load
     loaded = loaded_families[name]
     model, inv = loaded.model, loaded.inventory
     first = np.ones((inv.layers, inv.heads), dtype=np.float32)
-    first[:, 1] = 0  # the same at every depth: shared layers can lose it too
-    first[0] = 0
-    if inv.sharing:
-        first[:] = 1
-        first[:, 1] = 0
+    first[:, 1] = 0  # the same at every depth: shared layers lose its weights too
+    first[0] = 0  # shared layers: gated at depth 0 only, the export keeps those gates
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         small = physically_prune(model, Masks(head=first))
@@ -150,10 +147,17 @@ def test_an_export_reloads_with_its_heads_and_re_pruning_is_the_union(name, load
         small.save_pretrained(tmp_path / "HF")  # a transformers folder: config pruned_heads, no manifest
         loaded.tokenizer.save_pretrained(tmp_path / "HF")
         hf = load_model(str(tmp_path / "HF"))
-    assert list(again.inventory.layer_heads) == [int(r.sum()) for r in first]
-    assert hf.inventory.layer_heads == again.inventory.layer_heads
-    assert again.inventory.encoder_params == hf.inventory.encoder_params == parameter_count(small)
-    assert again.inventory.absent_heads == [tuple(map(int, ij)) for ij in np.argwhere(first == 0)]
+    gone = first.copy()
+    for group in inv.sharing or ():  # a shared head's weights go only when every depth removes it
+        gone[list(group)] = first[list(group)].max(axis=0)
+    assert list(again.inventory.layer_heads) == [int(r.sum()) for r in gone]
+    assert again.inventory.absent_heads == [tuple(map(int, ij)) for ij in np.argwhere(gone == 0)]
+    assert again.inventory.encoder_params == parameter_count(small)
+    # shared layers: what one depth gated off is no unit there either (null in JSON, never selected)
+    assert set(again.inventory.gated_off) == {tuple(map(int, ij)) for ij in np.argwhere((first == 0) & (gone == 1))}
+    if not inv.sharing:  # a transformers folder holds no per-depth gates
+        assert hf.inventory.layer_heads == again.inventory.layer_heads
+        assert hf.inventory.encoder_params == parameter_count(small)
     second = np.ones_like(first)
     second[-1, 3] = 0
     inputs = _inputs(loaded)
@@ -166,8 +170,9 @@ def test_an_export_reloads_with_its_heads_and_re_pruning_is_the_union(name, load
             warnings.simplefilter("ignore")
             re_physical = physically_prune(again.model, Masks(head=second))(**inputs).logits
     assert (re_masked - union).abs().max() <= 1e-4
-    with torch.no_grad():
-        assert (hf.model(**inputs).logits - again.model(**inputs).logits).abs().max() <= 1e-5
+    if not inv.sharing:
+        with torch.no_grad():
+            assert (hf.model(**inputs).logits - again.model(**inputs).logits).abs().max() <= 1e-5
     assert (re_physical - union).abs().max() <= 1e-4
 
 
