@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS = [
     ("core", {"errors", "hub", "checkpoints", "fingerprints", "store_schema", "cache", "models", "data",
               "layout", "hooks", "gates", "patterns", "precision", "run_result", "pruned_folder", "slicing"}),
-    ("engine", {"fastpath", "evaluate", "pruning", "spectral", "attention", "finetune"}),
+    ("engine", {"fastpath", "prefix", "evaluate", "pruning", "spectral", "attention", "finetune"}),
     ("session", {"session", "batches"}),
     ("methods", {"methods"}),
     ("operations", {"operations", "training", "spectral_store", "compare", "flips", "precompute", "analyze", "export",

@@ -320,3 +320,21 @@ def test_the_readme_families_table_is_generated_from_the_registry():
 
     assert current_readme_block(README.read_text(encoding="utf-8")) == readme_block(), \
         "README's families table is stale: run python -m prunelens.analysis.families_doc"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_reference_paths_prefix_cache_equals_the_plain_forward(name, family_sessions):
+    from prunelens.analysis.evaluate import Evaluator
+
+    session = family_sessions[name]
+    inv = session.loaded.inventory
+    ev = Evaluator(session.loaded, session.data, batch_size=8, fast=False)
+    first = np.ones((inv.layers, inv.heads), dtype=np.float32)
+    first[-1, 0] = 0
+    second = first.copy()
+    second[-1, 1] = 0  # agrees with the first mask on every layer but the last
+    ev.outputs(Masks(head=first))
+    cached = ev.outputs(Masks(head=second))
+    assert ev._reference_prefix.skipped_layers == (inv.layers - 1) * len(ev.batches)
+    plain = ev.reference_outputs(Masks(head=second))
+    np.testing.assert_array_equal(cached.logits, plain.logits)
