@@ -69,12 +69,13 @@ CONFIG_BOUNDS: dict[str, tuple[int, int]] = {
     "intermediate_size": (1, MAX_FFN),
     "vocab_size": (1, MAX_VOCAB),
     "max_position_embeddings": (1, MAX_POSITIONS),
-    "type_vocab_size": (0, MAX_TOKEN_TYPES),  # DeBERTa-v3: 0 (no token types)
+    "type_vocab_size": (1, MAX_TOKEN_TYPES),
     "num_labels": (1, MAX_LABELS),
 }
 # files a folder's tokenizer is read from (tokenizer_config.json alone holds no vocabulary)
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "vocab.json", "sentencepiece.bpe.model",
                    "spiece.model", "tokenizer.model")
+NO_TOKEN_TYPES = ("deberta-v2",)  # families whose embeddings run without token types (0 allowed)
 _ROBERTA_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet")  # positions start after padding_idx
 
 
@@ -622,6 +623,9 @@ def check_config_bounds(config, name: str) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int):
             raise ModelError(f"{where} has {key} = {value!r}, not a whole number (fix config.json)")
+        if key == "type_vocab_size" and value == 0 and get("model_type") in NO_TOKEN_TYPES:
+            values[key] = value
+            continue
         if not lo <= value <= hi:
             raise ModelError(f"{where}'s {key} = {value} is outside {lo}..{hi} (fix config.json; "
                              "prunelens checks these bounds before allocating a model)")
