@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from prunelens.analysis.errors import ModelError, ParamError
+from prunelens.analysis.gates import Masks
 from prunelens.analysis.layout import (
     FFN_OUTPUT,
     attention_implementation,
@@ -26,6 +27,7 @@ from prunelens.analysis.layout import (
     matrix,
     present_heads,
 )
+from prunelens.analysis.slicing import GatedLinear, physically_prune
 
 MANIFEST = "prunelens_pruned.json"
 WEIGHTS = "model.safetensors"
@@ -43,8 +45,6 @@ def save_pruned(model: nn.Module, tokenizer, out: Path, info: dict) -> None:
     """Config (with ``pruned_heads``: which heads each layer lost), sliced weights (safetensors),
     tokenizer and the structure manifest."""
     from safetensors.torch import save_file
-
-    from prunelens.analysis.slicing import GatedLinear
 
     depth_masks = getattr(model, "prunelens_depth_masks", None)
     gated = any(isinstance(m, GatedLinear) for layer in encoder_layers(model) for m in layer.modules())
@@ -78,9 +78,6 @@ def rebuild(model: nn.Module, manifest: dict | None) -> nn.Module:
     """An unpruned-shaped model (built from its config) with the sliced layer shapes its config's
     ``pruned_heads`` and the ``manifest`` (FFN neurons kept; heads kept when the config has no
     ``pruned_heads``: an older export) describe; weights unset. Returns the sliced model."""
-    from prunelens.analysis.gates import Masks
-    from prunelens.analysis.slicing import physically_prune
-
     config = model.config
     heads = int(config.num_attention_heads)
     layers = encoder_layers(model)
