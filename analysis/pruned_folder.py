@@ -4,7 +4,8 @@ weights in ``model.safetensors``, the tokenizer, and ``prunelens_pruned.json``, 
 structure (heads and FFN neurons kept) that a ``BertConfig`` cannot express.
 
 One owner for both directions: :func:`save_pruned` writes the folder, :func:`load_pruned`
-rebuilds the sliced layer shapes (:func:`rebuild`) before loading the weights.
+rebuilds the sliced layer shapes (:func:`rebuild`) before loading the weights, once the manifest
+passed :func:`prunelens.analysis.model_bounds.check_manifest_bounds` (nothing is allocated before).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunelens.analysis.errors import ModelError, ParamError
+from prunelens.analysis.errors import ModelError, ParamError, tokenizer_guard
+from prunelens.analysis.files import read_json
 from prunelens.analysis.gates import Masks
 from prunelens.analysis.layout import (
     FFN_OUTPUT,
@@ -27,6 +29,7 @@ from prunelens.analysis.layout import (
     matrix,
     present_heads,
 )
+from prunelens.analysis.model_bounds import MAX_MANIFEST_BYTES, check_manifest_bounds
 from prunelens.analysis.slicing import GatedLinear, physically_prune
 
 MANIFEST = "prunelens_pruned.json"
@@ -123,9 +126,9 @@ def rebuild(model: nn.Module, manifest: dict | None) -> nn.Module:
         return physically_prune(model, Masks(head=head_mask, neuron=neuron_mask))
 
 
-def is_pruned_checkpoint(raw_config: dict) -> bool:
+def is_pruned_checkpoint(config) -> bool:
     """A folder config that lists heads already cut out (transformers' ``pruned_heads``)."""
-    return bool(raw_config.get("pruned_heads"))
+    return bool(getattr(config, "pruned_heads", None))
 
 
 def load_pruned(path: Path, config):
@@ -134,17 +137,19 @@ def load_pruned(path: Path, config):
     from safetensors.torch import load_file
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    where = f"{path / MANIFEST}"
     manifest = None
-    try:
-        if (path / MANIFEST).exists():
-            manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read {path / MANIFEST}: {exc} (export the model again)") from None
+    if (path / MANIFEST).exists():
+        manifest = read_json(path / MANIFEST, MAX_MANIFEST_BYTES, where, ModelError, "export the model again")
+        if not isinstance(manifest, dict):
+            raise ModelError(f"{where} holds a {type(manifest).__name__}, not an object (export the model again)")
     if manifest is not None and manifest.get("format") != FORMAT:
         raise ModelError(f"{path / MANIFEST} has format {manifest.get('format')!r}, this prunelens "
                          f"reads {FORMAT} (export the model again)")
     if not (path / WEIGHTS).exists():
         raise ModelError(f"pruned model folder {path} has no {WEIGHTS} (export the model again)")
+    if manifest is not None:
+        check_manifest_bounds(manifest, config, where)  # every count bounded before any allocation
     torch.manual_seed(0)  # the weights are all overwritten; keep construction deterministic
     model = AutoModelForSequenceClassification.from_config(
         config, attn_implementation=attention_implementation(config), dtype=torch.float32)
@@ -156,5 +161,6 @@ def load_pruned(path: Path, config):
         raise ModelError(f"weights in {path} do not fit the pruned structure its config.json "
                          f"(pruned_heads) and {MANIFEST} describe ({str(exc).splitlines()[0][:120]}; "
                          "export the model again)") from None
-    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    with tokenizer_guard(path, str(path), "loading", exceptions=False):  # a Rust panic is no Exception
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     return model, tokenizer

@@ -11,8 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = [
-    ("core", {"errors", "hub", "checkpoints", "fingerprints", "store_schema", "cache", "models", "data",
-              "layout", "hooks", "gates", "patterns", "precision", "run_result", "pruned_folder", "slicing"}),
+    ("core", {"errors", "files", "model_bounds", "hub", "checkpoints", "fingerprints", "store_schema", "cache", "models",
+              "data", "layout", "hooks", "gates", "patterns", "precision", "run_result", "pruned_folder", "slicing"}),
     ("engine", {"fastpath", "prefix", "evaluate", "pruning", "spectral", "attention", "finetune"}),
     ("session", {"session", "batches"}),
     ("methods", {"methods"}),
