@@ -338,3 +338,18 @@ def test_the_reference_paths_prefix_cache_equals_the_plain_forward(name, family_
     assert ev._reference_prefix.skipped_layers == (inv.layers - 1) * len(ev.batches)
     plain = ev.reference_outputs(Masks(head=second))
     np.testing.assert_array_equal(cached.logits, plain.logits)
+
+
+def test_pruned_heads_naming_a_head_the_config_lacks_is_refused(family_dirs, tmp_path):
+    import json
+    import shutil
+
+    from prunelens.analysis.errors import ModelError
+    from prunelens.analysis.models import load_model
+
+    folder = shutil.copytree(family_dirs["bert"], tmp_path / "m")
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "pruned_heads": {"5": [0]}}))
+    with pytest.raises(ModelError, match=r"pruned_heads names layers or heads the config does not have "
+                                         r"\(2 layers × 4 heads\)"):
+        load_model(str(folder))
