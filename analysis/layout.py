@@ -23,7 +23,7 @@ are the same in every family, so what a unit owns and where its gate acts is sai
   parameter counts of :class:`prunelens.analysis.models.Inventory`, which a test ties to it).
 
 Shared layers (ALBERT): one layer's weights run at every depth. prunelens gives every depth its
-own *view* (a module sharing the weights, :func:`prepare`), so a gate and a score belong to one
+own *view* (a module sharing the weights: :mod:`prunelens.analysis.shared_layers`), so a gate and a score belong to one
 (layer, head); a head's weights are physically removed only when every layer sharing them removes
 it (:func:`prunelens.analysis.pruning.physically_prune` keeps the rest as fixed gates).
 
@@ -32,7 +32,6 @@ docs/FAMILIES.md explains how an entry reads and how to add one.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -41,6 +40,7 @@ import torch
 from torch import nn
 
 from prunelens.analysis.errors import ModelError
+from prunelens.analysis.shared_layers import prepare  # noqa: F401 (re-exported: one view per depth)
 
 # the prunable units, in the one order every listing uses: name -> the Inventory size that counts
 # a layer's units (None: one per layer, a whole block). Scores of a unit are shaped (layers,) or
@@ -402,77 +402,6 @@ def no_heads(layer: nn.Module) -> NoHeads:
     inside = out_path.startswith(family.attention + ".")
     output = out_path[len(family.attention) + 1:] if inside else None
     return NoHeads(module, output, family.residual_norm, family.returns)
-
-
-# ---------------------------------------------------------------------------------------------
-# shared layers (ALBERT): one view per depth
-
-
-def view_of(layer: nn.Module) -> nn.Module:
-    """A copy of ``layer``'s modules that shares its parameters (and config): hooks put on the
-    view act at one depth only."""
-    memo = {id(p): p for p in layer.parameters()}
-    memo.update({id(b): b for b in layer.buffers()})
-    for module in layer.modules():
-        config = getattr(module, "config", None)
-        if config is not None:
-            memo[id(config)] = config
-    return copy.deepcopy(layer, memo)
-
-
-class SharedLayerViews(nn.Module):
-    """ALBERT's transformer, run through one view per depth (:func:`view_of` of the layer that
-    depth uses). The views are not registered: parameters and ``state_dict`` are the original
-    ones; ``train()`` reaches the views."""
-
-    def __init__(self, transformer: nn.Module):
-        super().__init__()
-        self.config = transformer.config
-        self.embedding_hidden_mapping_in = transformer.embedding_hidden_mapping_in
-        self.albert_layer_groups = transformer.albert_layer_groups
-        self.rebuild_views()
-
-    def rebuild_views(self) -> None:
-        """One view per depth of the group layers."""
-        config = self.config
-        per_group = config.num_hidden_layers / config.num_hidden_groups
-        views = []
-        for depth in range(config.num_hidden_layers):
-            group = self.albert_layer_groups[int(depth / per_group)]
-            views.extend(view_of(layer) for layer in group.albert_layers)
-        for view in views:
-            view.train(self.training)
-        object.__setattr__(self, "layer_views", views)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        for view in self.__dict__.get("layer_views", ()):
-            view.train(mode)
-        return self
-
-    def owner_of(self, depth: int) -> nn.Module:
-        """The registered layer whose weights the view at ``depth`` runs."""
-        config = self.config
-        inner = config.inner_group_num
-        group = self.albert_layer_groups[int((depth // inner) / (config.num_hidden_layers / config.num_hidden_groups))]
-        return group.albert_layers[depth % inner]
-
-    def forward(self, hidden_states, attention_mask=None, **kwargs):
-        from transformers.modeling_outputs import BaseModelOutput
-
-        hidden_states = self.embedding_hidden_mapping_in(hidden_states)
-        for view in self.layer_views:
-            hidden_states = view(hidden_states, attention_mask, **kwargs)
-        return BaseModelOutput(last_hidden_state=hidden_states)
-
-
-def prepare(model: nn.Module) -> nn.Module:
-    """Give a shared-layer model its per-depth views (once; a no-op for other families)."""
-    base = getattr(model, "base_model", model)
-    encoder = getattr(base, "encoder", None)
-    if encoder is not None and type(encoder).__name__ == "AlbertTransformer":
-        base.encoder = SharedLayerViews(encoder)
-    return model
 
 
 def present_heads(model: nn.Module) -> list[np.ndarray]:

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = [
     ("core", {"errors", "files", "model_bounds", "hub", "checkpoints", "fingerprints", "store_schema", "cache", "models",
-              "data", "layout", "hooks", "gates", "patterns", "precision", "run_result", "pruned_folder", "slicing"}),
+              "data", "layout", "shared_layers", "hooks", "gates", "patterns", "precision", "run_result", "pruned_folder", "slicing"}),
     ("engine", {"fastpath", "prefix", "evaluate", "pruning", "spectral", "attention", "finetune"}),
     ("session", {"session", "batches"}),
     ("methods", {"methods"}),
