@@ -90,7 +90,8 @@ if unit == "head":
     # click of a session would be lost.
     selected = selected_head(st.session_state.get("imp.heatmap"))
     st.session_state["imp.heatmap.drawn"] = selected
-    fig = figures.head_heatmap(scores, title, selected=selected)
+    # a head an already-pruned checkpoint no longer has: blank
+    fig = figures.head_heatmap(session.loaded.inventory.absent_as_nan(unit, scores), title, selected=selected)
     controls.show_figure(fig, name, "imp.heatmap", on_select="rerun", selection_mode="points")
 elif unit == "neuron":
     fig = figures.neuron_distribution(scores, title)
