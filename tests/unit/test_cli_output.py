@@ -63,17 +63,13 @@ def test_a_store_hit_draws_no_progress_bar(tiny_bert_dir, tiny_csv, store, capsy
 
 def test_messages_read_right():
     from prunelens.analysis.errors import ModelError
-    from prunelens.analysis.models import _check_architecture
+    from prunelens.analysis.models import check_family
     from prunelens.dashboard.data_roots import confine
 
-    class Config:
-        model_type = "albert"
-
-    with pytest.raises(ModelError, match="is an 'albert' model"):
-        _check_architecture(Config(), "m")
-    Config.model_type = "gpt2"
+    with pytest.raises(ModelError, match="is an 'opt' model"):
+        check_family("opt", "m")
     with pytest.raises(ModelError, match="is a 'gpt2' model"):
-        _check_architecture(Config(), "m")
+        check_family("gpt2", "m")
     with pytest.raises(ModelError, match="move the folder there"):
         confine("/", "model folder", ModelError)
     with pytest.raises(Exception, match="move the file there"):
