@@ -12,6 +12,12 @@ fine-tuned on RT is ~0.88, so it is *shaped* like BERT-base, not as good as one)
     python benchmarks/bert_base.py --out /tmp/bert-base-rt
     prunelens bench --model /tmp/bert-base-rt --data /tmp/bert-base-rt/dev.csv
 
+``--family distilbert|mpnet|deberta-v2|modernbert`` builds the same shape from that family's
+transformers config instead (random weights, seed 0, not trained: for speed measurements only),
+with the same tokenizer and dev CSV:
+
+    python benchmarks/bert_base.py --family distilbert --out /tmp/distilbert-base
+
 Writes ``DIR`` (``config.json``, ``model.safetensors``, tokenizer files, ``recipe.json``) and
 ``DIR/dev.csv`` (the 872 dev sentences, ``text,label``).
 """
@@ -112,14 +118,59 @@ def build(out: Path, frozen: int = 10, train_examples: int = 2048, epochs: int =
     return recipe
 
 
+# BERT-base's shape in each family's own config keys (DistilBERT: n_layers/n_heads/dim/hidden_dim)
+_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+FAMILY_CONFIGS: dict[str, tuple[str, dict]] = {
+    "distilbert": ("DistilBertConfig", dict(dim=768, n_layers=12, n_heads=12, hidden_dim=3072)),
+    "mpnet": ("MPNetConfig", _BASE),
+    "deberta-v2": ("DebertaV2Config", dict(_BASE, relative_attention=True, pos_att_type=["p2c", "c2p"],
+                                           position_biased_input=False, type_vocab_size=0)),
+    "modernbert": ("ModernBertConfig", _BASE),  # FFN 3072 = the GLU's width (Wi is 2 x 3072)
+}
+
+
+def build_family(out: Path, family: str, seed: int = 0) -> dict:
+    """BERT-base's shape from ``family``'s config: random weights (seed ``seed``), untrained."""
+    import pandas as pd
+    import transformers
+    from transformers import AutoModelForSequenceClassification
+
+    start = time.time()
+    tokenizer = load_default().tokenizer
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]  # these families read no token types
+    class_name, sizes = FAMILY_CONFIGS[family]
+    config = getattr(transformers, class_name)(vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_token_id,
+                                               num_labels=2, id2label={0: "negative", 1: "positive"},
+                                               label2id={"negative": 0, "positive": 1}, **sizes)
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    config.architectures = [type(model).__name__]
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    dev = data_mod.rotten_tomatoes("dev")
+    pd.DataFrame({"text": dev.texts, "label": dev.labels}).to_csv(out / "dev.csv", index=False)
+    recipe = {"family": family, "config": class_name, "shape": "bert-base (12x12, hidden 768, FFN 3072)",
+              "init": f"random, seed {seed}", "trained": "no (speed measurements only)",
+              "parameters": sum(p.numel() for p in model.parameters()),
+              "seconds": round(time.time() - start, 1)}
+    (out / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
+    return recipe
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--frozen", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--family", choices=["bert", *FAMILY_CONFIGS], default="bert",
+                        help="the config family (bert: BertConfig, briefly trained; others: random weights)")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    print(json.dumps(build(args.out, args.frozen, epochs=args.epochs), indent=2))
+    if args.family == "bert":
+        print(json.dumps(build(args.out, args.frozen, epochs=args.epochs), indent=2))
+    else:
+        print(json.dumps(build_family(args.out, args.family), indent=2))
 
 
 if __name__ == "__main__":
