@@ -84,9 +84,11 @@ class AnalysisBusy(PrunelensError):
 
 
 def analysis_spec(target: Target, methods: list[str] | None = None, training: bool = False,
-                  views: bool | None = None, extra_training: bool = False) -> SweepSpec:
+                  views: bool | None = None, extra_training: bool = False,
+                  objective: str = "labels") -> SweepSpec:
     """The sweep of one analysis: see the module docstring. ``methods``: a subset (checked);
-    ``views``: whether the pages' own answers are included (default: when ``methods`` is None)."""
+    ``views``: whether the pages' own answers are included (default: when ``methods`` is None);
+    training modes that need gold labels are left out under another ``objective``."""
     registry = all_methods()
     names = list(registry) if not methods else [get_method(m).name for m in methods]
     grids = []
@@ -106,7 +108,7 @@ def analysis_spec(target: Target, methods: list[str] | None = None, training: bo
         from prunelens.analysis.training import get_trainer, trainable_methods
 
         for name in trainable_methods():
-            if name in names:
+            if name in names and get_trainer(name).is_compatible(objective) is None:
                 trainer = get_trainer(name)
                 trains.append(TrainGrid(name, tuple(trainer.validate(p) for p in
                                                     [{}, *(EXTRA_TRAINING.get(name, []) if extra_training else [])])))
@@ -345,7 +347,7 @@ class Analysis:
 def plan_analysis(session: Session, target: Target, methods: list[str] | None = None,
                   training: bool = False, views: bool | None = None,
                   extra_training: bool = False) -> tuple[SweepSpec, Plan]:
-    spec = analysis_spec(target, methods, training, views, extra_training)
+    spec = analysis_spec(target, methods, training, views, extra_training, session.objective)
     return spec, plan_sweep(spec, session.store, session.device, opened={target: session})
 
 

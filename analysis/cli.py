@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 from prunelens.analysis.errors import ParamError, PrunelensError, shown
+from prunelens.analysis.objectives import OBJECTIVES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -126,10 +127,9 @@ def check_device(device: str | None) -> str:
 
 
 def _print_notes(session) -> None:
-    """Data notes and, once evaluation ran, truncation notes: one ``note:`` line each."""
-    evaluator = getattr(session, "_evaluator", None)
-    notes = evaluator.notes if evaluator is not None else list(session.data.notes)
-    for note in notes:
+    """The objective's note (when chosen for the user), data notes and, once evaluation ran,
+    truncation notes: one ``note:`` line each."""
+    for note in session.notes:
         print(f"note: {note}", file=sys.stderr)
 
 
@@ -139,8 +139,11 @@ def _session(args):
     _check_output(getattr(args, "json", None))
     _check_output(getattr(args, "csv", None))
     device = check_device(getattr(args, "device", "cpu"))
-    print(f"loading model {shown(args.model)} and data {shown(args.data)} ...", file=sys.stderr)
-    return open_session(args.model, args.data, args.limit, device=device)
+    # the data is read first: --objective labels on data without labels stops before the model loads
+    return open_session(args.model, args.data, args.limit, device=device,
+                        objective=getattr(args, "objective", None),
+                        announce=lambda: print(f"loading model {shown(args.model)} and data "
+                                               f"{shown(args.data)} ...", file=sys.stderr))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,7 +268,7 @@ def cmd_prune(args) -> int:
     out = prune(session, args.method, args.sparsity, args.unit, args.scope, _parse_params(args.param),
                 physical=args.physical, threshold=args.threshold,
                 keep_one_per_layer=args.keep_one_per_layer, progress=_progress_printer(not args.quiet))
-    out["notes"] = session.evaluator.notes
+    out["notes"] = session.notes
     _print_notes(session)
     if args.json:
         _write_json(args.json, out)
@@ -274,15 +277,17 @@ def cmd_prune(args) -> int:
         removed_units = sum(1 for v in _flatten(out["mask"]) if v == 0)
         print(f"{out['method']} {out['unit']}: removed {removed_units} units "
               f"(sparsity {out['sparsity']:.1%}, {c['removed']:,} of {c['total']:,} encoder params = {c['fraction']:.1%})")
-        for name in ("accuracy", "loss", "margin"):
-            print(f"  {name:<9} base {b[name]:.4f}  pruned {p[name]:.4f}  delta {d[name]:+.4f} ± {d[name + '_se']:.4f}  [masked]")
+        for name, shown_as in (("accuracy", b["metric_name"] if out["objective"] != "labels" else "accuracy"),
+                               ("loss", "loss"), ("margin", "margin")):
+            print(f"  {shown_as:<9} base {b[name]:.4f}  pruned {p[name]:.4f}  delta {d[name]:+.4f} "
+                  f"± {d[name + '_se']:.4f}  [masked]")
         if "flipped_count" in out:
             n = out["flipped_count"]
             print(f"  {n} prediction{'' if n == 1 else 's'} flipped")
         if "physical" in out:
             ph = out["physical"]
-            print(f"  physically pruned: accuracy {ph['accuracy']:.4f}, max |logit diff| vs masked "
-                  f"{ph['max_abs_logit_difference']:.2e}, {ph['seconds']:.2f}s vs masked "
+            print(f"  physically pruned: {ph['metric_name']} {ph['metric']:.4f}, max |output diff| vs masked "
+                  f"{ph['max_abs_difference']:.2e}, {ph['seconds']:.2f}s vs masked "
                   f"{ph['masked_seconds']:.2f}s ({ph['timed']})")
     return 0
 
@@ -378,7 +383,7 @@ def cmd_precompute(args) -> int:
 
     methods = check_methods([m for m in (args.methods or "").split(",") if m.strip()])
     session = _session(args)
-    summary = precompute(session, Target(args.model, args.data, args.limit),
+    summary = precompute(session, Target(args.model, args.data, args.limit, _objective_of(args)),
                          out_dir=Path(args.out) if args.out else None, methods=methods,
                          include_training=not args.skip_training, progress=not args.quiet)
     _write_json(args.json, summary)
@@ -395,7 +400,7 @@ def cmd_analyze(args) -> int:
     session = _session(args)
     if args.store:
         session.store = ResultStore(user_dir=Path(args.store).expanduser())
-    done = run_analysis(session, Target(args.model, args.data, args.limit), methods,
+    done = run_analysis(session, Target(args.model, args.data, args.limit, _objective_of(args)), methods,
                         training=args.train, progress=not args.quiet, dry_run=args.dry_run)
     print_report(done.report)
     if not args.dry_run and done.report.count("done"):
@@ -439,10 +444,18 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def _objective_of(args) -> str | None:
+    """``--objective`` as given (None: the model's and data's default)."""
+    return getattr(args, "objective", None)
+
+
 def cmd_train(args) -> int:
-    from prunelens.analysis.training import train_command
+    from prunelens.analysis.training import get_trainer, train_command
 
     _check_method_args(args.method, None, args.param, training=True)
+    reason = get_trainer(args.method).is_compatible(args.objective or "labels")
+    if args.objective and reason:  # refused before anything loads
+        raise ParamError(f"training mode '{args.method}' cannot run here: {reason}")
     session = _session(args)
     out = train_command(session, args.method, _parse_params(args.param),
                         progress=_progress_printer(not args.quiet), use_store=not args.no_cache)
@@ -462,6 +475,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--quiet", action="store_true", help="no progress bar")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     common.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    common.add_argument("--objective", choices=OBJECTIVES, default=None,
+                        help="what pruning is measured against: labels (gold labels), agreement (the "
+                             "unpruned model's predictions, no labels needed) or embedding (a headless "
+                             "encoder's sentence vectors); default: labels for a classifier on labelled "
+                             "data, agreement without labels, embedding for a headless encoder")
 
     parser = _Parser(prog="prunelens", description="Which heads and modules of a BERT encoder matter?")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")

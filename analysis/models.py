@@ -435,7 +435,7 @@ def _load_model(spec: str) -> LoadedModel:
     if headless:
         pooling = read_pooling(path if source == "folder" else _hub_folder(spec))
     if source == "folder" and (path / MANIFEST).exists():  # a `prunelens export` folder: sliced layers
-        model, tokenizer = load_pruned(path, config)
+        model, tokenizer = load_pruned(path, config, headless)
         _check_tokenizer(tokenizer, config, spec)
         return _finish(model, tokenizer, spec, source, ["physically pruned by prunelens export"],
                        pooling)

@@ -38,12 +38,15 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from prunelens.analysis.errors import DataError, ParamError
+
+# torch is imported inside the functions that need it: the CLI reads OBJECTIVES before anything loads
+if TYPE_CHECKING:
+    import torch
 
 OBJECTIVES = ("labels", "agreement", "embedding")
 METRIC_NAMES = {"labels": "accuracy", "agreement": "agreement", "embedding": "cosine"}
@@ -181,8 +184,25 @@ def read_pooling(folder: Path | str | None) -> Pooling:
     return Pooling(mode, normalize, f"{pooling_dirs[0]}/config.json" + (" + Normalize" if normalize else ""))
 
 
+def write_pooling(folder: Path | str, pooling: Pooling) -> None:
+    """Write ``pooling`` as a sentence-transformers folder declares it (``modules.json``,
+    ``1_Pooling/config.json``, a ``Normalize`` module): what :func:`read_pooling` reads back."""
+    folder = Path(folder)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if pooling.normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+                        "type": "sentence_transformers.models.Normalize"})
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    config = {key: mode == pooling.mode for key, mode in _POOLING_KEYS.items()}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
 def pool(hidden: torch.Tensor, keep: torch.Tensor, pooling: Pooling) -> torch.Tensor:
     """(batch, tokens, hidden) states and a (batch, tokens) mask of real tokens -> (batch, hidden)."""
+    import torch.nn.functional as F
+
     mask = keep.to(hidden.dtype).unsqueeze(-1)
     if pooling.mode == "cls":
         out = hidden[:, 0]
@@ -214,6 +234,8 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 def kl_divergence(reference_logits: np.ndarray, logits: np.ndarray) -> np.ndarray:
     """KL(softmax(reference) ‖ softmax(logits)) per example."""
+    import torch
+
     ref = torch.as_tensor(reference_logits, dtype=torch.float64).log_softmax(-1)
     out = torch.as_tensor(logits, dtype=torch.float64).log_softmax(-1)
     return (ref.exp() * (ref - out)).sum(-1).numpy()
@@ -249,6 +271,9 @@ def example_vectors(objective: str, outputs: np.ndarray, reference: np.ndarray |
     """The per-example ``accuracy`` (the objective's score), ``loss``, ``margin`` and ``correct``
     (0/1: right class, unpruned class, unchanged nearest neighbour) of ``outputs`` against
     ``reference`` (the unpruned outputs of the same examples) or ``labels``."""
+    import torch
+    import torch.nn.functional as F
+
     if objective == "labels":
         logits = np.asarray(outputs, dtype=np.float64)
         correct = (logits.argmax(-1) == labels).astype(np.float64)
@@ -319,6 +344,9 @@ def gradient_losses(objective: str, outputs: torch.Tensor, labels: torch.Tensor 
     contrastive loss against the unpruned vectors (embedding). ``reference`` (the unpruned
     outputs) defaults to ``outputs`` detached: at the unpruned model, where gradients are taken,
     the two are the same."""
+    import torch
+    import torch.nn.functional as F
+
     reference = outputs.detach() if reference is None else reference.to(outputs.device)
     if objective == "labels":
         return F.cross_entropy(outputs, labels.to(outputs.device), reduction="none")

@@ -71,14 +71,16 @@ class Session:
 
 def open_session(model: str = "default", data: str = "default", limit: int | None = None,
                  split: str = "dev", store: ResultStore | None = None, loaded: LoadedModel | None = None,
-                 device: str = "cpu", objective: str | None = None) -> Session:
+                 device: str = "cpu", objective: str | None = None, announce=None) -> Session:
     """The data is read first: ``--objective labels`` on data without labels is refused before
-    the model loads. ``objective`` None: the default for the model and data
-    (:func:`prunelens.analysis.objectives.default_objective`)."""
+    the model loads (``announce()`` is called just before it does). ``objective`` None: the
+    default for the model and data (:func:`prunelens.analysis.objectives.default_objective`)."""
     raw = load_data(data, split=split, limit=limit)
     if objective is not None:
         objectives.check_name(objective)
         objectives.check_data_objective(objective, raw.labelled, f"data '{raw.name}'")
+    if announce is not None:
+        announce()
     loaded = loaded or load_model(model)
     chosen = objectives.resolve(objective, loaded.headless, raw.labelled, loaded.name, f"data '{raw.name}'")
     text_data = loaded.fit_data(raw)
@@ -264,6 +266,8 @@ def physical_timing(session: Session, masks: Masks) -> dict:
     return {"seconds": round(seconds, 4), "masked_seconds": round(masked_seconds, 4),
             "speedup": round(masked_seconds / seconds, 3) if seconds > 0 else None,
             "timed": "both computed now, same forward (transformers, batch by batch)",
+            # logits, or a headless encoder's sentence vectors (the embedding objective)
+            "max_abs_difference": float(np.abs(phys.logits - masked.logits).max()),
             "max_abs_logit_difference": float(np.abs(phys.logits - masked.logits).max()),
             **_metrics(_result_of(phys, session))}
 

@@ -85,10 +85,11 @@ def rebuild(model: nn.Module, manifest: dict) -> nn.Module:
     return model
 
 
-def load_pruned(path: Path, config):
-    """Model and tokenizer of an export folder (called by :func:`prunelens.analysis.models.load_model`)."""
+def load_pruned(path: Path, config, headless: bool = False):
+    """Model and tokenizer of an export folder (called by :func:`prunelens.analysis.models.load_model`);
+    ``headless``: a sentence encoder (no pooler: its vector is pooled by prunelens)."""
     from safetensors.torch import load_file
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     try:
         manifest = json.loads((path / MANIFEST).read_text())
@@ -100,8 +101,12 @@ def load_pruned(path: Path, config):
     if not (path / WEIGHTS).exists():
         raise ModelError(f"pruned model folder {path} has no {WEIGHTS} (export the model again)")
     torch.manual_seed(0)  # the weights are all overwritten; keep construction deterministic
-    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa",
-                                                           dtype=torch.float32)
+    if headless:
+        model = AutoModel.from_config(config, attn_implementation="sdpa", dtype=torch.float32,
+                                      add_pooling_layer=False)
+    else:
+        model = AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa",
+                                                               dtype=torch.float32)
     rebuild(model, manifest)
     state = load_file(str(path / WEIGHTS))
     try:

@@ -148,7 +148,7 @@ def plan_sweep(spec: SweepSpec, store: ResultStore, device: str = "cpu", say=Non
             continue
         say(f"planning: opening model '{target.model}' on data '{target.data}' ({i}/{len(spec.targets)})")
         sessions[target] = open_session(target.model, target.data, target.limit, store=store,
-                                        device=device)
+                                        device=device, objective=target.objective)
     tasks, followers = expand(spec, sessions)
     plan = Plan(sessions, {}, {})
     for task in tasks:
