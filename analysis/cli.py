@@ -382,10 +382,12 @@ def cmd_precompute(args) -> int:
     from prunelens.analysis.sweep.spec import Target
 
     methods = check_methods([m for m in (args.methods or "").split(",") if m.strip()])
+    head_scopes = _head_scopes(args.head_scopes)  # checked before anything loads
     session = _session(args)
     summary = precompute(session, Target(args.model, args.data, args.limit, _objective_of(args)),
                          out_dir=Path(args.out) if args.out else None, methods=methods,
-                         include_training=not args.skip_training, progress=not args.quiet)
+                         include_training=not args.skip_training, progress=not args.quiet,
+                         head_scopes=head_scopes)
     _write_json(args.json, summary)
     return 0
 
@@ -397,11 +399,13 @@ def cmd_analyze(args) -> int:
     from prunelens.analysis.sweep.spec import Target
 
     methods = check_methods([m for m in (args.methods or "").split(",") if m.strip()])
+    head_scopes = _head_scopes(args.head_scopes)  # checked before anything loads
     session = _session(args)
     if args.store:
         session.store = ResultStore(user_dir=Path(args.store).expanduser())
     done = run_analysis(session, Target(args.model, args.data, args.limit, _objective_of(args)), methods,
-                        training=args.train, progress=not args.quiet, dry_run=args.dry_run)
+                        training=args.train, progress=not args.quiet, dry_run=args.dry_run,
+                        head_scopes=head_scopes)
     print_report(done.report)
     if not args.dry_run and done.report.count("done"):
         print(f"estimated {format_seconds(done.estimated_seconds)}, took "
@@ -442,6 +446,17 @@ def cmd_sweep(args) -> int:
         raise SweepFailed(f"{failed} of {len(report.records)} tasks failed twice (listed above); "
                           "everything else is stored: rerun the same command to try them again")
     return 0
+
+
+def _head_scopes(text: str | None) -> tuple[str, ...] | None:
+    """``--head-scopes global[,layer]`` (None: both)."""
+    if text is None:
+        return None
+    scopes = tuple(s.strip() for s in text.split(",") if s.strip())
+    bad = [s for s in scopes if s not in ("global", "layer")]
+    if bad or not scopes:
+        raise ParamError(f"--head-scopes must list global and/or layer, got {text!r} (e.g. --head-scopes global)")
+    return scopes
 
 
 def _objective_of(args) -> str | None:
@@ -547,6 +562,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="store folder to write (default: the user store)")
     p.add_argument("--methods", default=None, help="comma-separated subset of methods")
     p.add_argument("--skip-training", action="store_true")
+    p.add_argument("--head-scopes", default=None, metavar="SCOPES",
+                   help="head curves' scopes, e.g. global (default: global,layer; each method's own "
+                        "default scope is always included)")
     p.set_defaults(func=cmd_precompute)
 
     p = sub.add_parser("analyze", parents=[common],
@@ -555,6 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", action="store_true", help="also run every training mode (long)")
     p.add_argument("--store", default=None, help="store folder to fill (default: the user store)")
     p.add_argument("--dry-run", action="store_true", help="plan and estimate, compute nothing")
+    p.add_argument("--head-scopes", default=None, metavar="SCOPES",
+                   help="head curves' scopes, e.g. global (default: global,layer; each method's own "
+                        "default scope is always included)")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("bench", parents=[common], help="benchmark suite (ratios against a naive loop)")

@@ -5,6 +5,11 @@ For the embedded default this is what ships in ``cached_results/``: every method
 every unit it declares (default parameters), the Prune slider's head curves (global and per-layer
 scope) for all methods, attention/FFN blocks at 0 and 50%, and one training run per training
 method with its default budget (plus :data:`prunelens.analysis.analyze.EXTRA_TRAINING`).
+
+For ``default-embedding`` (the un-fine-tuned sentence encoder, embedding objective) what ships is
+``prunelens precompute --model default-embedding --skip-training --head-scopes global --out
+cached_results``: every method's scores, head curves in the global scope and each method's own
+default scope, blocks, the Spectral page (no training mode runs without labels).
 """
 
 from __future__ import annotations
@@ -19,12 +24,12 @@ from prunelens.analysis.sweep.spec import Target
 
 def precompute(session: Session, target: Target, out_dir: Path | None = None,
                methods: list[str] | None = None, include_training: bool = True,
-               progress: bool = True) -> dict:
+               progress: bool = True, head_scopes: tuple[str, ...] | None = None) -> dict:
     if out_dir is not None:
         # a shippable folder: what its manifest lists is reused, new entries are added to it
         session.store = ResultStore(user_dir=out_dir, shipped_dir=out_dir)
     done = run_analysis(session, target, methods, training=include_training, progress=progress,
-                        extra_training=include_training)
+                        extra_training=include_training, head_scopes=head_scopes)
     summary = done.as_json()
     if out_dir is not None:  # a folder to ship: its entries are listed and hashed in a manifest
         summary["manifest_entries"] = write_manifest(out_dir)
