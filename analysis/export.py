@@ -187,7 +187,7 @@ def export(session, method_name: str, sparsity: float | None, out: str | Path, u
     if pooling is not None:  # a sentence encoder: its folder says how it pools, as it did
         from prunelens.analysis.objectives import write_pooling
 
-        write_pooling(out, pooling)
+        write_pooling(out, pooling, int(session.loaded.model.config.hidden_size))
     evaluator = session.evaluator
     # exact fp32 on both sides (the masked fast path may run checked bf16: prunelens.analysis.precision)
     masked = evaluator.reference_outputs(masks).logits

@@ -184,9 +184,10 @@ def read_pooling(folder: Path | str | None) -> Pooling:
     return Pooling(mode, normalize, f"{pooling_dirs[0]}/config.json" + (" + Normalize" if normalize else ""))
 
 
-def write_pooling(folder: Path | str, pooling: Pooling) -> None:
-    """Write ``pooling`` as a sentence-transformers folder declares it (``modules.json``,
-    ``1_Pooling/config.json``, a ``Normalize`` module): what :func:`read_pooling` reads back."""
+def write_pooling(folder: Path | str, pooling: Pooling, dimension: int) -> None:
+    """Write ``pooling`` of ``dimension``-wide token states as a sentence-transformers folder
+    declares it (``modules.json``, ``1_Pooling/config.json``, a ``Normalize`` module): what
+    :func:`read_pooling` and sentence-transformers read back."""
     folder = Path(folder)
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
@@ -195,7 +196,8 @@ def write_pooling(folder: Path | str, pooling: Pooling) -> None:
                         "type": "sentence_transformers.models.Normalize"})
     (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
     (folder / "1_Pooling").mkdir(exist_ok=True)
-    config = {key: mode == pooling.mode for key, mode in _POOLING_KEYS.items()}
+    config = {"word_embedding_dimension": int(dimension),
+              **{key: mode == pooling.mode for key, mode in _POOLING_KEYS.items()}}
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
