@@ -382,12 +382,13 @@ def cmd_precompute(args) -> int:
     from prunelens.analysis.sweep.spec import Target
 
     methods = check_methods([m for m in (args.methods or "").split(",") if m.strip()])
+    _curve_points(args.curve_step)  # checked before anything loads
     head_scopes = _head_scopes(args.head_scopes)  # checked before anything loads
     session = _session(args)
     summary = precompute(session, Target(args.model, args.data, args.limit, _objective_of(args)),
                          out_dir=Path(args.out) if args.out else None, methods=methods,
                          include_training=not args.skip_training, progress=not args.quiet,
-                         head_scopes=head_scopes)
+                         head_scopes=head_scopes, curve_sparsities=_curve_points(args.curve_step))
     _write_json(args.json, summary)
     return 0
 
@@ -399,13 +400,14 @@ def cmd_analyze(args) -> int:
     from prunelens.analysis.sweep.spec import Target
 
     methods = check_methods([m for m in (args.methods or "").split(",") if m.strip()])
+    _curve_points(args.curve_step)  # checked before anything loads
     head_scopes = _head_scopes(args.head_scopes)  # checked before anything loads
     session = _session(args)
     if args.store:
         session.store = ResultStore(user_dir=Path(args.store).expanduser())
     done = run_analysis(session, Target(args.model, args.data, args.limit, _objective_of(args)), methods,
                         training=args.train, progress=not args.quiet, dry_run=args.dry_run,
-                        head_scopes=head_scopes)
+                        head_scopes=head_scopes, curve_sparsities=_curve_points(args.curve_step))
     print_report(done.report)
     if not args.dry_run and done.report.count("done"):
         print(f"estimated {format_seconds(done.estimated_seconds)}, took "
@@ -457,6 +459,15 @@ def _head_scopes(text: str | None) -> tuple[str, ...] | None:
     if bad or not scopes:
         raise ParamError(f"--head-scopes must list global and/or layer, got {text!r} (e.g. --head-scopes global)")
     return scopes
+
+
+def _curve_points(step: float | None) -> tuple[float, ...] | None:
+    """``--curve-step S``: head curves at 0, S, 2S, ... below 1 (None: the Prune slider's 5% grid)."""
+    if step is None:
+        return None
+    if not 0.01 <= step <= 0.5:
+        raise ParamError(f"--curve-step must be in [0.01, 0.5], got {step} (e.g. --curve-step 0.1)")
+    return tuple(round(step * i, 4) for i in range(int(round(1 / step))) if step * i < 1 - 1e-9)
 
 
 def _objective_of(args) -> str | None:
@@ -563,8 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=None, help="comma-separated subset of methods")
     p.add_argument("--skip-training", action="store_true")
     p.add_argument("--head-scopes", default=None, metavar="SCOPES",
-                   help="head curves' scopes, e.g. global (default: global,layer; each method's own "
-                        "default scope is always included)")
+                   help="head curves' scopes, e.g. global (default: global,layer)")
+    p.add_argument("--curve-step", type=float, default=None, metavar="S",
+                   help="head curves at 0, S, 2S, ... (default: the Prune slider's 0.05 grid)")
     p.set_defaults(func=cmd_precompute)
 
     p = sub.add_parser("analyze", parents=[common],
@@ -574,8 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default=None, help="store folder to fill (default: the user store)")
     p.add_argument("--dry-run", action="store_true", help="plan and estimate, compute nothing")
     p.add_argument("--head-scopes", default=None, metavar="SCOPES",
-                   help="head curves' scopes, e.g. global (default: global,layer; each method's own "
-                        "default scope is always included)")
+                   help="head curves' scopes, e.g. global (default: global,layer)")
+    p.add_argument("--curve-step", type=float, default=None, metavar="S",
+                   help="head curves at 0, S, 2S, ... (default: the Prune slider's 0.05 grid)")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("bench", parents=[common], help="benchmark suite (ratios against a naive loop)")

@@ -64,6 +64,12 @@ EXPLAINED = {
                  "about 0.95 neighbours and rankings barely move), less so for a task that reads only a few "
                  "directions of the vector.",
 }
+# what the three reported slots are called under each objective (pages, figures, the CLI)
+SLOT_LABELS = {
+    "labels": {"accuracy": "accuracy", "loss": "loss", "margin": "margin"},
+    "agreement": {"accuracy": "agreement", "loss": "KL loss", "margin": "margin"},
+    "embedding": {"accuracy": "cosine", "loss": "1 − cosine", "margin": "self-retrieval margin"},
+}
 EMBEDDING_SCALE = 20.0  # the contrastive gradient loss's similarity scale (MultipleNegativesRankingLoss)
 POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len")
 _POOLING_KEYS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
