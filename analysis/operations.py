@@ -307,6 +307,16 @@ def evaluate_mask(session: Session, unit: str, mask: np.ndarray, use_store: bool
     return result, False
 
 
+def base_result(session: Session) -> dict:
+    """The unpruned model's metrics: from the store when a curve's 0% point put them there (the
+    all-ones head mask), else evaluated now."""
+    ones = np.ones(session.loaded.inventory.unit_shape("head"))
+    hit = first_hit(session, mask_keys(session, "head", ones))
+    if hit is not None and isinstance(hit.get("base"), dict):
+        return hit["base"]
+    return session.evaluator.base.as_dict()
+
+
 def mask_keys(session: Session, unit: str, mask: np.ndarray) -> dict[str, Key]:
     """The store keys of one keep-mask's evaluation (the mask itself, not its method), by precision."""
     return _precision_keys(session, "mask-eval", "", unit, mask_params(mask))

@@ -12,7 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = [
     ("core", {"errors", "hub", "checkpoints", "fingerprints", "store_schema", "cache", "models", "data",
-              "batches", "layout", "hooks", "gates", "patterns", "precision", "run_result", "pruned_folder"}),
+              "batches", "layout", "hooks", "gates", "patterns", "precision", "run_result", "pruned_folder",
+              "objectives"}),
     ("engine", {"fastpath", "evaluate", "pruning", "spectral", "attention", "finetune"}),
     ("methods", {"methods"}),
     ("operations", {"operations", "training", "spectral_store", "compare", "flips", "precompute", "analyze", "export",

@@ -268,3 +268,20 @@ def test_stored_activation_statistics_round_trip_and_bad_entries_are_refused(tin
     stored["plain"][0]["gelu"]["edges"] = stored["plain"][0]["gelu"]["edges"][:-1]
     assert "edges for" in result_problem("activations", stored)
     assert "finite sigma" in result_problem("spectral-sigmas", {"rows": [{"matrix": "query", "sigma": "x"}]})
+
+
+def test_the_shipped_store_holds_what_precompute_ships_for_default_embedding(tmp_path):
+    """default-embedding (the un-fine-tuned sentence encoder, embedding objective) opens without
+    computing: every entry of its precompute job (:data:`~prunelens.analysis.precompute.EMBEDDING_SHIPPED`)
+    is in cached_results/."""
+    from prunelens.analysis.cache import SHIPPED_DIR, ResultStore
+    from prunelens.analysis.operations import open_session
+    from prunelens.analysis.precompute import EMBEDDING_SHIPPED
+
+    session = open_session("default-embedding", store=ResultStore(tmp_path / "empty", SHIPPED_DIR))
+    assert session.objective == "embedding"
+    shipped = EMBEDDING_SHIPPED
+    _, plan = plan_analysis(session, Target("default-embedding", "default"), training=shipped["include_training"],
+                            head_scopes=shipped["head_scopes"], curve_sparsities=shipped["curve_sparsities"])
+    assert len(plan.records) > 40
+    assert plan.todo == [] and plan.waiting == 0
