@@ -297,3 +297,13 @@ def test_a_headless_export_outputs_the_pooled_vector(encoder_dir, text_csv, stor
     again = load_model(str(tmp_path / "out"))  # reloads as the same kind of sentence encoder
     assert again.headless and again.pooling.mode == "mean" and again.pooling.normalize
     assert json.loads((tmp_path / "out" / "modules.json").read_text())[1]["path"] == "1_Pooling"
+
+
+def test_a_sweep_spec_names_its_objective():
+    from prunelens.analysis.sweep.spec import parse_spec
+
+    spec = parse_spec({"objective": "agreement", "methods": ["magnitude"]})
+    assert {t.objective for t in spec.targets} == {"agreement"}
+    assert parse_spec({"methods": ["magnitude"]}).targets[0].objective is None  # each pair's default
+    with pytest.raises(ParamError, match="objective must be one of labels, agreement, embedding"):
+        parse_spec({"objective": "cosine", "methods": ["magnitude"]})
