@@ -214,8 +214,8 @@ def _from_frame(frame: pd.DataFrame, name: str, split: str, text_col: str = "tex
         return _unlabelled_frame(frame, name, split, text_col, pair_col, lines)
     if text_col not in frame.columns or "label" not in frame.columns:
         raise DataError(
-            f"{name} needs columns '{text_col}' and 'label' (or, without labels, '{text_col}' or "
-            f"'query','positive') (found: {', '.join(map(str, frame.columns)) or 'none'})"
+            f"{name} needs columns '{text_col}' and 'label' (found: {', '.join(map(str, frame.columns)) or 'none'}) "
+            f"(or, for data without labels, '{text_col}' alone or 'query' and 'positive')"
         )
     if len(frame) == 0:
         raise DataError(f"{name} has no rows (add examples with {text_col} and label)")

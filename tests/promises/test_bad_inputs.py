@@ -91,6 +91,7 @@ def bad(tmp_path_factory, tiny_bert_dir, tiny_csv) -> dict[str, Path]:
 
     files = {
         "nocols.csv": b"sentence,y\nhello,1\n",
+        "text_only.csv": b"text\nhello there\ngood film\n",
         "empty.csv": b"",
         "latin1.csv": "text,label\ncaf\xe9 tr\xe8s bon,1\n".encode("latin-1"),
         "header_only.csv": b"text,label\n",
@@ -158,12 +159,16 @@ CASES: list[tuple[str, list[str], str]] = [
     ("model-bad-config-json", SCORE + _with(M, model="{bad_config}"), r"cannot read config of .*bad_config"),
     ("model-gpt2", SCORE + _with(M, model="{gpt2}"), r"is a 'gpt2' model; prunelens supports BERT-layout encoders"),
     ("model-distilbert", SCORE + _with(M, model="{distilbert}"), r"is a 'distilbert' model; prunelens supports BERT"),
-    ("model-no-head-arch", SCORE + _with(M, model="{headless}"), r"\(BertModel\) has no sequence-classification head"),
+    # a BertModel loads as a headless sentence encoder (issue 27): only the embedding objective fits it
+    ("model-no-head-objective", SCORE + _with(M, model="{headless}") + ["--objective", "labels"],
+     r"has no classification head, so --objective labels has no classes to compare \(use --objective embedding\)"),
     ("model-no-head-weights", SCORE + _with(M, model="{headless_noarch}"), r"has no trained sequence-classification head"),
     ("model-hub-offline", SCORE + _with(M, model="no-such-org-xyz/no-such-model"), r"not found in the local hub cache"),
     ("model-hub-offline-bare", SCORE + _with(M, model="bert-base-uncased"), r"'bert-base-uncased' is not a local folder"),
     ("model-pickle-bomb", SCORE + _with(M, model="{pickle_bomb}"), r"cannot load model .*pickle_bomb: Weights only load failed"),
     # data
+    ("data-labels-objective-no-labels", SCORE + _with(M, data="{text_only.csv}") + ["--objective", "labels"],
+     r"--objective labels needs a 'label' column and data 'text_only\.csv' has none \(use --objective agreement"),
     ("data-no-text-label", SCORE + _with(M, data="{nocols.csv}"), r"nocols\.csv needs columns 'text' and 'label' \(found: sentence, y\)"),
     ("data-empty-file", SCORE + _with(M, data="{empty.csv}"), r"data file empty\.csv is empty"),
     ("data-latin1", SCORE + _with(M, data="{latin1.csv}"), r"data file latin1\.csv is not UTF-8 text \(save it as UTF-8\)"),
@@ -378,6 +383,8 @@ DASH_CASES: list[tuple[str, dict[str, str], str]] = [
     ("dash-data-zero-rows", {"model": "{bert}", "data": "{header_only.csv}"}, r"header_only\.csv has no rows"),
     ("dash-data-missing", {"model": "{bert}", "data": "{missing.csv}"}, r"data file not found"),
     ("dash-data-no-columns", {"model": "{bert}", "data": "{nocols.csv}"}, r"needs columns 'text' and 'label'"),
+    ("dash-data-labels-objective", {"model": "{bert}", "data": "{text_only.csv}", "objective": "labels"},
+     r"--objective labels needs a 'label' column"),
 ]
 
 

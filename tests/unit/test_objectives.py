@@ -206,7 +206,7 @@ def test_unlabelled_files_are_read(tmp_path):
     assert qp.pair_kind == "retrieval" and qp.texts == frame["text"].tolist()
     assert len({only.fingerprint, sts.fingerprint, qp.fingerprint}) == 3
     pd.DataFrame({"words": ["a"]}).to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(DataError, match="needs columns 'text' and 'label'.*'query','positive'"):
+    with pytest.raises(DataError, match="needs columns 'text' and 'label' \\(found: words\\).*'query' and 'positive'"):
         load_data(str(tmp_path / "bad.csv"))
 
 
