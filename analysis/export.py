@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunelens.analysis.errors import ParamError, PrunelensError
+from prunelens.analysis.errors import ParamError, PrunelensError, usable_path
 from prunelens.analysis.gates import Masks
 from prunelens.analysis.hooks import model_lock
 from prunelens.analysis.methods.base import Progress, no_progress
@@ -44,7 +44,7 @@ ONNX_TIMING_REPEATS = 3
 
 def check_out_dir(out: str | Path) -> Path:
     """The export folder: new (its parent must exist), empty, or an earlier export (replaced)."""
-    path = Path(out).expanduser()
+    path = usable_path(str(out), "--out", ParamError)  # ~nouser, a name too long: one line
     if path.exists():
         if not path.is_dir():
             raise ParamError(f"--out {out} is a file (give a folder to write the export into)")
@@ -158,7 +158,8 @@ def export(session, method_name: str, sparsity: float | None, out: str | Path, u
     pruned model (and ONNX) into ``out``; returns the report also written to ``out/export.json``."""
     from prunelens.analysis.models import load_model
     from prunelens.analysis.operations import prune
-    from prunelens.analysis.pruning import STRUCTURED_UNITS, check_sparsity, physically_prune
+    from prunelens.analysis.layout import UNITS
+    from prunelens.analysis.pruning import check_sparsity, physically_prune
 
     if sparsity is not None:
         check_sparsity(sparsity)
@@ -169,9 +170,9 @@ def export(session, method_name: str, sparsity: float | None, out: str | Path, u
     pruned = prune(session, method_name, sparsity, unit, scope, params, flips=False, progress=progress,
                    threshold=threshold, keep_one_per_layer=keep_one_per_layer)
     unit = pruned["unit"]
-    if unit not in STRUCTURED_UNITS:
+    if unit not in UNITS:
         raise ParamError(f"unit '{unit}' cannot be cut out of the weights "
-                         f"(export one of {', '.join(STRUCTURED_UNITS)})")
+                         f"(export one of {', '.join(UNITS)})")
     mask = np.asarray(pruned["mask"])
     masks = Masks.for_unit(unit, mask)
     progress(0.5, "cutting the weights")

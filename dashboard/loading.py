@@ -23,7 +23,7 @@ from prunelens.analysis.cache import ResultStore, default_user_dir
 from prunelens.analysis.data import TextData, from_bytes
 from prunelens.analysis.errors import DataError, PrunelensError
 from prunelens.analysis.models import LoadedModel, load_model
-from prunelens.analysis.operations import Session
+from prunelens.analysis.session import Session
 from prunelens.dashboard import data_roots, escape
 from prunelens.dashboard.url_state import share
 
@@ -86,8 +86,7 @@ def cached_data(spec: str, limit: int | None, upload_digest: str | None, _upload
     if spec.startswith("upload:"):
         if _upload is None:
             raise DataError("the uploaded file is gone (upload it again)")
-        data = from_bytes(_upload, spec.split(":", 1)[1])
-        return data.subset(limit)
+        return from_bytes(_upload, spec.split(":", 1)[1], limit)  # size checked before parsing
     return data_roots.load_data(spec, limit)  # files only inside the data roots
 
 

@@ -11,10 +11,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = [
-    ("core", {"errors", "hub", "checkpoints", "fingerprints", "store_schema", "cache", "models", "data",
-              "batches", "layout", "hooks", "gates", "patterns", "precision", "run_result", "pruned_folder",
+    ("core", {"errors", "files", "model_bounds", "hub", "checkpoints", "fingerprints", "store_schema", "cache", "models", "data",
+              "layout", "hooks", "gates", "patterns", "precision", "run_result", "pruned_folder",
               "objectives"}),
     ("engine", {"fastpath", "evaluate", "pruning", "spectral", "attention", "finetune"}),
+    ("session", {"session", "batches"}),
     ("methods", {"methods"}),
     ("operations", {"operations", "training", "spectral_store", "compare", "flips", "precompute", "analyze", "export",
                     "bench", "sweep"}),
