@@ -285,7 +285,7 @@ def example_vectors(objective: str, outputs: np.ndarray, reference: np.ndarray |
     if objective == "labels":
         logits = np.asarray(outputs, dtype=np.float64)
         correct = (logits.argmax(-1) == labels).astype(np.float64)
-        loss = F.cross_entropy(torch.as_tensor(logits), torch.as_tensor(labels), reduction="none").numpy()
+        loss = F.cross_entropy(torch.as_tensor(logits), torch.tensor(np.asarray(labels)), reduction="none").numpy()
         return {"accuracy": correct, "loss": loss, "margin": class_margin(logits, labels), "correct": correct}
     if reference is None:
         raise ValueError(f"the {objective} objective needs the unpruned outputs")
