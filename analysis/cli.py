@@ -321,6 +321,7 @@ def _check_method_args(method_name: str, unit: str | None, raw_params: list[str]
 
 
 def cmd_score(args) -> int:
+    from prunelens.analysis.compare import constant_scores_warning
     from prunelens.analysis.operations import compute_scores
 
     _check_method_args(args.method, args.unit, args.param)
@@ -336,6 +337,9 @@ def cmd_score(args) -> int:
 
         print(f"{result.method} {result.unit} scores ({'from the store' if result.cached else f'{result.seconds:.1f}s'}):")
         print(np.array2string(result.scores, precision=3, suppress_small=True, max_line_width=120))
+    flat = constant_scores_warning(result.scores, result.method)
+    if flat:
+        print(f"warning: {flat}", file=sys.stderr)
     return 0
 
 
