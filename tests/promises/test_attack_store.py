@@ -83,13 +83,16 @@ def test_the_same_model_elsewhere_keeps_its_key(model_copy, tiny_loaded):
 
 
 def test_the_default_key_is_the_shipped_one(default_loaded):
-    """The shipped store is keyed by the default's full fingerprint (weights, config, tokenizer):
-    the dashboard finds it. Every shipped entry is in the manifest and readable without warnings."""
+    """The shipped store is keyed by the defaults' full fingerprints (weights, config, tokenizer;
+    default-embedding's pooling too): the dashboard finds it. Every shipped entry is in the
+    manifest and readable without warnings."""
+    from prunelens.analysis.models import load_model
+
     listed = load_manifest(SHIPPED_DIR)
     files = list(SHIPPED_DIR.glob("*/*.json"))
     assert len(files) == len(listed) > 300
     models = {json.loads(p.read_text())["key"]["model"] for p in files}
-    assert models == {default_loaded.fingerprint}
+    assert models == {default_loaded.fingerprint, load_model("default-embedding").fingerprint}
     import warnings
 
     with warnings.catch_warnings():
