@@ -196,7 +196,9 @@ def test_cli_score_json_shape(cli, tmp_path):
     code, _, err = cli("score", "--method", "michel", "--json", str(tmp_path / "s.json"))
     assert code == 0, err
     payload = json.loads((tmp_path / "s.json").read_text())
-    assert set(payload) == {"method", "unit", "params", "model", "data", "scores", "seconds", "cached"}
+    assert set(payload) == {"method", "unit", "params", "model", "data", "objective", "scores", "seconds",
+                            "cached"}
+    assert payload["objective"] == "labels"  # a classifier on labelled data
     assert set(payload["model"]) == {"name", "fingerprint", "layers", "heads"}
     assert set(payload["data"]) == {"name", "split", "n", "fingerprint"}
     assert np.asarray(payload["scores"]).shape == (2, 4)
