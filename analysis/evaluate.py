@@ -518,8 +518,10 @@ class Evaluator:
         if limit_batches is None:
             self._need_base(masks, model)
         if not self._fast_usable(masks, model):
-            if (model is None or model is self.loaded.model) and not _needs_grad(masks):
-                return self._prefix_outputs(masks, limit_batches)  # any family: the reference path's cache
+            # any family: the reference path's cache (it ends in logits: a headless encoder's pooled
+            # vector takes the plain reference forward)
+            if (model is None or model is self.loaded.model) and not _needs_grad(masks) and not self.loaded.headless:
+                return self._prefix_outputs(masks, limit_batches)
             return self.reference_outputs(masks, model, limit_batches)
         encoder = self._fast
         if limit_batches is not None:
