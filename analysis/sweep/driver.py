@@ -26,7 +26,7 @@ import numpy as np
 
 from prunelens.analysis.cache import ResultStore
 from prunelens.analysis.checkpoints import Cancelled
-from prunelens.analysis.errors import ParamError, PrunelensError
+from prunelens.analysis.errors import ParamError, PartialFailure, PrunelensError
 from prunelens.analysis.operations import Session, open_session, stored_scores
 from prunelens.analysis.sweep.spec import SweepSpec, Target
 from prunelens.analysis.sweep.tasks import KINDS, Followers, Task, expand, is_stored, mask_tasks
@@ -35,7 +35,7 @@ ATTEMPTS = 2  # a failed task is tried once more, then reported
 EXECUTORS = ("local", "ray")
 
 
-class SweepFailed(PrunelensError):
+class SweepFailed(PartialFailure):
     """Some tasks failed twice; everything else was stored."""
 
 
