@@ -245,7 +245,7 @@ def test_sweep_fills_what_the_cli_reads(tmp_path, tiny_bert_dir, tiny_csv, monke
     assert main(["train", *common, "--method", "admm", "--json", str(tmp_path / "t.json"),
                  *sum((["--param", f"{k}={v}"] for k, v in ADMM_SHORT.items()), [])]) == 0
     assert json.loads((tmp_path / "t.json").read_text())["cached"] is True
-    assert len(json.loads((tmp_path / "c.json").read_text())) == 6
+    assert len(json.loads((tmp_path / "c.json").read_text())["rows"]) == 6
     assert numbers(store) == swept  # the curve and the run were all answered from the sweep's entries
 
 
