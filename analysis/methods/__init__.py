@@ -1,8 +1,9 @@
 """The method registry: one module per method, each exposing ``METHOD``.
 
 Adding a method = adding a module here that defines a :class:`~prunelens.analysis.methods.base.Method`
-with its declared parameters, and listing it in ``_MODULES``. The CLI, the store and every
-dashboard page pick it up from :func:`all_methods`.
+with its declared parameters, and listing it in ``_MODULES``; or, without editing prunelens, an
+installed package's entry point in the ``prunelens.methods`` group (:mod:`prunelens.analysis.plugins`,
+docs/PLUGINS.md). The CLI, the store and every dashboard page pick both up from :func:`all_methods`.
 """
 
 from __future__ import annotations
@@ -34,8 +35,23 @@ def all_methods() -> dict[str, Method]:
                             continue  # a method still being written is simply absent
                         raise
                     found[method.name] = method
+                found.update(_plugin_methods(set(found)))
                 _REGISTRY.update(found)
     return _REGISTRY
+
+
+def _plugin_methods(taken: set[str]) -> dict[str, Method]:
+    """Methods of installed plug-ins (entry points in ``prunelens.methods``), after the built-in ones."""
+    from prunelens.analysis.plugins import METHODS_GROUP, load_group
+
+    def refuse(name: str, obj) -> str | None:
+        if not isinstance(obj, Method):
+            return f"it names a {type(obj).__name__}, not a prunelens Method instance"
+        if obj.name != name:
+            return f"the entry point is called '{name}' but the method '{obj.name}'"
+        return None
+
+    return load_group(METHODS_GROUP, refuse, taken)  # type: ignore[return-value]
 
 
 def get_method(name: str) -> Method:
