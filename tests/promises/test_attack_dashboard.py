@@ -166,15 +166,18 @@ def test_the_server_refuses_to_start_without_its_guard(break_it, message, monkey
     assert err.count("\n") == 1 and message in err and "pip install 'streamlit>=1.57'" in err
 
 
-def test_the_guard_floor_is_pyprojects_streamlit_floor():
+def test_pyprojects_streamlit_floor_has_the_guard():
     import tomllib
+
+    from packaging.requirements import Requirement
 
     from prunelens.dashboard.server import GUARDED_SINCE
 
     pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
     deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
-    (streamlit,) = [d for d in deps if d.startswith("streamlit")]
-    assert f">={'.'.join(map(str, GUARDED_SINCE))}" in streamlit
+    (streamlit,) = [Requirement(d) for d in deps if d.startswith("streamlit")]
+    (floor,) = [s.version for s in streamlit.specifier if s.operator == ">="]
+    assert tuple(int(x) for x in floor.split(".")[:2]) >= GUARDED_SINCE
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,8 +4,11 @@ the package, and a wheel that carries the shipped store and the default checkpoi
 from __future__ import annotations
 
 import asyncio
+import ast
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -40,6 +43,46 @@ def test_the_version_is_written_once_and_reported():
     assert PYPROJECT["project"]["license"] == "MIT" and (ROOT / "LICENSE").is_file()
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert all(f"## {v}" in changelog for v in ("0.3", "0.2", "0.1"))
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _third_party_imports(folders: list[str]) -> dict[str, str]:
+    """Top-level module -> a file importing it, for every absolute import under ``folders``
+    that is neither the standard library nor prunelens."""
+    found = {}
+    for folder in folders:
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                         else [])
+                for name in names:
+                    top = name.split(".")[0]
+                    if top not in sys.stdlib_module_names and top not in ("prunelens", "tests", "__future__"):
+                        found.setdefault(top, str(path.relative_to(ROOT)))
+    return found
+
+
+@pytest.mark.parametrize("folders, extras", [
+    (["analysis", "dashboard", "prunelens"], ("export", "ray")),  # optional features' extras
+    (["tests"], ("test", "export", "ray")),
+])
+def test_every_imported_package_is_declared(folders, extras):
+    from importlib.metadata import packages_distributions
+
+    from packaging.requirements import Requirement
+
+    project = PYPROJECT["project"]
+    declared = {_canonical(Requirement(r).name) for r in project["dependencies"]}
+    for extra in extras:
+        declared |= {_canonical(Requirement(r).name) for r in project["optional-dependencies"][extra]}
+    owners = packages_distributions()
+    undeclared = {module: where for module, where in _third_party_imports(folders).items()
+                  if not {_canonical(d) for d in owners.get(module, [module])} & declared}
+    assert undeclared == {}
 
 
 SHADOWS = {name: f"open({{marker!r}}, 'w').write({name!r})\nraise SystemExit('{name}.py of the working folder ran')\n"
@@ -97,7 +140,9 @@ def test_the_wheel_carries_the_store_and_the_default_checkpoint(tmp_path):
     """Build the wheel, install it (no editable path, nothing downloaded) into a fresh venv that
     sees this interpreter's packages, and open the default from the store inside it."""
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+    source = shutil.copytree(ROOT, tmp_path / "source", ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", ".venv", ".*_cache"))  # no stale build/
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
                     "--no-index", "-q", "-w", str(wheels)], check=True, timeout=300,
                    env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     wheel = next(wheels.glob("prunelens-*.whl"))
@@ -112,10 +157,8 @@ def test_the_wheel_carries_the_store_and_the_default_checkpoint(tmp_path):
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
     python = env_dir / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
-                    "--no-index", "-q", str(wheel)] if _pip_has_python_option() else
-                   [str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
-                   check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",  # pip >= 22.3
+                    "--no-index", "-q", str(wheel)], check=True, timeout=300)
 
     work = tmp_path / "elsewhere"
     work.mkdir()
@@ -137,9 +180,3 @@ def test_the_wheel_carries_the_store_and_the_default_checkpoint(tmp_path):
     assert result["cached"] is True and result["model"]["name"] == "default"
     assert len(result["scores"]) == 6 and len(result["scores"][0]) == 12
 
-
-def _pip_has_python_option() -> bool:
-    """pip >= 22.3 installs into another interpreter with --python (a venv made without pip)."""
-    from pip import __version__ as pip_version
-
-    return tuple(int(x) for x in pip_version.split(".")[:2]) >= (22, 3)
