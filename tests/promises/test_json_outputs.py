@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 from prunelens import __version__
 from prunelens.analysis.cli import build_parser, main
 from prunelens.analysis.json_outputs import KINDS, markdown, problems, stamp
