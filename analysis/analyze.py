@@ -42,8 +42,9 @@ from prunelens.analysis import spectral_store
 from prunelens.analysis.cache import ResultStore, canonical
 from prunelens.analysis.checkpoints import Cancelled
 from prunelens.analysis.errors import PrunelensError
+from prunelens.analysis.layout import BLOCK_UNITS
 from prunelens.analysis.methods import all_methods, get_method
-from prunelens.analysis.operations import Session
+from prunelens.analysis.session import Session
 from prunelens.analysis.sweep.driver import Plan, Schedule, SweepReport, plan_sweep, run_sweep
 from prunelens.analysis.sweep.spec import MethodGrid, SweepSpec, Target, TrainGrid
 from prunelens.analysis.sweep.tasks import Task
@@ -96,7 +97,7 @@ def analysis_spec(target: Target, methods: list[str] | None = None, training: bo
         for unit in method.units:
             if unit == "head":
                 scopes, sparsities = HEAD_SCOPES, CURVE_SPARSITIES
-            elif unit in ("attention", "ffn"):
+            elif unit in BLOCK_UNITS:
                 scopes, sparsities = ("global",), BLOCK_SPARSITIES
             else:  # neurons: scores only (the Prune page evaluates a neuron mask when asked)
                 scopes, sparsities = ("global",), ()

@@ -2,9 +2,10 @@
 
 One owner for three things several methods need:
 
-- :func:`training_data`: the data a label-using importance or a training run uses — the default
-  data's train split when the session evaluates on the default (Rotten Tomatoes) dev split,
-  otherwise the session's own data (with a note that the evaluation is then optimistic);
+- :func:`training_data`: the data a label-using importance or a training run uses — the train
+  split its data names as kept apart from it (:attr:`TextData.train_source`: the default Rotten
+  Tomatoes data's), otherwise the session's own data (with a note that the evaluation is then
+  optimistic);
 - :class:`StreamedBatches`: batches of drawn examples, tokenized one batch at a time as the loop
   reaches them (at most ``batch_size`` texts per tokenizer call), each batch a cooperative-cancel
   point (:func:`prunelens.analysis.checkpoints.checkpoint`);
@@ -17,6 +18,7 @@ import numpy as np
 
 from prunelens.analysis.checkpoints import checkpoint
 from prunelens.analysis.data import MAX_LENGTH, Batch, TextData, load_data, pad_batch
+from prunelens.analysis.session import Session
 
 
 def epoch_order(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -27,12 +29,12 @@ def epoch_order(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([rng.permutation(n) for _ in range(-(-count // n))])[:count]
 
 
-def training_data(session) -> tuple[TextData, str]:
-    """What training runs train on: the default data's train split when the session evaluates on
-    the default (Rotten Tomatoes) dev split, which training never sees; otherwise the session's own
-    data, with a note that the evaluation is then optimistic."""
-    if session.data.name == "rotten_tomatoes":
-        data = session.loaded.fit_data(load_data("default", split="train"))
+def training_data(session: Session) -> tuple[TextData, str]:
+    """What training runs train on: the train split the session's data names as kept apart from
+    it (:attr:`TextData.train_source`; the default data's, which its dev split never sees);
+    otherwise the session's own data, with a note that the evaluation is then optimistic."""
+    if session.data.train_source is not None:
+        data = session.loaded.fit_data(load_data(session.data.train_source, split="train"))
         return data, "train split of the default data"
     return session.data, ("no separate train split is known for this data: trained on the "
                           "evaluation data itself, so the evaluation is optimistic")

@@ -197,7 +197,8 @@ def format_table(out: dict) -> str:
 
 def _run(session, quick: bool, say, threads: int, store: ResultStore,
          skip_ablation: bool = False) -> dict:
-    from prunelens.analysis.operations import Session, compute_scores
+    from prunelens.analysis.operations import compute_scores
+    from prunelens.analysis.session import Session
 
     loaded, data = session.loaded, session.data
     out: dict = {"model": loaded.describe(), "data": data.describe(), "threads": threads,
@@ -334,7 +335,8 @@ def _dashboard_rss(specs: tuple[str, str, int | None], threads: int, tmp: str) -
 def _shipped_slider(session, steps: list[float]) -> dict:
     """The dashboard's path for the same slider moves: ``operations.prune`` answered from the
     shipped ``cached_results/`` (read-only here). Only where the shipped store covers every move."""
-    from prunelens.analysis.operations import Session, curve_is_stored, prune
+    from prunelens.analysis.operations import curve_is_stored, prune
+    from prunelens.analysis.session import Session
 
     with tempfile.TemporaryDirectory() as tmp:
         shipped = Session(session.loaded, session.data, ResultStore(tmp, session.store.shipped_dir),

@@ -297,13 +297,14 @@ def cmd_export(args) -> int:
     from prunelens.analysis.export import check_onnx_available, check_out_dir, export
     from prunelens.analysis.methods import get_method
     from prunelens.analysis.operations import default_unit
-    from prunelens.analysis.pruning import STRUCTURED_UNITS, check_sparsity
+    from prunelens.analysis.layout import UNITS
+    from prunelens.analysis.pruning import check_sparsity
 
     check_sparsity(args.sparsity)  # everything is checked before the model loads
     check_out_dir(args.out)
-    if default_unit(args.method, args.unit) not in STRUCTURED_UNITS:
+    if default_unit(args.method, args.unit) not in UNITS:
         raise ParamError(f"unit '{default_unit(args.method, args.unit)}' cannot be cut out of the "
-                         f"weights (give --unit {' or '.join(STRUCTURED_UNITS)})")
+                         f"weights (give --unit {' or '.join(UNITS)})")
     params = _parse_params(args.param)
     get_method(args.method).validate(params)
     if not args.no_onnx:

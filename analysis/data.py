@@ -58,6 +58,10 @@ class TextData:
     metric: str = "accuracy"
     notes: list[str] = field(default_factory=list)
     label_names: list[str] | None = None  # text labels: the names behind ids 0, 1, ... (sorted)
+    # the :func:`load_data` spec whose ``train`` split is kept apart from this data (what label-
+    # using methods and training runs learn from, :func:`prunelens.analysis.batches.training_data`);
+    # None: no separate train split is known
+    train_source: str | None = None
     _fingerprint: str | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -96,6 +100,7 @@ class TextData:
             metric=self.metric,
             notes=list(self.notes),
             label_names=self.label_names,
+            train_source=self.train_source,
         )
 
     def with_label_ids(self, label2id: dict[str, int]) -> TextData:
@@ -115,7 +120,7 @@ class TextData:
             f"{orig}={wanted[n]}" for orig, n in zip(self.label_names, names)))
         by_id = sorted(self.label_names, key=lambda name: wanted[name.strip().lower()])
         return TextData(self.name, self.split, self.texts, remap[self.labels], self.text_pairs,
-                        self.metric, notes, by_id)
+                        self.metric, notes, by_id, self.train_source)
 
     def describe(self) -> dict:
         return {"name": self.name, "split": self.split, "n": len(self), "fingerprint": self.fingerprint}
@@ -149,6 +154,7 @@ def rotten_tomatoes(split: str = "dev") -> TextData:
         split="dev" if split == "validation" else split,
         texts=part["text"].astype(str).tolist(),
         labels=part["label"].to_numpy(dtype=np.int64),
+        train_source="default",
     )
 
 

@@ -152,7 +152,8 @@ def export(session, method_name: str, sparsity: float | None, out: str | Path, u
     pruned model (and ONNX) into ``out``; returns the report also written to ``out/export.json``."""
     from prunelens.analysis.models import load_model
     from prunelens.analysis.operations import prune
-    from prunelens.analysis.pruning import STRUCTURED_UNITS, check_sparsity, physically_prune
+    from prunelens.analysis.layout import UNITS
+    from prunelens.analysis.pruning import check_sparsity, physically_prune
 
     if sparsity is not None:
         check_sparsity(sparsity)
@@ -163,9 +164,9 @@ def export(session, method_name: str, sparsity: float | None, out: str | Path, u
     pruned = prune(session, method_name, sparsity, unit, scope, params, flips=False, progress=progress,
                    threshold=threshold, keep_one_per_layer=keep_one_per_layer)
     unit = pruned["unit"]
-    if unit not in STRUCTURED_UNITS:
+    if unit not in UNITS:
         raise ParamError(f"unit '{unit}' cannot be cut out of the weights "
-                         f"(export one of {', '.join(STRUCTURED_UNITS)})")
+                         f"(export one of {', '.join(UNITS)})")
     mask = np.asarray(pruned["mask"])
     masks = Masks.for_unit(unit, mask)
     progress(0.5, "cutting the weights")

@@ -51,7 +51,7 @@ from torch import nn
 
 from prunelens.analysis.checkpoints import checkpoint
 from prunelens.analysis.gates import Masks
-from prunelens.analysis.layout import encoder_layers, layer_matrices
+from prunelens.analysis.layout import UNIT_SIZES, UNITS, encoder_layers, layer_matrices
 
 DEFAULT_CACHE_MB = int(os.environ.get("PRUNELENS_LAYER_CACHE_MB", "384"))
 FULL_BUDGET_ROWS = 1024  # batch lists with fewer rows get a proportional share of the budget
@@ -119,8 +119,9 @@ def mask_rows(masks: Masks | None, layers: int) -> list[LayerRow]:
     masks = masks or Masks()
     head, neuron = _np(masks.head), _np(masks.neuron)
     attention, ffn = _np(masks.attention), _np(masks.ffn)
-    for name, value, dims in (("head", head, 2), ("attention", attention, 1), ("ffn", ffn, 1),
-                              ("neuron", neuron, 2)):
+    values = {"head": head, "attention": attention, "ffn": ffn, "neuron": neuron}
+    for name in UNITS:
+        value, dims = values[name], 1 if UNIT_SIZES[name] is None else 2
         if value is not None and (value.ndim != dims or value.shape[0] != layers):
             raise ValueError(f"{name} mask has shape {tuple(value.shape)}; expected {layers} layers")
     rows = []

@@ -16,6 +16,7 @@ import numpy as np
 
 from prunelens.analysis.cache import mask_params
 from prunelens.analysis.gates import Masks
+from prunelens.analysis.session import Session
 
 FLIPPED_CAP = 200  # rows listed in JSON / on the page; ``count`` is always the full number
 _GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
@@ -34,24 +35,23 @@ def _name(names: dict[int, str] | None, label: int):
     return names.get(label, label) if names else label
 
 
-def predictions(session, unit: str, mask, use_store: bool = True) -> np.ndarray:
+def predictions(session: Session, unit: str, mask, use_store: bool = True) -> np.ndarray:
     """Predicted label of every example with ``unit`` gated by the keep-``mask`` (all ones:
     the unpruned model)."""
     mask = np.asarray(mask)
     if np.all(mask):
         return session.evaluator.base_outputs.logits.argmax(-1)
-    key = session.key("mask-predictions", "", unit, mask_params(mask))
-    if use_store:
-        hit = session.store.get(key)
-        if hit is not None and len(hit.get("predictions", ())) == len(session.data):
-            return np.asarray(hit["predictions"], dtype=np.int64)
-    pred = session.evaluator.outputs(Masks.for_unit(unit, mask)).logits.argmax(-1)
-    if use_store:
-        session.store.put(key, {"predictions": [int(p) for p in pred]})
-    return pred
+
+    def predict() -> dict:
+        pred = session.evaluator.outputs(Masks.for_unit(unit, mask)).logits.argmax(-1)
+        return {"predictions": [int(p) for p in pred]}
+
+    result, _ = session.read_through("mask-predictions", "", unit, mask_params(mask), predict, use_store,
+                                     fits=lambda hit: len(hit.get("predictions", ())) == len(session.data))
+    return np.asarray(result["predictions"], dtype=np.int64)
 
 
-def flipped(session, unit: str, mask, cap: int | None = FLIPPED_CAP, use_store: bool = True) -> dict:
+def flipped(session: Session, unit: str, mask, cap: int | None = FLIPPED_CAP, use_store: bool = True) -> dict:
     """``{"count": N, "rows": [...], "cap": cap}``: every example whose predicted label differs
     between the unpruned and the masked model, in data order (the first ``cap`` listed).
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from prunelens.analysis.hooks import hooked
-from prunelens.analysis.layout import GATE_POINTS, encoder_layers, gate_module
+from prunelens.analysis.layout import GATE_POINTS, UNIT_SIZES, UNITS, encoder_layers, gate_module
 
 
 @dataclass
@@ -38,12 +38,12 @@ class Masks:
 
     @classmethod
     def for_unit(cls, unit: str, mask) -> Masks:
-        if unit not in ("head", "attention", "ffn", "neuron"):
+        if unit not in UNITS:
             raise ValueError(f"no gate for unit '{unit}'")
         return cls(**{unit: mask})
 
     def is_empty(self) -> bool:
-        return all(getattr(self, k) is None for k in ("head", "attention", "ffn", "neuron"))
+        return all(getattr(self, k) is None for k in UNITS)
 
 
 def _as_tensor(value) -> torch.Tensor | None:
@@ -98,8 +98,9 @@ def gated(model: nn.Module, masks: Masks | None = None, **kinds):
     attention = _as_tensor(masks.attention)
     ffn = _as_tensor(masks.ffn)
     neuron = _as_tensor(masks.neuron)
-    for name, value, dims in (("head", head, 2), ("attention", attention, 1), ("ffn", ffn, 1),
-                              ("neuron", neuron, 2)):
+    values = {"head": head, "attention": attention, "ffn": ffn, "neuron": neuron}
+    for name in UNITS:
+        value, dims = values[name], 1 if UNIT_SIZES[name] is None else 2
         if value is not None and (value.dim() not in (dims, dims + 1, dims + 2) or value.shape[0] != len(layers)):
             raise ValueError(f"{name} mask has shape {tuple(value.shape)}; expected {len(layers)} layers")
     pre, post = [], []

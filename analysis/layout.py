@@ -5,7 +5,10 @@ about an encoder layer (``BertLayer`` and the layouts that share it: RoBERTa, Mi
 
 - :data:`MATRICES`: the six dense layers, by name — Q, K, V, the attention output, the FFN's
   intermediate and output — and :func:`layer_matrices` to reach them in a layer;
-- :data:`UNITS` and :data:`OWNS`: what a unit owns. A **head** owns its ``head_size`` rows of Q, K
+- :data:`UNIT_SIZES` (and :data:`UNITS`, :data:`BLOCK_UNITS` derived from it): the one list of
+  prunable units, in the one order every listing, method declaration and control uses, and what
+  counts them in a layer (``Inventory.unit_shape`` answers from it);
+- :data:`OWNS`: what a unit owns. A **head** owns its ``head_size`` rows of Q, K
   and V (weights and biases) and the same columns of the attention-output weight; a **neuron** its
   row of the intermediate weight (and bias entry) and its column of the output weight; an
   **attention** / **FFN** block every weight and bias of its matrices (the LayerNorms stay);
@@ -29,7 +32,12 @@ from prunelens.analysis.errors import ModelError
 MATRICES = ("query", "key", "value", "attention_output", "intermediate", "output")
 ATTENTION_MATRICES = MATRICES[:4]
 FFN_MATRICES = MATRICES[4:]
-UNITS = ("head", "neuron", "attention", "ffn")
+# the prunable units, in the one order every listing uses: name -> the Inventory size that counts
+# a layer's units (None: one per layer, a whole block). Scores of a unit are shaped (layers,) or
+# (layers, that size): :meth:`prunelens.analysis.models.Inventory.unit_shape`
+UNIT_SIZES: dict[str, str | None] = {"head": "heads", "attention": None, "ffn": None, "neuron": "ffn"}
+UNITS = tuple(UNIT_SIZES)
+BLOCK_UNITS = tuple(u for u, size in UNIT_SIZES.items() if size is None)  # one per layer: attention, ffn
 
 ROWS, COLUMNS, ALL = "rows", "columns", "all"  # which part of a matrix a unit's index runs over
 OWNS: dict[str, dict[str, str]] = {
@@ -104,7 +112,7 @@ def per_unit(weight_scores: Sequence[Mapping[str, torch.Tensor]], inventory, uni
     rows = []
     for i, layer in enumerate(weight_scores):
         biases = bias_scores[i] if bias_scores is not None else {}
-        if unit in ("head", "neuron"):
+        if unit not in BLOCK_UNITS:
             total = None
             for name in MATRICES:
                 if name not in owns:

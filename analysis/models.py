@@ -25,7 +25,7 @@ from torch import nn
 from prunelens.analysis import hub
 from prunelens.analysis.errors import DataError, ModelError, expand_path, path_error, shown
 from prunelens.analysis.fingerprints import model_fingerprint
-from prunelens.analysis.layout import encoder_layers
+from prunelens.analysis.layout import UNIT_SIZES, encoder_layers
 from prunelens.analysis.pruned_folder import MANIFEST, load_pruned
 
 SUPPORTED_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
@@ -101,12 +101,10 @@ class Inventory:
         }[unit]
 
     def unit_shape(self, unit: str) -> tuple[int, ...]:
-        return {
-            "head": (self.layers, self.heads),
-            "attention": (self.layers,),
-            "ffn": (self.layers,),
-            "neuron": (self.layers, self.ffn),
-        }[unit]
+        """``(layers,)`` for a block, ``(layers, its count in a layer)`` otherwise
+        (:data:`prunelens.analysis.layout.UNIT_SIZES`; KeyError for an unknown unit)."""
+        size = UNIT_SIZES[unit]
+        return (self.layers,) if size is None else (self.layers, getattr(self, size))
 
     def as_dict(self) -> dict:
         return {

@@ -1,26 +1,24 @@
 """The operations the CLI, the dashboard and the scripts share: score, prune, curve.
 
-A :class:`Session` binds one loaded model to one data split, an evaluator and the result store.
-Every expensive answer goes through the store (content-addressed by model and data fingerprints,
-method, unit and parameters), so the dashboard and ``prunelens precompute`` fill the same cache.
+Each takes a :class:`~prunelens.analysis.session.Session` (one loaded model on one data split,
+its evaluator and the result store; :func:`open_session` opens one). Every expensive answer goes
+through the session's store lookups (:meth:`~prunelens.analysis.session.Session.lookup` /
+``read_through``: content-addressed by model and data fingerprints, method, unit and parameters),
+so the dashboard and ``prunelens precompute`` fill the same cache.
 """
 
 from __future__ import annotations
 
 import time
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from prunelens.analysis.cache import Key, ResultStore, StoreWarning, mask_params
-from prunelens.analysis.data import TextData, load_data
-from prunelens.analysis.evaluate import Evaluator
+from prunelens.analysis.cache import Key, ResultStore, mask_params
+from prunelens.analysis.data import load_data
 from prunelens.analysis.gates import Masks
 from prunelens.analysis.methods import get_method
-from prunelens.analysis.methods.base import Context, Progress, no_progress
 from prunelens.analysis.models import LoadedModel, load_model
-from prunelens.analysis.store_schema import array_problem
 from prunelens.analysis.pruning import (
     check_selection,
     check_sparsity,
@@ -29,30 +27,7 @@ from prunelens.analysis.pruning import (
     select,
     sparsity_of,
 )
-
-
-@dataclass
-class Session:
-    loaded: LoadedModel
-    data: TextData
-    store: ResultStore = field(default_factory=ResultStore)
-    device: str = "cpu"
-    _evaluator: Evaluator | None = field(default=None, repr=False)
-
-    @property
-    def evaluator(self) -> Evaluator:
-        if self._evaluator is None:
-            self._evaluator = Evaluator(self.loaded, self.data, device=self.device)
-        return self._evaluator
-
-    def context(self, progress: Progress = no_progress) -> Context:
-        return Context(self.loaded, self.data, self.evaluator, progress, self.device)
-
-    def key(self, kind: str, method: str = "", unit: str = "", params: dict | None = None) -> Key:
-        return Key.make(self.loaded.fingerprint, self.data.fingerprint, kind, method, unit, params)
-
-    def describe(self) -> dict:
-        return {"model": self.loaded.describe(), "data": self.data.describe()}
+from prunelens.analysis.session import Progress, Session, no_progress
 
 
 def open_session(model: str = "default", data: str = "default", limit: int | None = None,
@@ -99,24 +74,23 @@ def compute_scores(session: Session, method_name: str, unit: str | None = None,
     method = get_method(method_name)
     unit = default_unit(method_name, unit)
     params = method.validate(params)
-    keys = score_keys(session, method, unit, params)
     start = time.perf_counter()
     if use_store:
-        hit = first_hit(session, keys, score_shape(session, unit))
+        hit = session.lookup("scores", method.name, unit, params)
         if hit is not None:
             return ScoreResult(method.name, unit, params, np.asarray(hit["scores"], dtype=np.float64),
                                time.perf_counter() - start, True)
     # a method whose one computation gives several units (joint) stores them all: nothing is
     # recomputed when the next unit is asked for, and no method keeps a memo of its own
     units = [u for u in method.joint_units(params, unit) if u == unit or (
-        use_store and first_hit(session, score_keys(session, method, u, params), score_shape(session, u)) is None)]
-    scored = method.score_units(session.context(progress), units, params)
+        use_store and session.lookup("scores", method.name, u, params) is None)]
+    scored = method.score_units(session.with_progress(progress), units, params)
     seconds = time.perf_counter() - start
     if use_store:
         precision = session.evaluator.masked_precision if method.evaluates_masks else "fp32"
         for u, scores in scored.items():
-            session.store.put(score_keys(session, method, u, params)[precision],
-                              {"scores": scores.tolist(), "seconds": seconds, "precision": precision})
+            session.save("scores", method.name, u, params,
+                         {"scores": scores.tolist(), "seconds": seconds, "precision": precision})
     return ScoreResult(method.name, unit, params, scored[unit], seconds, False)
 
 
@@ -124,52 +98,13 @@ def stored_scores(session: Session, method_name: str, unit: str, params: dict | 
                   ) -> np.ndarray | None:
     """A method's scores if the store has them (exact first, then checked bf16), else None."""
     method = get_method(method_name)
-    hit = first_hit(session, score_keys(session, method, unit, method.validate(params)),
-                    score_shape(session, unit))
+    hit = session.lookup("scores", method.name, unit, method.validate(params))
     return None if hit is None else np.asarray(hit["scores"], dtype=np.float64)
 
 
 def score_keys(session: Session, method, unit: str, params: dict) -> dict[str, Key]:
-    """The store keys a method's scores live under (validated ``params``), by precision."""
-    if not method.evaluates_masks:
-        return {"fp32": session.key("scores", method.name, unit, params)}
-    # scores made of masked evaluations: the checked-bf16 ones are kept apart from exact ones
-    return _precision_keys(session, "scores", method.name, unit, params)
-
-
-def _precision_keys(session: Session, kind: str, method: str, unit: str,
-                    params: dict) -> dict[str, Key]:
-    """The exact key and, unless the evaluator is held to fp32, the checked-bf16 key."""
-    keys = {"fp32": session.key(kind, method, unit, params)}
-    if session.evaluator.precision != "fp32":
-        keys["bf16"] = session.key(kind, method, unit, {**params, "precision": "bf16"})
-    return keys
-
-
-def score_shape(session: Session, unit: str) -> tuple[int, ...] | None:
-    """The shape of ``unit``'s scores on this session's model (None: not fixed by the layout)."""
-    try:
-        return session.loaded.inventory.unit_shape(unit)
-    except KeyError:
-        return None
-
-
-def first_hit(session: Session, keys: dict[str, Key], scores_shape: tuple[int, ...] | None = None
-              ) -> dict | None:
-    """The stored value under the exact key, else under the bf16 key (when that one is allowed).
-    With ``scores_shape``, an entry whose scores have another shape is warned about and skipped
-    (the store checks the form of every entry, only the caller knows the model's shape)."""
-    for precision, key in keys.items():
-        hit = session.store.get(key)
-        if hit is not None and scores_shape is not None:
-            problem = array_problem(hit.get("scores"), scores_shape)
-            if problem:
-                warnings.warn(f"stored {key.method} {key.unit} scores do not fit this model ({problem}); "
-                              "recomputing", StoreWarning, stacklevel=2)
-                continue
-        if hit is not None:
-            return {**hit, "precision": precision}  # entries from before precisions were fp32
-    return None
+    """The store keys a method's scores may live under (validated ``params``), by precision."""
+    return session.keys("scores", method.name, unit, params)
 
 
 def mask_for(scores: np.ndarray, sparsity: float | None, scope: str = "global",
@@ -263,24 +198,19 @@ def evaluate_mask(session: Session, unit: str, mask: np.ndarray, use_store: bool
     slider, curves and every method that lands on the same mask share one stored answer.
     """
     mask = np.asarray(mask)
-    keys = mask_keys(session, unit, mask)
-    if use_store:
-        hit = first_hit(session, keys)
-        if hit is not None:
-            return hit, True
-    masks = Masks.for_unit(unit, mask) if not np.all(mask) else None
-    precision = session.evaluator.precision_for(masks)
-    comparison = session.evaluator.compare(masks)
-    result = {k: _metrics(v) for k, v in comparison.as_dict().items()}
-    result["precision"] = precision
-    if use_store:
-        session.store.put(keys[precision], result)
-    return result, False
+
+    def compare() -> dict:
+        masks = Masks.for_unit(unit, mask) if not np.all(mask) else None
+        precision = session.evaluator.precision_for(masks)
+        result = {k: _metrics(v) for k, v in session.evaluator.compare(masks).as_dict().items()}
+        return {**result, "precision": precision}
+
+    return session.read_through("mask-eval", "", unit, mask_params(mask), compare, use_store)
 
 
 def mask_keys(session: Session, unit: str, mask: np.ndarray) -> dict[str, Key]:
     """The store keys of one keep-mask's evaluation (the mask itself, not its method), by precision."""
-    return _precision_keys(session, "mask-eval", "", unit, mask_params(mask))
+    return session.keys("mask-eval", "", unit, mask_params(mask))
 
 
 def curve_is_stored(session: Session, methods: list[str], sparsities: list[float], unit: str = "head",
@@ -291,7 +221,7 @@ def curve_is_stored(session: Session, methods: list[str], sparsities: list[float
         if scores is None:
             return False
         for sparsity in sparsities:
-            if first_hit(session, mask_keys(session, unit, mask_for(scores, sparsity, scope))) is None:
+            if not session.is_stored("mask-eval", "", unit, mask_params(mask_for(scores, sparsity, scope))):
                 return False
     return True
 
@@ -337,7 +267,7 @@ def prune_estimate(session: Session, method_name: str, sparsity: float | None = 
     result = compute_scores(session, method_name, unit, params)
     mask = mask_for(result.scores, sparsity, scope or method.default_scope, threshold,
                     keep_one_per_layer)
-    if first_hit(session, mask_keys(session, result.unit, mask)) is not None:
+    if session.is_stored("mask-eval", "", result.unit, mask_params(mask)):
         return None
     comparison = session.evaluator.estimate(Masks.for_unit(result.unit, mask), size)
     return {"method": method.name, "unit": result.unit,
@@ -345,3 +275,15 @@ def prune_estimate(session: Session, method_name: str, sparsity: float | None = 
             "sparsity": sparsity_of(mask),
             "compression": compression(session.loaded.inventory, result.unit, mask).as_dict(),
             "estimate": {"n": comparison.pruned.n, "of": session.evaluator.n}}
+
+
+def accuracy_by_pattern(session: Session, patterns=None, progress: Progress = no_progress,
+                        use_store: bool = True) -> list[dict]:
+    """:func:`prunelens.analysis.methods.admm.pattern_rows` (default: its ``DEFAULT_PATTERNS``)
+    through the store."""
+    from prunelens.analysis.methods import admm
+
+    patterns = [(int(n), int(m)) for n, m in (admm.DEFAULT_PATTERNS if patterns is None else patterns)]
+    result, _ = session.read_through("pattern-accuracy", "admm", "", {"patterns": patterns},
+                                     lambda: {"rows": admm.pattern_rows(session, patterns, progress)}, use_store)
+    return result["rows"]

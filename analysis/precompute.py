@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prunelens.analysis.analyze import run_analysis
 from prunelens.analysis.cache import ResultStore, write_manifest
-from prunelens.analysis.operations import Session
+from prunelens.analysis.session import Session
 from prunelens.analysis.sweep.spec import Target
 
 

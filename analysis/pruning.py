@@ -23,7 +23,6 @@ from prunelens.analysis.layout import NoHeads, encoder_layers, keep_owned
 from prunelens.analysis.models import Inventory
 
 SCOPES = ("global", "layer")
-STRUCTURED_UNITS = ("head", "attention", "ffn", "neuron")
 
 
 def check_sparsity(sparsity: float) -> float:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from prunelens.analysis.cache import Key
-from prunelens.analysis.operations import Session
+from prunelens.analysis.session import Session
 from prunelens.analysis.spectral import (
     ActivationStatistics,
     Histogram,
@@ -56,28 +56,24 @@ def part_params(part: str, cap: float | None = None, limit: int | None = None) -
 
 
 def key(session: Session, part: str, params: dict) -> Key:
+    """The store key of one part (what a sweep task lists)."""
     return session.key(KINDS[part], "spectral", "", part_params(part, **params))
 
 
 def compute(session: Session, part: str, params: dict, use_store: bool = True):
     """One part's stored form, from the store when it is there (else computed and stored)."""
     params = part_params(part, **params)
-    k = key(session, part, params)
-    if use_store:
-        hit = session.store.get(k)
-        if hit is not None:
-            return hit
-    if part == "sigmas":
-        result = {"rows": spectral_norms(session.loaded).to_dict("records")}
-    elif part == "activations":
-        stats = activation_statistics(session.loaded, session.data, c=params["cap"], limit=params["limit"])
-        result = activations_as_dict(stats)
-    else:
+
+    def answer():
+        if part == "sigmas":
+            return {"rows": spectral_norms(session.loaded).to_dict("records")}
+        if part == "activations":
+            stats = activation_statistics(session.loaded, session.data, c=params["cap"], limit=params["limit"])
+            return activations_as_dict(stats)
         normed = spectrally_normalized(session.loaded.model, params["cap"])
-        result = session.evaluator.compare(model=normed).as_dict()
-    if use_store:
-        session.store.put(k, result)
-    return result
+        return session.evaluator.compare(model=normed).as_dict()
+
+    return session.read_through(KINDS[part], "spectral", "", params, answer, use_store)[0]
 
 
 def sigmas(session: Session) -> list[dict]:
@@ -96,7 +92,7 @@ def normalized_eval(session: Session, cap: float | None) -> dict:
 
 
 def is_stored(session: Session, part: str, params: dict) -> bool:
-    return session.store.get(key(session, part, params)) is not None
+    return session.is_stored(KINDS[part], "spectral", "", part_params(part, **params))
 
 
 def work(part: str, params: dict, examples: int) -> float:

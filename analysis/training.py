@@ -31,6 +31,7 @@ import time
 from prunelens.analysis.errors import ParamError
 from prunelens.analysis.methods import all_methods, get_method
 from prunelens.analysis.methods.base import Progress, Trainer, no_progress
+from prunelens.analysis.session import Session
 
 
 def trainable_methods() -> dict[str, Trainer]:
@@ -46,28 +47,25 @@ def get_trainer(method_name: str) -> Trainer:
     return trainer
 
 
-def run_key(session, method_name: str, params: dict):
+def run_key(session: Session, method_name: str, params: dict):
     """The store key of one training run (``params`` validated, defaults filled in)."""
     return session.key("train-run", method_name, "", params)
 
 
-def train_command(session, method_name: str, params: dict | None = None,
+def train_command(session: Session, method_name: str, params: dict | None = None,
                   progress: Progress = no_progress, use_store: bool = True) -> dict:
     """Run (or fetch from the store) one training run; returns its result with metadata."""
     trainer = get_trainer(method_name)
     params = trainer.validate(params)
-    key = run_key(session, method_name, params)
-    if use_store:
-        hit = session.store.get(key)
-        if hit is not None:
-            return {**hit, "cached": True}
-    start = time.perf_counter()
-    result = trainer.run(session, params, progress)
-    result = {"method": method_name, "params": params, **session.describe(), **result,
-              "seconds": round(time.perf_counter() - start, 2), "device": session.device}
-    if use_store:
-        session.store.put(key, result)
-    return {**result, "cached": False}
+
+    def run() -> dict:
+        start = time.perf_counter()
+        result = trainer.run(session, params, progress)
+        return {"method": method_name, "params": params, **session.describe(), **result,
+                "seconds": round(time.perf_counter() - start, 2), "device": session.device}
+
+    result, cached = session.read_through("train-run", method_name, "", params, run, use_store)
+    return {**result, "cached": cached}
 
 
 def changed_params(method_name: str, params: dict | None) -> dict:

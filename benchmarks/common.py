@@ -9,7 +9,9 @@ import argparse
 
 import torch
 
-from prunelens.analysis.operations import Session, open_session
+from prunelens.analysis.operations import open_session
+
+from prunelens.analysis.session import Session
 
 
 def session_parser(doc: str, limit: int | None = None, threads: int = 2) -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import streamlit as st
 
 from prunelens.analysis.analyze import estimate, format_seconds, pair_id, plan_analysis, read_status, run_analysis
-from prunelens.analysis.operations import Session
+from prunelens.analysis.session import Session
 from prunelens.analysis.sweep.spec import Target
 from prunelens.dashboard import escape, jobs, loading, run_control
 

@@ -17,12 +17,12 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from prunelens.analysis.errors import ParamError
+from prunelens.analysis.layout import UNITS
 from prunelens.analysis.methods import all_methods
 from prunelens.analysis.methods.base import EXPENSIVE_WORK, Method, Param
 from prunelens.dashboard import demo, escape, figures, results, run_control, url_state
 
 SLIDER_MAX_STEPS = 1000
-STRUCTURED_UNITS = ("head", "attention", "ffn", "neuron")
 
 
 @dataclass
@@ -162,7 +162,7 @@ def param_controls(method: Method, key_prefix: str, params: tuple[Param, ...] | 
 
 def methods_for(unit: str | None = None) -> dict[str, Method]:
     return {n: m for n, m in all_methods().items()
-            if (unit is None and set(m.units) & set(STRUCTURED_UNITS)) or unit in m.units}
+            if (unit is None and set(m.units) & set(UNITS)) or unit in m.units}
 
 
 def method_label(name: str) -> str:
@@ -188,7 +188,7 @@ def pick_method(key: str, unit: str | None = None, container=None, default: str 
 
 def pick_unit(key: str, units: tuple[str, ...] | list[str], container=None) -> str:
     container = container or st
-    units = [u for u in units if u in STRUCTURED_UNITS]
+    units = [u for u in units if u in UNITS]
     if not units:
         st.error("This method scores no structured unit (head, attention, ffn, neuron).")
         st.stop()

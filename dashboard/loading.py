@@ -21,7 +21,7 @@ from prunelens.analysis.cache import ResultStore, default_user_dir
 from prunelens.analysis.data import TextData, from_bytes
 from prunelens.analysis.errors import DataError, PrunelensError
 from prunelens.analysis.models import LoadedModel, load_model
-from prunelens.analysis.operations import Session
+from prunelens.analysis.session import Session
 from prunelens.dashboard import data_roots, escape
 from prunelens.dashboard.url_state import share
 

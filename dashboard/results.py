@@ -1,8 +1,11 @@
 """Results a page shows, memoized per session: store reads and the cached computations.
 
-Every function takes the :class:`~prunelens.analysis.operations.Session` itself; Streamlit hashes it by
-:func:`session_id` (``hash_funcs``: the model's and the data's fingerprints and the store), so
-two sessions on the same model, data and store share their entries. All numerics happen in
+Every function takes the :class:`~prunelens.analysis.session.Session` itself; Streamlit hashes it by
+:func:`session_id` (``hash_funcs``: the model's and the data's fingerprints, the store, the
+objective and the precision the store keys depend on), so two sessions on the same model, data
+and store share their entries. Store reads are a memo over
+:meth:`~prunelens.analysis.session.Session.lookup`, which knows every key a result may live under:
+the pages see exactly what the CLI sees. All numerics happen in
 ``analysis/``; this module only decides what is remembered and for how long.
 
 - ``st.cache_data`` for JSON-like results (copied on every read), ``st.cache_resource`` for the
@@ -17,13 +20,15 @@ from typing import Any
 
 import streamlit as st
 
-from prunelens.analysis.cache import Key, ResultStore, canonical
-from prunelens.analysis.operations import Session
+from prunelens.analysis.cache import canonical
+from prunelens.analysis.session import Session
 
 
 def session_id(session: Session) -> str:
-    """A short string identifying model + data contents and the store (the cache key of a session)."""
-    return f"{session.loaded.fingerprint}-{session.data.fingerprint}-{session.store.user_dir}"
+    """A short string identifying model + data contents, the store, the objective and the
+    precision (what a session's store keys depend on: the cache key of a session)."""
+    return (f"{session.loaded.fingerprint}-{session.data.fingerprint}-{session.store.user_dir}-"
+            f"{session.objective}-{session.precision}")
 
 
 BY_SESSION = {Session: session_id}
@@ -41,21 +46,19 @@ class _Miss(Exception):
     """Raised by cached reads on a miss, so st.cache_data does not remember the miss."""
 
 
-@st.cache_data(show_spinner=False, max_entries=512)
-def _stored(store_path: str, model_fp: str, data_fp: str, kind: str, method: str, unit: str,
-            params_json: str) -> Any:
-    hit = ResultStore(store_path).get(Key(model_fp, data_fp, kind, method, unit, params_json))
+@st.cache_data(show_spinner=False, max_entries=512, hash_funcs=BY_SESSION)
+def _stored(session: Session, kind: str, method: str, unit: str, params_json: str) -> Any:
+    hit = session.lookup(kind, method, unit, json.loads(params_json))
     if hit is None:
         raise _Miss
     return hit
 
 
 def stored(session: Session, kind: str, method: str = "", unit: str = "", params: dict | None = None) -> Any:
-    """A result from the store (user, then shipped) or None; hits are cached by st.cache_data."""
+    """:meth:`Session.lookup` (user store, then shipped; every key the result may live under) or
+    None; hits are cached by st.cache_data."""
     try:
-        key = session.key(kind, method, unit, params)
-        return _stored(str(session.store.user_dir), key.model, key.data, key.kind, key.method, key.unit,
-                       key.params)
+        return _stored(session, kind, method, unit, canonical_params(params))
     except _Miss:
         return None
 
@@ -92,11 +95,34 @@ def _prune(session: Session, method: str, unit: str, params_json: str, sparsity:
                  flips=False)  # the page lists flips itself (dashboard/export_view.py), on demand
 
 
+def _prune_key(session: Session, method: str, unit: str, params: dict, sparsity: float | None,
+               threshold: float | None, scope: str, keep_one: bool, physical: bool) -> tuple:
+    """What :func:`_prune` is memoized by (the session by its identity)."""
+    return (session_id(session), method, unit, canonical_params(params), sparsity, threshold, scope,
+            keep_one, physical)
+
+
+@st.cache_resource(show_spinner=False)
+def _memoized_prunes() -> set:
+    """The :func:`_prune_key` of every setting :func:`prune_result` has answered."""
+    return set()
+
+
 def prune_result(session: Session, method: str, unit: str, params: dict, sparsity: float | None,
                  threshold: float | None, scope: str, keep_one: bool, physical: bool) -> dict:
     """``prunelens.analysis.operations.prune``'s JSON for these settings (memoized)."""
-    return _prune(session, method, unit, canonical_params(params), sparsity, threshold, scope, keep_one,
-                  physical)
+    key = _prune_key(session, method, unit, params, sparsity, threshold, scope, keep_one, physical)
+    result = _prune(session, *key[1:])
+    _memoized_prunes().add(key)
+    return result
+
+
+def prune_memoized(session: Session, method: str, unit: str, params: dict, sparsity: float | None,
+                   threshold: float | None, scope: str, keep_one: bool, physical: bool) -> bool:
+    """Whether :func:`prune_result` answered these settings already (its answer is memoized, so
+    the page skips the quick estimate)."""
+    return _prune_key(session, method, unit, params, sparsity, threshold, scope, keep_one,
+                      physical) in _memoized_prunes()
 
 
 def curve_cached(session: Session, methods: list[str], sparsities: list[float], unit: str, scope: str) -> bool:

@@ -12,7 +12,7 @@ import importlib
 import threading
 
 from prunelens.analysis.errors import ParamError
-from prunelens.analysis.methods.base import UNITS, Context, Method, Param
+from prunelens.analysis.methods.base import UNITS, Method, Param
 
 _MODULES = ("michel", "ablation", "magnitude", "random_scores", "admm", "admm_quant", "smp", "smp_pruner", "pins",
             "platon", "snip")
@@ -61,4 +61,4 @@ def get_method(name: str) -> Method:
     return methods[name]
 
 
-__all__ = ["UNITS", "Context", "Method", "Param", "all_methods", "get_method"]
+__all__ = ["UNITS", "Method", "Param", "all_methods", "get_method"]

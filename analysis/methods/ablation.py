@@ -14,6 +14,7 @@ import numpy as np
 
 from prunelens.analysis.batches import training_data
 from prunelens.analysis.gates import Masks
+from prunelens.analysis.layout import UNITS
 from prunelens.analysis.methods.base import Deviation, Method, Param, Work
 
 
@@ -21,12 +22,13 @@ from prunelens.analysis.methods.base import Deviation, Method, Param, Work
 # unit's layer (half the layers on average) from the cached unpruned inputs and slices the cached
 # all-heads context (measured: 72 heads of the default in 19 forward passes' time, 0.26 each)
 PASS_SHARE = 0.3
+METHOD_UNITS = tuple(u for u in UNITS if u != "neuron")  # one evaluation per neuron would be too many
 
 
 def ablation_cost(params: dict, inventory, unit: str | None) -> Work:
     """One evaluation of the data per unit (the costliest unit when ``unit`` is None), plus the
     unpruned one."""
-    units = [unit] if unit else ["head", "attention", "ffn"]
+    units = [unit] if unit else list(METHOD_UNITS)
     return Work(passes=1.0 + max(int(np.prod(inventory.unit_shape(u))) for u in units),
                 pass_share=PASS_SHARE)
 
@@ -37,7 +39,7 @@ def measuring_evaluator(ctx, examples: int):
     from prunelens.analysis.evaluate import Evaluator
     data, _ = training_data(ctx)
     if data is ctx.data:
-        return ctx.get_evaluator()
+        return ctx.evaluator
     return Evaluator(ctx.loaded, data.subset(examples), device=ctx.device)
 
 
@@ -64,7 +66,7 @@ METHOD = Ablation(
     title="Leave-one-out ablation",
     plain="Switch each unit off on its own and measure how much worse the model gets: slow, but the most direct answer.",
     summary="Loss increase when each unit alone is masked: the reference ranking. Expensive, cached.",
-    units=("head", "attention", "ffn"),
+    units=METHOD_UNITS,
     params=(Param("metric", "choice", "loss", "what the ablation measures", choices=("loss", "accuracy", "margin")),
             Param("examples", "int", 872, "training-split examples each unit is ablated on", 16, 8192)),
     cost=ablation_cost,

@@ -8,8 +8,9 @@ Owns three things:
   ``||Π(W)_u||² / ||W_u||²`` (a head: its Q/K/V rows and O columns; a neuron: its intermediate
   row and output column; a block: all of its matrices). Equivalently ``1 − ||W − Π(W)||²/||W||²``,
   which is the definition ``admm-quant`` reuses for its grid.
-* **Dashboard helpers**: :func:`pattern_of` (a small slice of one matrix's mask) and
-  :func:`accuracy_by_pattern` (accuracy of a *copy* of the model projected to several N:M).
+* **Pattern views**: :func:`pattern_of` (a small slice of one matrix's mask) and
+  :func:`pattern_rows` (accuracy of a *copy* of the model projected to several N:M; through the
+  store as :func:`prunelens.analysis.operations.accuracy_by_pattern`).
 * **Training mode** (``prunelens train --method admm``): ADMM on a copy of the model.
   W-step: optimizer steps on ``L(W) + ρ/2·Σ||W − Z + U||²`` (by default in proximal-gradient
   form: Adam on L, then the penalty's exact proximal step; ``penalty=gradient`` sums the
@@ -37,7 +38,7 @@ from prunelens.analysis.batches import StreamedBatches, epoch_order, training_da
 from prunelens.analysis.data import TextData
 from prunelens.analysis.errors import ParamError
 from prunelens.analysis.hooks import private_copy
-from prunelens.analysis.layout import MATRICES, encoder_matrices, layer_matrices, per_unit
+from prunelens.analysis.layout import MATRICES, UNITS, encoder_matrices, layer_matrices, per_unit
 from prunelens.analysis.methods.base import SEED, Deviation, Method, Param, Progress, Trainer, Work, no_progress, training_work
 from prunelens.analysis.models import LoadedModel
 from prunelens.analysis.patterns import (
@@ -51,8 +52,10 @@ from prunelens.analysis.patterns import (
     project_nm,
 )
 from prunelens.analysis.run_result import shaped
+from prunelens.analysis.session import Session
 
 DEFAULT_PATTERNS = ((1, 4), (2, 4), (3, 4), (2, 8), (4, 8))
+SHARE_UNITS = tuple(u for u in UNITS if u != "neuron")  # the run's stored shares: heads and blocks
 # a run's variants in the order run_admm evaluates them (and a reader compares them); runs stored
 # without their recorded order come back with sorted keys
 VARIANT_ORDER = ("dense", "oneshot", "oneshot_finetuned", "admm_projected", "admm")
@@ -172,7 +175,7 @@ class Admm(Method):
 
 
 # ---------------------------------------------------------------------------------------------
-# dashboard helpers
+# pattern views (no store I/O here: operations.accuracy_by_pattern reads through the store)
 
 
 @dataclass
@@ -221,18 +224,12 @@ def pattern_of(loaded: LoadedModel, layer: int, matrix: str, n: int = 2, m: int 
                         mask.to(torch.int8).numpy())
 
 
-def accuracy_by_pattern(session, patterns=DEFAULT_PATTERNS, progress: Progress = no_progress,
-                        use_store: bool = True) -> list[dict]:
+def pattern_rows(session: Session, patterns=DEFAULT_PATTERNS, progress: Progress = no_progress) -> list[dict]:
     """Accuracy/loss/margin of a copy of the model with every constrained weight projected to
-    each N:M in ``patterns``, beside the dense model (first row, ``n = m``). Cached."""
+    each N:M in ``patterns``, beside the dense model (first row, ``n = m``)."""
     patterns = [(int(n), int(m)) for n, m in patterns]
     for n, m in patterns:
         nm_projection(n, m).check(session.loaded.model)
-    key = session.key("pattern-accuracy", "admm", "", {"patterns": patterns})
-    if use_store:
-        hit = session.store.get(key)
-        if hit is not None:
-            return hit["rows"]
     evaluator = session.evaluator
     base = evaluator.base
     rows = [{"pattern": "dense", "n": 1, "m": 1, "sparsity": 0.0, **_metrics(base.as_dict())}]
@@ -249,8 +246,6 @@ def accuracy_by_pattern(session, patterns=DEFAULT_PATTERNS, progress: Progress =
                      "delta": {k: comparison.delta[k] for k in ("accuracy", "loss", "margin")}})
     progress(1.0, "done")
     del work
-    if use_store:
-        session.store.put(key, {"rows": rows})
     return rows
 
 
@@ -379,7 +374,7 @@ class ProjectedWeight(nn.Module):
 TRAIN_MAX_LENGTH = 64  # tokens per training example
 
 
-def _train_batches(session, data: TextData, count: int, batch_size: int, seed: int):
+def _train_batches(session: Session, data: TextData, count: int, batch_size: int, seed: int):
     """``count`` seeded random batches, streamed: tokenized as the loop reaches them."""
     rng = np.random.default_rng(seed)
     return StreamedBatches(session.loaded.tokenizer, data, epoch_order(len(data), count * batch_size, rng), batch_size,
@@ -479,7 +474,7 @@ def sr_ste_finetune(model: nn.Module, projection: Projection, loss_fn, steps: in
     return history
 
 
-def run_admm(session, params: dict, progress: Progress, projection: Projection) -> dict:
+def run_admm(session: Session, params: dict, progress: Progress, projection: Projection) -> dict:
     """ADMM + hard projection + SR-STE fine-tune on a copy; evaluates dense, one-shot, ADMM
     (and, with ``finetune_baseline``, the one-shot projection trained with SR-STE for the same
     total number of steps on the same batches: the equal-budget comparison). Returns the
@@ -525,7 +520,7 @@ def run_admm(session, params: dict, progress: Progress, projection: Projection) 
                      f"||W-Z|| {record['residual']:.3g}")
         del state, optimizer
     shares = {unit: unit_shares(model, loaded.inventory, unit, projection).tolist()
-              for unit in ("head", "attention", "ffn")}
+              for unit in SHARE_UNITS}
     apply_projection(model, projection)
     evaluation["admm_projected"] = _evaluate(evaluator, model)
     finetune = sr_ste_finetune(model, projection, loss_fn, params["finetune_steps"], params["lr"],
@@ -548,14 +543,14 @@ def run_admm(session, params: dict, progress: Progress, projection: Projection) 
         "scores": shares["head"],
         "shares": shares,
         "shares_oneshot": {unit: unit_shares(loaded.model, loaded.inventory, unit, projection).tolist()
-                           for unit in ("head", "attention", "ffn")},
+                           for unit in SHARE_UNITS},
         "constraint": projection.stats(final),
         "train": {"data": data.name, "split": data.split, "examples": total_steps * params["batch_size"],
                   "steps": total_steps},
     })
 
 
-def _run_nm(session, params, progress=no_progress) -> dict:
+def _run_nm(session: Session, params, progress=no_progress) -> dict:
     return run_admm(session, params, progress, nm_projection(params["n"], params["m"]))
 
 
@@ -570,7 +565,7 @@ METHOD = Admm(
     plain="Keep only N of every M neighbouring weights (a pattern hardware can speed up); a unit scores high when most of its weight survives that cut.",
     summary="Share of each unit's weight norm that survives a one-shot magnitude N:M projection "
             "(keep N of every M consecutive input weights); training mode runs ADMM + SR-STE.",
-    units=("head", "attention", "ffn", "neuron"),
+    units=UNITS,
     params=NM_PARAMS,
     cost=score_cost,
     paper="Wang, ADMM based semi-structured pattern pruning for transformers (arXiv 2407.08334)",

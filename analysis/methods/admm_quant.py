@@ -8,6 +8,7 @@ straight-through fine-tune, compared with plain rounding of the dense model.
 
 from __future__ import annotations
 
+from prunelens.analysis.layout import UNITS
 from prunelens.analysis.methods.admm import (
     TRAIN_PARAMS,
     Admm,
@@ -19,6 +20,7 @@ from prunelens.analysis.methods.admm import (
     train_workload,
 )
 from prunelens.analysis.methods.base import Param, Trainer, no_progress
+from prunelens.analysis.session import Session
 
 QUANT_PARAMS = (Param("bits", "int", 4, "bits per weight (per-output-channel symmetric grid)", 2, 16),)
 
@@ -28,7 +30,7 @@ class AdmmQuant(Admm):
         return kbit_projection(params["bits"])
 
 
-def _run_quant(session, params, progress=no_progress) -> dict:
+def _run_quant(session: Session, params, progress=no_progress) -> dict:
     return run_admm(session, params, progress, kbit_projection(params["bits"]))
 
 
@@ -38,7 +40,7 @@ METHOD = AdmmQuant(
     plain="Round every weight to a few levels (k bits); a unit scores high when rounding leaves its weights nearly intact.",
     summary="Share of each unit's squared weight norm left intact by plain per-channel k-bit "
             "rounding; training mode runs ADMM with a k-bit Z-step and a straight-through fine-tune.",
-    units=("head", "attention", "ffn", "neuron"),
+    units=UNITS,
     params=QUANT_PARAMS,
     cost=score_cost,
     paper="Wang, ADMM based semi-structured pattern pruning for transformers (arXiv 2407.08334)",

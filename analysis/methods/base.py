@@ -1,4 +1,4 @@
-"""The shared method contract: parameter declarations, the scoring context, the Method base.
+"""The shared method contract: parameter declarations, the Method base, the Trainer.
 
 A method declares its parameters once (:class:`Param`: name, type, range, default, one-line
 help); the CLI parses ``--param k=v`` and the dashboard builds its widgets from the same
@@ -22,16 +22,11 @@ import numpy as np
 
 from prunelens.analysis.data import TextData
 from prunelens.analysis.errors import ParamError
+from prunelens.analysis.layout import UNITS  # noqa: F401 (the methods' import; the one list is layout's)
 from prunelens.analysis.models import Inventory, LoadedModel
+from prunelens.analysis.session import Progress, Session, no_progress  # noqa: F401 (the methods' imports)
 
-UNITS = ("head", "attention", "ffn", "neuron")
 KINDS = ("int", "float", "bool", "choice")
-
-Progress = Callable[[float, str], None]
-
-
-def no_progress(fraction: float, message: str = "") -> None:
-    """Default progress sink: does nothing."""
 
 
 @dataclass(frozen=True)
@@ -182,24 +177,6 @@ def check_work(work: Work, budget: float, who: str) -> None:
 SEED = Param("seed", "int", 0, "random seed (every random choice takes it)", 0, 2**31 - 1)
 
 
-@dataclass
-class Context:
-    """What a method may use: the loaded model, the data, the shared evaluator, progress."""
-
-    loaded: LoadedModel
-    data: TextData
-    evaluator: Any = None  # prunelens.analysis.evaluate.Evaluator, created on demand
-    progress: Progress = no_progress
-    device: str = "cpu"
-
-    def get_evaluator(self):
-        if self.evaluator is None:
-            from prunelens.analysis.evaluate import Evaluator
-
-            self.evaluator = Evaluator(self.loaded, self.data, device=self.device)
-        return self.evaluator
-
-
 def declared_param(declared: tuple[Param, ...], name: str, owner: str) -> Param:
     for p in declared:
         if p.name == name:
@@ -307,11 +284,11 @@ class Method:
                     f"has {classes} output{'s' if classes != 1 else ''} (a regression head has no classes)")
         return None
 
-    def score(self, ctx: Context, unit: str, params: dict[str, Any] | None = None) -> np.ndarray:
+    def score(self, ctx: Session, unit: str, params: dict[str, Any] | None = None) -> np.ndarray:
         """Validated entry point: scores shaped like the unit inventory, higher = more important."""
         return self.score_units(ctx, (unit,), params)[unit]
 
-    def score_units(self, ctx: Context, units, params: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    def score_units(self, ctx: Session, units, params: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
         """Scores of several units for one setting (validated, shapes checked), by unit."""
         units = tuple(self.check_unit(u) for u in units)
         params = self.validate(params)
@@ -332,12 +309,12 @@ class Method:
         of them, ``unit`` first); the operations compute and store these together."""
         return (unit, *(u for u in self.units if u != unit)) if self.joint else (unit,)
 
-    def compute_units(self, ctx: Context, units: tuple[str, ...], params: dict[str, Any]) -> dict[str, np.ndarray]:
+    def compute_units(self, ctx: Session, units: tuple[str, ...], params: dict[str, Any]) -> dict[str, np.ndarray]:
         """Scores of ``units`` (validated parameters): one :meth:`compute` each, unless the method
         computes them together (``joint``)."""
         return {unit: self.compute(ctx, unit, params) for unit in units}
 
-    def compute(self, ctx: Context, unit: str, params: dict[str, Any]) -> np.ndarray:
+    def compute(self, ctx: Session, unit: str, params: dict[str, Any]) -> np.ndarray:
         if self.joint:
             return self.compute_units(ctx, (unit,), params)[unit]
         raise NotImplementedError

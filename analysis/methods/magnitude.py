@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from prunelens.analysis.layout import encoder_matrices, per_unit
+from prunelens.analysis.layout import UNITS, encoder_matrices, per_unit
 from prunelens.analysis.methods.base import Method, Work
 
 
@@ -25,7 +25,7 @@ METHOD = Magnitude(
     title="Weight magnitude",
     plain="Units with bigger weights count as more important: the simplest possible guess.",
     summary="L2 norm of the weights each unit owns (a head: its Q/K/V rows and O columns).",
-    units=("head", "attention", "ffn", "neuron"),
+    units=UNITS,
     params=(),
     cost=lambda params, inventory, unit: Work(),  # the weights only: no data, no forward pass
 )

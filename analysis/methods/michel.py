@@ -28,17 +28,18 @@ import torch.nn.functional as F
 
 from prunelens.analysis.batches import StreamedBatches, training_data
 from prunelens.analysis.gates import Masks, gated
-from prunelens.analysis.methods.base import SEED, Context, Deviation, Method, Param, Work
+from prunelens.analysis.layout import UNITS
+from prunelens.analysis.methods.base import SEED, Session, Deviation, Method, Param, Work
 
 PER = ("example", "token", "batch")
 
 
-def gate_gradients(ctx: Context, unit: str, batches=None, per: str = "batch") -> np.ndarray:
+def gate_gradients(ctx: Session, unit: str, batches=None, per: str = "batch") -> np.ndarray:
     """E|∂L/∂gate| for every gate of ``unit`` (see :func:`unit_gate_gradients`)."""
     return unit_gate_gradients(ctx, (unit,), batches, per)[unit]
 
 
-def unit_gate_gradients(ctx: Context, units, batches=None, per: str = "batch") -> dict[str, np.ndarray]:
+def unit_gate_gradients(ctx: Session, units, batches=None, per: str = "batch") -> dict[str, np.ndarray]:
     """E|∂L/∂gate| for every gate of each of ``units`` over ``batches`` (default: the
     evaluator's), the absolute value taken per example, per token or per batch (see the module
     docstring). All gates sit at 1 at once, so one backward pass per batch gives every unit's
@@ -49,7 +50,7 @@ def unit_gate_gradients(ctx: Context, units, batches=None, per: str = "batch") -
     shapes = {unit: ctx.loaded.inventory.unit_shape(unit) for unit in units}
     totals = {unit: torch.zeros(shape, dtype=torch.float64) for unit, shape in shapes.items()}
     count = 0
-    batches = batches if batches is not None else ctx.get_evaluator().batches
+    batches = batches if batches is not None else ctx.evaluator.batches
     device = next(model.parameters()).device  # gradients run where the model is
     label = "/".join(units)
     for i, batch in enumerate(batches):
@@ -72,7 +73,7 @@ def unit_gate_gradients(ctx: Context, units, batches=None, per: str = "batch") -
     return {unit: (total / max(1, count)).numpy() for unit, total in totals.items()}
 
 
-def training_batches(ctx: Context, params: dict):
+def training_batches(ctx: Session, params: dict):
     """``examples`` seeded examples of the training split, in length-bucketed batches."""
     data, _ = training_data(ctx)
     rng = np.random.default_rng(params["seed"])
@@ -86,7 +87,7 @@ class Michel(Method):
         # with per="token" neurons are computed on their own and never ride along
         if params["per"] == "token":
             return ("neuron",) if unit == "neuron" else (
-                unit, *(u for u in ("head", "attention", "ffn") if u != unit))
+                unit, *(u for u in self.units if u not in (unit, "neuron")))
         return super().joint_units(params, unit)
 
     def compute_units(self, ctx, units, params):
@@ -107,7 +108,7 @@ METHOD = Michel(
     plain="Give each unit a volume knob and measure how strongly the loss reacts when the knob is nudged: a strong reaction means an important unit.",
     summary="E_x|dL(x)/dξ| for a gate ξ=1 on each unit (per example, per token or per batch), on "
             "the training split; L2-normalized per layer.",
-    units=("head", "attention", "ffn", "neuron"),
+    units=UNITS,
     params=(
         Param("per", "choice", "example", "where |·| is taken: example (paper), token (official "
               "code's gating) or batch (prunelens 0.1)", choices=PER),

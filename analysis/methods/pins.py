@@ -50,10 +50,11 @@ from prunelens.analysis.batches import StreamedBatches, epoch_order, training_da
 from prunelens.analysis.data import TextData
 from prunelens.analysis.errors import ParamError
 from prunelens.analysis.hooks import private_copy
-from prunelens.analysis.layout import MATRICES, encoder_matrices, per_unit
+from prunelens.analysis.layout import MATRICES, UNITS, encoder_matrices, per_unit
 from prunelens.analysis.methods.base import SEED, Deviation, Method, Param, Progress, Trainer, Work, no_progress, training_work
 from prunelens.analysis.models import Inventory
 from prunelens.analysis.run_result import shaped
+from prunelens.analysis.session import Session
 
 
 
@@ -398,7 +399,7 @@ def oneshot_magnitude(loaded, sparsity: float) -> tuple[nn.Module, list[list[tor
     return model, masks
 
 
-def _eval(session, model) -> dict:
+def _eval(session: Session, model) -> dict:
     """Metrics of a trained model with its per-example correctness (paired comparisons)."""
     return session.evaluator.record(model=model)
 
@@ -411,7 +412,7 @@ def _check_train_params(params: dict) -> None:
         raise ParamError(f"steps={steps} leaves no pruning steps between warmup and final")
 
 
-def train_run(session, params: dict, progress: Progress = no_progress, criterion: str = "pins") -> dict:
+def train_run(session: Session, params: dict, progress: Progress = no_progress, criterion: str = "pins") -> dict:
     """The training mode: PINS with and without self-regularization (``criterion="platon"``: one
     PLATON run, no self-regularization), and a magnitude baseline. Returns the
     :class:`~prunelens.analysis.run_result.RunResult` shape: the record below, under its 0.1 names
@@ -438,7 +439,7 @@ def train_run(session, params: dict, progress: Progress = no_progress, criterion
         runs[name] = {**out["summary"], "evaluation": _eval(session, out["model"])}
         if i == 0:  # the method's own run
             scores = {u: normalized(aggregate(out["importance"], loaded.inventory, u)).tolist()
-                      for u in ("head", "attention", "ffn", "neuron")}
+                      for u in UNITS}
         del out
     baseline = None
     if params["baseline"] == "oneshot":
@@ -513,7 +514,7 @@ METHOD = Pins(
     plain="Estimate for every weight how much the loss would change without it, smooth that over several batches, and add it up per unit.",
     summary="|S| = |−θ·g + η·g²| per weight, PLATON-smoothed (Ī·U ≥ 0), summed to heads, neurons and blocks; "
             "training mode prunes iteratively with self-regularization.",
-    units=("head", "attention", "ffn", "neuron"),
+    units=UNITS,
     params=(
         *SCORE_BATCHES,
         Param("eta", "float", 1e-4, "η in S = −θ·g + η·g² (a learning rate)", 0.0, 1.0, log=True),

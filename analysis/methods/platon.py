@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from prunelens.analysis.layout import UNITS
 from prunelens.analysis.methods.base import SEED, Deviation, Param, Trainer
 from prunelens.analysis.methods.pins import (SCHEDULE, SCHEDULE_ENDS, SCORE_BATCHES, Pins, score_cost, train_cost,
                                    train_run, train_workload)
@@ -58,7 +59,7 @@ METHOD = Pins(
           "over batches together with how much that estimate varies, added up per unit.",
     summary="|θ·g| per weight, smoothed (Ī·U ≥ 0), summed to heads, neurons and blocks; PINS "
             "with η = 0. Training mode prunes iteratively.",
-    units=("head", "attention", "ffn", "neuron"),
+    units=UNITS,
     params=(
         *SCORE_BATCHES,
         *SMOOTHING,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from prunelens.analysis.layout import UNITS
 from prunelens.analysis.methods.base import SEED, Method, Work
 
 
@@ -18,7 +19,7 @@ METHOD = RandomScores(
     title="Random",
     plain="Random scores: the baseline that every real method has to beat.",
     summary="Uniform random scores from a seed: the floor every method must clear.",
-    units=("head", "attention", "ffn", "neuron"),
+    units=UNITS,
     params=(SEED,),
     cost=lambda params, inventory, unit: Work(),  # no model, no data
 )

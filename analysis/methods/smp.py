@@ -47,7 +47,7 @@ from prunelens.analysis.batches import training_data
 from prunelens.analysis.data import tokenize_batches
 from prunelens.analysis.errors import ParamError
 from prunelens.analysis.gates import gated
-from prunelens.analysis.methods.base import SEED, Context, Deviation, Method, Param, Work
+from prunelens.analysis.methods.base import SEED, Session, Deviation, Method, Param, Work
 
 
 def sentence_vectors(hidden: torch.Tensor, attention_mask: torch.Tensor, kind: str) -> torch.Tensor:
@@ -159,7 +159,7 @@ MASK_STYLES = {"official": sample_official_masks, "independent": sample_masks}
 CHUNK = 8  # rows per encoder pass: a similarity batch runs as length-sorted chunks
 
 
-def _sentence_batches(ctx: Context, batch_size: int, batches: int, seed: int, sentences: str = "train"):
+def _sentence_batches(ctx: Session, batch_size: int, batches: int, seed: int, sentences: str = "train"):
     """``batches`` seeded random groups of sentences; each group is a list of length-sorted
     chunks of at most :data:`CHUNK` rows (less padding; the encoder costs per padded token).
     Sentences of the training split (:func:`prunelens.analysis.batches.training_data`), as SMP trains its
@@ -179,7 +179,7 @@ def _sentence_batches(ctx: Context, batch_size: int, batches: int, seed: int, se
     return groups
 
 
-def smp_losses(ctx: Context, masks: np.ndarray, params: dict) -> np.ndarray:
+def smp_losses(ctx: Session, masks: np.ndarray, params: dict) -> np.ndarray:
     """The similarity KL of every mask in ``masks`` (samples, layers, heads), batch-averaged."""
     model = ctx.loaded.model
     encoder = model.base_model

@@ -73,7 +73,7 @@ from prunelens.analysis.gates import Masks, gated
 from prunelens.analysis.hooks import private_copy
 from prunelens.analysis.methods.base import (
     SEED,
-    Context,
+    Session,
     Deviation,
     Method,
     Param,
@@ -364,7 +364,7 @@ def score_cost(params: dict, inventory, unit) -> Work:
 
 
 class SmpPruner(Method):
-    def compute(self, ctx: Context, unit: str, params: dict) -> np.ndarray:
+    def compute(self, ctx: Session, unit: str, params: dict) -> np.ndarray:
         data, _ = training_data(ctx)
         scores, _ = train_pruner(ctx.loaded.model, ctx.loaded.tokenizer, data, params, ctx.progress)
         return scores
@@ -420,7 +420,7 @@ def arm_masks(model: nn.Module, tokenizer, scores: np.ndarray, prune_ratio: floa
     from prunelens.analysis.methods.random_scores import METHOD as RANDOM
 
     loaded = LoadedModel("smp-start", model, tokenizer, inventory_of(model), "smp-pruner")
-    ctx = Context(loaded=loaded, data=None)
+    ctx = Session(loaded=loaded, data=None)
     criteria = {"smp_pruner": scores, "random": RANDOM.compute(ctx, "head", {"seed": seed}),
                 "magnitude": MAGNITUDE.compute(ctx, "head", {})}
     return {name: select(s, prune_ratio, scope="layer").astype(np.float32) for name, s in criteria.items()}
@@ -460,13 +460,13 @@ def finetune_pruned(model: nn.Module, mask: np.ndarray | None, batches, params: 
     return student, history
 
 
-def _evaluation(session, model: nn.Module, mask: np.ndarray | None) -> dict:
+def _evaluation(session: Session, model: nn.Module, mask: np.ndarray | None) -> dict:
     """Metrics of ``model`` under ``mask`` on the session's evaluation data, with per-example
     correctness (``"correct"``: "0"/"1" in data order) for paired comparisons."""
     return session.evaluator.record(None if mask is None else Masks(head=mask), model=model)
 
 
-def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
+def train_run(session: Session, params: dict, progress: Progress = no_progress) -> dict:
     """SMP's regime: pruner trained on the starting model (:func:`starting_model`), the top
     ``1 - prune_ratio`` of heads kept per layer, ``steps`` fine-tuning steps; random and magnitude
     halves fine-tuned the same steps on the same batches; all evaluated on the same sentences."""

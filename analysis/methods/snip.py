@@ -42,7 +42,7 @@ from torch.nn.utils import parametrize
 from prunelens.analysis.batches import StreamedBatches, epoch_order, training_data
 from prunelens.analysis.data import MAX_LENGTH, TextData
 from prunelens.analysis.hooks import private_copy
-from prunelens.analysis.layout import encoder_layers, layer_matrices
+from prunelens.analysis.layout import UNITS, encoder_layers, layer_matrices
 from prunelens.analysis.methods.base import SEED, Deviation, Method, Param, Progress, Trainer, Work, no_progress, training_work
 from prunelens.analysis.run_result import shaped
 from prunelens.analysis.spectral import (
@@ -52,8 +52,9 @@ from prunelens.analysis.spectral import (
     spectrally_normalized,
     top_singular,
 )
+from prunelens.analysis.session import Session
 
-UNITS = ("head", "attention", "ffn")
+SNIP_UNITS = tuple(u for u in UNITS if u != "neuron")  # (the paper scores heads and blocks)
 
 
 @dataclass
@@ -156,7 +157,7 @@ class Snip(Method):
     """Function-norm importance; one pass gives heads, attention and FFN blocks (``joint``)."""
 
     def norms(self, ctx, params: dict) -> FunctionNorms:
-        batches = ctx.get_evaluator().batches
+        batches = ctx.evaluator.batches
         if params["batches"] > 0:
             batches = batches[: params["batches"]]
         cap = params["spectral_cap"]
@@ -348,7 +349,7 @@ def pruned_comparison(evaluator, models: dict[str, tuple[nn.Module, FunctionNorm
     return rows
 
 
-def train_run(session, params: dict, progress: Progress = no_progress) -> dict:
+def train_run(session: Session, params: dict, progress: Progress = no_progress) -> dict:
     """Fine-tune a copy with spectral normalization and the identity prior; then prune the trained
     model by its function norms and evaluate it against the untrained model pruned by its own and
     against the λ = 0 control (same steps, same batches, same SN) pruned by its own. Returns the
@@ -426,7 +427,7 @@ METHOD = Snip(
     summary="Function norm of each head / attention block / FFN block: mean ||F(x)||₂ over "
             "tokens (relative: /||x||); small means close to the identity, prunable. "
             "Threshold or sparsity.",
-    units=UNITS,
+    units=SNIP_UNITS,
     params=(
         Param("relative", "bool", False, "divide by ||x|| of the residual input (relative norm)"),
         Param("spectral_cap", "float", 0.0,

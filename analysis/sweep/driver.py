@@ -27,7 +27,8 @@ import numpy as np
 from prunelens.analysis.cache import ResultStore
 from prunelens.analysis.checkpoints import Cancelled
 from prunelens.analysis.errors import ParamError, PartialFailure, PrunelensError
-from prunelens.analysis.operations import Session, open_session, stored_scores
+from prunelens.analysis.operations import open_session, stored_scores
+from prunelens.analysis.session import Session
 from prunelens.analysis.sweep.spec import SweepSpec, Target
 from prunelens.analysis.sweep.tasks import KINDS, Followers, Task, expand, is_stored, mask_tasks
 

@@ -26,7 +26,8 @@ import numpy as np
 
 from prunelens.analysis.cache import Key, canonical
 from prunelens.analysis.cache import mask_params
-from prunelens.analysis.operations import Session, mask_for, mask_keys, score_keys
+from prunelens.analysis.operations import mask_for, mask_keys, score_keys
+from prunelens.analysis.session import Session
 from prunelens.analysis.sweep.spec import MethodGrid, SweepSpec, Target, TrainGrid
 
 KINDS = ("train-run", "scores", "mask-eval", "view")  # also the order in which ready tasks are started

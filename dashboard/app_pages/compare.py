@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from prunelens.analysis.compare import jaccard_matrix, normalized_ranks, rank_correlations
+from prunelens.analysis.layout import UNITS
 from prunelens.analysis.operations import curve
 from prunelens.dashboard import controls, figures, loading, results, run_control, url_state
 
@@ -18,7 +19,7 @@ controls.explain(
     "units go; a method is only useful if it stays above <b>random</b>.")
 
 session = loading.current_session()
-units = list(controls.STRUCTURED_UNITS)
+units = list(UNITS)
 unit = url_state.bound(st.selectbox, "Unit", "cmp.unit", "head", "unit", options=units)
 available = controls.methods_for(unit)
 # expensive here = the work of its default setting on this model and data (controls.needs_click)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from prunelens.analysis.layout import BLOCK_UNITS
 from prunelens.dashboard import controls, figures, loading, method_views, results, run_control, url_state
 
 st.title("Importance")
@@ -65,7 +66,7 @@ else:
     fig = figures.block_bars(scores, unit, title)
     controls.show_figure(fig, name, "imp.blocks")
 
-if unit in ("head", "neuron"):
+if unit not in BLOCK_UNITS:
     table = pd.DataFrame([{"layer": layer, unit: i, "score": v}
                           for layer, row in enumerate(scores) for i, v in enumerate(row)])
 else:

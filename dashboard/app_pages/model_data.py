@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from prunelens.analysis.layout import UNITS
 from prunelens.dashboard import analysis_view, controls, escape, loading, results, run_control
 
 st.title("Model & data")
@@ -55,7 +56,7 @@ analysis_view.panel(session)
 
 st.subheader("Prunable units")
 rows = []
-for unit in ("head", "attention", "neuron", "ffn"):
+for unit in UNITS:
     shape = inv.unit_shape(unit)
     count = shape[0] * (shape[1] if len(shape) > 1 else 1)
     per = inv.unit_params(unit)

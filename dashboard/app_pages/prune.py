@@ -57,12 +57,6 @@ STALE = "prune-stale"  # the container of the previous numbers, greyed by the st
 st.html(f"<style>.st-key-{STALE} {{ opacity: 0.45; filter: grayscale(1); }}</style>")
 
 
-@st.cache_resource(show_spinner=False)
-def _evaluated() -> set:
-    """Settings whose full-data result is already memoized (their estimate is skipped)."""
-    return set()
-
-
 def _precision_note(result: dict) -> str:
     if result.get("precision") != "bf16":
         return ""
@@ -119,11 +113,8 @@ def live() -> None:
     # first the estimate on the fixed subset, then the full-data numbers: two slots, so emptying
     # the estimate's removes its elements at once (a reused container keeps stale children)
     slot, full_slot = st.empty(), st.empty()
-    done = _evaluated()
-    done_key = (results.session_id(session), method.name, unit, results.canonical_params(params), sparsity,
-                threshold, scope, keep_one, physical)
     with run_control.cancellable():  # a newer slider move stops this evaluation at its next batch
-        if done_key not in done:
+        if not results.prune_memoized(session, *args):
             previous = st.session_state.get(LAST_RESULT)
             if previous is not None and previous[0] == results.session_id(session):
                 with slot.container(key=STALE):  # greyed until the new numbers come
@@ -149,7 +140,6 @@ def live() -> None:
                              "sample grows). The full-data numbers replace it when ready…")
         with run_control.guard():
             result = results.prune_result(session, *args)
-    done.add(done_key)
     st.session_state[LAST_RESULT] = (results.session_id(session), result)
     base = result["base"]
     slot.empty()

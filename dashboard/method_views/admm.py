@@ -9,9 +9,10 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from prunelens.analysis.layout import BLOCK_UNITS
 from prunelens.analysis.methods.admm import VARIANT_ORDER
 from prunelens.analysis.methods.base import Method
-from prunelens.analysis.operations import Session
+from prunelens.analysis.session import Session
 from prunelens.analysis.run_result import normalise
 from prunelens.dashboard import controls, figures, results, run_control
 from prunelens.dashboard.method_views.common import accuracy_text, latest_runs, metrics_of, register
@@ -19,7 +20,8 @@ from prunelens.dashboard.method_views.common import accuracy_text, latest_runs, 
 
 def admm_about(session: Session, method: Method, unit: str, params: dict, scores: Any, key: str) -> None:
     from prunelens.analysis.layout import MATRICES
-    from prunelens.analysis.methods.admm import DEFAULT_PATTERNS, accuracy_by_pattern, pattern_of
+    from prunelens.analysis.methods.admm import DEFAULT_PATTERNS, pattern_of
+    from prunelens.analysis.operations import accuracy_by_pattern
 
     inv = session.loaded.inventory
     if "n" in params and "m" in params:
@@ -90,7 +92,7 @@ def admm_run(session: Session, run: dict, key: str) -> None:
             oneshot["head"], shares["head"], ("one-shot projection", "after ADMM"),
             "Per-head share of surviving weight norm (one colour scale)", shared_scale=True),
             "admm_shares", f"{key}.admm.shares")
-    for unit in ("attention", "ffn"):
+    for unit in BLOCK_UNITS:
         if unit in shares and unit in oneshot:
             controls.show_figure(figures.grouped_bars(
                 {"one-shot projection": oneshot[unit], "after ADMM": shares[unit]},

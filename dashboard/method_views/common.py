@@ -11,9 +11,10 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from prunelens.analysis.layout import BLOCK_UNITS
 from prunelens.analysis.methods import all_methods
 from prunelens.analysis.methods.base import Method
-from prunelens.analysis.operations import Session
+from prunelens.analysis.session import Session
 from prunelens.analysis.training import finished_runs
 from prunelens.dashboard import controls, escape, figures, run_control
 
@@ -171,7 +172,7 @@ def generic_run(session: Session, run: dict, key: str) -> None:
     for unit, scores in result.scores.items():
         if unit == "head":
             fig = figures.head_heatmap(scores, f"Head scores of the run ({result.method})")
-        elif unit in ("attention", "ffn"):
+        elif unit in BLOCK_UNITS:
             fig = figures.block_bars(scores, unit, f"{unit} block scores of the run")
         elif unit == "neuron":
             fig = figures.neuron_distribution(scores, "Neuron scores of the run")

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from prunelens.analysis.methods.base import Method
-from prunelens.analysis.operations import Session
+from prunelens.analysis.session import Session
 from prunelens.analysis.run_result import RunResult, normalise
 from prunelens.dashboard import controls, figures
 from prunelens.dashboard.method_views.common import accuracy_text, latest_runs, metrics_of, register

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from prunelens.analysis.methods.base import Method
-from prunelens.analysis.operations import Session
+from prunelens.analysis.session import Session
 from prunelens.analysis.pruning import select
 from prunelens.dashboard import controls, figures
 from prunelens.dashboard.method_views.common import register

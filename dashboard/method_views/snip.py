@@ -9,8 +9,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from prunelens.analysis.layout import BLOCK_UNITS
 from prunelens.analysis.methods.base import Method
-from prunelens.analysis.operations import Session
+from prunelens.analysis.session import Session
 from prunelens.analysis.pruning import select, sparsity_of
 from prunelens.analysis.run_result import normalise
 from prunelens.dashboard import controls, escape, figures, results, url_state
@@ -19,7 +20,7 @@ from prunelens.dashboard.method_views.common import accuracy_text, latest_runs, 
 
 def _unit_maps(unit: str, left, right, titles: tuple[str, str], title: str, **kwargs):
     """Heads: two heatmaps side by side; blocks: grouped bars per layer."""
-    if unit in ("head", "neuron"):
+    if unit not in BLOCK_UNITS:
         return figures.paired_heatmaps(left, right, titles, title, x_title=unit, **kwargs)
     return figures.grouped_bars({titles[0]: left, titles[1]: right}, list(range(len(left))), title,
                                 y_title="norm", x_title="layer")
@@ -92,7 +93,7 @@ def snip_run(session: Session, run: dict, key: str) -> None:
         controls.show_figure(figures.paired_heatmaps(
             before["head"], after["head"], ("without training", "with SN training"),
             "Head function norms", shared_scale=True), "snip_heads_train", f"{key}.snip.heads")
-    for unit in ("attention", "ffn"):
+    for unit in BLOCK_UNITS:
         if unit in after and unit in before:
             controls.show_figure(figures.grouped_bars(
                 {"without training": before[unit], "with SN training": after[unit]},

@@ -53,7 +53,7 @@ def test_compare_gives_paired_deltas(tiny_session):
 
 
 def test_michel_equals_finite_differences(tiny_session):
-    ctx = tiny_session.context()
+    ctx = tiny_session
     batches = tiny_session.evaluator.batches
     grads = gate_gradients(ctx, "head", batches)
     eps = 1e-3
@@ -74,7 +74,7 @@ def test_michel_equals_finite_differences(tiny_session):
 
 
 def test_michel_normalizes_per_layer(tiny_session):
-    scores = get_method("michel").score(tiny_session.context(), "head", {})
+    scores = get_method("michel").score(tiny_session, "head", {})
     np.testing.assert_allclose(np.sqrt((scores**2).sum(1)), 1.0, rtol=1e-9)
 
 
@@ -290,7 +290,7 @@ def _single_example_gradients(ctx, batches):
 
 def test_michel_per_example_equals_one_backward_per_example(tiny_session):
     """Per-example gates in one batched backward give each example's own gradient."""
-    ctx = tiny_session.context()
+    ctx = tiny_session
     batches = tiny_session.evaluator.batches
     expected = _single_example_gradients(ctx, batches)
     np.testing.assert_allclose(gate_gradients(ctx, "head", batches, per="example"), expected, rtol=1e-5)
@@ -301,7 +301,7 @@ def test_michel_per_example_equals_one_backward_per_example(tiny_session):
 def test_michel_per_token_equals_finite_differences_on_token_gates(tiny_session):
     """Per token: Σ_t |∂L/∂ξ_{t}| for a gate on one token position of one head, by finite
     differences on a hand-made per-token gate (two examples)."""
-    ctx = tiny_session.context()
+    ctx = tiny_session
     batch = tiny_session.evaluator.batches[0]
     inputs = {k: v[:2] for k, v in batch.model_inputs().items()}
     labels = batch.labels[:2]
@@ -350,12 +350,12 @@ def test_michel_scores_come_from_the_training_split(tiny_session, monkeypatch):
 
     monkeypatch.setattr(michel, "training_data", spy)
     params = get_method("michel").validate({"examples": 16})
-    batches = michel.training_batches(tiny_session.context(), params)
+    batches = michel.training_batches(tiny_session, params)
     assert seen and batches.data is seen[0] and len(batches.order) == 16
-    a = get_method("michel").score(tiny_session.context(), "head", {"examples": 16})
-    b = get_method("michel").score(tiny_session.context(), "head", {"examples": 16})
+    a = get_method("michel").score(tiny_session, "head", {"examples": 16})
+    b = get_method("michel").score(tiny_session, "head", {"examples": 16})
     assert np.array_equal(a, b)  # seeded
-    c = get_method("michel").score(tiny_session.context(), "head", {"examples": 16, "seed": 1})
+    c = get_method("michel").score(tiny_session, "head", {"examples": 16, "seed": 1})
     assert not np.array_equal(a, c)
 
 
@@ -369,7 +369,7 @@ def test_ablation_measures_on_the_training_split(tiny_session, tiny_loaded, tmp_
 
     other = load_data(str(write_tiny_csv(tmp_path / "train.csv", n=24, seed=5)))
     monkeypatch.setattr(ablation, "training_data", lambda session: (other, "a test's train split"))
-    scores = get_method("ablation").score(tiny_session.context(), "head", {"examples": 24})
+    scores = get_method("ablation").score(tiny_session, "head", {"examples": 24})
     ev = Evaluator(tiny_loaded, other)
     expected = np.zeros((2, 4))
     for layer, head in np.ndindex(2, 4):
@@ -378,5 +378,5 @@ def test_ablation_measures_on_the_training_split(tiny_session, tiny_loaded, tmp_
         expected[layer, head] = ev.evaluate(Masks(head=mask)).loss - ev.base.loss
     np.testing.assert_allclose(scores, expected, rtol=1e-6, atol=1e-9)
     monkeypatch.setattr(ablation, "training_data", lambda session: (session.data, "own data"))
-    on_eval = get_method("ablation").score(tiny_session.context(), "head", {"examples": 24})
+    on_eval = get_method("ablation").score(tiny_session, "head", {"examples": 24})
     assert not np.allclose(on_eval, scores)

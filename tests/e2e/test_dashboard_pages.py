@@ -26,8 +26,8 @@ def test_model_data_page(open_page):
     assert at.sidebar.radio(key="sb.model_kind").value == "folder"
     assert at.sidebar.radio(key="sb.data_kind").value == "file"
     units = at.dataframe[0].value
-    assert list(units["unit"]) == ["head", "attention", "neuron", "ffn"]
-    assert list(units["count"]) == [8, 2, 48, 2]
+    assert list(units["unit"]) == ["head", "attention", "ffn", "neuron"]  # layout.UNITS, the one order
+    assert list(units["count"]) == [8, 2, 2, 48]
 
 
 def test_bad_model_path_is_a_message(open_page, tmp_path):
@@ -205,3 +205,13 @@ def test_training_page_shows_a_run_time_estimate(open_page):
     estimate = next(i.value for i in at.info if "Estimated run time" in i.value)
     # ADMM's 100 steps x 16 and the equal-budget one-shot baseline's 100 x 16
     assert "on 2 CPU cores" in estimate and "3,200 training passes" in estimate
+
+
+def test_importance_on_the_default_reads_shipped_scores_without_a_click(open_page, monkeypatch):
+    """On the default model and data with an empty user store, expensive scores that ship
+    (ablation's under the checked-bf16 key among them) are shown at once, with no Compute button."""
+    monkeypatch.setenv("PRUNELENS_PRECISION", "auto")  # a user's default: checked-bf16 answers are read
+    for method, unit in (("ablation", "head"), ("ablation", "ffn"), ("smp-pruner", "head"), ("pins", "head")):
+        at = open_page("importance", model="default", data="default", method=method, unit=unit)
+        assert [b.label for b in at.button if b.label.startswith("Compute")] == [], (method, unit)
+        assert not [i.value for i in at.info if "not in the store yet" in i.value], (method, unit)

@@ -12,8 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = [
     ("core", {"errors", "json_outputs", "plugins", "hub", "checkpoints", "fingerprints", "store_schema", "cache", "models", "data",
-              "batches", "layout", "hooks", "gates", "patterns", "precision", "run_result", "pruned_folder"}),
+              "layout", "hooks", "gates", "patterns", "precision", "run_result", "pruned_folder"}),
     ("engine", {"fastpath", "evaluate", "pruning", "spectral", "attention", "finetune"}),
+    ("session", {"session", "batches"}),
     ("methods", {"methods"}),
     ("operations", {"operations", "training", "spectral_store", "compare", "flips", "precompute", "analyze", "export",
                     "bench", "sweep"}),

@@ -11,12 +11,12 @@ from prunelens.analysis.errors import ParamError
 from prunelens.analysis.methods.admm import (
     METHOD,
     AdmmState,
-    accuracy_by_pattern,
     constrained_linears,
     pattern_of,
     unit_shares,
 )
 from prunelens.analysis.methods.admm_quant import METHOD as QUANT
+from prunelens.analysis.operations import accuracy_by_pattern
 from prunelens.analysis.patterns import (
     block_counts,
     distinct_per_row,
@@ -106,7 +106,7 @@ def test_one_admm_iteration_lowers_residual(prox):
 
 
 def test_scores_shapes_and_values(tiny_session):
-    ctx = tiny_session.context()
+    ctx = tiny_session
     inv = tiny_session.loaded.inventory
     for method in (METHOD, QUANT):
         for unit in UNITS:
@@ -134,7 +134,7 @@ def test_scores_shapes_and_values(tiny_session):
 
 
 def test_bad_params_raise(tiny_session):
-    ctx = tiny_session.context()
+    ctx = tiny_session
     with pytest.raises(ParamError, match="must not exceed M"):
         METHOD.score(ctx, "head", {"n": 5, "m": 4})
     with pytest.raises(ParamError, match="does not divide the input dimension 16"):

@@ -22,7 +22,7 @@ from prunelens.analysis.fastpath import (
 )
 from prunelens.analysis.gates import Masks, hook_count
 from prunelens.analysis.methods import get_method
-from prunelens.analysis.methods.base import Context
+from prunelens.analysis.session import Session
 from prunelens.analysis.pruning import physically_prune, select
 
 ATOL = 1e-5
@@ -188,7 +188,7 @@ def test_ablation_fast_equals_naive_leave_one_out(tiny_loaded, tiny_session):
     data = tiny_session.data
     fast = Evaluator(tiny_loaded, data, batch_size=8)
     ref = Evaluator(tiny_loaded, data, batch_size=8, fast=False)
-    ctx = Context(tiny_loaded, data, fast)
+    ctx = Session(tiny_loaded, data, _evaluator=fast)
     for unit in ("head", "attention", "ffn"):
         scores = get_method("ablation").score(ctx, unit, {"metric": "loss"})
         shape = tiny_loaded.inventory.unit_shape(unit)

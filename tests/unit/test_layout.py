@@ -70,3 +70,23 @@ def test_magnitude_is_the_norm_of_the_owned_weights(tiny_session):
                    + float((a.output.dense.weight[:, rows].double() ** 2).sum()))
     got = np.asarray(compute_scores(tiny_session, "magnitude", "head").scores)
     assert got[1, h] == pytest.approx(want, rel=1e-12)
+
+
+def test_one_unit_list_in_one_order():
+    """layout's unit table is the one list: the method contract, the gates, the inventory and
+    every method's declaration follow it (and its order)."""
+    from prunelens.analysis import layout
+    from prunelens.analysis.gates import Masks
+    from prunelens.analysis.methods import all_methods, base
+
+    assert layout.UNITS == ("head", "attention", "ffn", "neuron") and base.UNITS is layout.UNITS
+    assert set(layout.OWNS) == set(layout.GATE_POINTS) == set(layout.UNITS)
+    assert layout.BLOCK_UNITS == ("attention", "ffn")
+    for method in all_methods().values():
+        assert list(method.units) == [u for u in layout.UNITS if u in method.units], method.name
+    shapes = {u: base.BERT_BASE.unit_shape(u) for u in layout.UNITS}
+    assert shapes == {"head": (12, 12), "attention": (12,), "ffn": (12,), "neuron": (12, 3072)}
+    with pytest.raises(KeyError):
+        base.BERT_BASE.unit_shape("weight")
+    with pytest.raises(ValueError, match="no gate for unit 'weight'"):
+        Masks.for_unit("weight", np.ones(2))

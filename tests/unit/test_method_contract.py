@@ -30,7 +30,7 @@ def _as_cli_string(value) -> str:
 @pytest.mark.parametrize("name, unit", CASES, ids=[f"{n}-{u}" for n, u in CASES])
 def test_scores_have_the_unit_shape_are_finite_and_seeded(name, unit, tiny_session):
     method = get_method(name)
-    ctx = tiny_session.context()
+    ctx = tiny_session
     torch.manual_seed(1)
     np.random.seed(1)
     first = method.score(ctx, unit, None)
@@ -84,8 +84,8 @@ def test_a_joint_method_scores_all_units_in_one_computation_and_stores_them(name
     for unit in method.units[1:]:  # every other unit: from the store, not recomputed or memoized
         assert compute_scores(tiny_session, name, unit).cached
     assert len(calls) == 1
-    alone = {u: method.compute_units(tiny_session.context(), (u,), first.params)[u] for u in method.units}
-    together = real(method, tiny_session.context(), method.units, first.params)
+    alone = {u: method.compute_units(tiny_session, (u,), first.params)[u] for u in method.units}
+    together = real(method, tiny_session, method.units, first.params)
     for unit in method.units:  # the joint computation gives what each unit's own would
         np.testing.assert_allclose(together[unit], alone[unit], rtol=1e-9, atol=1e-15)
     assert not any(hasattr(method, attr) for attr in ("_memo", "_cache"))
@@ -103,10 +103,10 @@ def test_a_label_using_method_says_why_it_cannot_score_a_regression_head(tiny_lo
         reason = michel.is_compatible(tiny_loaded)
         assert "1 output" in reason and "regression" in reason
         assert get_method("magnitude").is_compatible(tiny_loaded) is None  # needs no labels
-        from prunelens.analysis.methods.base import Context
+        from prunelens.analysis.session import Session
 
         with pytest.raises(ParamError, match="cannot score this model and data: its importance"):
-            michel.score(Context(tiny_loaded, None), "head")
+            michel.score(Session(tiny_loaded, None), "head")
     finally:
         config.num_labels = labels
 

@@ -108,7 +108,7 @@ def test_sample_masks_seeded_and_keep_rate():
 def test_smp_shape_deterministic_and_leaves_model_alone(tiny_session):
     method = get_method("smp")
     assert method.default_scope == "layer" and method.default_sparsity == 0.5
-    ctx = tiny_session.context()
+    ctx = tiny_session
     before = weights_digest(tiny_session.loaded.model)
     a = method.score(ctx, "head", {**SMALL_SMP, "seed": 3})
     b = method.score(ctx, "head", {**SMALL_SMP, "seed": 3})
@@ -122,7 +122,7 @@ def test_smp_shape_deterministic_and_leaves_model_alone(tiny_session):
 
 
 def test_smp_losses_zero_for_full_mask_and_positive_for_pruned(tiny_session):
-    ctx = tiny_session.context()
+    ctx = tiny_session
     params = get_method("smp").validate({**SMALL_SMP, "sentence_vector": "cls"})
     masks = np.ones((3, 2, 4), dtype=np.float32)
     masks[1, 0, :2] = 0
@@ -236,7 +236,7 @@ def test_global_mask_removes_exact_count_lowest():
 
 def test_pins_scores_every_unit_and_model_untouched(tiny_session):
     method = get_method("pins")
-    ctx = tiny_session.context()
+    ctx = tiny_session
     model = tiny_session.loaded.model
     before = weights_digest(model)
     params = {"batches": 3, "batch_size": 8, "seed": 1, "normalize": False}
@@ -390,10 +390,10 @@ def test_platon_is_pins_without_the_eta_term(tiny_session):
     """PLATON's scores equal PINS's computed with η = 0 (same data, seeds, smoothing)."""
     pins, platon = get_method("pins"), get_method("platon")
     common = {"batches": 2, "batch_size": 8, "beta2": 0.95}
-    a = pins.compute(tiny_session.context(), "head", pins.validate({**common, "eta": 0.0}))
-    b = platon.compute(tiny_session.context(), "head", platon.validate(common))
+    a = pins.compute(tiny_session, "head", pins.validate({**common, "eta": 0.0}))
+    b = platon.compute(tiny_session, "head", platon.validate(common))
     assert np.allclose(a, b, rtol=1e-6, atol=0)
-    c = pins.compute(tiny_session.context(), "head", pins.validate({**common, "eta": 0.5}))
+    c = pins.compute(tiny_session, "head", pins.validate({**common, "eta": 0.5}))
     assert not np.allclose(a, c)  # a large η changes the ranking input
 
 
@@ -402,7 +402,7 @@ def test_platon_is_pins_without_the_eta_term(tiny_session):
 def test_pins_and_platon_scores_are_non_negative(name, unit, tiny_session):
     """0.1's signed EMA gave half the heads negative scores; Ī·U of |S| never is."""
     method = get_method(name)
-    scores = method.compute(tiny_session.context(), unit, method.validate({"batches": 2, "batch_size": 8}))
+    scores = method.compute(tiny_session, unit, method.validate({"batches": 2, "batch_size": 8}))
     assert scores.shape == tiny_session.loaded.inventory.unit_shape(unit)
     assert (scores >= 0).all() and scores.max() > 0
 

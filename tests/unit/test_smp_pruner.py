@@ -209,7 +209,7 @@ def test_feature_mask_is_the_official_dropout():
 
 
 def test_scores_are_seeded_deterministic_and_leave_the_model_alone(tiny_session):
-    ctx = tiny_session.context()
+    ctx = tiny_session
     model = tiny_session.loaded.model
     before = weights_digest(model)
     torch.manual_seed(1)
@@ -362,7 +362,7 @@ def test_ridge_surrogate_official_masks_by_default():
 
 
 def test_ridge_surrogate_scores_with_both_mask_styles(tiny_session):
-    ctx = tiny_session.context()
+    ctx = tiny_session
     small = {"samples": 8, "batch_size": 10, "batches": 1}
     official = smp_mod.METHOD.score(ctx, "head", small)
     independent = smp_mod.METHOD.score(ctx, "head", {**small, "mask_style": "independent"})

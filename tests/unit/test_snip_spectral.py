@@ -182,7 +182,7 @@ def test_activation_statistics(tiny_loaded, tiny_session):
 
 @pytest.mark.parametrize("relative", [False, True])
 def test_function_norms_equal_manual_computation(tiny_loaded, tiny_session, relative):
-    ctx = tiny_session.context()
+    ctx = tiny_session
     head, attn, ffn = _manual_norms(tiny_loaded, tiny_session.evaluator.batches, relative)
     params = {"relative": relative}
     np.testing.assert_allclose(SNIP.score(ctx, "head", params), head, rtol=1e-5, atol=1e-7)
@@ -197,7 +197,7 @@ def test_function_norms_equal_manual_computation(tiny_loaded, tiny_session, rela
 
 
 def test_scores_shapes_units_and_spectral_cap(tiny_loaded, tiny_session):
-    ctx = tiny_session.context()
+    ctx = tiny_session
     inv = tiny_loaded.inventory
     for unit in ("head", "attention", "ffn"):
         scores = SNIP.score(ctx, unit, {})
@@ -228,7 +228,7 @@ def test_head_contributions_sum_to_the_dense_output(tiny_loaded):
 def test_exact_normalization_scores_use_normalized_weights(tiny_loaded, tiny_session):
     model = spectrally_normalized(tiny_loaded, None)
     expected = function_norms(model, tiny_session.evaluator.batches)
-    got = SNIP.score(tiny_session.context(), "head", {"exact_spectral": True})
+    got = SNIP.score(tiny_session, "head", {"exact_spectral": True})
     np.testing.assert_allclose(got, expected.head, rtol=1e-6)
 
 
@@ -283,7 +283,7 @@ def test_training_mode(tiny_loaded, tiny_session):
     assert "evaluation data itself" in extras["train_data"]["note"]
     # the untrained scores are the score-only method's; exact SN leaves σ_max ≈ 1 after training
     np.testing.assert_allclose(extras["scores_without_training"]["head"],
-                               SNIP.score(tiny_session.context(), "head", {}), rtol=1e-9)
+                               SNIP.score(tiny_session, "head", {}), rtol=1e-9)
     assert all(abs(r["sigma"] - 1.0) < 2e-2 for r in extras["sigma"]["after"])
     assert _same_state(tiny_loaded.model, before)
     assert not any(p.requires_grad for p in tiny_loaded.model.parameters())

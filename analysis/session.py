@@ -1,0 +1,152 @@
+"""The session: one loaded model on one data split, with its store, device, objective and evaluator.
+
+:class:`Session` is what every method, trainer and operation takes (it replaced
+``operations.Session`` and ``methods.base.Session``, the same idea written twice), and it is the
+one owner of *where a result lives in the store*:
+
+- :meth:`Session.keys`: every key a result may live under, in the order they are read — the exact
+  key, and for results made of masked evaluations (:data:`PRECISION_KINDS`) the checked-bf16 key
+  unless the session is held to fp32 (:mod:`prunelens.analysis.precision`). The objective is part
+  of the key only when it is not the default ``"labels"``, so every key written before it existed
+  still reads;
+- :meth:`Session.lookup`: the stored result under the first of those keys that holds a usable one
+  (scores of another shape than this model's are warned about and skipped; entries from before
+  precisions were recorded read as fp32);
+- :meth:`Session.save` and :meth:`Session.read_through`: the one get / compute / put — a result is
+  written under the key of the precision it records (``result["precision"]``, default fp32).
+
+The CLI, the dashboard (``dashboard/results.py`` is a memo over :meth:`Session.lookup`), sweeps
+and ``prunelens precompute`` therefore read and write the same entries. Key construction happens
+here (and in :mod:`prunelens.analysis.cache`, which hashes a key) and nowhere else.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from prunelens.analysis.cache import Key, ResultStore, StoreWarning
+from prunelens.analysis.data import TextData
+from prunelens.analysis.evaluate import Evaluator
+from prunelens.analysis.models import LoadedModel
+from prunelens.analysis.precision import resolve
+from prunelens.analysis.store_schema import array_problem
+
+Progress = Callable[[float, str], None]
+
+DEFAULT_OBJECTIVE = "labels"  # what importance is measured against; kept out of the store key
+# kinds of results made of masked evaluations: an answer on the checked-bf16 path is kept apart
+# from the exact one (its key carries ``"precision": "bf16"``); a scorer that does not evaluate
+# masks only ever writes the exact key
+PRECISION_KINDS = ("scores", "mask-eval")
+
+
+def no_progress(fraction: float, message: str = "") -> None:
+    """Default progress sink: does nothing."""
+
+
+@dataclass
+class Session:
+    """What a method, a trainer and an operation may use: the loaded model, the data, the store,
+    the device, the objective, the shared evaluator (created on first use) and a progress sink."""
+
+    loaded: LoadedModel
+    data: TextData | None
+    store: ResultStore = field(default_factory=ResultStore)
+    device: str = "cpu"
+    _evaluator: Evaluator | None = field(default=None, repr=False)
+    objective: str = DEFAULT_OBJECTIVE
+    progress: Progress = field(default=no_progress, repr=False)
+
+    @property
+    def evaluator(self) -> Evaluator:
+        if self._evaluator is None:
+            self._evaluator = Evaluator(self.loaded, self.data, device=self.device)
+        return self._evaluator
+
+    def with_progress(self, progress: Progress) -> Session:
+        """The same session (same evaluator) reporting to ``progress``."""
+        return replace(self, _evaluator=self.evaluator, progress=progress)
+
+    def describe(self) -> dict:
+        return {"model": self.loaded.describe(), "data": self.data.describe()}
+
+    # ------------------------------------------------------------------------------------------
+    # where a result lives
+
+    @property
+    def precision(self) -> str:
+        """The precision the evaluator is held to (``fp32``, ``bf16`` or ``auto``): with
+        anything but fp32, masked answers may also live under the checked-bf16 key."""
+        return self._evaluator.precision if self._evaluator is not None else resolve(None)
+
+    def _key(self, kind: str, method: str, unit: str, params: dict) -> Key:
+        if self.objective != DEFAULT_OBJECTIVE:
+            params = {**params, "objective": self.objective}
+        return Key.make(self.loaded.fingerprint, self.data.fingerprint, kind, method, unit, params)
+
+    def key(self, kind: str, method: str = "", unit: str = "", params: dict | None = None) -> Key:
+        """The exact key of a result (the first of :meth:`keys`)."""
+        return self._key(kind, method, unit, dict(params or {}))
+
+    def keys(self, kind: str, method: str = "", unit: str = "", params: dict | None = None) -> dict[str, Key]:
+        """Every key a result may live under, by precision, in reading order (exact first)."""
+        params = dict(params or {})
+        keys = {"fp32": self.key(kind, method, unit, params)}
+        if kind in PRECISION_KINDS and self.precision != "fp32":
+            keys["bf16"] = self._key(kind, method, unit, {**params, "precision": "bf16"})
+        return keys
+
+    def lookup(self, kind: str, method: str = "", unit: str = "", params: dict | None = None,
+               fits: Callable[[Any], bool] | None = None) -> Any | None:
+        """The stored result under the first of :meth:`keys` that holds a usable one, else None.
+
+        Scores whose shape is not this model's ``unit`` shape are warned about and skipped (the
+        store checks an entry's form, only the session knows the model); ``fits`` may refuse
+        an entry for another reason. A result of :data:`PRECISION_KINDS` carries the precision
+        of the key it came from (entries from before precisions were recorded are fp32)."""
+        shape = self._score_shape(unit) if kind == "scores" else None
+        for precision, key in self.keys(kind, method, unit, params).items():
+            hit = self.store.get(key)
+            if hit is None:
+                continue
+            if shape is not None:
+                problem = array_problem(hit.get("scores"), shape)
+                if problem:
+                    warnings.warn(f"stored {method} {unit} scores do not fit this model ({problem}); "
+                                  "recomputing", StoreWarning, stacklevel=2)
+                    continue
+            if fits is not None and not fits(hit):
+                continue
+            return {**hit, "precision": precision} if kind in PRECISION_KINDS else hit
+        return None
+
+    def save(self, kind: str, method: str, unit: str, params: dict | None, result: Any) -> bool:
+        """Store ``result`` under its exact key, or for :data:`PRECISION_KINDS` under the key of
+        the precision it records (``result["precision"]``, fp32 when it records none)."""
+        precision = result.get("precision", "fp32") if kind in PRECISION_KINDS else "fp32"
+        return self.store.put(self.keys(kind, method, unit, params)[precision], result)
+
+    def read_through(self, kind: str, method: str, unit: str, params: dict | None,
+                     compute: Callable[[], Any], use_store: bool = True,
+                     fits: Callable[[Any], bool] | None = None) -> tuple[Any, bool]:
+        """``(result, from the store?)``: :meth:`lookup`, else ``compute()`` and :meth:`save`."""
+        if use_store:
+            hit = self.lookup(kind, method, unit, params, fits)
+            if hit is not None:
+                return hit, True
+        result = compute()
+        if use_store:
+            self.save(kind, method, unit, params, result)
+        return result, False
+
+    def is_stored(self, kind: str, method: str = "", unit: str = "", params: dict | None = None) -> bool:
+        return self.lookup(kind, method, unit, params) is not None
+
+    def _score_shape(self, unit: str) -> tuple[int, ...] | None:
+        """The shape of ``unit``'s scores on this model (None: not fixed by the layout)."""
+        try:
+            return self.loaded.inventory.unit_shape(unit)
+        except KeyError:
+            return None
