@@ -18,24 +18,32 @@ _MODULES = ("michel", "ablation", "magnitude", "random_scores", "admm", "admm_qu
             "platon", "snip")
 
 _REGISTRY: dict[str, Method] = {}
-_REGISTRY_LOCK = threading.Lock()
+_REGISTRY_LOCK = threading.RLock()
+_filling: dict[str, Method] | None = None  # the registry being filled, seen by its own thread only
 
 
 def all_methods() -> dict[str, Method]:
+    global _filling
     if not _REGISTRY:
         # filled once, whole: dashboard sessions (threads) must never see a half-filled registry
         with _REGISTRY_LOCK:
+            if _filling is not None:  # a plug-in asking for a method while it is imported
+                return _filling  # the built-in methods (this thread holds the lock)
             if not _REGISTRY:
                 found: dict[str, Method] = {}
-                for module in _MODULES:
-                    try:
-                        method = importlib.import_module(f"{__name__}.{module}").METHOD
-                    except ModuleNotFoundError as exc:
-                        if exc.name == f"{__name__}.{module}":
-                            continue  # a method still being written is simply absent
-                        raise
-                    found[method.name] = method
-                found.update(_plugin_methods(set(found)))
+                _filling = found
+                try:
+                    for module in _MODULES:
+                        try:
+                            method = importlib.import_module(f"{__name__}.{module}").METHOD
+                        except ModuleNotFoundError as exc:
+                            if exc.name == f"{__name__}.{module}":
+                                continue  # a method still being written is simply absent
+                            raise
+                        found[method.name] = method
+                    found.update(_plugin_methods(set(found)))
+                finally:
+                    _filling = None
                 _REGISTRY.update(found)
     return _REGISTRY
 

@@ -61,31 +61,32 @@ def test_an_installed_plugin_method_passes_the_method_contract(plugin_target):
     assert int(last.split(" passed")[0].split()[-1]) >= 2 * 4 + 1 and "failed" not in last, last
 
 
-def _fake_distribution(folder: Path, group: str, entries: dict[str, str], module: str = "") -> None:
-    """An installed distribution (a dist-info folder) with entry points, and its module."""
+def _fake_distribution(folder: Path, group: str, entries: dict[str, str], name: str, module: str) -> None:
+    """An installed distribution (a dist-info folder) with entry points, and its module ``name``
+    (a name of its own per test: an imported module stays in sys.modules)."""
     info = folder / "fake_plugins-1.0.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-plugins\nVersion: 1.0\n")
     lines = [f"[{group}]", *(f"{name} = {value}" for name, value in entries.items())]
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
-    if module:
-        (folder / "fake_plugins.py").write_text(textwrap.dedent(module))
+    (folder / f"{name}.py").write_text(textwrap.dedent(module))
 
 
 def test_a_broken_or_clashing_plugin_is_left_out_with_a_warning(tmp_path, monkeypatch):
     from prunelens.analysis.methods import all_methods, _plugin_methods
 
     _fake_distribution(tmp_path, "prunelens.methods", {
-        "magnitude": "fake_plugins:CLASH", "broken": "fake_plugins_missing:METHOD",
-        "not-a-method": "fake_plugins:TEXT", "renamed": "fake_plugins:CLASH",
-    }, module="""
+        "magnitude": "fake_methods:CLASH", "broken": "fake_methods_missing:METHOD",
+        "not-a-method": "fake_methods:TEXT", "renamed": "fake_methods:CLASH",
+    }, "fake_methods", """
         from prunelens.analysis.methods import get_method
         CLASH = get_method("magnitude")
         TEXT = "a string"
     """)
+    builtin = set(all_methods())
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.warns(PluginWarning) as caught:
-        found = _plugin_methods(set(all_methods()))
+        found = _plugin_methods(builtin)
     assert found == {}
     said = sorted(str(w.message) for w in caught)
     assert len(said) == 4
@@ -96,9 +97,23 @@ def test_a_broken_or_clashing_plugin_is_left_out_with_a_warning(tmp_path, monkey
 
 
 def test_the_families_hook_loads_what_the_group_declares(tmp_path, monkeypatch):
-    _fake_distribution(tmp_path, FAMILIES_GROUP, {"toy": "fake_plugins:FAMILY"},
-                       module="FAMILY = {'model_type': 'toy'}\n")
+    _fake_distribution(tmp_path, FAMILIES_GROUP, {"toy": "fake_families:FAMILY"}, "fake_families",
+                       "FAMILY = {'model_type': 'toy'}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert load_group(FAMILIES_GROUP, lambda name, obj: None) == {"toy": {"model_type": "toy"}}
     with pytest.warns(PluginWarning, match="left out: not a family"):
         assert load_group(FAMILIES_GROUP, lambda name, obj: "not a family") == {}
+
+
+def test_a_plugin_that_asks_for_a_method_while_it_is_imported_gets_the_built_in_ones(tmp_path):
+    # old: get_method from a plug-in's import, during the registry's first fill, waited forever
+    # for the registry's lock (held by the fill that was importing it)
+    _fake_distribution(tmp_path, "prunelens.methods", {"magnitude-copy": "fake_copy:COPY"}, "fake_copy", """
+        import dataclasses
+        from prunelens.analysis.methods import get_method
+        COPY = dataclasses.replace(get_method("magnitude"), name="magnitude-copy")
+    """)
+    done = subprocess.run([sys.executable, "-m", "prunelens", "methods"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env=_env(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "magnitude-copy" in done.stdout and "warning" not in done.stderr
