@@ -632,6 +632,14 @@ HELP = {  # subcommand: (description, examples)
 }
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written; option help wrapped without breaking a method name
+    at its hyphen (``admm-quant``)."""
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 class _MethodNames:
     """The registry's method names (or training modes), read when --help shows them: building
     the parser imports no method. Validation stays with ``get_method``/``get_trainer``, whose
@@ -657,13 +665,13 @@ def _document(parser: argparse.ArgumentParser, sub) -> None:
     from prunelens import __version__
 
     parser.add_argument("--version", action="version", version=f"prunelens {__version__}")
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.formatter_class = _HelpFormatter
     parser.epilog = ("run `prunelens COMMAND --help` for a command's options and examples\n\n"
                      + EXIT_CODES)
     for name, child in sub.choices.items():
         description, examples = HELP[name]
         child.description = textwrap.fill(description, 92)
-        child.formatter_class = argparse.RawDescriptionHelpFormatter
+        child.formatter_class = _HelpFormatter
         child.epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples) + "\n\n" + EXIT_CODES
         for action in child._actions:
             if action.dest == "method":
