@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunelens.analysis.errors import DataError, ParamError
+from prunelens.analysis.errors import DataError, ParamError, tokenizer_guard
 from prunelens.analysis.gates import gated
 from prunelens.analysis.hooks import hooked
 from prunelens.analysis.layout import encoder_layers
@@ -201,8 +201,9 @@ def attention_maps(loaded: LoadedModel, text: str, text_pair: str | None = None,
     if pair is not None:
         loaded.check_pairs("a second sentence was given", "leave the second sentence empty, or pick a "
                                                           "model trained on sentence pairs")
-    enc = tokenizer(text, pair, truncation=True, max_length=max_length, return_tensors="pt")
-    full = tokenizer(text, pair, truncation=False)["input_ids"]
+    with tokenizer_guard(tokenizer, loaded.name):  # a Rust panic is one message, not a hung page
+        enc = tokenizer(text, pair, truncation=True, max_length=max_length, return_tensors="pt")
+        full = tokenizer(text, pair, truncation=False)["input_ids"]
     inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     ids = enc["input_ids"][0].tolist()
     tokens = tokenizer.convert_ids_to_tokens(ids)

@@ -18,6 +18,7 @@ import numpy as np
 
 from prunelens.analysis.checkpoints import checkpoint
 from prunelens.analysis.data import MAX_LENGTH, Batch, TextData, load_data, pad_batch
+from prunelens.analysis.errors import tokenizer_guard
 from prunelens.analysis.session import Session
 
 
@@ -108,10 +109,11 @@ class StreamedBatches:
                      "labels": np.asarray(self.data.labels)[rows]}
         for i in range(0, len(rows), self.batch_size):
             part = rows[i:i + self.batch_size]
-            enc = self.tokenizer([texts[j] for j in part],
-                                 None if pairs is None else [pairs[j] for j in part],
-                                 truncation=True, max_length=self.max_length,
-                                 return_overflowing_tokens=False, return_length=True)
+            with tokenizer_guard(self.tokenizer, getattr(self.tokenizer, "name_or_path", "")):
+                enc = self.tokenizer([texts[j] for j in part],
+                                     None if pairs is None else [pairs[j] for j in part],
+                                     truncation=True, max_length=self.max_length,
+                                     return_overflowing_tokens=False, return_length=True)
             out["input_ids"].extend(enc["input_ids"])
             out["length"].extend(enc["length"])
             if "token_type_ids" in enc:

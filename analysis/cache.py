@@ -24,7 +24,9 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
+import time
 import stat
 import tempfile
 import warnings
@@ -43,6 +45,9 @@ SHIPPED_DIR = Path(__file__).resolve().parent.parent / "cached_results"
 
 
 MAX_ENTRY_BYTES = 64 << 20  # the largest training run is well under 1 MiB
+MAX_LISTED_BYTES = 8 << 20  # entries a listing (``entries``) reads: bigger ones are skipped unread
+LISTING_PEEK_BYTES = 4096  # what a listing reads of an entry before deciding to parse it
+ORPHAN_TMP_AGE_S = 3600  # a temp file older than this was left by a killed writer: removed
 SECRET_NAME = "store-key"  # this user's HMAC secret for store entries (see secret_path)
 MANIFEST_NAME = "MANIFEST.json"  # a shipped store's list of entries and the SHA-256 of each
 
@@ -69,6 +74,33 @@ def _read_regular_file(path: Path) -> bytes | None:
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def _peek_kind(path: Path) -> str | None:
+    """The ``kind`` an entry file declares, from its first bytes alone (entries are canonical
+    JSON: ``digest``, ``format``, then ``key`` with its ``kind``), or None when the file is not a
+    regular file of at most :data:`MAX_LISTED_BYTES` or does not start like an entry. Listings
+    read whole only the entries of the kind they list."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_LISTED_BYTES:
+            return None
+        head = os.read(fd, LISTING_PEEK_BYTES).decode("utf-8", "replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    start = _ENTRY_HEAD.match(head)
+    match = _KIND_IN_KEY.search(head, start.end()) if start else None
+    return match.group(1) if match else None
+
+
+_ENTRY_HEAD = re.compile(r'\{"digest":"[0-9a-f]{64}","format":\d+,"key":\{')
+_KIND_IN_KEY = re.compile(r'"kind":"([^"\\]*)"')
 
 
 def secret_path() -> Path:
@@ -282,6 +314,10 @@ class ResultStore:
         replaced = False
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if path.parent.is_symlink() or path.is_symlink():
+                raise OSError(f"{path.parent.name}/{path.name if path.is_symlink() else ''} is a symbolic "
+                              "link (the store never writes through one; remove it)")
+            _sweep_orphans(path.parent)
             text = canonical({**entry, "mac": _mac(store_secret(create=True), entry)})
             fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem[:12]}.", suffix=".tmp", dir=path.parent)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -320,12 +356,38 @@ class ResultStore:
             for path in sorted(root.glob("*/*.json")):
                 if path.stem in seen:
                     continue
+                listed = _peek_kind(path)  # bounded: only the first bytes of other kinds' entries
+                if listed is None or (kind is not None and listed != kind):
+                    continue
                 with warnings.catch_warnings():  # get() warns about these when they are asked for
                     warnings.simplefilter("ignore", StoreWarning)
                     entry = self._read(path, None, root)
                 if entry is not None and (kind is None or entry.get("key", {}).get("kind") == kind):
                     seen[path.stem] = entry
         return list(seen.values())
+
+
+def _sweep_orphans(shard: Path, now: float | None = None) -> int:
+    """Remove the temp files (``.<digest>.*.tmp``) in ``shard`` older than
+    :data:`ORPHAN_TMP_AGE_S`: a writer killed between writing and renaming leaves one; a live
+    writer's is seconds old. Returns how many were removed."""
+    now = time.time() if now is None else now
+    removed = 0
+    try:
+        with os.scandir(shard) as entries:
+            for entry in entries:
+                if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                    if now - info.st_mtime > ORPHAN_TMP_AGE_S:
+                        os.unlink(entry.path)
+                        removed += 1
+                except OSError:  # another writer removed it, or it is not ours to remove
+                    continue
+    except OSError:
+        return removed
+    return removed
 
 
 class RecordingStore(ResultStore):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import math
 import os
 import re
 import subprocess
@@ -20,7 +21,7 @@ import warnings
 from pathlib import Path
 
 from prunelens.analysis.errors import (EXIT_BAD_INPUT, EXIT_PARTIAL, ParamError, PartialFailure,
-                                       PrunelensError, shown)
+                                       PrunelensError, shown, terminal, usable_path)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,25 +52,57 @@ def _parse_params(pairs: list[str] | None) -> dict:
     params = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise ParamError(f"--param takes name=value, got '{pair}'")
+            raise ParamError(f"--param takes name=value, got {shown(pair)}")
         name, value = pair.split("=", 1)
+        if name.strip() in params:
+            raise ParamError(f"--param {shown(name.strip())} is given twice ({shown(params[name.strip()])} and "
+                             f"{shown(value.strip())}; give each parameter once)")
         params[name.strip()] = value.strip()
     return params
 
 
 def _floats(text: str, what: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ParamError(f"{what} must be comma-separated numbers, got '{text}'") from None
+        raise ParamError(f"{what} must be comma-separated numbers, got {shown(text)}") from None
+    if not values:
+        raise ParamError(f"{what} is empty (give comma-separated numbers, e.g. 0,0.25,0.5)")
+    return values
+
+
+def finite_json(payload) -> tuple[object, int]:
+    """``payload`` with every NaN or infinite float replaced by None (JSON has no NaN: a bare
+    ``NaN`` breaks strict readers), and how many were replaced."""
+    count = 0
+
+    def clean(value):
+        nonlocal count
+        if isinstance(value, float) and not math.isfinite(value):
+            count += 1
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    return clean(payload), count
 
 
 def _write_json(path: str | None, kind: str, payload: dict) -> None:
     """Write (or print, without ``path``) a ``kind`` output, stamped with its schema and the
-    version (:mod:`prunelens.analysis.json_outputs` declares every kind)."""
+    version (:mod:`prunelens.analysis.json_outputs` declares every kind); a value that is not a
+    finite number is written as null, with a note."""
     from prunelens.analysis.json_outputs import stamp
 
-    text = json.dumps(stamp(kind, payload), indent=2)
+    payload, replaced = finite_json(stamp(kind, payload))
+    if replaced:
+        note = (f"{replaced} value{'s' if replaced > 1 else ''} that {'are' if replaced > 1 else 'is'} not a "
+                "finite number (e.g. a standard error of a single example) written as null")
+        payload["notes"] = [*(payload.get("notes") or []), note]
+        print(f"note: {note}", file=sys.stderr)
+    text = json.dumps(payload, indent=2, allow_nan=False)
     if path:
         try:
             Path(path).expanduser().write_text(text + "\n")  # _check_output expanded it too
@@ -108,6 +141,17 @@ def _check_output(path: str | None) -> None:
         raise PrunelensError(f"cannot write {path}: its folder does not exist (create it first)")
 
 
+def _folder_arg(path: str | None, flag: str) -> Path | None:
+    """A folder argument (``--out``, ``--store``) checked before any work: expandable, not too
+    long, not a file. None when not given."""
+    if path is None:
+        return None
+    folder = usable_path(path, flag, ParamError)
+    if folder.exists() and not folder.is_dir():
+        raise ParamError(f"{flag} {shown(path)} is a file (give a folder)")
+    return folder
+
+
 def check_device(device: str | None) -> str:
     """``--device``: cpu, cuda or cuda:N (a GPU this machine's torch sees), or mps where present;
     refused before anything loads."""
@@ -136,15 +180,19 @@ def _print_notes(session) -> None:
     evaluator = getattr(session, "_evaluator", None)
     notes = evaluator.notes if evaluator is not None else list(session.data.notes)
     for note in notes:
-        print(f"note: {note}", file=sys.stderr)
+        print(f"note: {terminal(note)}", file=sys.stderr)
 
 
 def _session(args):
+    from prunelens.analysis.data import check_data_spec
+    from prunelens.analysis.models import check_model_spec
     from prunelens.analysis.operations import open_session
 
     _check_output(getattr(args, "json", None))
     _check_output(getattr(args, "csv", None))
     device = check_device(getattr(args, "device", "cpu"))
+    check_data_spec(args.data, args.limit)  # --limit, and the data file exists and can be read
+    check_model_spec(args.model)  # not blank; a folder exists, its files and config.json are sane
     print(f"loading model {shown(args.model)} and data {shown(args.data)} ...", file=sys.stderr)
     return open_session(args.model, args.data, args.limit, device=device)
 
@@ -185,6 +233,36 @@ def cmd_dashboard(args) -> int:
     return _launch(cmd, env)
 
 
+def check_bind(host: str, port: int) -> None:
+    """The server can listen on ``host``:``port``: the name resolves, is an address of this
+    machine, and nothing listens on the port; else one ``error:`` line before Streamlit starts
+    (a probe socket is bound and closed at once, with the same SO_REUSEADDR as the server)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise ParamError(f"--host {shown(host)} cannot be resolved: {reason} (give an address of this "
+                         "machine, e.g. 127.0.0.1)") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ParamError(f"--port {port} is in use on {shown(host)} (stop what listens there, or "
+                                 "give another --port)") from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise ParamError(f"--host {shown(host)} is not an address of this machine (give one of "
+                                 "its own addresses, e.g. 127.0.0.1 or 0.0.0.0)") from None
+            if exc.errno == errno.EACCES:
+                raise ParamError(f"--port {port} needs privileges on {shown(host)} (use a port above 1023, "
+                                 "e.g. 8501)") from None
+            raise ParamError(f"cannot listen on {shown(host)} port {port}: {exc.strerror or exc} (give "
+                             "another --host or --port)") from None
+
+
 def _data_roots(given: list[str] | None) -> list[str]:
     """The folders the dashboard may read: ``--data-root`` (each an existing folder), else
     ``$PRUNELENS_DATA_ROOTS`` when set, else the working folder; resolved."""
@@ -200,7 +278,10 @@ def _data_roots(given: list[str] | None) -> list[str]:
 
 
 def _launch(cmd: list[str], env: dict[str, str] | None = None) -> int:
-    """Replace this process with the server (so a signal to `prunelens` reaches it; no child)."""
+    """Replace this process with the server (so a signal to `prunelens` reaches it; no child),
+    once :func:`check_bind` found its address usable (else one ``error:`` line, nothing started)."""
+    if "--server.address" in cmd and "--server.port" in cmd:
+        check_bind(cmd[cmd.index("--server.address") + 1], int(cmd[cmd.index("--server.port") + 1]))
     sys.stdout.flush()
     sys.stderr.flush()
     env = env if env is not None else dict(os.environ)
@@ -243,6 +324,7 @@ def _check_method_args(method_name: str, unit: str | None, raw_params: list[str]
 
 
 def cmd_score(args) -> int:
+    from prunelens.analysis.compare import constant_scores_warning
     from prunelens.analysis.operations import compute_scores
 
     _check_method_args(args.method, args.unit, args.param)
@@ -258,6 +340,9 @@ def cmd_score(args) -> int:
 
         print(f"{result.method} {result.unit} scores ({'from the store' if result.cached else f'{result.seconds:.1f}s'}):")
         print(np.array2string(result.scores, precision=3, suppress_small=True, max_line_width=120))
+    flat = constant_scores_warning(result.scores, result.method)
+    if flat:
+        print(f"warning: {flat}", file=sys.stderr)
     return 0
 
 
@@ -271,8 +356,11 @@ def cmd_prune(args) -> int:
     out = prune(session, args.method, args.sparsity, args.unit, args.scope, _parse_params(args.param),
                 physical=args.physical, threshold=args.threshold,
                 keep_one_per_layer=args.keep_one_per_layer, progress=_progress_printer(not args.quiet))
-    out["notes"] = session.evaluator.notes
+    capped = out.get("notes", [])
+    out["notes"] = session.evaluator.notes + capped
     _print_notes(session)
+    for note in capped:
+        print(f"note: {terminal(note)}", file=sys.stderr)
     if args.json:
         _write_json(args.json, "prune", out)
     else:
@@ -372,7 +460,7 @@ def cmd_finetune(args) -> int:
     from prunelens.analysis.finetune import Recipe, finetune
 
     recipe = Recipe(epochs=args.epochs, seed=args.seed)
-    out_dir = Path(args.out) if args.out else None
+    out_dir = _folder_arg(args.out, "--out")
     manifest = finetune(recipe, **({"out_dir": out_dir} if out_dir else {}))
     _write_json(args.json, "finetune", manifest)
     return 0
@@ -384,9 +472,10 @@ def cmd_precompute(args) -> int:
     from prunelens.analysis.sweep.spec import Target
 
     methods = check_methods([m for m in (args.methods or "").split(",") if m.strip()])
+    out_dir = _folder_arg(args.out, "--out")
     session = _session(args)
     summary = precompute(session, Target(args.model, args.data, args.limit),
-                         out_dir=Path(args.out) if args.out else None, methods=methods,
+                         out_dir=out_dir, methods=methods,
                          include_training=not args.skip_training, progress=not args.quiet)
     _write_json(args.json, "precompute", summary)
     return 0
@@ -399,9 +488,10 @@ def cmd_analyze(args) -> int:
     from prunelens.analysis.sweep.spec import Target
 
     methods = check_methods([m for m in (args.methods or "").split(",") if m.strip()])
+    store_dir = _folder_arg(args.store, "--store")
     session = _session(args)
-    if args.store:
-        session.store = ResultStore(user_dir=Path(args.store).expanduser())
+    if store_dir is not None:
+        session.store = ResultStore(user_dir=store_dir)
     done = run_analysis(session, Target(args.model, args.data, args.limit), methods,
                         training=args.train, progress=not args.quiet, dry_run=args.dry_run)
     print_report(done.report)
@@ -432,8 +522,9 @@ def cmd_sweep(args) -> int:
     from prunelens.analysis.sweep import SweepFailed, load_spec, print_report, run_sweep
 
     _check_output(args.json)
+    store_dir = _folder_arg(args.store, "--store")
     spec = load_spec(args.spec)
-    store = ResultStore(user_dir=Path(args.store).expanduser()) if args.store else ResultStore()
+    store = ResultStore(user_dir=store_dir) if store_dir is not None else ResultStore()
     report = run_sweep(spec, store, args.executor, args.workers, args.threads, args.address,
                        args.device, args.gpus_per_task, progress=not args.quiet, dry_run=args.dry_run)
     print_report(report)
@@ -714,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
     except PrunelensError as exc:
         if debug:
             raise
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {terminal(exc)}\n")  # one line, whatever a file name holds
         return EXIT_PARTIAL if isinstance(exc, PartialFailure) else EXIT_BAD_INPUT
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted (nothing half-written was kept)\n")
@@ -722,13 +813,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line unless --debug
         if debug:
             raise
-        sys.stderr.write(f"error: internal error {type(exc).__name__}: {str(exc)[:200]} "
+        sys.stderr.write(f"error: internal error {type(exc).__name__}: {terminal(str(exc)[:200])} "
                          "(rerun with --debug and report it)\n")
         return 1
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    sys.stderr.write(f"warning: {message}\n")
+    sys.stderr.write(f"warning: {terminal(message)}\n")
 
 
 if __name__ == "__main__":

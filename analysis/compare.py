@@ -9,8 +9,10 @@ Owns the numbers the dashboard's Compare page and head-details panel show:
 - :func:`unit_scores`: one unit's score and rank under every method (cheap methods computed,
   expensive ones read from the store only);
 - :func:`score_summary`: range and quantiles of a score map (for threshold sliders);
+- :func:`constant_scores_warning`: the warning shown when a score map ranks nothing (all equal);
 - :func:`paired_difference`: the difference of two methods' per-example outcomes on the same
-  examples over several seeds, with its paired interval (docs/FIDELITY.md's comparisons).
+  examples over several seeds, with a crossed bootstrap interval over seeds and examples (every
+  verdict of docs/FIDELITY.md).
 """
 
 from __future__ import annotations
@@ -109,6 +111,19 @@ def score_summary(scores) -> dict:
             "max": float(q[4]), "n": int(s.size)}
 
 
+def constant_scores_warning(scores, method: str = "") -> str | None:
+    """A warning when every unit has the same score (then no ranking exists and pruning would
+    fall back to index order), else None. No setting in a method's declared ranges should give
+    this (``tests/unit/test_smp_pins.py`` checks PINS and PLATON); the pages and the CLI say so if
+    one ever does."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size < 2 or np.ptp(s) > 0:
+        return None
+    value = float(s.reshape(-1)[0])
+    return (f"every {'' if not method else method + ' '}score is {value:g}: these scores rank nothing "
+            "(pruning by them would remove units in index order); try more batches or other parameters")
+
+
 def unit_scores(session, unit: str, index: tuple[int, ...], compute_cheap: bool = True,
                 progress: Progress = no_progress) -> list[dict]:
     """One unit's score under every registered method that scores ``unit`` (default parameters).
@@ -146,15 +161,18 @@ WITHIN_NOISE = "within noise (neither pass nor fail)"
 
 @dataclass
 class PairedDifference:
-    """Mean of a - b over the same examples, averaged over seeds first, with a normal interval."""
+    """Mean of a - b over the same examples and seeds, with a crossed-bootstrap interval
+    (:func:`paired_difference`): ``low``/``high`` hold for new seeds *and* new sentences."""
 
     mean: float
-    se: float
+    se: float  # the standard deviation of the bootstrap means
     low: float
     high: float
     seeds: int
     examples: int
     per_seed: list[float]
+    resamples: int = 0  # bootstrap resamples drawn (or enumerated, when ``exact``)
+    exact: bool = False  # every resample enumerated (a small table), not drawn
 
     @property
     def within_noise(self) -> bool:
@@ -181,18 +199,47 @@ def joint_rule(differences) -> str:
     return "PASS" if all(r == "PASS" for r in rules) else "FAIL" if "FAIL" in rules else WITHIN_NOISE
 
 
-def paired_difference(a: list, b: list, z: float = 1.96) -> PairedDifference:
-    """``a[s][i] - b[s][i]`` (seed ``s``, example ``i``: 0/1 correctness or any per-example value)
-    averaged over seeds per example, then its mean over examples ± ``z`` paired standard errors.
-    Each seed pairs the same examples; seeds are averaged first, so the interval is over examples
-    (the sampling noise a reader of one data set faces) with the seed-to-seed spread inside it."""
+BOOTSTRAP_RESAMPLES = 4000  # drawn resamples of a crossed bootstrap (fixed seed: reproducible)
+
+
+def _index_tuples(n: int) -> np.ndarray:
+    """Every draw of ``n`` indices from ``n`` with replacement, as counts per index: (n**n, n)."""
+    draws = np.array(np.meshgrid(*[np.arange(n)] * n, indexing="ij")).reshape(n, -1).T
+    return np.stack([np.bincount(row, minlength=n) for row in draws])
+
+
+def paired_difference(a: list, b: list, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
+                      seed: int = 0) -> PairedDifference:
+    """The paired difference ``a[s][i] - b[s][i]`` (seed or draw ``s``, example ``i``: 0/1
+    correctness or any per-example value), its mean over every seed and example, and a crossed
+    bootstrap interval: each resample draws the seeds with replacement *and*, independently, the
+    examples with replacement, and takes the mean difference over the drawn seeds × drawn examples;
+    the interval is the central ``level`` of those means (percentiles), ``se`` their standard
+    deviation. Seed-to-seed spread and sentence sampling both widen it, so a verdict holds for
+    new seeds and new sentences, not only for the seeds that were run (0.2 averaged the seeds per
+    sentence first, and the seed spread cancelled out). With one seed only examples are resampled.
+    When the table has at most ``resamples`` distinct resamples (seeds**seeds × examples**examples)
+    they are all enumerated (``exact``); otherwise ``resamples`` are drawn with a fixed ``seed``.
+
+    "Seeds" can be any paired axis: the comparison of a deterministic criterion against N random
+    masks passes the criterion's row N times and the masks as the seeds."""
     a_arr = np.asarray([np.asarray(x, dtype=np.float64) for x in a])
     b_arr = np.asarray([np.asarray(x, dtype=np.float64) for x in b])
     if a_arr.shape != b_arr.shape or a_arr.ndim != 2 or a_arr.shape[1] < 2:
         raise ParamError(f"paired_difference needs two equal (seeds, examples) arrays with at least 2 "
                          f"examples, got {a_arr.shape} and {b_arr.shape}")
-    diff = (a_arr - b_arr).mean(axis=0)
-    mean = float(diff.mean())
-    se = float(diff.std(ddof=1) / np.sqrt(len(diff)))
-    return PairedDifference(mean, se, mean - z * se, mean + z * se, a_arr.shape[0], a_arr.shape[1],
-                            [float(v) for v in (a_arr - b_arr).mean(axis=1)])
+    diff = a_arr - b_arr
+    n_seeds, n_examples = diff.shape
+    exact = n_seeds ** n_seeds * n_examples ** n_examples <= resamples
+    if exact:
+        seed_counts, example_counts = _index_tuples(n_seeds), _index_tuples(n_examples)
+        means = (seed_counts @ diff @ example_counts.T).reshape(-1) / (n_seeds * n_examples)
+    else:
+        rng = np.random.default_rng(seed)
+        seed_counts = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=resamples)
+        example_counts = rng.multinomial(n_examples, np.full(n_examples, 1.0 / n_examples), size=resamples)
+        means = ((seed_counts @ diff) * example_counts).sum(axis=1) / (n_seeds * n_examples)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return PairedDifference(float(diff.mean()), float(means.std()), float(low), float(high), n_seeds,
+                            n_examples, [float(v) for v in diff.mean(axis=1)], int(means.size), bool(exact))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +25,21 @@ import torch
 import torch.nn.functional as F
 
 from prunelens.analysis import hub
-from prunelens.analysis.errors import DataError, expand_path, path_error
+from prunelens.analysis.errors import DataError, expand_path, path_error, shown, tokenizer_guard
 from prunelens.analysis.fingerprints import data_fingerprint
 
 DEFAULT_SEED = 1234
 DEFAULT_DEV_SIZE = 872
-MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_LENGTH = 128
+# What a data file or upload may hold, each refused with a message above it (memory follows the
+# rows kept, not the file: rows past ``--limit`` are scanned for their label only, never kept):
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # total bytes of a file or upload, checked before reading
+MAX_JSON_BYTES = 8 * 1024 * 1024  # a .json array is parsed whole (.jsonl is streamed)
+MAX_ROWS = 200_000  # rows kept (without --limit: rows in the file)
+MAX_COLUMNS = 64  # fields in a CSV header / keys in a JSONL record
+MAX_ROW_CHARS = 1024 * 1024  # characters in one line (and one CSV field)
+MAX_LABEL_NAME = 256  # characters in a class name
+MAX_LABEL_NAMES = 10_000  # distinct class names
 
 # task -> (text column, pair column or None, number of labels, dev split name, task metric)
 GLUE_TASKS: dict[str, tuple[str, str | None, int, str, str]] = {
@@ -62,6 +70,7 @@ class TextData:
     # using methods and training runs learn from, :func:`prunelens.analysis.batches.training_data`);
     # None: no separate train split is known
     train_source: str | None = None
+    mixed_labels: bool = False  # labels mix numbers and names: refused unless a model's names decide
     _fingerprint: str | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -101,6 +110,7 @@ class TextData:
             notes=list(self.notes),
             label_names=self.label_names,
             train_source=self.train_source,
+            mixed_labels=self.mixed_labels,
         )
 
     def with_label_ids(self, label2id: dict[str, int]) -> TextData:
@@ -112,15 +122,17 @@ class TextData:
             return self
         wanted = {str(k).strip().lower(): int(v) for k, v in label2id.items()}
         names = [n.strip().lower() for n in self.label_names]
-        if not all(n in wanted for n in names) or all(wanted[n] == i for i, n in enumerate(names)):
+        if not all(n in wanted for n in names):
             return self
+        if all(wanted[n] == i for i, n in enumerate(names)):
+            return replace(self, mixed_labels=False) if self.mixed_labels else self
         remap = np.array([wanted[n] for n in names], dtype=np.int64)
         notes = [n for n in self.notes if not n.startswith("text labels mapped to ids")]
         notes.append("text labels mapped by the model's own label names: " + ", ".join(
             f"{orig}={wanted[n]}" for orig, n in zip(self.label_names, names)))
         by_id = sorted(self.label_names, key=lambda name: wanted[name.strip().lower()])
         return TextData(self.name, self.split, self.texts, remap[self.labels], self.text_pairs,
-                        self.metric, notes, by_id, self.train_source)
+                        self.metric, notes, by_id, self.train_source)  # the model's names decide: not mixed
 
     def describe(self) -> dict:
         return {"name": self.name, "split": self.split, "n": len(self), "fingerprint": self.fingerprint}
@@ -200,9 +212,10 @@ def glue(task: str, split: str = "dev") -> TextData:
 
 def _from_frame(frame: pd.DataFrame, name: str, split: str, text_col: str = "text",
                 pair_col: str | None = "text_pair", metric: str = "accuracy",
-                lines: list[int] | None = None) -> TextData:
+                lines: list[int] | None = None, scan: LabelScan | None = None) -> TextData:
     """The texts and labels of a parsed table. ``lines`` gives the file line each row starts on
-    (for messages); without it rows are counted from 1."""
+    (for messages); without it rows are counted from 1. ``scan``: the labels of the whole file
+    when only its first rows were parsed (text labels are numbered over the whole file)."""
     notes: list[str] = []
     if text_col not in frame.columns or "label" not in frame.columns:
         raise DataError(
@@ -233,17 +246,28 @@ def _from_frame(frame: pd.DataFrame, name: str, split: str, text_col: str = "tex
                      f"({where(int(np.flatnonzero(no_text)[0]))}{' is the first' if n > 1 else ''})")
         frame = frame.iloc[kept]
     labels = frame["label"]
-    names = None
+    names, mixed = None, False
     if labels.dtype == object or str(labels.dtype).startswith("str"):
         as_num = pd.to_numeric(labels, errors="coerce")
+        file_has_names = bool(scan.names) if scan is not None else bool(as_num.isna().any())
+        file_has_numbers = scan.numbers if scan is not None else bool(as_num.notna().any())
+        mixed = file_has_names and file_has_numbers
         if as_num.isna().any():
-            names = sorted(labels.astype(str).unique())
+            seen = set(labels.astype(str).unique())
+            names = sorted(seen | (scan.names if scan is not None else set()))
+            if mixed and scan is not None:  # numbers past the rows read are names like the others
+                names = sorted(set(names) | scan.number_texts)
             mapping = {n: i for i, n in enumerate(names)}
             labels = labels.astype(str).map(mapping)
             notes.append("text labels mapped to ids in sorted order: " + ", ".join(
                 f"{n}={i}" for n, i in mapping.items()))
         else:
             labels = as_num
+    elif scan is not None and scan.names:
+        mixed = True
+    if mixed and names is None:  # numbers here, names past them: no name can be given to a number
+        raise DataError(f"{name}: labels mix numbers and class names (e.g. {shown(sorted(scan.names)[0], 40)}; "
+                        "use only ids 0, 1, ... or only names)")
     values = labels.to_numpy(dtype=float)
     from prunelens.analysis.models import MAX_LABELS  # the bound a model's head may have
 
@@ -265,119 +289,325 @@ def _from_frame(frame: pd.DataFrame, name: str, split: str, text_col: str = "tex
         metric=metric,
         notes=notes,
         label_names=names,
+        mixed_labels=mixed,
     )
 
 
-def _csv_record_lines(text: str, sep: str, filename: str) -> list[int]:
-    """The line each data record of a CSV/TSV starts on (blank lines skipped, as pandas does).
-    A record with more fields than the header is refused: pandas would make its first field an
-    index (the text shifts into the wrong column) or fail with a parser message."""
-    import csv
-    import io
 
-    csv.field_size_limit(max(csv.field_size_limit(), MAX_UPLOAD_BYTES))
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+@dataclass
+class LabelScan:
+    """The labels of every row of a file, for numbering text labels over the whole file when only
+    its first rows are kept: the distinct class names (bounded) and whether any label is a number."""
+
+    names: set = field(default_factory=set)
+    numbers: bool = False
+    number_texts: set = field(default_factory=set)  # numbers as written (a mixed file's names)
+
+    def add(self, value, filename: str, line: int) -> None:
+        if value in self.names or value in self.number_texts:  # the common case: seen before
+            return
+        if value is None or isinstance(value, bool) or (isinstance(value, str) and value in _NA_TEXTS):
+            return
+        if isinstance(value, (int, float)):
+            self.numbers = True
+            return
+        text = str(value)
+        try:
+            float(text)
+            self.numbers = True
+            if len(self.number_texts) < MAX_LABEL_NAMES:
+                self.number_texts.add(text)
+            return
+        except ValueError:
+            pass
+        if len(text) > MAX_LABEL_NAME:
+            raise DataError(f"{filename} line {line} has a label of {len(text):,} characters (labels are "
+                            f"ids or class names of at most {MAX_LABEL_NAME} characters)")
+        if text not in self.names:
+            if len(self.names) >= MAX_LABEL_NAMES:
+                raise DataError(f"{filename} has over {MAX_LABEL_NAMES:,} different class names "
+                                f"(line {line}; a classification data set has a few)")
+            self.names.add(text)
+
+
+try:  # the texts pandas' CSV reader reads as missing
+    from pandas._libs.parsers import STR_NA_VALUES as _NA_TEXTS
+except ImportError:  # pragma: no cover
+    _NA_TEXTS = {"", "NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "<NA>", "#N/A"}
+
+
+def _bounded_lines(stream, filename: str):
+    """The lines of ``stream`` (a text stream opened with ``newline=""``), each refused past
+    :data:`MAX_ROW_CHARS` characters before it is read further."""
+    number = 0
+    while True:
+        line = stream.readline(MAX_ROW_CHARS + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_ROW_CHARS:
+            raise DataError(f"{filename} line {number} is over {MAX_ROW_CHARS:,} characters (a row is "
+                            "one example: split the file's long lines, or check that it is a data set)")
+        yield line
+
+
+def _too_many_rows(filename: str) -> DataError:
+    return DataError(f"{filename} has over {MAX_ROWS:,} rows, the cap on rows read (use --limit N, "
+                     "or the dashboard's example count, to read the first N)")
+
+
+@dataclass
+class _Records:
+    """A file's first data records (where each starts, for messages) and every row's label."""
+
+    header: list[str]
+    starts: list[int]
+    total: int
+    scan: LabelScan
+
+
+def _csv_records(stream, sep: str, filename: str, wanted: int | None) -> _Records:
+    """One streaming pass over a CSV/TSV: the header (at most :data:`MAX_COLUMNS` fields), the
+    line each of the first ``wanted`` records starts on (blank lines skipped, as pandas does),
+    and every record's label. A record with more fields than the header is refused: pandas would
+    make its first field an index (the text shifts into the wrong column) or fail with a parser
+    message."""
+    import csv
+
+    csv.field_size_limit(MAX_ROW_CHARS)
+    reader = csv.reader(_bounded_lines(stream, filename), delimiter=sep)
     starts: list[int] = []
-    header, end = None, 0
+    header, end, total, label_at = None, 0, 0, None
+    scan = LabelScan()
     try:
         for record in reader:
             start, end = end + 1, reader.line_num
             if not record:
                 continue
             if header is None:
-                header = len(record)
+                if len(record) > MAX_COLUMNS:
+                    raise DataError(f"{filename} has {len(record):,} columns, over the cap of {MAX_COLUMNS} "
+                                    "(it needs text[,text_pair],label)")
+                header = record
+                label_at = record.index("label") if "label" in record else None
                 continue
-            if len(record) > header:
+            if len(record) > len(header):
                 what = "tabs" if sep == "\t" else f"'{sep}'"
                 raise DataError(
-                    f"{filename} line {start} has {len(record)} fields but the header has {header} "
+                    f"{filename} line {start} has {len(record)} fields but the header has {len(header)} "
                     f"(quote texts that contain {what} with \"...\", or remove the extra fields)")
-            starts.append(start)
+            total += 1
+            if wanted is None and total > MAX_ROWS:
+                raise _too_many_rows(filename)
+            if wanted is None or len(starts) < wanted:
+                starts.append(start)
+            if label_at is not None and label_at < len(record):
+                scan.add(record[label_at], filename, start)
     except csv.Error as exc:
         raise DataError(f"could not parse {filename}: {exc} (line {reader.line_num})") from None
-    return starts
+    return _Records(header or [], starts, total, scan)
 
 
-def _jsonl_record_lines(text: str) -> list[int]:
-    return [i + 1 for i, line in enumerate(text.split("\n")) if line.strip()]
+def _jsonl_rows(stream, filename: str, limit: int | None) -> tuple[pd.DataFrame, list[int], LabelScan]:
+    """A JSONL file streamed: the first ``limit`` records with a text (or all, at most
+    :data:`MAX_ROWS`) as a frame, the line each starts on, and every record's label. Each line
+    must be an object; texts and pairs must be strings (or null: no text)."""
+    rows: list[dict] = []
+    lines: list[int] = []
+    columns: dict[str, None] = {}
+    scan = LabelScan()
+    with_text = 0
+    for number, line in enumerate(_bounded_lines(stream, filename), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except RecursionError:
+            raise DataError(f"could not parse {filename}: line {number} is nested too deeply") from None
+        except ValueError as exc:
+            raise DataError(f"could not parse {filename}: line {number}: {str(exc)[:80]}") from None
+        if not isinstance(record, dict):
+            raise DataError(f"could not parse {filename}: line {number} is a {type(record).__name__}, "
+                            "not an object with text and label")
+        label = record.get("label")
+        if isinstance(label, (dict, list)):
+            raise DataError(f"{filename} line {number} has a label that is a{'n object' if isinstance(label, dict) else ' list'} "
+                            "(labels are ids or class names)")
+        scan.add(label, filename, number)
+        if limit is not None and with_text >= limit:
+            continue  # past the rows asked for: only the label counts
+        for key in ("text", "text_pair"):
+            value = record.get(key)
+            if value is not None and not isinstance(value, str):
+                raise DataError(f"{filename} line {number} has a {key} that is {_json_kind(value)}, not a "
+                                "string (quote it, or fix the file)")
+        for key in record:
+            if key not in columns:
+                if len(columns) >= MAX_COLUMNS:
+                    raise DataError(f"{filename} records have over {MAX_COLUMNS} different keys (they "
+                                    "need text[,text_pair],label)")
+                columns[key] = None
+        rows.append({k: record.get(k) for k in ("text", "text_pair", "label") if k in record})
+        lines.append(number)
+        with_text += record.get("text") is not None
+        if len(rows) > MAX_ROWS:
+            raise _too_many_rows(filename)
+    frame = pd.DataFrame(rows, columns=[c for c in ("text", "text_pair", "label") if c in columns] or None)
+    frame = frame.reindex(columns=list(columns))  # the keys as found (for messages); others empty
+    frame = frame.astype(object).where(frame.notna(), None)
+    return frame, lines, scan
 
 
-def from_file(path: str | Path) -> TextData:
-    """A user CSV or JSONL file with columns ``text[,text_pair],label``."""
-    path = Path(path)
+def _json_kind(value) -> str:
+    return {dict: "an object", list: "a list", bool: "true/false"}.get(type(value), "a number")
+
+
+def _checked_file(path: Path) -> int:
+    """The size of a data file that may be read: it exists, is a regular file (a FIFO or device is
+    refused unread), is not empty and is within :data:`MAX_UPLOAD_BYTES`."""
+    from prunelens.analysis.files import regular_size
+
     try:
         if not path.exists():
             raise DataError(f"data file not found: {path} (give a CSV or JSONL with text,label)")
         if path.is_dir():
             raise DataError(f"{path} is a folder (give a CSV or JSONL file with text,label)")
-        size = path.stat().st_size
-        if size == 0:
-            raise DataError(f"data file {path.name} is empty (it needs a header and rows)")
-        if size > MAX_UPLOAD_BYTES:
-            raise DataError(
-                f"data file {path.name} is {size / 1e6:.0f} MB, over the {MAX_UPLOAD_BYTES // 10**6} MB cap"
-            )
-        raw = path.read_bytes()
+        size = regular_size(path, 1 << 62, f"data file {shown(path.name)[1:-1]}", DataError)
     except PermissionError as exc:
         raise DataError(f"cannot read data file {path.name}: {exc.strerror} (check its permissions)") from None
     except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte, ...
         raise path_error(DataError, "data", str(path), exc) from None
-    return from_bytes(raw, path.name)
+    if size == 0:
+        raise DataError(f"data file {path.name} is empty (it needs a header and rows)")
+    if size > MAX_UPLOAD_BYTES:
+        raise DataError(
+            f"data file {path.name} is {size / 1e6:.0f} MB, over the {MAX_UPLOAD_BYTES // 10**6} MB cap"
+        )
+    return size
 
 
-def from_bytes(raw: bytes, filename: str) -> TextData:
-    """Parse an uploaded CSV/JSONL payload (the dashboard's uploads come here too)."""
+def from_file(path: str | Path, limit: int | None = None) -> TextData:
+    """A user CSV or JSONL file with columns ``text[,text_pair],label`` (the first ``limit``
+    examples when given); only a regular file within :data:`MAX_UPLOAD_BYTES` is read."""
+    from prunelens.analysis.files import read_regular
+
+    path = Path(path)
+    _checked_file(path)
+    try:
+        raw = read_regular(path, MAX_UPLOAD_BYTES, f"data file {shown(path.name)[1:-1]}", DataError)
+    except PermissionError as exc:
+        raise DataError(f"cannot read data file {path.name}: {exc.strerror} (check its permissions)") from None
+    except (OSError, ValueError) as exc:
+        raise path_error(DataError, "data", str(path), exc) from None
+    return from_bytes(raw, path.name, limit)
+
+
+def from_bytes(raw: bytes, filename: str, limit: int | None = None) -> TextData:
+    """Parse an uploaded CSV/JSONL payload (the dashboard's uploads come here too): the size is
+    checked before anything is parsed, and only the first ``limit`` examples are kept."""
     import io
 
+    if limit is not None and limit <= 0:
+        raise DataError(f"--limit must be a positive number of examples, got {limit}")
     if len(raw) == 0:
         raise DataError(f"data file {filename} is empty (it needs a header and rows)")
     if len(raw) > MAX_UPLOAD_BYTES:
         raise DataError(
             f"data file {filename} is {len(raw) / 1e6:.0f} MB, over the {MAX_UPLOAD_BYTES // 10**6} MB cap"
         )
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"data file {filename} is not UTF-8 text (save it as UTF-8)") from None
     suffix = Path(filename).suffix.lower()
-    lines = None
-    try:
-        if suffix in (".jsonl", ".json"):
-            frame = pd.read_json(io.StringIO(text), lines=suffix == ".jsonl")
-            lines = _jsonl_record_lines(text) if suffix == ".jsonl" else None
-        elif suffix in (".csv", ".tsv", ".txt"):
+    name = Path(filename).name
+    if suffix == ".json" and len(raw) > MAX_JSON_BYTES:
+        raise DataError(f"data file {filename} is {len(raw) / 1e6:.0f} MB, over the {MAX_JSON_BYTES // 10**6} MB "
+                        "cap for a .json array (write one object per line as .jsonl: it is read as a stream)")
+    try:  # decoded as it is read: no second copy of the whole file
+        if suffix == ".jsonl":
+            frame, lines, scan = _jsonl_rows(_text_stream(raw), name, limit)
+            return _from_frame(frame, name, "all", lines=lines, scan=scan).subset(limit)
+        if suffix == ".json":
+            frame = pd.read_json(io.StringIO(raw.decode("utf-8-sig")))
+            if len(frame) > MAX_ROWS and limit is None:
+                raise _too_many_rows(name)
+            return _from_frame(frame, name, "all").subset(limit)
+        if suffix in (".csv", ".tsv", ".txt"):
             sep = "\t" if suffix == ".tsv" else ","
-            lines = _csv_record_lines(text, sep, Path(filename).name)
-            frame = pd.read_csv(io.StringIO(text), sep=sep)
-        else:
-            raise DataError(f"unsupported data file type '{suffix}' (use .csv or .jsonl)")
+            return _from_csv(raw, sep, name, limit)
+        raise DataError(f"unsupported data file type '{suffix}' (use .csv or .jsonl)")
     except DataError:
         raise
+    except UnicodeDecodeError:
+        raise DataError(f"data file {filename} is not UTF-8 text (save it as UTF-8)") from None
     except Exception as exc:
         raise DataError(f"could not parse {filename}: {str(exc).splitlines()[0][:120]}") from None
-    return _from_frame(frame, Path(filename).name, "all", lines=lines)
+
+
+def _text_stream(raw: bytes):
+    """``raw`` as a UTF-8 text stream (BOM dropped, line ends as written), decoded as read."""
+    import io
+
+    return io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8-sig", newline="")
+
+
+def _from_csv(raw: bytes, sep: str, name: str, limit: int | None) -> TextData:
+    """A CSV/TSV's first ``limit`` examples (all, at most :data:`MAX_ROWS`, without one): pandas
+    parses only the records asked for (more when some have no text), after one streaming pass
+    has checked every record and read every label."""
+    import io
+
+    wanted = limit
+    while True:
+        records = _csv_records(_text_stream(raw), sep, name, wanted)
+        frame = pd.read_csv(io.BytesIO(raw), sep=sep, nrows=len(records.starts), encoding="utf-8-sig")
+        data = _from_frame(frame, name, "all", lines=records.starts,
+                           scan=records.scan if len(records.starts) < records.total else None)
+        if limit is None or len(data) >= limit or len(records.starts) >= records.total:
+            return data.subset(limit)
+        if wanted >= MAX_ROWS:
+            raise _too_many_rows(name)
+        wanted = min(MAX_ROWS, max(2 * wanted, wanted + (limit - len(data)) * 2))  # rows without text
 
 
 def load_data(spec: str = "default", split: str = "dev", limit: int | None = None) -> TextData:
     """Resolve a data spec: ``default``, ``glue:<task>``, or a path to a CSV/JSONL file."""
+    path = check_data_spec(spec, limit)
     spec = (spec or "default").strip()
-    if spec in ("default", "rt", "rotten_tomatoes"):
+    if spec in BUILT_IN:
         data = rotten_tomatoes(split)
     elif spec.startswith("glue:"):
         data = glue(spec.split(":", 1)[1], split)
     else:
-        path = expand_path(spec, "data", DataError)
-        try:
-            is_file = path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json", ".txt") or path.exists()
-        except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte, ...
-            raise path_error(DataError, "data", spec, exc) from None
-        if is_file:
-            data = from_file(path)
-        else:
-            raise DataError(
-                f"unknown data '{spec}' (use default, glue:<task>, or a path to a .csv/.jsonl file)"
-            )
+        data = from_file(path, limit)
     return data.subset(limit)
+
+
+BUILT_IN = ("default", "rt", "rotten_tomatoes")
+
+
+def check_data_spec(spec: str | None, limit: int | None = None) -> Path | None:
+    """What can be known about a data spec without reading it (the command line asks before
+    anything loads): ``limit`` is positive, a GLUE task is known, a file is a regular file within
+    the caps. Returns the file's path (None for built-in data)."""
+    if limit is not None and limit <= 0:
+        raise DataError(f"--limit must be a positive number of examples, got {limit}")
+    spec = (spec or "default").strip()
+    if spec in BUILT_IN:
+        return None
+    if spec.startswith("glue:"):
+        task = spec.split(":", 1)[1].lower()
+        if task not in GLUE_TASKS:
+            raise DataError(f"unknown GLUE task {shown(task)} (choose one of: {', '.join(sorted(GLUE_TASKS))})")
+        return None
+    path = expand_path(spec, "data", DataError)
+    try:
+        is_file = path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json", ".txt") or path.exists()
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte, ...
+        raise path_error(DataError, "data", spec, exc) from None
+    if not is_file:
+        raise DataError(
+            f"unknown data {shown(spec)} (use default, glue:<task>, or a path to a .csv/.jsonl file)"
+        )
+    _checked_file(path)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,14 +679,15 @@ def tokenize_batches(tokenizer, data: TextData, batch_size: int = 64, max_length
     model_max = getattr(tokenizer, "model_max_length", None)
     if isinstance(model_max, int) and 0 < model_max < max_length:
         max_length = model_max
-    encoded = tokenizer(
-        data.texts,
-        data.text_pairs,
-        truncation=True,
-        max_length=max_length,
-        return_overflowing_tokens=False,
-        return_length=True,
-    )
+    with tokenizer_guard(tokenizer, getattr(tokenizer, "name_or_path", "")):  # also a Rust panic
+        encoded = tokenizer(
+            data.texts,
+            data.text_pairs,
+            truncation=True,
+            max_length=max_length,
+            return_overflowing_tokens=False,
+            return_length=True,
+        )
     lengths = np.asarray(encoded["length"])
     truncated = int(np.sum(lengths >= max_length))
     order = np.argsort(lengths, kind="stable") if sort_by_length else np.arange(len(lengths))

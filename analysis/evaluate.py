@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from prunelens.analysis.checkpoints import checkpoint
 from prunelens.analysis.data import TextData, merge_batches, tokenize_batches
+from prunelens.analysis.errors import ModelError, shown
 from prunelens.analysis.fastpath import FastEncoder, mask_rows, prefix_keys, unsupported_reason
 from prunelens.analysis.gates import Masks, gated
 from prunelens.analysis.models import LoadedModel
@@ -488,7 +489,16 @@ class Evaluator:
     @property
     def base_outputs(self) -> Outputs:
         if self._base is None:
-            self._base = self.outputs(None)
+            base = self.outputs(None)
+            finite = np.isfinite(base.logits)
+            if not finite.all():  # scored as if they were numbers, NaN would read as accuracy
+                rows = np.flatnonzero(~finite.all(axis=1))
+                kind = "NaN" if np.isnan(base.logits).any() else "infinite"
+                raise ModelError(
+                    f"model {shown(self.loaded.name)} gives {kind} logits on {len(rows)} of {self.n} examples "
+                    f"(the first: example {int(rows[0])}) without any pruning: its weights or config.json "
+                    "are broken (e.g. layer_norm_eps <= 0, or weights holding NaN or inf); nothing is scored")
+            self._base = base
         return self._base
 
     @property

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunelens.analysis.errors import ParamError, PrunelensError
+from prunelens.analysis.errors import ParamError, PrunelensError, usable_path
 from prunelens.analysis.gates import Masks
 from prunelens.analysis.hooks import model_lock
 from prunelens.analysis.methods.base import Progress, no_progress
@@ -44,7 +44,7 @@ ONNX_TIMING_REPEATS = 3
 
 def check_out_dir(out: str | Path) -> Path:
     """The export folder: new (its parent must exist), empty, or an earlier export (replaced)."""
-    path = Path(out).expanduser()
+    path = usable_path(str(out), "--out", ParamError)  # ~nouser, a name too long: one line
     if path.exists():
         if not path.is_dir():
             raise ParamError(f"--out {out} is a file (give a folder to write the export into)")

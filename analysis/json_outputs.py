@@ -258,6 +258,8 @@ def stamp(kind: str, payload: dict) -> dict:
 
 
 def _type_ok(value, types: str) -> bool:
+    if value is None and "number" in types.split("|"):
+        return True  # a number that is not finite is written as null (the writer notes it)
     for name in types.split("|"):
         expected = TYPES[name]
         if name in ("integer", "number") and isinstance(value, bool):
@@ -300,6 +302,8 @@ def problems(payload) -> list[str]:
     if kind is None or schema != kind.schema:
         return [f"unknown schema {schema!r}"]
     head = (Field("schema", "string", ""), Field("version", "string", ""))
+    if not any(f.name == "notes" for f in kind.fields):
+        head += (_opt(NOTES),)  # any output may say what it replaced or left out
     return _check(kind.name, payload, head + kind.fields, not kind.open)
 
 
@@ -326,7 +330,9 @@ def markdown() -> str:
         "`\"schema\": \"prunelens.<kind>/<n>\"` and `\"version\"`, the",
         "prunelens version that wrote it. `<n>` rises when a field is removed or renamed or changes",
         "meaning; a new optional field keeps it. Members of nested objects that are not listed may",
-        "appear; a kind marked *open* may also have top-level fields beyond those listed.",
+        "appear; a kind marked *open* may also have top-level fields beyond those listed. A number",
+        "that is not finite (the standard error of a single example) is written as `null`, and a",
+        "`notes` list (any kind may carry one) says so.",
         "",
         "| kind | schema | command |",
         "|---|---|---|",

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -23,38 +24,33 @@ import torch
 from torch import nn
 
 from prunelens.analysis import hub
-from prunelens.analysis.errors import DataError, ModelError, expand_path, path_error, shown
+from prunelens.analysis.errors import (
+    DataError,
+    ModelError,
+    expand_path,
+    path_error,
+    shown,
+    tokenizer_guard,
+)
 from prunelens.analysis.fingerprints import model_fingerprint
+from prunelens.analysis.files import parse_json, read_regular, regular_size
 from prunelens.analysis.layout import UNIT_SIZES, encoder_layers
+from prunelens.analysis.model_bounds import (  # noqa: F401 (CONFIG_BOUNDS, MAX_LABELS: re-exported)
+    CONFIG_BOUNDS,
+    MAX_CONFIG_BYTES,
+    MAX_LABELS,
+    MAX_SAFETENSORS_HEADER,
+    MAX_TOKENIZER_BYTES,
+    MAX_WEIGHTS_BYTES,
+    check_config_bounds,
+    estimated_parameters,
+)
 from prunelens.analysis.pruned_folder import MANIFEST, load_pruned
 
 SUPPORTED_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
 CHECKPOINT_DIR = Path(__file__).parent / "default_checkpoint"
 DEFAULT_LABELS = {0: "negative", 1: "positive"}
 
-# Bounds on config.json, checked before any model is allocated: generous around BERT-large
-# (24 layers, hidden 1024, 16 heads, FFN 4096, vocab 30,522, 512 positions, 335 M parameters)
-# and XLM-R-large (vocab 250,002, 514 positions, 560 M), far below what would exhaust memory.
-MAX_LAYERS = 96
-MAX_HIDDEN = 8192
-MAX_HEADS = 128
-MAX_FFN = 32768
-MAX_VOCAB = 1_000_000
-MAX_POSITIONS = 16_384
-MAX_TOKEN_TYPES = 64
-MAX_LABELS = 100_000  # also the bound on a data file's label ids (prunelens.analysis.data)
-MAX_PARAMETERS = 1_500_000_000  # about 6 GB in fp32
-CONFIG_BOUNDS: dict[str, tuple[int, int]] = {
-    "num_hidden_layers": (1, MAX_LAYERS),
-    "hidden_size": (1, MAX_HIDDEN),
-    "embedding_size": (1, MAX_HIDDEN),  # ELECTRA
-    "num_attention_heads": (1, MAX_HEADS),
-    "intermediate_size": (1, MAX_FFN),
-    "vocab_size": (1, MAX_VOCAB),
-    "max_position_embeddings": (1, MAX_POSITIONS),
-    "type_vocab_size": (1, MAX_TOKEN_TYPES),
-    "num_labels": (1, MAX_LABELS),
-}
 # files a folder's tokenizer is read from (tokenizer_config.json alone holds no vocabulary)
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "vocab.json", "sentencepiece.bpe.model",
                    "spiece.model", "tokenizer.model")
@@ -161,7 +157,14 @@ class LoadedModel:
         return data
 
     def check_data(self, data) -> None:
-        """Labels must fit the classification head; sentence pairs need a second token type."""
+        """Labels must fit the classification head, and must not mix numbers and names unless
+        this model's own label names numbered them; sentence pairs need a second token type."""
+        if getattr(data, "mixed_labels", False):
+            raise DataError(
+                f"data '{data.name}' has labels that mix numbers and class names "
+                f"({', '.join(shown(n, 30) for n in (data.label_names or [])[:4])}): which class a "
+                f"number means is unclear and model '{self.name}' does not name them all (use only "
+                "ids 0, 1, ... or only the model's label names)")
         if len(data) and int(data.labels.max()) >= self.num_labels:
             raise DataError(
                 f"data '{data.name}' has label {int(data.labels.max())} but model '{self.name}' has "
@@ -177,8 +180,9 @@ class LoadedModel:
         ``what`` says where the pair comes from, ``fix`` what to do instead."""
         types = int(getattr(self.model.config, "type_vocab_size", 2) or 0)
         try:
-            type_ids = self.tokenizer("a", "b").get("token_type_ids") or []
-        except Exception:  # noqa: BLE001 - a tokenizer that cannot pair fails in its own words later
+            with tokenizer_guard(self.tokenizer, self.name, "pairing two sentences"):
+                type_ids = self.tokenizer("a", "b").get("token_type_ids") or []
+        except ModelError:  # a tokenizer that cannot pair fails in its own words later
             return
         if type_ids and max(type_ids) >= types:
             count = "one token type" if types == 1 else f"{types} token types"
@@ -353,21 +357,13 @@ def load_model(spec: str = "default") -> LoadedModel:
 def _load_model(spec: str) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    spec = (spec or "default").strip()
+    checked = check_model_spec(spec)
+    spec = spec.strip()
     if spec == "default":
         return load_default()
     _quiet_transformers()
     path = expand_path(spec, "model", ModelError)
-    try:
-        looks_like_path = path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1
-    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte, ...
-        raise path_error(ModelError, "model", spec, exc) from None
-    raw = None
-    if looks_like_path:
-        _check_folder(path, spec)
-        raw = _read_config(path, spec)
-        if raw.get("model_type") in SUPPORTED_TYPES:
-            check_config_bounds(raw, spec)  # before AutoConfig: 10^6 labels alone cost it seconds
+    if checked is not None:  # a folder: its files and config.json are checked
         source, kwargs = "folder", {"local_files_only": True}
     else:
         source, kwargs = "hub", {"local_files_only": True}
@@ -397,7 +393,10 @@ def _load_model(spec: str) -> LoadedModel:
         _check_tokenizer(tokenizer, config, spec)
         return _finish(model, tokenizer, spec, source, ["physically pruned by prunelens export"])
     try:  # the tokenizer first: it is cheap, and a wrong one is refused before the weights load
-        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, **kwargs)
+        with tokenizer_guard(where, spec, "loading", exceptions=False):  # a Rust panic is no Exception
+            tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, **kwargs)
+    except ModelError:
+        raise
     except Exception as exc:
         msg = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise ModelError(f"cannot load the tokenizer of model {spec}: {msg}") from None
@@ -420,6 +419,31 @@ def _load_model(spec: str) -> LoadedModel:
 # what a model folder and its config must hold (checked before the weights are loaded)
 
 
+def check_model_spec(spec: str | None) -> Path | None:
+    """What can be known about a model spec without loading it (the command line asks before
+    anything loads): it is not blank; a folder exists and holds config.json and weights, every
+    file it would read is a regular file within its cap, and config.json is within
+    :data:`CONFIG_BOUNDS`. Returns the folder (None for the default and hub ids)."""
+    if spec is None or not str(spec).strip():
+        raise ModelError("the model is empty (give default, a folder saved with save_pretrained, "
+                         "or a hub id)")
+    spec = spec.strip()
+    if spec == "default":
+        return None
+    path = expand_path(spec, "model", ModelError)
+    try:
+        looks_like_path = path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte, ...
+        raise path_error(ModelError, "model", spec, exc) from None
+    if not looks_like_path:
+        return None
+    _check_folder(path, spec)
+    raw = _read_config(path, spec)
+    if raw.get("model_type") in SUPPORTED_TYPES:
+        check_config_bounds(raw, spec)  # before AutoConfig: 10^6 labels alone cost it seconds
+    return path
+
+
 def _check_folder(path: Path, spec: str) -> None:
     try:
         if not path.exists():
@@ -430,84 +454,51 @@ def _check_folder(path: Path, spec: str) -> None:
             raise ModelError(f"model folder {spec} has no config.json (save it with save_pretrained)")
         if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
             raise ModelError(f"model folder {spec} has no weights (*.safetensors) (save it with save_pretrained)")
+        _check_files(path, spec)
     except PermissionError as exc:
         raise ModelError(f"cannot read model folder {spec}: {exc.strerror} (check its permissions)") from None
     except (OSError, ValueError) as exc:
         raise path_error(ModelError, "model", spec, exc) from None
 
 
+MODEL_FILE_SUFFIXES = (".json", ".txt", ".model", ".safetensors", ".bin")
+MAX_FOLDER_ENTRIES = 10_000  # files looked at in a model folder
+
+
+def _check_files(path: Path, spec: str) -> None:
+    """Every file of the folder that loading may read (config, manifest, tokenizer files,
+    weights) is a regular file within its size cap: a FIFO or device is refused before any
+    read, so none can block. Folders are left to the more specific checks that follow."""
+    with os.scandir(path) as entries:
+        for count, entry in enumerate(entries):
+            if count >= MAX_FOLDER_ENTRIES:
+                raise ModelError(f"model folder {spec} holds over {MAX_FOLDER_ENTRIES:,} entries (give "
+                                 "a folder saved with save_pretrained)")
+            name = entry.name
+            if not name.endswith(MODEL_FILE_SUFFIXES) or entry.is_dir():
+                continue
+            cap = (MAX_WEIGHTS_BYTES if name.endswith((".safetensors", ".bin")) else
+                   MAX_CONFIG_BYTES if name in ("config.json", MANIFEST) else MAX_TOKENIZER_BYTES)
+            try:
+                regular_size(entry.path, cap, f"{shown(name)[1:-1]} of model {spec}", ModelError)
+            except FileNotFoundError:  # a dangling symlink: transformers reports it if it needs it
+                continue
+
+
 def _read_config(path: Path, spec: str) -> dict:
-    """config.json as written (the bounds are checked on it before transformers parses it)."""
+    """config.json as written (the bounds are checked on it before transformers parses it): a
+    regular file of at most :data:`MAX_CONFIG_BYTES`, read without blocking."""
     file = path / "config.json"
-    try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except IsADirectoryError:
+    if file.is_dir():
         raise ModelError(f"cannot read config of {spec}: config.json is a folder, not a file "
-                         "(save the model again with save_pretrained)") from None
-    except OSError as exc:
-        raise ModelError(f"cannot read config of {spec}: config.json: {exc.strerror} "
-                         "(check its permissions)") from None
-    except UnicodeDecodeError:
-        raise ModelError(f"cannot read config of {spec}: config.json is not UTF-8 text "
-                         "(save the model again with save_pretrained)") from None
-    except ValueError as exc:
-        raise ModelError(f"cannot read config of {spec}: config.json is not valid JSON "
-                         f"({str(exc)[:120]}) (fix it, or save the model again)") from None
+                         "(save the model again with save_pretrained)")
+    what = f"config of {spec}: config.json"
+    raw = parse_json(read_regular(file, MAX_CONFIG_BYTES, what, ModelError), f"cannot read {what}",
+                     ModelError, "fix it, or save the model again with save_pretrained")
     if not isinstance(raw, dict):
         raise ModelError(f"cannot read config of {spec}: config.json holds a {type(raw).__name__}, "
                          "not an object (save the model again with save_pretrained)")
     return raw
-
-
-def _num_labels(config) -> int | None:
-    if isinstance(config, dict):
-        id2label = config.get("id2label")
-        return len(id2label) if isinstance(id2label, dict) and id2label else config.get("num_labels")
-    return getattr(config, "num_labels", None)
-
-
-def check_config_bounds(config, name: str) -> None:
-    """Refuse a config (a ``PretrainedConfig`` or config.json as a dict) whose sizes are not whole
-    numbers within :data:`CONFIG_BOUNDS`, whose heads do not divide the hidden size, or whose
-    parameters would exceed :data:`MAX_PARAMETERS` — before anything is allocated."""
-    def get(key):
-        if key == "num_labels":
-            return _num_labels(config)
-        return config.get(key) if isinstance(config, dict) else getattr(config, key, None)
-
-    where = f"model {shown(name)}: config.json"
-    values = {}
-    for key, (lo, hi) in CONFIG_BOUNDS.items():
-        value = get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ModelError(f"{where} has {key} = {value!r}, not a whole number (fix config.json)")
-        if not lo <= value <= hi:
-            raise ModelError(f"{where}'s {key} = {value} is outside {lo}..{hi} (fix config.json; "
-                             "prunelens checks these bounds before allocating a model)")
-        values[key] = value
-    hidden, heads = values.get("hidden_size"), values.get("num_attention_heads")
-    if hidden and heads and hidden % heads:
-        raise ModelError(f"{where}'s hidden_size {hidden} is not a multiple of num_attention_heads "
-                         f"{heads} (fix config.json)")
-    wanted = ("num_hidden_layers", "hidden_size", "intermediate_size", "vocab_size",
-              "max_position_embeddings")
-    if all(k in values for k in wanted):
-        count = estimated_parameters(values)
-        if count > MAX_PARAMETERS:
-            raise ModelError(f"{where} describes {count:,} parameters, over the cap of "
-                             f"{MAX_PARAMETERS:,} (fix config.json, or use a smaller model)")
-
-
-def estimated_parameters(sizes: dict) -> int:
-    """Parameters of a BERT-layout encoder with these config sizes (embeddings, layers, pooler)."""
-    layers, hidden = sizes["num_hidden_layers"], sizes["hidden_size"]
-    ffn, emb = sizes["intermediate_size"], sizes.get("embedding_size") or hidden
-    rows = sizes["vocab_size"] + sizes["max_position_embeddings"] + sizes.get("type_vocab_size", 2)
-    embeddings = rows * emb + 2 * emb + (emb * hidden + hidden if emb != hidden else 0)
-    layer = 4 * hidden * hidden + 4 * hidden + 2 * hidden * ffn + ffn + hidden + 4 * hidden
-    return embeddings + layers * layer + hidden * hidden + hidden
 
 
 def _check_tokenizer_files(path: Path, spec: str) -> None:
@@ -547,7 +538,7 @@ def _weight_files(path: Path) -> list[Path]:
     if index.is_file():
         try:
             names = set(json.loads(index.read_text()).get("weight_map", {}).values())
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             return []
         return [path / n for n in sorted(names) if isinstance(n, str) and Path(n).name == n]
     single = path / "model.safetensors"
@@ -561,9 +552,11 @@ def _stored_values(files: list[Path], spec: str) -> int:
         try:
             with open(file, "rb") as f:
                 size = int.from_bytes(f.read(8), "little")
-                if not 0 < size <= 100_000_000:
+                if not 0 < size <= MAX_SAFETENSORS_HEADER:
                     raise ValueError("header size")
                 header = json.loads(f.read(size))
+                if not isinstance(header, dict):
+                    raise ValueError("header")
             total += sum(math.prod(int(d) for d in meta["shape"])
                          for key, meta in header.items() if key != "__metadata__")
         except IsADirectoryError:
@@ -572,7 +565,7 @@ def _stored_values(files: list[Path], spec: str) -> int:
         except OSError as exc:
             raise ModelError(f"cannot read the weights of {spec}: {file.name}: "
                              f"{exc.strerror or type(exc).__name__} (check its permissions)") from None
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise ModelError(f"cannot read the weights of {spec}: {file.name} is not a safetensors file "
                              "(save the model again with save_pretrained)") from None
     return total

@@ -20,6 +20,7 @@ from prunelens.analysis.gates import Masks
 from prunelens.analysis.methods import get_method
 from prunelens.analysis.models import LoadedModel, load_model
 from prunelens.analysis.pruning import (
+    capped_note,
     check_selection,
     check_sparsity,
     compression,
@@ -148,6 +149,9 @@ def prune(session: Session, method_name: str, sparsity: float | None = None, uni
         "from_store": cached,
         "masked_seconds": round(masked_seconds, 4),
     }
+    cap = capped_note(sparsity, np.shape(result.scores), scope or "global")
+    if cap:
+        out["notes"] = [cap]
     if flips:
         from prunelens.analysis.flips import flipped
 

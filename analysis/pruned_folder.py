@@ -4,7 +4,8 @@ weights in ``model.safetensors``, the tokenizer, and ``prunelens_pruned.json``, 
 structure (heads and FFN neurons kept) that a ``BertConfig`` cannot express.
 
 One owner for both directions: :func:`save_pruned` writes the folder, :func:`load_pruned`
-rebuilds the sliced layer shapes (:func:`rebuild`) before loading the weights.
+rebuilds the sliced layer shapes (:func:`rebuild`) before loading the weights, once the manifest
+passed :func:`prunelens.analysis.model_bounds.check_manifest_bounds` (nothing is allocated before).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from prunelens.analysis.errors import ModelError
+from prunelens.analysis.errors import ModelError, tokenizer_guard
+from prunelens.analysis.files import read_json
 from prunelens.analysis.layout import NoHeads, encoder_layers
+from prunelens.analysis.model_bounds import MAX_MANIFEST_BYTES, check_manifest_bounds
 
 MANIFEST = "prunelens_pruned.json"
 WEIGHTS = "model.safetensors"
@@ -90,15 +93,16 @@ def load_pruned(path: Path, config):
     from safetensors.torch import load_file
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read {path / MANIFEST}: {exc} (export the model again)") from None
+    where = f"{path / MANIFEST}"
+    manifest = read_json(path / MANIFEST, MAX_MANIFEST_BYTES, where, ModelError, "export the model again")
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{where} holds a {type(manifest).__name__}, not an object (export the model again)")
     if manifest.get("format") != FORMAT:
         raise ModelError(f"{path / MANIFEST} has format {manifest.get('format')!r}, this prunelens "
                          f"reads {FORMAT} (export the model again)")
     if not (path / WEIGHTS).exists():
         raise ModelError(f"pruned model folder {path} has no {WEIGHTS} (export the model again)")
+    check_manifest_bounds(manifest, config, where)  # every count bounded before any allocation
     torch.manual_seed(0)  # the weights are all overwritten; keep construction deterministic
     model = AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa",
                                                            dtype=torch.float32)
@@ -109,5 +113,6 @@ def load_pruned(path: Path, config):
     except RuntimeError as exc:
         raise ModelError(f"weights in {path} do not fit {MANIFEST} "
                          f"({str(exc).splitlines()[0][:120]}; export the model again)") from None
-    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    with tokenizer_guard(path, str(path), "loading", exceptions=False):  # a Rust panic is no Exception
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     return model, tokenizer

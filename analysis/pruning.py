@@ -63,8 +63,8 @@ def select(scores, sparsity: float | None = None, scope: str = "global",
     """Keep-mask (1 keep, 0 prune) of the same shape as ``scores``.
 
     ``scores`` is (layers, units) or (layers,). Exactly ``round(sparsity * total)`` units are
-    removed (``global``), or ``round(sparsity * per_layer)`` in every layer (``layer``); ties go
-    to the earlier index. With ``threshold``, units scoring strictly below it are removed.
+    removed (``global``), or ``round(sparsity * per_layer)`` in every layer (``layer``), but never
+    every unit (one is kept, :func:`capped_note` says so); ties go to the earlier index. With ``threshold``, units scoring strictly below it are removed.
     """
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim not in (1, 2) or s.size == 0:
@@ -85,11 +85,13 @@ def select(scores, sparsity: float | None = None, scope: str = "global",
             remove = int(round(sparsity * s.shape[1]))
             if keep_one_per_layer:
                 remove = min(remove, s.shape[1] - 1)
+            remove = min(remove, s.shape[1] - 1)  # never every unit: see capped_note
             for layer in range(s.shape[0]):
                 mask[layer, np.argsort(s[layer], kind="stable")[:remove]] = 0
             return mask
         flat = s.reshape(-1)
         remove = int(round(sparsity * flat.size))
+        remove = min(remove, flat.size - 1)  # never every unit: see capped_note
         order = np.argsort(flat, kind="stable")
         flat_mask = mask.reshape(-1)
         if keep_one_per_layer and s.ndim == 2:
@@ -112,6 +114,20 @@ def select(scores, sparsity: float | None = None, scope: str = "global",
             if mask[layer].sum() == 0:
                 mask[layer, int(np.argmax(s[layer]))] = 1
     return mask
+
+
+def capped_note(sparsity: float | None, shape: tuple[int, ...], scope: str = "global") -> str | None:
+    """What :func:`select` says when ``sparsity`` rounds to every unit (globally, or in every layer
+    with ``layer`` scope): it removes one fewer, since a model without any unit of the kind
+    leaves nothing to evaluate. None when it was not capped."""
+    if sparsity is None or not shape:
+        return None
+    units = shape[1] if scope == "layer" and len(shape) == 2 else int(np.prod(shape))
+    if units < 1 or int(round(float(sparsity) * units)) < units:
+        return None
+    where = " in every layer" if scope == "layer" and len(shape) == 2 else ""
+    return (f"sparsity {sparsity:g} would remove all {units} units{where}: capped to {units - 1}, keeping "
+            f"one (at most {int((units - 1) / units * 10**4) / 10**4:.4f} removes fewer)")
 
 
 @dataclass

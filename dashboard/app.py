@@ -19,7 +19,7 @@ if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` from a source 
 
 from prunelens.analysis.data import GLUE_TASKS  # noqa: E402
 from prunelens.analysis.errors import PrunelensError  # noqa: E402
-from prunelens.dashboard import demo, escape, jobs, loading, url_state  # noqa: E402
+from prunelens.dashboard import data_roots, demo, escape, jobs, loading, url_state  # noqa: E402
 
 MAX_LIMIT = 10_000_000  # evaluation examples a link may ask for (a widget limit, not a work bound)
 
@@ -45,9 +45,7 @@ DATA_KINDS = {"default": "Rotten Tomatoes (default)", "glue": "GLUE task", "uplo
 def _model_kind(spec: str) -> str:
     if spec == "default":
         return "default"
-    if spec.startswith(("/", ".", "~")) or Path(spec).expanduser().exists():
-        return "folder"
-    return "hub"
+    return "folder" if data_roots.is_model_path(spec) else "hub"  # (a name too long: a folder)
 
 
 def _data_kind(spec: str) -> str:
@@ -154,6 +152,10 @@ def main() -> None:
              for path, title, icon, url in present]
     st.session_state["prunelens.pages"] = {p.title: p for p in pages}
     nav = st.navigation(pages)
+    dropped = url_state.dropped_query()
+    if dropped:  # Streamlit ignored the whole link: say so instead of silently showing the defaults
+        st.warning(f"This link's settings were ignored ({escape.markdown(dropped)}): showing the "
+                   "defaults. Shorten the link, or pick the model and data in the sidebar.")
     sidebar()
     if demo.active():  # ?demo=1: a lecture's guided path, without developer chrome
         demo.hide_chrome()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from prunelens.analysis.data import TextData
 from prunelens.analysis.data import load_data as _load_data
-from prunelens.analysis.errors import DataError, ModelError, PrunelensError
+from prunelens.analysis.errors import DataError, ModelError, PrunelensError, shown
 
 ENV = "PRUNELENS_DATA_ROOTS"
 BUILT_IN_DATA = ("default", "rt", "rotten_tomatoes")
@@ -63,8 +63,35 @@ def model_spec(spec: str) -> str:
     """What to hand ``load_model``: a folder confined to the data roots; a hub id as it is."""
     if spec == "default" or not is_model_path(spec):
         return spec
-    confine(spec, "model folder", ModelError)
+    folder = Path(confine(spec, "model folder", ModelError))
+    _files_inside(folder)
     return spec
+
+
+MAX_FOLDER_ENTRIES = 10_000  # entries of a model folder looked at
+
+
+def _files_inside(folder: Path) -> None:
+    """Every entry of a confined model folder resolves inside a data root too: a symlinked
+    ``model.safetensors`` or ``config.json`` pointing elsewhere would be read from outside."""
+    inside = roots()
+    try:
+        with os.scandir(folder) as entries:
+            for count, entry in enumerate(entries):
+                if count >= MAX_FOLDER_ENTRIES:
+                    break
+                if not entry.is_symlink():
+                    continue
+                try:
+                    target = Path(entry.path).resolve()
+                except (OSError, RuntimeError):
+                    target = None
+                if target is None or not any(target.is_relative_to(root) for root in inside):
+                    raise ModelError(f"model folder refused: {shown(entry.name, 60)} in it is a link to a file "
+                                     "outside the folders the dashboard reads (copy the file into the folder, or "
+                                     "restart the dashboard with --data-root)")
+    except (OSError, ValueError):  # not a folder, missing, unreadable, a name too long, ...
+        return  # the loader says what is wrong with the folder itself
 
 
 def load_data(spec: str, limit: int | None = None) -> TextData:

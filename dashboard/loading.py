@@ -81,8 +81,7 @@ def cached_data(spec: str, limit: int | None, upload_digest: str | None, _upload
     if spec.startswith("upload:"):
         if _upload is None:
             raise DataError("the uploaded file is gone (upload it again)")
-        data = from_bytes(_upload, spec.split(":", 1)[1])
-        return data.subset(limit)
+        return from_bytes(_upload, spec.split(":", 1)[1], limit)  # size checked before parsing
     return data_roots.load_data(spec, limit)  # files only inside the data roots
 
 

@@ -81,6 +81,23 @@ def _from_query(query: str | None, default: Any, cast: Callable[[str], Any] | No
     return parsed if options is None or parsed in options else default
 
 
+def dropped_query() -> str | None:
+    """Why Streamlit ignored this page's whole query string (over its limit on parameters or
+    characters, so a link's ``model=`` and ``data=`` were dropped too), or None when it did not."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    from streamlit.runtime.state import query_params
+
+    ctx = get_script_run_ctx()
+    raw = getattr(ctx, "query_string", "") or ""
+    if not raw or query_params.sanitize_query_string(raw):
+        return None
+    fields = raw.count("&") + 1
+    limit_fields = getattr(query_params, "CLIENT_STATE_QUERY_STRING_MAX_FIELDS", 1000)
+    if fields > limit_fields:
+        return f"it has {fields:,} parameters, over the {limit_fields:,} a link may have"
+    return f"it is {len(raw):,} characters long, over the limit a link may have"
+
+
 def share(**values: Any) -> None:
     """Write values into the URL (``None`` removes a parameter) so the link restores them."""
     for name, value in values.items():

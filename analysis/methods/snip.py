@@ -422,7 +422,7 @@ TRAINER = Trainer(
 METHOD = Snip(
     joint=True,
     name="snip",
-    title="Spectral-normalized identity prior (Lin et al. 2020; not Lee et al.'s SNIP)",
+    title="SNIP (spectral-normalized identity prior, Lin et al. 2020)",
     plain="Measure how much each block changes what flows through it; a block that nearly passes its input on unchanged can go.",
     summary="Function norm of each head / attention block / FFN block: mean ||F(x)||₂ over "
             "tokens (relative: /||x||); small means close to the identity, prunable. "

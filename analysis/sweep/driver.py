@@ -26,7 +26,7 @@ import numpy as np
 
 from prunelens.analysis.cache import ResultStore
 from prunelens.analysis.checkpoints import Cancelled
-from prunelens.analysis.errors import ParamError, PartialFailure, PrunelensError
+from prunelens.analysis.errors import ParamError, PartialFailure, PrunelensError, terminal
 from prunelens.analysis.operations import open_session, stored_scores
 from prunelens.analysis.session import Session
 from prunelens.analysis.sweep.spec import SweepSpec, Target
@@ -363,16 +363,16 @@ def print_report(report: SweepReport, out=None) -> None:
     """The notes on stderr; the summary table and the totals on ``out`` (default: stdout)."""
     out = out or sys.stdout
     for note in report.notes:
-        print(note, file=sys.stderr)
+        print(terminal(note), file=sys.stderr)
     if report.dry_run:
         for record in report.records:
             row = record.row()
-            print(f"{row['status']:<6} {row['digest'][:16]}  {row['kind']:<9} {row['label']}  "
-                  f"[{row['target']}]", file=out)
+            print(terminal(f"{row['status']:<6} {row['digest'][:16]}  {row['kind']:<9} {row['label']}  "
+                           f"[{row['target']}]"), file=out)
         return
     table = report.table()
-    if not table.empty:
-        print(table.to_string(index=False), file=out)
+    if not table.empty:  # file names in the labels: control characters escaped, line by line
+        print("\n".join(terminal(line) for line in table.to_string(index=False).splitlines()), file=out)
     print(f"{report.count('done')} computed, {report.count('stored')} already stored, "
           f"{report.count('failed')} failed"
           + (f", {report.blocked} mask evaluations not planned (their scores failed)" if report.blocked else "")

@@ -8,7 +8,8 @@ Ray cluster needs no folder shared by every node.
 
 - ``InlineExecutor``: the driver computes each task itself (``--executor local``, one worker).
 - ``PoolExecutor``: ``--executor local --workers N``: N worker processes, each limited to
-  ``threads`` torch/OpenMP threads (parallel torch processes on few cores thrash otherwise).
+  ``threads`` torch/OpenMP threads (parallel torch processes on few cores thrash otherwise);
+  each watches its driver and exits when the driver is gone, even if it was killed outright.
 - ``RayExecutor``: ``--executor ray [--address ADDR]``: one Ray task per store entry, asking for
   ``threads`` CPUs and, when the tasks run on CUDA, ``gpus_per_task`` GPUs. Ray reuses worker
   processes, and each keeps its opened models (:mod:`prunelens.analysis.sweep.worker`), so a model is loaded
@@ -100,7 +101,7 @@ class PoolExecutor:
         a test's app script) must not run there. Started processes are never replaced, so no
         later spawn happens outside this."""
         pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_pool_init, initargs=(self.threads, worker_env()))
+                                   initializer=_pool_init, initargs=(self.threads, worker_env(), os.getpid()))
         saved = sys.modules["__main__"]
         sys.modules["__main__"] = types.ModuleType("__main__")
         try:
@@ -129,10 +130,12 @@ class PoolExecutor:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _pool_init(threads: int, env: dict[str, str]) -> None:
+def _pool_init(threads: int, env: dict[str, str], driver: int | None = None) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    if driver is not None:
+        worker.die_with(driver)  # a driver killed outright (SIGKILL) takes its workers along
     worker.prepare(threads, env)
 
 

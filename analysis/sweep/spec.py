@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prunelens.analysis.errors import ParamError
+from prunelens.analysis.errors import ParamError, path_error, shown, usable_path
+from prunelens.analysis.files import read_regular
 from prunelens.analysis.methods import get_method
 from prunelens.analysis.methods.base import UNITS
 from prunelens.analysis.pruning import check_sparsity
 
+MAX_SPEC_BYTES = 1 << 20  # a sweep spec is a few hundred bytes
 TOP_KEYS = {"models", "data", "limit", "units", "scopes", "sparsities", "methods", "train"}
 METHOD_KEYS = {"params", "units", "scopes", "sparsities"}
 TRAIN_KEYS = {"method", "params"}
@@ -74,17 +76,19 @@ class SweepSpec:
 
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and check a TOML sweep spec; relative model and data paths are taken from its folder."""
-    path = Path(path).expanduser()
-    try:
-        text = path.read_text(encoding="utf-8")
+    path = usable_path(str(path), "sweep spec", ParamError)
+    try:  # a regular file within the cap: a FIFO never blocks
+        text = read_regular(path, MAX_SPEC_BYTES, f"sweep spec {shown(str(path))}", ParamError).decode("utf-8")
     except FileNotFoundError:
         raise ParamError(f"sweep spec not found: {path} (give the path of a .toml file)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ParamError(f"cannot read sweep spec {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    except UnicodeDecodeError:
+        raise ParamError(f"cannot read sweep spec {path}: it is not UTF-8 text") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ParamError(f"sweep spec {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ParamError(f"sweep spec {path} is nested too deeply to be read (a spec has a few levels)") from None
     return parse_spec(raw, base=path.resolve().parent, name=str(path))
 
 
@@ -204,10 +208,13 @@ def _resolve(spec: str, base: Path | None, what: str) -> str:
     stay as they are. A spec that can only be a path and is missing is refused now."""
     if spec == "default" or spec.startswith("glue:"):
         return spec
-    path = Path(spec).expanduser()
+    path = usable_path(spec, f"{what}", ParamError)  # ~nouser, a name too long: one line
     for candidate in ([base / path] if base is not None and not path.is_absolute() else []) + [path]:
-        if candidate.exists():
-            return str(candidate.resolve())
+        try:
+            if candidate.exists():
+                return str(candidate.resolve())
+        except (OSError, RuntimeError, ValueError) as exc:  # too long once joined, a symlink loop
+            raise path_error(ParamError, what, spec, exc) from None
     if spec.startswith((".", "/", "~")) or path.suffix.lower() in DATA_SUFFIXES:
         raise ParamError(f"{what} '{spec}' not found (paths are read relative to the spec's folder)")
     return spec

@@ -33,6 +33,25 @@ class Outcome:
     opened: bool = False  # whether this task had to open (load) its model and data here
 
 
+PARENT_WATCH_S = 0.5  # how often a pool worker checks that its driver is still there
+
+
+def die_with(driver: int, interval: float = PARENT_WATCH_S) -> threading.Thread:
+    """Exit this process as soon as ``driver`` (its parent) is gone: a daemon thread polls the
+    parent pid, which changes when the parent dies and the worker is re-parented. A driver
+    killed with SIGKILL runs no clean-up, so without this its workers would wait on their task
+    queue for good, holding their models' memory."""
+    def watch() -> None:
+        while True:
+            if os.getppid() != driver:
+                os._exit(1)
+            time.sleep(interval)
+
+    thread = threading.Thread(target=watch, name="prunelens-driver-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def prepare(threads: int, env: dict[str, str]) -> None:
     """Process initializer: thread count and environment before torch is first used."""
     os.environ.update(env)

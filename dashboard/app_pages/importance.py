@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from prunelens.analysis import compare
 from prunelens.analysis.layout import BLOCK_UNITS
 from prunelens.dashboard import controls, figures, loading, method_views, results, run_control, url_state
 
@@ -47,6 +48,10 @@ def about_this_method() -> None:
 if scores is None:
     about_this_method()
     st.stop()
+
+flat = compare.constant_scores_warning(scores, method.name)
+if flat:
+    st.warning(flat, icon=":material/warning:")
 
 title = f"{method.name}: {unit} importance"
 name = f"{method.name}_{unit}_scores"

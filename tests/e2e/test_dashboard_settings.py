@@ -269,3 +269,14 @@ def test_the_dashboard_loads_a_failing_hub_id_once(no_network, tiny_csv, tmp_pat
     assert calls == ["nosuch-org/nosuch-bert"]  # the sidebar and the page: one load
     assert any("cannot be reached" in e.value for e in at.sidebar.error)
     assert any("cannot be reached" in e.value for e in at.error)
+
+
+def test_the_importance_page_warns_when_every_score_is_equal(open_page, monkeypatch):
+    """0.2's live PINS scores were all 0 with delta_t >= batches, and the page drew them silently."""
+    from prunelens.dashboard import controls
+
+    monkeypatch.setattr(controls, "obtain_scores", lambda *args, **kwargs: np.zeros((2, 4)))
+    at = open_page("importance", method="pins")
+    assert [w.value for w in at.warning if "rank nothing" in w.value] == [
+        "every pins score is 0: these scores rank nothing (pruning by them would remove units in index "
+        "order); try more batches or other parameters"]

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = [
-    ("core", {"errors", "json_outputs", "plugins", "hub", "checkpoints", "fingerprints", "store_schema", "cache", "models", "data",
+    ("core", {"errors", "json_outputs", "plugins", "files", "model_bounds", "hub", "checkpoints", "fingerprints", "store_schema", "cache", "models", "data",
               "layout", "hooks", "gates", "patterns", "precision", "run_result", "pruned_folder"}),
     ("engine", {"fastpath", "evaluate", "pruning", "spectral", "attention", "finetune"}),
     ("session", {"session", "batches"}),

@@ -114,7 +114,8 @@ def test_analyze_fills_what_the_pages_read_and_a_rerun_does_nothing(tiny_session
 
     target = target_of(tiny_bert_dir, tiny_csv)
     done = run_analysis(tiny_session, target, ["magnitude", "random", "michel"], progress=True)
-    assert done.report.count("failed") == 0 and done.report.count("done") > 40
+    # (40: on the 8-head tiny model the masks of 0.9 and 0.95 keep one head, as 0.85's do)
+    assert done.report.count("failed") == 0 and done.report.count("done") >= 40
     err = capsys.readouterr().err
     assert "estimated" in err and "to compute" in err
     before = entries(tiny_session.store.user_dir)

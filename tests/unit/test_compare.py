@@ -66,26 +66,57 @@ def test_diagnostics_are_labelled_and_never_preselected(open_page):
     assert chosen and not diagnostics & set(chosen)
 
 
-def test_paired_difference_by_hand():
+def test_paired_difference_is_a_crossed_bootstrap_by_hand():
+    """A 2-seed x 2-example table: the 4 seed draws x 4 example draws are enumerated. With
+    a - b = [[1, 0], [0, 0]], a resample's mean is (share of seed 0 drawn) x (share of example 0
+    drawn); each share is 1, 1/2, 0 with probability 1/4, 1/2, 1/4."""
     from prunelens.analysis.compare import paired_difference
 
-    a = [[1, 1, 0, 1], [1, 0, 0, 1]]  # two seeds, four examples
-    b = [[1, 0, 0, 0], [0, 0, 0, 1]]
+    d = paired_difference([[1, 0], [0, 1]], [[0, 0], [0, 1]])
+    assert d.exact and d.resamples == 16 and d.seeds == 2 and d.examples == 2
+    assert d.mean == 0.25 and d.per_seed == [0.5, 0.0]
+    # E[share²] = 1/4 + 1/8 = 3/8, so Var = (3/8)² − (1/4)² = 5/64
+    assert d.se == pytest.approx(np.sqrt(5 / 64))
+    shares = [1.0, 0.5, 0.5, 0.0]  # the four equally likely draws of one axis
+    by_hand = sorted(x * y for x in shares for y in shares)
+    assert (d.low, d.high) == pytest.approx(tuple(np.quantile(by_hand, [0.025, 0.975])))
+    assert d.low == 0.0 and d.within_noise and d.rule == "within noise (neither pass nor fail)"
+    # the seeds now enter: a per-sentence difference that flips sign between seeds is noise
+    flips = paired_difference([[1] * 50, [0] * 50], [[0] * 50, [1] * 50])
+    assert flips.mean == 0.0 and flips.within_noise and flips.high >= 1.0 - 1e-12
+
+
+def test_paired_difference_draws_seeds_and_sentences_and_its_verdicts():
+    from prunelens.analysis.compare import joint_rule, paired_difference
+
+    rng = np.random.default_rng(0)
+    a = (rng.random((3, 200)) < 0.8).astype(int)
+    b = (rng.random((3, 200)) < 0.5).astype(int)
     d = paired_difference(a, b)
-    per_example = np.array([0.5, 0.5, 0.0, 0.5])  # (a - b) averaged over the two seeds
-    assert d.mean == pytest.approx(per_example.mean())
-    assert d.se == pytest.approx(per_example.std(ddof=1) / 2.0)
-    assert (d.low, d.high) == pytest.approx((d.mean - 1.96 * d.se, d.mean + 1.96 * d.se))
-    assert d.per_seed == [0.5, 0.25] and d.seeds == 2 and d.examples == 4
-    assert not d.within_noise and d.verdict("SN", "control") == "SN better" and d.rule == "PASS"
+    assert not d.exact and d.resamples == 4000
+    assert d.mean == pytest.approx((a - b).mean())
+    assert d.low < d.mean < d.high and not d.within_noise
+    assert d.verdict("SN", "control") == "SN better" and d.rule == "PASS"
+    assert paired_difference(a, b).low == d.low  # a fixed seed: reproducible
+    # a seed-to-seed spread the 0.2 interval hid: per-seed +20 / -10 / +20 points
+    spread = paired_difference([[1] * 20 + [0] * 80, [0] * 100, [1] * 20 + [0] * 80],
+                               [[0] * 100, [1] * 10 + [0] * 90, [0] * 100])
+    assert spread.per_seed == pytest.approx([0.2, -0.1, 0.2]) and spread.within_noise
     worse = paired_difference(b, a)
     assert worse.verdict("SN", "control") == "control better" and worse.rule == "FAIL"
     same = paired_difference([[1, 0, 1, 0]], [[0, 1, 0, 1]])
     assert same.mean == 0.0 and same.within_noise and same.verdict() == "within noise"
-    assert same.rule == "within noise (neither pass nor fail)"
-    from prunelens.analysis.compare import joint_rule
-
     assert joint_rule([d, d]) == "PASS" and joint_rule([d, same]) == same.rule
     assert joint_rule([d, worse]) == "FAIL" and joint_rule([same, worse]) == "FAIL"
     with pytest.raises(Exception, match="equal"):
         paired_difference([[1, 0]], [[1, 0, 1]])
+
+
+def test_constant_scores_warning_only_when_the_scores_rank_nothing():
+    from prunelens.analysis.compare import constant_scores_warning
+
+    assert constant_scores_warning(np.zeros((2, 3)), "pins") == (
+        "every pins score is 0: these scores rank nothing (pruning by them would remove units in "
+        "index order); try more batches or other parameters")
+    assert constant_scores_warning(np.array([0.0, 1e-30])) is None
+    assert constant_scores_warning(np.array([5.0])) is None  # one unit: nothing to rank

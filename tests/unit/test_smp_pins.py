@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from itertools import pairwise
 
 import numpy as np
@@ -282,10 +283,15 @@ def test_pins_bad_params():
         pins_mod._check_train_params(trainer.validate({"warmup": 0.6, "final": 0.5}))
 
 
+# every training option at its 0.2 value (the defaults, until the shipped runs are regenerated)
+V02_TRAINING = {"delta_t": 1, "self_reg_loss": "added", "teacher": "latest", "lr_schedule": "constant",
+                "clip_grad": 0.0, "bias_pool": False}
+
+
 def test_prune_train_hits_target_exactly(tiny_session):
     loaded = tiny_session.loaded
     before = weights_digest(loaded.model)
-    params = pins_mod.METHOD.trainer.validate(SMALL_TRAIN)
+    params = pins_mod.METHOD.trainer.validate({**SMALL_TRAIN, **V02_TRAINING})
     batches = pins_mod.shuffled_batches(loaded.tokenizer, tiny_session.data, 4, 12, seed=0)
     out = pins_mod.prune_train(loaded, batches, params, "pins", self_reg=True)
     summary = out["summary"]
@@ -303,14 +309,71 @@ def test_prune_train_hits_target_exactly(tiny_session):
     assert sparsities[-1] == 0.6
     assert all(b >= a for a, b in pairwise(sparsities))
     assert any(h["self_reg_loss"] > 0 for h in summary["history"])
+    assert all(h["lr"] == SMALL_TRAIN["lr"] for h in summary["history"])  # constant
     assert weights_digest(loaded.model) == before
+
+
+def test_prune_train_official_pool_has_the_biases_and_the_teacher_is_dev_selected(tiny_session):
+    loaded = tiny_session.loaded
+    params = pins_mod.METHOD.trainer.validate({**SMALL_TRAIN, **pins_mod.OFFICIAL_VALUES["pins"],
+                                                "teacher_every": 5})
+    assert params["bias_pool"] and params["teacher"] == "best_dev" and params["delta_t"] == 10
+    train, held_out = pins_mod.selection_split(tiny_session.data, 0)
+    assert len(held_out) == len(tiny_session.data) // 4 and len(train) + len(held_out) == len(tiny_session.data)
+    assert not set(held_out.texts) & set(train.texts) or len(set(tiny_session.data.texts)) < len(tiny_session.data)
+    select, _ = pins_mod.tokenize_batches(loaded.tokenizer, held_out, 64)
+    batches = pins_mod.shuffled_batches(loaded.tokenizer, train, 4, 12, seed=0)
+    out = pins_mod.prune_train(loaded, batches, params, "pins", self_reg=True, select_batches=select)
+    summary = out["summary"]
+    biases = 2 * (4 * 16 + 24 + 16)
+    total = 2 * (4 * 16 * 16 + 2 * 16 * 24) + biases
+    assert summary["total_weights"] == total and summary["pruned_weights"] == round(0.6 * total)
+    assert 0.0 < summary["bias_sparsity"] <= 1.0
+    pool = pins_mod.prunable_pool(out["model"], True)
+    assert [len(layer) for layer in pool] == [12, 12]
+    for wl, ml in zip(pool, out["masks"]):
+        for w, m in zip(wl, ml):
+            assert torch.all(w[~m] == 0)
+    # evaluated after steps 1, 6, 11 (the official global_step % 50 == 0, counted from 0);
+    # the first evaluation always replaces the teacher (the official best starts at -999)
+    selections = summary["teacher_selection"]
+    assert [s["step"] for s in selections] == [1, 6, 11] and selections[0]["teacher_replaced"]
+    lrs = [h["lr"] for h in summary["history"]]
+    # one warm-up step, then linear decay to 0 (logged every 2 steps from step 2: 10/11 of the peak)
+    assert lrs[0] == pytest.approx(SMALL_TRAIN["lr"] * 10 / 11) and lrs[-1] == 0.0 and lrs == sorted(lrs, reverse=True)
+
+
+def test_linear_schedule_factors_warm_up_then_decay_to_zero():
+    factors = pins_mod._lr_factors({"lr_schedule": "linear", "warmup": 0.2}, 10)
+    # 2 warm-up steps; the rate is stepped before each update (official order)
+    assert factors == pytest.approx([0.5, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8, 0.0])
+    assert pins_mod._lr_factors({"lr_schedule": "constant", "warmup": 0.2}, 3) == [1.0, 1.0, 1.0]
+
+
+def test_mixed_loss_is_the_official_alpha_mix_by_hand():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
+    teacher = torch.tensor([[1.0, 1.0], [3.0, 0.0]])
+    labels = torch.tensor([0, 1])
+    loss, ce_part, kl_part = pins_mod.mixed_loss(logits, teacher, labels, temperature=2.0)
+    p0 = torch.softmax(logits[0], -1)
+    alpha = [1 - float(-(p0 * p0.log()).sum()) / np.log(2), 0.0]  # a uniform student: α = 0
+    ce = [float(-torch.log_softmax(logits[i], -1)[labels[i]]) for i in range(2)]
+    kl = []
+    for i in range(2):
+        pt, ls = torch.softmax(teacher[i] / 2, -1), torch.log_softmax(logits[i] / 2, -1)
+        kl.append(4.0 * float((pt * (pt.log() - ls)).sum()))
+    expected = np.mean([alpha[i] * kl[i] + (1 - alpha[i]) * ce[i] for i in range(2)])
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    assert float(ce_part) + float(kl_part) == pytest.approx(float(loss))
+    assert alpha[0] == pytest.approx(0.4729, abs=1e-3)
 
 
 def test_train_command_compares_self_reg_and_baseline(tiny_session):
     from prunelens.analysis.training import train_command
 
-    params = {**SMALL_TRAIN, "steps": 8}
+    params = {**SMALL_TRAIN, "steps": 8, **pins_mod.OFFICIAL_VALUES["pins"]}
     result = train_command(tiny_session, "pins", params)
+    assert result["params"]["teacher"] == "best_dev" and result["extras"]["selection_data"]["n"] > 0
     assert result["cached"] is False
     assert_run_result_shape(result)  # the one RunResult shape (issue 16)
     variants, extras = result["variants"], result["extras"]
@@ -407,11 +470,58 @@ def test_pins_and_platon_scores_are_non_negative(name, unit, tiny_session):
     assert (scores >= 0).all() and scores.max() > 0
 
 
-def test_platon_training_mode_prunes_to_target_against_gradual_magnitude(tiny_session):
+# the windows that matter for the flush: one batch, a window as long as the batches, a window
+# longer than them (0.2: every score exactly 0), a window that ends open
+WINDOWS = [{"batches": 1, "delta_t": 1}, {"batches": 2, "delta_t": 2}, {"batches": 2, "delta_t": 64},
+           {"batches": 3, "delta_t": 2}]
+
+
+@pytest.mark.parametrize("name", ["pins", "platon"])
+def test_no_setting_in_the_declared_ranges_gives_all_equal_scores(name, tiny_session):
+    """Every corner of the declared β1/β2 (and η) ranges, with every kind of window, raw scores:
+    no unit's scores are all equal (0.2 gave all 0 with delta_t >= batches, and all 0 at β1 = 0)."""
+    from itertools import product
+
+    method = get_method(name)
+    ends = lambda p: (method.param(p).low, method.param(p).high)
+    etas = ends("eta") if name == "pins" else (None,)
+    for window, beta1, beta2, eta in product(WINDOWS, ends("beta1"), ends("beta2"), etas):
+        setting = {**window, "batch_size": 4, "beta1": beta1, "beta2": beta2, "normalize": False,
+                   **({"eta": eta} if eta is not None else {})}
+        scores = method.compute_units(tiny_session, method.units, method.validate(setting))
+        for unit, s in scores.items():
+            assert np.ptp(s) > 0, (setting, unit)
+
+
+def test_score_only_mode_flushes_the_open_window():
+    """Two updates in one window of 64: the flush folds their mean |S| into Ī and U (0.2: 0)."""
+    w = torch.nn.Parameter(torch.tensor([2.0]))
+    state = pins_mod.PinsState([[w]], eta=0.0, beta1=0.5, beta2=0.5, delta_t=64)
+    for g in (1.0, 3.0):
+        w.grad = torch.tensor([g])
+        state.update()
+    assert state.importance()[0][0].item() == 0.0  # the training lag: nothing folded yet
+    state.flush()
+    state.flush()  # idempotent
+    # window mean |θ·g| = (2 + 6) / 2 = 4; Ī = 0.5·4 = 2; U = 0.5·|4 − 2| = 1; Ī·U = 2
+    assert state.importance()[0][0].item() == pytest.approx(2.0)
+
+
+def test_beta1_zero_is_refused_because_it_zeroes_every_score():
+    for name in ("pins", "platon"):
+        with pytest.raises(ParamError, match="beta1"):
+            get_method(name).validate({"beta1": 0.0})
+
+
+@pytest.mark.parametrize("official", [False, True])
+def test_platon_training_mode_prunes_to_target_against_gradual_magnitude(tiny_session, official):
     from prunelens.analysis.training import train_command
 
     params = {k: v for k, v in SMALL_TRAIN.items() if k != "eta"}
+    if official:  # Adamax + decay, importance after the step, schedule, clipping, biases, deltaT 10
+        params.update(pins_mod.OFFICIAL_VALUES["platon"])
     result = train_command(tiny_session, "platon", params)
+    assert ("bias_sparsity" in result["extras"]["runs"]["platon"]) == official
     assert_run_result_shape(result)
     assert set(result["variants"]) == {"dense", "platon", "baseline"}
     assert set(result["extras"]["runs"]) == {"platon"}
@@ -424,13 +534,22 @@ def test_platon_training_mode_prunes_to_target_against_gradual_magnitude(tiny_se
     assert all(np.min(result["scores"][u]) >= 0 for u in ("head", "ffn"))
 
 
-def test_methods_listing_names_platon_with_its_training_mode(capsys):
+def test_methods_listing_names_platon_with_its_training_mode(capsys, tmp_path):
     from prunelens.analysis.cli import main
 
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     assert "training mode: prunelens train --method platon" in out
     assert "training mode: prunelens train --method pins" in out
+    # nobody takes it for connection-sensitivity SNIP (Lee et al. 2019)
+    assert "SNIP (spectral-normalized identity prior, Lin et al. 2020)" in out
+    assert main(["methods", "--json", str(tmp_path / "m.json")]) == 0
+    listed = {m["name"]: m for m in json.loads((tmp_path / "m.json").read_text())}
+    for name in ("pins", "platon"):  # every official script uses deltaT = 10: an option (the
+        # defaults stay 0.2's until the shipped runs are regenerated under the official values)
+        defaults = {p["name"]: p["default"] for p in listed[name]["training_params"]}
+        assert defaults["delta_t"] == 1 and pins_mod.OFFICIAL_VALUES[name]["delta_t"] == 10
+        assert all(defaults[k] != v for k, v in pins_mod.OFFICIAL_VALUES[name].items())
 
 
 def test_smp_kl_on_a_three_sentence_batch_by_hand():
