@@ -71,3 +71,14 @@ def test_real_outputs_of_every_kind_match_their_declaration(tmp_path, tiny_bert_
     for kind, payload in outputs.items():
         assert payload["schema"] == KINDS[kind].schema and payload["version"] == __version__
         assert problems(payload) == [], kind
+
+
+def test_an_output_with_non_finite_numbers_still_matches(tmp_path, tiny_bert_dir, store):
+    one = tmp_path / "one.csv"  # one example: its standard errors are not finite
+    one.write_text("text,label\ngood movie,1\n")
+    out = tmp_path / "p.json"
+    assert main(["prune", "--method", "magnitude", "--sparsity", "0.25", "--model", str(tiny_bert_dir),
+                 "--data", str(one), "--quiet", "--json", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["delta"]["accuracy_se"] is None and any("null" in n for n in payload["notes"])
+    assert problems(payload) == []
