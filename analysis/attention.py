@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import math
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,8 +29,8 @@ from torch import nn
 
 from prunelens.analysis.errors import DataError, ParamError, tokenizer_guard
 from prunelens.analysis.gates import gated
-from prunelens.analysis.hooks import hooked
-from prunelens.analysis.layout import encoder_layers
+from prunelens.analysis.hooks import hooked, model_lock, private_copy
+from prunelens.analysis.layout import BERT, encoder_layers, family_of, present_heads, submodule
 from prunelens.analysis.models import LoadedModel, usable_positions
 
 MAX_TOKENS = 128
@@ -136,6 +137,9 @@ def attention_and_output(model: nn.Module, inputs: dict, head_mask=None, part: n
     and what ``part`` returned — ``part`` is ``model`` (default) or a module of it that the hooks
     also see, e.g. ``model.base_model`` for the encoder's hidden states (``smp-pruner``); hooks and
     lock are ``model``'s either way."""
+    heads = int(model.config.num_attention_heads)
+    if family_of(model) is not BERT or any(len(p) < heads for p in present_heads(model)):
+        return _returned_attention(model, inputs, head_mask, part)
     layers = encoder_layers(model)
     captured: dict[tuple[int, str], torch.Tensor] = {}
 
@@ -168,6 +172,62 @@ def attention_and_output(model: nn.Module, inputs: dict, head_mask=None, part: n
         scores = torch.matmul(q, k.transpose(-1, -2)) * scaling
         scores = scores + _additive_mask(inputs.get("attention_mask"), (batch, seq), scores.dtype)
         maps.append(torch.softmax(scores, dim=-1))
+    return torch.stack(maps), output
+
+
+_EAGER_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _eager(model: nn.Module) -> nn.Module:
+    """A model whose attention returns its probabilities: the model itself when its family runs
+    transformers' eager code anyway (DeBERTa, MPNet), else a private copy switched to eager
+    attention (one per model, kept while the model lives; the shared model is never switched)."""
+    if not family_of(model).sdpa:
+        return model
+    with model_lock(model):
+        copy = _EAGER_COPIES.get(model)
+        if copy is None:
+            copy = private_copy(model)
+            copy.set_attn_implementation("eager")
+            _EAGER_COPIES[model] = copy
+    return copy
+
+
+def _returned_attention(model: nn.Module, inputs: dict, head_mask, part: nn.Module | None):
+    """:func:`attention_and_output` of a family whose probabilities the attention module returns
+    (second value, with ``output_attentions``): a forward hook on the family's attention module
+    of every layer keeps them; a head the layer no longer has gets zeros."""
+    run_model = _eager(model)
+    layers = encoder_layers(run_model)
+    family = family_of(run_model)
+    captured: dict[int, torch.Tensor] = {}
+
+    def keep(index: int):
+        def hook(module, args, output):
+            if isinstance(output, tuple) and len(output) > 1 and output[1] is not None:
+                captured[index] = output[1].detach()
+
+        return hook
+
+    hooks = [(submodule(layer, family.attention), keep(i)) for i, layer in enumerate(layers)]
+    run = run_model
+    if part is not None:  # the same module of the copy
+        run = run_model.base_model if part is getattr(model, "base_model", None) else part
+    with hooked(run_model, post=hooks):
+        if head_mask is not None:
+            with gated(run_model, head=head_mask):
+                output = run(**inputs, output_attentions=True)
+        else:
+            output = run(**inputs, output_attentions=True)
+    batch, seq = inputs["input_ids"].shape
+    heads = int(model.config.num_attention_heads)
+    maps = []
+    for i, present in enumerate(present_heads(run_model)):
+        grid = torch.zeros(batch, heads, seq, seq)
+        if i in captured:
+            probs = captured[i].reshape(batch, len(present), seq, seq)
+            grid[:, torch.as_tensor(present)] = probs.float()
+        maps.append(grid)
     return torch.stack(maps), output
 
 

@@ -29,6 +29,7 @@ from prunelens.analysis.checkpoints import checkpoint
 from prunelens.analysis.data import TextData, merge_batches, tokenize_batches
 from prunelens.analysis.errors import ModelError, shown
 from prunelens.analysis.fastpath import FastEncoder, mask_rows, prefix_keys, unsupported_reason
+from prunelens.analysis.prefix import ReferencePrefixCache
 from prunelens.analysis.gates import Masks, gated
 from prunelens.analysis.models import LoadedModel
 from prunelens.analysis.precision import KNOWN_GUARD, Calibration, calibrate, recheck, resolve
@@ -185,6 +186,11 @@ def paired_delta(base: Outputs, pruned: Outputs, metric_name: str = "accuracy") 
     return delta
 
 
+def _needs_grad(masks: Masks | None) -> bool:
+    return masks is not None and any(isinstance(v, torch.Tensor) and v.requires_grad
+                                     for v in (masks.head, masks.attention, masks.ffn, masks.neuron))
+
+
 def release_free_memory() -> None:
     """Hand freed heap pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere), so a
     dropped layer cache lowers the process's resident memory."""
@@ -238,6 +244,7 @@ class Evaluator:
         self._outputs_lru: OrderedDict[bytes, Outputs] = OrderedDict()
         self._subsets: dict[tuple[int, int], Evaluator] = {}
         self._low_split: tuple[list, list, np.ndarray] | None = None  # see low_batches
+        self._reference_prefix: ReferencePrefixCache | None = None  # the reference path's layer cache
 
     @property
     def n(self) -> int:
@@ -409,15 +416,27 @@ class Evaluator:
     def _fast_usable(self, masks: Masks | None, model) -> bool:
         if model is not None and model is not self.loaded.model:
             return False
-        if masks is not None:
-            for value in (masks.head, masks.attention, masks.ffn, masks.neuron):
-                if isinstance(value, torch.Tensor) and value.requires_grad:
-                    return False
+        if _needs_grad(masks):
+            return False
         return self.fast_encoder() is not None
+
+    def _prefix_outputs(self, masks: Masks | None, limit_batches: int | None) -> Outputs:
+        """The reference forward through the layer-prefix cache (:mod:`prunelens.analysis.prefix`)."""
+        batches = self.batches if limit_batches is None else self.batches[:limit_batches]
+        if self._reference_prefix is None:
+            self._reference_prefix = ReferencePrefixCache()
+        model = self.loaded.model
+        per_batch = self._reference_prefix.logits(model, batches, masks, next(model.parameters()).device)
+        logits = np.zeros((len(self.data), model.config.num_labels), dtype=np.float32)
+        for batch, out in zip(batches, per_batch):
+            logits[batch.index.numpy()] = out.float().cpu().numpy()
+        return self._collect(logits, batches, limit_batches is not None)
 
     def outputs(self, masks: Masks | None = None, model=None, limit_batches: int | None = None) -> Outputs:
         """Logits of every example (data-set order) with ``masks`` applied to ``model``."""
         if not self._fast_usable(masks, model):
+            if (model is None or model is self.loaded.model) and not _needs_grad(masks):
+                return self._prefix_outputs(masks, limit_batches)  # any family: the reference path's cache
             return self.reference_outputs(masks, model, limit_batches)
         encoder = self._fast
         if limit_batches is not None:
@@ -479,6 +498,7 @@ class Evaluator:
     def clear_caches(self) -> None:
         """Drop cached layer inputs and outputs (the unpruned outputs stay)."""
         self._outputs_lru.clear()
+        self._reference_prefix = None
         for encoder in (self._fast, self._low):
             if encoder is not None:
                 encoder.caches.clear()

@@ -51,7 +51,7 @@ from torch import nn
 
 from prunelens.analysis.checkpoints import checkpoint
 from prunelens.analysis.gates import Masks
-from prunelens.analysis.layout import UNIT_SIZES, UNITS, encoder_layers, layer_matrices
+from prunelens.analysis.layout import UNIT_SIZES, UNITS, encoder_layers, family_of, layer_matrices, present_heads
 
 DEFAULT_CACHE_MB = int(os.environ.get("PRUNELENS_LAYER_CACHE_MB", "384"))
 FULL_BUDGET_ROWS = 1024  # batch lists with fewer rows get a proportional share of the budget
@@ -72,17 +72,22 @@ def unsupported_reason(model: nn.Module) -> str | None:
     if base is None or not hasattr(base, "embeddings") or not hasattr(model, "classifier"):
         return "no embeddings/classifier"
     try:
+        family = family_of(model)
         layers = encoder_layers(model)
     except Exception:  # noqa: BLE001 - any layout problem means: use the reference path
         return "no encoder layers"
+    if not family.fast_path:
+        return (f"the fast kernel computes the BERT block; a {family.name} layer runs the reference "
+                "path (transformers' forward with gates)")
+    heads = int(config.num_attention_heads)
+    if any(len(p) < heads for p in present_heads(model)):
+        return "heads cut out of the weights (a prunelens export or pruned_heads checkpoint)"
     for layer in layers:
         attn = getattr(getattr(layer, "attention", None), "self", None)
         if attn is None or not all(hasattr(attn, n) for n in ("query", "key", "value")):
             return "attention layout"
         if getattr(layer, "crossattention", None) is not None:
             return "cross-attention"
-        if getattr(attn, "num_attention_heads", None) not in (None, config.num_attention_heads):
-            return "heads cut out of the weights (a prunelens export)"
     return None
 
 

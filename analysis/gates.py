@@ -2,11 +2,15 @@
 
 transformers 5 accepts ``head_mask`` but ignores it, so prunelens gates units with hooks:
 
-- a head is its slice of the input of ``attention.output.dense`` (forward pre-hook);
-- an FFN neuron is its input to ``output.dense`` (forward pre-hook);
-- an attention block / FFN block is the output of ``attention.output.dense`` / ``output.dense``
+- a head is its slice of the input of the attention-output matrix (forward pre-hook);
+- an FFN neuron is its input to the FFN output matrix (forward pre-hook);
+- an attention block / FFN block is the output of the attention-output / FFN output matrix
   before the residual add (forward hook), so a removed block leaves the residual path and LayerNorm
-  (the points are :data:`prunelens.analysis.layout.GATE_POINTS`).
+  (the points are :data:`prunelens.analysis.layout.GATE_POINTS`; which module plays each role in
+  each family is the family's entry in :mod:`prunelens.analysis.layout`).
+
+Head masks are on the original layers × heads grid: in a layer that has lost heads (an
+already-pruned checkpoint), the gate takes the values of the heads it still has.
 
 :func:`gated` is the one context manager: it attaches the hooks through
 :func:`prunelens.analysis.hooks.hooked` (under the model's lock) and removes every one of them on exit, also
@@ -24,7 +28,7 @@ import torch
 from torch import nn
 
 from prunelens.analysis.hooks import hooked
-from prunelens.analysis.layout import GATE_POINTS, UNIT_SIZES, UNITS, encoder_layers, gate_module
+from prunelens.analysis.layout import GATE_POINTS, UNIT_SIZES, UNITS, encoder_layers, gate_module, present_heads
 
 
 @dataclass
@@ -105,13 +109,19 @@ def gated(model: nn.Module, masks: Masks | None = None, **kinds):
             raise ValueError(f"{name} mask has shape {tuple(value.shape)}; expected {len(layers)} layers")
     pre, post = [], []
     gates = {"head": head, "attention": attention, "neuron": neuron, "ffn": ffn}
+    present = present_heads(model) if head is not None else None
     for i, layer in enumerate(layers):
         for unit, value in gates.items():
             if value is None or _is_ones(value[i]):
                 continue
             module = gate_module(layer, unit)
+            row = value[i]
+            if unit == "head" and len(present[i]) < value.shape[-1]:  # heads already cut out
+                if not len(present[i]):
+                    continue
+                row = row.index_select(-1, torch.as_tensor(present[i], device=row.device))
             if GATE_POINTS[unit][1] == "input":  # a head's / neuron's slice of the input
-                pre.append((module, _scale_input(value[i], module.in_features // value.shape[-1], module)))
+                pre.append((module, _scale_input(row, module.in_features // row.shape[-1], module)))
             else:  # a block's output, before the residual add
                 post.append((module, _scale_output(value[i], module)))
     with hooked(model, pre, post):

@@ -11,6 +11,7 @@ module exists. Also the size caps of the files a model folder is read from.
 
 from __future__ import annotations
 
+from prunelens.analysis.layout import family_for_type
 from prunelens.analysis.errors import ModelError, shown
 
 # Bounds on config.json, checked before any model is allocated: generous around BERT-large
@@ -25,6 +26,7 @@ MAX_POSITIONS = 16_384
 MAX_TOKEN_TYPES = 64
 MAX_LABELS = 100_000  # also the bound on a data file's label ids (prunelens.analysis.data)
 MAX_PARAMETERS = 1_500_000_000  # about 6 GB in fp32
+NO_TOKEN_TYPES = ("deberta-v2",)  # families whose embeddings run without token types (0 allowed)
 CONFIG_BOUNDS: dict[str, tuple[int, int]] = {
     "num_hidden_layers": (1, MAX_LAYERS),
     "hidden_size": (1, MAX_HIDDEN),
@@ -73,6 +75,9 @@ def check_config_bounds(config, name: str) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int):
             raise ModelError(f"{where} has {key} = {value!r}, not a whole number (fix config.json)")
+        if key == "type_vocab_size" and value == 0 and get("model_type") in NO_TOKEN_TYPES:
+            values[key] = value
+            continue
         if not lo <= value <= hi:
             raise ModelError(f"{where}'s {key} = {value} is outside {lo}..{hi} (fix config.json; "
                              "prunelens checks these bounds before allocating a model)")
@@ -118,13 +123,17 @@ def check_manifest_bounds(manifest: object, config, where: str) -> list[tuple[in
     fix = "export the model again"
     if not isinstance(manifest, dict):
         raise ModelError(f"{where} holds a {type(manifest).__name__}, not an object ({fix})")
-    layers, heads, ffn = (get(k) for k in ("num_hidden_layers", "num_attention_heads", "intermediate_size"))
+    family = family_for_type(get("model_type"))
+    ffn_key = family.ffn_key if family is not None else "intermediate_size"  # DistilBERT: hidden_dim
+    layers, heads, ffn = (get(k) for k in ("num_hidden_layers", "num_attention_heads", ffn_key))
     hidden = get("hidden_size")
     rows = manifest.get("layers")
     if not isinstance(rows, list) or len(rows) != layers:
         count = len(rows) if isinstance(rows, list) else "no list of"
         raise ModelError(f"{where} has {count} layers but the config has {layers} ({fix})")
-    for name, expected in (("hidden", hidden), ("head_size", hidden // heads if heads else None)):
+    size = family.head_size(config) if family is not None and heads and not isinstance(config, dict) else (
+        hidden // heads if heads else None)
+    for name, expected in (("hidden", hidden), ("head_size", size)):
         value = manifest.get(name, expected)
         if isinstance(value, bool) or not isinstance(value, int) or value != expected:
             raise ModelError(f"{where} has {name} = {shown(repr(value), 40)[1:-1]} but the config "

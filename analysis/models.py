@@ -20,6 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -34,7 +35,24 @@ from prunelens.analysis.errors import (
 )
 from prunelens.analysis.fingerprints import model_fingerprint
 from prunelens.analysis.files import parse_json, read_regular, regular_size
-from prunelens.analysis.layout import UNIT_SIZES, encoder_layers
+from prunelens.analysis.layout import (
+    ATTENTION_OUTPUT,
+    UNIT_SIZES,
+    attention_implementation,
+    FFN_OUTPUT,
+    FAMILIES,
+    ROWS,
+    SUPPORTED_TYPES,
+    encoder_layers,
+    family_of,
+    family_for_type,
+    layer_matrices,
+    matrix,
+    present_heads,
+    prepare,
+    sharing_groups,
+    unique_parameters,
+)
 from prunelens.analysis.model_bounds import (  # noqa: F401 (CONFIG_BOUNDS, MAX_LABELS: re-exported)
     CONFIG_BOUNDS,
     MAX_CONFIG_BYTES,
@@ -45,21 +63,26 @@ from prunelens.analysis.model_bounds import (  # noqa: F401 (CONFIG_BOUNDS, MAX_
     check_config_bounds,
     estimated_parameters,
 )
-from prunelens.analysis.pruned_folder import MANIFEST, load_pruned
+from prunelens.analysis.pruned_folder import MANIFEST, is_pruned_checkpoint, load_pruned
 
-SUPPORTED_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
 CHECKPOINT_DIR = Path(__file__).parent / "default_checkpoint"
 DEFAULT_LABELS = {0: "negative", 1: "positive"}
 
 # files a folder's tokenizer is read from (tokenizer_config.json alone holds no vocabulary)
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "vocab.json", "sentencepiece.bpe.model",
                    "spiece.model", "tokenizer.model")
-_ROBERTA_POSITIONS = ("roberta", "xlm-roberta", "camembert")  # positions start after padding_idx
+_ROBERTA_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet")  # positions start after padding_idx
 
 
 @dataclass(frozen=True)
 class Inventory:
-    """Sizes of the encoder and the exact number of parameters each unit owns."""
+    """Sizes of the encoder and the exact number of parameters each unit owns.
+
+    ``heads``: the original heads per layer (the grid scores and masks use); ``layer_heads``:
+    the heads each layer still has (an already-pruned checkpoint has fewer). ``unit_sizes``:
+    parameters per head, neuron, attention and FFN block as the family's layout counts them
+    (:func:`prunelens.analysis.layout.per_unit` of ones); without it, the BERT formulas.
+    ``sharing``: groups of layers that share their weights (ALBERT)."""
 
     layers: int
     heads: int
@@ -67,25 +90,64 @@ class Inventory:
     hidden: int
     ffn: int
     encoder_params: int
+    family: str = "bert"
+    layer_heads: tuple[int, ...] | None = None
+    unit_sizes: tuple[int, int, int, int] | None = None
+    sharing: tuple[tuple[int, ...], ...] | None = None
 
     @property
     def head_params(self) -> int:
+        if self.unit_sizes:
+            return self.unit_sizes[0]
         # its rows of Q, K, V (weights + biases) and its columns of the attention-output weight
         return 4 * self.hidden * self.head_size + 3 * self.head_size
 
     @property
     def attention_params(self) -> int:
+        if self.unit_sizes:
+            return self.unit_sizes[2]
         # Q, K, V, O weights and biases; the LayerNorm stays when the block is removed
         return 4 * self.hidden * self.hidden + 4 * self.hidden
 
     @property
     def neuron_params(self) -> int:
+        if self.unit_sizes:
+            return self.unit_sizes[1]
         # its row of the intermediate weight + bias and its column of the output weight
         return 2 * self.hidden + 1
 
     @property
     def ffn_params(self) -> int:
+        if self.unit_sizes:
+            return self.unit_sizes[3]
         return 2 * self.hidden * self.ffn + self.ffn + self.hidden
+
+    @property
+    def absent_heads(self) -> list[tuple[int, int]]:
+        """(layer, head) of the grid's heads the checkpoint no longer has (the last ones of each
+        layer's row stand for them when only counts are known; see ``present``)."""
+        return [] if self.present is None else [
+            (i, h) for i, row in enumerate(self.present) for h in range(self.heads) if h not in row]
+
+    present: tuple[tuple[int, ...], ...] | None = None  # per layer, the grid heads it still has
+    roles: tuple[str, ...] | None = None  # the matrices a layer has, in order (layout roles)
+    # (layer, head) a shared-layer export gates off at that depth although the weights keep it
+    gated_off: tuple[tuple[int, int], ...] = ()
+
+    def head_grid_mask(self) -> np.ndarray:
+        """(layers, heads): 1 for a head the model has, 0 for one it no longer has."""
+        grid = np.ones((self.layers, self.heads), dtype=np.int8)
+        for i, h in [*self.absent_heads, *self.gated_off]:
+            grid[i, h] = 0
+        return grid
+
+    def absent_as_nan(self, unit: str, scores) -> np.ndarray:
+        """``scores`` (float) with the heads the model no longer has set to NaN: they are no unit
+        any more (``null`` in JSON, blank in heatmaps, never selected)."""
+        out = np.array(scores, dtype=np.float64)
+        if unit == "head" and (self.present is not None or self.gated_off) and out.shape == (self.layers, self.heads):
+            out[self.head_grid_mask() == 0] = np.nan
+        return out
 
     def unit_params(self, unit: str) -> int:
         return {
@@ -96,6 +158,20 @@ class Inventory:
             "weight": 1,
         }[unit]
 
+    def removed_params(self, unit: str, mask) -> int:
+        """Parameters a 0/1 ``mask`` over ``unit`` removes from the weights: a unit of a shared
+        layer only when every layer sharing it removes it; a head the model no longer has, never."""
+        m = np.asarray(mask) != 0
+        if unit == "head":  # gated off at its depth: removed there (its weights go if every depth agrees)
+            for i, h in self.gated_off:
+                m[i, h] = False
+        if unit == "head" and self.present is not None:  # already cut out: nothing left to remove
+            for i, h in self.absent_heads:
+                m[i, h] = True
+        if self.sharing and m.ndim >= 1 and m.shape[0] == self.layers:
+            m = np.stack([m[list(group)].any(axis=0) for group in self.sharing])
+        return int(m.size - np.count_nonzero(m)) * self.unit_params(unit)
+
     def unit_shape(self, unit: str) -> tuple[int, ...]:
         """``(layers,)`` for a block, ``(layers, its count in a layer)`` otherwise
         (:data:`prunelens.analysis.layout.UNIT_SIZES`; KeyError for an unknown unit)."""
@@ -103,7 +179,7 @@ class Inventory:
         return (self.layers,) if size is None else (self.layers, getattr(self, size))
 
     def as_dict(self) -> dict:
-        return {
+        out = {
             "layers": self.layers,
             "heads": self.heads,
             "head_size": self.head_size,
@@ -115,6 +191,11 @@ class Inventory:
             "params_per_neuron": self.neuron_params,
             "params_per_ffn_block": self.ffn_params,
         }
+        if self.family != "bert":
+            out["family"] = self.family
+        if self.layer_heads is not None and any(n != self.heads for n in self.layer_heads):
+            out["heads_per_layer"] = list(self.layer_heads)
+        return out
 
 
 @dataclass
@@ -191,21 +272,63 @@ class LoadedModel:
 
 
 def inventory_of(model: nn.Module) -> Inventory:
+    """The unit inventory of ``model``: sizes from its config and family, per-unit parameter
+    counts from its layout (what :func:`prunelens.analysis.layout.per_unit` counts), the heads each
+    layer still has, and the encoder's real parameter count (shared weights once)."""
+    family = family_of(model)
     layers = encoder_layers(model)
-    first = layers[0]
-    attn = first.attention.self
-    heads = int(model.config.num_attention_heads)
-    hidden = int(model.config.hidden_size)
-    sliced = not hasattr(attn, "query") or getattr(attn, "num_attention_heads", heads) != heads
-    head_size = hidden // heads if sliced else attn.query.out_features // heads  # sliced: an export
+    config = model.config
+    heads = int(config.num_attention_heads)
+    hidden = int(config.hidden_size)
+    head_size = family.head_size(config)
+    present = present_heads(model)
+    ffn = int(getattr(config, family.ffn_key, 0) or matrix(layers[0], FFN_OUTPUT).in_features)
+    matrices = layer_matrices(layers[0])
+    sizes = _unit_sizes(family, matrices, heads, head_size, ffn)
+    groups = sharing_groups(model) if family.shared_layers else None
     return Inventory(
-        layers=len(layers),
-        heads=heads,
-        head_size=head_size,
-        hidden=hidden,
-        ffn=int(getattr(model.config, "intermediate_size", 0) or first.intermediate.dense.out_features),
-        encoder_params=sum(p.numel() for layer in layers for p in layer.parameters()),
+        layers=len(layers), heads=heads, head_size=head_size, hidden=hidden, ffn=ffn,
+        encoder_params=sum(p.numel() for p in unique_parameters(layers)),
+        family=family.name, layer_heads=tuple(len(p) for p in present), unit_sizes=sizes,
+        sharing=None if groups is None or all(len(g) == 1 for g in groups) else tuple(map(tuple, groups)),
+        present=None if all(len(p) == heads for p in present) else tuple(tuple(int(h) for h in p) for p in present),
+        roles=tuple(matrices),
+        gated_off=_gated_off(model),
     )
+
+
+def _gated_off(model: nn.Module) -> tuple[tuple[int, int], ...]:
+    """Heads a shared-layer model gates off at one depth (an export of a mask that differed across
+    the depths sharing the weights): no unit there any more, like a head cut out."""
+    masks = getattr(model, "prunelens_depth_masks", None) or {}
+    head = masks.get("head")
+    if head is None:
+        return ()
+    present = present_heads(model)
+    return tuple((int(i), int(h)) for i, h in np.argwhere(np.asarray(head) == 0) if h in present[i])
+
+
+def _unit_sizes(family, matrices: dict, heads: int, head_size: int, ffn: int) -> tuple[int, int, int, int]:
+    """Parameters per head, neuron, attention block and FFN block, from the layout: a unit's
+    rows (weights and bias entries) or columns of each matrix it owns, at full size."""
+    def owned(unit: str, width: int) -> int:
+        total = 0
+        for role, part in family.owns(unit).items():
+            linear = matrices.get(role)
+            if linear is None:
+                continue
+            if part.side == ROWS:
+                total += part.groups * width * (linear.in_features + (linear.bias is not None))
+            else:
+                total += width * linear.out_features
+        return total
+
+    def bias(role: str) -> int:
+        b = matrices[role].bias
+        return 0 if b is None else b.numel()
+
+    head, neuron = owned("head", head_size), owned("neuron", 1)
+    return head, neuron, heads * head + bias(ATTENTION_OUTPUT), ffn * neuron + bias(FFN_OUTPUT)
 
 
 def _quiet_transformers() -> None:
@@ -216,13 +339,21 @@ def _quiet_transformers() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
-def _check_architecture(config, name: str) -> None:
-    model_type = getattr(config, "model_type", None)
-    if model_type not in SUPPORTED_TYPES:
+def check_family(model_type, name: str, custom_code: bool = False) -> None:
+    """Refuse a model type no family entry covers, naming those that are (before any weight loads;
+    ``custom_code``: its config.json names its own classes, which never run)."""
+    if family_for_type(model_type if isinstance(model_type, str) else None) is None:
+        families = "; ".join(f"{f.name} ({', '.join(f.model_types)})" if f.model_types != (f.name,) else f.name
+                             for f in FAMILIES.values())
+        code = (" and contains custom code (auto_map), which prunelens never runs (trust_remote_code "
+                "stays off)") if custom_code else ""
         raise ModelError(
-            f"model '{name}' is a '{model_type}' model; prunelens supports BERT-layout encoders "
-            f"({', '.join(SUPPORTED_TYPES)})"
-        )
+            f"model '{name}' is a '{model_type}' model, which prunelens has no family entry for{code}; it "
+            f"opens these encoder families: {families} (docs/FAMILIES.md says how to add one)")
+
+
+def _check_architecture(config, name: str) -> None:
+    check_family(getattr(config, "model_type", None), name)
     archs = getattr(config, "architectures", None) or []
     if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
         raise ModelError(
@@ -246,6 +377,7 @@ def _finish(model: nn.Module, tokenizer, name: str, source: str, notes=None) -> 
     max_positions = usable_positions(model.config)
     if max_positions is not None and getattr(tokenizer, "model_max_length", 0) > max_positions:
         tokenizer.model_max_length = max_positions  # longer inputs would overflow the positions
+    prepare(model)  # a shared-layer family: one view per depth
     model.eval()
     model.to(torch.float32)
     for p in model.parameters():
@@ -317,7 +449,10 @@ _LAZY_CLASSES = ("AutoConfig", "AutoModelForSequenceClassification", "AutoTokeni
                  "BertForSequenceClassification", "BertTokenizerFast", "RobertaForSequenceClassification",
                  "RobertaTokenizerFast", "XLMRobertaForSequenceClassification", "XLMRobertaTokenizerFast",
                  "ElectraForSequenceClassification", "ElectraTokenizerFast",
-                 "CamembertForSequenceClassification", "CamembertTokenizerFast")
+                 "CamembertForSequenceClassification", "CamembertTokenizerFast",
+                 "DistilBertForSequenceClassification", "AlbertForSequenceClassification",
+                 "DebertaV2ForSequenceClassification", "MPNetForSequenceClassification",
+                 "ModernBertForSequenceClassification")
 
 
 def _warm_imports() -> None:
@@ -388,10 +523,12 @@ def _load_model(spec: str) -> LoadedModel:
     check_config_bounds(config, spec)
     if source == "folder":
         _check_tokenizer_files(path, spec)
-    if source == "folder" and (path / MANIFEST).exists():  # a `prunelens export` folder: sliced layers
+    exported = source == "folder" and (path / MANIFEST).exists()  # a `prunelens export` folder
+    if exported or (source == "folder" and is_pruned_checkpoint(config)):  # or config pruned_heads
         model, tokenizer = load_pruned(path, config)
         _check_tokenizer(tokenizer, config, spec)
-        return _finish(model, tokenizer, spec, source, ["physically pruned by prunelens export"])
+        note = "physically pruned by prunelens export" if exported else "heads already pruned (config pruned_heads)"
+        return _finish(model, tokenizer, spec, source, [note])
     try:  # the tokenizer first: it is cheap, and a wrong one is refused before the weights load
         with tokenizer_guard(where, spec, "loading", exceptions=False):  # a Rust panic is no Exception
             tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, **kwargs)
@@ -403,9 +540,10 @@ def _load_model(spec: str) -> LoadedModel:
     _check_tokenizer(tokenizer, config, spec)
     if source == "folder":
         _check_weight_count(path, config, spec)
+        _check_weight_shapes(path, config, spec)
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            where, trust_remote_code=False, attn_implementation="sdpa", dtype=torch.float32,
+            where, trust_remote_code=False, attn_implementation=attention_implementation(config), dtype=torch.float32,
             use_safetensors=True if source == "folder" and any(path.glob("*.safetensors")) else None,
             weights_only=True, output_loading_info=True, **kwargs)
     except Exception as exc:
@@ -439,6 +577,7 @@ def check_model_spec(spec: str | None) -> Path | None:
         return None
     _check_folder(path, spec)
     raw = _read_config(path, spec)
+    check_family(raw.get("model_type"), spec, bool(raw.get("auto_map")))  # before transformers reads it
     if raw.get("model_type") in SUPPORTED_TYPES:
         check_config_bounds(raw, spec)  # before AutoConfig: 10^6 labels alone cost it seconds
     return path
@@ -547,7 +686,12 @@ def _weight_files(path: Path) -> list[Path]:
 
 def _stored_values(files: list[Path], spec: str) -> int:
     """Number of values in the safetensors files, read from their headers alone."""
-    total = 0
+    return sum(math.prod(shape) for shape in _stored_shapes(files, spec).values())
+
+
+def _stored_shapes(files: list[Path], spec: str) -> dict[str, tuple[int, ...]]:
+    """Tensor name → shape in the safetensors files, read from their headers alone."""
+    shapes: dict[str, tuple[int, ...]] = {}
     for file in files:
         try:
             with open(file, "rb") as f:
@@ -557,8 +701,8 @@ def _stored_values(files: list[Path], spec: str) -> int:
                 header = json.loads(f.read(size))
                 if not isinstance(header, dict):
                     raise ValueError("header")
-            total += sum(math.prod(int(d) for d in meta["shape"])
-                         for key, meta in header.items() if key != "__metadata__")
+            shapes.update({key: tuple(int(d) for d in meta["shape"])
+                           for key, meta in header.items() if key != "__metadata__"})
         except IsADirectoryError:
             raise ModelError(f"cannot read the weights of {spec}: {file.name} is a folder, not a file "
                              "(save the model again with save_pretrained)") from None
@@ -568,22 +712,44 @@ def _stored_values(files: list[Path], spec: str) -> int:
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise ModelError(f"cannot read the weights of {spec}: {file.name} is not a safetensors file "
                              "(save the model again with save_pretrained)") from None
-    return total
+    return shapes
 
 
-def _encoder_values(config) -> int | None:
-    """Parameters of the encoder (everything but the classification head) this config builds,
-    counted on the meta device: no memory is allocated."""
+def _meta_model(config):
+    """The model this config builds, on the meta device (no memory is allocated); None when it
+    cannot be built (the real load reports what is wrong)."""
     import copy
 
     from transformers import AutoModelForSequenceClassification
 
     try:
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
-            model = AutoModelForSequenceClassification.from_config(copy.deepcopy(config))
+            return AutoModelForSequenceClassification.from_config(copy.deepcopy(config))
     except Exception:  # noqa: BLE001 - the real load reports what is wrong
         return None
-    return sum(p.numel() for p in getattr(model, "base_model", model).parameters())
+
+
+def _encoder_values(config) -> int | None:
+    """Parameters of the encoder (everything but the classification head) this config builds."""
+    model = _meta_model(config)
+    return None if model is None else sum(p.numel() for p in getattr(model, "base_model", model).parameters())
+
+
+def _check_weight_shapes(path: Path, config, spec: str) -> None:
+    """Every stored tensor the architecture has must have the shape the config gives it: name the
+    first that does not (transformers would only say that sizes mismatch)."""
+    files = _weight_files(path)
+    model = _meta_model(config) if files else None
+    if model is None:
+        return
+    stored = _stored_shapes(files, spec)
+    for name, tensor in model.state_dict().items():
+        have = stored.get(name)
+        if have is not None and have != tuple(tensor.shape):
+            raise ModelError(
+                f"model {spec}: the weight {name} has shape {list(have)} but config.json makes it "
+                f"{list(tensor.shape)} (the weights belong to another config: use the model's own "
+                "config.json)")
 
 
 def _check_weight_count(path: Path, config, spec: str) -> None:

@@ -24,6 +24,7 @@ from prunelens.analysis.pruning import (
     check_selection,
     check_sparsity,
     compression,
+    grid_json,
     physically_prune,
     select,
     sparsity_of,
@@ -62,7 +63,7 @@ class ScoreResult:
             "params": self.params,
             "model": session.loaded.describe(),
             "data": session.data.describe(),
-            "scores": self.scores.tolist(),
+            "scores": grid_json(session.loaded.inventory.absent_as_nan(self.unit, self.scores)),
             "seconds": round(self.seconds, 4),
             "cached": self.cached,
         }
@@ -109,9 +110,17 @@ def score_keys(session: Session, method, unit: str, params: dict) -> dict[str, K
 
 
 def mask_for(scores: np.ndarray, sparsity: float | None, scope: str = "global",
-             threshold: float | None = None, keep_one_per_layer: bool = False) -> np.ndarray:
+             threshold: float | None = None, keep_one_per_layer: bool = False,
+             present: np.ndarray | None = None) -> np.ndarray:
     return select(scores, sparsity=sparsity, scope=scope, threshold=threshold,
-                  keep_one_per_layer=keep_one_per_layer)
+                  keep_one_per_layer=keep_one_per_layer, present=present)
+
+
+def present_units(session: Session, unit: str) -> np.ndarray | None:
+    """The units the session's model has (heads an already-pruned checkpoint lost: False)."""
+    inv = session.loaded.inventory
+    has_absent = inv.present is not None or inv.gated_off
+    return inv.head_grid_mask() != 0 if unit == "head" and has_absent else None
 
 
 def prune(session: Session, method_name: str, sparsity: float | None = None, unit: str | None = None,
@@ -127,7 +136,8 @@ def prune(session: Session, method_name: str, sparsity: float | None = None, uni
     start = time.perf_counter()
     result = compute_scores(session, method_name, unit, params, progress)
     scope = scope or method.default_scope
-    mask = mask_for(result.scores, sparsity, scope, threshold, keep_one_per_layer)
+    present = present_units(session, result.unit)
+    mask = mask_for(result.scores, sparsity, scope, threshold, keep_one_per_layer, present)
     masks = Masks.for_unit(result.unit, mask)
     t0 = time.perf_counter()
     comparison, cached = evaluate_mask(session, result.unit, mask)
@@ -140,8 +150,8 @@ def prune(session: Session, method_name: str, sparsity: float | None = None, uni
         "model": session.loaded.describe(),
         "data": session.data.describe(),
         **comparison,
-        "mask": mask.tolist(),
-        "sparsity": sparsity_of(mask),
+        "mask": grid_json(mask, present),
+        "sparsity": sparsity_of(mask if present is None else np.where(present, mask, np.nan)),
         "requested_sparsity": sparsity,
         "threshold": threshold,
         "compression": compression(session.loaded.inventory, result.unit, mask).as_dict(),
@@ -225,7 +235,8 @@ def curve_is_stored(session: Session, methods: list[str], sparsities: list[float
         if scores is None:
             return False
         for sparsity in sparsities:
-            if not session.is_stored("mask-eval", "", unit, mask_params(mask_for(scores, sparsity, scope))):
+            mask = mask_for(scores, sparsity, scope, present=present_units(session, unit))
+            if not session.is_stored("mask-eval", "", unit, mask_params(mask)):
                 return False
     return True
 
@@ -244,7 +255,7 @@ def curve(session: Session, methods: list[str], sparsities: list[float], unit: s
         scored = compute_scores(session, name, unit, params.get(name), use_store=use_store,
                                 progress=lambda f, msg, m_idx=m_idx: progress(m_idx / len(methods) + f / len(methods) * 0.5, msg))
         for s_idx, sparsity in enumerate(sparsities):
-            mask = mask_for(scored.scores, sparsity, scope)
+            mask = mask_for(scored.scores, sparsity, scope, present=present_units(session, unit))
             comparison, _ = evaluate_mask(session, unit, mask, use_store)
             pruned = comparison["pruned"]
             rows.append({"method": name, "sparsity": sparsity,
@@ -270,7 +281,7 @@ def prune_estimate(session: Session, method_name: str, sparsity: float | None = 
     method = get_method(method_name)
     result = compute_scores(session, method_name, unit, params)
     mask = mask_for(result.scores, sparsity, scope or method.default_scope, threshold,
-                    keep_one_per_layer)
+                    keep_one_per_layer, present_units(session, result.unit))
     if session.is_stored("mask-eval", "", result.unit, mask_params(mask)):
         return None
     comparison = session.evaluator.estimate(Masks.for_unit(result.unit, mask), size)

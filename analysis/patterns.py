@@ -59,6 +59,8 @@ def kbit_scale(weight: torch.Tensor, bits: int) -> torch.Tensor:
     """Per-output-channel step of the symmetric grid: max|w_row| / (2^(bits-1) - 1)."""
     check_bits(bits)
     levels = 2 ** (bits - 1) - 1
+    if weight.shape[-1] == 0:  # a matrix with no inputs left (a layer that lost every head)
+        return torch.ones(*weight.shape[:-1], 1, dtype=weight.dtype, device=weight.device)
     scale = weight.detach().abs().amax(dim=-1, keepdim=True) / levels
     return torch.where(scale > 0, scale, torch.ones_like(scale))
 

@@ -4,7 +4,7 @@
   lowest scores globally, the same count in every layer, or everything below a threshold;
   optionally keeping at least one unit per layer. Counts are exact: ``round(sparsity * units)``.
 - :func:`compression` counts the encoder parameters a mask removes, exactly.
-- :func:`physically_prune` returns a *copy* of the model with heads sliced out of Q/K/V/O and
+- :func:`physically_prune` (from :mod:`prunelens.analysis.slicing`) returns a *copy* of the model with heads sliced out of Q/K/V/O and
   neurons out of the FFN, which computes what the masked model computes (to float tolerance).
 """
 
@@ -13,14 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import nn
 
 from prunelens.analysis.errors import ParamError
-from prunelens.analysis.gates import Masks
-from prunelens.analysis.hooks import private_copy
-from prunelens.analysis.layout import NoHeads, encoder_layers, keep_owned
 from prunelens.analysis.models import Inventory
+from prunelens.analysis.slicing import GatedLinear, parameter_count, physically_prune  # noqa: F401 (re-exported)
 
 SCOPES = ("global", "layer")
 
@@ -59,18 +55,23 @@ def check_selection(sparsity: float | None, threshold: float | None) -> None:
 
 
 def select(scores, sparsity: float | None = None, scope: str = "global",
-           threshold: float | None = None, keep_one_per_layer: bool = False) -> np.ndarray:
+           threshold: float | None = None, keep_one_per_layer: bool = False, present=None) -> np.ndarray:
     """Keep-mask (1 keep, 0 prune) of the same shape as ``scores``.
 
     ``scores`` is (layers, units) or (layers,). Exactly ``round(sparsity * total)`` units are
     removed (``global``), or ``round(sparsity * per_layer)`` in every layer (``layer``), but never
     every unit (one is kept, :func:`capped_note` says so); ties go to the earlier index. With ``threshold``, units scoring strictly below it are removed.
+    ``present`` (bool, the shape of ``scores``): the units the model has — one it no longer has
+    (a head an already-pruned checkpoint lost) is never counted nor kept.
     """
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim not in (1, 2) or s.size == 0:
         raise ParamError(f"scores must be a (layers,) or (layers, units) array, got shape {s.shape}")
-    if np.isnan(s).any():
-        raise ParamError("scores contain NaN (recompute them)")
+    if present is not None and not np.asarray(present, dtype=bool).all():
+        s = np.where(np.asarray(present, dtype=bool), s, np.nan)
+        if np.isnan(s[np.asarray(present, dtype=bool)]).any():
+            raise ParamError("scores contain NaN (recompute them)")
+        return _select_present(s, sparsity, scope, threshold, keep_one_per_layer)
     if scope not in SCOPES:
         raise ParamError(f"unknown scope '{scope}' (use global or layer)")
     if threshold is not None:
@@ -116,6 +117,39 @@ def select(scores, sparsity: float | None = None, scope: str = "global",
     return mask
 
 
+def _select_present(s: np.ndarray, sparsity, scope, threshold, keep_one_per_layer) -> np.ndarray:
+    """:func:`select` over the units the model has; NaN marks a unit it no longer has (a head an
+    already-pruned checkpoint lost): never counted, never kept (0). Counts are over the units present."""
+    present = ~np.isnan(s)
+    mask = np.zeros(s.shape, dtype=np.int8)
+    if threshold is not None or scope != "layer" or s.ndim == 1:
+        if threshold is not None:
+            mask[present] = select(s[present], threshold=threshold)
+        else:
+            mask[present] = select(s[present], sparsity=sparsity, scope="global")
+        if keep_one_per_layer and s.ndim == 2:
+            for layer in range(s.shape[0]):
+                if present[layer].any() and mask[layer].sum() == 0:
+                    row = np.where(present[layer], s[layer], -np.inf)
+                    mask[layer, int(np.argmax(row))] = 1
+        return mask
+    for layer in range(s.shape[0]):
+        if present[layer].any():
+            mask[layer, present[layer]] = select(s[layer][present[layer]][None, :], sparsity=sparsity, scope="layer",
+                                                 keep_one_per_layer=keep_one_per_layer)[0]
+    return mask
+
+
+def grid_json(values, present=None) -> list:
+    """A mask or scores as JSON lists, ``null`` where ``present`` (same shape, bool) is False or a
+    value is NaN (a unit the model no longer has)."""
+    arr = np.asarray(values, dtype=np.float64)
+    gone = np.isnan(arr) if present is None else (~np.asarray(present, dtype=bool) | np.isnan(arr))
+    out = np.asarray(values).astype(object)
+    out[gone] = None
+    return out.tolist()
+
+
 def capped_note(sparsity: float | None, shape: tuple[int, ...], scope: str = "global") -> str | None:
     """What :func:`select` says when ``sparsity`` rounds to every unit (globally, or in every layer
     with ``layer`` scope): it removes one fewer, since a model without any unit of the kind
@@ -145,88 +179,15 @@ class Compression:
 
 def compression(inventory: Inventory, unit: str, mask) -> Compression:
     """Encoder parameters removed by ``mask`` over ``unit`` (LayerNorms and embeddings stay)."""
-    m = np.asarray(mask)
-    pruned_units = int(m.size - np.count_nonzero(m))
-    return Compression(removed=pruned_units * inventory.unit_params(unit), total=inventory.encoder_params)
+    removed = getattr(inventory, "removed_params", None)
+    if removed is None:  # a bare inventory (tests): every masked unit owns its own weights
+        m = np.asarray(mask)
+        return Compression(removed=int(m.size - np.count_nonzero(m)) * inventory.unit_params(unit),
+                           total=inventory.encoder_params)
+    return Compression(removed=removed(unit, mask), total=inventory.encoder_params)
 
 
 def sparsity_of(mask) -> float:
-    m = np.asarray(mask)
-    return float(1 - np.count_nonzero(m) / m.size)
-
-
-# ---------------------------------------------------------------------------------------------
-# physical pruning
-
-
-def _keep_rows(linear: nn.Linear, rows: torch.Tensor) -> nn.Linear:
-    new = torch.nn.utils.skip_init(nn.Linear, linear.in_features, len(rows), bias=linear.bias is not None)
-    new.weight.data = linear.weight.data[rows].clone()
-    if linear.bias is not None:
-        new.bias.data = linear.bias.data[rows].clone()
-    return new
-
-
-def _keep_cols(linear: nn.Linear, cols: torch.Tensor) -> nn.Linear:
-    new = torch.nn.utils.skip_init(nn.Linear, len(cols), linear.out_features, bias=linear.bias is not None)
-    new.weight.data = linear.weight.data[:, cols].clone()
-    if linear.bias is not None:
-        new.bias.data = linear.bias.data.clone()
-    return new
-
-
-def physically_prune(model: nn.Module, masks: Masks) -> nn.Module:
-    """A smaller copy of ``model`` without the masked heads and neurons (0/1 masks only).
-
-    Whole attention/FFN blocks masked to 0 are pruned by removing all their heads/neurons *and*
-    the output bias, so the block adds exactly nothing, as the gate does.
-    """
-    pruned = private_copy(model)
-    layers = encoder_layers(pruned)
-    head = None if masks.head is None else np.asarray(masks.head, dtype=np.float32)
-    neuron = None if masks.neuron is None else np.asarray(masks.neuron, dtype=np.float32)
-    attention = None if masks.attention is None else np.asarray(masks.attention, dtype=np.float32)
-    ffn = None if masks.ffn is None else np.asarray(masks.ffn, dtype=np.float32)
-    for arr in (head, neuron, attention, ffn):
-        if arr is not None and not np.isin(arr, (0.0, 1.0)).all():
-            raise ParamError("physical pruning needs 0/1 masks")
-    for i, layer in enumerate(layers):
-        attn = layer.attention.self
-        size = attn.query.out_features // max(1, attn.num_attention_heads)
-        keep_heads = np.arange(attn.num_attention_heads)
-        if head is not None:
-            keep_heads = np.flatnonzero(head[i])
-        block_off = attention is not None and attention[i] == 0
-        if block_off:
-            keep_heads = np.array([], dtype=int)
-        if len(keep_heads) < attn.num_attention_heads:
-            rows = torch.as_tensor(
-                np.concatenate([np.arange(h * size, (h + 1) * size) for h in keep_heads])
-                if len(keep_heads) else np.zeros(0, int), dtype=torch.long)
-            keep_owned(layer, "head", rows, _keep_rows, _keep_cols)  # Q/K/V rows, O columns
-            if len(keep_heads) == 0:
-                layer.attention.self = NoHeads()
-            else:
-                attn.num_attention_heads = len(keep_heads)
-                attn.all_head_size = len(rows)
-        if block_off:
-            layer.attention.output.dense.bias.data.zero_()
-        ffn_off = ffn is not None and ffn[i] == 0
-        keep_neurons = None
-        if neuron is not None:
-            keep_neurons = np.flatnonzero(neuron[i])
-        if ffn_off:
-            keep_neurons = np.array([], dtype=int)
-        if keep_neurons is not None and len(keep_neurons) < layer.intermediate.dense.out_features:
-            idx = torch.as_tensor(keep_neurons, dtype=torch.long)
-            keep_owned(layer, "neuron", idx, _keep_rows, _keep_cols)  # intermediate rows, output columns
-        if ffn_off:
-            layer.output.dense.bias.data.zero_()
-    pruned.eval()
-    for p in pruned.parameters():
-        p.requires_grad_(False)
-    return pruned
-
-
-def parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for layer in encoder_layers(model) for p in layer.parameters())
+    m = np.asarray(mask, dtype=np.float64)
+    m = m[~np.isnan(m)]  # NaN: a unit the model no longer has
+    return float(1 - np.count_nonzero(m) / max(1, m.size))

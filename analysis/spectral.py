@@ -138,9 +138,13 @@ def spectrally_normalized(model, c: float | None = None, iters: int = 100, seed:
     known = {} if sigmas is None else {(int(r.layer), r.matrix): float(r.sigma)
                                        for r in sigmas.itertuples()}
     copied = private_copy(_as_module(model))
+    seen: set[int] = set()  # shared layers (ALBERT): each weight is normalized once
     with torch.no_grad():
         for i, layer in enumerate(encoder_layers(copied)):
             for name, linear in layer_matrices(layer).items():
+                if id(linear.weight) in seen:
+                    continue
+                seen.add(id(linear.weight))
                 sigma = known.get((i, name))
                 if sigma is None:
                     sigma = sigma_max(linear.weight, iters, seed)
@@ -178,12 +182,13 @@ def normalization_effect(loaded: LoadedModel, evaluator, caps, seed: int = 0) ->
 class LayerCapture:
     """What one encoder layer saw on the current batch (padded; filled by hooks)."""
 
-    layer_input: torch.Tensor | None = None  # input of attention.self (residual input of attention)
-    context: torch.Tensor | None = None  # input of attention.output.dense (per-head context)
-    attention_out: torch.Tensor | None = None  # attention.output.dense output, before residual
-    ffn_input: torch.Tensor | None = None  # input of intermediate.dense (residual input of FFN)
-    gelu: torch.Tensor | None = None  # input of output.dense (post-GELU activations)
-    ffn_out: torch.Tensor | None = None  # output.dense output, before residual
+    # the matrices by role (prunelens.analysis.layout): in BERT attention.self.query, ...
+    layer_input: torch.Tensor | None = None  # input of Q / QKV (the attention block's input)
+    context: torch.Tensor | None = None  # input of the attention output (per-head context)
+    attention_out: torch.Tensor | None = None  # attention-output output, before residual
+    ffn_input: torch.Tensor | None = None  # input of the FFN's intermediate (the FFN's input)
+    gelu: torch.Tensor | None = None  # input of the FFN output (post-activation, GLU-gated)
+    ffn_out: torch.Tensor | None = None  # FFN output's output, before residual
 
     def clear(self) -> None:
         for name in self.__dataclass_fields__:
@@ -212,7 +217,8 @@ def captured(model: nn.Module, detach: bool = True):
         cap = LayerCapture()
         captures.append(cap)
         m = layer_matrices(layer)
-        before += [(m["query"], pre(cap, "layer_input")), (m["attention_output"], pre(cap, "context")),
+        first = next(iter(m.values()))  # Q (or a fused QKV): reads the attention block's input
+        before += [(first, pre(cap, "layer_input")), (m["attention_output"], pre(cap, "context")),
                    (m["intermediate"], pre(cap, "ffn_input")), (m["output"], pre(cap, "gelu"))]
         after += [(m["attention_output"], post(cap, "attention_out")), (m["output"], post(cap, "ffn_out"))]
     with hooked(model, before, after):

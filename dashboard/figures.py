@@ -36,8 +36,10 @@ def _labels(labels: Sequence[Any]) -> list[Any]:
     return [escape.plotly(v) if isinstance(v, str) else v for v in labels]
 
 
-def _rows(z) -> list[list[float]]:
-    return [[float(v) for v in row] for row in z]
+def _rows(z) -> list[list[float | None]]:
+    """Rows of plain floats; a missing value (``None``/NaN: a head the model no longer has) stays
+    ``None``, which plotly leaves blank."""
+    return [[None if v is None or v != v else float(v) for v in row] for row in z]
 
 
 def _layout(fig: go.Figure, title: str, height: int | None = None, top: int = 50) -> go.Figure:
@@ -106,7 +108,9 @@ def head_heatmap(scores, title: str = "Head importance", colorbar: str = "score"
             xs.append(head)
             ys.append(layer)
             custom.append([layer, head])
-            hover.append(f"layer {layer}, head {head}: {z[layer][head]:{text_format}}")
+            value = z[layer][head]
+            hover.append(f"layer {layer}, head {head}: "
+                         + ("no longer in the model" if value is None else f"{value:{text_format}}"))
     fig.add_trace(go.Scatter(
         x=xs, y=ys, mode="markers", customdata=custom, text=hover, hoverinfo="text",
         marker={"symbol": "square", "size": max(8, min(40, 360 // max(heads, layers, 1))),

@@ -38,7 +38,7 @@ from prunelens.analysis.batches import StreamedBatches, epoch_order, training_da
 from prunelens.analysis.data import TextData
 from prunelens.analysis.errors import ParamError
 from prunelens.analysis.hooks import private_copy
-from prunelens.analysis.layout import MATRICES, UNITS, encoder_matrices, layer_matrices, per_unit
+from prunelens.analysis.layout import UNITS, encoder_matrices, layer_matrices, per_unit
 from prunelens.analysis.methods.base import SEED, Deviation, Method, Param, Progress, Trainer, Work, no_progress, training_work
 from prunelens.analysis.models import LoadedModel
 from prunelens.analysis.patterns import (
@@ -91,7 +91,9 @@ class NMProjection(Projection):
         return project_nm(weight, self.n, self.m)
 
     def check(self, model):
-        for _, name, linear in constrained_linears(model)[:len(MATRICES)]:
+        for i, name, linear in constrained_linears(model):
+            if i:
+                break
             check_nm(self.n, self.m, linear.in_features, f"the {name} matrix")
 
     def stats(self, weights):
@@ -208,9 +210,10 @@ def pattern_of(loaded: LoadedModel, layer: int, matrix: str, n: int = 2, m: int 
                rows: int | tuple[int, int] = 16, cols: int | tuple[int, int] = 32) -> PatternSlice:
     """The N:M mask of a window of one constrained matrix (``rows``/``cols``: a count from the
     top-left corner, or ``(start, stop)``). The column window is widened to whole blocks."""
-    if matrix not in MATRICES:
-        raise ParamError(f"unknown matrix '{matrix}' (choose one of: {', '.join(MATRICES)})")
     layers = loaded.layers()
+    roles = list(layer_matrices(layers[0]))
+    if matrix not in roles:
+        raise ParamError(f"unknown matrix '{matrix}' (choose one of: {', '.join(roles)})")
     if not 0 <= layer < len(layers):
         raise ParamError(f"layer {layer} does not exist (the model has layers 0..{len(layers) - 1})")
     weight = layer_matrices(layers[layer])[matrix].weight.detach()

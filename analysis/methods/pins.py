@@ -126,18 +126,19 @@ def entropy_alpha(logits: torch.Tensor) -> torch.Tensor:
 
 
 def prunable_weights(model: nn.Module) -> list[list[nn.Parameter]]:
-    """The six scored/pruned weights of every layer, in :data:`prunelens.analysis.layout.MATRICES` order."""
+    """The scored/pruned weights of every layer, in its family's role order
+    (:func:`prunelens.analysis.layout.layer_matrices`; BERT: :data:`~prunelens.analysis.layout.MATRICES`)."""
     return [[lin.weight for lin in matrices.values()] for matrices in encoder_matrices(model)]
 
 
 def bias_names(model: nn.Module) -> list[list[str]]:
-    """Per layer, the names (``MATRICES`` order) of the six matrices that have a bias."""
+    """Per layer, the names (its role order) of the matrices that have a bias."""
     return [[name for name, lin in matrices.items() if lin.bias is not None]
             for matrices in encoder_matrices(model)]
 
 
 def prunable_pool(model: nn.Module, biases: bool) -> list[list[nn.Parameter]]:
-    """What training mode scores and prunes, per layer: the six weights (``MATRICES`` order) and,
+    """What training mode scores and prunes, per layer: the weights (the family's role order) and,
     with ``biases`` (the official pool: its name filter matches the biases too), then the biases
     of those matrices (:func:`bias_names` order)."""
     pool = prunable_weights(model)
@@ -149,12 +150,13 @@ def prunable_pool(model: nn.Module, biases: bool) -> list[list[nn.Parameter]]:
 
 def aggregate(weight_scores: list[list[torch.Tensor]], inv: Inventory, unit: str,
               biases: list[list[str]] | None = None) -> np.ndarray:
-    """Sum per-weight scores (each layer's six, in ``MATRICES`` order, then the biases named by
+    """Sum per-weight scores (each layer's, in its role order ``inv.roles``, then the biases named by
     ``biases`` when the pool has them) to ``unit`` (:func:`prunelens.analysis.layout.per_unit`: a
     head its Q/K/V rows and O columns, a neuron its intermediate row and output column, a block
     all of its matrices)."""
-    n = len(MATRICES)
-    weights = [dict(zip(MATRICES, layer[:n])) for layer in weight_scores]
+    roles = getattr(inv, "roles", None) or MATRICES
+    n = len(roles)
+    weights = [dict(zip(roles, layer[:n])) for layer in weight_scores]
     bias = None if biases is None else [dict(zip(names, layer[n:])) for names, layer in zip(biases, weight_scores)]
     return per_unit(weights, inv, unit, bias)
 
@@ -355,11 +357,12 @@ def _apply(weights: list[list[nn.Parameter]], masks: list[list[torch.Tensor]]) -
 
 
 def mask_sparsity(masks: list[list[torch.Tensor]] | None, model: nn.Module, biases: bool = False) -> dict:
-    """Realized sparsity of keep-masks over the pool (:func:`prunable_pool`: the six matrices of
+    """Realized sparsity of keep-masks over the pool (:func:`prunable_pool`: the matrices of
     every layer, and their biases with ``biases``; all kept when ``masks`` is None), per layer ×
     matrix (weights), the biases' share, and the fraction of exact zeros in the pool."""
     pool = prunable_pool(model, biases)
-    n = len(MATRICES)
+    roles = list(encoder_matrices(model)[0])  # the family's matrices (BERT: MATRICES)
+    n = len(roles)
     removed = total = zeros = bias_removed = bias_total = 0
     per = []
     for i, layer in enumerate(pool):
@@ -374,7 +377,7 @@ def mask_sparsity(masks: list[list[torch.Tensor]] | None, model: nn.Module, bias
         per.append(row)
     out = {"weight_sparsity": removed / max(1, total), "pruned_weights": removed,
            "total_weights": total, "zero_fraction": zeros / max(1, total), "layer_sparsity": per,
-           "layer_sparsity_columns": list(MATRICES)}
+           "layer_sparsity_columns": roles}
     if biases:
         out["bias_sparsity"] = bias_removed / max(1, bias_total)
     return out

@@ -57,7 +57,8 @@ title = f"{method.name}: {unit} importance"
 name = f"{method.name}_{unit}_scores"
 if unit == "head":
     selected = st.session_state.get(url_state.SELECTED_HEAD)
-    fig = figures.head_heatmap(scores, title, selected=selected)
+    # a head an already-pruned checkpoint no longer has: blank
+    fig = figures.head_heatmap(session.loaded.inventory.absent_as_nan(unit, scores), title, selected=selected)
     event = controls.show_figure(fig, name, "imp.heatmap", on_select="rerun", selection_mode="points")
     clicked = figures.clicked_unit(event)
     if clicked is not None and clicked != selected:

@@ -19,7 +19,6 @@ from prunelens.dashboard.method_views.common import accuracy_text, latest_runs, 
 
 
 def admm_about(session: Session, method: Method, unit: str, params: dict, scores: Any, key: str) -> None:
-    from prunelens.analysis.layout import MATRICES
     from prunelens.analysis.methods.admm import DEFAULT_PATTERNS, pattern_of
     from prunelens.analysis.operations import accuracy_by_pattern
 
@@ -29,7 +28,7 @@ def admm_about(session: Session, method: Method, unit: str, params: dict, scores
         st.markdown(f"##### The {n}:{m} pattern of one matrix")
         c1, c2 = st.columns(2)
         layer = c1.selectbox("Layer", list(range(inv.layers)), key=f"{key}.admm.layer")
-        matrix = c2.selectbox("Matrix", list(MATRICES), key=f"{key}.admm.matrix")
+        matrix = c2.selectbox("Matrix", list(inv.roles or ()), key=f"{key}.admm.matrix")
         with run_control.guard(stop=False):
             window = pattern_of(session.loaded, layer, matrix, n, m, rows=16, cols=32)
             controls.show_figure(figures.pattern_heatmap(

@@ -380,3 +380,44 @@ def test_ablation_measures_on_the_training_split(tiny_session, tiny_loaded, tmp_
     monkeypatch.setattr(ablation, "training_data", lambda session: (session.data, "own data"))
     on_eval = get_method("ablation").score(tiny_session, "head", {"examples": 24})
     assert not np.allclose(on_eval, scores)
+
+
+# ---------------------------------------------------------------------------------------------
+# every encoder family through the CLI (issue 32's done-when, on tiny checkpoints)
+
+
+@pytest.mark.parametrize("family", ["distilbert", "albert", "deberta-v2", "mpnet", "modernbert"])
+def test_prune_physical_and_neuron_scores_on_every_family(family, tiny_csv, tmp_path, monkeypatch):
+    from tests.tiny import write_tiny_family
+
+    monkeypatch.setenv("PRUNELENS_CACHE", str(tmp_path / "store"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        folder = write_tiny_family(tmp_path / family, family)
+    out = tmp_path / "F.json"
+    assert main(["prune", "--model", str(folder), "--data", str(tiny_csv), "--method", "michel",
+                 "--sparsity", "0.5", "--physical", "--json", str(out)]) in (0, None)
+    result = json.loads(out.read_text())
+    layers, heads = (3 if family in ("albert", "modernbert") else 2), 4
+    assert np.asarray(result["mask"]).shape == (layers, heads)
+    assert result["physical"]["max_abs_logit_difference"] <= 1e-3
+    scores = tmp_path / "S.json"
+    assert main(["score", "--model", str(folder), "--data", str(tiny_csv), "--method", "magnitude",
+                 "--unit", "neuron", "--json", str(scores)]) in (0, None)
+    assert np.asarray(json.loads(scores.read_text())["scores"]).shape == (layers, 24)
+
+
+def test_re_pruning_an_export_keeps_the_grid_with_null_heads(tiny_bert_dir, tiny_csv, tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNELENS_CACHE", str(tmp_path / "store"))
+    export = tmp_path / "E"
+    assert main(["export", "--model", str(tiny_bert_dir), "--data", str(tiny_csv), "--method", "magnitude",
+                 "--sparsity", "0.5", "--scope", "layer", "--no-onnx", "--out", str(export)]) in (0, None)
+    out = tmp_path / "F.json"
+    assert main(["prune", "--model", str(export), "--data", str(tiny_csv), "--method", "random",
+                 "--sparsity", "0.25", "--physical", "--json", str(out)]) in (0, None)
+    result = json.loads(out.read_text())
+    mask = result["mask"]
+    assert sum(v is None for row in mask for v in row) == 4  # 2 layers x 4 heads, half gone
+    assert sum(v == 0 for row in mask for v in row) == 1  # a quarter of the 4 left
+    assert result["physical"]["max_abs_logit_difference"] <= 1e-4
+    assert result["sparsity"] == 0.25

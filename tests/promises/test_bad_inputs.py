@@ -156,8 +156,9 @@ CASES: list[tuple[str, list[str], str]] = [
     ("model-config-no-weights", SCORE + _with(M, model="{no_weights}"), r"model folder .*no_weights has no weights"),
     ("model-is-a-file", SCORE + _with(M, model="{model_file}"), r"model path .*config\.json is a file"),
     ("model-bad-config-json", SCORE + _with(M, model="{bad_config}"), r"cannot read config of .*bad_config"),
-    ("model-gpt2", SCORE + _with(M, model="{gpt2}"), r"is a 'gpt2' model; prunelens supports BERT-layout encoders"),
-    ("model-distilbert", SCORE + _with(M, model="{distilbert}"), r"is a 'distilbert' model; prunelens supports BERT"),
+    ("model-gpt2", SCORE + _with(M, model="{gpt2}"), r"is a 'gpt2' model, which prunelens has no family entry for; it opens these encoder "
+     r"families: bert \(bert, roberta.*distilbert; albert; deberta-v2; mpnet; modernbert \(docs/FAMILIES\.md"),
+    ("model-distilbert", SCORE + _with(M, model="{distilbert}"), r"distilbert has no tokenizer files"),  # a family it opens: refused for what it lacks
     ("model-no-head-arch", SCORE + _with(M, model="{headless}"), r"\(BertModel\) has no sequence-classification head"),
     ("model-no-head-weights", SCORE + _with(M, model="{headless_noarch}"), r"has no trained sequence-classification head"),
     ("model-hub-offline", SCORE + _with(M, model="no-such-org-xyz/no-such-model"), r"not found in the local hub cache"),
@@ -368,7 +369,7 @@ def _assert_recovers(at, bad: dict[str, Path]) -> None:
 
 
 DASH_CASES: list[tuple[str, dict[str, str], str]] = [
-    ("dash-model-gpt2", {"model": "{gpt2}", "data": "{csv}"}, r"is a 'gpt2' model; prunelens supports"),
+    ("dash-model-gpt2", {"model": "{gpt2}", "data": "{csv}"}, r"is a 'gpt2' model, which prunelens has no family entry for"),
     ("dash-model-missing", {"model": "{root}/nothere", "data": "{csv}"}, r"model folder not found"),
     ("dash-model-no-head", {"model": "{headless_noarch}", "data": "{csv}"}, r"no trained sequence-classification head"),
     ("dash-model-no-weights", {"model": "{no_weights}", "data": "{csv}"}, r"has no weights"),
