@@ -78,6 +78,10 @@ MASK_EVAL_PASSES = {"bf16": 0.25, "fp32": 0.6}
 TRAINING_PASS_COST = 7.0
 CALIBRATION_SIZE = 64  # examples in the timed sample
 STATUS_EVERY_S = 1.0  # how often the status file is rewritten while a job runs
+TIMING_MAX_AGE_S = 24 * 3600  # a kept forward-pass measurement is trusted this long
+# the dashboard computes a setting that is not in the store without a click when it is expected
+# to take at most this long here (:func:`score_seconds`: the analysis estimate's own rule)
+COMPUTE_WITHOUT_CLICK_S = 60.0
 
 
 class AnalysisBusy(PrunelensError):
@@ -158,21 +162,72 @@ def time_forward(session: Session) -> float:
     return best / max(1, len(sample.data))
 
 
+def timing_path(store: ResultStore, session: Session) -> Path:
+    """Where this pair's measured forward pass is kept (beside its job lock and status)."""
+    return jobs_dir(store) / f"{pair_id(session)}.timing"
+
+
+_MEASURED: dict[tuple[str, str], float] = {}  # (store folder, pair id) -> seconds per example
+
+
+def measured_example_seconds(session: Session) -> float:
+    """Seconds of one example's forward pass here (:func:`time_forward`), measured once per
+    model/data pair and machine and kept in the store's job folder: the Model & data page, the
+    pages' compute limit and ``prunelens analyze --dry-run`` all read the same measurement, so
+    their estimates agree and do not jump between measurements as work is done. Measured again
+    after :data:`TIMING_MAX_AGE_S` or on another host."""
+    path = timing_path(session.store, session)
+    memo = (str(session.store.user_dir), pair_id(session))
+    if memo in _MEASURED:
+        return _MEASURED[memo]
+    kept = read_status_path(path)
+    seconds = kept.get("example_seconds")
+    if (isinstance(seconds, int | float) and seconds > 0 and kept.get("host") == socket.gethostname()
+            and time.time() - float(kept.get("measured", 0)) < TIMING_MAX_AGE_S):
+        _MEASURED[memo] = float(seconds)
+        return float(seconds)
+    seconds = time_forward(session)
+    _MEASURED[memo] = seconds
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({"example_seconds": seconds, "host": socket.gethostname(),
+                                   "measured": time.time()}))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a read-only store: measured again by the next process
+    return seconds
+
+
+def score_seconds(session: Session, method_name: str, unit: str, params: dict | None,
+                  per: float | None = None) -> float:
+    """Expected seconds of one score computation here (the analysis estimate's own rule)."""
+    method = get_method(method_name)
+    n = session.evaluator.n
+    if method.cost is None:
+        work = n
+    else:
+        work = method.cost(method.validate(params), session.loaded.inventory, unit).expected(n)
+    per = measured_example_seconds(session) if per is None else per
+    return (work if math.isfinite(work) else n) * per
+
+
 def estimate(plan: Plan, session: Session, example_seconds: float | None = None) -> Estimate:
-    """Seconds per task still to do (see the module docstring)."""
+    """Seconds per task still to do (see the module docstring). Every caller (the page, the
+    CLI, the job's progress) uses this one rule and the one measurement of
+    :func:`measured_example_seconds`:
+    doing work only removes tasks, so the estimate never grows while the analysis runs."""
     from prunelens.analysis.training import get_trainer
 
-    per = example_seconds if example_seconds is not None else time_forward(session)
+    per = example_seconds if example_seconds is not None else measured_example_seconds(session)
     n = session.evaluator.n
     passes = MASK_EVAL_PASSES["bf16" if session.evaluator.masked_precision == "bf16" else "fp32"]
     est = Estimate(per, n, passes * n * per, waiting=plan.waiting)
-    inventory = session.loaded.inventory
     for task in plan.todo:
         if task.kind == "scores":
-            method = get_method(task.method)
-            work = (method.cost(method.validate(task.param_dict()), inventory, task.unit).expected(n)
-                    if method.cost is not None else math.inf)
-        elif task.kind == "train-run":
+            est.seconds[task.digest] = score_seconds(session, task.method, task.unit, task.param_dict(), per)
+            continue
+        if task.kind == "train-run":
             work = get_trainer(task.method).work(task.param_dict()) * TRAINING_PASS_COST
         elif task.kind == "view":
             params = task.param_dict()

@@ -18,7 +18,9 @@ Measured (JSON keys):
 - ``curve_cold_s`` / ``curve_cached_s``: a 4-method × 10-sparsity head curve with scores in the
   store but no curve points, then again from the store;
 - ``physical_vs_masked``: masked (hook) forward seconds / physically pruned forward seconds at 50%
-  heads (``physical_vs_masked_neuron`` at 50% neurons); > 1 is a speed-up;
+  heads (``physical_vs_masked_neuron`` at 50% neurons); > 1 is a speed-up; timed by the one
+  protocol of :mod:`prunelens.analysis.timing` (warm-up, interleaved repeats, median, the spread
+  in ``*_detail``), as the Prune page and ``prune --physical`` time it;
 - ``precision``: what pruned masks were evaluated with (``bf16`` = checked bf16, see
   :mod:`prunelens.analysis.precision`); ``path`` and ``why``: which path that is (``checked-bf16`` or
   ``fp32``) and the reason (the CPU's native bf16, ``$ONEDNN_MAX_CPU_ISA``, the requested
@@ -50,6 +52,7 @@ from prunelens.analysis.evaluate import Evaluator
 from prunelens.analysis.fastpath import fp32_kernel
 from prunelens.analysis.gates import Masks
 from prunelens.analysis.precision import BF16_FLAGS, cpu_flags, isa_cap
+from prunelens.analysis import timing
 from prunelens.analysis.pruning import physically_prune, select
 
 CURVE_METHODS = ("michel", "magnitude", "random", "ablation")
@@ -277,14 +280,15 @@ def _run(session, quick: bool, say, threads: int, store: ResultStore,
         scores = np.random.default_rng(0).random(shape)
         masks = Masks.for_unit(unit, select(scores, 0.5).astype(np.float32))
         small = physically_prune(loaded.model, masks)
-        masked_s, _, _ = timed(ev.reference_outputs, masks)
-        physical_s, _, phys = timed(ev.reference_outputs, None, small)
+        # the one protocol the Prune page and `prune --physical` use (prunelens.analysis.timing)
+        t = timing.compare(lambda m=masks: ev.reference_outputs(m), lambda s=small: ev.reference_outputs(None, s))
         fast_s, _, _ = timed(ev.outputs, masks)
-        out[key] = masked_s / physical_s
+        out[key] = t.ratio
         out[f"{key}_detail"] = {
-            "masked_s": masked_s, "physical_s": physical_s, "fast_path_masked_s": fast_s,
+            "masked_s": t.a_seconds, "physical_s": t.b_seconds, "fast_path_masked_s": fast_s,
+            "ratio_range": list(t.spread), "protocol": t.describe(),
             "max_abs_logit_difference": float(np.abs(
-                phys.logits - ev.reference_outputs(masks).logits).max())}
+                ev.reference_outputs(None, small).logits - ev.reference_outputs(masks).logits).max())}
         del small
 
     say("curve, cold then cached ...")

@@ -31,20 +31,26 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _progress_printer(enabled: bool = True):
-    """A progress sink that draws one tqdm bar on stderr."""
+    """A progress sink that draws one tqdm bar on stderr, from the first report of work still
+    to do: an answer from the store (nothing reported, or finished at once) draws no bar."""
     if not enabled:
         return lambda fraction, message="": None
     from tqdm import tqdm
 
-    bar = tqdm(total=1000, file=sys.stderr, leave=False, bar_format="{l_bar}{bar}| {desc}")
+    bars: list = []
 
     def progress(fraction: float, message: str = "") -> None:
+        if not bars:
+            if fraction >= 1.0:
+                return
+            bars.append(tqdm(total=1000, file=sys.stderr, leave=False, bar_format="{l_bar}{bar}| {desc}"))
+        bar = bars[0]
         bar.n = int(max(0.0, min(1.0, fraction)) * 1000)
         bar.set_description_str(message[:60], refresh=True)
         if fraction >= 1.0:
             bar.refresh()
 
-    progress.close = bar.close  # type: ignore[attr-defined]
+    progress.close = lambda: bars and bars[0].close()  # type: ignore[attr-defined]
     return progress
 
 
@@ -376,8 +382,9 @@ def cmd_prune(args) -> int:
         if "physical" in out:
             ph = out["physical"]
             print(f"  physically pruned: accuracy {ph['accuracy']:.4f}, max |logit diff| vs masked "
-                  f"{ph['max_abs_logit_difference']:.2e}, {ph['seconds']:.2f}s vs masked "
-                  f"{ph['masked_seconds']:.2f}s ({ph['timed']})")
+                  f"{ph['max_abs_logit_difference']:.2e}, {ph['seconds']:.3f}s vs masked "
+                  f"{ph['masked_seconds']:.3f}s: {ph['speedup']}x (runs ranged "
+                  f"{ph['speedup_range'][0]}x–{ph['speedup_range'][1]}x; {ph['timed']})")
     return 0
 
 
@@ -456,12 +463,41 @@ def cmd_curve(args) -> int:
     return 0
 
 
+FINETUNE_OUT = "finetuned-default"  # `prunelens finetune` writes here (in the working folder) by default
+
+
+def finetune_target(out: str | None, overwrite_shipped: bool) -> Path:
+    """Where ``prunelens finetune`` writes: ``--out``, else :data:`FINETUNE_OUT`; the shipped
+    checkpoint only with ``--overwrite-shipped`` (checked before anything loads)."""
+    from prunelens.analysis.models import CHECKPOINT_DIR
+
+    if overwrite_shipped and out:
+        raise ParamError("give --out or --overwrite-shipped, not both")
+    if overwrite_shipped:
+        return CHECKPOINT_DIR
+    target = _folder_arg(out, "--out") or Path(FINETUNE_OUT)
+    if target.resolve() == CHECKPOINT_DIR.resolve():
+        raise ParamError(f"--out {out} is the shipped checkpoint (add --overwrite-shipped instead, "
+                         "knowing it orphans every shipped result)")
+    return target
+
+
 def cmd_finetune(args) -> int:
     from prunelens.analysis.finetune import Recipe, finetune
 
+    out_dir = finetune_target(args.out, args.overwrite_shipped)
+    if args.overwrite_shipped:
+        from prunelens.analysis.cache import SHIPPED_DIR
+
+        shipped = sum(1 for _ in Path(SHIPPED_DIR).glob("*/*.json"))
+        print(f"overwriting the shipped checkpoint {out_dir}: unless the retrain is bit-identical, the "
+              f"default model's fingerprint changes and the {shipped:,} shipped results in "
+              f"{SHIPPED_DIR} (every page's instant answers, the training runs, docs/FIDELITY.md's "
+              "numbers) no longer match it; regenerate them with `prunelens precompute`",
+              file=sys.stderr)
     recipe = Recipe(epochs=args.epochs, seed=args.seed)
-    out_dir = _folder_arg(args.out, "--out")
-    manifest = finetune(recipe, **({"out_dir": out_dir} if out_dir else {}))
+    manifest = finetune(recipe, out_dir=out_dir)
+    print(f"wrote {out_dir}", file=sys.stderr)
     _write_json(args.json, "finetune", manifest)
     return 0
 
@@ -544,8 +580,36 @@ def cmd_train(args) -> int:
     session = _session(args)
     out = train_command(session, args.method, _parse_params(args.param),
                         progress=_progress_printer(not args.quiet), use_store=not args.no_cache)
-    _write_json(args.json, "train", out)
+    if args.json:
+        _write_json(args.json, "train", out)
+    else:
+        print(train_summary(out))
     return 0
+
+
+def train_summary(out: dict) -> str:
+    """A training run in a few lines (as ``score`` and ``prune`` print theirs): what ran, each
+    variant's accuracy, loss and margin with standard errors, the notes; the whole result
+    (histories, scores, correctness strings) only with ``--json FILE``."""
+    from prunelens.analysis.run_result import normalise
+    from prunelens.analysis.training import changed_params
+
+    run = normalise(out)
+    changed = changed_params(run.method, run.params)
+    data = out.get("data") or {}
+    source = "from the store" if out.get("cached") else f"{out.get('seconds', 0):.1f}s"
+    lines = [f"{run.method} training run ({source}) on {data.get('name', '?')} "
+             f"({data.get('n', '?')} examples); settings: "
+             + (", ".join(f"{k}={v}" for k, v in changed.items()) or "the defaults")]
+    width = max([len(run.label(n)) for n in run.variants] + [7])
+    lines.append(f"  {'variant':<{width}}  {'accuracy':>15}  {'loss':>15}  {'margin':>15}")
+    for name, m in run.variants.items():
+        cells = [f"{m[k]:.3f} ± {m.get(f'{k}_se', 0.0):.3f}" if isinstance(m.get(k), int | float)
+                 else "-" for k in ("accuracy", "loss", "margin")]
+        lines.append(f"  {run.label(name):<{width}}  " + "  ".join(f"{c:>15}" for c in cells))
+    lines += [f"note: {note}" for note in run.notes]
+    lines.append("(the whole result, with histories and scores: --json FILE)")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -665,7 +729,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="rebuild the default checkpoint")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--out", default=None, help="folder to write (default: the shipped checkpoint)")
+    p.add_argument("--out", default=None,
+                   help=f"folder to write (default: ./{FINETUNE_OUT}; never the shipped checkpoint)")
+    p.add_argument("--overwrite-shipped", action="store_true",
+                   help="write into the shipped analysis/default_checkpoint/ (orphans every shipped "
+                        "result unless the retrain is bit-identical)")
     p.add_argument("--json", default=None, metavar="FILE")
     p.add_argument("--debug", action="store_true")
     p.set_defaults(func=cmd_finetune)

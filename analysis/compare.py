@@ -25,7 +25,7 @@ from scipy import stats
 from prunelens.analysis.errors import ParamError
 from prunelens.analysis.methods import all_methods
 from prunelens.analysis.methods.base import Progress, no_progress
-from prunelens.analysis.pruning import select
+from prunelens.analysis.pruning import emptied_layers, select
 
 
 def normalized_ranks(scores) -> np.ndarray:
@@ -87,14 +87,31 @@ def jaccard(mask_a, mask_b) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
-def kept_masks(scores: dict[str, np.ndarray], sparsity: float, scope: str = "global") -> dict[str, np.ndarray]:
-    return {n: select(s, sparsity=sparsity, scope=scope) for n, s in scores.items()}
+def kept_masks(scores: dict[str, np.ndarray], sparsity: float, scope: str = "global",
+               keep_one_per_layer: bool = False) -> dict[str, np.ndarray]:
+    return {n: select(s, sparsity=sparsity, scope=scope, keep_one_per_layer=keep_one_per_layer)
+            for n, s in scores.items()}
 
 
-def jaccard_matrix(scores: dict[str, np.ndarray], sparsity: float, scope: str = "global") -> np.ndarray:
+def emptied_by(scores: dict[str, np.ndarray], sparsities: list[float], scope: str = "global",
+               keep_one_per_layer: bool = False) -> dict[str, dict[float, list[int]]]:
+    """For each method, the sparsities (of ``sparsities``) at which its mask removes a whole
+    layer, and those layers: where a global scope sends a model to chance."""
+    out: dict[str, dict[float, list[int]]] = {}
+    for name, s in scores.items():
+        for sparsity in sparsities:
+            layers = emptied_layers(select(s, sparsity=sparsity, scope=scope,
+                                           keep_one_per_layer=keep_one_per_layer))
+            if layers:
+                out.setdefault(name, {})[sparsity] = layers
+    return out
+
+
+def jaccard_matrix(scores: dict[str, np.ndarray], sparsity: float, scope: str = "global",
+                   keep_one_per_layer: bool = False) -> np.ndarray:
     """Pairwise Jaccard overlap of the sets each method keeps at ``sparsity``."""
     names = _check_same_shape(scores)
-    masks = kept_masks(scores, sparsity, scope)
+    masks = kept_masks(scores, sparsity, scope, keep_one_per_layer)
     m = len(names)
     out = np.ones((m, m))
     for i in range(m):

@@ -193,7 +193,8 @@ def glue(task: str, split: str = "dev") -> TextData:
                 if why_not and not isinstance(exc, KeyError):
                     raise DataError(
                         f"GLUE task '{task}' is not in the local datasets cache and {why_not} "
-                        "(load it once with network access, or save it with save_to_disk under "
+                        "(load it once with network access: add --online to the command, e.g. "
+                        "prunelens dashboard --online; or save it with save_to_disk under "
                         "$PRUNELENS_GLUE_DIR)") from None
                 raise
     except DataError:

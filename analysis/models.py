@@ -339,6 +339,11 @@ def _quiet_transformers() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
+def _article(word: str) -> str:
+    """'an' before a vowel ('an albert', 'an electra'), else 'a' ('a bert')."""
+    return "an" if word[:1].lower() in "aeio" else "a"
+
+
 def check_family(model_type, name: str, custom_code: bool = False) -> None:
     """Refuse a model type no family entry covers, naming those that are (before any weight loads;
     ``custom_code``: its config.json names its own classes, which never run)."""
@@ -348,7 +353,7 @@ def check_family(model_type, name: str, custom_code: bool = False) -> None:
         code = (" and contains custom code (auto_map), which prunelens never runs (trust_remote_code "
                 "stays off)") if custom_code else ""
         raise ModelError(
-            f"model '{name}' is a '{model_type}' model, which prunelens has no family entry for{code}; it "
+            f"model '{name}' is {_article(str(model_type))} '{model_type}' model, which prunelens has no family entry for{code}; it "
             f"opens these encoder families: {families} (docs/FAMILIES.md says how to add one)")
 
 
@@ -509,7 +514,8 @@ def _load_model(spec: str) -> LoadedModel:
             if why_not:
                 raise ModelError(
                     f"model '{spec}' is not a local folder and was not found in the local hub cache, "
-                    f"and {why_not} (download it once with network access, or pass a folder)") from None
+                    f"and {why_not} (download it once with network access: add --online to the command, e.g. prunelens "
+                    "dashboard --online; or pass a folder)") from None
             kwargs = {"local_files_only": False}
     where = str(path) if source == "folder" else spec
     try:
@@ -570,7 +576,9 @@ def check_model_spec(spec: str | None) -> Path | None:
         return None
     path = expand_path(spec, "model", ModelError)
     try:
-        looks_like_path = path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1
+        # a trailing slash (``pruned/``) names a folder: a hub id never ends with one
+        looks_like_path = (path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1
+                           or spec.endswith(("/", os.sep)))
     except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte, ...
         raise path_error(ModelError, "model", spec, exc) from None
     if not looks_like_path:
@@ -586,7 +594,8 @@ def check_model_spec(spec: str | None) -> Path | None:
 def _check_folder(path: Path, spec: str) -> None:
     try:
         if not path.exists():
-            raise ModelError(f"model folder not found: {spec} (give a folder saved with save_pretrained)")
+            raise ModelError(f"model folder not found: {spec} does not exist (give a folder saved with "
+                             "save_pretrained or by prunelens export --out)")
         if not path.is_dir():
             raise ModelError(f"model path {spec} is a file (give the folder that holds config.json)")
         if not (path / "config.json").exists():

@@ -168,26 +168,39 @@ def prune(session: Session, method_name: str, sparsity: float | None = None, uni
         flip = flipped(session, result.unit, mask)
         out["flipped"], out["flipped_count"] = flip["rows"], flip["count"]
     if physical:
-        out["physical"] = physical_timing(session, masks)
+        out["physical"] = physical_timing(session, masks, progress)
     out["seconds"] = round(time.perf_counter() - start, 4)
     return out
 
 
-def physical_timing(session: Session, masks: Masks) -> dict:
-    """The physically pruned copy against the masked model, both evaluated now on the same
-    forward (transformers' own, batch by batch), so the two times compare like for like: only
-    cutting the weights out saves time; gates on the full model do not. (The masked metrics of
-    :func:`prune` may come from the store or the fast path; these times never do.)"""
+TIMING_SIZE = 128  # examples the masked-vs-physical timing repeats run on (a fixed subset)
+
+
+def physical_timing(session: Session, masks: Masks, progress: Progress = no_progress) -> dict:
+    """The physically pruned copy against the masked model: its metrics and the largest logit
+    difference on the loaded data, then both timed now on the same forward (transformers' own,
+    batch by batch) by the one timing protocol (:mod:`prunelens.analysis.timing`: warm-up,
+    interleaved repeats, median, the spread) on a fixed subset of :data:`TIMING_SIZE` examples,
+    so the two times compare like for like: only cutting the weights out saves time; gates on
+    the full model do not. (The masked metrics of :func:`prune` may come from the store or the
+    fast path; these times never do.) ``progress(fraction, message)`` as it goes."""
+    from prunelens.analysis import timing
+
+    progress(0.0, "cutting the weights out")
     small = physically_prune(session.loaded.model, masks)
-    t0 = time.perf_counter()
+    progress(0.1, "evaluating the masked model")
     masked = session.evaluator.reference_outputs(masks)
-    masked_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    progress(0.3, "evaluating the physically pruned copy")
     phys = session.evaluator.reference_outputs(model=small)
-    seconds = time.perf_counter() - t0
-    return {"seconds": round(seconds, 4), "masked_seconds": round(masked_seconds, 4),
-            "speedup": round(masked_seconds / seconds, 3) if seconds > 0 else None,
-            "timed": "both computed now, same forward (transformers, batch by batch)",
+    sample = session.evaluator.subset(min(TIMING_SIZE, session.evaluator.n), seed=1)
+    t = timing.compare(lambda: sample.reference_outputs(masks), lambda: sample.reference_outputs(model=small),
+                       progress=lambda f, m: progress(0.5 + 0.5 * f, f"timing masked vs physical: {m}"))
+    low, high = t.spread
+    return {"seconds": round(t.b_seconds, 4), "masked_seconds": round(t.a_seconds, 4),
+            "speedup": round(t.ratio, 3), "speedup_range": [round(low, 3), round(high, 3)],
+            "runs": {"masked": [round(x, 6) for x in t.a_runs], "physical": [round(x, 6) for x in t.b_runs]},
+            "timed": f"both computed now, same forward (transformers, batch by batch); {sample.n} "
+                     f"examples, median of {len(t.a_runs)} interleaved runs after {t.warmup} warm-up",
             "max_abs_logit_difference": float(np.abs(phys.logits - masked.logits).max()),
             **_metrics(_result_of(phys, session))}
 
@@ -228,14 +241,16 @@ def mask_keys(session: Session, unit: str, mask: np.ndarray) -> dict[str, Key]:
 
 
 def curve_is_stored(session: Session, methods: list[str], sparsities: list[float], unit: str = "head",
-                    scope: str = "global", params: dict[str, dict] | None = None) -> bool:
+                    scope: str = "global", params: dict[str, dict] | None = None,
+                    keep_one_per_layer: bool = False) -> bool:
     """Whether :func:`curve` would answer every point from the store (no computation)."""
     for name in methods:
         scores = stored_scores(session, name, unit, (params or {}).get(name))
         if scores is None:
             return False
         for sparsity in sparsities:
-            mask = mask_for(scores, sparsity, scope, present=present_units(session, unit))
+            mask = mask_for(scores, sparsity, scope, present=present_units(session, unit),
+                            keep_one_per_layer=keep_one_per_layer)
             if not session.is_stored("mask-eval", "", unit, mask_params(mask)):
                 return False
     return True
@@ -243,7 +258,8 @@ def curve_is_stored(session: Session, methods: list[str], sparsities: list[float
 
 def curve(session: Session, methods: list[str], sparsities: list[float], unit: str = "head",
           scope: str = "global", params: dict[str, dict] | None = None,
-          progress: Progress = no_progress, use_store: bool = True) -> list[dict]:
+          progress: Progress = no_progress, use_store: bool = True,
+          keep_one_per_layer: bool = False) -> list[dict]:
     """Accuracy/loss/margin at each sparsity for each method (points cached one by one)."""
     sparsities = [check_sparsity(s) for s in sparsities]
     params = params or {}
@@ -255,7 +271,8 @@ def curve(session: Session, methods: list[str], sparsities: list[float], unit: s
         scored = compute_scores(session, name, unit, params.get(name), use_store=use_store,
                                 progress=lambda f, msg, m_idx=m_idx: progress(m_idx / len(methods) + f / len(methods) * 0.5, msg))
         for s_idx, sparsity in enumerate(sparsities):
-            mask = mask_for(scored.scores, sparsity, scope, present=present_units(session, unit))
+            mask = mask_for(scored.scores, sparsity, scope, present=present_units(session, unit),
+                            keep_one_per_layer=keep_one_per_layer)
             comparison, _ = evaluate_mask(session, unit, mask, use_store)
             pruned = comparison["pruned"]
             rows.append({"method": name, "sparsity": sparsity,

@@ -117,6 +117,15 @@ def select(scores, sparsity: float | None = None, scope: str = "global",
     return mask
 
 
+def emptied_layers(mask) -> list[int]:
+    """Layers a (layers, units) keep-mask removes every unit of (such a model often falls to
+    chance: nothing passes that layer's heads); [] for a per-layer (1-D) mask."""
+    m = np.asarray(mask)
+    if m.ndim != 2:
+        return []
+    return [int(layer) for layer in np.flatnonzero(m.sum(axis=1) == 0)]
+
+
 def _select_present(s: np.ndarray, sparsity, scope, threshold, keep_one_per_layer) -> np.ndarray:
     """:func:`select` over the units the model has; NaN marks a unit it no longer has (a head an
     already-pruned checkpoint lost): never counted, never kept (0). Counts are over the units present."""

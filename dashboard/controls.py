@@ -16,6 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from prunelens.analysis.analyze import COMPUTE_WITHOUT_CLICK_S, format_seconds
 from prunelens.analysis.errors import ParamError
 from prunelens.analysis.layout import UNITS
 from prunelens.analysis.methods import all_methods
@@ -170,7 +171,8 @@ def method_label(name: str) -> str:
     if method is None:
         return name
     mark = (" (diagnostic, not a criterion)" if method.diagnostic else "") + (" (expensive)" if method.expensive else "")
-    return f"{method.title or name} [{name}]{mark}"
+    # the name first: where a long title meets a narrow box (1024 px), the end is cut, not the name
+    return f"[{name}] {method.title or name}{mark}" if method.title and method.title != name else f"[{name}]{mark}"
 
 
 def pick_method(key: str, unit: str | None = None, container=None, default: str | None = None,
@@ -286,9 +288,21 @@ def score_work(session, method: Method, unit: str, params: dict) -> float:
 
 
 def needs_click(session, method: Method, unit: str, params: dict) -> bool:
-    """Whether this setting is expensive here (its work over ``EXPENSIVE_WORK``): such a
-    setting is read from the store or computed on an explicit click, never from a link alone."""
-    return method.is_expensive(params, session.loaded.inventory, len(session.data), unit)
+    """Whether this setting is expensive here: more work than ``EXPENSIVE_WORK`` and expected to
+    take longer than ``COMPUTE_WITHOUT_CLICK_S`` on this machine (the analysis estimate's rule,
+    from the measured forward pass). Such a setting is read from the store or computed on an
+    explicit click, never from a link alone."""
+    if not method.is_expensive(params, session.loaded.inventory, len(session.data), unit):
+        return False
+    return expected_seconds(session, method, unit, params) > COMPUTE_WITHOUT_CLICK_S
+
+
+def expected_seconds(session, method: Method, unit: str, params: dict) -> float:
+    """Seconds this setting is expected to take here (``prunelens analyze``'s estimate)."""
+    from prunelens.analysis.analyze import score_seconds
+
+    with st.spinner("timing a forward pass on this machine…"), run_control.guard():
+        return score_seconds(session, method.name, unit, params)
 
 
 def obtain_scores(session, method: Method, unit: str, params: dict, key: str) -> list | None:
@@ -311,12 +325,17 @@ def obtain_scores(session, method: Method, unit: str, params: dict, key: str) ->
         if developer():
             st.caption(f"{method.title}: read from the result store.")
         return hit["scores"]
-    cost = ("an unknown amount of work" if work == float("inf") else
-            f"about {work:,.0f} forward passes of one example")
-    st.info(f"**{method.title}** with these settings is not in the store yet. Computing it costs "
-            f"{cost} on the loaded {len(session.data):,} examples (more than the {EXPENSIVE_WORK} "
-            "a page computes without asking), so it starts only when you click.")
-    if st.button(f"Compute {method.name} scores for {unit}s", key=f"{key}.compute", type="primary"):
+    seconds = expected_seconds(session, method, unit, params) if work != float("inf") else float("inf")
+    clicked = False
+    if seconds > COMPUTE_WITHOUT_CLICK_S:
+        cost = ("an unknown amount of work" if seconds == float("inf") else
+                f"about {format_seconds(seconds)} on this machine ({work:,.0f} forward passes of one example)")
+        st.info(f"**{method.title}** with these settings is not in the store yet. Computing it takes "
+                f"{cost} on the loaded {len(session.data):,} examples (more than the "
+                f"{format_seconds(COMPUTE_WITHOUT_CLICK_S)} a page computes without asking), so it "
+                "starts only when you click.")
+        clicked = st.button(f"Compute {method.name} scores for {unit}s", key=f"{key}.compute", type="primary")
+    if seconds <= COMPUTE_WITHOUT_CLICK_S or clicked:
         bar, progress = progress_sink(f"Computing {method.name}…")
         with run_control.guard():
             result = compute_scores(session, method.name, unit, params, progress=progress)

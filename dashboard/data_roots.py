@@ -44,7 +44,7 @@ def confine(spec: str, what: str, error: type[PrunelensError] = DataError) -> st
         path = None
     if path is None or not any(path.is_relative_to(root) for root in roots()):
         raise error(f"{what} refused: the dashboard reads only inside the folder it was started in "
-                    "or those given with `prunelens dashboard --data-root DIR` (move the file there, "
+                    f"or those given with `prunelens dashboard --data-root DIR` (move the {'folder' if 'folder' in what else 'file'} there, "
                     "or restart the dashboard with --data-root)")
     return str(path)
 

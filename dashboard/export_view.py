@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from prunelens.dashboard import results, run_control
+from prunelens.dashboard import controls, results, run_control
 
 EXPORT_STATE = "prune.export.result"  # (settings key, report, zip bytes) of the last export
 
@@ -63,12 +63,16 @@ def export_button(session, method: str, unit: str, params: dict, sparsity: float
                            key="prune.export.onnx",
                            help=None if has_onnx else "needs pip install -e '.[export]'")
         if st.button("Export the pruned model", key="prune.export"):
-            with st.spinner("Cutting the weights, exporting and timing…"), run_control.guard(stop=False):
+            bar, progress = controls.progress_sink("Cutting the weights, exporting and timing…")
+            with run_control.guard(stop=False):
                 with tempfile.TemporaryDirectory(prefix="prunelens-export-") as tmp:
                     folder = Path(tmp) / "pruned-model"
                     report = export(session, method, sparsity, folder, unit, scope, params,
-                                    onnx=onnx, threshold=threshold, keep_one_per_layer=keep_one)
+                                    onnx=onnx, threshold=threshold, keep_one_per_layer=keep_one,
+                                    progress=progress)
+                    progress(1.0, "zipping the folder")
                     st.session_state[EXPORT_STATE] = (key, report, zip_folder(folder))
+            bar.empty()
         saved = st.session_state.get(EXPORT_STATE)
         if saved is None or saved[0] != key:
             return

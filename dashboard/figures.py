@@ -404,7 +404,9 @@ def evaluation_bars(rows: Sequence[dict], metrics: Sequence[str] = ("accuracy", 
     """One panel per metric, one bar per row (``row[metric]``, ± ``row[metric + '_se']``)."""
     fig = make_subplots(rows=1, cols=len(metrics),
                         subplot_titles=[SHORT_LABELS.get(m, m) for m in metrics])
-    labels = _labels([str(r[label_key]) for r in rows])
+    # about as many characters a line as a bar is wide at 1024 px (8 bars in two panels: 10)
+    labels = wrapped_labels([str(r[label_key]) for r in rows],
+                            width=max(8, min(16, 80 // max(1, len(rows) * len(metrics)))))
     for i, metric in enumerate(metrics):
         values = [r.get(metric) for r in rows]
         se = [r.get(f"{metric}_se") for r in rows]
@@ -415,7 +417,23 @@ def evaluation_bars(rows: Sequence[dict], metrics: Sequence[str] = ("accuracy", 
                              name=metric, showlegend=False,
                              hovertemplate=f"%{{x}}<br>{metric}: %{{y:.4g}}<extra></extra>"),
                       row=1, col=i + 1)
-    return _layout(fig, title, height=400, top=80)
+    lines = max((label.count("<br>") + 1 for label in labels), default=1)
+    fig.update_xaxes(tickangle=0)  # wrapped, level labels: long names take lines, not the plot's height
+    fig = _layout(fig, title, height=400 + 16 * (lines - 1), top=80)
+    fig.update_layout(margin={"b": 40 + 16 * lines})
+    return fig
+
+
+def wrapped_labels(labels: Sequence[str], width: int = 14) -> list[str]:
+    """Category labels broken into lines of about ``width`` characters (plotly's ``<br>``; each
+    part escaped), so long names (variant names, run settings) never squeeze a bar chart."""
+    import textwrap
+
+    return ["<br>".join(escape.plotly(part) for part in textwrap.wrap(label, width, break_long_words=False)
+                        or [escape.plotly(label)]) for label in labels]
+
+
+HISTORY_DASHES = ("solid", "dash", "dot", "dashdot")
 
 
 def history_panels(histories: dict[str, Sequence[dict]], fields: Sequence[str], xkey: str = "step",
@@ -423,18 +441,28 @@ def history_panels(histories: dict[str, Sequence[dict]], fields: Sequence[str], 
     """One panel per field (their scales differ), one line per named history."""
     fields = [f for f in fields if any(f in h for hist in histories.values() for h in hist)]
     fig = make_subplots(rows=1, cols=max(1, len(fields)), subplot_titles=list(fields) or [""])
+    count = len(histories)
     for i, (name, hist) in enumerate(histories.items()):
+        # arms that overlap (a control equal to the trained run until a penalty kicks in) stay
+        # visible: each later line is thinner and dashed differently, drawn over the wider ones
+        line = {"color": PALETTE[i % len(PALETTE)], "width": 2 + 2.5 * (count - 1 - i),
+                "dash": HISTORY_DASHES[i % len(HISTORY_DASHES)]}
         for j, field in enumerate(fields):
             pts = [h for h in hist if h.get(field) is not None]
             fig.add_trace(go.Scatter(
                 x=[h.get(xkey, k) for k, h in enumerate(pts)], y=[h[field] for h in pts],
                 mode="lines+markers" if len(pts) < 30 else "lines", name=name, legendgroup=name,
-                showlegend=j == 0, line={"color": PALETTE[i % len(PALETTE)]}), row=1, col=j + 1)
+                showlegend=j == 0, line=line, opacity=0.9), row=1, col=j + 1)
             fig.update_xaxes(title=xkey, row=1, col=j + 1)
     steps = [h.get(xkey) for hist in histories.values() for h in hist]
     if steps and all(isinstance(x, int) for x in steps):  # whole steps: no 1.5 ticks
-        fig.update_xaxes(dtick=max(1, math.ceil(max(steps) / 8)))
-    return _layout(fig, title, height=340, top=80)
+        ticks = 8 if len(fields) <= 2 else 3  # narrow panels: fewer ticks, none overlapping
+        fig.update_xaxes(dtick=max(1, math.ceil(max(steps) / ticks)))
+    fig = _layout(fig, title, height=380, top=80)
+    # the legend under the panels: long arm names never take the panels' width
+    fig.update_layout(legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.25, "yanchor": "top"},
+                      margin={"b": 90})
+    return fig
 
 
 def sparsity_heatmap(layer_sparsity, columns: Sequence[str], title: str = "Realized sparsity") -> go.Figure:

@@ -87,11 +87,13 @@ def cheap_scores(session: Session, method: str, unit: str, params: dict) -> list
 
 @st.cache_data(show_spinner="Pruning and evaluating…", max_entries=256, hash_funcs=BY_SESSION)
 def _prune(session: Session, method: str, unit: str, params_json: str, sparsity: float | None,
-           threshold: float | None, scope: str, keep_one: bool, physical: bool) -> dict:
+           threshold: float | None, scope: str, keep_one: bool, physical: bool, _progress=None) -> dict:
     from prunelens.analysis.operations import prune
+    from prunelens.analysis.session import no_progress
 
     return prune(session, method, sparsity=sparsity, unit=unit, scope=scope, params=json.loads(params_json),
                  physical=physical, threshold=threshold, keep_one_per_layer=keep_one,
+                 progress=_progress or no_progress,
                  flips=False)  # the page lists flips itself (dashboard/export_view.py), on demand
 
 
@@ -109,10 +111,12 @@ def _memoized_prunes() -> set:
 
 
 def prune_result(session: Session, method: str, unit: str, params: dict, sparsity: float | None,
-                 threshold: float | None, scope: str, keep_one: bool, physical: bool) -> dict:
-    """``prunelens.analysis.operations.prune``'s JSON for these settings (memoized)."""
+                 threshold: float | None, scope: str, keep_one: bool, physical: bool,
+                 progress=None) -> dict:
+    """``prunelens.analysis.operations.prune``'s JSON for these settings (memoized);
+    ``progress(fraction, message)`` while it computes (not part of the memo's key)."""
     key = _prune_key(session, method, unit, params, sparsity, threshold, scope, keep_one, physical)
-    result = _prune(session, *key[1:])
+    result = _prune(session, *key[1:], _progress=progress)
     _memoized_prunes().add(key)
     return result
 
@@ -125,11 +129,13 @@ def prune_memoized(session: Session, method: str, unit: str, params: dict, spars
                       physical) in _memoized_prunes()
 
 
-def curve_cached(session: Session, methods: list[str], sparsities: list[float], unit: str, scope: str) -> bool:
+def curve_cached(session: Session, methods: list[str], sparsities: list[float], unit: str, scope: str,
+                 keep_one: bool = False) -> bool:
     """Whether every point of these curves (default parameters) is already in the store."""
     from prunelens.analysis.operations import curve_is_stored
 
-    return curve_is_stored(session, methods, [float(s) for s in sparsities], unit, scope)
+    return curve_is_stored(session, methods, [float(s) for s in sparsities], unit, scope,
+                           keep_one_per_layer=keep_one)
 
 
 @st.cache_data(show_spinner="Comparing…", max_entries=64, hash_funcs=BY_SESSION)

@@ -24,6 +24,7 @@ from scipy.stats import spearmanr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from prunelens.analysis.cache import canonical  # noqa: E402
 from prunelens.analysis.compare import PairedDifference, joint_rule, paired_difference  # noqa: E402
 from prunelens.analysis.gates import Masks  # noqa: E402
 from prunelens.analysis.methods.admm import VARIANT_ORDER  # noqa: E402
@@ -60,13 +61,14 @@ def per_seed(d) -> str:
     return " / ".join(signed(v) for v in d.per_seed)
 
 
-RUN_DEVICES: Counter = Counter()  # where the report's training runs ran (device -> runs)
+RUN_DEVICES: dict[str, str] = {}  # the report's distinct training runs -> the device each ran on
 
 
 def runs_of(session, method: str, params: list[dict]) -> list[RunResult]:
     """One stored (or computed) training run per parameter set, in the one RunResult shape."""
     runs = [train_command(session, method, p) for p in params]
-    RUN_DEVICES.update(run.get("device", "cpu") for run in runs)  # runs stored before the field: CPU
+    for run in runs:  # a run read by two sections counts once; runs stored before the field: CPU
+        RUN_DEVICES[canonical({"method": method, "params": run.get("params")})] = run.get("device", "cpu")
     return [normalise(run) for run in runs]
 
 
@@ -645,7 +647,7 @@ def main() -> int:
         "",
         "Where the numbers came from: every evaluation above ran on this machine's CPU; the "
         "training runs ran on " + ", ".join(f"{d.upper() if d != 'cpu' else 'CPU'} ({n} runs)"
-                                             for d, n in sorted(RUN_DEVICES.items())) + ".",
+                                             for d, n in sorted(Counter(RUN_DEVICES.values()).items())) + ".",
         "",
         f"_Generated in {time.time() - start:.0f} s._",
         "",

@@ -49,7 +49,12 @@ PAGE_QUERY = {
     "Attention": {"mask": "magnitude", "sparsity": "0.3", "view": "head",
                   "text": "a gripping, funny and moving film with a weak plot"},
 }
-EXTRA_SHOTS = {"Attention": [("attention_model_view", {"view": "model"})],
+EXTRA_SHOTS = {"Attention": [("attention_model_view", {"view": "model"}),
+                             # as the Importance page's link opens it: the chosen head alone
+                             ("attention_one_head", {"layer": "1", "head": "7", "heads": "[7]"})],
+               "Importance": [("importance_head", {"method": "magnitude", "layer": "1", "head": "7"})],
+               # PINS at 50 % global empties layer 5: the hint and the keep-one toggle
+               "Compare": [("compare_emptied_layer", {"methods": "pins,magnitude", "sparsity": "0.5"})],
                "Model & data": [("model_data_demo", {"demo": "1"})]}
 README_SHOT = "prune"  # docs/screenshots/prune.png, at the widest width
 

@@ -129,7 +129,7 @@ class Param:
 # hidden 768) on a 2-core, 24 GB machine, where one forward-pass equivalent takes about 0.05 s
 # (MiniLM-L6, the embedded default, is about 8x faster).
 
-EXPENSIVE_WORK = 256  # above this, the dashboard computes a setting only on an explicit click
+EXPENSIVE_WORK = 256  # above this, the dashboard asks for a click when the time estimate is long too
 MAX_SCORE_WORK = 16_384  # one score computation, beyond passes over the loaded data (~15 min)
 MAX_TRAIN_WORK = 100_000  # one training run, beyond evaluations of the loaded data (~1.5 h)
 MAX_BATCH_TOKENS = 8_192  # tokens in one gradient batch (batch_size x max_length): ~2 GB of

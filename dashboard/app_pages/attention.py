@@ -53,20 +53,32 @@ with st.expander("Second sentence (for sentence-pair tasks)"):
     pair = url_state.bound(st.text_input, "Second sentence (optional)", "att.pair", "", "pair", omit="",
                            max_chars=400)
 
-c1, c2, c3 = st.columns([2, 1, 2])
+c1, c2 = st.columns([2, 3])
 view = url_state.bound(c1.radio, "View", "att.view", "head", "view", options=list(VIEWS),
                        format_func=VIEWS.get,
                        help="head view: lines between the tokens of one layer; model view: every "
                             "layer × head as a thumbnail")
 selected = st.session_state.get(url_state.SELECTED_HEAD) or (0, 0)
-layer = url_state.bound(c2.selectbox, "Layer", "att.layer", min(selected[0], inv.layers - 1), "layer",
+l1, l2 = c2.columns(2)
+layer = url_state.bound(l1.selectbox, "Layer", "att.layer", min(selected[0], inv.layers - 1), "layer",
                         options=layers_all,
                         help="the layer the head view draws, and the layer of the matrix below")
-head = url_state.bound(c2.selectbox, "Head", "att.head", min(selected[1], inv.heads - 1), "head",
+head = url_state.bound(l2.selectbox, "Head", "att.head", min(selected[1], inv.heads - 1), "head",
                        options=heads_all, help="the head in the matrix below")
-shown_heads = url_state.bound(c3.multiselect, "Heads shown", "att.heads", heads_all, "heads",
+
+
+def _show_all_heads() -> None:
+    st.session_state["att.heads"] = heads_all
+
+
+# pills, the full width: every head is visible (multiselect chips were cut at 1024 and 1440 px)
+shown_heads = url_state.bound(st.pills, "Heads shown", "att.heads", heads_all, "heads",
                               options=heads_all, cast=_int_list(heads_all), omit=heads_all,
+                              selection_mode="multi",
                               help="head view: heads selected at first; model view: columns drawn")
+shown_heads = sorted(shown_heads or [])
+st.button("All heads", key="att.all_heads", on_click=_show_all_heads, icon=":material/select_all:",
+          disabled=len(shown_heads) == len(heads_all), help="show every head of the layer")
 shown_layers = layers_all  # the model view draws every layer; one layer selector (above) only
 st.session_state[url_state.SELECTED_HEAD] = (layer, head)
 

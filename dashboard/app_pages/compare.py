@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from prunelens.analysis.compare import jaccard_matrix, normalized_ranks, rank_correlations
+from prunelens.analysis.compare import emptied_by, jaccard_matrix, normalized_ranks, rank_correlations
 from prunelens.analysis.layout import UNITS
 from prunelens.analysis.operations import curve
 from prunelens.dashboard import controls, figures, loading, results, run_control, url_state
@@ -25,10 +25,12 @@ available = controls.methods_for(unit)
 # expensive here = the work of its default setting on this model and data (controls.needs_click)
 expensive = {n for n, m in available.items() if controls.needs_click(session, m, unit, m.validate(None))}
 cheap = [n for n in available if n not in expensive]
-# diagnostics (not importance criteria) are never preselected for a ranking side by side
-criteria = [n for n in cheap if not available[n].diagnostic]
+# preselected: every criterion whose default scores the store holds (on the default, all the
+# shipped methods), else the first cheap ones; diagnostics (not importance criteria) never
+criteria = [n for n in available if not available[n].diagnostic]
 in_store = [n for n in criteria if results.stored(session, "scores", n, unit, available[n].validate(None)) is not None]
-url_state.bind("cmp.methods", in_store if len(in_store) >= 2 else criteria[:3], query="methods",
+url_state.bind("cmp.methods", in_store if len(in_store) >= 2 else [n for n in criteria if n in cheap][:3],
+               query="methods",
                cast=lambda raw: [n for n in raw.split(",") if n in available])
 if any(n not in available for n in st.session_state["cmp.methods"]):
     st.session_state["cmp.methods"] = [n for n in st.session_state["cmp.methods"] if n in available]
@@ -85,6 +87,25 @@ st.dataframe(pairs, hide_index=True)
 controls.download_table(pairs, f"rank_correlations_{unit}", "cmp.corr")
 
 
+def emptied_layer_hint(emptied: dict[str, dict[float, list[int]]], scope: str) -> None:
+    """Say where a mask removes every unit of a layer (the model then often falls to chance)."""
+    if not emptied or unit != "head":
+        return
+    said = "; ".join(f"{name} at {', '.join(f'{s:.0%}' for s in at)} "
+                     f"(layer {', '.join(str(x) for x in sorted({x for ls in at.values() for x in ls}))})"
+                     for name, at in emptied.items())
+    st.info(f"A whole layer loses all its heads: {said}. Nothing then passes that layer's attention, "
+            "and the model often falls to chance. Turn on **Keep one head per layer** above to keep "
+            "each layer's best head" + (" (a global scope picks the lowest scores anywhere)."
+                                        if scope == "global" else "."), icon=":material/info:")
+
+
+keep_one = url_state.bound(st.toggle, "Keep one head per layer", "cmp.keep_one", False, "keep_one",
+                           omit=False, disabled=unit != "head",
+                           help="never remove the last head of a layer (in the overlap and the curves)")
+keep_one = keep_one and unit == "head"
+
+
 @st.fragment
 def overlap() -> None:
     st.subheader("Overlap of kept units")
@@ -94,7 +115,8 @@ def overlap() -> None:
     scope = url_state.bound(st.radio, "Scope", "cmp.scope", "global", "scope", options=["global", "layer"],
                             horizontal=True)
     with run_control.guard():
-        jac = jaccard_matrix(scores, sparsity, scope)
+        jac = jaccard_matrix(scores, sparsity, scope, keep_one)
+        emptied_layer_hint(emptied_by(scores, [sparsity], scope, keep_one), scope)
     controls.show_figure(figures.matrix_heatmap(jac.tolist(), names, f"Jaccard of kept sets at {sparsity:.0%}",
                                                 zmin=0, zmax=1, colorscale="Blues"), "jaccard", "cmp.jaccard")
     table = [{"method a": a, "method b": b, "jaccard": float(jac[i][j])}
@@ -116,17 +138,21 @@ metric = url_state.bound(k3.radio, "Metric", "cmp.metric", "accuracy", "metric",
 count = round(0.9 / step)
 sparsities = [round(i * step, 2) for i in range(count + 1)]
 curve_methods = names + (["random"] if "random" not in names and "random" in available else [])
-key = ("cmp.curves", results.session_id(session), unit, curve_scope, tuple(curve_methods), tuple(sparsities))
+key = ("cmp.curves", results.session_id(session), unit, curve_scope, tuple(curve_methods), tuple(sparsities),
+       keep_one)
 ready = st.session_state.get("cmp.curves.key") == key or results.curve_cached(session, curve_methods, sparsities,
-                                                                             unit, curve_scope)
+                                                                             unit, curve_scope, keep_one)
 if not ready and not st.button("Draw curves", type="primary", key="cmp.draw",
                                help=f"{len(curve_methods) * len(sparsities)} evaluations; cached afterwards"):
     st.caption("Curves need one evaluation per method and sparsity; press the button to draw them.")
     st.stop()
 bar, progress = controls.progress_sink("Evaluating curves…")
 with run_control.guard():
-    rows = curve(session, curve_methods, sparsities, unit, curve_scope, progress=progress)
+    rows = curve(session, curve_methods, sparsities, unit, curve_scope, progress=progress,
+                 keep_one_per_layer=keep_one)
 bar.empty()
+emptied_layer_hint(emptied_by({n: s for n, s in scores.items() if n in curve_methods}, sparsities,
+                              curve_scope, keep_one), curve_scope)
 st.session_state["cmp.curves.key"] = key
 base = results.base_eval(session)
 controls.show_figure(figures.curves(rows, metric, base=base[metric]), f"curve_{metric}_{unit}", "cmp.curve")

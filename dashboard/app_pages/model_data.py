@@ -63,7 +63,9 @@ for unit in UNITS:
     rows.append({"unit": unit, "count": count, "params each": per, "params all": per * count,
                  "share of encoder": f"{per * count / inv.encoder_params:.1%}"})
 st.dataframe(rows, hide_index=True)
-st.caption(f"Encoder parameters: {inv.encoder_params:,} (embeddings and classifier are not pruned).")
+st.caption(f"Encoder parameters: {inv.encoder_params:,} (embeddings and classifier are not pruned). "
+           "The shares overlap: the heads are the attention blocks cut finer, and the neurons the "
+           "feed-forward blocks, so the column adds up to about 200 % (each parameter counted twice).")
 controls.download_table(rows, "units", "md.units")
 
 with st.expander("Examples"):

@@ -22,8 +22,8 @@ controls.explain(
 session = loading.current_session()
 inv = session.loaded.inventory
 
-c1, c2, c3 = st.columns([2, 1, 1])
-method = controls.pick_method("prune.method", container=c1)
+method = controls.pick_method("prune.method")  # its own row: the name is never cut at 1024 px
+c2, c3 = st.columns(2)
 unit = controls.pick_unit(f"prune.unit.{method.name}", method.units,
                           container=c2)
 controls.method_caption(method)
@@ -138,8 +138,13 @@ def live() -> None:
                              f"{d['accuracy']:+.3f} ± {d['accuracy_se']:.3f}, Δ loss {d['loss']:+.3f} ± "
                              f"{d['loss_se']:.3f} (± one paired standard error: it shrinks as the "
                              "sample grows). The full-data numbers replace it when ready…")
+        bar = progress = None
+        if physical and not results.prune_memoized(session, *args):  # slicing and timing: a bar
+            bar, progress = controls.progress_sink("Pruning physically and timing…")
         with run_control.guard():
-            result = results.prune_result(session, *args)
+            result = results.prune_result(session, *args, progress=progress)
+        if bar is not None:
+            bar.empty()
     st.session_state[LAST_RESULT] = (results.session_id(session), result)
     base = result["base"]
     slot.empty()
@@ -160,9 +165,11 @@ def live() -> None:
                   {"model": "physically pruned (smaller copy)", "seconds": phys["seconds"],
                    "accuracy": phys["accuracy"], "loss": phys["loss"]}]
         st.dataframe(timing, hide_index=True)
-        st.caption(f"Both timed now on the same forward pass (transformers', batch by batch): "
-                   f"cutting the weights out is {phys['speedup']}x as fast as switching the units "
-                   f"off with gates. Largest logit difference between the two: "
+        low, high = phys.get("speedup_range") or (phys["speedup"], phys["speedup"])
+        st.caption(f"Both timed now on the same forward pass (transformers', batch by batch), "
+                   f"{phys['timed'].split('; ', 1)[-1]}: cutting the weights out is "
+                   f"**{phys['speedup']}x** as fast as switching the units off with gates (single "
+                   f"runs ranged {low}x–{high}x). Largest logit difference between the two: "
                    f"{phys['max_abs_logit_difference']:.2e}. The numbers above were {source} "
                    f"({result['masked_seconds']:.4f} s).")
     else:

@@ -26,7 +26,7 @@ except ImportError as exc:
 
 NORMALIZED_LESSON = (
     "**Chance accuracy here is the expected result, not a bug.** Dividing every matrix by its "
-    "σ_max shrinks each layer's output by a different factor, so the fine-tuned model no longer "
+    "σ_max (or capping it at a small c such as 1) shrinks each layer's output by a different factor, so the fine-tuned model no longer "
     "sees the activations it was trained on and its answers become guesses. That is why SNIP "
     "trains with the normalization in place (and why a cap c only touches the matrices that "
     "stretch more than c): the normalization makes module sizes comparable, but a model has to "
@@ -85,7 +85,11 @@ if st.toggle("Evaluate the normalized model", key="spec.evaluate",
     m[2].metric("margin", f"{cmp['pruned']['margin']:.3f}", f"{d['margin']:+.3f}",
                 help=f"the normalized copy's margin: {controls.MARGIN_HELP}")
     st.caption("Numbers of the normalized copy; the changes are against the model as loaded.")
-    if cap is None:
+    # the lesson wherever the copy falls to chance: exact normalization, and small caps too (c = 1)
+    chance = 1.0 / max(2, int(getattr(session.loaded.model.config, "num_labels", 2) or 2))
+    near_chance = cmp["pruned"]["accuracy"] - chance <= 2 * cmp["pruned"].get("accuracy_se", 0.0) + 0.02
+    if cap is None or near_chance:
         st.info(NORMALIZED_LESSON, icon=":material/school:")
-    controls.show_figure(figures.delta_bars(d, label="normalized"), "normalization_deltas", "spec.deltas")
+    controls.show_figure(figures.delta_bars(d, label="normalized", title="Change vs the model as loaded"),
+                         "normalization_deltas", "spec.deltas")
 controls.share_link_note()

@@ -169,12 +169,22 @@ def test_masked_and_physical_are_timed_the_same_way_even_from_the_store(tiny_ses
         return original(self, masks, model, limit_batches)
 
     monkeypatch.setattr(Evaluator, "reference_outputs", spy)
-    out = prune(tiny_session, "magnitude", 0.5, physical=True)
+    from prunelens.analysis.timing import REPEATS, WARMUP
+
+    seen = []
+    out = prune(tiny_session, "magnitude", 0.5, physical=True, progress=lambda f, m="": seen.append(f))
     assert out["from_store"] is True
-    assert calls == ["masked", "physical"]  # both computed now, on the same forward
+    # both computed now, on the same forward: once on the data (metrics, logit difference), then
+    # the one timing protocol (issue 30 item 5): warm-up, then interleaved timed runs
+    assert calls == ["masked", "physical"] * (1 + WARMUP + REPEATS)
     phys = out["physical"]
-    assert phys["masked_seconds"] > 0 and phys["seconds"] > 0
-    assert phys["speedup"] == pytest.approx(phys["masked_seconds"] / phys["seconds"], rel=0.2)  # rounded times
+    assert len(phys["runs"]["masked"]) == len(phys["runs"]["physical"]) == REPEATS
+    assert phys["masked_seconds"] == pytest.approx(sorted(phys["runs"]["masked"])[REPEATS // 2], abs=1e-4)
+    ratios = sorted(a / b for a, b in zip(phys["runs"]["masked"], phys["runs"]["physical"]))
+    assert phys["speedup"] == pytest.approx(ratios[REPEATS // 2], rel=0.01)  # the median ratio
+    assert phys["speedup_range"] == pytest.approx([ratios[0], ratios[-1]], rel=0.01)
+    assert "median of 3 interleaved runs after 1 warm-up" in phys["timed"]
+    assert seen[-1] == 1.0 and seen == sorted(seen[seen.index(0.0):])  # one bar, forward only
     assert phys["max_abs_logit_difference"] < 1e-5
 
 

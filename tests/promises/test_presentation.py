@@ -176,3 +176,35 @@ def test_attention_views_fit_and_have_one_layer_selector():
     assert f"#{root} > span {{ display: none; }}" in head  # bertviz's own Layer: dropdown
     model = view_html(maps, view="model")
     assert "viewBox" in model and "preserveAspectRatio" in model
+
+
+def test_spectral_lesson_follows_chance_not_the_exact_box(open_page, monkeypatch):
+    # issue 30 item 11: cap 1 falls to chance too, but the note showed only with Exact; the
+    # delta chart of a normalized copy said "vs the unpruned model"
+    from prunelens.dashboard import results
+
+    def fake(accuracy):
+        metrics = {"accuracy": accuracy, "accuracy_se": 0.01, "loss": 0.7, "margin": 0.0}
+        return lambda session, cap: {"pruned": metrics, "delta": {"accuracy": accuracy - 0.8,
+                                                                  "loss": 0.2, "margin": -0.1}}
+
+    for accuracy, cap, lesson in ((0.5, "1.0", True), (0.79, "5.0", False)):
+        monkeypatch.setattr(results, "normalized_eval", fake(accuracy))
+        at = open_page("spectral", cap=cap)
+        at.toggle(key="spec.evaluate").set_value(True).run()
+        assert not at.exception
+        shown = any("Chance accuracy here is the expected result" in i.value for i in at.info)
+        assert shown is lesson, (accuracy, cap)
+        [chart] = [c for c in at.get("plotly_chart") if "Change vs" in c.proto.spec]
+        assert "Change vs the model as loaded" in chart.proto.spec
+
+
+def test_demo_mode_closes_the_parameters_and_the_unit_shares_are_explained(open_page):
+    at = open_page("importance", method="pins", demo="1")
+    [params] = [e for e in at.expander if e.label == "Parameters"]
+    assert params.proto.expanded is False
+    at = open_page("importance", method="pins")
+    [params] = [e for e in at.expander if e.label == "Parameters"]
+    assert params.proto.expanded is True
+    at = open_page("model_data")
+    assert any("adds up to about 200 %" in c.value for c in at.caption)

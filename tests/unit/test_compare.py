@@ -112,6 +112,36 @@ def test_paired_difference_draws_seeds_and_sentences_and_its_verdicts():
         paired_difference([[1, 0]], [[1, 0, 1]])
 
 
+def test_compare_on_the_default_opens_with_the_shipped_methods_and_their_curves(open_page, monkeypatch):
+    """Issue 30 item 4: every criterion whose scores ship is preselected (0.2 opened with only
+    magnitude and random), and their curves draw from the store without a click."""
+    from prunelens.analysis.methods import all_methods
+
+    monkeypatch.setenv("PRUNELENS_PRECISION", "auto")  # a user's default: checked-bf16 answers are read
+    at = open_page("compare", model="default", data="default")
+    assert not at.exception
+    chosen = at.multiselect(key="cmp.methods").value
+    criteria = {n for n, m in all_methods().items() if "head" in m.units and not m.diagnostic}
+    assert {"ablation", "michel", "pins", "snip", "smp-pruner", "magnitude", "random"} <= set(chosen)
+    assert set(chosen) <= criteria
+    assert not [b for b in at.button if b.key == "cmp.draw"]  # the curves are drawn from the store
+    assert not at.warning
+
+
+def test_a_layer_emptied_by_a_global_scope_is_named_and_keep_one_prevents_it():
+    from prunelens.analysis.compare import emptied_by, jaccard_matrix
+    from prunelens.analysis.pruning import emptied_layers, select
+
+    scores = np.array([[0.1, 0.2, 0.3], [5.0, 6.0, 7.0], [0.05, 4.0, 9.0]])
+    assert emptied_layers(select(scores, 0.4, "global")) == [0]  # 4 of 9: layer 0's three, then 0.05
+    assert emptied_by({"m": scores}, [0.2, 0.4], "global") == {"m": {0.4: [0]}}
+    assert emptied_by({"m": scores}, [0.4], "global", keep_one_per_layer=True) == {}
+    assert emptied_by({"m": scores}, [0.6], "layer") == {}  # 2 of 3 per layer
+    assert select(scores, 0.4, "global", keep_one_per_layer=True)[0].tolist() == [0, 0, 1]
+    same = jaccard_matrix({"a": scores, "b": scores}, 0.4, "global", keep_one_per_layer=True)
+    assert same.tolist() == [[1.0, 1.0], [1.0, 1.0]]
+
+
 def test_constant_scores_warning_only_when_the_scores_rank_nothing():
     from prunelens.analysis.compare import constant_scores_warning
 

@@ -44,6 +44,8 @@ class _Loaded:
     (BERT_BASE.encoder_params, 5000, [16, 64, 256, 1024]),  # 4096 would be over a quarter of 5000
     (BERT_BASE.encoder_params, 200, [16]),
     (DEFAULT_ENCODER_PARAMS, 96, []),  # no subset is smaller than the data
+    (DEFAULT_ENCODER_PARAMS, 128, []),  # issue 30: not an estimate on 96 of 128, then all 128
+    (BERT_BASE.encoder_params, 31, []),
 ])
 def test_anytime_stages_grow_by_four_up_to_a_quarter_of_the_data(params, n, stages):
     ev = Evaluator.__new__(Evaluator)

@@ -281,3 +281,13 @@ def test_prune_page_shows_the_flipped_table_and_exports(tiny_bert_dir, tiny_csv,
     exp = next(e for e in at.expander if e.label == "Export the pruned model")
     assert any("Loaded again: largest logit difference to the masked model" in c.value
                for c in exp.caption)
+
+
+def test_the_readme_install_has_what_export_needs():
+    # issue 30 item 7: `pip install -e .` then the README's `prunelens export` failed without the extra
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    names = {d.split(">")[0].split("=")[0].strip() for d in project["dependencies"]}
+    assert {"onnx", "onnxruntime", "onnxscript"} <= names

@@ -104,3 +104,36 @@ def test_block_bars_and_neuron_distribution():
     assert list(bars.data[0].y) == [0.1, 0.2, 0.3]
     boxes = figures.neuron_distribution(np.ones((3, 5)))
     assert len(boxes.data) == 3 and len(boxes.data[0].y) == 5
+
+
+def test_long_variant_names_wrap_instead_of_squeezing_the_bars():
+    # issue 30 item 9: long names were tilted under the bars and took the plot's height
+    from prunelens.dashboard import figures
+
+    rows = [{"variant": "one-shot magnitude + the same SR-STE steps <b>", "accuracy": 0.8, "loss": 0.4},
+            {"variant": "ADMM", "accuracy": 0.7, "loss": 0.5}]
+    fig = figures.evaluation_bars(rows, label_key="variant")
+    label = fig.data[0].x[0]
+    assert label.split("<br>")[0] == "one-shot" and all(len(p) <= 16 for p in label.split("<br>"))
+    many = figures.evaluation_bars(rows * 2, label_key="variant")  # 4 bars x 2 panels: narrower lines
+    import html
+
+    assert all(len(html.unescape(p)) <= 10 for p in many.data[0].x[0].split("<br>"))
+    assert "&lt;b&gt;" in label and fig.data[0].x[1] == "ADMM"
+    assert fig.layout.xaxis.tickangle == 0
+    lines = label.count("<br>") + 1
+    short = figures.evaluation_bars([{**r, "variant": "a"} for r in rows], label_key="variant")
+    assert fig.layout.height - short.layout.height == 16 * (lines - 1)  # the lines get room
+    assert fig.layout.margin.b == 40 + 16 * lines
+
+
+def test_overlapping_history_lines_stay_visible():
+    from prunelens.dashboard import figures
+
+    same = [{"step": s, "loss": 1.0 / s} for s in range(1, 5)]
+    fig = figures.history_panels({"trained": same, "control": same, "untrained": same}, ["loss"])
+    widths = [t.line.width for t in fig.data]
+    dashes = [t.line.dash for t in fig.data]
+    assert widths == sorted(widths, reverse=True) and len(set(widths)) == 3  # later lines thinner
+    assert len(set(dashes)) == 3
+    assert fig.layout.legend.orientation == "h"  # under the panels: names never squeeze them

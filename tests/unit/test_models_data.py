@@ -140,3 +140,14 @@ def test_batches_are_length_sorted_and_cover_every_example(tiny_loaded):
     long = from_bytes(pd.DataFrame({"text": ["good " * 500], "label": [1]}).to_csv(index=False).encode(), "l.csv")
     batches, truncated = tokenize_batches(tiny_loaded.tokenizer, long, max_length=32)
     assert truncated == 1 and batches[0].input_ids.shape[1] == 32
+
+
+def test_a_missing_folder_with_a_trailing_slash_is_a_folder_and_offline_says_how_to_go_online(
+        tmp_path, monkeypatch):
+    # issue 30 items 7 and 11: `--model pruned/` talked about the hub; offline said nothing of --online
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelError, match=r"model folder not found: pruned/ does not exist"):
+        load_model("pruned/")
+    with pytest.raises(ModelError, match=r"add --online to the command"):
+        load_model("someone/some-bert-that-is-not-here")
