@@ -39,6 +39,8 @@ import numpy as np
 from prunelens.analysis.store_schema import result_problem
 
 FORMAT_VERSION = 1
+# the shipped store beside analysis/: the repository's top-level cached_results/ in a source checkout,
+# prunelens/cached_results/ inside an installed wheel (pyproject.toml maps it there)
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "cached_results"
 
 
