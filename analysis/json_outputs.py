@@ -71,9 +71,19 @@ OBJECTIVE = Field("objective", "string", "labels, agreement or embedding: what t
                   required=False)
 PARAMS = Field("params", "object", "the method's parameters, every declared one with its value")
 _METRICS = (
-    Field("accuracy", "number", "share of examples predicted right"),
-    Field("loss", "number", "mean loss"),
-    Field("margin", "number", "mean margin of the right class over the best other"),
+    Field("accuracy", "number", "share of examples predicted right (the objective's score, named by "
+          "metric_name: agreement = share keeping the unpruned top class; cosine = mean cosine to the "
+          "unpruned sentence vector)"),
+    Field("loss", "number", "mean loss (agreement: KL(unpruned ‖ pruned); embedding: 1 − cosine)"),
+    Field("margin", "number", "mean margin of the right class over the best other (agreement: of the "
+          "unpruned class; embedding: own unpruned vector over the closest other sentence's)"),
+    Field("neighbour_agreement", "number", "embedding: share of sentences whose nearest neighbour is "
+          "unchanged", required=False),
+    Field("sts_spearman", "number", "embedding on text,text_pair,score data: Spearman of cosines and "
+          "scores", required=False),
+    Field("recall_at_1", "number", "embedding on query,positive data: share of queries whose positive "
+          "ranks first", required=False),
+    Field("recall_at_10", "number", "embedding on query,positive data: ... in the top 10", required=False),
     Field("accuracy_se", "number", "standard error of accuracy", required=False),
     Field("loss_se", "number", "standard error of loss", required=False),
     Field("margin_se", "number", "standard error of margin", required=False),
