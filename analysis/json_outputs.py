@@ -224,7 +224,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
         Field("estimate", "object", "the time estimate made before it started"),
         Field("wall_seconds", "number", "wall time"),
         COUNTS, NOTES, TASKS,
-        Field("manifest_entries", "integer", "entries listed in the folder's MANIFEST.json "
+        Field("manifest_entries", "integer", "entries listed in the folder's manifest.json "
               "(with --out)", required=False),
     )),
     Kind("sweep", 1, "prunelens sweep", "a grid of analyses and training runs (docs/SWEEPS.md)", (

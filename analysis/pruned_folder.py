@@ -23,6 +23,7 @@ from prunelens.analysis.files import read_json
 from prunelens.analysis.gates import Masks
 from prunelens.analysis.layout import (
     FFN_OUTPUT,
+    UNITS,
     attention_implementation,
     encoder_layers,
     family_of,
@@ -111,7 +112,7 @@ def rebuild(model: nn.Module, manifest: dict | None) -> nn.Module:
     if depth:  # shared layers gated per depth: the masks rebuild weights and gates alike
         try:
             masks = Masks(**{k: None if v is None else np.asarray(v, dtype=np.float32)
-                             for k, v in depth.items() if k in ("head", "neuron", "attention", "ffn")})
+                             for k, v in depth.items() if k in UNITS})
         except (TypeError, ValueError):
             raise ModelError(f"{MANIFEST}'s depth_masks are not 0/1 grids (export the model again)") from None
         try:

@@ -285,6 +285,19 @@ def test_a_shipped_entry_must_be_in_the_manifest(tmp_path):
         assert store.get(KEY) is None
 
 
+def test_a_shipped_store_from_before_0_3_keeps_its_manifest(tmp_path):
+    """A store written by 0.2's precompute lists its entries in MANIFEST.json: still read."""
+    from prunelens.analysis.cache import MANIFEST_NAME, OLD_MANIFEST_NAME
+
+    shipped = ResultStore(tmp_path / "shipped", shipped_dir=None)
+    shipped.put(KEY, {"v": "listed"})
+    assert write_manifest(tmp_path / "shipped") == 1
+    (tmp_path / "shipped" / MANIFEST_NAME).rename(tmp_path / "shipped" / OLD_MANIFEST_NAME)
+    assert KEY.digest in load_manifest(tmp_path / "shipped")
+    store = ResultStore(tmp_path / "user", shipped_dir=tmp_path / "shipped")
+    assert store.get(KEY) == {"v": "listed"}
+
+
 def test_sessions_on_a_store_recompute_a_planted_curve_point(tiny_loaded, tiny_csv, tmp_path):
     """End to end through open_session: a planted mask evaluation claiming 100% accuracy is not
     what the Prune slider shows."""

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_util import run_cli
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -112,18 +114,6 @@ def bad(tmp_path_factory, tiny_bert_dir, tiny_csv) -> dict[str, Path]:
     p["missing.csv"] = root / "missing.csv"
     p["nodir_json"] = root / "no" / "such" / "folder" / "out.json"
     return p
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """``prunelens argv`` in-process: (exit code, stdout, stderr)."""
-    from prunelens.analysis.cli import main
-
-    try:
-        rc = main(argv)
-    except SystemExit as exc:  # argparse errors
-        rc = exc.code
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
 
 
 def fill(argv: list[str], paths: dict[str, Path]) -> list[str]:

@@ -149,8 +149,8 @@ def test_the_wheel_carries_the_store_and_the_default_checkpoint(tmp_path):
     import zipfile
 
     names = zipfile.ZipFile(wheel).namelist()
-    manifest = json.loads(zipfile.ZipFile(wheel).read("prunelens/cached_results/MANIFEST.json"))
-    shipped = {n for n in names if n.startswith("prunelens/cached_results/") and not n.endswith("MANIFEST.json")}
+    manifest = json.loads(zipfile.ZipFile(wheel).read("prunelens/cached_results/manifest.json"))
+    shipped = {n for n in names if n.startswith("prunelens/cached_results/") and not n.endswith("manifest.json")}
     assert len(shipped) == len(manifest["entries"]) > 100  # every listed entry, nothing else
     assert "prunelens/analysis/default_checkpoint/finetuned.safetensors" in names
 
