@@ -7,9 +7,9 @@ An installed distribution can add
   ``METHOD``); the method registry adds them after the built-in methods, and the same contract
   tests hold them (``tests/unit/test_method_contract.py`` runs over every registered method);
 - encoder families, in the group :data:`FAMILIES_GROUP` (``prunelens.families``): each entry
-  point names one declarative family entry (``layout.Family``); the hook for the layout
-  registry, which takes what :func:`load_group` returns for that group once it reads it (it does
-  not yet).
+  point names one declarative family entry (:class:`~prunelens.analysis.layout.Family`); the
+  layout registry adds them after the built-in families (``layout._plugin_families``: the name
+  must be the entry point's, the model types and layer classes nobody else's).
 
 A plug-in that fails to import, names something of the wrong kind, or reuses a name already
 taken is left out with a :class:`PluginWarning` saying which package to fix; it never stops

@@ -117,3 +117,30 @@ def test_a_plugin_that_asks_for_a_method_while_it_is_imported_gets_the_built_in_
                           text=True, timeout=120, env=_env(tmp_path))
     assert done.returncode == 0, done.stderr
     assert "magnitude-copy" in done.stdout and "warning" not in done.stderr
+
+
+def test_an_installed_family_joins_the_layout_registry(tmp_path):
+    """A ``prunelens.families`` entry point adds its Family to layout's registry (model types,
+    layer classes); a clash, a misnamed entry or another kind of object is left out with a
+    warning."""
+    _fake_distribution(tmp_path, FAMILIES_GROUP, {
+        "toy": "fake_layout:TOY", "bert-again": "fake_layout:CLASH", "misnamed": "fake_layout:TOY",
+        "text": "fake_layout:TEXT",
+    }, "fake_layout", """
+        import dataclasses
+        from prunelens.analysis.layout import FAMILIES
+        TOY = dataclasses.replace(FAMILIES["bert"], name="toy", model_types=("toy",), layer_classes=("ToyLayer",))
+        CLASH = dataclasses.replace(FAMILIES["bert"], name="bert-again", layer_classes=("OtherLayer",))
+        TEXT = "a string"
+    """)
+    probe = ("import warnings; warnings.simplefilter('always')\n"
+             "from prunelens.analysis import layout\n"
+             "print(layout.family_for_type('toy').name, 'toy' in layout.SUPPORTED_TYPES, sorted(layout.FAMILIES))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env=_env(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[:2] == ["toy", "True"]
+    assert "'bert-again'" not in done.stdout and "'misnamed'" not in done.stdout
+    assert "'bert-again'" in done.stderr and "bert, camembert, electra, roberta, xlm-roberta already belong to another family" in done.stderr
+    assert "is called 'misnamed' but the family 'toy'" in done.stderr
+    assert "names a str, not a prunelens.analysis.layout.Family" in done.stderr
