@@ -89,9 +89,14 @@ class AnalysisBusy(PrunelensError):
 
 
 def analysis_spec(target: Target, methods: list[str] | None = None, training: bool = False,
-                  views: bool | None = None, extra_training: bool = False) -> SweepSpec:
+                  views: bool | None = None, extra_training: bool = False,
+                  objective: str = "labels", head_scopes: tuple[str, ...] | None = None,
+                  curve_sparsities: tuple[float, ...] | None = None) -> SweepSpec:
     """The sweep of one analysis: see the module docstring. ``methods``: a subset (checked);
-    ``views``: whether the pages' own answers are included (default: when ``methods`` is None)."""
+    ``views``: whether the pages' own answers are included (default: when ``methods`` is None);
+    training modes that need gold labels are left out under another ``objective``;
+    ``head_scopes``, ``curve_sparsities``: the head curves' scopes and points (default
+    :data:`HEAD_SCOPES`, :data:`CURVE_SPARSITIES`)."""
     registry = all_methods()
     names = list(registry) if not methods else [get_method(m).name for m in methods]
     grids = []
@@ -100,7 +105,8 @@ def analysis_spec(target: Target, methods: list[str] | None = None, training: bo
         defaults = method.validate({})
         for unit in method.units:
             if unit == "head":
-                scopes, sparsities = HEAD_SCOPES, CURVE_SPARSITIES
+                scopes = HEAD_SCOPES if head_scopes is None else tuple(head_scopes)
+                sparsities = CURVE_SPARSITIES if curve_sparsities is None else tuple(curve_sparsities)
             elif unit in BLOCK_UNITS:
                 scopes, sparsities = ("global",), BLOCK_SPARSITIES
             else:  # neurons: scores only (the Prune page evaluates a neuron mask when asked)
@@ -111,7 +117,7 @@ def analysis_spec(target: Target, methods: list[str] | None = None, training: bo
         from prunelens.analysis.training import get_trainer, trainable_methods
 
         for name in trainable_methods():
-            if name in names:
+            if name in names and get_trainer(name).is_compatible(objective) is None:
                 trainer = get_trainer(name)
                 trains.append(TrainGrid(name, tuple(trainer.validate(p) for p in
                                                     [{}, *(EXTRA_TRAINING.get(name, []) if extra_training else [])])))
@@ -400,14 +406,18 @@ class Analysis:
 
 def plan_analysis(session: Session, target: Target, methods: list[str] | None = None,
                   training: bool = False, views: bool | None = None,
-                  extra_training: bool = False) -> tuple[SweepSpec, Plan]:
-    spec = analysis_spec(target, methods, training, views, extra_training)
+                  extra_training: bool = False, head_scopes: tuple[str, ...] | None = None,
+                  curve_sparsities: tuple[float, ...] | None = None) -> tuple[SweepSpec, Plan]:
+    spec = analysis_spec(target, methods, training, views, extra_training, session.objective, head_scopes,
+                         curve_sparsities)
     return spec, plan_sweep(spec, session.store, session.device, opened={target: session})
 
 
 def run_analysis(session: Session, target: Target, methods: list[str] | None = None,
                  training: bool = False, progress: bool = True, dry_run: bool = False, out=None,
-                 on_progress=None, views: bool | None = None, extra_training: bool = False) -> Analysis:
+                 on_progress=None, views: bool | None = None, extra_training: bool = False,
+                 head_scopes: tuple[str, ...] | None = None,
+                 curve_sparsities: tuple[float, ...] | None = None) -> Analysis:
     """Plan, estimate and run the analysis of ``session`` (opened for ``target``).
 
     ``on_progress(fraction, message)``: called as tasks land (the dashboard's job board passes
@@ -418,7 +428,8 @@ def run_analysis(session: Session, target: Target, methods: list[str] | None = N
 
     out = out or sys.stderr
     say = (lambda m: print(m, file=out)) if progress else (lambda m: None)
-    spec, plan = plan_analysis(session, target, methods, training, views, extra_training)
+    spec, plan = plan_analysis(session, target, methods, training, views, extra_training, head_scopes,
+                               curve_sparsities)
     est = estimate(plan, session)
     todo = len(plan.todo)
     say(f"analyze: {len(plan.records) - todo} entries already stored, {todo} to compute"

@@ -11,7 +11,7 @@
 - An entry is used only when it is authentic and well-formed: user entries carry an HMAC
   under this user's secret (``~/.config/prunelens/store-key``, made on first write, kept
   outside every store folder), shipped entries are
-  listed with their SHA-256 in ``cached_results/MANIFEST.json``; the result must pass
+  listed with their SHA-256 in ``cached_results/manifest.json``; the result must pass
   :mod:`prunelens.analysis.store_schema` for its kind. A planted, edited or malformed entry is warned
   about and recomputed; anything but a regular file (a FIFO, a device) or a file over
   ``MAX_ENTRY_BYTES`` is skipped unread; nesting too deep for the JSON parser is "corrupt".
@@ -39,6 +39,8 @@ import numpy as np
 from prunelens.analysis.store_schema import result_problem
 
 FORMAT_VERSION = 1
+# the shipped store beside analysis/: the repository's top-level cached_results/ in a source checkout,
+# prunelens/cached_results/ inside an installed wheel (pyproject.toml maps it there)
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "cached_results"
 
 
@@ -47,7 +49,8 @@ MAX_LISTED_BYTES = 8 << 20  # entries a listing (``entries``) reads: bigger ones
 LISTING_PEEK_BYTES = 4096  # what a listing reads of an entry before deciding to parse it
 ORPHAN_TMP_AGE_S = 3600  # a temp file older than this was left by a killed writer: removed
 SECRET_NAME = "store-key"  # this user's HMAC secret for store entries (see secret_path)
-MANIFEST_NAME = "MANIFEST.json"  # a shipped store's list of entries and the SHA-256 of each
+MANIFEST_NAME = "manifest.json"  # a shipped store's list of entries and the SHA-256 of each
+OLD_MANIFEST_NAME = "MANIFEST.json"  # its name before 0.3: still read when a store has no manifest.json
 
 
 class StoreWarning(UserWarning):
@@ -147,11 +150,13 @@ def _mac(secret: bytes | None, entry: dict) -> str:
 
 def load_manifest(root: Path) -> dict[str, str]:
     """digest -> SHA-256 of the entry file, from a shipped store's manifest ({} without one)."""
-    path = root / MANIFEST_NAME
-    try:
-        return _manifest_cached(str(path), path.stat().st_mtime_ns)
-    except OSError:
-        return {}
+    for name in (MANIFEST_NAME, OLD_MANIFEST_NAME):
+        path = root / name
+        try:
+            return _manifest_cached(str(path), path.stat().st_mtime_ns)
+        except OSError:
+            continue
+    return {}
 
 
 @functools.lru_cache(maxsize=4)

@@ -16,10 +16,13 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import warnings
 from pathlib import Path
 
-from prunelens.analysis.errors import ParamError, PrunelensError, shown, terminal, usable_path
+from prunelens.analysis.errors import (EXIT_BAD_INPUT, EXIT_PARTIAL, ParamError, PartialFailure,
+                                       PrunelensError, shown, terminal, usable_path)
+from prunelens.analysis.objectives import OBJECTIVES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,13 +97,17 @@ def finite_json(payload) -> tuple[object, int]:
     return clean(payload), count
 
 
-def _write_json(path: str | None, payload) -> None:
-    payload, replaced = finite_json(payload)
+def _write_json(path: str | None, kind: str, payload: dict) -> None:
+    """Write (or print, without ``path``) a ``kind`` output, stamped with its schema and the
+    version (:mod:`prunelens.analysis.json_outputs` declares every kind); a value that is not a
+    finite number is written as null, with a note."""
+    from prunelens.analysis.json_outputs import stamp
+
+    payload, replaced = finite_json(stamp(kind, payload))
     if replaced:
         note = (f"{replaced} value{'s' if replaced > 1 else ''} that {'are' if replaced > 1 else 'is'} not a "
                 "finite number (e.g. a standard error of a single example) written as null")
-        if isinstance(payload, dict):
-            payload["notes"] = [*(payload.get("notes") or []), note]
+        payload["notes"] = [*(payload.get("notes") or []), note]
         print(f"note: {note}", file=sys.stderr)
     text = json.dumps(payload, indent=2, allow_nan=False)
     if path:
@@ -176,10 +183,9 @@ def check_device(device: str | None) -> str:
 
 
 def _print_notes(session) -> None:
-    """Data notes and, once evaluation ran, truncation notes: one ``note:`` line each."""
-    evaluator = getattr(session, "_evaluator", None)
-    notes = evaluator.notes if evaluator is not None else list(session.data.notes)
-    for note in notes:
+    """The objective's note (when chosen for the user), data notes and, once evaluation ran,
+    truncation notes: one ``note:`` line each."""
+    for note in session.notes:
         print(f"note: {terminal(note)}", file=sys.stderr)
 
 
@@ -193,8 +199,11 @@ def _session(args):
     device = check_device(getattr(args, "device", "cpu"))
     check_data_spec(args.data, args.limit)  # --limit, and the data file exists and can be read
     check_model_spec(args.model)  # not blank; a folder exists, its files and config.json are sane
-    print(f"loading model {shown(args.model)} and data {shown(args.data)} ...", file=sys.stderr)
-    return open_session(args.model, args.data, args.limit, device=device)
+    # the data is read first: --objective labels on data without labels stops before the model loads
+    return open_session(args.model, args.data, args.limit, device=device,
+                        objective=getattr(args, "objective", None),
+                        announce=lambda: print(f"loading model {shown(args.model)} and data "
+                                               f"{shown(args.data)} ...", file=sys.stderr))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,7 +304,7 @@ def cmd_methods(args) -> int:
 
     payload = [m.describe() for m in all_methods().values()]
     if args.json:
-        _write_json(args.json, payload)
+        _write_json(args.json, "methods", {"methods": payload})
     else:
         for m in payload:
             params = ", ".join(f"{p['name']}={p['default']}" for p in m["params"]) or "no parameters"
@@ -334,7 +343,7 @@ def cmd_score(args) -> int:
                             use_store=not args.no_cache)
     payload = result.as_json(session)
     if args.json:
-        _write_json(args.json, payload)
+        _write_json(args.json, "score", payload)
     else:
         import numpy as np
 
@@ -357,26 +366,28 @@ def cmd_prune(args) -> int:
                 physical=args.physical, threshold=args.threshold,
                 keep_one_per_layer=args.keep_one_per_layer, progress=_progress_printer(not args.quiet))
     capped = out.get("notes", [])
-    out["notes"] = session.evaluator.notes + capped
+    out["notes"] = session.notes + capped
     _print_notes(session)
     for note in capped:
         print(f"note: {terminal(note)}", file=sys.stderr)
     if args.json:
-        _write_json(args.json, out)
+        _write_json(args.json, "prune", out)
     else:
         b, p, d, c = out["base"], out["pruned"], out["delta"], out["compression"]
         removed_units = sum(1 for v in _flatten(out["mask"]) if v == 0)
         print(f"{out['method']} {out['unit']}: removed {removed_units} units "
               f"(sparsity {out['sparsity']:.1%}, {c['removed']:,} of {c['total']:,} encoder params = {c['fraction']:.1%})")
-        for name in ("accuracy", "loss", "margin"):
-            print(f"  {name:<9} base {b[name]:.4f}  pruned {p[name]:.4f}  delta {d[name]:+.4f} ± {d[name + '_se']:.4f}  [masked]")
+        for name, shown_as in (("accuracy", b["metric_name"] if out["objective"] != "labels" else "accuracy"),
+                               ("loss", "loss"), ("margin", "margin")):
+            print(f"  {shown_as:<9} base {b[name]:.4f}  pruned {p[name]:.4f}  delta {d[name]:+.4f} "
+                  f"± {d[name + '_se']:.4f}  [masked]")
         if "flipped_count" in out:
             n = out["flipped_count"]
             print(f"  {n} prediction{'' if n == 1 else 's'} flipped")
         if "physical" in out:
             ph = out["physical"]
-            print(f"  physically pruned: accuracy {ph['accuracy']:.4f}, max |logit diff| vs masked "
-                  f"{ph['max_abs_logit_difference']:.2e}, {ph['seconds']:.3f}s vs masked "
+            print(f"  physically pruned: {ph['metric_name']} {ph['metric']:.4f}, max |output diff| vs masked "
+                  f"{ph['max_abs_difference']:.2e}, {ph['seconds']:.3f}s vs masked "
                   f"{ph['masked_seconds']:.3f}s: {ph['speedup']}x (runs ranged "
                   f"{ph['speedup_range'][0]}x–{ph['speedup_range'][1]}x; {ph['timed']})")
     return 0
@@ -403,7 +414,7 @@ def cmd_export(args) -> int:
                  onnx=not args.no_onnx, progress=_progress_printer(not args.quiet))
     _print_notes(session)
     if args.json:
-        _write_json(args.json, out)
+        _write_json(args.json, "export", out)
     diff = out["max_abs_logit_difference"]
     print(f"{out['method']} {out['unit']} at sparsity {out['sparsity']:.1%}: wrote {out['out']} "
           f"(encoder params {out['encoder_params']['pruned']:,} of {out['encoder_params']['unpruned']:,})")
@@ -450,7 +461,7 @@ def cmd_curve(args) -> int:
         print(f"wrote {args.csv}", file=sys.stderr)
     if args.json or not args.csv:
         if args.json:
-            _write_json(args.json, rows)
+            _write_json(args.json, "curve", {"rows": rows})
         else:
             for r in rows:
                 print(f"{r['method']:<12} {r['sparsity']:>5.2f}  acc {r['accuracy']:.4f}  loss {r['loss']:.4f}  margin {r['margin']:.3f}")
@@ -492,7 +503,7 @@ def cmd_finetune(args) -> int:
     recipe = Recipe(epochs=args.epochs, seed=args.seed)
     manifest = finetune(recipe, out_dir=out_dir)
     print(f"wrote {out_dir}", file=sys.stderr)
-    _write_json(args.json, manifest)
+    _write_json(args.json, "finetune", manifest)
     return 0
 
 
@@ -503,11 +514,14 @@ def cmd_precompute(args) -> int:
 
     methods = check_methods([m for m in (args.methods or "").split(",") if m.strip()])
     out_dir = _folder_arg(args.out, "--out")
+    head_scopes = _head_scopes(args.head_scopes)  # checked before anything loads
+    curve_points = _curve_points(args.curve_step)
     session = _session(args)
-    summary = precompute(session, Target(args.model, args.data, args.limit),
+    summary = precompute(session, Target(args.model, args.data, args.limit, _objective_of(args)),
                          out_dir=out_dir, methods=methods,
-                         include_training=not args.skip_training, progress=not args.quiet)
-    _write_json(args.json, summary)
+                         include_training=not args.skip_training, progress=not args.quiet,
+                         head_scopes=head_scopes, curve_sparsities=curve_points)
+    _write_json(args.json, "precompute", summary)
     return 0
 
 
@@ -519,20 +533,23 @@ def cmd_analyze(args) -> int:
 
     methods = check_methods([m for m in (args.methods or "").split(",") if m.strip()])
     store_dir = _folder_arg(args.store, "--store")
+    head_scopes = _head_scopes(args.head_scopes)  # checked before anything loads
+    curve_points = _curve_points(args.curve_step)
     session = _session(args)
     if store_dir is not None:
         session.store = ResultStore(user_dir=store_dir)
-    done = run_analysis(session, Target(args.model, args.data, args.limit), methods,
-                        training=args.train, progress=not args.quiet, dry_run=args.dry_run)
+    done = run_analysis(session, Target(args.model, args.data, args.limit, _objective_of(args)), methods,
+                        training=args.train, progress=not args.quiet, dry_run=args.dry_run,
+                        head_scopes=head_scopes, curve_sparsities=curve_points)
     print_report(done.report)
     if not args.dry_run and done.report.count("done"):
         print(f"estimated {format_seconds(done.estimated_seconds)}, took "
               f"{format_seconds(done.report.wall_seconds)}; every page now answers from the store")
     if args.json:
-        _write_json(args.json, done.as_json())
+        _write_json(args.json, "analyze", done.as_json())
     failed = done.report.count("failed")
     if failed:
-        raise PrunelensError(f"{failed} task(s) failed twice (listed above); everything else is "
+        raise PartialFailure(f"{failed} task(s) failed twice (listed above); everything else is "
                              "stored: run the same command again to retry them")
     return 0
 
@@ -543,7 +560,7 @@ def cmd_bench(args) -> int:
     session = _session(args)
     result = run_bench(session, quick=args.quick, specs=(args.model, args.data, args.limit),
                        skip_ablation=args.skip_ablation)
-    _write_json(args.json, result)
+    _write_json(args.json, "bench", result)
     return 0
 
 
@@ -559,7 +576,7 @@ def cmd_sweep(args) -> int:
                        args.device, args.gpus_per_task, progress=not args.quiet, dry_run=args.dry_run)
     print_report(report)
     if args.json:
-        _write_json(args.json, report.as_json())
+        _write_json(args.json, "sweep", report.as_json())
     failed = report.count("failed")
     if failed:
         raise SweepFailed(f"{failed} of {len(report.records)} tasks failed twice (listed above); "
@@ -567,15 +584,43 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def _head_scopes(text: str | None) -> tuple[str, ...] | None:
+    """``--head-scopes global[,layer]`` (None: both)."""
+    if text is None:
+        return None
+    scopes = tuple(s.strip() for s in text.split(",") if s.strip())
+    bad = [s for s in scopes if s not in ("global", "layer")]
+    if bad or not scopes:
+        raise ParamError(f"--head-scopes must list global and/or layer, got {text!r} (e.g. --head-scopes global)")
+    return scopes
+
+
+def _curve_points(step: float | None) -> tuple[float, ...] | None:
+    """``--curve-step S``: head curves at 0, S, 2S, ... below 1 (None: the Prune slider's 5% grid)."""
+    if step is None:
+        return None
+    if not 0.01 <= step <= 0.5:
+        raise ParamError(f"--curve-step must be in [0.01, 0.5], got {step} (e.g. --curve-step 0.1)")
+    return tuple(round(step * i, 4) for i in range(int(round(1 / step))) if step * i < 1 - 1e-9)
+
+
+def _objective_of(args) -> str | None:
+    """``--objective`` as given (None: the model's and data's default)."""
+    return getattr(args, "objective", None)
+
+
 def cmd_train(args) -> int:
-    from prunelens.analysis.training import train_command
+    from prunelens.analysis.training import get_trainer, train_command
 
     _check_method_args(args.method, None, args.param, training=True)
+    reason = get_trainer(args.method).is_compatible(args.objective or "labels")
+    if args.objective and reason:  # refused before anything loads
+        raise ParamError(f"training mode '{args.method}' cannot run here: {reason}")
     session = _session(args)
     out = train_command(session, args.method, _parse_params(args.param),
                         progress=_progress_printer(not args.quiet), use_store=not args.no_cache)
     if args.json:
-        _write_json(args.json, out)
+        _write_json(args.json, "train", out)
     else:
         print(train_summary(out))
     return 0
@@ -618,6 +663,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--quiet", action="store_true", help="no progress bar")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     common.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    common.add_argument("--objective", choices=OBJECTIVES, default=None,
+                        help="what pruning is measured against: labels (gold labels), agreement (the "
+                             "unpruned model's predictions, no labels needed) or embedding (a headless "
+                             "encoder's sentence vectors); default: labels for a classifier on labelled "
+                             "data, agreement without labels, embedding for a headless encoder")
 
     parser = _Parser(prog="prunelens", description="Which heads and modules of a BERT encoder matter?")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -675,7 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", default=None, metavar="FILE")
     p.set_defaults(func=cmd_curve)
 
-    p = sub.add_parser("train", parents=[common], help="training modes (admm, pins, snip), cached")
+    p = sub.add_parser("train", parents=[common], help="a method's training mode (train --help lists them), cached")
     p.add_argument("--method", required=True)
     p.add_argument("--param", action="append", metavar="NAME=VALUE")
     p.add_argument("--no-cache", action="store_true")
@@ -685,6 +735,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="store folder to write (default: the user store)")
     p.add_argument("--methods", default=None, help="comma-separated subset of methods")
     p.add_argument("--skip-training", action="store_true")
+    p.add_argument("--head-scopes", default=None, metavar="SCOPES",
+                   help="head curves' scopes, e.g. global (default: global,layer)")
+    p.add_argument("--curve-step", type=float, default=None, metavar="S",
+                   help="head curves at 0, S, 2S, ... (default: the Prune slider's 0.05 grid)")
     p.set_defaults(func=cmd_precompute)
 
     p = sub.add_parser("analyze", parents=[common],
@@ -693,6 +747,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", action="store_true", help="also run every training mode (long)")
     p.add_argument("--store", default=None, help="store folder to fill (default: the user store)")
     p.add_argument("--dry-run", action="store_true", help="plan and estimate, compute nothing")
+    p.add_argument("--head-scopes", default=None, metavar="SCOPES",
+                   help="head curves' scopes, e.g. global (default: global,layer)")
+    p.add_argument("--curve-step", type=float, default=None, metavar="S",
+                   help="head curves at 0, S, 2S, ... (default: the Prune slider's 0.05 grid)")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("bench", parents=[common], help="benchmark suite (ratios against a naive loop)")
@@ -731,13 +789,127 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="FILE")
     p.add_argument("--debug", action="store_true")
     p.set_defaults(func=cmd_finetune)
+    _document(parser, sub)
     return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# help: what each subcommand does, examples, exit codes, the registry's method names
+
+EXIT_CODES = """exit codes:
+  0  done
+  2  a bad argument or input (one `error:` line; nothing was computed)
+  3  partial: some tasks failed after a retry, every other result was kept (sweep, analyze,
+     precompute); rerun the same command to retry them
+  1  an internal error (a bug: rerun with --debug and report it); 130 interrupted"""
+
+HELP = {  # subcommand: (description, examples)
+    "dashboard": ("Start the dashboard on this machine (http://127.0.0.1:8501). Offline unless "
+                  "--online; the File path choices read only inside the data roots.",
+                  ["prunelens dashboard --port 8502", "prunelens dashboard --data-root ~/data"]),
+    "methods": ("List every method (built in and installed plug-ins), the units it scores and "
+                "its declared parameters.", ["prunelens methods", "prunelens methods --json m.json"]),
+    "score": ("Importance scores of one method for one unit (higher = more important), from the "
+              "store when present.",
+              ["prunelens score --method michel --json s.json",
+               "prunelens score --method snip --unit ffn --param relative=true"]),
+    "prune": ("Remove the lowest-scoring units (a sparsity or a threshold) and evaluate the "
+              "pruned model against the unpruned one.",
+              ["prunelens prune --method michel --sparsity 0.5",
+               "prunelens prune --method magnitude --sparsity 0.3 --unit ffn --physical"]),
+    "export": ("Write the physically pruned model (loadable with --model DIR) and, unless "
+               "--no-onnx, an ONNX file timed in onnxruntime.",
+               ["prunelens export --method michel --sparsity 0.5 --out pruned/"]),
+    "curve": ("Accuracy, loss and margin against sparsity for several methods.",
+              ["prunelens curve --methods michel,snip,random --sparsities 0,0.4,0.8 --csv c.csv"]),
+    "train": ("Run (or read from the store) one training run of a method's training mode; "
+              "--method takes the training modes listed under options.",
+              ["prunelens train --method admm", "prunelens train --method pins --param seed=1"]),
+    "precompute": ("Fill a store folder for a model/data pair: analyze plus every training mode "
+                   "(what ships in cached_results/ for the default).",
+                   ["prunelens precompute --out cached_results"]),
+    "analyze": ("Fill the store for a model/data pair as one resumable job: an estimate first, "
+                "the cheapest method first; rerun to continue.",
+                ["prunelens analyze --model ~/my-bert --data dev.csv",
+                 "prunelens analyze --model ~/my-bert --data dev.csv --dry-run"]),
+    "sweep": ("Run a grid of analyses and training runs from a TOML spec (docs/SWEEPS.md), "
+              "here, in local processes or on Ray.",
+              ["prunelens sweep examples/sweep-small.toml",
+               "prunelens sweep spec.toml --workers 2"]),
+    "bench": ("Time evaluation, scoring and the slider as ratios against a naive loop "
+              "(docs/PERFORMANCE.md).", ["prunelens bench --quick --json bench.json"]),
+    "finetune": ("Rebuild the embedded default checkpoint with the recipe of analysis/finetune.py.",
+                 ["prunelens finetune --out /tmp/checkpoint"]),
+}
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written; option help wrapped without breaking a method name
+    at its hyphen (``admm-quant``)."""
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+class _MethodNames:
+    """The registry's method names (or training modes), read when --help shows them: building
+    the parser imports no method. Validation stays with ``get_method``/``get_trainer``, whose
+    messages say what to choose."""
+
+    def __init__(self, training: bool = False) -> None:
+        self.training = training
+
+    def _names(self) -> list[str]:
+        from prunelens.analysis.methods import all_methods
+
+        return [n for n, m in all_methods().items() if not self.training or m.trainer is not None]
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __contains__(self, name) -> bool:
+        return name in self._names()
+
+
+def _document(parser: argparse.ArgumentParser, sub) -> None:
+    """Descriptions, examples and exit codes for every subcommand; ``--method``'s choices."""
+    from prunelens import __version__
+
+    parser.add_argument("--version", action="version", version=f"prunelens {__version__}")
+    parser.formatter_class = _HelpFormatter
+    parser.epilog = ("run `prunelens COMMAND --help` for a command's options and examples\n\n"
+                     + EXIT_CODES)
+    for name, child in sub.choices.items():
+        description, examples = HELP[name]
+        child.description = textwrap.fill(description, 92)
+        child.formatter_class = _HelpFormatter
+        child.epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples) + "\n\n" + EXIT_CODES
+        for action in child._actions:
+            if action.dest == "method":
+                action.choices = _MethodNames(training=name == "train")
+                action.metavar = "MODE" if name == "train" else "METHOD"
+                action.help = ("training mode: %(choices)s" if name == "train"
+                               else "one of: %(choices)s")
+            elif action.dest == "param" and action.help is None:
+                action.help = "a declared parameter, repeatable (`prunelens methods` lists them)"
+
+
+def _skip_registry_check(parser_check):
+    """argparse's own choices check, except for method names (``get_method`` words that error)."""
+    def check(self, action, value):
+        if isinstance(action.choices, _MethodNames):
+            return None
+        return parser_check(self, action, value)
+    return check
+
+
+_Parser._check_value = _skip_registry_check(argparse.ArgumentParser._check_value)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = ["dashboard", *argv]  # `prunelens [--port P]` starts the dashboard
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("PRUNELENS_DEBUG") == "1"
@@ -754,7 +926,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         sys.stderr.write(f"error: {terminal(exc)}\n")  # one line, whatever a file name holds
-        return 2
+        return EXIT_PARTIAL if isinstance(exc, PartialFailure) else EXIT_BAD_INPUT
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted (nothing half-written was kept)\n")
         return 130

@@ -6,7 +6,9 @@ Owns everything about *which examples* an analysis runs on:
   seed; the first 872 form the dev split (SST-2's dev size), the rest the train split.
 - ``glue:<task>``: GLUE classification tasks through ``datasets`` (needs the hub or a local copy
   saved with ``DatasetDict.save_to_disk`` in ``$PRUNELENS_GLUE_DIR/<task>``).
-- a CSV or JSONL file with columns ``text[,text_pair],label``.
+- a CSV or JSONL file with columns ``text[,text_pair],label``; without ``label`` (``text``,
+  ``text,text_pair,score`` for STS, or ``query,positive`` for retrieval) it is unlabelled data, for
+  the agreement and embedding objectives (:mod:`prunelens.analysis.objectives`).
 
 Every source yields a :class:`TextData` with a content fingerprint; :func:`tokenize_batches`
 turns it into length-sorted, padded batches that evaluation reuses.
@@ -56,7 +58,9 @@ GLUE_TASKS: dict[str, tuple[str, str | None, int, str, str]] = {
 
 @dataclass
 class TextData:
-    """A labelled classification data set, one split of it."""
+    """A classification or sentence data set, one split of it. Unlabelled data
+    (``labelled=False``) has labels -1; STS data has ``scores`` and ``pair_kind="sts"``,
+    query/positive data ``pair_kind="retrieval"`` (queries as ``texts``, positives as pairs)."""
 
     name: str
     split: str
@@ -66,6 +70,9 @@ class TextData:
     metric: str = "accuracy"
     notes: list[str] = field(default_factory=list)
     label_names: list[str] | None = None  # text labels: the names behind ids 0, 1, ... (sorted)
+    labelled: bool = True
+    scores: np.ndarray | None = None  # STS similarity scores (text,text_pair,score)
+    pair_kind: str | None = None  # "sts" | "retrieval" | None
     # the :func:`load_data` spec whose ``train`` split is kept apart from this data (what label-
     # using methods and training runs learn from, :func:`prunelens.analysis.batches.training_data`);
     # None: no separate train split is known
@@ -78,14 +85,15 @@ class TextData:
 
     @property
     def num_labels(self) -> int:
-        return int(self.labels.max()) + 1 if len(self.labels) else 0
+        return int(self.labels.max()) + 1 if len(self.labels) and self.labelled else 0
 
     @property
     def fingerprint(self) -> str:
         """Content hash of the parsed texts, pairs and labels (not of the name); see
         :mod:`prunelens.analysis.fingerprints`."""
         if self._fingerprint is None:
-            self._fingerprint = data_fingerprint(self.texts, self.text_pairs, self.labels)
+            self._fingerprint = data_fingerprint(self.texts, self.text_pairs, self.labels,
+                                                 self.scores, self.pair_kind)
         return self._fingerprint
 
     def subset(self, limit: int | None) -> TextData:
@@ -109,6 +117,9 @@ class TextData:
             metric=self.metric,
             notes=list(self.notes),
             label_names=self.label_names,
+            labelled=self.labelled,
+            scores=None if self.scores is None else np.asarray(self.scores)[indices],
+            pair_kind=self.pair_kind,
             train_source=self.train_source,
             mixed_labels=self.mixed_labels,
         )
@@ -132,7 +143,8 @@ class TextData:
             f"{orig}={wanted[n]}" for orig, n in zip(self.label_names, names)))
         by_id = sorted(self.label_names, key=lambda name: wanted[name.strip().lower()])
         return TextData(self.name, self.split, self.texts, remap[self.labels], self.text_pairs,
-                        self.metric, notes, by_id, self.train_source)  # the model's names decide: not mixed
+                        self.metric, notes, by_id, self.labelled, self.scores, self.pair_kind,
+                        self.train_source)  # the model's names decide: not mixed
 
     def describe(self) -> dict:
         return {"name": self.name, "split": self.split, "n": len(self), "fingerprint": self.fingerprint}
@@ -216,11 +228,15 @@ def _from_frame(frame: pd.DataFrame, name: str, split: str, text_col: str = "tex
                 lines: list[int] | None = None, scan: LabelScan | None = None) -> TextData:
     """The texts and labels of a parsed table. ``lines`` gives the file line each row starts on
     (for messages); without it rows are counted from 1. ``scan``: the labels of the whole file
-    when only its first rows were parsed (text labels are numbered over the whole file)."""
+    when only its first rows were parsed (text labels are numbered over the whole file). A table
+    without ``label`` is unlabelled data (:func:`_unlabelled_frame`)."""
     notes: list[str] = []
+    if "label" not in frame.columns and (text_col in frame.columns or {"query", "positive"} <= set(frame.columns)):
+        return _unlabelled_frame(frame, name, split, text_col, pair_col, lines)
     if text_col not in frame.columns or "label" not in frame.columns:
         raise DataError(
-            f"{name} needs columns '{text_col}' and 'label' (found: {', '.join(map(str, frame.columns)) or 'none'})"
+            f"{name} needs columns '{text_col}' and 'label' (found: {', '.join(map(str, frame.columns)) or 'none'}) "
+            f"(or, for data without labels, '{text_col}' alone or 'query' and 'positive')"
         )
     if len(frame) == 0:
         raise DataError(f"{name} has no rows (add examples with {text_col} and label)")
@@ -293,6 +309,42 @@ def _from_frame(frame: pd.DataFrame, name: str, split: str, text_col: str = "tex
         mixed_labels=mixed,
     )
 
+
+def _unlabelled_frame(frame: pd.DataFrame, name: str, split: str, text_col: str,
+                      pair_col: str | None, lines: list[int] | None) -> TextData:
+    """Data without labels: ``text`` (and ``text_pair``, ``score`` for STS) or ``query,positive``
+    (retrieval pairs); for the agreement and embedding objectives."""
+    retrieval = text_col not in frame.columns
+    first, second = ("query", "positive") if retrieval else (text_col, pair_col)
+    if second is not None and second not in frame.columns:
+        second = None
+    if len(frame) == 0:
+        raise DataError(f"{name} has no rows (add examples with {first})")
+    needed = [c for c in (first, second) if c is not None]
+    empty = frame[needed].isna().any(axis=1).to_numpy()
+    notes = []
+    if empty.all():
+        raise DataError(f"{name} has no rows with {' and '.join(needed)} filled in (fill them in)")
+    if empty.any():
+        n = int(empty.sum())
+        at = f"line {lines[int(np.flatnonzero(empty)[0])]}" if lines and len(lines) == len(frame) else \
+            f"row {int(np.flatnonzero(empty)[0]) + 1}"
+        notes.append(f"{n} row{'s' if n > 1 else ''} without {' or '.join(needed)} skipped ({at}"
+                     f"{' is the first' if n > 1 else ''})")
+        frame = frame[~empty]
+    scores, kind = None, "retrieval" if retrieval else None
+    if second is not None and not retrieval and "score" in frame.columns:
+        values = pd.to_numeric(frame["score"], errors="coerce").to_numpy(dtype=float)
+        if not np.isfinite(values).all():
+            bad = int(np.flatnonzero(~np.isfinite(values))[0])
+            raise DataError(f"{name}: score must be a number on every row (row {bad + 1} has "
+                            f"{frame['score'].iloc[bad]!r}; fix or remove that row)")
+        scores, kind = values, "sts"
+    return TextData(
+        name=name, split=split, texts=frame[first].astype(str).tolist(),
+        labels=np.full(len(frame), -1, dtype=np.int64),
+        text_pairs=None if second is None else frame[second].fillna("").astype(str).tolist(),
+        notes=notes, labelled=False, scores=scores, pair_kind=kind)
 
 
 @dataclass
@@ -437,7 +489,7 @@ def _jsonl_rows(stream, filename: str, limit: int | None) -> tuple[pd.DataFrame,
         scan.add(label, filename, number)
         if limit is not None and with_text >= limit:
             continue  # past the rows asked for: only the label counts
-        for key in ("text", "text_pair"):
+        for key in ("text", "text_pair", "query", "positive"):
             value = record.get(key)
             if value is not None and not isinstance(value, str):
                 raise DataError(f"{filename} line {number} has a {key} that is {_json_kind(value)}, not a "
@@ -448,12 +500,12 @@ def _jsonl_rows(stream, filename: str, limit: int | None) -> tuple[pd.DataFrame,
                     raise DataError(f"{filename} records have over {MAX_COLUMNS} different keys (they "
                                     "need text[,text_pair],label)")
                 columns[key] = None
-        rows.append({k: record.get(k) for k in ("text", "text_pair", "label") if k in record})
+        rows.append({k: record.get(k) for k in JSONL_KEYS if k in record})
         lines.append(number)
-        with_text += record.get("text") is not None
+        with_text += (record.get("text") if "text" in record else record.get("query")) is not None
         if len(rows) > MAX_ROWS:
             raise _too_many_rows(filename)
-    frame = pd.DataFrame(rows, columns=[c for c in ("text", "text_pair", "label") if c in columns] or None)
+    frame = pd.DataFrame(rows, columns=[c for c in JSONL_KEYS if c in columns] or None)
     frame = frame.reindex(columns=list(columns))  # the keys as found (for messages); others empty
     frame = frame.astype(object).where(frame.notna(), None)
     return frame, lines, scan
@@ -582,6 +634,8 @@ def load_data(spec: str = "default", split: str = "dev", limit: int | None = Non
 
 
 BUILT_IN = ("default", "rt", "rotten_tomatoes")
+# the keys a JSONL record's example is read from (labelled, or without labels: STS and retrieval pairs)
+JSONL_KEYS = ("text", "text_pair", "label", "score", "query", "positive")
 
 
 def check_data_spec(spec: str | None, limit: int | None = None) -> Path | None:

@@ -1,7 +1,8 @@
 """User-facing error types: each carries one line saying what is wrong and what to do.
 
-The CLI prints them as ``error: <message>`` with exit code 2; the dashboard shows them as a
-message on the page. Anything else that escapes is a bug and keeps its traceback.
+The CLI prints them as ``error: <message>`` with exit code 2 (:data:`EXIT_BAD_INPUT`), or 3
+(:data:`EXIT_PARTIAL`) for a :class:`PartialFailure`; the dashboard shows them as a message on
+the page. Anything else that escapes is a bug and keeps its traceback.
 :func:`path_error` and :func:`shown` word the errors about paths (overlong, unknown ``~user``,
 unreadable) the same way for models, data and outputs.
 """
@@ -10,6 +11,11 @@ import errno
 import os
 from contextlib import contextmanager
 from pathlib import Path
+
+
+EXIT_DONE = 0  # the command did everything it was asked
+EXIT_BAD_INPUT = 2  # a bad argument or input (nothing was computed)
+EXIT_PARTIAL = 3  # some tasks failed; every other result was kept (sweep, analyze, precompute)
 
 
 class PrunelensError(Exception):
@@ -26,6 +32,10 @@ class DataError(PrunelensError):
 
 class ParamError(PrunelensError):
     """A method, unit, sparsity or parameter value is not valid."""
+
+
+class PartialFailure(PrunelensError):
+    """Some tasks of a job failed (after their retry); everything else was stored: exit 3."""
 
 
 class StoreError(PrunelensError):

@@ -3,7 +3,11 @@
 Owns the :class:`Evaluator`: it tokenizes a data set once into length-sorted batches, runs the
 model under ``torch.inference_mode`` with gate masks applied, and compares a pruned model with the
 unpruned one *on the same examples* (paired standard errors of the deltas). The unpruned outputs
-are computed once per model + data and reused.
+are computed once per model + data and reused. What the three reported slots (``accuracy``,
+``loss``, ``margin``) measure is the evaluator's objective's (:mod:`prunelens.analysis.objectives`:
+labels, agreement with the unpruned model, or the sentence embedding); ``metric_name`` names it.
+Under the embedding objective the evaluator's examples are the data's sentences (texts, then
+text pairs or positives, each embedded on its own).
 
 Speed (see docs/PERFORMANCE.md): masked outputs come from :mod:`prunelens.analysis.fastpath` when it agrees
 with the reference forward; :meth:`Evaluator.evaluate_many` shares layer prefixes between masks;
@@ -19,11 +23,10 @@ import ctypes
 import math
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from prunelens.analysis.checkpoints import checkpoint
 from prunelens.analysis.data import TextData, merge_batches, tokenize_batches
@@ -32,6 +35,13 @@ from prunelens.analysis.fastpath import FastEncoder, mask_rows, prefix_keys, uns
 from prunelens.analysis.prefix import ReferencePrefixCache
 from prunelens.analysis.gates import Masks, gated
 from prunelens.analysis.models import LoadedModel
+from prunelens.analysis.objectives import (
+    PairLayout,
+    embedding_extras,
+    example_vectors,
+    metric_name,
+    model_output,
+)
 from prunelens.analysis.precision import KNOWN_GUARD, Calibration, calibrate, recheck, resolve
 from prunelens.analysis.precision import masked_path as path_choice
 
@@ -60,31 +70,44 @@ def first_estimate_size(encoder_params: int) -> int:
 
 @dataclass
 class Outputs:
-    """Per-example outputs in data-set order."""
+    """Per-example outputs in data-set order: a classifier's logits, or a headless encoder's
+    sentence vectors; ``reference`` holds the unpruned outputs of the same examples (the
+    agreement and embedding objectives measure against them)."""
 
-    logits: np.ndarray  # (n, classes)
+    logits: np.ndarray  # (n, classes) or (n, hidden)
     labels: np.ndarray  # (n,)
+    objective: str = "labels"
+    reference: np.ndarray | None = None
+    layout: PairLayout | None = None  # how the embedding objective's sentences pair up
+    _vectors: dict | None = field(default=None, repr=False, compare=False)
+
+    def vectors(self) -> dict[str, np.ndarray]:
+        if self._vectors is None:
+            self._vectors = example_vectors(self.objective, self.logits, self.reference, self.labels)
+        return self._vectors
 
     @property
     def correct(self) -> np.ndarray:
-        return (self.logits.argmax(-1) == self.labels).astype(np.float64)
+        """Right class (labels), the unpruned class (agreement), an unchanged nearest neighbour
+        (embedding), as 0/1 per example."""
+        return self.vectors()["correct"]
 
     @property
     def loss(self) -> np.ndarray:
-        t = torch.as_tensor(self.logits, dtype=torch.float64)
-        return F.cross_entropy(t, torch.tensor(self.labels), reduction="none").numpy()
+        return self.vectors()["loss"]
 
     @property
     def margin(self) -> np.ndarray:
-        logits = self.logits.astype(np.float64)
-        rows = np.arange(len(self.labels))
-        true = logits[rows, self.labels]
-        other = logits.copy()
-        other[rows, self.labels] = -np.inf
-        return true - other.max(-1)
+        return self.vectors()["margin"]
 
     def vector(self, name: str) -> np.ndarray:
-        return {"accuracy": self.correct, "loss": self.loss, "margin": self.margin}[name]
+        return self.vectors()[name]
+
+    def extras(self) -> dict[str, float]:
+        """The embedding objective's set-level metrics (nothing for the others)."""
+        if self.objective != "embedding":
+            return {}
+        return embedding_extras(self.logits, self.correct, self.layout)
 
 
 def _se(values: np.ndarray) -> float:
@@ -130,14 +153,22 @@ class EvalResult:
     metric: float
     metric_se: float
     n: int
+    objective: str = "labels"
+    extras: dict = field(default_factory=dict)  # the embedding objective's set-level metrics
 
     @classmethod
     def from_outputs(cls, out: Outputs, metric_name: str = "accuracy") -> EvalResult:
+        """``metric_name`` is the task metric of the labels objective (accuracy, mcc, f1); the
+        other objectives report their own score (agreement, cosine)."""
         stats = {}
         for name in METRICS:
             v = out.vector(name)
             stats[name] = float(v.mean())
             stats[f"{name}_se"] = _se(v)
+        if out.objective != "labels":
+            return cls(metric_name=metric_name_of(out.objective), metric=stats["accuracy"],
+                       metric_se=stats["accuracy_se"], n=len(out.labels), objective=out.objective,
+                       extras=out.extras(), **stats)
         predictions = out.logits.argmax(-1)
         if metric_name == "accuracy":
             metric, metric_se = stats["accuracy"], stats["accuracy_se"]
@@ -148,7 +179,16 @@ class EvalResult:
                    **stats)
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        """Every field; ``objective`` and ``extras`` (flattened) only under another objective than
+        labels, so a labels result has the shape it always had."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("objective", "extras")}
+        if self.objective != "labels":
+            out["objective"] = self.objective
+            out.update(self.extras)
+        return out
+
+
+metric_name_of = metric_name  # the objective's score name (accuracy, agreement, cosine)
 
 
 @dataclass
@@ -180,6 +220,12 @@ def paired_delta(base: Outputs, pruned: Outputs, metric_name: str = "accuracy") 
         diff = pruned.vector(name) - base.vector(name)
         delta[name] = float(diff.mean())
         delta[f"{name}_se"] = _se(diff)
+    if pruned.objective != "labels":
+        delta["metric"] = delta["accuracy"]
+        base_extras = base.extras()
+        for name, value in pruned.extras().items():
+            delta[name] = value - base_extras.get(name, float("nan"))
+        return delta
     base_pred, pruned_pred = base.logits.argmax(-1), pruned.logits.argmax(-1)
     delta["metric"] = task_metric(metric_name, pruned_pred, pruned.labels) - task_metric(
         metric_name, base_pred, base.labels)
@@ -220,8 +266,14 @@ class Evaluator:
 
     def __init__(self, loaded: LoadedModel, data: TextData, batch_size: int = 64,
                  max_length: int = 128, device: str = "cpu", fast: bool = True,
-                 precision: str | None = None):
+                 precision: str | None = None, objective: str = "labels"):
         loaded.check_data(data)
+        self.objective = objective
+        self.layout: PairLayout | None = None
+        if objective == "embedding":
+            data, self.layout = sentences_of(data)
+            # checked bf16 guards argmax decisions; a sentence vector has none: exact fp32
+            precision = "fp32"
         self.precision = resolve(precision)
         self._low = None  # the bf16 FastEncoder once calibrated (see prunelens.analysis.precision)
         self._low_checked = False
@@ -251,6 +303,31 @@ class Evaluator:
         return len(self.data)
 
     @property
+    def width(self) -> int:
+        """Per-example output width: the classes, or a headless encoder's hidden size."""
+        if self.loaded.pooling is not None:
+            return int(self.loaded.model.config.hidden_size)
+        return int(self.loaded.model.config.num_labels)
+
+    def _wrap(self, logits: np.ndarray, rows: np.ndarray | None = None) -> Outputs:
+        """Per-example outputs (of ``rows``, default all) with what the objective compares them to."""
+        labels = self.data.labels if rows is None else self.data.labels[rows]
+        reference = None
+        if self.objective != "labels":
+            base = self._base.logits if self._base is not None else None
+            if base is None:  # this is the unpruned model's computation
+                reference = logits
+            else:
+                reference = base if rows is None else base[rows]
+        layout = self.layout if rows is None else None
+        return Outputs(logits, labels, self.objective, reference, layout)
+
+    def _need_base(self, masks: Masks | None, model) -> None:
+        """Agreement and embedding measure against the unpruned outputs: compute them first."""
+        if self.objective != "labels" and (model is not None or not (masks is None or masks.is_empty())):
+            self.base_outputs  # noqa: B018 - computed and kept
+
+    @property
     def notes(self) -> list[str]:
         notes = list(self.data.notes)
         if self.truncated:
@@ -262,14 +339,16 @@ class Evaluator:
     def reference_outputs(self, masks: Masks | None = None, model=None,
                           limit_batches: int | None = None) -> Outputs:
         """The definition: the HF forward under hook gates, batch by batch."""
+        if limit_batches is None:
+            self._need_base(masks, model)
         model = model if model is not None else self.loaded.model
         batches = self.batches if limit_batches is None else self.batches[:limit_batches]
-        logits = np.zeros((len(self.data), model.config.num_labels), dtype=np.float32)
+        logits = np.zeros((len(self.data), self.width), dtype=np.float32)
         device = next(model.parameters()).device  # where the model is (the fast path may be elsewhere)
         with torch.inference_mode(), gated(model, masks or Masks()):
             for batch in batches:
                 checkpoint()
-                out = model(**batch.to(device).model_inputs()).logits
+                out = model_output(model, batch.to(device).model_inputs(), self.loaded.pooling)
                 logits[batch.index.numpy()] = out.float().cpu().numpy()
         return self._collect(logits, batches, limit_batches is not None)
 
@@ -277,8 +356,8 @@ class Evaluator:
         if partial:
             rows = (np.concatenate([b.index.numpy() for b in batches]) if batches
                     else np.zeros(0, int))
-            return Outputs(logits[rows], self.data.labels[rows])
-        return Outputs(logits, self.data.labels)
+            return self._wrap(logits[rows], rows)
+        return self._wrap(logits)
 
     def fast_encoder(self):
         """The checked :class:`~prunelens.analysis.fastpath.FastEncoder`, or None (reference path).
@@ -289,9 +368,10 @@ class Evaluator:
             if self._fast is None and self._fast_wanted:
                 kind = torch.device(self.device).type
                 reason = None if kind in ("cpu", "cuda") else f"no fast path on {self.device}"
-                reason = reason or unsupported_reason(self.loaded.model)
+                reason = reason or unsupported_reason(self.loaded.model, self.loaded.headless)
                 if reason is None and self.batches:
-                    encoder = FastEncoder(self.loaded.model, device=self.device)
+                    encoder = FastEncoder(self.loaded.model, device=self.device,
+                                          pooling=self.loaded.pooling)
                     probe = self.batches[:1]
                     fast = encoder.logits(probe, None, use_cache=False)[0].numpy()
                     ref = self.reference_outputs(limit_batches=1).logits  # in batch order too
@@ -329,7 +409,8 @@ class Evaluator:
             reason = "the fast path is off"
             path, why = "fp32", f"the fast path is off ({self.fast_note or 'no data'})"
         if reason is None:
-            encoder = FastEncoder(self.loaded.model, dtype=self.low_dtype, device=self.device)
+            encoder = FastEncoder(self.loaded.model, dtype=self.low_dtype, device=self.device,
+                                  pooling=self.loaded.pooling)
             low = self._low_logits(encoder, None)  # (the unpruned layer inputs stay cached)
             name = "bf16" if self.low_dtype == torch.bfloat16 else "int8"
             self.calibration, reason = calibrate(self.base_outputs.logits, low, name)
@@ -434,9 +515,13 @@ class Evaluator:
 
     def outputs(self, masks: Masks | None = None, model=None, limit_batches: int | None = None) -> Outputs:
         """Logits of every example (data-set order) with ``masks`` applied to ``model``."""
+        if limit_batches is None:
+            self._need_base(masks, model)
         if not self._fast_usable(masks, model):
-            if (model is None or model is self.loaded.model) and not _needs_grad(masks):
-                return self._prefix_outputs(masks, limit_batches)  # any family: the reference path's cache
+            # any family: the reference path's cache (it ends in logits: a headless encoder's pooled
+            # vector takes the plain reference forward)
+            if (model is None or model is self.loaded.model) and not _needs_grad(masks) and not self.loaded.headless:
+                return self._prefix_outputs(masks, limit_batches)
             return self.reference_outputs(masks, model, limit_batches)
         encoder = self._fast
         if limit_batches is not None:
@@ -457,7 +542,7 @@ class Evaluator:
             logits = self._recheck(low, masks, known, ~rest_rows if skip_rest else None)
         else:
             logits = self._scatter(self.fast_batches, encoder.logits(self.fast_batches, masks))
-        out = Outputs(logits, self.data.labels)
+        out = self._wrap(logits)
         self._outputs_lru[key] = out
         while len(self._outputs_lru) > self.OUTPUTS_LRU:
             self._outputs_lru.popitem(last=False)
@@ -489,8 +574,7 @@ class Evaluator:
 
     def _scatter(self, batches, per_batch: list[torch.Tensor], into: np.ndarray | None = None) -> np.ndarray:
         """Per-batch logits written to their examples' rows of ``into`` (default: a zero array)."""
-        logits = into if into is not None else np.zeros(
-            (len(self.data), self.loaded.model.config.num_labels), dtype=np.float32)
+        logits = into if into is not None else np.zeros((len(self.data), self.width), dtype=np.float32)
         for batch, out in zip(batches, per_batch):
             logits[batch.index.numpy()] = out.float().numpy()
         return logits
@@ -611,7 +695,8 @@ class Evaluator:
             rows = self.subset_rows(size, seed)
             data = self.data.rows(rows, split=f"{self.data.split}[subset {size}, seed {seed}]")
             child = Evaluator(self.loaded, data, self.batch_size, self.max_length, self.device,
-                              fast=False, precision="fp32")  # the estimate is small: exact
+                              fast=False, precision="fp32",  # the estimate is small: exact
+                              objective=self.objective)
             child._fast = self.fast_encoder()  # same model: share the checked encoder and plans
             child.subset_rows = rows
             self._subsets[key] = child
@@ -622,3 +707,15 @@ class Evaluator:
         paired standard errors (the error bar); replace it with :meth:`compare` when that is
         ready. The anytime stages are :attr:`estimate_sizes`."""
         return self.subset(size, seed).compare(masks)
+
+
+def sentences_of(data: TextData) -> tuple[TextData, PairLayout | None]:
+    """The embedding objective's examples: every sentence of ``data`` on its own (its texts, then
+    its text pairs or positives), and how they pair up (STS scores, retrieval)."""
+    if data.text_pairs is None:
+        return data, None
+    texts = list(data.texts) + list(data.text_pairs)
+    layout = PairLayout(data.pair_kind or "pairs", len(data), data.scores)
+    flat = TextData(data.name, data.split, texts, np.full(len(texts), -1, dtype=np.int64),
+                    notes=list(data.notes), labelled=False)
+    return flat, layout

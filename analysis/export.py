@@ -75,16 +75,21 @@ def check_onnx_available() -> None:
 
 
 class _LogitsOnly(nn.Module):
-    def __init__(self, model: nn.Module, names: tuple[str, ...]):
+    """The classifier's logits, or a headless encoder's pooled sentence vector (``pooling``)."""
+
+    def __init__(self, model: nn.Module, names: tuple[str, ...], pooling=None):
         super().__init__()
-        self.model, self.names = model, names
+        self.model, self.names, self.pooling = model, names, pooling
 
     def forward(self, *inputs):
-        return self.model(**dict(zip(self.names, inputs))).logits
+        from prunelens.analysis.objectives import model_output
+
+        return model_output(self.model, dict(zip(self.names, inputs)), self.pooling)
 
 
-def export_onnx(model: nn.Module, batch, path: Path) -> None:
-    """``model`` as ONNX with dynamic batch and sequence axes (the inputs of ``batch``)."""
+def export_onnx(model: nn.Module, batch, path: Path, pooling=None) -> None:
+    """``model`` as ONNX with dynamic batch and sequence axes (the inputs of ``batch``); a
+    headless encoder (``pooling``) outputs its pooled sentence vector, ``sentence_embedding``."""
     for name in ("torch.onnx", "torch.onnx._internal.exporter._registration", "onnxscript"):
         logging.getLogger(name).setLevel(logging.ERROR)
     inputs = batch.model_inputs()
@@ -92,8 +97,9 @@ def export_onnx(model: nn.Module, batch, path: Path) -> None:
     dims = {n: {0: torch.export.Dim("batch"), 1: torch.export.Dim("seq")} for n in names}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_LogitsOnly(model, names), tuple(inputs[n] for n in names), str(path),
-                          input_names=list(names), output_names=["logits"],
+        torch.onnx.export(_LogitsOnly(model, names, pooling), tuple(inputs[n] for n in names), str(path),
+                          input_names=list(names),
+                          output_names=["logits" if pooling is None else "sentence_embedding"],
                           dynamic_shapes=(tuple(dims[n] for n in names),), dynamo=True,
                           verbose=False, optimize=True, external_data=False)
 
@@ -178,6 +184,11 @@ def export(session, method_name: str, sparsity: float | None, out: str | Path, u
     for old in (out / ONNX_FILE, out / REPORT):
         old.unlink(missing_ok=True)
     save_pruned(small, session.loaded.tokenizer, out, info)
+    pooling = session.loaded.pooling
+    if pooling is not None:  # a sentence encoder: its folder says how it pools, as it did
+        from prunelens.analysis.objectives import write_pooling
+
+        write_pooling(out, pooling, int(session.loaded.model.config.hidden_size))
     evaluator = session.evaluator
     # exact fp32 on both sides (the masked fast path may run checked bf16: prunelens.analysis.precision)
     masked = evaluator.reference_outputs(masks).logits
@@ -195,6 +206,7 @@ def export(session, method_name: str, sparsity: float | None, out: str | Path, u
         "compression": pruned["compression"],
         "encoder_params": {"unpruned": session.loaded.inventory.encoder_params,
                            "pruned": reloaded.inventory.encoder_params},
+        "objective": session.objective,
         "files": sorted(p.name for p in out.iterdir()),
         "max_abs_logit_difference": {"physical_vs_masked": float(np.abs(phys - masked).max()),
                                      "reloaded_vs_masked": float(np.abs(again - masked).max())},
@@ -202,12 +214,12 @@ def export(session, method_name: str, sparsity: float | None, out: str | Path, u
     if onnx:
         progress(0.7, "exporting ONNX")
         batches = evaluator.batches
-        n, classes = len(session.data), masked.shape[1]
-        export_onnx(small, batches[0], out / ONNX_FILE)
+        n, classes = evaluator.n, masked.shape[1]
+        export_onnx(small, batches[0], out / ONNX_FILE, pooling)
         with tempfile.TemporaryDirectory(prefix="prunelens-onnx-") as tmp:
             progress(0.8, "exporting the unpruned model to ONNX (for the timing)")
             with model_lock(session.loaded.model):  # no other session's gate hooks traced
-                export_onnx(session.loaded.model, batches[0], Path(tmp) / ONNX_FILE)
+                export_onnx(session.loaded.model, batches[0], Path(tmp) / ONNX_FILE, pooling)
             progress(0.9, "timing onnxruntime, pruned vs unpruned")
             (onnx_pruned, onnx_full), (t_pruned, t_full) = ort_compare(
                 [ort_session(out / ONNX_FILE), ort_session(Path(tmp) / ONNX_FILE)], batches, n, classes)

@@ -21,7 +21,10 @@ model computes (to float rounding, ~1e-6), but cheaper:
 - **[CLS]-only last layer**: the classifier only reads position 0, so the last layer computes the
   query, the attention, the output projection and the FFN for [CLS] alone, with the key and value
   projections folded into the query (``q·(W_k x + b_k) = (W_kᵀ q)·x + const`` and
-  ``Σ p (W_v x + b_v) = W_v (Σ p x) + b_v``): the last layer costs a few percent of a full one;
+  ``Σ p (W_v x + b_v) = W_v (Σ p x) + b_v``): the last layer costs a few percent of a full one.
+  A headless sentence encoder (``pooling``, the embedding objective) needs every token of the
+  last layer: it runs in full and its output is pooled
+  (:func:`prunelens.analysis.objectives.pool`) instead of classified;
 - **layer-prefix cache**: the input of layer ``L`` depends only on the mask rows of layers
   ``< L``; inputs (and, where computed, the all-heads attention context) are kept in a
   byte-budgeted LRU keyed by a hash of those rows, so a mask that first differs from a cached one
@@ -59,8 +62,9 @@ FULL_BUDGET_ROWS = 1024  # batch lists with fewer rows get a proportional share 
 PLAN_CACHE_MB = 64
 
 
-def unsupported_reason(model: nn.Module) -> str | None:
-    """Why the fast path cannot run ``model`` (None when it can)."""
+def unsupported_reason(model: nn.Module, headless: bool = False) -> str | None:
+    """Why the fast path cannot run ``model`` (None when it can); ``headless``: a sentence
+    encoder, whose output is pooled, not classified."""
     config = getattr(model, "config", None)
     if config is None:
         return "no config"
@@ -69,7 +73,7 @@ def unsupported_reason(model: nn.Module) -> str | None:
     if getattr(config, "position_embedding_type", "absolute") not in (None, "absolute"):
         return "relative position embeddings"
     base = getattr(model, "base_model", None)
-    if base is None or not hasattr(base, "embeddings") or not hasattr(model, "classifier"):
+    if base is None or not hasattr(base, "embeddings") or not (headless or hasattr(model, "classifier")):
         return "no embeddings/classifier"
     try:
         family = family_of(model)
@@ -572,8 +576,9 @@ class FastEncoder:
     """
 
     def __init__(self, model: nn.Module, cache_bytes: int = DEFAULT_CACHE_MB << 20,
-                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-        reason = unsupported_reason(model)
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                 pooling=None):
+        reason = unsupported_reason(model, headless=pooling is not None)
         if reason:
             raise ValueError(f"fast path unsupported: {reason}")
         self.model = model
@@ -591,7 +596,8 @@ class FastEncoder:
         self.project = None if project is None else on_device(project, self.device)
         pooler = getattr(self.base, "pooler", None)
         self.pooler = None if pooler is None else on_device(pooler, self.device)
-        self.classifier = on_device(model.classifier, self.device)
+        self.pooling = pooling  # a headless encoder: pooled sentence vectors instead of logits
+        self.classifier = None if pooling is not None else on_device(model.classifier, self.device)
         self.cache_bytes = cache_bytes
         self._plans: OrderedDict[tuple[int, bytes], LayerPlan] = OrderedDict()  # LRU, by bytes
         self._plan_bytes = 0
@@ -684,7 +690,7 @@ class FastEncoder:
                 for i in range(start, n_layers):
                     if i > start and use_cache:
                         new_states[i].append(x)
-                    if i == n_layers - 1:
+                    if i == n_layers - 1 and self.pooling is None:
                         x = self.layers[i].forward_cls(x, tokens, plans[i])
                         break
                     full = None
@@ -694,6 +700,11 @@ class FastEncoder:
                         full = self.layers[i].full_context(x, tokens)
                         new_context.append(full)
                     x = self.layers[i].forward(x, tokens, plans[i], full)
+                if self.pooling is not None:
+                    from prunelens.analysis.objectives import pool
+
+                    out.append(pool(tokens.pad(x.float()), tokens.keep, self.pooling).cpu())
+                    continue
                 out.append(self.classify(x).cpu())  # (the CPU's own tensor: no copy)
         if use_cache:
             # the unpruned model's layer inputs are pinned: every mask starts from one of them

@@ -91,8 +91,11 @@ def model_fingerprint(model: nn.Module, tokenizer=None) -> str:
     return h.hexdigest()[:16]
 
 
-def data_fingerprint(texts: list[str], pairs: list[str] | None, labels) -> str:
-    """The data part of a store key: the parsed texts, pairs and labels (16 hex digits)."""
+def data_fingerprint(texts: list[str], pairs: list[str] | None, labels, scores=None,
+                     pair_kind: str | None = None) -> str:
+    """The data part of a store key: the parsed texts, pairs and labels (16 hex digits); STS
+    ``scores`` and a ``pair_kind`` (``sts``, ``retrieval``) are hashed only where a file has them,
+    so every labelled data set keeps its fingerprint."""
     h = hashlib.sha256()
     h.update(b"pairs" if pairs is not None else b"single")
     h.update(len(texts).to_bytes(8, "little"))
@@ -101,4 +104,8 @@ def data_fingerprint(texts: list[str], pairs: list[str] | None, labels) -> str:
         if pairs is not None:
             _length_prefixed(h, pairs[i].encode("utf-8", "surrogatepass"))
     h.update(np.asarray(labels, dtype=np.int64).tobytes())
+    if pair_kind is not None:
+        _length_prefixed(h, pair_kind.encode())
+    if scores is not None:
+        h.update(np.asarray(scores, dtype=np.float64).tobytes())
     return h.hexdigest()[:16]

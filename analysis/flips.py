@@ -69,7 +69,8 @@ def flipped(session: Session, unit: str, mask, cap: int | None = FLIPPED_CAP, us
         row = {"index": i, "text": data.texts[i]}
         if data.text_pairs is not None:
             row["text_pair"] = data.text_pairs[i]
-        row.update(label=_name(names, int(data.labels[i])), before=_name(names, int(before[i])),
+        row.update(label=_name(names, int(data.labels[i])) if data.labelled else None,  # no gold label
+                   before=_name(names, int(before[i])),
                    after=_name(names, int(after[i])))
         rows.append(row)
     return {"count": int(len(idx)), "rows": rows, "cap": cap}

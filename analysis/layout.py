@@ -172,6 +172,33 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "attn", norm="pre", fused={"qkv": 3, FFN_INPUT: 2},
            notes="fused Wqkv (Q, K, V blocks) and a GLU (Wi: input and gate halves); pre-LayerNorm"),
 )}
+
+
+def _plugin_families(builtin: dict[str, Family]) -> dict[str, Family]:
+    """Families from installed packages' ``prunelens.families`` entry points
+    (:mod:`prunelens.analysis.plugins`, docs/PLUGINS.md): a :class:`Family` whose name is its entry
+    point's and whose model types and layer classes no other family claims."""
+    from prunelens.analysis.plugins import FAMILIES_GROUP, load_group
+
+    types = {t for f in builtin.values() for t in f.model_types}
+    classes = {c for f in builtin.values() for c in f.layer_classes}
+
+    def refuse(name: str, obj: object) -> str | None:
+        if not isinstance(obj, Family):
+            return f"names a {type(obj).__name__}, not a prunelens.analysis.layout.Family"
+        if obj.name != name:
+            return f"the entry point is called '{name}' but the family '{obj.name}'"
+        claimed = sorted((set(obj.model_types) & types) | (set(obj.layer_classes) & classes))
+        if claimed:
+            return f"{', '.join(claimed)} already belong to another family"
+        types.update(obj.model_types)
+        classes.update(obj.layer_classes)
+        return None
+
+    return load_group(FAMILIES_GROUP, refuse, set(builtin))  # type: ignore[return-value]
+
+
+FAMILIES.update(_plugin_families(FAMILIES))
 SUPPORTED_TYPES = tuple(t for f in FAMILIES.values() for t in f.model_types)
 BERT = FAMILIES["bert"]
 # the BERT layout's tables, kept for the modules and views that name them

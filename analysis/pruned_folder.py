@@ -23,6 +23,7 @@ from prunelens.analysis.files import read_json
 from prunelens.analysis.gates import Masks
 from prunelens.analysis.layout import (
     FFN_OUTPUT,
+    UNITS,
     attention_implementation,
     encoder_layers,
     family_of,
@@ -111,7 +112,7 @@ def rebuild(model: nn.Module, manifest: dict | None) -> nn.Module:
     if depth:  # shared layers gated per depth: the masks rebuild weights and gates alike
         try:
             masks = Masks(**{k: None if v is None else np.asarray(v, dtype=np.float32)
-                             for k, v in depth.items() if k in ("head", "neuron", "attention", "ffn")})
+                             for k, v in depth.items() if k in UNITS})
         except (TypeError, ValueError):
             raise ModelError(f"{MANIFEST}'s depth_masks are not 0/1 grids (export the model again)") from None
         try:
@@ -131,11 +132,12 @@ def is_pruned_checkpoint(config) -> bool:
     return bool(getattr(config, "pruned_heads", None))
 
 
-def load_pruned(path: Path, config):
+def load_pruned(path: Path, config, headless: bool = False):
     """Model and tokenizer of an export folder, or of a folder whose config lists ``pruned_heads``
-    (called by :func:`prunelens.analysis.models.load_model`)."""
+    (called by :func:`prunelens.analysis.models.load_model`); ``headless``: a sentence encoder (no
+    pooler: its vector is pooled by prunelens)."""
     from safetensors.torch import load_file
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     where = f"{path / MANIFEST}"
     manifest = None
@@ -151,8 +153,12 @@ def load_pruned(path: Path, config):
     if manifest is not None:
         check_manifest_bounds(manifest, config, where)  # every count bounded before any allocation
     torch.manual_seed(0)  # the weights are all overwritten; keep construction deterministic
-    model = AutoModelForSequenceClassification.from_config(
-        config, attn_implementation=attention_implementation(config), dtype=torch.float32)
+    if headless:
+        model = AutoModel.from_config(config, attn_implementation=attention_implementation(config),
+                                      dtype=torch.float32, add_pooling_layer=False)
+    else:
+        model = AutoModelForSequenceClassification.from_config(
+            config, attn_implementation=attention_implementation(config), dtype=torch.float32)
     model = rebuild(model, manifest)
     state = load_file(str(path / WEIGHTS))
     try:

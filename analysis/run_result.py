@@ -33,7 +33,7 @@ METRIC_KEYS = ("accuracy", "accuracy_se", "loss", "loss_se", "margin", "margin_s
 # extras' entry that keeps the variants in the trainer's order (a stored run's keys come back sorted)
 ORDER_KEY = "variant_order"
 SHAPE_KEYS = ("variants", "labels", "histories", "scores", "extras", "notes")  # what a trainer returns
-BOOKKEEPING = ("method", "params", "model", "data", "seconds", "device", "cached", "run_id", "notes")
+BOOKKEEPING = ("method", "params", "model", "data", "objective", "seconds", "device", "cached", "run_id", "notes")
 
 
 @dataclass

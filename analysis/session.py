@@ -58,19 +58,26 @@ class Session:
     _evaluator: Evaluator | None = field(default=None, repr=False)
     objective: str = DEFAULT_OBJECTIVE
     progress: Progress = field(default=no_progress, repr=False)
+    objective_note: str | None = None  # why this objective, when it was chosen for the user
 
     @property
     def evaluator(self) -> Evaluator:
         if self._evaluator is None:
-            self._evaluator = Evaluator(self.loaded, self.data, device=self.device)
+            self._evaluator = Evaluator(self.loaded, self.data, device=self.device, objective=self.objective)
         return self._evaluator
+
+    @property
+    def notes(self) -> list[str]:
+        """The objective's note (when chosen for the user), then the evaluator's (data, truncation)."""
+        notes = self.evaluator.notes if self._evaluator is not None else list(self.data.notes)
+        return ([self.objective_note] if self.objective_note else []) + notes
 
     def with_progress(self, progress: Progress) -> Session:
         """The same session (same evaluator) reporting to ``progress``."""
         return replace(self, _evaluator=self.evaluator, progress=progress)
 
     def describe(self) -> dict:
-        return {"model": self.loaded.describe(), "data": self.data.describe()}
+        return {"model": self.loaded.describe(), "data": self.data.describe(), "objective": self.objective}
 
     # ------------------------------------------------------------------------------------------
     # where a result lives

@@ -57,6 +57,9 @@ def train_command(session: Session, method_name: str, params: dict | None = None
     """Run (or fetch from the store) one training run; returns its result with metadata."""
     trainer = get_trainer(method_name)
     params = trainer.validate(params)
+    reason = trainer.is_compatible(session.objective)
+    if reason:
+        raise ParamError(f"training mode '{method_name}' cannot run here: {reason}")
 
     def run() -> dict:
         start = time.perf_counter()

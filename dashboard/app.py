@@ -37,14 +37,19 @@ PAGES = [
     ("app_pages/training.py", "Training runs", ":material/model_training:", "training-runs"),
 ]
 
-MODEL_KINDS = {"default": "Default (MiniLM-L6, Rotten Tomatoes)", "folder": "Local folder", "hub": "Hub id"}
+MODEL_KINDS = {"default": "Default (MiniLM-L6, Rotten Tomatoes)",
+               "default-embedding": "Default embedding (all-MiniLM-L6-v2, not fine-tuned)",
+               "folder": "Local folder", "hub": "Hub id"}
+# the sidebar's objective choice: "auto" = the model's and data's default
+OBJECTIVE_CHOICES = {"auto": "automatic", "labels": "labels", "agreement": "agreement (no labels)",
+                     "embedding": "embedding (sentence vectors)"}
 DATA_KINDS = {"default": "Rotten Tomatoes (default)", "glue": "GLUE task", "upload": "Upload CSV/JSONL",
               "file": "File path"}
 
 
 def _model_kind(spec: str) -> str:
-    if spec == "default":
-        return "default"
+    if spec in ("default", "default-embedding"):
+        return spec
     return "folder" if data_roots.is_model_path(spec) else "hub"  # (a name too long: a folder)
 
 
@@ -64,7 +69,7 @@ def sidebar() -> None:
     sb.subheader("Model")
     kind = url_state.bound(sb.radio, "Model", "sb.model_kind", _model_kind(initial.model), options=list(MODEL_KINDS),
                            format_func=MODEL_KINDS.get, label_visibility="collapsed")
-    model = "default"
+    model = "default-embedding" if kind == "default-embedding" else "default"
     if kind == "folder":
         model = url_state.bound(sb.text_input, "Folder saved with save_pretrained", "sb.model_folder",
                                 initial.model if _model_kind(initial.model) == "folder" else "").strip()
@@ -101,6 +106,14 @@ def sidebar() -> None:
                             initial.limit or 0, bounds=(0, MAX_LIMIT), min_value=0, max_value=MAX_LIMIT, step=32,
                             help="fewer examples = faster; shipped precomputed results are for the whole split")
 
+    objective = url_state.bound(sb.selectbox, "Objective", "sb.objective", initial.objective or "auto",
+                                options=list(OBJECTIVE_CHOICES), format_func=OBJECTIVE_CHOICES.get,
+                                help="what a pruned model is measured against: the gold labels, the unpruned "
+                                     "model's predictions (agreement: no labels needed) or a sentence encoder's "
+                                     "vectors (embedding); automatic: labels for a classifier on labelled data, "
+                                     "agreement without labels, embedding for a model without a head")
+    objective = None if objective == "auto" else objective
+
     device = "cpu"
     devices = loading.available_devices()
     if len(devices) > 1:  # a GPU is there: masked evaluation may run on it (CPU stays the reference)
@@ -109,7 +122,7 @@ def sidebar() -> None:
                                       "PRUNELENS_PRECISION=fp32); gradients and training stay on the CPU")
 
     missing = []
-    if kind != "default" and not model:
+    if kind in ("folder", "hub") and not model:
         missing.append("a model folder or hub id")
     if dkind in ("file", "upload") and data in ("", "default"):
         missing.append("a data file")
@@ -117,7 +130,7 @@ def sidebar() -> None:
         sb.info(f"Give {' and '.join(missing)} to load it; still showing the previous choice.")
         _keep(initial)
         return
-    _keep(loading.Choice(model, data, int(limit) or None, upload_digest, device))
+    _keep(loading.Choice(model, data, int(limit) or None, upload_digest, device, objective))
 
 
 def _keep(choice: loading.Choice) -> None:
@@ -133,7 +146,10 @@ def _keep(choice: loading.Choice) -> None:
     fingerprint = "" if demo.active() else f" · `{session.loaded.fingerprint[:8]}`"
     sb.success(f"**{escape.markdown(session.loaded.name)}** · {inv.layers} layers × {inv.heads} heads"
                f"{fingerprint}\n\n**{escape.markdown(session.data.name)}** "
-               f"({escape.markdown(session.data.split)}) · {len(session.data)} examples")
+               f"({escape.markdown(session.data.split)}) · {len(session.data)} examples\n\n"
+               f"objective: **{session.objective}**")
+    if session.objective_note:
+        sb.caption(escape.markdown(session.objective_note))
     for job in jobs.BOARD.running():  # this session's runs only
         sb.progress(job.fraction, text=escape.markdown(f"training {job.method}: {job.message}"))
 

@@ -206,6 +206,41 @@ def explain(text: str) -> None:
 
 MARGIN_HELP = ("margin = the score of the correct answer minus the best wrong one, averaged over "
                "the sentences: above 0 the model is right, and the larger it is, the surer it is")
+# what each reported slot means under each objective (the metric cards' help)
+SLOT_HELP = {
+    "labels": {"accuracy": "share of sentences classified correctly",
+               "loss": "cross-entropy loss, lower is better", "margin": MARGIN_HELP},
+    "agreement": {"accuracy": "share of sentences where the pruned model picks the unpruned model's class",
+                  "loss": "KL(unpruned ‖ pruned) of the class probabilities, lower is better",
+                  "margin": "the unpruned model's class's score minus the best other, averaged: above 0 "
+                            "the pruned model still agrees"},
+    "embedding": {"accuracy": "mean cosine between each sentence's pruned and unpruned vector",
+                  "loss": "1 − cosine, lower is better",
+                  "margin": "cosine to its own unpruned vector minus the closest other sentence's, "
+                            "averaged: above 0 each sentence is still found by its own vector"},
+}
+
+
+def names(session) -> dict[str, str]:
+    """What the session's objective calls the three reported slots (accuracy, loss, margin)."""
+    from prunelens.analysis.objectives import SLOT_LABELS
+
+    return SLOT_LABELS[session.objective]
+
+
+def slot_help(session, slot: str) -> str:
+    return SLOT_HELP[session.objective][slot]
+
+
+def explain_objective(session) -> None:
+    """One sentence on what the objective's score means and when it is a good proxy, and why
+    this objective was chosen (when the user did not pick it)."""
+    from prunelens.analysis.objectives import EXPLAINED
+
+    if session.objective == "labels":
+        return
+    st.info(f"**Objective: {session.objective}.** {EXPLAINED[session.objective]}"
+            + (f" ({session.objective_note})" if session.objective_note else ""), icon=":material/target:")
 
 
 def method_caption(method: Method, container=None) -> None:
@@ -311,7 +346,7 @@ def obtain_scores(session, method: Method, unit: str, params: dict, key: str) ->
     with a progress bar. None while nothing is available."""
     from prunelens.analysis.operations import compute_scores
 
-    reason = method.is_compatible(session.loaded, session.data)
+    reason = method.is_compatible(session.loaded, session.data, session.objective)
     if reason:  # say why, instead of computing something meaningless or failing mid-way
         st.warning(f"**{method.title}** is not available for this model and data: {reason}.")
         return None

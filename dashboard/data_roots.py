@@ -61,7 +61,7 @@ def is_model_path(spec: str) -> bool:
 
 def model_spec(spec: str) -> str:
     """What to hand ``load_model``: a folder confined to the data roots; a hub id as it is."""
-    if spec == "default" or not is_model_path(spec):
+    if spec in ("default", "default-embedding") or not is_model_path(spec):
         return spec
     folder = Path(confine(spec, "model folder", ModelError))
     _files_inside(folder)

@@ -24,6 +24,8 @@ def flipped_table(session, result: dict) -> None:
     when they came from the store it costs one pass over the data, so it waits to be asked."""
     from prunelens.analysis.flips import flipped
 
+    if session.objective == "embedding":  # a sentence vector has no predicted label to flip
+        return
     with st.expander("Predictions that flip"):
         if result.get("from_store") and not st.toggle(
                 "List them (one pass of the pruned model over the data)", key="prune.flips.on"):

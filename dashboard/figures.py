@@ -187,9 +187,12 @@ def mask_heatmap(mask, unit: str, title: str | None = None) -> go.Figure:
 
 
 def delta_bars(delta: dict, metrics: Sequence[str] = ("accuracy", "loss", "margin"),
-               label: str = "masked", title: str = "Change vs the unpruned model") -> go.Figure:
-    """One panel per metric: pruned − unpruned with ± 1 standard-error bars (paired)."""
-    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[SHORT_LABELS.get(m, m) for m in metrics],
+               label: str = "masked", title: str = "Change vs the unpruned model",
+               names: dict[str, str] | None = None) -> go.Figure:
+    """One panel per metric: pruned − unpruned with ± 1 standard-error bars (paired); ``names``:
+    what the objective calls each metric (agreement, cosine, ...)."""
+    names = names or SHORT_LABELS
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[names.get(m, m) for m in metrics],
                         horizontal_spacing=0.2)
     for i, metric in enumerate(metrics):
         value = float(delta.get(metric, 0.0))
@@ -199,7 +202,8 @@ def delta_bars(delta: dict, metrics: Sequence[str] = ("accuracy", "loss", "margi
         fig.add_trace(go.Bar(
             x=[label], y=[value], error_y={"type": "data", "array": [se], "visible": True},
             marker_color=PALETTE[2] if good else PALETTE[3], name=metric, showlegend=False,
-            hovertemplate=f"Δ {metric}: %{{y:.4g}} ± {se:.3g}<extra></extra>"), row=1, col=i + 1)
+            hovertemplate=f"Δ {names.get(metric, metric)}: %{{y:.4g}} ± {se:.3g}<extra></extra>"),
+            row=1, col=i + 1)
         fig.add_hline(y=0, line_color="#888", line_width=1, row=1, col=i + 1)
     fig.update_yaxes(tickfont_size=10)
     fig.update_xaxes(showticklabels=False)  # one bar per panel; its label is in the hover
@@ -207,8 +211,10 @@ def delta_bars(delta: dict, metrics: Sequence[str] = ("accuracy", "loss", "margi
 
 
 def curves(rows: Sequence[dict], metric: str = "accuracy", base: float | None = None,
-           title: str | None = None) -> go.Figure:
-    """``metric`` versus sparsity, one line per method; the unpruned model as a dashed line."""
+           title: str | None = None, names: dict[str, str] | None = None) -> go.Figure:
+    """``metric`` versus sparsity, one line per method; the unpruned model as a dashed line;
+    ``names``: what the objective calls each metric."""
+    shown = (names or METRIC_LABELS).get(metric, metric)
     fig = go.Figure()
     methods = list(dict.fromkeys(r["method"] for r in rows))  # first-seen order
     for i, name in enumerate(methods):
@@ -222,8 +228,8 @@ def curves(rows: Sequence[dict], metric: str = "accuracy", base: float | None = 
         fig.add_hline(y=float(base), line_dash="dash", line_color="black",
                       annotation_text="unpruned", annotation_position="top right")
     fig.update_xaxes(title="sparsity (fraction of units removed)", tickformat=".0%")
-    fig.update_yaxes(title=METRIC_LABELS.get(metric, metric))
-    return _layout(fig, title or f"{metric} versus sparsity", height=380)
+    fig.update_yaxes(title=shown)
+    return _layout(fig, title or f"{shown} versus sparsity", height=380)
 
 
 def matrix_heatmap(matrix, labels: Sequence[str], title: str, zmin: float = -1.0, zmax: float = 1.0,

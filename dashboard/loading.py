@@ -1,7 +1,8 @@
 """What the dashboard has loaded: the sidebar's model/data :class:`Choice` and its cached session.
 
 - The choice lives in ``st.session_state`` and is mirrored in ``st.query_params`` (``model``,
-  ``data``, ``limit``, ``device``), so a URL restores it.
+  ``data``, ``limit``, ``device``, ``objective``), so a URL restores it. The objective is the
+  model's and data's default unless the user picks one (:mod:`prunelens.analysis.objectives`).
 - ``st.cache_resource`` holds loaded models, data sets and sessions (never mutated: gates are
   hooks removed after use); a load that failed a moment ago fails again at once instead of
   loading twice (the sidebar and the page ask within one run).
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from prunelens.analysis import objectives
 from prunelens.analysis.cache import ResultStore, default_user_dir
 from prunelens.analysis.data import TextData, from_bytes
 from prunelens.analysis.errors import DataError, PrunelensError
@@ -38,11 +40,12 @@ class Choice:
     limit: int | None = None
     upload_digest: str | None = None
     device: str = "cpu"  # "cuda" only where this server's torch sees a GPU
+    objective: str | None = None  # None: the model's and data's default
 
     def query(self) -> dict[str, str | None]:
         """URL parameters that restore this choice (an upload cannot be restored from a URL)."""
         return {"model": self.model, "data": self.data, "limit": str(self.limit) if self.limit else None,
-                "device": None if self.device == "cpu" else self.device}
+                "device": None if self.device == "cpu" else self.device, "objective": self.objective}
 
 
 def choice_from_query() -> Choice:
@@ -53,9 +56,11 @@ def choice_from_query() -> Choice:
     except ValueError:
         limit_value = None
     device = q.get("device") or "cpu"
+    objective = q.get("objective")
     return Choice(model=q.get("model") or "default", data=q.get("data") or "default",
                   limit=limit_value if limit_value and limit_value > 0 else None,
-                  device=device if device in available_devices() else "cpu")
+                  device=device if device in available_devices() else "cpu",
+                  objective=objective if objective in objectives.OBJECTIVES else None)
 
 
 def current_choice() -> Choice:
@@ -87,10 +92,15 @@ def cached_data(spec: str, limit: int | None, upload_digest: str | None, _upload
 
 @st.cache_resource(show_spinner=False, max_entries=4)  # the sidebar shows "Loading…"
 def cached_session(model: str, data: str, limit: int | None, upload_digest: str | None,
-                   store_dir: str, _upload: bytes | None, device: str = "cpu") -> Session:
+                   store_dir: str, _upload: bytes | None, device: str = "cpu",
+                   objective: str | None = None) -> Session:
+    raw = cached_data(data, limit, upload_digest, _upload)
+    objectives.check_data_objective(objective, raw.labelled, f"data '{raw.name}'")  # before the model
     loaded = cached_model(model)
-    text_data = loaded.fit_data(cached_data(data, limit, upload_digest, _upload))
-    return Session(loaded, text_data, ResultStore(store_dir), device)
+    chosen = objectives.resolve(objective, loaded.headless, raw.labelled, loaded.name, f"data '{raw.name}'")
+    note = objectives.default_note(chosen, loaded.headless, raw.labelled) if objective is None else None
+    return Session(loaded, loaded.fit_data(raw), ResultStore(store_dir), device, objective=chosen,
+                   objective_note=note)
 
 
 def available_devices() -> list[str]:
@@ -129,7 +139,7 @@ def open_session(choice: Choice) -> Session:
         raise failed[2]
     try:
         return cached_session(choice.model, choice.data, choice.limit, choice.upload_digest,
-                              store_dir(), upload_bytes(choice), choice.device)
+                              store_dir(), upload_bytes(choice), choice.device, choice.objective)
     except PrunelensError as exc:
         st.session_state[FAILED_LOAD] = (choice, store_dir(), exc, time.monotonic())
         raise

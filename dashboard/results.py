@@ -69,8 +69,11 @@ def stored(session: Session, kind: str, method: str = "", unit: str = "", params
 
 @st.cache_data(show_spinner="Evaluating the unpruned model…", max_entries=16, hash_funcs=BY_SESSION)
 def base_eval(session: Session) -> dict:
-    """Accuracy, loss, margin (and standard errors) of the unpruned model on the loaded data."""
-    return session.evaluator.base.as_dict()
+    """Accuracy, loss, margin (and standard errors) of the unpruned model on the loaded data
+    (from the store when it holds them)."""
+    from prunelens.analysis.operations import base_result
+
+    return base_result(session)
 
 
 @st.cache_data(show_spinner="Scoring…", max_entries=256, hash_funcs=BY_SESSION)

@@ -15,8 +15,10 @@
   process exits anyway after :data:`STOP_GRACE_S`.
 
 Both hooks wrap Streamlit functions (``starlette_app.create_streamlit_middleware``,
-``bootstrap._set_up_signal_handler``); if a Streamlit release renames them the server refuses
-to start rather than run without the check.
+``bootstrap._set_up_signal_handler``). The server refuses to start, with one ``error:`` line and
+exit code 2, when the check cannot be active: a Streamlit older than :data:`GUARDED_SINCE` (its
+server is not, or not only, the Starlette one the guard sits in), a release that renamed either
+function, or a server that was built without calling the guarded middleware.
 """
 
 from __future__ import annotations
@@ -29,6 +31,43 @@ from urllib.parse import urlsplit
 
 LOCAL_NAMES = ("localhost", "127.0.0.1", "[::1]")
 STOP_GRACE_S = 5.0
+GUARDED_SINCE = (1, 57)  # the first Streamlit whose one server is Starlette (pyproject's floor)
+_built = threading.Event()  # set when Streamlit built its middleware through the guarded list
+
+
+class GuardUnavailable(RuntimeError):
+    """The Host/Origin check cannot be put in front of this Streamlit's server."""
+
+
+def _release(text: str) -> tuple[int, ...]:
+    parts = []
+    for part in text.split(".")[:2]:
+        digits = "".join(c for c in part if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def _guard_points():
+    """Streamlit's module and function the hooks wrap, or :class:`GuardUnavailable` saying why
+    the check cannot be installed."""
+    import streamlit
+
+    fix = f"install a supported one: pip install 'streamlit>={'.'.join(map(str, GUARDED_SINCE))}'"
+    if _release(streamlit.__version__) < GUARDED_SINCE:
+        raise GuardUnavailable(f"streamlit {streamlit.__version__} is too old for the dashboard's "
+                               f"Host/Origin check, which guards the Starlette server ({fix})")
+    try:
+        from streamlit.web import bootstrap
+        from streamlit.web.server.starlette import starlette_app
+    except ImportError as exc:
+        raise GuardUnavailable(f"streamlit {streamlit.__version__} has no {exc.name}, where the "
+                               f"dashboard's Host/Origin check goes ({fix})") from None
+    for module, name in ((starlette_app, "create_streamlit_middleware"),
+                         (bootstrap, "_set_up_signal_handler")):
+        if not callable(getattr(module, name, None)):
+            raise GuardUnavailable(f"streamlit {streamlit.__version__} has no {module.__name__}."
+                                   f"{name}, which the dashboard's Host/Origin check wraps ({fix})")
+    return bootstrap, starlette_app
 
 
 def allowed_hosts(address: str, port: int) -> frozenset[str]:
@@ -88,14 +127,15 @@ async def _refuse(scope, send) -> None:
 
 def install() -> None:
     """Put :class:`HostGuard` in front of Streamlit's middleware and make a stop signal end
-    the process promptly (idempotent)."""
+    the process promptly (idempotent). Raises :class:`GuardUnavailable` when the check cannot be
+    installed; once the server is up, it ends the process if the server was built without it."""
     from starlette.middleware import Middleware
-    from streamlit.web import bootstrap
-    from streamlit.web.server.starlette import starlette_app
 
+    bootstrap, starlette_app = _guard_points()
     middleware = starlette_app.create_streamlit_middleware
     if not getattr(middleware, "prunelens", False):
         def guarded_middleware():
+            _built.set()
             return [Middleware(HostGuard), *middleware()]
 
         guarded_middleware.prunelens = True
@@ -104,6 +144,11 @@ def install() -> None:
     set_up = bootstrap._set_up_signal_handler
     if not getattr(set_up, "prunelens", False):
         def set_up_with_deadline(server) -> None:
+            if not _built.is_set():  # the server started without the guarded middleware
+                sys.stderr.write("error: this streamlit's server was built without the dashboard's "
+                                 "Host/Origin check; stopped (install a supported streamlit, see "
+                                 "pyproject.toml)\n")
+                _exit_now(2)
             set_up(server)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 graceful = signal.getsignal(sig)
@@ -130,7 +175,11 @@ def _exit_now(code: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     """``streamlit <argv>`` (e.g. ``run app.py --server.port 8501``) with :func:`install` first;
     the process ends without interpreter shutdown, which background threads could crash."""
-    install()
+    try:
+        install()
+    except GuardUnavailable as exc:  # before anything listens
+        sys.stderr.write(f"error: {exc}\n")
+        raise SystemExit(2) from None
     from streamlit.web import cli
 
     sys.argv = ["streamlit", *(sys.argv[1:] if argv is None else argv)]

@@ -31,6 +31,8 @@ from prunelens.analysis.methods.admm import VARIANT_ORDER  # noqa: E402
 from prunelens.analysis.evaluate import correct_flags  # noqa: E402
 from prunelens.analysis.methods import all_methods  # noqa: E402
 from prunelens.analysis.operations import compute_scores, curve, mask_for, open_session  # noqa: E402
+
+import objective_fidelity  # noqa: E402  (this folder: the label-free section)
 from prunelens.analysis.run_result import RunResult, normalise  # noqa: E402
 from prunelens.analysis.training import get_trainer, train_command  # noqa: E402
 
@@ -644,6 +646,8 @@ def main() -> int:
         f"distribution over {RANDOM_MASKS} random score maps, the ρ that chance alone gives.",
         "",
         table(["method", "ρ vs ablation (loss increase)", "ρ vs \\|loss change\\|"], rows),
+        "",
+        *objective_fidelity.section(session),  # label-free pruning (scripts/objective_fidelity.py)
         "",
         "Where the numbers came from: every evaluation above ran on this machine's CPU; the "
         "training runs ran on " + ", ".join(f"{d.upper() if d != 'cpu' else 'CPU'} ({n} runs)"

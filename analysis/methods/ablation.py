@@ -40,7 +40,7 @@ def measuring_evaluator(ctx, examples: int):
     data, _ = training_data(ctx)
     if data is ctx.data:
         return ctx.evaluator
-    return Evaluator(ctx.loaded, data.subset(examples), device=ctx.device)
+    return Evaluator(ctx.loaded, data.subset(examples), device=ctx.device, objective=ctx.objective)
 
 
 class Ablation(Method):

@@ -276,8 +276,14 @@ class Method:
             raise ParamError(f"method '{self.name}' scores units {', '.join(self.units)}, not '{unit}'")
         return unit
 
-    def is_compatible(self, loaded: LoadedModel, data: TextData | None = None) -> str | None:
-        """Why this method cannot score ``loaded`` on ``data`` (a phrase for the UI), or None."""
+    def is_compatible(self, loaded: LoadedModel, data: TextData | None = None,
+                      objective: str = "labels") -> str | None:
+        """Why this method cannot score ``loaded`` on ``data`` under ``objective`` (a phrase for
+        the UI), or None. A method that needs a loss uses the objective's
+        (:func:`prunelens.analysis.objectives.gradient_losses`), so a headless encoder under the
+        embedding objective has no classes to need."""
+        if getattr(loaded, "headless", False):
+            return None
         classes = int(getattr(loaded.model.config, "num_labels", 2) or 0)
         if self.needs_classes and classes < 2:
             return (f"its importance is the gradient or change of the classification loss, and this model "
@@ -292,7 +298,7 @@ class Method:
         """Scores of several units for one setting (validated, shapes checked), by unit."""
         units = tuple(self.check_unit(u) for u in units)
         params = self.validate(params)
-        reason = self.is_compatible(ctx.loaded, ctx.data)
+        reason = self.is_compatible(ctx.loaded, ctx.data, ctx.objective)
         if reason:
             raise ParamError(f"method '{self.name}' cannot score this model and data: {reason}")
         out = {}
@@ -356,6 +362,16 @@ class Trainer:
     cost: Callable[[dict], Work] | None = None  # what a run with these parameters costs
     # (params, evaluation examples) -> (trained examples, evaluated examples): the run-time model
     workload: Callable[[dict, int], tuple[int, int] | None] = steps_workload
+    # the run fine-tunes (or evaluates its variants) against the gold labels: it needs the
+    # labels objective (every training mode so far does)
+    needs_labels: bool = True
+
+    def is_compatible(self, objective: str = "labels") -> str | None:
+        """Why a run cannot happen under ``objective`` (a phrase for the UI and the CLI), or None."""
+        if self.needs_labels and objective != "labels":
+            return (f"its training steps fine-tune on the gold labels, and the objective is {objective} "
+                    "(use labelled data and --objective labels)")
+        return None
 
     def validate(self, raw: dict[str, Any] | None) -> dict[str, Any]:
         """As :meth:`Method.validate`, against the training budget."""

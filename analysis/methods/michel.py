@@ -2,7 +2,8 @@
 than One?".
 
 A gate ξ = 1 multiplies every unit; importance is the expected absolute gradient of the task loss
-(cross-entropy) with respect to it, then L2-normalized within each layer as in their released
+(cross-entropy; under another objective its gradient loss,
+:func:`prunelens.analysis.objectives.gradient_losses`) with respect to it, then L2-normalized within each layer as in their released
 code (pmichel31415/are-16-heads-really-better-than-1). ``per`` says over what the absolute value
 is taken, and the choice is part of the stored result's key:
 
@@ -24,12 +25,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from prunelens.analysis.batches import StreamedBatches, training_data
 from prunelens.analysis.gates import Masks, gated
 from prunelens.analysis.layout import UNITS
 from prunelens.analysis.methods.base import SEED, Session, Deviation, Method, Param, Work
+from prunelens.analysis.objectives import gradient_losses, model_output
 
 PER = ("example", "token", "batch")
 
@@ -60,8 +61,9 @@ def unit_gate_gradients(ctx: Session, units, batches=None, per: str = "batch") -
         gates = {unit: torch.ones((shape[0], *extra, *shape[1:]), requires_grad=True)
                  for unit, shape in shapes.items()}
         with torch.enable_grad(), gated(model, Masks(**gates)):
-            logits = model(**inputs).logits
-            losses = F.cross_entropy(logits, batch.labels.to(logits.device), reduction="none")
+            # the objective's gradient loss: gold labels, the unpruned class or vector
+            losses = gradient_losses(ctx.objective, model_output(model, inputs, ctx.loaded.pooling),
+                                     batch.labels)
             # summed, each example's loss reaches only its own gates: their gradients are its own
             grads = torch.autograd.grad(losses.mean() if per == "batch" else losses.sum(),
                                         list(gates.values()))
@@ -129,5 +131,10 @@ METHOD = Michel(
         Deviation("data", "the training set", "1024 seeded training-split examples (a data set without "
                   "a known train split: its own examples)"),
         Deviation("normalization", "L2 within each layer (official code)", "the same (optional)"),
+        Deviation("loss", "cross-entropy against the gold labels",
+                  "the same under the labels objective; without labels the objective's gradient loss: "
+                  "cross-entropy against the unpruned model's top class (agreement, TextPruner's "
+                  "self-supervised mode) or the in-batch contrastive loss against the unpruned "
+                  "sentence vectors (embedding)"),
     ),
 )

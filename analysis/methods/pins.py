@@ -68,6 +68,7 @@ from prunelens.analysis.hooks import private_copy
 from prunelens.analysis.layout import MATRICES, UNITS, encoder_matrices, per_unit
 from prunelens.analysis.methods.base import SEED, Deviation, Method, Param, Progress, Trainer, Work, no_progress, training_work
 from prunelens.analysis.models import Inventory
+from prunelens.analysis.objectives import gradient_losses, model_output
 from prunelens.analysis.run_result import shaped
 from prunelens.analysis.session import Session
 
@@ -282,9 +283,11 @@ def train_cost(params: dict) -> Work:
 # score-only mode
 
 def score_weights(loaded, data: TextData, params: dict, progress: Progress = no_progress,
-                  device: str = "cpu", eta: float | None = None) -> list[list[torch.Tensor]]:
+                  device: str = "cpu", eta: float | None = None,
+                  objective: str = "labels") -> list[list[torch.Tensor]]:
     """Ī·U per weight after ``batches`` gradient evaluations on a private copy (no updates);
-    ``eta`` overrides ``params["eta"]`` (PLATON: 0)."""
+    ``eta`` overrides ``params["eta"]`` (PLATON: 0); the loss is ``objective``'s gradient loss
+    (:func:`prunelens.analysis.objectives.gradient_losses`; the copy is the unpruned model)."""
     model = private_copy(loaded.model, device)
     model.eval()
     weights = prunable_weights(model)
@@ -298,12 +301,20 @@ def score_weights(loaded, data: TextData, params: dict, progress: Progress = no_
     with torch.enable_grad():
         for i, batch in enumerate(batches):
             model.zero_grad(set_to_none=True)
-            logits = model(**batch.to(device).model_inputs()).logits
-            F.cross_entropy(logits, batch.labels.to(logits.device)).backward()
+            outputs = model_output(model, batch.to(device).model_inputs(), loaded.pooling)
+            gradient_losses(objective, outputs, batch.labels).mean().backward()
             state.update()
             progress((i + 1) / len(batches), f"pins scores, batch {i + 1}/{len(batches)}")
     state.flush()  # the last window enters too (0.2 dropped it: all scores 0 when delta_t >= batches)
     return state.importance()
+
+
+# the live scores' loss under each objective (the training mode needs the gold labels)
+LOSS_DEVIATION = Deviation(
+    "loss without labels", "cross-entropy against the gold labels",
+    "live scores: the objective's gradient loss (agreement: cross-entropy against the unpruned "
+    "model's top class, TextPruner's self-supervised mode; embedding: the in-batch contrastive loss "
+    "against the unpruned sentence vectors); the training mode needs labels")
 
 
 @dataclass
@@ -314,7 +325,7 @@ class Pins(Method):
         """One scoring run of the per-weight importance, summed to every unit asked for."""
         data, _ = training_data(ctx)  # label-using importance: the train split when known
         imp = score_weights(ctx.loaded, data, params, ctx.progress, ctx.device,
-                            eta=None if self.eta_param else 0.0)
+                            eta=None if self.eta_param else 0.0, objective=ctx.objective)
         out = {}
         for unit in units:
             scores = aggregate(imp, ctx.loaded.inventory, unit)
@@ -802,5 +813,6 @@ METHOD = Pins(
         Deviation("budget", "BERT-base, GLUE, full fine-tuning epochs on a GPU",
                   "MiniLM-L6 on Rotten Tomatoes, 150 steps × 16 from the fine-tuned model (CPU)"),
         Deviation("signed variant", "—", "an explicit option (signed S before the EMA): not the method"),
+        LOSS_DEVIATION,
     ),
 )

@@ -28,7 +28,7 @@ from functools import partial
 
 from prunelens.analysis.layout import UNITS
 from prunelens.analysis.methods.base import SEED, Deviation, Param, Trainer
-from prunelens.analysis.methods.pins import (BETA1, OFFICIAL_TRAINING, SCHEDULE, SCHEDULE_ENDS, SCORE_BATCHES, Pins, score_cost, train_cost,
+from prunelens.analysis.methods.pins import (BETA1, LOSS_DEVIATION, OFFICIAL_TRAINING, SCHEDULE, SCHEDULE_ENDS, SCORE_BATCHES, Pins, score_cost, train_cost,
                                    train_run, train_workload)
 
 SMOOTHING = (
@@ -103,5 +103,6 @@ METHOD = Pins(
         Deviation("live scores", "not in the paper", "Ī·U over a few training-split batches without "
                   "updates, the open window flushed at the end (0.2 dropped it)"),
         Deviation("budget", "BERT-base/DeBERTa on GLUE, GPU", "MiniLM-L6 on Rotten Tomatoes, 150 steps × 16 (CPU)"),
+        LOSS_DEVIATION,
     ),
 )

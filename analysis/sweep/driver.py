@@ -26,7 +26,7 @@ import numpy as np
 
 from prunelens.analysis.cache import ResultStore
 from prunelens.analysis.checkpoints import Cancelled
-from prunelens.analysis.errors import ParamError, PrunelensError, terminal
+from prunelens.analysis.errors import ParamError, PartialFailure, PrunelensError, terminal
 from prunelens.analysis.operations import open_session, stored_scores
 from prunelens.analysis.session import Session
 from prunelens.analysis.sweep.spec import SweepSpec, Target
@@ -36,7 +36,7 @@ ATTEMPTS = 2  # a failed task is tried once more, then reported
 EXECUTORS = ("local", "ray")
 
 
-class SweepFailed(PrunelensError):
+class SweepFailed(PartialFailure):
     """Some tasks failed twice; everything else was stored."""
 
 
@@ -149,7 +149,7 @@ def plan_sweep(spec: SweepSpec, store: ResultStore, device: str = "cpu", say=Non
             continue
         say(f"planning: opening model '{target.model}' on data '{target.data}' ({i}/{len(spec.targets)})")
         sessions[target] = open_session(target.model, target.data, target.limit, store=store,
-                                        device=device)
+                                        device=device, objective=target.objective)
     tasks, followers = expand(spec, sessions)
     plan = Plan(sessions, {}, {})
     for task in tasks:

@@ -18,12 +18,13 @@ from typing import Any
 
 from prunelens.analysis.errors import ParamError, path_error, shown, usable_path
 from prunelens.analysis.files import read_regular
+from prunelens.analysis.objectives import OBJECTIVES
 from prunelens.analysis.methods import get_method
 from prunelens.analysis.methods.base import UNITS
 from prunelens.analysis.pruning import check_sparsity
 
 MAX_SPEC_BYTES = 1 << 20  # a sweep spec is a few hundred bytes
-TOP_KEYS = {"models", "data", "limit", "units", "scopes", "sparsities", "methods", "train"}
+TOP_KEYS = {"models", "data", "limit", "objective", "units", "scopes", "sparsities", "methods", "train"}
 METHOD_KEYS = {"params", "units", "scopes", "sparsities"}
 TRAIN_KEYS = {"method", "params"}
 SCOPES = ("global", "layer")
@@ -34,15 +35,18 @@ DEFAULTS = {"models": ["default"], "data": ["default"], "units": ["head"], "scop
 
 @dataclass(frozen=True)
 class Target:
-    """One model evaluated on one data set (the first ``limit`` examples when given)."""
+    """One model evaluated on one data set (the first ``limit`` examples when given) under an
+    objective (None: the model's and data's default, :mod:`prunelens.analysis.objectives`)."""
 
     model: str
     data: str
     limit: int | None = None
+    objective: str | None = None
 
     def label(self) -> str:
         limit = "" if self.limit is None else f"[:{self.limit}]"
-        return f"{Path(self.model).name or self.model} on {Path(self.data).name or self.data}{limit}"
+        objective = "" if self.objective is None else f" ({self.objective})"
+        return f"{Path(self.model).name or self.model} on {Path(self.data).name or self.data}{limit}{objective}"
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,10 @@ def parse_spec(raw: dict, base: Path | None = None, name: str = "sweep spec") ->
     limit = raw.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ParamError(f"{where} limit must be a positive integer, got {limit!r}")
-    targets = tuple(Target(m, d, limit) for m in models for d in data)
+    objective = raw.get("objective")
+    if objective is not None and objective not in OBJECTIVES:
+        raise ParamError(f"{where} objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    targets = tuple(Target(m, d, limit, objective) for m in models for d in data)
 
     methods_raw = raw.get("methods", {})
     if isinstance(methods_raw, list):  # methods = ["magnitude", "random"]: default parameters

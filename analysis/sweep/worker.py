@@ -108,7 +108,8 @@ def _session(target: Target, device: str) -> tuple[Any, bool]:
         if key in _sessions:
             _sessions.move_to_end(key)
             return _sessions[key], False
-    session = open_session(target.model, target.data, target.limit, device=device)
+    session = open_session(target.model, target.data, target.limit, device=device,
+                           objective=target.objective)
     session.evaluator  # noqa: B018 (built once here, shared by every task's view of the session)
     _keep(key, session)
     return session, True

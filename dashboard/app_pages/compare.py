@@ -19,6 +19,7 @@ controls.explain(
     "units go; a method is only useful if it stays above <b>random</b>.")
 
 session = loading.current_session()
+controls.explain_objective(session)
 units = list(UNITS)
 unit = url_state.bound(st.selectbox, "Unit", "cmp.unit", "head", "unit", options=units)
 available = controls.methods_for(unit)
@@ -127,14 +128,15 @@ def overlap() -> None:
 
 overlap()
 
-st.subheader("Accuracy and loss versus sparsity")
+st.subheader(f"{controls.names(session)['accuracy'].capitalize()} and loss versus sparsity")
 k1, k2, k3 = st.columns(3)
 step = url_state.bound(k1.selectbox, "Step", "cmp.step", 0.1, "step", options=[0.05, 0.1, 0.2], cast=float,
                        format_func=lambda s: f"{s:.0%}")
 curve_scope = url_state.bound(k2.radio, "Curve scope", "cmp.curve_scope", "global", "curve_scope",
                               options=["global", "layer"], horizontal=True)
+NAMES = controls.names(session)  # what the objective calls accuracy, loss and margin
 metric = url_state.bound(k3.radio, "Metric", "cmp.metric", "accuracy", "metric",
-                         options=["accuracy", "loss", "margin"], horizontal=True)
+                         options=["accuracy", "loss", "margin"], horizontal=True, format_func=NAMES.get)
 count = round(0.9 / step)
 sparsities = [round(i * step, 2) for i in range(count + 1)]
 curve_methods = names + (["random"] if "random" not in names and "random" in available else [])
@@ -155,6 +157,7 @@ emptied_layer_hint(emptied_by({n: s for n, s in scores.items() if n in curve_met
                               curve_scope, keep_one), curve_scope)
 st.session_state["cmp.curves.key"] = key
 base = results.base_eval(session)
-controls.show_figure(figures.curves(rows, metric, base=base[metric]), f"curve_{metric}_{unit}", "cmp.curve")
+controls.show_figure(figures.curves(rows, metric, base=base[metric], names=NAMES), f"curve_{metric}_{unit}",
+                     "cmp.curve")
 controls.download_table(pd.DataFrame(rows), f"curves_{unit}_{curve_scope}", "cmp.curves")
 controls.share_link_note()

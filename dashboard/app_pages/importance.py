@@ -17,6 +17,7 @@ controls.explain(
     "cell per head (rows are layers). Click a cell to see how that head scores under every method.")
 
 session = loading.current_session()
+controls.explain_objective(session)
 inv = session.loaded.inventory
 
 c1, c2 = st.columns([3, 1])  # the method box gets the width: its name is never cut at 1024 px

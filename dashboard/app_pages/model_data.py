@@ -21,6 +21,8 @@ controls.explain(
 session = loading.current_session()
 loaded, data = session.loaded, session.data
 inv = loaded.inventory
+controls.explain_objective(session)
+NAMES = controls.names(session)
 
 c1, c2 = st.columns(2)
 with c1:
@@ -28,13 +30,16 @@ with c1:
     st.markdown(f"**{escape.markdown(loaded.name)}** ({escape.markdown(loaded.source)})"
                 + (f" · fingerprint `{loaded.fingerprint}`" if controls.developer() else ""))
     st.markdown(f"{inv.layers} layers × {inv.heads} heads (head size {inv.head_size}), hidden {inv.hidden}, "
-                f"FFN {inv.ffn} · {loaded.num_labels} labels")
+                f"FFN {inv.ffn} · " + (f"sentence encoder: {loaded.pooling.mode} pooling"
+                                      f"{', normalized' if loaded.pooling.normalize else ''}" if loaded.headless
+                                      else f"{loaded.num_labels} labels"))
     for note in loaded.notes:
         st.caption(escape.markdown(note))
 with c2:
     st.subheader("Data")
     st.markdown(f"**{escape.markdown(data.name)}** · split {escape.markdown(data.split)} · {len(data)} examples"
-                f" · task metric {escape.markdown(data.metric)}"
+                + (f" · task metric {escape.markdown(data.metric)}" if session.objective == "labels"
+                   else f" · objective {session.objective}")
                 + (f" · fingerprint `{data.fingerprint}`" if controls.developer() else ""))
     for note in session.evaluator.notes:  # may quote the data's label names
         st.caption(escape.markdown(note))
@@ -43,10 +48,10 @@ st.subheader("Unpruned model")
 with run_control.guard():
     base = results.base_eval(session)
 m1, m2, m3, m4 = st.columns(4)
-m1.metric("accuracy", f"{base['accuracy']:.3f}", help=f"± {base['accuracy_se']:.3f} (standard error)")
-m2.metric("loss", f"{base['loss']:.3f}", help=f"cross-entropy, lower is better. ± {base['loss_se']:.3f}")
-m3.metric("margin", f"{base['margin']:.3f}", help=f"{controls.MARGIN_HELP}. ± {base['margin_se']:.3f}")
-if data.metric == "accuracy":
+for column, slot in zip((m1, m2, m3), ("accuracy", "loss", "margin")):
+    column.metric(NAMES[slot], f"{base[slot]:.3f}",
+                  help=f"{controls.slot_help(session, slot)}. ± {base[slot + '_se']:.3f} (standard error)")
+if data.metric == "accuracy" or session.objective != "labels":
     m4.metric("examples", f"{base['n']}", help="evaluation examples (the dev split unless limited)")
 else:  # the task's own metric (MCC for CoLA, F1 for MRPC/QQP)
     m4.metric(data.metric, f"{base['metric']:.3f}", help=f"± {base['metric_se']:.3f} (bootstrap)")
@@ -69,6 +74,7 @@ st.caption(f"Encoder parameters: {inv.encoder_params:,} (embeddings and classifi
 controls.download_table(rows, "units", "md.units")
 
 with st.expander("Examples"):
-    sample = [{"text": t, "label": int(y)} for t, y in zip(data.texts[:20], data.labels[:20])]
+    sample = [{"text": t, **({"label": int(y)} if data.labelled else {})}
+              for t, y in zip(data.texts[:20], data.labels[:20])]
     st.dataframe(sample, hide_index=True)
 controls.share_link_note()

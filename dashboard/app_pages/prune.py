@@ -21,6 +21,8 @@ controls.explain(
 
 session = loading.current_session()
 inv = session.loaded.inventory
+controls.explain_objective(session)
+NAMES = controls.names(session)  # what the objective calls accuracy, loss and margin
 
 method = controls.pick_method("prune.method")  # its own row: the name is never cut at 1024 px
 c2, c3 = st.columns(2)
@@ -73,15 +75,11 @@ def _numbers(result: dict, label: str, caption: str) -> None:
     mark = "≈ " if label == "estimate" else ""
     what = f"pruned model, {label}"
     m = st.columns(5)
-    m[0].metric(f"{mark}accuracy", f"{pruned['accuracy']:.3f}", f"{delta['accuracy']:+.3f}",
-                help=f"{what}: share of sentences classified correctly. Change ± "
-                     f"{delta.get('accuracy_se', float('nan')):.3f} (paired standard error)")
-    m[1].metric(f"{mark}loss", f"{pruned['loss']:.3f}", f"{delta['loss']:+.3f}", delta_color="inverse",
-                help=f"{what}: cross-entropy loss, lower is better. Change ± "
-                     f"{delta.get('loss_se', float('nan')):.3f} (paired standard error)")
-    m[2].metric(f"{mark}margin", f"{pruned['margin']:.3f}", f"{delta['margin']:+.3f}",
-                help=f"{what}: {controls.MARGIN_HELP}. Change ± "
-                     f"{delta.get('margin_se', float('nan')):.3f} (paired standard error)")
+    for column, slot in zip(m, ("accuracy", "loss", "margin")):
+        column.metric(f"{mark}{NAMES[slot]}", f"{pruned[slot]:.3f}", f"{delta[slot]:+.3f}",
+                      delta_color="inverse" if slot == "loss" else "normal",
+                      help=f"{what}: {controls.slot_help(session, slot)}. Change ± "
+                           f"{delta.get(slot + '_se', float('nan')):.3f} (paired standard error)")
     m[3].metric("units cut", f"{result['sparsity']:.1%}", help="sparsity: fraction of units removed")
     m[4].metric("params cut", f"{comp['fraction']:.1%}",
                 help=f"parameters removed: {comp['removed']:,} of {comp['total']:,} encoder "
@@ -134,7 +132,7 @@ def live() -> None:
                                    else "a larger sample is being evaluated…"))
                     _numbers(first, "estimate",
                              f"{'First estimate' if stage == 0 else 'Estimate'} on {n} sentences "
-                             f"(a fixed random subset of {first['estimate']['of']}): Δ accuracy "
+                             f"(a fixed random subset of {first['estimate']['of']}): Δ {NAMES['accuracy']} "
                              f"{d['accuracy']:+.3f} ± {d['accuracy_se']:.3f}, Δ loss {d['loss']:+.3f} ± "
                              f"{d['loss_se']:.3f} (± one paired standard error: it shrinks as the "
                              "sample grows). The full-data numbers replace it when ready…")
@@ -149,32 +147,40 @@ def live() -> None:
     base = result["base"]
     slot.empty()
     with full_slot.container():
-        _numbers(result, "masked", f"Full data: {base['n']} examples. Unpruned: accuracy {base['accuracy']:.3f}, "
-                                   f"loss {base['loss']:.3f}, margin {base['margin']:.3f}." + _precision_note(result))
+        extras = "".join(f" {name.replace('_', ' ')} {result['pruned'][name]:.3f}."
+                         for name in ("neighbour_agreement", "sts_spearman", "recall_at_1", "recall_at_10")
+                         if name in result["pruned"])
+        _numbers(result, "masked", f"Full data: {base['n']} examples. Unpruned: {NAMES['accuracy']} "
+                                   f"{base['accuracy']:.3f}, {NAMES['loss']} {base['loss']:.3f}, {NAMES['margin']} "
+                                   f"{base['margin']:.3f}." + (f" Pruned:{extras}" if extras else "")
+                                   + _precision_note(result))
     pruned, delta = result["pruned"], result["delta"]
     left, right = st.columns(2)
     with left:
-        controls.show_figure(figures.delta_bars(delta, label="masked"), "prune_deltas", "prune.deltas")
+        controls.show_figure(figures.delta_bars(delta, label="masked", names=NAMES), "prune_deltas",
+                             "prune.deltas")
     with right:
         controls.show_figure(figures.mask_heatmap(result["mask"], unit), "prune_mask", "prune.mask")
     source = "read from the result store" if result.get("from_store") else "computed now"
     if "physical" in result:
         phys = result["physical"]
         timing = [{"model": "masked (gates on the full model)", "seconds": phys["masked_seconds"],
-                   "accuracy": pruned["accuracy"], "loss": pruned["loss"]},
+                   NAMES["accuracy"]: pruned["accuracy"], "loss": pruned["loss"]},
                   {"model": "physically pruned (smaller copy)", "seconds": phys["seconds"],
-                   "accuracy": phys["accuracy"], "loss": phys["loss"]}]
+                   NAMES["accuracy"]: phys["accuracy"], "loss": phys["loss"]}]
         st.dataframe(timing, hide_index=True)
         low, high = phys.get("speedup_range") or (phys["speedup"], phys["speedup"])
         st.caption(f"Both timed now on the same forward pass (transformers', batch by batch), "
                    f"{phys['timed'].split('; ', 1)[-1]}: cutting the weights out is "
                    f"**{phys['speedup']}x** as fast as switching the units off with gates (single "
-                   f"runs ranged {low}x–{high}x). Largest logit difference between the two: "
-                   f"{phys['max_abs_logit_difference']:.2e}. The numbers above were {source} "
+                   f"runs ranged {low}x–{high}x). Largest "
+                   f"{'sentence-vector' if session.objective == 'embedding' else 'logit'} difference between "
+                   f"the two: {phys.get('max_abs_difference', phys['max_abs_logit_difference']):.2e}. "
+                   f"The numbers above were {source} "
                    f"({result['masked_seconds']:.4f} s).")
     else:
         timing = [{"model": f"masked ({source})", "seconds": result["masked_seconds"],
-                   "accuracy": pruned["accuracy"], "loss": pruned["loss"]}]
+                   NAMES["accuracy"]: pruned["accuracy"], "loss": pruned["loss"]}]
         st.dataframe(timing, hide_index=True)
     d1, d2 = st.columns(2)
     with d1:

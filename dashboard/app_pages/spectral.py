@@ -78,18 +78,19 @@ if st.toggle("Evaluate the normalized model", key="spec.evaluate",
         cmp = results.normalized_eval(session, cap)
     d = cmp["delta"]
     m = st.columns(3)
-    m[0].metric("accuracy", f"{cmp['pruned']['accuracy']:.3f}", f"{d['accuracy']:+.3f}",
-                help="the normalized copy's accuracy; the change is against the model as loaded")
-    m[1].metric("loss", f"{cmp['pruned']['loss']:.3f}", f"{d['loss']:+.3f}", delta_color="inverse",
-                help="the normalized copy's cross-entropy loss, lower is better")
-    m[2].metric("margin", f"{cmp['pruned']['margin']:.3f}", f"{d['margin']:+.3f}",
-                help=f"the normalized copy's margin: {controls.MARGIN_HELP}")
+    names = controls.names(session)
+    for column, slot in zip(m, ("accuracy", "loss", "margin")):
+        column.metric(names[slot], f"{cmp['pruned'][slot]:.3f}", f"{d[slot]:+.3f}",
+                      delta_color="inverse" if slot == "loss" else "normal",
+                      help=f"the normalized copy's {names[slot]}: {controls.slot_help(session, slot)}; "
+                           "the change is against the model as loaded")
     st.caption("Numbers of the normalized copy; the changes are against the model as loaded.")
     # the lesson wherever the copy falls to chance: exact normalization, and small caps too (c = 1)
     chance = 1.0 / max(2, int(getattr(session.loaded.model.config, "num_labels", 2) or 2))
     near_chance = cmp["pruned"]["accuracy"] - chance <= 2 * cmp["pruned"].get("accuracy_se", 0.0) + 0.02
     if cap is None or near_chance:
         st.info(NORMALIZED_LESSON, icon=":material/school:")
-    controls.show_figure(figures.delta_bars(d, label="normalized", title="Change vs the model as loaded"),
+    controls.show_figure(figures.delta_bars(d, label="normalized", title="Change vs the model as loaded",
+                                            names=controls.names(session)),
                          "normalization_deltas", "spec.deltas")
 controls.share_link_note()

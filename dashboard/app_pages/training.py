@@ -45,7 +45,10 @@ else:
                 f"{cost['eval_examples']:,} evaluated examples). A rough figure: a busy machine can "
                 "take twice as long. The run continues in the background while you use other pages.",
                 icon=":material/schedule:")
-if st.button(f"Start {name} training", type="primary", key="train.start"):
+incompatible = trainer.is_compatible(session.objective)
+if incompatible:  # e.g. no gold labels: say why instead of offering a run that cannot mean anything
+    st.warning(f"**{method.title or name}** training is not available here: {incompatible}.")
+elif st.button(f"Start {name} training", type="primary", key="train.start"):
     with run_control.guard(stop=False):  # over the per-server cap: a message, the page goes on
         job = jobs.BOARD.start(session, name, params, alive=run_control.session_liveness())
         st.toast(f"Started {name} run #{job.id}")

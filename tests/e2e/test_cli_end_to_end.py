@@ -196,7 +196,10 @@ def test_cli_score_json_shape(cli, tmp_path):
     code, _, err = cli("score", "--method", "michel", "--json", str(tmp_path / "s.json"))
     assert code == 0, err
     payload = json.loads((tmp_path / "s.json").read_text())
-    assert set(payload) == {"method", "unit", "params", "model", "data", "scores", "seconds", "cached"}
+    assert set(payload) == {"schema", "version", "method", "unit", "params", "model", "data", "objective",
+                            "scores", "seconds", "cached"}
+    assert payload["schema"] == "prunelens.score/1"
+    assert payload["objective"] == "labels"  # a classifier on labelled data
     assert set(payload["model"]) == {"name", "fingerprint", "layers", "heads"}
     assert set(payload["data"]) == {"name", "split", "n", "fingerprint"}
     assert np.asarray(payload["scores"]).shape == (2, 4)
@@ -220,7 +223,7 @@ def test_cli_curve_json_and_csv(cli, tmp_path):
     code, _, err = cli("curve", "--methods", "magnitude,random", "--sparsities", "0,0.5",
                        "--json", str(tmp_path / "c.json"), "--csv", str(tmp_path / "c.csv"))
     assert code == 0, err
-    rows = json.loads((tmp_path / "c.json").read_text())
+    rows = json.loads((tmp_path / "c.json").read_text())["rows"]
     assert [(r["method"], r["sparsity"]) for r in rows] == [
         ("magnitude", 0.0), ("magnitude", 0.5), ("random", 0.0), ("random", 0.5)]
     assert {"accuracy", "loss", "margin"} <= set(rows[0])
@@ -230,7 +233,7 @@ def test_cli_curve_json_and_csv(cli, tmp_path):
 def test_cli_methods_lists_declared_params(cli, tmp_path):
     code, _, _ = cli("methods", "--json", str(tmp_path / "m.json"))
     assert code == 0
-    methods = {m["name"]: m for m in json.loads((tmp_path / "m.json").read_text())}
+    methods = {m["name"]: m for m in json.loads((tmp_path / "m.json").read_text())["methods"]}
     assert {"michel", "ablation", "magnitude", "random"} <= set(methods)
     assert methods["random"]["params"][0] == {"name": "seed", "type": "int", "default": 0,
                                              "help": methods["random"]["params"][0]["help"],

@@ -141,6 +141,45 @@ def test_the_cli_starts_the_guarded_server(monkeypatch):
     assert seen["cmd"][1:6] == ["-P", "-m", "prunelens.dashboard.server", "run", str(app)]
 
 
+@pytest.mark.parametrize("break_it, message", [
+    (lambda mp, st, app: mp.setattr(st, "__version__", "1.56.0"),
+     "error: streamlit 1.56.0 is too old for the dashboard's Host/Origin check"),
+    (lambda mp, st, app: mp.delattr(app, "create_streamlit_middleware"),
+     "has no streamlit.web.server.starlette.starlette_app.create_streamlit_middleware"),
+])
+def test_the_server_refuses_to_start_without_its_guard(break_it, message, monkeypatch, capsys):
+    # old: on a Streamlit whose server never calls the guarded middleware the server started
+    # unguarded; a renamed hook point gave an AttributeError traceback
+    import streamlit
+    from streamlit.web import bootstrap
+    from streamlit.web.server.starlette import starlette_app
+
+    from prunelens.dashboard import server
+
+    started = []
+    monkeypatch.setattr(bootstrap, "run", lambda *a, **k: started.append(a))
+    break_it(monkeypatch, streamlit, starlette_app)
+    with pytest.raises(SystemExit) as stopped:
+        server.main(["run", "app.py"])
+    assert stopped.value.code == 2 and started == []
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "pip install 'streamlit>=1.57'" in err
+
+
+def test_pyprojects_streamlit_floor_has_the_guard():
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    from prunelens.dashboard.server import GUARDED_SINCE
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    (streamlit,) = [Requirement(d) for d in deps if d.startswith("streamlit")]
+    (floor,) = [s.version for s in streamlit.specifier if s.operator == ">="]
+    assert tuple(int(x) for x in floor.split(".")[:2]) >= GUARDED_SINCE
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. SIGTERM while a training run computes
 

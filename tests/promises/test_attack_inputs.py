@@ -22,7 +22,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from prunelens.analysis.cli import main
+from tests.cli_util import one_error as _one_error
+from tests.cli_util import run_cli
 from tests.tiny import VOCAB, write_tiny_csv
 
 LONG = "a" * 5000  # one path component far past NAME_MAX (255)
@@ -30,40 +31,8 @@ LONG = "a" * 5000  # one path component far past NAME_MAX (255)
 
 def _cli(argv: list[str], capsys) -> tuple[int, str]:
     """``prunelens argv`` in-process: (exit code, stderr)."""
-    try:
-        rc = main(argv)
-    except SystemExit as exc:  # argparse errors
-        rc = exc.code
-    return rc, capsys.readouterr().err
-
-
-def _one_error(rc: int, err: str, pattern: str) -> str:
-    """Exit 2, exactly one ``error:`` line matching ``pattern``, no traceback or internal error."""
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert rc == 2, (rc, err[-2000:])
-    assert len(lines) == 1, err[-2000:]
-    assert re.search(pattern, lines[0]), lines[0][:600]
-    assert "Traceback" not in err and "internal error" not in err
-    assert len(lines[0]) < 600, "the error line repeats an overlong input"
-    return lines[0]
-
-
-@pytest.fixture()
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("PRUNELENS_CACHE", str(tmp_path / "store"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tmp_path
-
-
-@pytest.fixture()
-def no_loading(monkeypatch):
-    """Fail if anything opens a model or data set (arguments must be refused first)."""
-    import prunelens.analysis.operations
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model and data were loaded before the arguments were checked")
-
-    monkeypatch.setattr(prunelens.analysis.operations, "open_session", refuse)
+    rc, _, err = run_cli(argv, capsys)
+    return rc, err
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,48 +25,13 @@ from pathlib import Path
 
 import pytest
 
-from prunelens.analysis.cli import main
+from tests.cli_util import one_error as _one_error
+from tests.cli_util import run_cli as _cli
 from tests.tiny import write_tiny_bert
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME_300 = "n" * 300  # one path component past NAME_MAX (255)
 PRUNE = ["prune", "--method", "magnitude", "--sparsity", "0.25", "--quiet"]
-
-
-def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        rc = main(argv)
-    except SystemExit as exc:  # argparse errors
-        rc = exc.code
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
-
-
-def _one_error(rc: int, err: str, pattern: str) -> str:
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert rc == 2, (rc, err[-2000:])
-    assert len(lines) == 1, err[-2000:]
-    assert re.search(pattern, lines[0]), lines[0][:600]
-    assert "Traceback" not in err and "internal error" not in err
-    return lines[0]
-
-
-@pytest.fixture()
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("PRUNELENS_CACHE", str(tmp_path / "store"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tmp_path
-
-
-@pytest.fixture()
-def no_loading(monkeypatch):
-    """Fail if anything opens a model or data set (arguments must be refused first)."""
-    import prunelens.analysis.operations
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model and data were loaded before the arguments were checked")
-
-    monkeypatch.setattr(prunelens.analysis.operations, "open_session", refuse)
 
 
 def _peak_rss_growth_mb(code: str, timeout: float = 240, setup: str = "") -> tuple[float, str]:

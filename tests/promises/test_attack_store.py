@@ -83,13 +83,16 @@ def test_the_same_model_elsewhere_keeps_its_key(model_copy, tiny_loaded):
 
 
 def test_the_default_key_is_the_shipped_one(default_loaded):
-    """The shipped store is keyed by the default's full fingerprint (weights, config, tokenizer):
-    the dashboard finds it. Every shipped entry is in the manifest and readable without warnings."""
+    """The shipped store is keyed by the defaults' full fingerprints (weights, config, tokenizer;
+    default-embedding's pooling too): the dashboard finds it. Every shipped entry is in the
+    manifest and readable without warnings."""
+    from prunelens.analysis.models import load_model
+
     listed = load_manifest(SHIPPED_DIR)
     files = list(SHIPPED_DIR.glob("*/*.json"))
     assert len(files) == len(listed) > 300
     models = {json.loads(p.read_text())["key"]["model"] for p in files}
-    assert models == {default_loaded.fingerprint}
+    assert models == {default_loaded.fingerprint, load_model("default-embedding").fingerprint}
     import warnings
 
     with warnings.catch_warnings():
@@ -280,6 +283,19 @@ def test_a_shipped_entry_must_be_in_the_manifest(tmp_path):
     entry_path.write_text(canonical(entry))
     with pytest.warns(StoreWarning, match="not written by this store"):
         assert store.get(KEY) is None
+
+
+def test_a_shipped_store_from_before_0_3_keeps_its_manifest(tmp_path):
+    """A store written by 0.2's precompute lists its entries in MANIFEST.json: still read."""
+    from prunelens.analysis.cache import MANIFEST_NAME, OLD_MANIFEST_NAME
+
+    shipped = ResultStore(tmp_path / "shipped", shipped_dir=None)
+    shipped.put(KEY, {"v": "listed"})
+    assert write_manifest(tmp_path / "shipped") == 1
+    (tmp_path / "shipped" / MANIFEST_NAME).rename(tmp_path / "shipped" / OLD_MANIFEST_NAME)
+    assert KEY.digest in load_manifest(tmp_path / "shipped")
+    store = ResultStore(tmp_path / "user", shipped_dir=tmp_path / "shipped")
+    assert store.get(KEY) == {"v": "listed"}
 
 
 def test_sessions_on_a_store_recompute_a_planted_curve_point(tiny_loaded, tiny_csv, tmp_path):

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_util import run_cli
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -91,6 +93,7 @@ def bad(tmp_path_factory, tiny_bert_dir, tiny_csv) -> dict[str, Path]:
 
     files = {
         "nocols.csv": b"sentence,y\nhello,1\n",
+        "text_only.csv": b"text\nhello there\ngood film\n",
         "empty.csv": b"",
         "latin1.csv": "text,label\ncaf\xe9 tr\xe8s bon,1\n".encode("latin-1"),
         "header_only.csv": b"text,label\n",
@@ -111,18 +114,6 @@ def bad(tmp_path_factory, tiny_bert_dir, tiny_csv) -> dict[str, Path]:
     p["missing.csv"] = root / "missing.csv"
     p["nodir_json"] = root / "no" / "such" / "folder" / "out.json"
     return p
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """``prunelens argv`` in-process: (exit code, stdout, stderr)."""
-    from prunelens.analysis.cli import main
-
-    try:
-        rc = main(argv)
-    except SystemExit as exc:  # argparse errors
-        rc = exc.code
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
 
 
 def fill(argv: list[str], paths: dict[str, Path]) -> list[str]:
@@ -159,12 +150,16 @@ CASES: list[tuple[str, list[str], str]] = [
     ("model-gpt2", SCORE + _with(M, model="{gpt2}"), r"is a 'gpt2' model, which prunelens has no family entry for; it opens these encoder "
      r"families: bert \(bert, roberta.*distilbert; albert; deberta-v2; mpnet; modernbert \(docs/FAMILIES\.md"),
     ("model-distilbert", SCORE + _with(M, model="{distilbert}"), r"distilbert has no tokenizer files"),  # a family it opens: refused for what it lacks
-    ("model-no-head-arch", SCORE + _with(M, model="{headless}"), r"\(BertModel\) has no sequence-classification head"),
+    # a BertModel loads as a headless sentence encoder (issue 27): only the embedding objective fits it
+    ("model-no-head-objective", SCORE + _with(M, model="{headless}") + ["--objective", "labels"],
+     r"has no classification head, so --objective labels has no classes to compare \(use --objective embedding\)"),
     ("model-no-head-weights", SCORE + _with(M, model="{headless_noarch}"), r"has no trained sequence-classification head"),
     ("model-hub-offline", SCORE + _with(M, model="no-such-org-xyz/no-such-model"), r"not found in the local hub cache"),
     ("model-hub-offline-bare", SCORE + _with(M, model="bert-base-uncased"), r"'bert-base-uncased' is not a local folder"),
     ("model-pickle-bomb", SCORE + _with(M, model="{pickle_bomb}"), r"cannot load model .*pickle_bomb: Weights only load failed"),
     # data
+    ("data-labels-objective-no-labels", SCORE + _with(M, data="{text_only.csv}") + ["--objective", "labels"],
+     r"--objective labels needs a 'label' column and data 'text_only\.csv' has none \(use --objective agreement"),
     ("data-no-text-label", SCORE + _with(M, data="{nocols.csv}"), r"nocols\.csv needs columns 'text' and 'label' \(found: sentence, y\)"),
     ("data-empty-file", SCORE + _with(M, data="{empty.csv}"), r"data file empty\.csv is empty"),
     ("data-latin1", SCORE + _with(M, data="{latin1.csv}"), r"data file latin1\.csv is not UTF-8 text \(save it as UTF-8\)"),
@@ -379,6 +374,8 @@ DASH_CASES: list[tuple[str, dict[str, str], str]] = [
     ("dash-data-zero-rows", {"model": "{bert}", "data": "{header_only.csv}"}, r"header_only\.csv has no rows"),
     ("dash-data-missing", {"model": "{bert}", "data": "{missing.csv}"}, r"data file not found"),
     ("dash-data-no-columns", {"model": "{bert}", "data": "{nocols.csv}"}, r"needs columns 'text' and 'label'"),
+    ("dash-data-labels-objective", {"model": "{bert}", "data": "{text_only.csv}", "objective": "labels"},
+     r"--objective labels needs a 'label' column"),
 ]
 
 

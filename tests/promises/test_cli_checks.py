@@ -10,17 +10,6 @@ import pytest
 from prunelens.analysis.cli import main
 
 
-@pytest.fixture()
-def no_loading(monkeypatch):
-    """Fail the test if anything tries to open a model or data set."""
-    import prunelens.analysis.operations
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model and data were loaded before the arguments were checked")
-
-    monkeypatch.setattr(prunelens.analysis.operations, "open_session", refuse)
-
-
 @pytest.mark.parametrize("argv, message", [
     (["prune", "--method", "magnitude", "--sparsity", "1.5"], "sparsity must be in [0, 1), got 1.5"),
     (["prune", "--method", "magnitude", "--threshold", "nan"], "threshold must be a finite number >= 0"),

@@ -11,8 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = [
-    ("core", {"errors", "files", "model_bounds", "hub", "checkpoints", "fingerprints", "store_schema", "cache", "models",
-              "data", "layout", "shared_layers", "hooks", "gates", "patterns", "precision", "run_result", "pruned_folder", "slicing", "timing"}),
+    ("core", {"errors", "json_outputs", "plugins", "files", "model_bounds", "hub", "checkpoints", "fingerprints", "store_schema", "cache", "models",
+              "data", "layout", "shared_layers", "hooks", "gates", "patterns", "precision", "run_result", "pruned_folder", "slicing", "timing",
+              "objectives"}),
     ("engine", {"fastpath", "prefix", "evaluate", "pruning", "spectral", "attention", "finetune"}),
     ("session", {"session", "batches"}),
     ("methods", {"methods"}),

@@ -271,6 +271,23 @@ def test_stored_activation_statistics_round_trip_and_bad_entries_are_refused(tin
     assert "finite sigma" in result_problem("spectral-sigmas", {"rows": [{"matrix": "query", "sigma": "x"}]})
 
 
+def test_the_shipped_store_holds_what_precompute_ships_for_default_embedding(tmp_path):
+    """default-embedding (the un-fine-tuned sentence encoder, embedding objective) opens without
+    computing: every entry of its precompute job (:data:`~prunelens.analysis.precompute.EMBEDDING_SHIPPED`)
+    is in cached_results/."""
+    from prunelens.analysis.cache import SHIPPED_DIR, ResultStore
+    from prunelens.analysis.operations import open_session
+    from prunelens.analysis.precompute import EMBEDDING_SHIPPED
+
+    session = open_session("default-embedding", store=ResultStore(tmp_path / "empty", SHIPPED_DIR))
+    assert session.objective == "embedding"
+    shipped = EMBEDDING_SHIPPED
+    _, plan = plan_analysis(session, Target("default-embedding", "default"), training=shipped["include_training"],
+                            head_scopes=shipped["head_scopes"], curve_sparsities=shipped["curve_sparsities"])
+    assert len(plan.records) > 40
+    assert plan.todo == [] and plan.waiting == 0
+
+
 def test_one_estimate_for_the_page_and_the_cli_that_never_grows_as_work_is_done(
         open_page, tiny_session, tiny_bert_dir, tiny_csv, tmp_path):
     # issue 30 item 3: the page said 14 s, then 7 min, the CLI 12 s in the same state

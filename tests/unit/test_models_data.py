@@ -53,13 +53,18 @@ def test_non_bert_architecture_is_refused(tmp_path):
         load_model(str(tmp_path))
 
 
-def test_model_without_classification_head_is_refused(tmp_path):
-    from transformers import BertConfig, BertModel
+def test_model_without_classification_head_loads_as_a_sentence_encoder(tmp_path):
+    """No head: a headless encoder (issue 27), mean-pooled when the folder declares no pooling."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    BertModel(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+    from tests.tiny import VOCAB
+
+    BertModel(BertConfig(vocab_size=len(VOCAB), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=8)).save_pretrained(tmp_path)
-    with pytest.raises(ModelError, match="no sequence-classification head"):
-        load_model(str(tmp_path))
+    (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    BertTokenizerFast(vocab=str(tmp_path / "vocab.txt")).save_pretrained(tmp_path)
+    loaded = load_model(str(tmp_path))
+    assert loaded.headless and (loaded.pooling.mode, loaded.pooling.normalize) == ("mean", False)
 
 
 def test_label_count_mismatch(tiny_loaded):

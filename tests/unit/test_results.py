@@ -46,16 +46,24 @@ def test_the_dashboard_finds_every_shipped_entry_the_cli_finds(default_loaded, t
     from prunelens.analysis.operations import open_session, stored_scores
     from prunelens.dashboard import results
 
+    from prunelens.analysis.models import load_model
+
     store = ResultStore(tmp_path / "empty")
-    session = open_session(loaded=default_loaded, store=store)
+    embedding = load_model("default-embedding")
+    # the shipped entries' sessions: the default (labels, and agreement for docs/FIDELITY.md's
+    # label-free section) and default-embedding (embedding), by (model, objective)
+    sessions = {(m.fingerprint, objective): open_session(loaded=m, store=store, objective=objective)
+                for m, objective in ((default_loaded, "labels"), (default_loaded, "agreement"),
+                                     (embedding, "embedding"))}
     entries = store.entries()
     kinds = {e["key"]["kind"] for e in entries}
     assert len(entries) > 500 and {"scores", "mask-eval", "train-run", "spectral-sigmas"} <= kinds
     checked = 0
     for entry in entries:
         key = entry["key"]
-        assert (key["model"], key["data"]) == (default_loaded.fingerprint, session.data.fingerprint)
         params = dict(key["params"])
+        session = sessions[(key["model"], params.pop("objective", "labels"))]
+        assert key["data"] == session.data.fingerprint
         if params.get("precision") == "bf16":  # asked for as the exact setting, found under the checked key
             del params["precision"]
             checked += 1
