@@ -544,7 +544,7 @@ def test_methods_listing_names_platon_with_its_training_mode(capsys, tmp_path):
     # nobody takes it for connection-sensitivity SNIP (Lee et al. 2019)
     assert "SNIP (spectral-normalized identity prior, Lin et al. 2020)" in out
     assert main(["methods", "--json", str(tmp_path / "m.json")]) == 0
-    listed = {m["name"]: m for m in json.loads((tmp_path / "m.json").read_text())}
+    listed = {m["name"]: m for m in json.loads((tmp_path / "m.json").read_text())["methods"]}
     for name in ("pins", "platon"):  # every official script uses deltaT = 10: an option (the
         # defaults stay 0.2's until the shipped runs are regenerated under the official values)
         defaults = {p["name"]: p["default"] for p in listed[name]["training_params"]}
