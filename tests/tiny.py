@@ -19,19 +19,31 @@ NEGATIVE = ["bad", "awful", "boring", "hate"]
 def write_tiny_bert(folder: Path, layers: int = 2, heads: int = 4, hidden: int = 16,
                     ffn: int = 24, num_labels: int = 2, seed: int = 0) -> Path:
     """A random BertForSequenceClassification saved with save_pretrained (safetensors)."""
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from transformers import BertConfig, BertForSequenceClassification
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer = tiny_tokenizer(folder)
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=heads, intermediate_size=ffn, max_position_embeddings=64,
                         num_labels=num_labels, hidden_dropout_prob=0.0,
                         attention_probs_dropout_prob=0.0, architectures=["BertForSequenceClassification"])
-    model = BertForSequenceClassification(config)
-    # larger weights than the default init so that heads matter measurably
+    return save_tiny(folder, BertForSequenceClassification(config), tokenizer)
+
+
+def tiny_tokenizer(folder: Path):
+    """The tiny vocabulary written into ``folder`` (made if missing) and its BERT tokenizer."""
+    from transformers import BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    return BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True)
+
+
+def save_tiny(folder: Path, model, tokenizer) -> Path:
+    """Scale ``model``'s matrices up (larger than the default init, so that heads matter
+    measurably: draws from torch's global generator, seed it first) and save it with its
+    tokenizer (save_pretrained, safetensors)."""
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() == 2:
@@ -107,12 +119,10 @@ def write_tiny_family(folder: Path, family: str, headless: bool = False, seed: i
     """A tiny random checkpoint of ``family`` (a key of :data:`FAMILY_CONFIGS`): a sequence
     classifier, or with ``headless`` the bare encoder, saved with save_pretrained."""
     import transformers
-    from transformers import AutoModel, AutoModelForSequenceClassification, BertTokenizerFast
+    from transformers import AutoModel, AutoModelForSequenceClassification
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer = tiny_tokenizer(folder)
     if family not in TOKEN_TYPES:
         tokenizer.model_input_names = ["input_ids", "attention_mask"]
     class_name, sizes = FAMILY_CONFIGS[family]
@@ -120,10 +130,4 @@ def write_tiny_family(folder: Path, family: str, headless: bool = False, seed: i
     torch.manual_seed(seed)
     model = (AutoModel if headless else AutoModelForSequenceClassification).from_config(config)
     config.architectures = [type(model).__name__]
-    with torch.no_grad():  # larger weights than the default init so that heads matter measurably
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.3)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny(folder, model, tokenizer)

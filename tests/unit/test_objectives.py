@@ -16,7 +16,7 @@ import torch
 from prunelens.analysis import objectives
 from prunelens.analysis.errors import DataError, ParamError
 from prunelens.analysis.gates import Masks
-from tests.tiny import VOCAB, tiny_frame
+from tests.tiny import VOCAB, save_tiny, tiny_frame, tiny_tokenizer
 
 # a cheap setting of every method that takes a while at its defaults (ranks, not budgets, are tested)
 SMALL = {"ablation": {"examples": 16}, "michel": {"examples": 16, "batch_size": 8},
@@ -27,22 +27,14 @@ SMALL = {"ablation": {"examples": 16}, "michel": {"examples": 16, "batch_size": 
 def write_tiny_encoder(folder: Path, pooling: str | None = "mean", normalize: bool = False, seed: int = 0) -> Path:
     """A random headless BertModel; with ``pooling``, a sentence-transformers modules.json and
     1_Pooling/config.json (and a Normalize module)."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel
 
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer = tiny_tokenizer(folder)
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=24, max_position_embeddings=64, hidden_dropout_prob=0.0,
                         attention_probs_dropout_prob=0.0, architectures=["BertModel"])
-    model = BertModel(config, add_pooling_layer=False)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.3)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    save_tiny(folder, BertModel(config, add_pooling_layer=False), tokenizer)
     if pooling is not None:
         objectives.write_pooling(folder, objectives.Pooling(pooling, normalize), 16)
     return folder
