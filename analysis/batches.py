@@ -9,7 +9,9 @@ One owner for three things several methods need:
 - :class:`StreamedBatches`: batches of drawn examples, tokenized one batch at a time as the loop
   reaches them (at most ``batch_size`` texts per tokenizer call), each batch a cooperative-cancel
   point (:func:`prunelens.analysis.checkpoints.checkpoint`);
-- :func:`epoch_order`: which examples, in which order, ``count`` draws over a data set.
+- :func:`epoch_order`: which examples, in which order, ``count`` draws over a data set;
+- :func:`training_sample`: a seeded sample of the training split in length-bucketed batches (what
+  the gradient and function-norm criteria measure on).
 """
 
 from __future__ import annotations
@@ -126,3 +128,12 @@ class StreamedBatches:
         rows = np.asarray(rows)
         return pad_batch(self.tokenizer, encoded["input_ids"], encoded["token_type_ids"], encoded["length"],
                          rows, encoded["labels"][rows], rows + encoded["start"])
+
+
+def training_sample(session: Session, examples: int, batch_size: int, seed: int) -> StreamedBatches:
+    """``examples`` seeded examples of :func:`training_data` (all of it when smaller), in
+    length-bucketed batches of ``batch_size``: what a criterion that measures on data uses."""
+    data, _ = training_data(session)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(data))[:examples]
+    return StreamedBatches(session.loaded.tokenizer, data, order, batch_size, bucket=8, rng=rng)

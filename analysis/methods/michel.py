@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from prunelens.analysis.batches import StreamedBatches, training_data
+from prunelens.analysis.batches import training_sample
 from prunelens.analysis.gates import Masks, gated
 from prunelens.analysis.layout import UNITS
 from prunelens.analysis.methods.base import SEED, Session, Deviation, Method, Param, Work
@@ -77,10 +77,7 @@ def unit_gate_gradients(ctx: Session, units, batches=None, per: str = "batch") -
 
 def training_batches(ctx: Session, params: dict):
     """``examples`` seeded examples of the training split, in length-bucketed batches."""
-    data, _ = training_data(ctx)
-    rng = np.random.default_rng(params["seed"])
-    order = rng.permutation(len(data))[: params["examples"]]
-    return StreamedBatches(ctx.loaded.tokenizer, data, order, params["batch_size"], bucket=8, rng=rng)
+    return training_sample(ctx, params["examples"], params["batch_size"], params["seed"])
 
 
 class Michel(Method):

@@ -12,24 +12,22 @@ mean |S|, so the newest window enters Ī one window later. ``signed`` (an explic
 Scored weights: Q, K, V, attention-output, intermediate and output dense of every layer.
 PLATON (:mod:`prunelens.analysis.methods.platon`) is this with η = 0 (step score |θ·g|).
 
-Training as the official code (DRSY/PINS ``run_glue.py``, ``glue.sh``) trains is available as
-options, all set at once by :data:`OFFICIAL_VALUES` (``prunelens train --method pins --param
-delta_t=10 --param self_reg_loss=alpha_mix ...``). The defaults are still 0.2's, because the
-shipped runs are keyed by them and regenerating the 13 PINS/PLATON runs under the official values
-did not fit this release's CPU budget (the 0.2 values reproduce 0.2's runs bit for bit): the
-self-regularized loss α·T²·KL + (1 − α)·CE with
-the entropy α always on (:func:`mixed_loss`; ``self_reg_loss=added``: CE + T²·KL), the teacher
+Training follows the official code (DRSY/PINS ``run_glue.py``, ``glue.sh``) by default; each
+setting is an option whose other value is 0.2's behaviour (:data:`OFFICIAL_VALUES` are the
+defaults, :data:`V02_VALUES` reproduce 0.2's runs): the self-regularized loss α·T²·KL + (1 − α)·CE
+with the entropy α always on (:func:`mixed_loss`; ``self_reg_loss=added``: CE + T²·KL), the teacher
 re-selected every 50 steps as the best student on held-out examples (``teacher=latest``: the
-student at every sparsity increase, the paper's wording), deltaT = 10 (0.2: 1), the biases of the
-six matrices in the pool (``bias_pool``), gradient clipping at 1.0 before the importance update
-(``clip_grad``), linear warm-up and decay with η following the rate (``lr_schedule``).
+student at every sparsity increase, the paper's wording), deltaT = 10 (``delta_t``; 0.2: 1), the
+biases of the six matrices in the pool (``bias_pool``), gradient clipping at 1.0 before the
+importance update (``clip_grad``), linear warm-up and decay with η following the rate
+(``lr_schedule``).
 
-Remaining deviations at the official values (also in docs/FIDELITY.md): the teacher is selected on
-256 held-out *training* examples (the official code selects on the GLUE dev set, which it also
-reports) and the final model is the last step's (the official one is the best dev checkpoint);
-η = ``eta`` × the schedule factor (equal to the official current rate at the defaults);
-β2 = 2 (a running variance for U) is not offered; the embeddings are frozen in training mode
-(saves the dense embedding update); the budget is 150 steps of 16 from the fine-tuned default.
+Remaining deviations (also in docs/FIDELITY.md): the teacher is selected on 256 held-out
+*training* examples (the official code selects on the GLUE dev set, which it also reports) and the
+final model is the last step's (the official one is the best dev checkpoint); η = ``eta`` × the
+schedule factor (equal to the official current rate at the defaults); β2 = 2 (a running variance
+for U) is not offered; the embeddings are frozen in training mode (saves the dense embedding
+update); the budget is 150 steps of 16 from the fine-tuned default.
 
 - Score-only mode (``compute``, live): on a private copy of the model (the shared one is never
   touched), |S| is accumulated over ``batches`` seeded random batches of the *training* split
@@ -686,25 +684,31 @@ SCHEDULE = (
     Param("batch_size", "int", 16, "training batch size", 1, 64),
     Param("lr", "float", 1e-4, "peak learning rate (see lr_schedule)", 1e-7, 1.0, log=True),
 )
-# how the official codes train, each an option (both methods). The defaults are still 0.2's: the
-# shipped runs are keyed by them and regenerating all 13 PINS/PLATON runs did not fit this release's
-# CPU budget; OFFICIAL_VALUES["pins"] / ["platon"] are the official settings in one place.
+# how the official codes train, each an option of both methods whose default is the official value
+# and whose other value is 0.2's behaviour (:data:`V02_VALUES`)
 OFFICIAL_TRAINING = (
-    Param("lr_schedule", "choice", "constant", "learning rate (and η) schedule: linear = warm-up over "
+    Param("lr_schedule", "choice", "linear", "learning rate (and η) schedule: linear = warm-up over "
           "the pruning warm-up's steps, then linear decay to 0 (both official codes); constant (0.2)",
           choices=("constant", "linear")),
-    Param("clip_grad", "float", 0.0, "clip the gradient norm at this before the importance update "
+    Param("clip_grad", "float", 1.0, "clip the gradient norm at this before the importance update "
           "and the step (official max_grad_norm: 1.0; 0 = off, as 0.2)", 0.0, 100.0),
-    Param("bias_pool", "bool", False, "score and prune the six matrices' biases together with their "
+    Param("bias_pool", "bool", True, "score and prune the six matrices' biases together with their "
           "weights (the official pool: on; off: weights only, as 0.2)"),
 )
 # the official codes' settings of the training options (DRSY/PINS run_glue.py + glue.sh;
-# QingruZhang/PLATON GLUE scripts + mt_dnn): pass them as training parameters to train as they do
+# QingruZhang/PLATON GLUE scripts + mt_dnn): the defaults
 OFFICIAL_VALUES = {
     "pins": {"lr_schedule": "linear", "clip_grad": 1.0, "bias_pool": True, "delta_t": 10,
              "self_reg_loss": "alpha_mix", "teacher": "best_dev"},
     "platon": {"lr_schedule": "linear", "clip_grad": 1.0, "bias_pool": True, "delta_t": 10,
                "optimizer": "adamax", "importance_after_step": True},
+}
+# every training option at its 0.2 value (pass them to reproduce 0.2's runs)
+V02_VALUES = {
+    "pins": {"lr_schedule": "constant", "clip_grad": 0.0, "bias_pool": False, "delta_t": 1,
+             "self_reg_loss": "added", "teacher": "latest"},
+    "platon": {"lr_schedule": "constant", "clip_grad": 0.0, "bias_pool": False, "delta_t": 1,
+               "optimizer": "adamw", "importance_after_step": False},
 }
 SCHEDULE_ENDS = (
     Param("warmup", "float", 0.1, "fraction of steps before pruning starts", 0.0, 0.95),
@@ -725,15 +729,15 @@ def _trainer():
             *SCHEDULE_ENDS,
             Param("temperature", "float", 2.0, "softening temperature T of self-regularization",
                   0.1, 100.0, step=0.1),
-            Param("delta_t", "int", 1, "window of steps whose mean |S| enters the EMA at once "
+            Param("delta_t", "int", 10, "window of steps whose mean |S| enters the EMA at once "
                   "(official deltaT: 10 in every official script; 0.2: 1)", 1, 64),
             Param("signed", "bool", False, "smooth the signed S instead of |S| (not the official method)"),
-            Param("self_reg_loss", "choice", "added", "self-regularized loss: alpha_mix = per example "
+            Param("self_reg_loss", "choice", "alpha_mix", "self-regularized loss: alpha_mix = per example "
                   "α·T²·KL + (1 − α)·CE, α = 1 − H(p_student)/log C (the official code); added = "
                   "CE + T²·KL (0.2)", choices=("added", "alpha_mix")),
             Param("adaptive_alpha", "bool", False, "with self_reg_loss=added: weight the KL per example "
                   "by α (0.2's option)"),
-            Param("teacher", "choice", "latest", "self-regularization teacher: best_dev = the best "
+            Param("teacher", "choice", "best_dev", "self-regularization teacher: best_dev = the best "
                   "student so far on held-out training examples, evaluated every teacher_every steps "
                   "(the official code); latest = the student at every sparsity increase (the paper's "
                   "wording, 0.2)", choices=("latest", "best_dev")),
@@ -786,25 +790,14 @@ METHOD = Pins(
                   "peak learning rate)"),
         Deviation("smoothing", "Ī = EMA(|S|), U = EMA(| |S| − Ī |), the window's mean |S| entering one "
                   "window late, deltaT = 10 in every script; β2 = 2 selects a running variance",
-                  "the same update and lag; deltaT = 10 an option (default 1, as 0.2's shipped runs); "
-                  "β2 = 2 not offered"),
+                  "the same update, lag and deltaT = 10 (delta_t; 0.2: 1); β2 = 2 not offered"),
         Deviation("pool", "every parameter whose name holds attention.self, attention.output.dense, "
                   "intermediate.dense or output.dense: the six matrices and their biases",
-                  "the same with bias_pool (default off: weights only, as 0.2); embeddings frozen in "
-                  "training (CPU)"),
-        Deviation("step order", "clip the gradient norm at 1.0, update the importance, then the "
-                  "optimizer step (AdamW, no decay, linear warm-up and decay)",
-                  "the same with clip_grad=1 and lr_schedule=linear (over the pruning warm-up's "
-                  "steps); default: no clipping, constant rate (0.2)"),
-        Deviation("self-regularization loss", "per example α·T²·KL(teacher ‖ student) + (1 − α)·CE, "
-                  "α = 1 − H(p_student)/log C always (the code writes the teacher-to-student "
-                  "cross-entropy: the same gradient)", "the same with self_reg_loss=alpha_mix; "
-                  "default CE + T²·KL (0.2: CE gets about four times the official weight), α an option"),
+                  "the same (bias_pool; off: weights only, as 0.2); embeddings frozen in training (CPU)"),
         Deviation("teacher", "the best dev-accuracy student, evaluated every 50 steps on the GLUE dev "
                   "set (also the reported set); the paper's text: the latest checkpoint at lower sparsity",
-                  "teacher=best_dev: the best student on 256 held-out training-split examples every 50 "
-                  "steps (the evaluation sentences never steer training); default latest, the paper's "
-                  "wording (0.2)"),
+                  "the best student on 256 held-out training-split examples every 50 steps (the "
+                  "evaluation sentences never steer training); teacher=latest: the paper's wording (0.2)"),
         Deviation("final model", "the best dev checkpoint at the final sparsity (saved when the dev "
                   "score improves)", "the last step's model (no selection on the evaluation sentences)"),
         Deviation("live scores", "not in the paper (importance exists only during training)",

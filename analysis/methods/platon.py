@@ -8,15 +8,14 @@ changes a ranking (on the default model it is about 5e-6 of |θ·g|: the ranking
 exactly). Same scored weights, units, data (the training split) and training mode (iterative
 weight pruning with the cubic schedule, no self-regularization) as ``pins``.
 
-Training as the official runs (QingruZhang/PLATON, ``GLUE/scripts``, ``mt_dnn/prune_model.py``)
-train is available as options, set at once by ``pins.OFFICIAL_VALUES["platon"]``; the defaults are
-still 0.2's (the shipped runs are keyed by them; regenerating them did not fit this release's CPU
-budget): Adamax with decoupled weight decay 0.01
-(not on biases and LayerNorm) under a linear warm-up and decay (``optimizer=adamw``: AdamW, no
-decay, constant rate), gradient clipping at 1.0, the importance updated *after* the optimizer
+Training follows the official runs (QingruZhang/PLATON, ``GLUE/scripts``, ``mt_dnn/prune_model.py``)
+by default (``pins.OFFICIAL_VALUES["platon"]``; each an option whose other value is 0.2's,
+``pins.V02_VALUES["platon"]``): Adamax with decoupled weight decay 0.01 (not on biases and
+LayerNorm) under a linear warm-up and decay (``optimizer=adamw``: AdamW, no decay;
+``lr_schedule=constant``), gradient clipping at 1.0, the importance updated *after* the optimizer
 step on the stepped weights (``importance_after_step``), deltaT = 10, biases in the pool.
 
-Remaining deviations at the official values (also in docs/FIDELITY.md): the schedule and masking are prunelens's cubic
+Remaining deviations (also in docs/FIDELITY.md): the schedule and masking are prunelens's cubic
 schedule (shared with ``pins``: warm-up/final fractions and ``prune_every``); torch's Adamax
 (bias-corrected first moment) rather than mt-dnn's; β2 = 2 (a running variance) is not offered;
 embeddings are frozen in training mode; the budget is 150 steps of 16 from the fine-tuned default.
@@ -42,13 +41,13 @@ def _trainer():
         params=(
             *SCHEDULE,
             *SMOOTHING,
-            Param("delta_t", "int", 1, "window of steps whose mean |θ·g| enters the EMA at once "
+            Param("delta_t", "int", 10, "window of steps whose mean |θ·g| enters the EMA at once "
                   "(official deltaT: 10 in every official script; 0.2: 1)", 1, 64),
             Param("prune_every", "int", 10, "steps between pruning steps", 1, 10000),
             *SCHEDULE_ENDS,
-            Param("optimizer", "choice", "adamw", "adamax = Adamax with decoupled weight decay 0.01 "
+            Param("optimizer", "choice", "adamax", "adamax = Adamax with decoupled weight decay 0.01 "
                   "(the official runs); adamw = AdamW without decay (0.2)", choices=("adamw", "adamax")),
-            Param("importance_after_step", "bool", False, "update the importance after the optimizer "
+            Param("importance_after_step", "bool", True, "update the importance after the optimizer "
                   "step, on the stepped weights (the official order); off: before it (0.2, PINS's order)"),
             *OFFICIAL_TRAINING,
             Param("baseline", "choice", "gradual", "magnitude baseline at the same weight sparsity: "
@@ -91,13 +90,13 @@ METHOD = Pins(
     deviations=(
         Deviation("step score", "|θ·g| (QingruZhang/PLATON)", "the same"),
         Deviation("smoothing", "Ī = EMA(|θ·g|), U = EMA(| |θ·g| − Ī |), window deltaT = 10, β2 = 2 a running variance",
-                  "the same update (shared with pins); deltaT = 10 an option (default 1, as 0.2); β2 = 2 not offered"),
+                  "the same update (shared with pins) and deltaT = 10 (delta_t; 0.2: 1); β2 = 2 not offered"),
         Deviation("step order", "clip at 1.0, Adamax step (decoupled decay 0.01, linear warm-up and "
                   "decay), then the importance on the stepped weights",
-                  "the same with optimizer=adamax, importance_after_step, clip_grad=1, lr_schedule=linear "
-                  "(torch's Adamax); default AdamW at a constant rate, importance before the step (0.2)"),
+                  "the same order and rates with torch's Adamax (bias-corrected first moment, not "
+                  "mt-dnn's); optimizer=adamw, importance_after_step off: 0.2's order"),
         Deviation("pool", "the six matrices and their biases (name filter)",
-                  "the same with bias_pool (default: weights only, as 0.2)"),
+                  "the same (bias_pool; off: weights only, as 0.2); embeddings frozen in training (CPU)"),
         Deviation("schedule", "cubic from the initial to the final warm-up, masks every deltaT steps",
                   "the same cubic shape with prunelens's warmup/final fractions and prune_every"),
         Deviation("live scores", "not in the paper", "Ī·U over a few training-split batches without "

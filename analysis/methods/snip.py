@@ -2,8 +2,10 @@
 
 Not Lee et al.'s 2019 "SNIP: single-shot network pruning". A residual module computes
 x + F(x); when F(x) is small the module is close to the identity and can be dropped. The
-importance of a module is its *function norm* on data: the mean over non-padding tokens of
-||F(x)||₂, where F is
+importance of a module is its *function norm* on data — ``examples`` seeded sentences of the
+*training* split (:func:`prunelens.analysis.batches.training_sample`, like every other criterion;
+0.2 measured on the evaluation sentences) — the mean over non-padding tokens of ||F(x)||₂, where F
+is
 
 - for a head: its context vector times its slice of the attention-output weight (its contribution
   to ``attention.output.dense``, bias excluded);
@@ -18,8 +20,11 @@ The training mode (``prunelens train --method snip``) is the paper's recipe in m
 fine-tune a copy with *active* spectral normalization (default: every matrix capped at 0.8 x its
 starting σ_max, ``sn=cap``; ``sn=exact`` is W/σ) and the identity prior λ·Σ(function norms of every
 head, attention block and FFN block); then prune the trained model by its own function norms
-(:data:`PRUNE_GRID`) and evaluate it against the untrained model pruned by its norms and against a
-λ = 0 control trained with the same steps, batches and normalization (``control``).
+(measured on ``norm_examples`` training sentences; :data:`PRUNE_GRID`) and evaluate it on the
+evaluation sentences against the untrained model pruned by its norms and against a λ = 0 control
+trained with the same steps, batches and normalization (``control``). With ``sn=off`` the two are
+the prior alone and neither, so SN + prior / SN only / prior only / neither are four arms at equal
+budget. ``evaluation_at_start`` records what the normalization alone does to the loaded model.
 
 Deviations (also in docs/FIDELITY.md): the paper fine-tunes for epochs on each GLUE task and prunes
 with a threshold tuned per task; here a fixed budget of steps on the default's training split and
@@ -39,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from prunelens.analysis.batches import StreamedBatches, epoch_order, training_data
+from prunelens.analysis.batches import StreamedBatches, epoch_order, training_data, training_sample
 from prunelens.analysis.data import MAX_LENGTH, TextData
 from prunelens.analysis.hooks import private_copy
 from prunelens.analysis.layout import UNITS, encoder_layers, layer_matrices
@@ -157,9 +162,7 @@ class Snip(Method):
     """Function-norm importance; one pass gives heads, attention and FFN blocks (``joint``)."""
 
     def norms(self, ctx, params: dict) -> FunctionNorms:
-        batches = ctx.evaluator.batches
-        if params["batches"] > 0:
-            batches = batches[: params["batches"]]
+        batches = training_sample(ctx, params["examples"], params["batch_size"], params["seed"])
         cap = params["spectral_cap"]
         model = ctx.loaded.model
         if params["exact_spectral"]:
@@ -262,27 +265,42 @@ def _train_batches(tokenizer, data: TextData, steps: int, batch_size: int, seed:
 
 
 def score_cost(params: dict, inventory, unit) -> Work:
-    """One forward pass over the evaluation data (``batches`` only takes a prefix of it); a
-    spectrally normalized copy costs a power iteration per matrix, not counted."""
-    return Work(passes=1.0)
+    """One forward pass over ``examples`` training sentences; a spectrally normalized copy costs a
+    power iteration per matrix, not counted."""
+    return Work(fixed=float(params["examples"]), what=f"examples = {params['examples']:,} forward passes")
 
 
 def train_workload(params: dict, n_eval: int) -> tuple[int, int]:
     """(trained examples, evaluated examples) of a run: its run-time model (``Trainer.estimate``)."""
-    # function norms before and after, one evaluation, the pruned grid; twice with the control
+    # function norms on the training sample (untrained, trained, control), the model as training
+    # starts (with SN), one evaluation per trained model, the pruned grid of every model
     runs = 2 if params.get("control") else 1
-    return runs * int(params["steps"]) * int(params["batch_size"]), (3 * runs + 4 * (runs + 1)) * n_eval
+    norms = (runs + 1) * int(params.get("norm_examples", n_eval))
+    start = n_eval if params.get("sn") in ("cap", "exact") else 0
+    return (runs * int(params["steps"]) * int(params["batch_size"]),
+            norms + start + (runs + 4 * (runs + 1)) * n_eval)
 
 
 def train_cost(params: dict) -> Work:
     work = training_work(params["steps"], params["batch_size"], MAX_LENGTH)
     runs = 2 if params["control"] else 1  # the λ = 0 control trains as long again
-    return Work(work.fixed * runs, work.passes * runs + len(PRUNE_GRID) * (runs + 1),
-                work.batch_tokens, f"{runs} x ({work.what})")
+    norms = (runs + 1) * params["norm_examples"]  # function norms on the training sample
+    return Work(work.fixed * runs + norms, 1 + runs + len(PRUNE_GRID) * (runs + 1),
+                work.batch_tokens, f"{runs} x ({work.what}) + {runs + 1} x norm_examples")
 
 
 def _sigma_rows(model: nn.Module) -> list[dict]:
     return spectral_norms(model).to_dict(orient="records")
+
+
+def sn_start(loaded, params: dict) -> nn.Module:
+    """A copy of the model as an SN training run starts: its matrices through the run's spectral
+    normalization (``sn=exact``: W/σ; ``cap``: W/max(1, σ/c)), baked in."""
+    model = private_copy(loaded.model)
+    _register_sn(model, params["sn"], params["cap_ratio"], params["seed"])
+    _remove_sn(model)
+    model.eval()
+    return model
 
 
 def _train(loaded, data: TextData, params: dict, lam: float, progress, span: tuple[float, float]):
@@ -358,19 +376,24 @@ def train_run(session: Session, params: dict, progress: Progress = no_progress) 
     loaded = session.loaded
     data, note = training_data(session)
     relative, control = params["relative"], params["control"]
-    eval_batches = session.evaluator.batches
+    # the norms that prune each model: on a training sample (the evaluation sentences only evaluate)
+    norm_batches = training_sample(session, params["norm_examples"], 32, params["seed"])
+    start = None
+    if params["sn"] in ("cap", "exact"):  # what the normalization alone does to the loaded model
+        progress(0.0, "the model as SN training starts")
+        start = session.evaluator.evaluate(model=sn_start(loaded, params)).as_dict()
     progress(0.0, "function norms before training")
-    before = function_norms(loaded.model, eval_batches, relative)
+    before = function_norms(loaded.model, norm_batches, relative)
     end = 0.45 if control else 0.85
     model, history = _train(loaded, data, params, params["penalty"], progress, (0.05, end))
     progress(end, "function norms and evaluation after training")
-    after = function_norms(model, eval_batches, relative)
+    after = function_norms(model, norm_batches, relative)
     evaluation = session.evaluator.evaluate(model=model).as_dict()
     models = {"trained": (model, after), "untrained": (loaded.model, before)}
     out_control = None
     if control:
         baseline, control_history = _train(loaded, data, params, 0.0, progress, (0.45, 0.85))
-        control_norms = function_norms(baseline, eval_batches, relative)
+        control_norms = function_norms(baseline, norm_batches, relative)
         models["control"] = (baseline, control_norms)
         out_control = {"scores": control_norms.as_dict(), "history": control_history,
                        "evaluation": session.evaluator.evaluate(model=baseline).as_dict()}
@@ -386,6 +409,7 @@ def train_run(session: Session, params: dict, progress: Progress = no_progress) 
         "pruned": pruned,
         "control": out_control,
         "sigma": {"before": _sigma_rows(loaded.model), "after": _sigma_rows(model)},
+        "evaluation_at_start": start,  # the loaded model through the run's SN, before any step
         "train_data": {"name": data.name, "split": data.split, "n": len(data), "note": note},
     })
 
@@ -408,6 +432,8 @@ TRAINER = Trainer(
         Param("relative", "bool", False, "penalize and score ||F(x)||/||x|| instead of ||F(x)||"),
         Param("control", "bool", True, "also train a λ = 0 control (same steps, batches and SN) "
               "and prune it the same way (twice the time)"),
+        Param("norm_examples", "int", 1024, "training-split sentences the function norms that prune "
+              "each model are measured on (seeded by seed)", 8, 8192),
         SEED,
     ),
     run=train_run,
@@ -435,7 +461,10 @@ METHOD = Snip(
               log=True, step=0.5),
         Param("exact_spectral", "bool", False, "measure on a copy with exactly W/σ_max "
               "(overrides spectral_cap)"),
-        Param("batches", "int", 0, "evaluation batches to use (0 = all)", 0, 10_000),
+        Param("examples", "int", 1024, "training-split sentences the norms are averaged over "
+              "(seeded; all of the split when it is smaller)", 8, 8192),
+        Param("batch_size", "int", 32, "sentences per forward pass", 1, 128),
+        SEED,
     ),
     cost=score_cost,
     default_scope="global",

@@ -339,17 +339,18 @@ def test_michel_per_token_equals_finite_differences_on_token_gates(tiny_session)
 
 
 def test_michel_scores_come_from_the_training_split(tiny_session, monkeypatch):
+    from prunelens.analysis import batches as batches_mod
     from prunelens.analysis.methods import michel
 
     seen = []
-    real = michel.training_data
+    real = batches_mod.training_data
 
     def spy(session):
         data, note = real(session)
         seen.append(data)
         return data, note
 
-    monkeypatch.setattr(michel, "training_data", spy)
+    monkeypatch.setattr(batches_mod, "training_data", spy)
     params = get_method("michel").validate({"examples": 16})
     batches = michel.training_batches(tiny_session, params)
     assert seen and batches.data is seen[0] and len(batches.order) == 16

@@ -283,9 +283,8 @@ def test_pins_bad_params():
         pins_mod._check_train_params(trainer.validate({"warmup": 0.6, "final": 0.5}))
 
 
-# every training option at its 0.2 value (the defaults, until the shipped runs are regenerated)
-V02_TRAINING = {"delta_t": 1, "self_reg_loss": "added", "teacher": "latest", "lr_schedule": "constant",
-                "clip_grad": 0.0, "bias_pool": False}
+# every training option at its 0.2 value (the defaults are the official values now)
+V02_TRAINING = pins_mod.V02_VALUES["pins"]
 
 
 def test_prune_train_hits_target_exactly(tiny_session):
@@ -315,8 +314,7 @@ def test_prune_train_hits_target_exactly(tiny_session):
 
 def test_prune_train_official_pool_has_the_biases_and_the_teacher_is_dev_selected(tiny_session):
     loaded = tiny_session.loaded
-    params = pins_mod.METHOD.trainer.validate({**SMALL_TRAIN, **pins_mod.OFFICIAL_VALUES["pins"],
-                                                "teacher_every": 5})
+    params = pins_mod.METHOD.trainer.validate({**SMALL_TRAIN, "teacher_every": 5})  # the defaults
     assert params["bias_pool"] and params["teacher"] == "best_dev" and params["delta_t"] == 10
     train, held_out = pins_mod.selection_split(tiny_session.data, 0)
     assert len(held_out) == len(tiny_session.data) // 4 and len(train) + len(held_out) == len(tiny_session.data)
@@ -371,7 +369,7 @@ def test_mixed_loss_is_the_official_alpha_mix_by_hand():
 def test_train_command_compares_self_reg_and_baseline(tiny_session):
     from prunelens.analysis.training import train_command
 
-    params = {**SMALL_TRAIN, "steps": 8, **pins_mod.OFFICIAL_VALUES["pins"]}
+    params = {**SMALL_TRAIN, "steps": 8}  # the official training: the defaults
     result = train_command(tiny_session, "pins", params)
     assert result["params"]["teacher"] == "best_dev" and result["extras"]["selection_data"]["n"] > 0
     assert result["cached"] is False
@@ -518,8 +516,9 @@ def test_platon_training_mode_prunes_to_target_against_gradual_magnitude(tiny_se
     from prunelens.analysis.training import train_command
 
     params = {k: v for k, v in SMALL_TRAIN.items() if k != "eta"}
-    if official:  # Adamax + decay, importance after the step, schedule, clipping, biases, deltaT 10
-        params.update(pins_mod.OFFICIAL_VALUES["platon"])
+    if not official:  # the defaults are official (Adamax + decay, importance after the step,
+        # schedule, clipping, biases, deltaT 10); 0.2's: AdamW, before the step, weights only
+        params.update(pins_mod.V02_VALUES["platon"])
     result = train_command(tiny_session, "platon", params)
     assert ("bias_sparsity" in result["extras"]["runs"]["platon"]) == official
     assert_run_result_shape(result)
@@ -545,11 +544,15 @@ def test_methods_listing_names_platon_with_its_training_mode(capsys, tmp_path):
     assert "SNIP (spectral-normalized identity prior, Lin et al. 2020)" in out
     assert main(["methods", "--json", str(tmp_path / "m.json")]) == 0
     listed = {m["name"]: m for m in json.loads((tmp_path / "m.json").read_text())["methods"]}
-    for name in ("pins", "platon"):  # every official script uses deltaT = 10: an option (the
-        # defaults stay 0.2's until the shipped runs are regenerated under the official values)
+    for name in ("pins", "platon"):  # training follows the official code by default (deltaT = 10
+        # in every official script); every option's other value is 0.2's
         defaults = {p["name"]: p["default"] for p in listed[name]["training_params"]}
-        assert defaults["delta_t"] == 1 and pins_mod.OFFICIAL_VALUES[name]["delta_t"] == 10
-        assert all(defaults[k] != v for k, v in pins_mod.OFFICIAL_VALUES[name].items())
+        assert defaults["delta_t"] == 10
+        assert {k: defaults[k] for k in pins_mod.OFFICIAL_VALUES[name]} == pins_mod.OFFICIAL_VALUES[name]
+        assert set(pins_mod.V02_VALUES[name]) == set(pins_mod.OFFICIAL_VALUES[name])
+        assert all(defaults[k] != v for k, v in pins_mod.V02_VALUES[name].items())
+        live = {p["name"]: p["default"] for p in listed[name]["params"]}
+        assert live["delta_t"] == 1  # score-only mode: a few batches, the window flushed at the end
 
 
 def test_smp_kl_on_a_three_sentence_batch_by_hand():

@@ -205,10 +205,29 @@ def test_scores_shapes_units_and_spectral_cap(tiny_loaded, tiny_session):
         # a cap above every σ_max changes nothing; a cap of 1 shrinks every norm here (σ ≈ 2.3)
         np.testing.assert_allclose(SNIP.score(ctx, unit, {"spectral_cap": 1e6}), scores, rtol=1e-6)
         assert np.all(SNIP.score(ctx, unit, {"spectral_cap": 1.0}) < scores)
-        assert SNIP.score(ctx, unit, {"batches": 1}).shape == inv.unit_shape(unit)
+        assert SNIP.score(ctx, unit, {"examples": 8}).shape == inv.unit_shape(unit)
     with pytest.raises(ParamError, match="scores units head, attention, ffn, not 'neuron'"):
         SNIP.score(ctx, "neuron", {})
     assert _all_hooks(tiny_loaded.model) == 0
+
+
+def test_snip_norms_are_measured_on_the_training_split(tiny_session, tiny_loaded, tmp_path, monkeypatch):
+    """Like every other criterion: a seeded sample of the training data, equal to the norms over
+    those sentences by hand and different from the norms on the evaluation sentences."""
+    from prunelens.analysis import batches as batches_mod
+    from prunelens.analysis.data import load_data, tokenize_batches
+    from tests.tiny import write_tiny_csv
+
+    other = load_data(str(write_tiny_csv(tmp_path / "train.csv", n=24, seed=5)))
+    monkeypatch.setattr(batches_mod, "training_data", lambda session: (other, "a test's train split"))
+    head, attn, ffn = _manual_norms(tiny_loaded, tokenize_batches(tiny_loaded.tokenizer, other, 8)[0])
+    np.testing.assert_allclose(SNIP.score(tiny_session, "head", {}), head, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(SNIP.score(tiny_session, "ffn", {}), ffn, rtol=1e-5, atol=1e-7)
+    on_eval, _, _ = _manual_norms(tiny_loaded, tiny_session.evaluator.batches)
+    assert not np.allclose(head, on_eval, rtol=1e-3)
+    sample = SNIP.score(tiny_session, "head", {"examples": 8})  # 8 of the 24, seeded
+    assert np.array_equal(sample, SNIP.score(tiny_session, "head", {"examples": 8}))
+    assert not np.allclose(sample, SNIP.score(tiny_session, "head", {"examples": 8, "seed": 1}))
 
 
 def test_head_contributions_sum_to_the_dense_output(tiny_loaded):
@@ -285,6 +304,12 @@ def test_training_mode(tiny_loaded, tiny_session):
     np.testing.assert_allclose(extras["scores_without_training"]["head"],
                                SNIP.score(tiny_session, "head", {}), rtol=1e-9)
     assert all(abs(r["sigma"] - 1.0) < 2e-2 for r in extras["sigma"]["after"])
+    # what exact SN alone does to the loaded model, before any step: the W/σ copy's evaluation
+    start = extras["evaluation_at_start"]
+    normalized = tiny_session.evaluator.evaluate(model=spectrally_normalized(tiny_loaded, None))
+    assert start["n"] == len(tiny_session.data)
+    assert start["loss"] == pytest.approx(normalized.loss, rel=1e-3)
+    assert start["loss"] != pytest.approx(tiny_session.evaluator.base.loss, rel=1e-3)
     assert _same_state(tiny_loaded.model, before)
     assert not any(p.requires_grad for p in tiny_loaded.model.parameters())
     assert _all_hooks(tiny_loaded.model) == 0
