@@ -273,3 +273,60 @@ def test_the_one_shot_baseline_gets_the_same_training_budget(tiny_session):
     assert calls == [2 * 3 + 4, 4]  # baseline: all 10 steps; ADMM: its 4 fine-tune steps after 6 W-steps
     assert "oneshot_finetuned" in result["variants"]
     assert "10 SR-STE steps (equal budget)" in result["labels"]["oneshot_finetuned"]
+
+
+def test_srste_sgd_is_the_official_recipe_step_by_hand():
+    """srste_optimizer=sgd: torch SGD (momentum 0.9, weight decay 5e-5) on the SR-STE gradient
+    g + λ·(1 − mask)⊙W, the rate warmed up then cosine-decayed; two steps by hand on a 2 × 4 weight."""
+    import math
+
+    from torch import nn
+
+    from prunelens.analysis.methods.admm import SGD_MOMENTUM, SGD_WEIGHT_DECAY, srste_optimizer
+
+    w0 = torch.tensor([[0.5, -2.0, 0.1, 1.0], [3.0, 0.2, -0.3, -4.0]])
+    c = torch.tensor([[1.0, 2.0, 3.0, 4.0], [-1.0, -2.0, -3.0, -4.0]])
+    w = nn.Parameter(w0.clone())
+    steps, lr, decay = 48, 0.1, 0.01
+    opt, schedule = srste_optimizer([w], steps, 1e-3, "sgd", sgd_lr=lr)
+    assert isinstance(opt, torch.optim.SGD) and (SGD_MOMENTUM, SGD_WEIGHT_DECAY) == (0.9, 5e-5)
+    rates = []
+    for _ in range(2):
+        opt.zero_grad()
+        projected = _srste_projected(w, decay)
+        (projected * c).sum().backward()
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    warmup = round(5 / 120 * steps)  # 2 warm-up steps
+    assert rates == pytest.approx([0.0, lr / warmup])
+    # by hand: d = g + λ(1 − m)W + wd·W (straight through: g reaches every weight; m the top 2 |W|
+    # of every 4 at that step); buf = d (first step), then 0.9·buf + d; W -= rate·buf
+    by_hand, buf = w0.clone(), None
+    for rate in rates:
+        top2 = by_hand.abs().argsort(dim=1, descending=True)[:, :2]
+        mask = torch.zeros_like(by_hand).scatter_(1, top2, 1.0)
+        d = c + decay * (1 - mask) * by_hand + 5e-5 * by_hand
+        buf = d if buf is None else 0.9 * buf + d
+        by_hand = by_hand - rate * buf
+    assert torch.allclose(w.detach(), by_hand, atol=1e-7)
+    # after the warm-up: cosine decay to 0 at the last step
+    for _ in range(warmup, steps):
+        schedule.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(lr * 0.5 * (1 + math.cos(math.pi)), abs=1e-12)
+    adam, none = srste_optimizer([w], steps, 1e-3)  # the default: Adam at lr, constant
+    assert isinstance(adam, torch.optim.Adam) and none is None and adam.param_groups[0]["lr"] == 1e-3
+
+
+def _srste_projected(w, decay):
+    from prunelens.analysis.methods.admm import ProjectedWeight, nm_projection
+
+    return ProjectedWeight(nm_projection(2, 4), decay)(w)
+
+
+def test_training_with_the_official_sgd_recipe_meets_the_pattern(tiny_session):
+    adam = train_command(tiny_session, "admm", TINY_TRAIN, use_store=False)
+    sgd = train_command(tiny_session, "admm", {**TINY_TRAIN, "srste_optimizer": "sgd"}, use_store=False)
+    assert sgd["params"]["srste_optimizer"] == "sgd" and sgd["extras"]["constraint"]["exactly_n_fraction"] == 1.0
+    assert sgd["histories"]["fine-tune"][0]["loss"] == pytest.approx(adam["histories"]["fine-tune"][0]["loss"])
+    assert sgd["variants"]["admm"]["loss"] != pytest.approx(adam["variants"]["admm"]["loss"], rel=1e-6)
