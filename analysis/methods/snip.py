@@ -211,6 +211,7 @@ class CappedSpectralNorm(nn.Module):
 
 
 SN_MODES = ("cap", "exact", "initial", "off")
+NORM_BATCH = 32  # sentences per forward pass of the training run's function norms (as the live scores')
 # what the training run prunes, the trained model against the untrained one and the λ = 0 control
 PRUNE_GRID = (("head", 0.3), ("head", 0.5), ("attention", 0.5), ("ffn", 0.5))
 
@@ -377,7 +378,7 @@ def train_run(session: Session, params: dict, progress: Progress = no_progress) 
     data, note = training_data(session)
     relative, control = params["relative"], params["control"]
     # the norms that prune each model: on a training sample (the evaluation sentences only evaluate)
-    norm_batches = training_sample(session, params["norm_examples"], 32, params["seed"])
+    norm_batches = training_sample(session, params["norm_examples"], NORM_BATCH, params["seed"])
     start = None
     if params["sn"] in ("cap", "exact"):  # what the normalization alone does to the loaded model
         progress(0.0, "the model as SN training starts")
