@@ -485,6 +485,7 @@ METHOD = Snip(
                   "fixed sparsities (30%/50% of heads, 50% of attention and FFN blocks), each model "
                   "pruned by its own norms; the threshold slider on the Prune page"),
         Deviation("control", "none reported", "a λ = 0 run with the same steps, batches and SN, and "
-                  "the untrained model, pruned the same way (the claim's equal-budget test)"),
+                  "the untrained model, pruned the same way (the claim's equal-budget test); with "
+                  "sn=off the prior alone and plain fine-tuning: four arms that separate SN from the prior"),
     ),
 )
