@@ -55,17 +55,25 @@ BLOCK_SPARSITIES = (0.0, 0.5)  # what docs/FIDELITY.md reads for attention and F
 HEAD_SCOPES = ("global", "layer")
 # training runs beyond each method's defaults, for the shipped store only (``prunelens precompute``;
 # ``extra_training=True``): docs/FIDELITY.md's multi-seed comparisons read them (PINS vs PLATON vs
-# gradual magnitude at 80% and 90%, self-regularization on/off, ADMM vs one-shot + the same SR-STE
-# steps, SNIP's SN + identity prior vs its λ = 0 control, the SMP pruner vs random and magnitude
-# halves; three seeds each). ``prunelens analyze --training`` runs each mode's defaults only.
+# gradual magnitude at 80% and 90%, self-regularization on/off, three seeds; ADMM vs one-shot + the
+# same SR-STE steps, five seeds, and SR-STE's λ_W = 0 under Adam and the official SGD recipe, three;
+# SNIP's four arms — SN + prior and SN only (a run and its λ = 0 control), prior only and neither
+# (the same with sn=off) — five seeds, and exact SN once; the SMP pruner vs random and magnitude
+# halves, three seeds). ``prunelens analyze --training`` runs each mode's defaults only.
+_LEAN = {"finetune_baseline": False}  # ADMM's own arm only (the λ_W comparisons need no baseline)
 EXTRA_TRAINING = {
     "pins": [{"seed": 1}, {"seed": 2},
              *({"target_sparsity": 0.9, "seed": seed} for seed in (0, 1, 2)),
              {"signed": True, "baseline": "none", "compare_self_reg": False}],
     "platon": [*({"target_sparsity": 0.8, "baseline": "none", "seed": seed} for seed in (1, 2)),
                *({"target_sparsity": 0.9, "baseline": "none", "seed": seed} for seed in (0, 1, 2))],
-    "admm": [{"seed": 1}, {"seed": 2}],
-    "snip": [{"seed": 1}, {"seed": 2}],
+    "admm": [*({"seed": seed} for seed in (1, 2, 3, 4)),
+             *({**_LEAN, "decay": 0.0, "seed": seed} for seed in (0, 1, 2)),
+             *({**_LEAN, "srste_optimizer": "sgd", **decay, "seed": seed}
+               for seed in (0, 1, 2) for decay in ({}, {"decay": 0.0}))],
+    "snip": [*({"seed": seed} for seed in (1, 2, 3, 4)),
+             *({"sn": "off", "seed": seed} for seed in (0, 1, 2, 3, 4)),
+             {"sn": "exact", "control": False}],
     "smp-pruner": [{"seed": 1}, {"seed": 2}],
 }
 # one full-data mask evaluation, in passes over the data (fast path: sliced weights, [CLS]-only
