@@ -57,7 +57,8 @@ FIVE_SEEDS = (0, 1, 2, 3, 4)  # ≥ 5 seeds where one run costs ≤ 5 minutes he
 # each claim's seeds: 5 where one run (all its arms) costs at most 5 minutes on this machine (the
 # stored runs' own seconds, reported in the seeds table), 3 where it costs more
 # (PINS: a run took 5.0-6.4 min here this round, so 3 seeds; on a quiet machine it takes ~4.5)
-CLAIM_SEEDS = {"smp-pruner": SEEDS, "snip": FIVE_SEEDS, "admm": FIVE_SEEDS, "pins": SEEDS}
+CLAIM_SEEDS = {"smp-pruner": SEEDS, "snip": FIVE_SEEDS, "admm": FIVE_SEEDS, "pins": SEEDS,
+               "srste": SEEDS, "srste-sgd": SEEDS}  # (SR-STE's λ_W: ADMM's arm only, ~1.8 min a run)
 
 
 def interval(d) -> str:
@@ -358,7 +359,7 @@ def smp_regime_section(session) -> list[str]:
 
 
 def admm_section(session) -> list[str]:
-    """ADMM 2:4 over :data:`SEEDS` against the equal-budget control (the one-shot projection +
+    """ADMM 2:4 over the claim's seeds against the equal-budget control (the one-shot projection +
     the same SR-STE steps on the same batches), and admm-quant (one seed) beside it."""
     seeds = CLAIM_SEEDS["admm"]
     runs = runs_of(session, "admm", [{"seed": seed} for seed in seeds])
@@ -398,7 +399,7 @@ def admm_section(session) -> list[str]:
         "",
         f"Result: **{equal.rule}** ({interval(equal)}).",
         "",
-        *srste_section(session, runs[:len(SEEDS)]),
+        *srste_section(session, runs[:len(CLAIM_SEEDS["srste"])]),
         "### ADMM with a 4-bit quantization Z-step (`admm-quant`, one seed)",
         "",
         table(["model", "accuracy", "loss"],
@@ -421,21 +422,24 @@ def srste_section(session, default_runs: list[RunResult]) -> list[str]:
     seeds = [r.params["seed"] for r in default_runs]
     lean = {"finetune_baseline": False}  # ADMM's own arm only: the comparison needs no baseline
     no_decay = runs_of(session, "admm", [{**lean, "decay": 0.0, "seed": s} for s in seeds])
-    sgd = runs_of(session, "admm", [{**lean, "srste_optimizer": "sgd", "seed": s} for s in seeds])
+    sgd_seeds = CLAIM_SEEDS["srste-sgd"]
+    sgd = runs_of(session, "admm", [{**lean, "srste_optimizer": "sgd", "seed": s} for s in sgd_seeds])
     sgd_no_decay = runs_of(session, "admm", [{**lean, "srste_optimizer": "sgd", "decay": 0.0, "seed": s}
-                                             for s in seeds])
+                                             for s in sgd_seeds])
+    adam_same = [r for r in default_runs if r.params["seed"] in sgd_seeds]
     decay = default_runs[0].params["decay"]
     comparisons = [
         (f"Adam: λ_W = {decay:g} − λ_W = 0", paired(default_runs, "admm", no_decay, "admm"), "λ_W", "λ_W = 0"),
         (f"SGD (official recipe): λ_W = {decay:g} − λ_W = 0", paired(sgd, "admm", sgd_no_decay, "admm"),
          "λ_W", "λ_W = 0"),
-        ("SGD − Adam (both λ_W = 2e-4)", paired(sgd, "admm", default_runs, "admm"), "SGD", "Adam"),
+        ("SGD − Adam (both λ_W = 2e-4)", paired(sgd, "admm", adam_same, "admm"), "SGD", "Adam"),
     ]
     arms = [("Adam, λ_W = 2e-4 (default)", default_runs), ("Adam, λ_W = 0", no_decay),
             (f"SGD, λ_W = 2e-4 (sgd_lr {sgd[0].params['sgd_lr']:g})", sgd), ("SGD, λ_W = 0", sgd_no_decay)]
     adam, official = comparisons[0][1], comparisons[1][1]
     return [
-        f"### SR-STE: does the decay λ_W on pruned weights matter at this budget? ({len(seeds)} seeds)",
+        f"### SR-STE: does the decay λ_W on pruned weights matter at this budget? ({len(seeds)} seeds; "
+        f"SGD: {len(sgd_seeds)})",
         "",
         "SR-STE's fine-tune passes the gradient straight to the dense weights and adds λ_W·(1 − mask)⊙W "
         "on the pruned ones (aojunzz/NM-sparsity: λ_W = 2e-4 under SGD with momentum 0.9, weight decay "
