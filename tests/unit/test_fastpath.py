@@ -88,7 +88,7 @@ def test_cls_only_last_layer_equals_full_layer(tiny_loaded, evaluators):
     batch = fast.batches[-1]
     rows = mask_rows(Masks(head=np.array([[1, 1, 1, 1], [1, 0, 1, 0.5]], np.float32)), 2)
     with torch.inference_mode():
-        tokens = Tokens.of(batch.attention_mask.bool())
+        tokens = encoder.tokens(batch)
         x = tokens.pack(encoder.embed(batch))
         x = encoder.layers[0].forward(x, tokens, encoder.plan(0, rows[0]))
         full = tokens.pad(encoder.layers[1].forward(x, tokens, encoder.plan(1, rows[1])))
