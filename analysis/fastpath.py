@@ -1,7 +1,10 @@
 """The fast masked forward pass behind :class:`prunelens.analysis.evaluate.Evaluator`.
 
-Owns a functional re-implementation of the BERT-layout encoder that computes what the hook-gated
-model computes (to float rounding, ~1e-6), but cheaper:
+Owns a functional re-implementation of the post-LayerNorm encoder block (BERT's, DistilBERT's,
+ALBERT's, MPNet's: the families whose layout entry sets ``fast_path``; what differs between them — where a
+layer keeps its LayerNorms and activation, the embeddings, the head, a score bias shared by the
+layers — is one module each in :mod:`prunelens.analysis.kernels`) that computes what the
+hook-gated model computes (to float rounding, ~1e-6), but cheaper:
 
 - **pruned matmuls**: a mask is applied by slicing the weights (fused Q/K/V rows of the kept
   heads, attention-output columns, FFN rows/columns of the kept neurons); float gate values scale
@@ -34,8 +37,9 @@ model computes (to float rounding, ~1e-6), but cheaper:
 
 Only what the classifier needs is computed; the reference path (HF forward under
 :func:`prunelens.analysis.gates.gated`) stays the definition, and :class:`FastEncoder` checks itself against
-it on first use (see ``Evaluator``). Unsupported models (non-absolute position embeddings,
-decoders, unknown heads) are reported by :func:`unsupported_reason` and use the reference path.
+it on first use (see ``Evaluator``). Unsupported models (families without a kernel, BERT with
+non-absolute position embeddings, decoders, unknown heads, checkpoints with heads cut out) are
+reported by :func:`unsupported_reason` and use the reference path.
 """
 
 from __future__ import annotations
@@ -85,7 +89,7 @@ def unsupported_reason(model: nn.Module, headless: bool = False) -> str | None:
         return "no embeddings/classifier"
     try:
         family = family_of(model)
-        encoder_layers(model)
+        layers = encoder_layers(model)
     except Exception:  # noqa: BLE001 - any layout problem means: use the reference path
         return "no encoder layers"
     kernel = kernel_for(family)
@@ -96,6 +100,8 @@ def unsupported_reason(model: nn.Module, headless: bool = False) -> str | None:
     heads = int(config.num_attention_heads)
     if any(len(p) < heads for p in present_heads(model)):
         return "heads cut out of the weights (a prunelens export or pruned_heads checkpoint)"
+    if any(type(m) is not nn.Linear for layer in layers for m in layer_matrices(layer).values()):
+        return "a layer's matrices carry fixed gates (a shared-layer export)"
     return kernel.unsupported(model)
 
 

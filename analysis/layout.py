@@ -154,7 +154,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("albert", ("albert",), ("AlbertLayer",), "encoder.layer_views",
            {"query": "attention.query", "key": "attention.key", "value": "attention.value",
             ATTENTION_OUTPUT: "attention.dense", FFN_INPUT: "ffn", FFN_OUTPUT: "ffn_output"},
-           "attention", residual_norm="LayerNorm", shared_layers=True,
+           "attention", residual_norm="LayerNorm", shared_layers=True, fast_path=True,
            notes="one layer's weights at every depth: a gate per (layer, head); a head's weights go "
                  "only when every layer sharing them removes it"),
     Family("deberta-v2", ("deberta-v2",), ("DebertaV2Layer",), "encoder.layer",
