@@ -236,9 +236,18 @@ class Method:
     # one computation gives every unit's scores (``compute_units`` is overridden): asked for one
     # unit, the operations compute and store them all, so nothing is recomputed or memoized
     joint: bool = False
+    # the scores read only the training split (:func:`prunelens.analysis.batches.training_data`),
+    # never the loaded evaluation data: True, or a predicate of the (validated) parameters. Where
+    # the data names a train split, the store keys such scores by it (:meth:`Session.keys`), so
+    # another ``--limit`` or evaluation subset finds them
+    training_split: bool | Callable[[dict[str, Any]], bool] = False
 
     def param(self, name: str) -> Param:
         return declared_param(self.params, name, f"method '{self.name}'")
+
+    def reads_training_split(self, params: dict[str, Any]) -> bool:
+        """Whether scores with ``params`` are computed from the training split alone."""
+        return bool(self.training_split(params) if callable(self.training_split) else self.training_split)
 
     def validate(self, raw: dict[str, Any] | None = None) -> dict[str, Any]:
         """All declared parameters, defaults filled in, values checked; unknown names refused;

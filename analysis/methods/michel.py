@@ -106,6 +106,7 @@ METHOD = Michel(
     needs_classes=True,
     joint=True,
     name="michel",
+    training_split=True,  # scores from the training split alone (the store keys them by it)
     title="Michel et al. gradient importance",
     plain="Give each unit a volume knob and measure how strongly the loss reacts when the knob is nudged: a strong reaction means an important unit.",
     summary="E_x|dL(x)/dξ| for a gate ξ=1 on each unit (per example, per token or per batch), on "

@@ -227,6 +227,7 @@ class SMP(Method):
 METHOD = SMP(
     needs_classes=True,
     name="smp",
+    training_split=lambda params: params.get("sentences", "train") == "train",  # scores from the training split alone (the store keys them by it)
     title="SMP ridge surrogate (representation KL)",
     plain="Switch random sets of heads off many times and learn which heads change the sentence representations most; needs no labels.",
     summary="Ridge regression, over random head masks, of the KL between the in-batch sentence "

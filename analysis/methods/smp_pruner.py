@@ -579,6 +579,7 @@ TRAINER = Trainer(
 
 METHOD = SmpPruner(
     name="smp-pruner",
+    training_split=True,  # scores from the training split alone (the store keys them by it)
     title="SMP learned pruner (CNN on attention maps)",
     plain="Train a small network that looks at each head's attention pattern and learns which heads "
           "must stay for the sentence representations to keep their shape; needs no labels.",
