@@ -209,8 +209,10 @@ def smp_losses(ctx: Session, masks: np.ndarray, params: dict) -> np.ndarray:
 def smp_cost(params: dict, inventory, unit) -> Work:
     """An encoder pass over ``batches`` x ``batch_size`` sentences for every mask and once
     unpruned (fewer when the data is smaller)."""
-    return Work(fixed=(params["samples"] + 1) * params["batches"] * params["batch_size"],
-                what="(samples + 1) x batches x batch_size sentence passes")  # no gradients
+    masks = (params["samples"] + 1) * params["batches"]
+    return Work(fixed=masks * params["batch_size"],
+                what="(samples + 1) x batches x batch_size sentence passes",  # no gradients
+                calls=masks * math.ceil(params["batch_size"] / CHUNK))  # one call per chunk
 
 
 class SMP(Method):
