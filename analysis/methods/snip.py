@@ -278,7 +278,7 @@ def train_cost(params: dict) -> Work:
     work = training_work(params["steps"], params["batch_size"], MAX_LENGTH)
     runs = 2 if params["control"] else 1  # the λ = 0 control trains as long again
     return Work(work.fixed * runs, work.passes * runs + len(PRUNE_GRID) * (runs + 1),
-                work.batch_tokens, f"{runs} x ({work.what})")
+                work.batch_tokens, f"{runs} x ({work.what})", calls=work.calls * runs)
 
 
 def _sigma_rows(model: nn.Module) -> list[dict]:
