@@ -11,11 +11,15 @@ folder: the default's shipped store is what it produces for the default.
 
 What the job adds to a sweep:
 
-- **An estimate before it starts** (:func:`estimate`): one forward pass of a fixed sample is
-  timed on this machine, and every task's declared work (:class:`~prunelens.analysis.methods.base.Work`,
-  forward-pass equivalents, :meth:`~prunelens.analysis.methods.base.Work.expected`: passes that run on the
-  fast path count their measured share) is turned into seconds with it; a mask evaluation counts
-  :data:`MASK_EVAL_PASSES` of a pass over the data (the fast path's measured share).
+- **An estimate before it starts** (:func:`estimate`): one forward pass of a fixed sample and
+  one empty model call are timed on this machine (:func:`measured_costs`), and every task's
+  declared work (:class:`~prunelens.analysis.methods.base.Work`, forward-pass equivalents,
+  :meth:`~prunelens.analysis.methods.base.Work.expected`: passes that run on the fast path count
+  their measured share) is turned into seconds with the first, its model calls (batches, steps,
+  and one per task) with the second (:func:`work_seconds`), plus what a method measures beside
+  the encoder (smp-pruner's CNN, :func:`side_measurement`); a mask evaluation counts
+  :data:`MASK_EVAL_PASSES` of a pass over the data (the fast path's measured share). On BERT-base
+  the examples are the time; on a 2-layer toy model the calls and the CNN are.
 - **Cheap first**: score tasks run in order of estimated cost, each followed by its curve points,
   so the pages fill from the cheapest method up; training runs last.
 - **Progress in time**: the bar counts estimated seconds, so its ETA is the estimate corrected by
@@ -35,15 +39,18 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 from prunelens.analysis import spectral_store
 from prunelens.analysis.cache import ResultStore, canonical
 from prunelens.analysis.checkpoints import Cancelled
 from prunelens.analysis.errors import PrunelensError
 from prunelens.analysis.layout import BLOCK_UNITS
+from prunelens.analysis.evaluate import FAST_BATCH_ROWS
 from prunelens.analysis.methods import all_methods, get_method
+from prunelens.analysis.methods.base import Work
 from prunelens.analysis.session import Session
 from prunelens.analysis.sweep.driver import Plan, Schedule, SweepReport, plan_sweep, run_sweep
 from prunelens.analysis.sweep.spec import MethodGrid, SweepSpec, Target, TrainGrid
@@ -90,6 +97,8 @@ TIMING_MAX_AGE_S = 24 * 3600  # a kept forward-pass measurement is trusted this 
 # the dashboard computes a setting that is not in the store without a click when it is expected
 # to take at most this long here (:func:`score_seconds`: the analysis estimate's own rule)
 COMPUTE_WITHOUT_CLICK_S = 60.0
+# every task is one more call's worth of fixed cost (store write, the sweep's bookkeeping)
+TASK_CALLS = 1.0
 
 
 class AnalysisBusy(PrunelensError):
@@ -140,6 +149,7 @@ class Estimate:
     example_seconds: float  # one example through the forward pass (measured)
     examples: int
     mask_eval_seconds: float
+    call_seconds: float = 0.0  # the fixed cost of one model call (measured)
     seconds: dict[str, float] = field(default_factory=dict)  # by task digest
     waiting: int = 0  # mask evaluations not expanded yet (their scores are not computed)
 
@@ -153,27 +163,69 @@ class Estimate:
     def describe(self) -> dict:
         return {"total_seconds": round(self.total_seconds, 1),
                 "example_forward_seconds": self.example_seconds, "examples": self.examples,
+                "call_seconds": self.call_seconds,
                 "mask_eval_seconds": round(self.mask_eval_seconds, 3), "tasks": len(self.seconds),
                 "mask_evals_to_expand": self.waiting}
 
 
-def time_forward(session: Session) -> float:
-    """Seconds of one example's forward pass here: a fixed sample of :data:`CALIBRATION_SIZE`
-    examples through the (checked) fast path, or the reference path where that is off; the
-    encoder check and bf16 calibration run first, untimed, as every task needs them."""
+@dataclass(frozen=True)
+class MachineCosts:
+    """What the estimate's rule multiplies (measured here, :func:`measured_costs`)."""
+
+    example_seconds: float  # one example through the forward pass, in batches
+    call_seconds: float  # the fixed cost of one model call beyond its examples (Python, hooks)
+    side: dict[str, float] = field(default_factory=dict)  # methods' own (:func:`side_measurement`)
+    measured: float = field(default_factory=time.time)  # when (epoch seconds)
+
+
+def time_forward(session: Session) -> MachineCosts:
+    """One example's forward pass here: a fixed sample of :data:`CALIBRATION_SIZE` examples
+    through the (checked) fast path, or the reference path where that is off; and the fixed cost
+    of one call (:func:`empty_call`). The
+    encoder check and bf16 calibration run first, untimed, as every task needs them. On a tiny
+    model the calls are the time (issue 30: 1 s estimated, 21 s taken), on BERT-base the examples."""
     ev = session.evaluator
     ev.low_encoder()  # fast-path check + bf16 calibration (computes the unpruned outputs)
     sample = ev.subset(min(CALIBRATION_SIZE, ev.n), seed=1)
     encoder = ev.fast_encoder()
-    best = math.inf
-    for _ in range(2):  # the first run also builds the sample's batches and plans: the best of two
-        start = time.perf_counter()
-        if encoder is None:
-            sample.reference_outputs()
-        else:
-            encoder.logits(sample.fast_batches, None, use_cache=False)
-        best = min(best, time.perf_counter() - start)
-    return best / max(1, len(sample.data))
+
+    def best_of(runs: int, run) -> float:  # the first run also builds batches and plans
+        best = math.inf
+        for _ in range(runs):
+            start = time.perf_counter()
+            run()
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    if encoder is None:
+        sample_seconds = best_of(2, sample.reference_outputs)
+    else:
+        sample_seconds = best_of(2, lambda: encoder.logits(sample.fast_batches, None, use_cache=False))
+    per = sample_seconds / max(1, len(sample.data))
+    return MachineCosts(per, best_of(3, empty_call(session)))
+
+
+def empty_call(session: Session):
+    """A model call with (almost) no example's work: one empty text ([CLS] [SEP]) through the
+    reference forward; its time is the fixed cost of every call."""
+    import torch
+
+    from prunelens.analysis.data import tokenize_batches
+    from prunelens.analysis.objectives import model_output
+
+    if not len(session.data):
+        return lambda: None
+    first = session.data.rows([0])
+    empty = replace(first, texts=[""], text_pairs=None if first.text_pairs is None else [""])
+    [batch], _ = tokenize_batches(session.loaded.tokenizer, empty, 1)
+    model = session.loaded.model
+    inputs = batch.to(next(model.parameters()).device).model_inputs()
+
+    def run():
+        with torch.inference_mode():
+            model_output(model, inputs, session.loaded.pooling)
+
+    return run
 
 
 def timing_path(store: ResultStore, session: Session) -> Path:
@@ -181,74 +233,128 @@ def timing_path(store: ResultStore, session: Session) -> Path:
     return jobs_dir(store) / f"{pair_id(session)}.timing"
 
 
-_MEASURED: dict[tuple[str, str], float] = {}  # (store folder, pair id) -> seconds per example
+_MEASURED: dict[tuple[str, str], MachineCosts] = {}  # (store folder, pair id) -> what was measured
 
 
-def measured_example_seconds(session: Session) -> float:
-    """Seconds of one example's forward pass here (:func:`time_forward`), measured once per
-    model/data pair and machine and kept in the store's job folder: the Model & data page, the
-    pages' compute limit and ``prunelens analyze --dry-run`` all read the same measurement, so
-    their estimates agree and do not jump between measurements as work is done. Measured again
-    after :data:`TIMING_MAX_AGE_S` or on another host."""
+def _finite(x, low: float) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x >= low
+
+
+def measured_costs(session: Session) -> MachineCosts:
+    """This machine's costs for the pair (:func:`time_forward`), measured once per model/data
+    pair and machine and kept in the store's job folder: the Model & data page, the pages'
+    compute limit and ``prunelens analyze --dry-run`` all read the same measurement, so their
+    estimates agree and do not jump between measurements as work is done. Measured again after
+    :data:`TIMING_MAX_AGE_S`, on another host, or when the kept file lacks a cost."""
     path = timing_path(session.store, session)
     memo = (str(session.store.user_dir), pair_id(session))
     if memo in _MEASURED:
         return _MEASURED[memo]
     kept = read_status_path(path)
-    seconds = kept.get("example_seconds")
-    if (isinstance(seconds, int | float) and seconds > 0 and kept.get("host") == socket.gethostname()
-            and time.time() - float(kept.get("measured", 0)) < TIMING_MAX_AGE_S):
-        _MEASURED[memo] = float(seconds)
-        return float(seconds)
-    seconds = time_forward(session)
-    _MEASURED[memo] = seconds
+    side = kept.get("side") if isinstance(kept.get("side"), dict) else {}
+    if (_finite(kept.get("example_seconds"), 1e-12) and _finite(kept.get("call_seconds"), 0.0)
+            and kept.get("host") == socket.gethostname()
+            and _finite(kept.get("measured"), 0.0) and time.time() - kept["measured"] < TIMING_MAX_AGE_S):
+        _MEASURED[memo] = MachineCosts(float(kept["example_seconds"]), float(kept["call_seconds"]),
+                                       {k: float(v) for k, v in side.items() if _finite(v, 0.0)},
+                                       float(kept["measured"]))
+        return _MEASURED[memo]
+    return _keep(session, time_forward(session))
+
+
+def _keep(session: Session, costs: MachineCosts) -> MachineCosts:
+    """Remember ``costs`` for this pair (in the process and in its job folder's timing file)."""
+    path = timing_path(session.store, session)
+    _MEASURED[(str(session.store.user_dir), pair_id(session))] = costs
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"example_seconds": seconds, "host": socket.gethostname(),
-                                   "measured": time.time()}))
+        tmp.write_text(json.dumps({"example_seconds": costs.example_seconds, "call_seconds": costs.call_seconds,
+                                   "side": costs.side, "host": socket.gethostname(),
+                                   "measured": costs.measured}))
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)  # a read-only store: measured again by the next process
-    return seconds
+    return costs
+
+
+def side_measurement(session: Session, name: str, timer: Callable[[], float]) -> float:
+    """A method's own measurement ``name`` (seconds, e.g. smp-pruner's CNN on one map), kept
+    with the pair's forward pass so every estimate reads the same number: ``timer()`` runs only
+    when it is not kept yet."""
+    costs = measured_costs(session)
+    if name not in costs.side:
+        costs = _keep(session, replace(costs, side={**costs.side, name: float(timer())}))
+    return costs.side[name]
+
+
+def measured_example_seconds(session: Session) -> float:
+    """Seconds of one example's forward pass here (:func:`measured_costs`)."""
+    return measured_costs(session).example_seconds
+
+
+def measured_call_seconds(session: Session) -> float:
+    """The fixed seconds of one model call here (:func:`measured_costs`)."""
+    return measured_costs(session).call_seconds
+
+
+def work_seconds(work: Work, n: int, per: float, call: float) -> float:
+    """The estimate's rule for one task: its expected forward-pass equivalents on ``n``
+    examples times ``per``, plus its model calls (and one for the task itself) times ``call``."""
+    examples = work.expected(n)
+    return ((examples if math.isfinite(examples) else n) * per
+            + (work.expected_calls(n) + TASK_CALLS) * call)
 
 
 def score_seconds(session: Session, method_name: str, unit: str, params: dict | None,
-                  per: float | None = None) -> float:
+                  per: float | None = None, call: float | None = None) -> float:
     """Expected seconds of one score computation here (the analysis estimate's own rule)."""
     method = get_method(method_name)
     n = session.evaluator.n
-    if method.cost is None:
-        work = n
-    else:
-        work = method.cost(method.validate(params), session.loaded.inventory, unit).expected(n)
+    work = Work(passes=1.0) if method.cost is None else method.cost(method.validate(params),
+                                                                     session.loaded.inventory, unit)
     per = measured_example_seconds(session) if per is None else per
-    return (work if math.isfinite(work) else n) * per
+    call = measured_call_seconds(session) if call is None else call
+    side = 0.0
+    if method.side_seconds is not None:
+        side = method.side_seconds(method.validate(params), session.loaded.inventory,
+                                   lambda name, timer: side_measurement(session, name, timer))
+    return work_seconds(work, n, per, call) + side
 
 
-def estimate(plan: Plan, session: Session, example_seconds: float | None = None) -> Estimate:
+def estimate(plan: Plan, session: Session, example_seconds: float | None = None,
+             call_seconds: float | None = None) -> Estimate:
     """Seconds per task still to do (see the module docstring). Every caller (the page, the
-    CLI, the job's progress) uses this one rule and the one measurement of
-    :func:`measured_example_seconds`:
-    doing work only removes tasks, so the estimate never grows while the analysis runs."""
+    CLI, the job's progress) uses this one rule (:func:`work_seconds`) and the one measurement
+    of :func:`measured_costs`: doing work only removes tasks, so the estimate never grows while
+    the analysis runs. ``example_seconds`` pins the per-example cost (``call_seconds``, the
+    per-call one, is then 0 unless given too)."""
     from prunelens.analysis.training import get_trainer
 
-    per = example_seconds if example_seconds is not None else measured_example_seconds(session)
+    per = measured_example_seconds(session) if example_seconds is None else example_seconds
+    if call_seconds is not None:
+        call = call_seconds
+    else:
+        call = measured_call_seconds(session) if example_seconds is None else 0.0
     n = session.evaluator.n
     passes = MASK_EVAL_PASSES["bf16" if session.evaluator.masked_precision == "bf16" else "fp32"]
-    est = Estimate(per, n, passes * n * per, waiting=plan.waiting)
+    mask_eval = Work(passes=1.0, pass_share=passes, pass_rows=FAST_BATCH_ROWS)  # one call per batch
+    est = Estimate(per, n, work_seconds(mask_eval, n, per, call), call_seconds=call, waiting=plan.waiting)
     for task in plan.todo:
         if task.kind == "scores":
-            est.seconds[task.digest] = score_seconds(session, task.method, task.unit, task.param_dict(), per)
+            est.seconds[task.digest] = score_seconds(session, task.method, task.unit, task.param_dict(),
+                                                     per, call)
             continue
         if task.kind == "train-run":
-            work = get_trainer(task.method).work(task.param_dict()) * TRAINING_PASS_COST
+            trainer = get_trainer(task.method)
+            declared = trainer.cost(trainer.validate(task.param_dict())) if trainer.cost else Work(fixed=math.inf)
+            work = Work(fixed=declared.fixed * TRAINING_PASS_COST, calls=declared.calls)
         elif task.kind == "view":
             params = task.param_dict()
-            work = spectral_store.work(params.pop("part"), params, n)
+            work = Work(fixed=spectral_store.work(params.pop("part"), params, n))
         else:
-            work = passes * n
-        est.seconds[task.digest] = (work if math.isfinite(work) else n) * per
+            work = mask_eval
+        est.seconds[task.digest] = work_seconds(work, n, per, call)
     return est
 
 

@@ -5,7 +5,7 @@ One owner for three things several methods need:
 - :func:`training_data`: the data a label-using importance or a training run uses — the train
   split its data names as kept apart from it (:attr:`TextData.train_source`: the default Rotten
   Tomatoes data's), otherwise the session's own data (with a note that the evaluation is then
-  optimistic);
+  optimistic); :func:`training_fingerprint` is its identity in store keys;
 - :class:`StreamedBatches`: batches of drawn examples, tokenized one batch at a time as the loop
   reaches them (at most ``batch_size`` texts per tokenizer call), each batch a cooperative-cancel
   point (:func:`prunelens.analysis.checkpoints.checkpoint`);
@@ -41,6 +41,22 @@ def training_data(session: Session) -> tuple[TextData, str]:
         return data, "train split of the default data"
     return session.data, ("no separate train split is known for this data: trained on the "
                           "evaluation data itself, so the evaluation is optimistic")
+
+
+_TRAINING_FINGERPRINTS: dict[tuple[str, str], str] = {}  # (train source, model) -> fingerprint
+
+
+def training_fingerprint(session: Session) -> str:
+    """The fingerprint of :func:`training_data` (read once per train source and model): what
+    the store keys a training-split-only score by. Without a known train split it is the
+    session's own data's."""
+    source = session.data.train_source
+    if source is None:
+        return session.data.fingerprint
+    cached = (source, session.loaded.fingerprint)
+    if cached not in _TRAINING_FINGERPRINTS:
+        _TRAINING_FINGERPRINTS[cached] = training_data(session)[0].fingerprint
+    return _TRAINING_FINGERPRINTS[cached]
 
 
 class StreamedBatches:

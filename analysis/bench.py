@@ -43,6 +43,7 @@ import resource
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -51,6 +52,7 @@ from prunelens.analysis.cache import ResultStore
 from prunelens.analysis.evaluate import Evaluator
 from prunelens.analysis.fastpath import fp32_kernel
 from prunelens.analysis.gates import Masks
+from prunelens.analysis.objectives import model_output, unit_rows
 from prunelens.analysis.precision import BF16_FLAGS, cpu_flags, isa_cap
 from prunelens.analysis import timing
 from prunelens.analysis.pruning import physically_prune, select
@@ -83,16 +85,17 @@ def timed(fn, *args, **kwargs) -> tuple[float, float, object]:
 
 
 def naive_loop(loaded, data, batch_size: int = 32, max_length: int = 128) -> np.ndarray:
-    """The baseline: tokenize each batch of 32 in file order, no inference mode."""
+    """The baseline: tokenize each batch of 32 in file order, no inference mode; the classifier's
+    logits, or a headless encoder's pooled sentence vectors (what the objective compares)."""
     model, tok = loaded.model, loaded.tokenizer
-    logits = []
+    outputs = []
     for start in range(0, len(data), batch_size):
         texts = data.texts[start:start + batch_size]
         pairs = None if data.text_pairs is None else data.text_pairs[start:start + batch_size]
         enc = tok(texts, pairs, padding=True, truncation=True, max_length=max_length,
                   return_tensors="pt")
-        logits.append(model(**enc).logits.detach())
-    return torch.cat(logits).numpy()
+        outputs.append(model_output(model, dict(enc), loaded.pooling).detach())
+    return torch.cat(outputs).numpy()
 
 
 def rss_mb() -> tuple[float, float]:
@@ -134,7 +137,7 @@ def run_bench(session, quick: bool = False, threads: int | None = None,
             out = _run(session, quick, say, threads, ResultStore(tmp, shipped_dir=None), skip_ablation)
             if specs is not None:
                 say("memory of a dashboard-like process ...")
-                out.update(_dashboard_rss(specs, threads, tmp))
+                out.update(_dashboard_rss(specs, session.objective, threads, tmp))
     finally:
         torch.set_num_threads(old_threads)
     say(format_table(out))
@@ -161,6 +164,7 @@ TARGETS = (
     ("  the same with F.linear p50 (s)", "eval_fp32_aten_p50_s", None, ""),
     ("  fp32 oneDNN speed-up (p50 of ratios)", "fp32_onednn_speedup", None, ""),
     ("prediction agreement with fp32", "prediction_agreement", 1.0, "min"),
+    ("min cosine of outputs vs fp32", "min_cosine_vs_fp32", None, ""),
     ("max |mean loss difference| vs fp32", "max_mean_loss_difference", None, ""),
     ("RSS (MiB)", "rss_mb", 2048.0, "max"),
 )
@@ -201,16 +205,15 @@ def format_table(out: dict) -> str:
 def _run(session, quick: bool, say, threads: int, store: ResultStore,
          skip_ablation: bool = False) -> dict:
     from prunelens.analysis.operations import compute_scores
-    from prunelens.analysis.session import Session
 
     loaded, data = session.loaded, session.data
     out: dict = {"model": loaded.describe(), "data": data.describe(), "threads": threads,
                  "quick": quick, "load_average_before": list(os.getloadavg()),
                  "encoder_params": loaded.inventory.encoder_params}
-    ev = Evaluator(loaded, data, device=session.device)
-    # a fresh session on an empty temporary store: nothing is read from or written to the user's
-    fresh = Session(loaded, data, store, session.device)
-    fresh._evaluator = ev
+    ev = Evaluator(loaded, data, device=session.device, objective=session.objective)
+    # a fresh session (same objective) on an empty temporary store: nothing is read from or
+    # written to the user's
+    fresh = replace(session, store=store, _evaluator=ev)
 
     say("naive loop ...")
     out["naive_s"], out["naive_cpu_s"], naive = timed(naive_loop, loaded, data)
@@ -307,10 +310,10 @@ import torch
 from prunelens.analysis.bench import rss_mb
 from prunelens.analysis.cache import ResultStore
 from prunelens.analysis.operations import open_session, prune, prune_estimate
-model, data, limit, threads = json.loads(sys.argv[1])
+model, data, limit, objective, threads = json.loads(sys.argv[1])
 torch.set_num_threads(threads)
 with tempfile.TemporaryDirectory() as tmp:
-    session = open_session(model, data, limit, store=ResultStore(tmp, shipped_dir=None))
+    session = open_session(model, data, limit, store=ResultStore(tmp, shipped_dir=None), objective=objective)
     _ = session.evaluator.base
     for sparsity in (0.1, 0.3, 0.5, 0.7, 0.9):
         prune_estimate(session, "magnitude", sparsity)
@@ -319,7 +322,7 @@ with tempfile.TemporaryDirectory() as tmp:
 """
 
 
-def _dashboard_rss(specs: tuple[str, str, int | None], threads: int, tmp: str) -> dict:
+def _dashboard_rss(specs: tuple[str, str, int | None], objective: str, threads: int, tmp: str) -> dict:
     """RSS of a fresh process holding what a dashboard session holds: the model, the data, both
     evaluators' caches after five cold slider moves and their estimates (no Streamlit, which
     adds about 100 MiB; docs/PERFORMANCE.md has a real server's figure)."""
@@ -327,7 +330,7 @@ def _dashboard_rss(specs: tuple[str, str, int | None], threads: int, tmp: str) -
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", _DASHBOARD_PROCESS, json.dumps([*specs, threads])],
+    done = subprocess.run([sys.executable, "-c", _DASHBOARD_PROCESS, json.dumps([*specs, objective, threads])],
                           capture_output=True, text=True, env={**os.environ, "PRUNELENS_CACHE": tmp})
     if done.returncode != 0:
         return {"rss_note": done.stderr.strip().splitlines()[-1:] or ["failed"]}
@@ -340,11 +343,9 @@ def _shipped_slider(session, steps: list[float]) -> dict:
     """The dashboard's path for the same slider moves: ``operations.prune`` answered from the
     shipped ``cached_results/`` (read-only here). Only where the shipped store covers every move."""
     from prunelens.analysis.operations import curve_is_stored, prune
-    from prunelens.analysis.session import Session
 
     with tempfile.TemporaryDirectory() as tmp:
-        shipped = Session(session.loaded, session.data, ResultStore(tmp, session.store.shipped_dir),
-                          session.device, session.evaluator)
+        shipped = replace(session, store=ResultStore(tmp, session.store.shipped_dir))
         if session.store.shipped_dir is None or not curve_is_stored(shipped, ["michel"], steps):
             return {"slider_shipped_p50_s": None,
                     "slider_shipped_note": "the shipped store does not cover this model and data"}
@@ -371,31 +372,49 @@ def _curve_bench(fresh, ev: Evaluator, quick: bool, skip_ablation: bool = False)
             "curve_methods": methods, "curve_sparsities": sparsities}
 
 
+def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per example, the cosine between the two outputs (logits, or sentence vectors)."""
+    return (unit_rows(a) * unit_rows(b)).sum(1)
+
+
+def _same_predictions(got: np.ndarray, want: np.ndarray, headless: bool) -> int:
+    """How many examples the default path predicts as the exact path does: the top class of a
+    classifier; for a headless encoder, the sentence whose exact vector is nearest (by cosine) to
+    the example's default-path vector is the example itself."""
+    if not headless:
+        return int((got.argmax(1) == want.argmax(1)).sum())
+    return int((np.argmax(unit_rows(got) @ unit_rows(want).T, axis=1) == np.arange(len(got))).sum())
+
+
 def _exact_slider(session, ev: Evaluator, scores: np.ndarray, steps: list[float]) -> dict:
     """The slider moves on an fp32-only evaluator: its p50, and how far the default path's
     numbers are from the exact ones (predictions, mean loss, logits; against the reference
     forward at 30% and 50%)."""
     from prunelens.analysis import fastpath
 
-    exact = Evaluator(session.loaded, session.data, device=session.device, precision="fp32")
+    exact = Evaluator(session.loaded, session.data, device=session.device, precision="fp32",
+                      objective=session.objective)
     _ = exact.base_outputs
     # the same moves with F.linear as the fp32 kernel, interleaved move by move (a ratio in one run)
     kernel, fastpath.FP32_KERNEL = fastpath.FP32_KERNEL, "aten"
     try:
-        aten = Evaluator(session.loaded, session.data, device=session.device, precision="fp32")
+        aten = Evaluator(session.loaded, session.data, device=session.device, precision="fp32",
+                         objective=session.objective)
         aten.fast_encoder()
     finally:
         fastpath.FP32_KERNEL = kernel
     _ = aten.base_outputs
     walls, aten_walls, agree, total, loss_diff, logit_diff, ref_diff = [], [], 0, 0, 0.0, 0.0, 0.0
+    min_cosine = 1.0
     for s in steps:
         masks = Masks(head=select(scores, s).astype(np.float32))
         w, _, want = timed(exact.outputs, masks)
         walls.append(w)
         aten_walls.append(timed(aten.outputs, masks)[0])
         got = ev.outputs(masks)  # from the evaluator's LRU: computed during the sweep
-        agree += int((got.logits.argmax(1) == want.logits.argmax(1)).sum())
+        agree += _same_predictions(got.logits, want.logits, session.loaded.headless)
         total += len(want.labels)
+        min_cosine = min(min_cosine, float(_row_cosines(got.logits, want.logits).min()))
         loss_diff = max(loss_diff, abs(float(got.loss.mean() - want.loss.mean())))
         logit_diff = max(logit_diff, float(np.abs(got.logits - want.logits).max()))
         if s in (0.3, 0.5):
@@ -404,6 +423,7 @@ def _exact_slider(session, ev: Evaluator, scores: np.ndarray, steps: list[float]
     return {"eval_fp32_p50_s": _p(walls, 50), "eval_fp32_p90_s": _p(walls, 90),
             "eval_fp32_aten_p50_s": _p(aten_walls, 50),
             "fp32_onednn_speedup": _p([a / w for a, w in zip(aten_walls, walls)], 50),
-            "prediction_agreement": agree / total, "max_mean_loss_difference": loss_diff,
+            "prediction_agreement": agree / total, "min_cosine_vs_fp32": min_cosine,
+            "max_mean_loss_difference": loss_diff,
             "max_abs_logit_difference_vs_fp32": logit_diff,
             "slider_max_abs_logit_difference": ref_diff}

@@ -1,7 +1,10 @@
 """The fast masked forward pass behind :class:`prunelens.analysis.evaluate.Evaluator`.
 
-Owns a functional re-implementation of the BERT-layout encoder that computes what the hook-gated
-model computes (to float rounding, ~1e-6), but cheaper:
+Owns a functional re-implementation of the post-LayerNorm encoder block (BERT's, DistilBERT's,
+ALBERT's, MPNet's: the families whose layout entry sets ``fast_path``; what differs between them — where a
+layer keeps its LayerNorms and activation, the embeddings, the head, a score bias shared by the
+layers — is one module each in :mod:`prunelens.analysis.kernels`) that computes what the
+hook-gated model computes (to float rounding, ~1e-6), but cheaper:
 
 - **pruned matmuls**: a mask is applied by slicing the weights (fused Q/K/V rows of the kept
   heads, attention-output columns, FFN rows/columns of the kept neurons); float gate values scale
@@ -34,8 +37,9 @@ model computes (to float rounding, ~1e-6), but cheaper:
 
 Only what the classifier needs is computed; the reference path (HF forward under
 :func:`prunelens.analysis.gates.gated`) stays the definition, and :class:`FastEncoder` checks itself against
-it on first use (see ``Evaluator``). Unsupported models (non-absolute position embeddings,
-decoders, unknown heads) are reported by :func:`unsupported_reason` and use the reference path.
+it on first use (see ``Evaluator``). Unsupported models (families without a kernel, BERT with
+non-absolute position embeddings, decoders, unknown heads, checkpoints with heads cut out) are
+reported by :func:`unsupported_reason` and use the reference path.
 """
 
 from __future__ import annotations
@@ -54,7 +58,17 @@ from torch import nn
 
 from prunelens.analysis.checkpoints import checkpoint
 from prunelens.analysis.gates import Masks
-from prunelens.analysis.layout import UNIT_SIZES, UNITS, encoder_layers, family_of, layer_matrices, present_heads
+from prunelens.analysis.kernels import Kernel, kernel_for
+from prunelens.analysis.layout import (
+    FAMILIES,
+    UNIT_SIZES,
+    UNITS,
+    encoder_layers,
+    family_of,
+    layer_matrices,
+    present_heads,
+    submodule,
+)
 
 DEFAULT_CACHE_MB = int(os.environ.get("PRUNELENS_LAYER_CACHE_MB", "384"))
 FULL_BUDGET_ROWS = 1024  # batch lists with fewer rows get a proportional share of the budget
@@ -70,8 +84,6 @@ def unsupported_reason(model: nn.Module, headless: bool = False) -> str | None:
         return "no config"
     if getattr(config, "is_decoder", False):
         return "decoder models are not supported by the fast path"
-    if getattr(config, "position_embedding_type", "absolute") not in (None, "absolute"):
-        return "relative position embeddings"
     base = getattr(model, "base_model", None)
     if base is None or not hasattr(base, "embeddings") or not (headless or hasattr(model, "classifier")):
         return "no embeddings/classifier"
@@ -80,19 +92,17 @@ def unsupported_reason(model: nn.Module, headless: bool = False) -> str | None:
         layers = encoder_layers(model)
     except Exception:  # noqa: BLE001 - any layout problem means: use the reference path
         return "no encoder layers"
-    if not family.fast_path:
-        return (f"the fast kernel computes the BERT block; a {family.name} layer runs the reference "
+    kernel = kernel_for(family)
+    if kernel is None:
+        fast = ", ".join(f.name for f in FAMILIES.values() if kernel_for(f) is not None)
+        return (f"the fast kernel computes the {fast} blocks; a {family.name} layer runs the reference "
                 "path (transformers' forward with gates)")
     heads = int(config.num_attention_heads)
     if any(len(p) < heads for p in present_heads(model)):
         return "heads cut out of the weights (a prunelens export or pruned_heads checkpoint)"
-    for layer in layers:
-        attn = getattr(getattr(layer, "attention", None), "self", None)
-        if attn is None or not all(hasattr(attn, n) for n in ("query", "key", "value")):
-            return "attention layout"
-        if getattr(layer, "crossattention", None) is not None:
-            return "cross-attention"
-    return None
+    if any(type(m) is not nn.Linear for layer in layers for m in layer_matrices(layer).values()):
+        return "a layer's matrices carry fixed gates (a shared-layer export)"
+    return kernel.unsupported(model)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,15 +339,27 @@ class Tokens:
     keep: torch.Tensor  # (B, T) bool
     attend: torch.Tensor  # (B, 1, 1, T) additive key mask
     pos: torch.Tensor  # (N,) positions of the real tokens in the flattened (B * T)
+    # the family's score bias shared by all layers (1, heads, T, T) (MPNet's relative positions)
+    scores: torch.Tensor | None = None
 
     @classmethod
-    def of(cls, keep: torch.Tensor) -> Tokens:
-        return cls(keep, attention_bias(keep), keep.reshape(-1).nonzero().squeeze(1))
+    def of(cls, keep: torch.Tensor, scores: torch.Tensor | None = None) -> Tokens:
+        return cls(keep, attention_bias(keep), keep.reshape(-1).nonzero().squeeze(1), scores)
 
-    def key_bias(self, heads: int, dtype: torch.dtype) -> torch.Tensor:
-        """The key mask per (batch x head), (B * heads, 1, T), in ``dtype`` (0 and -inf are exact)."""
+    def score_bias(self, ids: torch.Tensor | None) -> torch.Tensor | None:
+        """The shared score bias of the heads ``ids`` (None: all), (1, heads, T, T), or None."""
+        if self.scores is None or ids is None:
+            return self.scores
+        return self.scores.index_select(1, ids.to(self.scores.device))
+
+    def key_bias(self, heads: int, dtype: torch.dtype, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The key mask per (batch x head), (B * heads, 1, T), in ``dtype`` (0 and -inf are exact);
+        with a shared score bias, that bias plus the key mask, (B * heads, T, T)."""
         b, t = self.keep.shape
-        return self.attend.to(dtype).expand(b, heads, 1, t).reshape(b * heads, 1, t)
+        bias = self.score_bias(ids)
+        if bias is None:
+            return self.attend.to(dtype).expand(b, heads, 1, t).reshape(b * heads, 1, t)
+        return (bias + self.attend).to(dtype).reshape(b * heads, t, t)
 
     def pack(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> (N, C)."""
@@ -390,15 +412,17 @@ class LayerPlan:
 
 
 class _Layer:
-    """Read-only views of one encoder layer's parameters (fused Q/K/V is a one-time copy)."""
+    """Read-only views of one encoder layer's parameters (fused Q/K/V is a one-time copy); where
+    the LayerNorms and the activation sit is the family's :class:`~prunelens.analysis.kernels.Kernel`."""
 
-    def __init__(self, layer: nn.Module, heads: int, dtype: torch.dtype = torch.float32,
+    def __init__(self, layer: nn.Module, heads: int, kernel: Kernel, dtype: torch.dtype = torch.float32,
                  device: torch.device | None = None):
-        attn = layer.attention.self
+        attn = submodule(layer, family_of(layer).attention)
+        m = layer_matrices(layer)
         device = torch.device("cpu") if device is None else torch.device(device)
         self.heads = heads
         self.dtype = dtype  # of the matmuls; the residual stream and LayerNorms stay fp32
-        self.size = attn.query.out_features // heads
+        self.size = m["query"].out_features // heads
         self.scale = float(getattr(attn, "scaling", self.size ** -0.5))
 
         def cast(t: torch.Tensor) -> torch.Tensor:  # int8 layers keep fp32 weights (packs are int8)
@@ -410,19 +434,18 @@ class _Layer:
         self.int8 = dtype == INT8
         self.q_scaled = dtype == torch.bfloat16
         q_scale = self.scale if self.q_scaled else 1.0
-        m = layer_matrices(layer)
         q, k, v = m["query"], m["key"], m["value"]
         self.qkv_w = cast(torch.cat([q.weight * q_scale, k.weight, v.weight]))
         self.qkv_b = cast(torch.cat([q.bias * q_scale, k.bias, v.bias]))
         self.o_w = cast(m["attention_output"].weight)
         self.o_b = cast(m["attention_output"].bias)
-        self.ln1 = on_device(layer.attention.output.LayerNorm, device)
+        self.ln1 = on_device(submodule(layer, kernel.attention_norm), device)
         self.i_w = cast(m["intermediate"].weight)
         self.i_b = cast(m["intermediate"].bias)
-        self.act = layer.intermediate.intermediate_act_fn
+        self.act = submodule(layer, kernel.activation)
         self.f_w = cast(m["output"].weight)
         self.f_b = cast(m["output"].bias)
-        self.ln2 = on_device(layer.output.LayerNorm, device)
+        self.ln2 = on_device(submodule(layer, kernel.output_norm), device)
         # bf16 weights are pre-packed for oneDNN once per plan, and the exact (erf) GELU is fused
         # into the FFN's first matmul (applied to the fp32 accumulator, before rounding)
         self.packs = dtype == torch.bfloat16 and device.type == "cpu" and packed_linear_available()
@@ -505,8 +528,9 @@ class _Layer:
     # -- full layer ---------------------------------------------------------------------------
 
     def context(self, x: torch.Tensor, tokens: Tokens, qkv_w, qkv_b, heads: int,
-                packed: torch.Tensor | None = None) -> torch.Tensor:
-        """Attention context (N, heads * d), packed, of the heads whose fused rows are given."""
+                packed: torch.Tensor | None = None, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention context (N, heads * d), packed, of the heads whose fused rows are given
+        (``ids``: which heads they are, for a shared score bias; None: all)."""
         qkv = tokens.pad(self.matmul(x, qkv_w, qkv_b, packed))
         b, t, _ = qkv.shape
         qkv = qkv.view(b, t, 3, heads, self.size).permute(2, 0, 3, 1, 4)
@@ -515,11 +539,12 @@ class _Layer:
         if self.q_scaled:  # bf16 scores, the key mask added by the matmul itself; the softmax
             # in fp32 (CPU softmax is 2x slower on bf16 input), its output rounded to bf16
             q, k = (qkv[i].reshape(b * heads, t, self.size) for i in (0, 1))
-            scores = torch.baddbmm(tokens.key_bias(heads, self.dtype), q, k.transpose(1, 2))
+            scores = torch.baddbmm(tokens.key_bias(heads, self.dtype, ids), q, k.transpose(1, 2))
             probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(self.dtype).view(b, heads, t, t)
         else:
-            scores = torch.matmul(qkv[0], qkv[1].transpose(-1, -2))
-            probs = torch.softmax(scores * self.scale + tokens.attend, dim=-1)
+            scores = torch.matmul(qkv[0], qkv[1].transpose(-1, -2)) * self.scale
+            bias = tokens.score_bias(ids)
+            probs = torch.softmax((scores if bias is None else scores + bias) + tokens.attend, dim=-1)
         ctx = torch.matmul(probs, qkv[2])
         return tokens.pack(ctx.transpose(1, 2).reshape(b, t, heads * self.size))
 
@@ -534,7 +559,8 @@ class _Layer:
                 ctx = full_context if plan.all_heads else full_context.view(
                     len(full_context), self.heads, self.size)[:, plan.heads].flatten(1)
             else:
-                ctx = self.context(x, tokens, plan.qkv_w, plan.qkv_b, len(plan.heads), plan.pack("qkv"))
+                ctx = self.context(x, tokens, plan.qkv_w, plan.qkv_b, len(plan.heads), plan.pack("qkv"),
+                                   None if plan.all_heads else plan.heads)
             # the residual stream stays fp32: a mixed-dtype add converts on the fly (one pass)
             a = self.ln1(x + self.matmul(ctx, plan.o_w, plan.o_b, plan.pack("o")))
         else:
@@ -558,6 +584,9 @@ class _Layer:
             q = (F.linear(cls, plan.qkv_w[: k * d], plan.qkv_b[: k * d]).view(-1, k, d)) * self.scale
             u = torch.einsum("bhd,hdc->bhc", q, w[1])  # folded key projection (B, k, H)
             scores = torch.bmm(u, x.transpose(1, 2))  # (B, k, T); the q·b_k term cancels
+            shared = tokens.score_bias(plan.heads)
+            if shared is not None:  # the shared score bias of the kept heads, query position 0
+                scores = scores + shared[:, :, 0, :]
             scores = scores.masked_fill(~keep[:, None, :], float("-inf"))
             z = torch.bmm(torch.softmax(scores, dim=-1), x)  # (B, k, H)
             ctx = torch.einsum("bhc,hdc->bhd", z, w[2]) + bias[2]
@@ -570,7 +599,8 @@ class _Layer:
 
 
 class FastEncoder:
-    """Masked forward of a BERT-layout classifier: embeddings → layers → [CLS] → head.
+    """Masked forward of a classifier of a family with a fast kernel: embeddings → layers →
+    [CLS] → head (the family's :class:`~prunelens.analysis.kernels.Ends`).
 
     Holds a :class:`PrefixCache` per batch list (see :meth:`logits`). Never changes the model.
     """
@@ -588,16 +618,12 @@ class FastEncoder:
         self.device = torch.device(device)
         heads = int(model.config.num_attention_heads)
         layers = encoder_layers(model)
+        kernel = kernel_for(family_of(model))
         # the [CLS]-only last layer costs a few percent: it stays fp32 whatever ``dtype`` is
-        self.layers = [_Layer(layer, heads, dtype if i < len(layers) - 1 else torch.float32, self.device)
-                       for i, layer in enumerate(layers)]
-        self.embeddings = on_device(self.base.embeddings, self.device)
-        project = getattr(self.base, "embeddings_project", None)
-        self.project = None if project is None else on_device(project, self.device)
-        pooler = getattr(self.base, "pooler", None)
-        self.pooler = None if pooler is None else on_device(pooler, self.device)
+        self.layers = [_Layer(layer, heads, kernel, dtype if i < len(layers) - 1 else torch.float32,
+                              self.device) for i, layer in enumerate(layers)]
         self.pooling = pooling  # a headless encoder: pooled sentence vectors instead of logits
-        self.classifier = None if pooling is not None else on_device(model.classifier, self.device)
+        self.ends = kernel.ends(model, self.device, headless=pooling is not None)
         self.cache_bytes = cache_bytes
         self._plans: OrderedDict[tuple[int, bytes], LayerPlan] = OrderedDict()  # LRU, by bytes
         self._plan_bytes = 0
@@ -607,17 +633,14 @@ class FastEncoder:
     # -- pieces -------------------------------------------------------------------------------
 
     def embed(self, batch) -> torch.Tensor:
-        kwargs = {"input_ids": batch.input_ids}
-        if batch.token_type_ids is not None:
-            kwargs["token_type_ids"] = batch.token_type_ids
-        x = self.embeddings(**kwargs)
-        return self.project(x) if self.project is not None else x
+        return self.ends.embed(batch)
 
     def classify(self, cls: torch.Tensor) -> torch.Tensor:
-        seq = cls[:, None, :]
-        if self.pooler is not None and isinstance(self.classifier, nn.Linear):
-            return self.classifier(self.pooler(seq))
-        return self.classifier(seq)
+        return self.ends.classify(cls)
+
+    def tokens(self, batch) -> Tokens:
+        """Where ``batch``'s real tokens are, with the family's shared score bias for its length."""
+        return Tokens.of(batch.attention_mask.bool(), self.ends.score_bias(batch.attention_mask.shape[1]))
 
     def plan(self, i: int, row: LayerRow) -> LayerPlan:
         key = (i, row.key())
@@ -680,7 +703,7 @@ class FastEncoder:
                 checkpoint()  # a stale dashboard evaluation stops here (caches are filled below)
                 if self.device.type != "cpu":
                     batch = batch.to(self.device)
-                tokens = Tokens.of(batch.attention_mask.bool())
+                tokens = self.tokens(batch)
                 if entry is not None:
                     x = entry.states[b]
                 else:

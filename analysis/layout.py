@@ -102,7 +102,9 @@ class Family:
     shared_layers: bool = False
     head_size_key: str | None = None  # config key of the head size when not hidden // heads
     ffn_key: str = "intermediate_size"
-    fast_path: bool = False  # the sliced-weight fast kernel (prunelens.analysis.fastpath) runs it
+    # the sliced-weight fast kernel (prunelens.analysis.fastpath) runs it: the family's post-LN block
+    # is the kernel's, and prunelens.analysis.kernels.<name> says where its norms and ends are
+    fast_path: bool = False
     sdpa: bool = True  # transformers runs its attention through SDPA (else: its own eager code)
     notes: str = ""
 
@@ -147,11 +149,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("distilbert", ("distilbert",), ("TransformerBlock",), "transformer.layer",
            {"query": "attention.q_lin", "key": "attention.k_lin", "value": "attention.v_lin",
             ATTENTION_OUTPUT: "attention.out_lin", FFN_INPUT: "ffn.lin1", FFN_OUTPUT: "ffn.lin2"},
-           "attention", ffn_key="hidden_dim", notes="the output projection sits inside the attention module"),
+           "attention", ffn_key="hidden_dim", fast_path=True,
+           notes="the output projection sits inside the attention module"),
     Family("albert", ("albert",), ("AlbertLayer",), "encoder.layer_views",
            {"query": "attention.query", "key": "attention.key", "value": "attention.value",
             ATTENTION_OUTPUT: "attention.dense", FFN_INPUT: "ffn", FFN_OUTPUT: "ffn_output"},
-           "attention", residual_norm="LayerNorm", shared_layers=True,
+           "attention", residual_norm="LayerNorm", shared_layers=True, fast_path=True,
            notes="one layer's weights at every depth: a gate per (layer, head); a head's weights go "
                  "only when every layer sharing them removes it"),
     Family("deberta-v2", ("deberta-v2",), ("DebertaV2Layer",), "encoder.layer",
@@ -165,7 +168,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("mpnet", ("mpnet",), ("MPNetLayer",), "encoder.layer",
            {"query": "attention.attn.q", "key": "attention.attn.k", "value": "attention.attn.v",
             ATTENTION_OUTPUT: "attention.attn.o", FFN_INPUT: "intermediate.dense", FFN_OUTPUT: "output.dense"},
-           "attention.attn", returns=1, shared_head_inputs={"position_bias": 2}, sdpa=False,
+           "attention.attn", returns=1, shared_head_inputs={"position_bias": 2}, sdpa=False, fast_path=True,
            notes="the relative attention bias (one column per head) is shared by all layers, not owned"),
     Family("modernbert", ("modernbert",), ("ModernBertEncoderLayer",), "layers",
            {"qkv": "attn.Wqkv", ATTENTION_OUTPUT: "attn.Wo", FFN_INPUT: "mlp.Wi", FFN_OUTPUT: "mlp.Wo"},

@@ -64,7 +64,7 @@ from prunelens.analysis.model_bounds import (  # noqa: F401 (CONFIG_BOUNDS, MAX_
     estimated_parameters,
 )
 from prunelens.analysis.objectives import Pooling, read_pooling
-from prunelens.analysis.pruned_folder import MANIFEST, is_pruned_checkpoint, load_pruned
+from prunelens.analysis.pruned_folder import MANIFEST, is_pruned_checkpoint, load_pruned, without_pooler
 
 CHECKPOINT_DIR = Path(__file__).parent / "default_checkpoint"
 DEFAULT_LABELS = {0: "negative", 1: "positive"}
@@ -587,7 +587,7 @@ def _load_model(spec: str) -> LoadedModel:
         _check_weight_shapes(path, config, spec)
     try:
         auto = AutoModel if headless else AutoModelForSequenceClassification
-        extra = {"add_pooling_layer": False} if headless else {}  # the sentence vector is pooled here
+        extra = without_pooler(config) if headless else {}  # the sentence vector is pooled here
         model, info = auto.from_pretrained(
             where, trust_remote_code=False, attn_implementation=attention_implementation(config), dtype=torch.float32,
             use_safetensors=True if source == "folder" and any(path.glob("*.safetensors")) else None,

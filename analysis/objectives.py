@@ -235,7 +235,7 @@ def model_output(model, inputs: dict, pooling: Pooling | None) -> torch.Tensor:
 # per-example metrics (numpy, float64)
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
@@ -295,7 +295,7 @@ def example_vectors(objective: str, outputs: np.ndarray, reference: np.ndarray |
         return {"accuracy": agree, "loss": kl_divergence(reference, outputs),
                 "margin": class_margin(outputs, target), "correct": agree}
     if objective == "embedding":
-        pruned, unpruned = _unit_rows(outputs), _unit_rows(reference)
+        pruned, unpruned = unit_rows(outputs), unit_rows(reference)
         cosine = (pruned * unpruned).sum(-1)
         if len(pruned) > 1:
             _, closest_other = _nearest_others(pruned, unpruned)
@@ -323,7 +323,7 @@ def embedding_extras(outputs: np.ndarray, correct: np.ndarray, layout: PairLayou
     extras = {"neighbour_agreement": float(np.mean(correct)) if len(correct) else float("nan")}
     if layout is None or layout.n < 2 or len(outputs) != 2 * layout.n:
         return extras
-    vectors = _unit_rows(outputs)
+    vectors = unit_rows(outputs)
     first, second = vectors[: layout.n], vectors[layout.n:]
     if layout.kind == "sts" and layout.scores is not None:
         from scipy.stats import spearmanr

@@ -132,6 +132,22 @@ def is_pruned_checkpoint(config) -> bool:
     return bool(getattr(config, "pruned_heads", None))
 
 
+def without_pooler(config) -> dict:
+    """The keyword that keeps transformers from building a pooler into a headless model (its
+    sentence vector is pooled by prunelens): ``add_pooling_layer=False`` where the family's bare
+    model takes it (BERT, ALBERT, MPNet), nothing where it has no pooler (DistilBERT, DeBERTa-v2,
+    ModernBERT, whose ``__init__`` refuses the keyword)."""
+    import inspect
+
+    from transformers import MODEL_MAPPING
+
+    try:
+        cls = MODEL_MAPPING[type(config)]
+    except KeyError:
+        return {}
+    return {"add_pooling_layer": False} if "add_pooling_layer" in inspect.signature(cls.__init__).parameters else {}
+
+
 def load_pruned(path: Path, config, headless: bool = False):
     """Model and tokenizer of an export folder, or of a folder whose config lists ``pruned_heads``
     (called by :func:`prunelens.analysis.models.load_model`); ``headless``: a sentence encoder (no
@@ -155,7 +171,7 @@ def load_pruned(path: Path, config, headless: bool = False):
     torch.manual_seed(0)  # the weights are all overwritten; keep construction deterministic
     if headless:
         model = AutoModel.from_config(config, attn_implementation=attention_implementation(config),
-                                      dtype=torch.float32, add_pooling_layer=False)
+                                      dtype=torch.float32, **without_pooler(config))
     else:
         model = AutoModelForSequenceClassification.from_config(
             config, attn_implementation=attention_implementation(config), dtype=torch.float32)

@@ -8,7 +8,12 @@ one owner of *where a result lives in the store*:
   key, and for results made of masked evaluations (:data:`PRECISION_KINDS`) the checked-bf16 key
   unless the session is held to fp32 (:mod:`prunelens.analysis.precision`). The objective is part
   of the key only when it is not the default ``"labels"``, so every key written before it existed
-  still reads;
+  still reads. The data in a key is the data the result is computed from: the loaded data's
+  fingerprint, except for scores of a method that reads only the training split
+  (:meth:`Method.reads_training_split <prunelens.analysis.methods.base.Method.reads_training_split>`)
+  when the data names one — those are keyed by the training split
+  (:func:`prunelens.analysis.batches.training_fingerprint`), so another ``--limit`` finds them;
+  the key they had before (the loaded data's) is still read after it, so nothing stored is lost;
 - :meth:`Session.lookup`: the stored result under the first of those keys that holds a usable one
   (scores of another shape than this model's are warned about and skipped; entries from before
   precisions were recorded read as fp32);
@@ -40,6 +45,8 @@ DEFAULT_OBJECTIVE = "labels"  # what importance is measured against; kept out of
 # from the exact one (its key carries ``"precision": "bf16"``); a scorer that does not evaluate
 # masks only ever writes the exact key
 PRECISION_KINDS = ("scores", "mask-eval")
+# the label of a training-split score's key from before it was keyed by the training split
+LEGACY_DATA_KEY = "(evaluation data)"
 
 
 def no_progress(fraction: float, message: str = "") -> None:
@@ -88,21 +95,47 @@ class Session:
         anything but fp32, masked answers may also live under the checked-bf16 key."""
         return self._evaluator.precision if self._evaluator is not None else resolve(None)
 
-    def _key(self, kind: str, method: str, unit: str, params: dict) -> Key:
+    def _key(self, data: str, kind: str, method: str, unit: str, params: dict) -> Key:
         if self.objective != DEFAULT_OBJECTIVE:
             params = {**params, "objective": self.objective}
-        return Key.make(self.loaded.fingerprint, self.data.fingerprint, kind, method, unit, params)
+        return Key.make(self.loaded.fingerprint, data, kind, method, unit, params)
+
+    def _data_identity(self, kind: str, method: str, params: dict) -> str:
+        """The fingerprint of the data a result is computed from: the training split's for
+        scores that read only it (when the loaded data names one), else the loaded data's."""
+        if kind != "scores" or not method or self.data.train_source is None:
+            return self.data.fingerprint
+        from prunelens.analysis.batches import training_fingerprint
+        from prunelens.analysis.errors import PrunelensError
+        from prunelens.analysis.methods import get_method
+
+        try:
+            if not get_method(method).reads_training_split(params):
+                return self.data.fingerprint
+            return training_fingerprint(self)
+        except PrunelensError:  # an unknown method, a train split that cannot be read: the data's
+            return self.data.fingerprint
 
     def key(self, kind: str, method: str = "", unit: str = "", params: dict | None = None) -> Key:
         """The exact key of a result (the first of :meth:`keys`)."""
-        return self._key(kind, method, unit, dict(params or {}))
+        params = dict(params or {})
+        return self._key(self._data_identity(kind, method, params), kind, method, unit, params)
 
     def keys(self, kind: str, method: str = "", unit: str = "", params: dict | None = None) -> dict[str, Key]:
-        """Every key a result may live under, by precision, in reading order (exact first)."""
+        """Every key a result may live under, in reading order (exact first), labelled by its
+        precision (``fp32``, ``bf16``); a training-split score's key from before it was keyed
+        by the training split follows its precision's, labelled ``"<precision> (evaluation data)"``."""
         params = dict(params or {})
-        keys = {"fp32": self.key(kind, method, unit, params)}
+        data = self._data_identity(kind, method, params)
+        by_precision = {"fp32": params}
         if kind in PRECISION_KINDS and self.precision != "fp32":
-            keys["bf16"] = self._key(kind, method, unit, {**params, "precision": "bf16"})
+            by_precision["bf16"] = {**params, "precision": "bf16"}
+        keys = {}
+        for precision, with_precision in by_precision.items():
+            keys[precision] = self._key(data, kind, method, unit, with_precision)
+            if data != self.data.fingerprint:
+                keys[f"{precision} {LEGACY_DATA_KEY}"] = self._key(self.data.fingerprint, kind, method, unit,
+                                                                    with_precision)
         return keys
 
     def lookup(self, kind: str, method: str = "", unit: str = "", params: dict | None = None,
@@ -114,7 +147,8 @@ class Session:
         an entry for another reason. A result of :data:`PRECISION_KINDS` carries the precision
         of the key it came from (entries from before precisions were recorded are fp32)."""
         shape = self._score_shape(unit) if kind == "scores" else None
-        for precision, key in self.keys(kind, method, unit, params).items():
+        for label, key in self.keys(kind, method, unit, params).items():
+            precision = label.split()[0]
             hit = self.store.get(key)
             if hit is None:
                 continue

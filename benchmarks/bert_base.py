@@ -121,6 +121,7 @@ def build(out: Path, frozen: int = 10, train_examples: int = 2048, epochs: int =
 # BERT-base's shape in each family's own config keys (DistilBERT: n_layers/n_heads/dim/hidden_dim)
 _BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
 FAMILY_CONFIGS: dict[str, tuple[str, dict]] = {
+    "bert-random": ("BertConfig", _BASE),  # BERT untrained: the families' equal for speed work
     "distilbert": ("DistilBertConfig", dict(dim=768, n_layers=12, n_heads=12, hidden_dim=3072)),
     "mpnet": ("MPNetConfig", _BASE),
     "deberta-v2": ("DebertaV2Config", dict(_BASE, relative_attention=True, pos_att_type=["p2c", "c2p"],

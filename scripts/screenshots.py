@@ -54,8 +54,12 @@ EXTRA_SHOTS = {"Attention": [("attention_model_view", {"view": "model"}),
                              ("attention_one_head", {"layer": "1", "head": "7", "heads": "[7]"})],
                "Importance": [("importance_head", {"method": "magnitude", "layer": "1", "head": "7"})],
                # PINS at 50 % global empties layer 5: the hint and the keep-one toggle
-               "Compare": [("compare_emptied_layer", {"methods": "pins,magnitude", "sparsity": "0.5"})],
-               "Model & data": [("model_data_demo", {"demo": "1"})]}
+               "Compare": [("compare_emptied_layer", {"methods": "pins,magnitude", "sparsity": "0.5"}),
+                           # the curves of every shipped method, further down the page
+                           ("compare_curves", {}, "versus sparsity")],
+               "Model & data": [("model_data_demo", {"demo": "1"})],
+               # the first finished run: its arms' bars (long variant names) and history lines
+               "Training runs": [("training_runs_run", {}, "Run ")]}
 README_SHOT = "prune"  # docs/screenshots/prune.png, at the widest width
 
 
@@ -127,9 +131,18 @@ def shrink(path: Path) -> None:
     small.save(path, optimize=True)
 
 
-def take(driver, url: str, title: str, path: Path, timeout: float) -> None:
+def take(driver, url: str, title: str, path: Path, timeout: float, scroll_to: str = "") -> None:
+    """Open ``url``, wait for ``title``'s page to settle and save the window; ``scroll_to``: the
+    text of a section heading the window is scrolled to first (a part far down a long page)."""
     driver.get(url)
     _settle(driver, title, timeout)
+    if scroll_to:
+        from selenium.webdriver.common.by import By
+
+        heading = wait_for(driver, lambda d: [e for e in d.find_elements(By.CSS_SELECTOR, "h2, h3")
+                                              if scroll_to in (e.text or "")], timeout, f"'{scroll_to}'")[0]
+        driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", heading)
+        time.sleep(1.0)
     driver.save_screenshot(str(path))
     shrink(path)
     shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
@@ -187,9 +200,9 @@ def main(argv: list[str] | None = None) -> int:
                     take(driver, with_query(url, page_query), title, path, args.timeout)
                     if slug(title) == README_SHOT and width == widths[-1]:
                         (out / f"{README_SHOT}.png").write_bytes(path.read_bytes())
-                    for name, extra in EXTRA_SHOTS.get(title, []):
+                    for name, extra, *scroll in EXTRA_SHOTS.get(title, []):
                         take(driver, with_query(url, {**page_query, **extra}), title,
-                             out / f"{name}_{width}.png", args.timeout)
+                             out / f"{name}_{width}.png", args.timeout, *scroll)
                 outside = [u for u in external_requests(driver) if "materialsymbols" not in u]
                 if outside:
                     print(f"warning: requests left localhost: {outside[:5]}", file=sys.stderr)

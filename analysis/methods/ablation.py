@@ -63,6 +63,7 @@ class Ablation(Method):
 
 METHOD = Ablation(
     name="ablation",
+    training_split=True,  # scores from the training split alone (the store keys them by it)
     title="Leave-one-out ablation",
     plain="Switch each unit off on its own and measure how much worse the model gets: slow, but the most direct answer.",
     summary="Loss increase when each unit alone is masked: the reference ranking. Expensive, cached.",

@@ -155,9 +155,18 @@ class Work:
     # evaluations restart from a cached layer and run sliced, checked-bf16 matmuls); for time
     # estimates only (``prunelens analyze``): the budgets count every pass in full
     pass_share: float = 1.0
+    # model calls (batches, gradient steps; a forward and backward = 3) set by the parameters:
+    # each has a fixed cost beyond its examples (Python, hooks), which on a tiny model is most of
+    # the time; for time estimates only. ``pass_rows``: the examples of one call of ``passes``
+    calls: float = 0.0
+    pass_rows: int = 64
 
     def total(self, n_examples: int) -> float:
         return float(self.fixed + self.passes * max(0, int(n_examples)))
+
+    def expected_calls(self, n_examples: int) -> float:
+        """Model calls this setting is expected to make (for time estimates)."""
+        return float(self.calls + self.passes * math.ceil(max(0, int(n_examples)) / max(1, self.pass_rows)))
 
     def expected(self, n_examples: int) -> float:
         """Forward-pass equivalents this setting is expected to take (for time estimates)."""
@@ -236,9 +245,22 @@ class Method:
     # one computation gives every unit's scores (``compute_units`` is overridden): asked for one
     # unit, the operations compute and store them all, so nothing is recomputed or memoized
     joint: bool = False
+    # the scores read only the training split (:func:`prunelens.analysis.batches.training_data`),
+    # never the loaded evaluation data: True, or a predicate of the (validated) parameters. Where
+    # the data names a train split, the store keys such scores by it (:meth:`Session.keys`), so
+    # another ``--limit`` or evaluation subset finds them
+    training_split: bool | Callable[[dict[str, Any]], bool] = False
+    # seconds of work beside the encoder's, for time estimates only (``prunelens analyze``, the
+    # pages): (params, inventory, measure) -> seconds here, where ``measure(name, timer)`` gives
+    # a measurement kept per model/data pair (smp-pruner's CNN on one map), timed once
+    side_seconds: Callable[[dict[str, Any], Inventory, Callable], float] | None = None
 
     def param(self, name: str) -> Param:
         return declared_param(self.params, name, f"method '{self.name}'")
+
+    def reads_training_split(self, params: dict[str, Any]) -> bool:
+        """Whether scores with ``params`` are computed from the training split alone."""
+        return bool(self.training_split(params) if callable(self.training_split) else self.training_split)
 
     def validate(self, raw: dict[str, Any] | None = None) -> dict[str, Any]:
         """All declared parameters, defaults filled in, values checked; unknown names refused;
@@ -404,4 +426,4 @@ def training_work(steps: int, batch_size: int, max_length: int, passes: float = 
     equivalents each: forward + backward = 3)."""
     examples = int(steps) * int(batch_size)
     return Work(fixed=passes * examples, batch_tokens=int(batch_size) * int(max_length),
-                what=f"{what} = {examples:,} examples x {passes:g} passes")
+                what=f"{what} = {examples:,} examples x {passes:g} passes", calls=passes * int(steps))

@@ -103,6 +103,7 @@ METHOD = Michel(
     needs_classes=True,
     joint=True,
     name="michel",
+    training_split=True,  # scores from the training split alone (the store keys them by it)
     title="Michel et al. gradient importance",
     plain="Give each unit a volume knob and measure how strongly the loss reacts when the knob is nudged: a strong reaction means an important unit.",
     summary="E_x|dL(x)/dξ| for a gate ξ=1 on each unit (per example, per token or per batch), on "
@@ -120,7 +121,8 @@ METHOD = Michel(
     # counted as passes over a set the size of the loaded data (by default the two are alike:
     # 1024 training examples beside the default's 872; a data set without a train split is used
     # whole, capped at ``examples``)
-    cost=lambda params, inventory, unit: Work(passes=3.0, batch_tokens=params["batch_size"] * 128),
+    cost=lambda params, inventory, unit: Work(passes=3.0, batch_tokens=params["batch_size"] * 128,
+                                              pass_rows=params["batch_size"]),
     paper="Michel, Levy & Neubig, NeurIPS 2019 (arXiv 1905.10650)",
     deviations=(
         Deviation("absolute value", "per example, E_x|∂L(x)/∂ξ_h| (paper); per token in the official gating",

@@ -764,6 +764,7 @@ METHOD = Pins(
     needs_classes=True,
     joint=True,
     name="pins",
+    training_split=True,  # scores from the training split alone (the store keys them by it)
     title="PINS principled importance",
     plain="Estimate for every weight how much the loss would change without it, smooth that over several batches, and add it up per unit.",
     summary="|S| = |−θ·g + η·g²| per weight, PLATON-smoothed (Ī·U ≥ 0), summed to heads, neurons and blocks; "

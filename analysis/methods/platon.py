@@ -68,6 +68,7 @@ METHOD = Pins(
     needs_classes=True,
     joint=True,
     name="platon",
+    training_split=True,  # scores from the training split alone (the store keys them by it)
     title="PLATON sensitivity × uncertainty",
     plain="Like PINS without its step-size term: how much the loss depends on each weight, smoothed "
           "over batches together with how much that estimate varies, added up per unit.",

@@ -209,8 +209,10 @@ def smp_losses(ctx: Session, masks: np.ndarray, params: dict) -> np.ndarray:
 def smp_cost(params: dict, inventory, unit) -> Work:
     """An encoder pass over ``batches`` x ``batch_size`` sentences for every mask and once
     unpruned (fewer when the data is smaller)."""
-    return Work(fixed=(params["samples"] + 1) * params["batches"] * params["batch_size"],
-                what="(samples + 1) x batches x batch_size sentence passes")  # no gradients
+    masks = (params["samples"] + 1) * params["batches"]
+    return Work(fixed=masks * params["batch_size"],
+                what="(samples + 1) x batches x batch_size sentence passes",  # no gradients
+                calls=masks * math.ceil(params["batch_size"] / CHUNK))  # one call per chunk
 
 
 class SMP(Method):
@@ -227,6 +229,7 @@ class SMP(Method):
 METHOD = SMP(
     needs_classes=True,
     name="smp",
+    training_split=lambda params: params.get("sentences", "train") == "train",  # scores from the training split alone (the store keys them by it)
     title="SMP ridge surrogate (representation KL)",
     plain="Switch random sets of heads off many times and learn which heads change the sentence representations most; needs no labels.",
     summary="Ridge regression, over random head masks, of the KL between the in-batch sentence "

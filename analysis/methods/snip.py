@@ -37,6 +37,7 @@ after the 80 steps; the cap at 0.8 × σ_max starts at 79.2% and reaches 79.7%; 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -269,7 +270,8 @@ def _train_batches(tokenizer, data: TextData, steps: int, batch_size: int, seed:
 def score_cost(params: dict, inventory, unit) -> Work:
     """One forward pass over ``examples`` training sentences; a spectrally normalized copy costs a
     power iteration per matrix, not counted."""
-    return Work(fixed=float(params["examples"]), what=f"examples = {params['examples']:,} forward passes")
+    return Work(fixed=float(params["examples"]), what=f"examples = {params['examples']:,} forward passes",
+                calls=math.ceil(params["examples"] / params["batch_size"]))
 
 
 def train_workload(params: dict, n_eval: int) -> tuple[int, int]:
@@ -287,8 +289,10 @@ def train_cost(params: dict) -> Work:
     work = training_work(params["steps"], params["batch_size"], MAX_LENGTH)
     runs = 2 if params["control"] else 1  # the λ = 0 control trains as long again
     norms = (runs + 1) * params["norm_examples"]  # function norms on the training sample
+    norm_calls = (runs + 1) * math.ceil(params["norm_examples"] / NORM_BATCH)
     return Work(work.fixed * runs + norms, 1 + runs + len(PRUNE_GRID) * (runs + 1),
-                work.batch_tokens, f"{runs} x ({work.what}) + {runs + 1} x norm_examples")
+                work.batch_tokens, f"{runs} x ({work.what}) + {runs + 1} x norm_examples",
+                calls=work.calls * runs + norm_calls)
 
 
 def _sigma_rows(model: nn.Module) -> list[dict]:
@@ -449,6 +453,7 @@ TRAINER = Trainer(
 
 METHOD = Snip(
     joint=True,
+    training_split=True,  # scores from the training split alone (the store keys them by it)
     name="snip",
     title="SNIP (spectral-normalized identity prior, Lin et al. 2020)",
     plain="Measure how much each block changes what flows through it; a block that nearly passes its input on unchanged can go.",

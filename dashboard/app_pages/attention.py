@@ -84,12 +84,13 @@ st.session_state[url_state.SELECTED_HEAD] = (layer, head)
 
 st.subheader("Pruned heads")
 head_methods = [name for name, m in all_methods().items() if "head" in m.units]
-p1, p2, p3 = st.columns([2, 2, 1])
-mask_method = url_state.bound(p1.selectbox, "Mark the heads this method prunes", "att.mask_method", NONE,
+# the method on its own row, as on the Prune page: a long method name is never cut (1024 px)
+mask_method = url_state.bound(st.selectbox, "Mark the heads this method prunes", "att.mask_method", NONE,
                               "mask", options=[NONE, *head_methods], omit=NONE,
                               format_func=lambda n: "nothing (unpruned model)" if n == NONE
                               else controls.method_label(n))
 unmasked = mask_method == NONE
+p2, p3 = st.columns([3, 1])
 sparsity = url_state.bound(p2.slider, "Sparsity (fraction of heads removed)", "att.sparsity", 0.3, "sparsity",
                            cast=float, bounds=SPARSITY_RANGE, min_value=SPARSITY_RANGE[0],
                            max_value=SPARSITY_RANGE[1], step=0.05, disabled=unmasked)

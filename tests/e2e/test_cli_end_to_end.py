@@ -384,6 +384,50 @@ def test_ablation_measures_on_the_training_split(tiny_session, tiny_loaded, tmp_
     assert not np.allclose(on_eval, scores)
 
 
+def test_training_split_scores_are_keyed_by_the_training_split(tiny_bert_dir, tiny_loaded, tiny_session,
+                                                               store, tmp_path, monkeypatch):
+    """Issue 30: michel scores on the training split, so another --limit of the evaluation data
+    is a store hit; an entry under the key it had before (the evaluation data's) is still read."""
+    from prunelens.analysis.batches import training_data, training_fingerprint
+    from prunelens.analysis.methods import michel
+    from prunelens.analysis.operations import open_session
+    from prunelens.analysis.session import LEGACY_DATA_KEY
+
+    def score(limit):
+        out = tmp_path / f"s{limit}.json"
+        assert main(["score", "--model", str(tiny_bert_dir), "--data", "default", "--limit", str(limit),
+                     "--method", "michel", "--param", "examples=16", "--quiet", "--json", str(out)]) == 0
+        return json.loads(out.read_text())
+
+    first = score(16)
+    assert first["cached"] is False and first["data"]["n"] == 16
+
+    def recomputed(*args, **kwargs):
+        raise AssertionError("michel recomputed scores the store holds")
+
+    monkeypatch.setattr(michel.Michel, "compute_units", recomputed)
+    again = score(24)
+    assert again["cached"] is True and again["data"]["n"] == 24 and again["scores"] == first["scores"]
+
+    session = open_session(data="default", limit=8, loaded=tiny_loaded, store=ResultStore(tmp_path / "old", None))
+    params = get_method("michel").validate({"examples": 16})
+    keys = session.keys("scores", "michel", "head", params)
+    assert list(keys) == ["fp32", f"fp32 {LEGACY_DATA_KEY}"]
+    assert keys["fp32"].data == training_fingerprint(session) == training_data(session)[0].fingerprint
+    assert keys[f"fp32 {LEGACY_DATA_KEY}"].data == session.data.fingerprint != keys["fp32"].data
+    session.store.put(keys[f"fp32 {LEGACY_DATA_KEY}"], {"scores": first["scores"]})  # stored before
+    old = compute_scores(session, "michel", "head", params)
+    assert old.cached and np.array_equal(old.scores, np.asarray(first["scores"]))
+    # what reads the evaluation data keeps its key: smp on the data's own sentences, a method
+    # that reads it, and every method on data without a train split
+    for method, p in (("smp", {"sentences": "eval"}), ("snip", {})):
+        assert list(session.keys("scores", method, "head", get_method(method).validate(p))) == ["fp32"]
+    assert session.key("scores", "smp", "head", get_method("smp").validate({"sentences": "eval"})).data \
+        == session.data.fingerprint
+    assert session.key("scores", "michel", "head", params).data != tiny_session.key(
+        "scores", "michel", "head", params).data == tiny_session.data.fingerprint
+
+
 # ---------------------------------------------------------------------------------------------
 # every encoder family through the CLI (issue 32's done-when, on tiny checkpoints)
 

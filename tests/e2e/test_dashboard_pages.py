@@ -215,3 +215,24 @@ def test_importance_on_the_default_reads_shipped_scores_without_a_click(open_pag
         at = open_page("importance", model="default", data="default", method=method, unit=unit)
         assert [b.label for b in at.button if b.label.startswith("Compute")] == [], (method, unit)
         assert not [i.value for i in at.info if "not in the store yet" in i.value], (method, unit)
+
+
+def test_the_demo_path_runs_start_to_end_on_the_default_without_a_click(open_page, monkeypatch):
+    """Issue 30's done-when: every step of the guided demo opens on the default model and data
+    (an empty user store, as a class's fresh install) with its answer drawn: no Compute or Draw
+    button, nothing waiting for a click, and a link on to the next step."""
+    from prunelens.dashboard.demo import STEPS
+
+    monkeypatch.setenv("PRUNELENS_PRECISION", "auto")  # a user's default: checked-bf16 answers are read
+    pages = ("model_data", "importance", "prune", "compare", "spectral", "attention")
+    assert len(pages) == len(STEPS)
+    for k, (page, step) in enumerate(zip(pages, STEPS)):
+        at = open_page(page, model="default", data="default", demo="1")
+        assert not at.exception and not at.error, (page, [e.value for e in at.error])
+        texts = " ".join(m.value for m in [*at.markdown, *at.info])
+        assert f"Guided demo · step {k + 1} of {len(STEPS)}: {step.title}." in texts, page
+        waiting = [b.label for b in at.button if b.label.startswith(("Compute", "Draw"))]
+        assert waiting == [] and "starts only when you click" not in texts, (page, waiting)
+        links = [e.proto.label for e in at.get("page_link")]
+        if k + 1 < len(STEPS):
+            assert f"Next: {STEPS[k + 1].title}" in links, (page, links)

@@ -90,6 +90,44 @@ def test_estimate_is_declared_work_times_the_measured_forward(tiny_session, tiny
     assert est.of(heads) == pytest.approx((1 + inv.layers * inv.heads) * n * PASS_SHARE * 0.01)
 
 
+def test_every_model_call_and_the_work_beside_the_encoder_count(tiny_session, tiny_bert_dir, tiny_csv,
+                                                                 monkeypatch):
+    """Issue 30: on a tiny model a call's fixed cost and smp-pruner's CNN are the time (estimated
+    1 s, took 21 s): each declared call costs the measured call time, one more per task, and
+    the CNN its kept measurement, which a second estimate reads instead of timing again."""
+    import prunelens.analysis.analyze as analyze_mod
+    from prunelens.analysis.evaluate import FAST_BATCH_ROWS
+    from prunelens.analysis.methods import smp_pruner
+
+    _, plan = plan_analysis(tiny_session, target_of(tiny_bert_dir, tiny_csv), ["michel", "smp", "smp-pruner"])
+    n, inv = tiny_session.evaluator.n, tiny_session.loaded.inventory
+    timed = []
+    monkeypatch.setattr(smp_pruner, "time_cnn_map", lambda ndf: timed.append(ndf) or 0.5)
+    est = estimate(plan, tiny_session, example_seconds=0.01, call_seconds=0.002)
+    by = {(t.method, t.unit): est.of(t) for t in plan.todo if t.kind == "scores"}
+    michel = get_method("michel").validate({})
+    calls = 3 * -(-n // michel["batch_size"])  # forward + backward per batch of batch_size
+    assert by["michel", "head"] == pytest.approx(3 * n * 0.01 + (calls + 1) * 0.002)
+    smp = get_method("smp").validate({})
+    chunks = (smp["samples"] + 1) * smp["batches"] * -(-smp["batch_size"] // 8)
+    assert by["smp", "head"] == pytest.approx((smp["samples"] + 1) * smp["batch_size"] * 0.01
+                                              + (chunks + 1) * 0.002)
+    p = get_method("smp-pruner").validate({})
+    maps = inv.layers * inv.heads * p["batch_size"]
+    assert by["smp-pruner", "head"] == pytest.approx(
+        (4 * p["steps"] + p["score_batches"]) * p["batch_size"] * 0.01
+        + (4 * p["steps"] + p["score_batches"] + 1) * 0.002
+        + maps * (p["steps"] + p["score_batches"] / 3) * 0.5)
+    passes = MASK_EVAL_PASSES["bf16" if tiny_session.evaluator.masked_precision == "bf16" else "fp32"]
+    assert est.mask_eval_seconds == pytest.approx(passes * n * 0.01 + (-(-n // FAST_BATCH_ROWS) + 1) * 0.002)
+    assert timed == [p["ndf"]]
+    analyze_mod._MEASURED.clear()  # another process: reads the kept measurement, times nothing
+    estimate(plan, tiny_session, example_seconds=0.01, call_seconds=0.002)
+    assert timed == [p["ndf"]]
+    kept = json.loads(analyze_mod.timing_path(tiny_session.store, tiny_session).read_text())
+    assert kept["side"] == {f"smp-pruner cnn map, ndf {p['ndf']}": 0.5} and kept["call_seconds"] >= 0
+
+
 def test_cheap_methods_and_their_curves_run_before_expensive_ones(tiny_session, tiny_bert_dir, tiny_csv):
     _, plan = plan_analysis(tiny_session, target_of(tiny_bert_dir, tiny_csv),
                             ["ablation", "michel", "magnitude"])

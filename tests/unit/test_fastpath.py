@@ -1,10 +1,16 @@
-"""Every fast path of the evaluator gives the reference evaluator's numbers (tiny BERT).
+"""Every fast path of the evaluator gives the reference evaluator's numbers (tiny BERT, and
+for the masked outputs, the [CLS]-only last layer, the layer cache and the headless encoder, a
+tiny checkpoint of every other family the fast kernel runs: DistilBERT, ALBERT, MPNet).
 
 Reference = the HF forward under hook gates (``Evaluator.reference_outputs``). fp32 fast paths
 must agree to 1e-5 in the logits; bf16 is only reported as an agreement rate. No timing here.
 """
 
 from __future__ import annotations
+
+import warnings
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +19,6 @@ import torch
 from prunelens.analysis.evaluate import Evaluator
 from prunelens.analysis.fastpath import (
     FastEncoder,
-    Tokens,
     LayerRow,
     PrefixCache,
     PrefixEntry,
@@ -21,11 +26,14 @@ from prunelens.analysis.fastpath import (
     prefix_keys,
 )
 from prunelens.analysis.gates import Masks, hook_count
+from prunelens.analysis.kernels import kernel_for, module_name
+from prunelens.analysis.layout import FAMILIES
 from prunelens.analysis.methods import get_method
 from prunelens.analysis.session import Session
 from prunelens.analysis.pruning import physically_prune, select
 
 ATOL = 1e-5
+FAST_FAMILIES = [name for name, family in FAMILIES.items() if family.fast_path]  # bert, distilbert, albert, mpnet
 
 
 def _random_masks(rng, kind: str, layers=2, heads=4, ffn=24) -> Masks:
@@ -34,7 +42,9 @@ def _random_masks(rng, kind: str, layers=2, heads=4, ffn=24) -> Masks:
     if kind == "neuron":
         return Masks(neuron=(rng.random((layers, ffn)) > 0.5).astype(np.float32))
     if kind == "blocks":
-        return Masks(attention=np.array([0, 1], np.float32), ffn=np.array([1, 0], np.float32))
+        attention, ffn = np.ones(layers, np.float32), np.ones(layers, np.float32)
+        attention[0] = ffn[-1] = 0
+        return Masks(attention=attention, ffn=ffn)
     if kind == "float":
         return Masks(head=rng.random((layers, heads)).astype(np.float32),
                      neuron=rng.random((layers, ffn)).astype(np.float32),
@@ -54,18 +64,64 @@ def evaluators(tiny_loaded, tiny_session):
             Evaluator(tiny_loaded, data, batch_size=8, fast=False))
 
 
-def test_fast_path_is_checked_and_used(evaluators):
-    fast, ref = evaluators
+@pytest.fixture(scope="module")
+def family_models(tmp_path_factory):
+    """``load(name, headless=False)``: a tiny random checkpoint of family ``name``
+    (tests/tiny.write_tiny_family), loaded once on first use."""
+    from prunelens.analysis.models import load_model
+    from tests.tiny import write_tiny_family
+
+    root = tmp_path_factory.mktemp("fast_families")
+
+    @cache
+    def load(name: str, headless: bool = False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            folder = write_tiny_family(root / f"{name}-{'encoder' if headless else 'classifier'}", name,
+                                       headless=headless)
+            return load_model(str(folder))
+
+    return load
+
+
+@pytest.fixture(params=FAST_FAMILIES)
+def family_evaluators(request, tiny_loaded, tiny_session, family_models):
+    """Fast and reference evaluators of a tiny classifier of each family the fast kernel runs."""
+    loaded = tiny_loaded if request.param == "bert" else family_models(request.param)
+    data = tiny_session.data
+    return (Evaluator(loaded, data, batch_size=8), Evaluator(loaded, data, batch_size=8, fast=False))
+
+
+def test_every_fast_family_has_a_kernel_module_and_every_kernel_module_a_family():
+    from prunelens.analysis import kernels
+
+    modules = {p.stem for p in Path(kernels.__file__).parent.glob("*.py") if p.stem != "__init__"}
+    assert modules == {module_name(name).rsplit(".", 1)[1] for name in FAST_FAMILIES}
+    assert all(kernel_for(FAMILIES[name]) is not None for name in FAST_FAMILIES)
+    assert {"bert", "distilbert", "albert", "mpnet"} <= set(FAST_FAMILIES)
+
+
+def test_a_family_without_a_kernel_runs_the_reference_path_and_says_why(family_models, tiny_session):
+    loaded = family_models("deberta-v2")
+    ev = Evaluator(loaded, tiny_session.data, batch_size=8)
+    assert ev.fast_encoder() is None
+    assert ev.fast_note == ("the fast kernel computes the bert, distilbert, albert, mpnet blocks; a "
+                            "deberta-v2 layer runs the reference path (transformers' forward with gates)")
+
+
+def test_fast_path_is_checked_and_used(family_evaluators):
+    fast, ref = family_evaluators
     assert fast.fast_encoder() is not None and fast.fast_note is None
     assert ref.fast_encoder() is None
 
 
 @pytest.mark.parametrize("kind", ["head", "neuron", "blocks", "float", "no_heads", "all_off"])
-def test_fast_outputs_equal_reference(evaluators, kind):
-    fast, ref = evaluators
+def test_fast_outputs_equal_reference(family_evaluators, kind):
+    fast, ref = family_evaluators
+    inv = fast.loaded.inventory
     rng = np.random.default_rng(hash(kind) % 1000)
     for _ in range(3):
-        masks = _random_masks(rng, kind)
+        masks = _random_masks(rng, kind, inv.layers, inv.heads, inv.ffn)
         a, b = fast.outputs(masks).logits, ref.outputs(masks).logits
         np.testing.assert_allclose(a, b, atol=ATOL, rtol=0)
     np.testing.assert_allclose(fast.base_outputs.logits, ref.base_outputs.logits, atol=ATOL, rtol=0)
@@ -82,27 +138,33 @@ def test_results_equal_reference(evaluators):
     assert hook_count(fast.loaded.model) == 0
 
 
-def test_cls_only_last_layer_equals_full_layer(tiny_loaded, evaluators):
-    fast, _ = evaluators
-    encoder = FastEncoder(tiny_loaded.model)
+def test_cls_only_last_layer_equals_full_layer(family_evaluators):
+    fast, _ = family_evaluators
+    encoder = FastEncoder(fast.loaded.model)
     batch = fast.batches[-1]
-    rows = mask_rows(Masks(head=np.array([[1, 1, 1, 1], [1, 0, 1, 0.5]], np.float32)), 2)
+    last = fast.loaded.inventory.layers - 1
+    head = np.ones((last + 1, 4), np.float32)
+    head[last] = [1, 0, 1, 0.5]
+    rows = mask_rows(Masks(head=head), last + 1)
     with torch.inference_mode():
-        tokens = Tokens.of(batch.attention_mask.bool())
+        tokens = encoder.tokens(batch)
         x = tokens.pack(encoder.embed(batch))
-        x = encoder.layers[0].forward(x, tokens, encoder.plan(0, rows[0]))
-        full = tokens.pad(encoder.layers[1].forward(x, tokens, encoder.plan(1, rows[1])))
-        cls = encoder.layers[1].forward_cls(x, tokens, encoder.plan(1, rows[1]))
+        for i in range(last):
+            x = encoder.layers[i].forward(x, tokens, encoder.plan(i, rows[i]))
+        full = tokens.pad(encoder.layers[last].forward(x, tokens, encoder.plan(last, rows[last])))
+        cls = encoder.layers[last].forward_cls(x, tokens, encoder.plan(last, rows[last]))
     torch.testing.assert_close(cls, full[:, 0], atol=ATOL, rtol=0)
 
 
-def test_layer_cache_starts_at_first_differing_layer(tiny_loaded, evaluators, monkeypatch):
-    fast, ref = evaluators
+def test_layer_cache_starts_at_first_differing_layer(family_evaluators, monkeypatch):
+    fast, ref = family_evaluators
     encoder = fast.fast_encoder()
     _ = fast.base_outputs
     cache = encoder.cache_for(fast.fast_batches)
-    base_keys = prefix_keys(mask_rows(None, 2))
-    assert cache.get(1, base_keys[1]) is not None  # the unpruned input of layer 1 is kept
+    n = fast.loaded.inventory.layers
+    last = n - 1
+    base_keys = prefix_keys(mask_rows(None, n))
+    assert cache.get(last, base_keys[last]) is not None  # the unpruned input of the last layer is kept
     assert cache.get(0, base_keys[0]).context is not None  # and the all-heads context of layer 0
     calls = {"embed": 0, "qkv0": 0}
     real_embed, real_context = encoder.embed, encoder.layers[0].context
@@ -117,21 +179,52 @@ def test_layer_cache_starts_at_first_differing_layer(tiny_loaded, evaluators, mo
 
     monkeypatch.setattr(encoder, "embed", count_embed)
     monkeypatch.setattr(encoder.layers[0], "context", count_context)
-    # a mask that differs only in layer 1 starts from the cached input of layer 1
-    late = Masks(head=np.array([[1, 1, 1, 1], [0, 1, 0, 1]], np.float32))
-    before = cache.get(1, base_keys[1]).states[0].clone()
+    # a mask that differs only in the last layer starts from the cached input of that layer
+    head = np.ones((n, 4), np.float32)
+    head[last] = [0, 1, 0, 1]
+    late = Masks(head=head)
+    before = cache.get(last, base_keys[last]).states[0].clone()
     got = fast.outputs(late).logits
     assert calls == {"embed": 0, "qkv0": 0}
     np.testing.assert_allclose(got, ref.outputs(late).logits, atol=ATOL, rtol=0)
     no_cache = np.concatenate([t.numpy() for t in encoder.logits(fast.batches, late, use_cache=False)])
     order = np.concatenate([b.index.numpy() for b in fast.batches])
     np.testing.assert_allclose(got[order], no_cache, atol=ATOL, rtol=0)
-    torch.testing.assert_close(cache.get(1, base_keys[1]).states[0], before)  # never mutated
+    torch.testing.assert_close(cache.get(last, base_keys[last]).states[0], before)  # never mutated
     # a mask that differs in layer 0 slices the cached all-heads context: no Q/K/V there
     calls.update(embed=0, qkv0=0)
-    early = Masks(head=np.array([[1, 0, 0, 1], [1, 1, 1, 1]], np.float32))
+    head = np.ones((n, 4), np.float32)
+    head[0] = [1, 0, 0, 1]
+    early = Masks(head=head)
     np.testing.assert_allclose(fast.outputs(early).logits, ref.outputs(early).logits, atol=ATOL, rtol=0)
     assert calls == {"embed": 0, "qkv0": 0}
+
+
+@pytest.mark.parametrize("name", [n for n in FAST_FAMILIES if n != "bert"])  # BERT's: test_objectives
+def test_a_headless_encoder_of_each_fast_family_pools_the_reference_vectors(name, family_models, tiny_session):
+    loaded = family_models(name, headless=True)
+    inv = loaded.inventory
+    ev = Evaluator(loaded, tiny_session.data, batch_size=8, objective="embedding")
+    assert ev.fast_encoder() is not None, ev.fast_note
+    rng = np.random.default_rng(7)
+    for kind in ("no_heads", "float", "head"):
+        masks = _random_masks(rng, kind, inv.layers, inv.heads, inv.ffn)
+        np.testing.assert_allclose(ev.outputs(masks).logits, ev.reference_outputs(masks).logits,
+                                   atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", FAST_FAMILIES)
+def test_bf16_layers_of_each_fast_family_track_fp32(name, tiny_loaded, family_models, tiny_session):
+    """The bf16 layers (scores in bf16 with the key mask, and MPNet's shared score bias, added by
+    the batched matmul) stay within bf16 rounding of fp32; the checked path's rule (close calls
+    recomputed in fp32) is tested on BERT in test_precision."""
+    loaded = tiny_loaded if name == "bert" else family_models(name)
+    model, batches = loaded.model, Evaluator(loaded, tiny_session.data, batch_size=8).fast_batches
+    masks = Masks(head=np.resize(np.array([1, 0, 1, 1, 0, 1, 1, 0], np.float32), (loaded.inventory.layers, 4)))
+    exact = torch.cat(FastEncoder(model).logits(batches, masks, use_cache=False))
+    low = torch.cat(FastEncoder(model, dtype=torch.bfloat16).logits(batches, masks, use_cache=False))
+    difference = float((exact - low).abs().max())
+    assert 0 < difference < 0.1
 
 
 def test_prefix_keys_depend_only_on_earlier_layers():

@@ -17,7 +17,7 @@ from prunelens.analysis.fastpath import FastEncoder, on_device
 def test_on_the_cpu_the_encoder_reads_the_models_own_tensors(tiny_loaded):
     model = tiny_loaded.model
     enc = FastEncoder(model, device="cpu")
-    assert enc.embeddings is model.base_model.embeddings and enc.classifier is model.classifier
+    assert enc.ends.embeddings is model.base_model.embeddings and enc.ends.classifier is model.classifier
     assert enc.layers[0].o_w.data_ptr() == model.base_model.encoder.layer[0].attention.output.dense.weight.data_ptr()
     linear = torch.nn.Linear(2, 2)
     assert on_device(linear, torch.device("cpu")) is linear

@@ -299,3 +299,26 @@ def test_a_sweep_spec_names_its_objective():
     assert parse_spec({"methods": ["magnitude"]}).targets[0].objective is None  # each pair's default
     with pytest.raises(ParamError, match="objective must be one of labels, agreement, embedding"):
         parse_spec({"objective": "cosine", "methods": ["magnitude"]})
+
+
+@pytest.mark.parametrize("objective", ["agreement", "embedding"])
+def test_bench_runs_under_each_label_free_objective(encoder_dir, text_csv, tiny_loaded, store, objective):
+    """docs/PERFORMANCE.md's slider ratios under each objective come from `prunelens bench
+    --objective`: it must run on a headless encoder (its naive loop pools sentence vectors) and on
+    a classifier under agreement, with the exact path agreeing with itself."""
+    from prunelens.analysis.bench import _same_predictions, run_bench
+    from prunelens.analysis.operations import open_session
+
+    if objective == "embedding":
+        session = open_session(str(encoder_dir), str(text_csv), store=store)
+    else:
+        session = open_session(data=str(text_csv), loaded=tiny_loaded, store=store)
+    assert session.objective == objective
+    out = run_bench(session, quick=True, threads=1, progress=lambda msg: None, skip_ablation=True)
+    assert out["naive_max_abs_logit_difference"] < 1e-4  # the naive loop computes the same outputs
+    assert out["ratio"] == pytest.approx(out["naive_s"] / out["eval_p50_s"])
+    assert out["prediction_agreement"] == 1.0 and out["min_cosine_vs_fp32"] == pytest.approx(1.0)
+    # a headless encoder's "same prediction": the nearest exact vector is the example's own
+    vectors = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
+    assert _same_predictions(vectors, vectors, headless=True) == 3
+    assert _same_predictions(vectors[[0, 2, 1]], vectors, headless=True) == 1

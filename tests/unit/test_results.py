@@ -42,6 +42,7 @@ def test_the_dashboard_finds_every_shipped_entry_the_cli_finds(default_loaded, t
     """Every entry of cached_results/ read as the CLI reads it and as a page reads it, from an
     empty user store: the checked-bf16 entries (the shipped ablation scores) included."""
     monkeypatch.setenv("PRUNELENS_PRECISION", "auto")  # a user's default: checked-bf16 answers are read
+    from prunelens.analysis.batches import training_fingerprint
     from prunelens.analysis.methods import get_method
     from prunelens.analysis.operations import open_session, stored_scores
     from prunelens.dashboard import results
@@ -58,12 +59,14 @@ def test_the_dashboard_finds_every_shipped_entry_the_cli_finds(default_loaded, t
     entries = store.entries()
     kinds = {e["key"]["kind"] for e in entries}
     assert len(entries) > 500 and {"scores", "mask-eval", "train-run", "spectral-sigmas"} <= kinds
-    checked = 0
+    checked = training_keyed = 0
     for entry in entries:
         key = entry["key"]
         params = dict(key["params"])
         session = sessions[(key["model"], params.pop("objective", "labels"))]
-        assert key["data"] == session.data.fingerprint
+        # the evaluation data's, or a training-split score's own (its old key kept beside it)
+        assert key["data"] in (session.data.fingerprint, training_fingerprint(session))
+        training_keyed += key["data"] != session.data.fingerprint
         if params.get("precision") == "bf16":  # asked for as the exact setting, found under the checked key
             del params["precision"]
             checked += 1
@@ -76,6 +79,7 @@ def test_the_dashboard_finds_every_shipped_entry_the_cli_finds(default_loaded, t
             assert np.array_equal(stored_scores(session, key["method"], key["unit"], params),
                                   np.asarray(page["scores"], dtype=np.float64)), key
     assert checked >= 3  # ablation's head, attention and ffn scores at least
+    assert training_keyed >= 40  # michel, ablation, pins, platon, smp, smp-pruner under both defaults
 
 
 def test_prune_memoized_says_which_settings_prune_result_answered(tiny_session):
