@@ -418,9 +418,12 @@ def test_training_split_scores_are_keyed_by_the_training_split(tiny_bert_dir, ti
     session.store.put(keys[f"fp32 {LEGACY_DATA_KEY}"], {"scores": first["scores"]})  # stored before
     old = compute_scores(session, "michel", "head", params)
     assert old.cached and np.array_equal(old.scores, np.asarray(first["scores"]))
-    # what reads the evaluation data keeps its key: smp on the data's own sentences, a method
-    # that reads it, and every method on data without a train split
-    for method, p in (("smp", {"sentences": "eval"}), ("snip", {})):
+    # snip's function norms read the training split too (issue 28)
+    assert list(session.keys("scores", "snip", "head", get_method("snip").validate({}))) == \
+        ["fp32", f"fp32 {LEGACY_DATA_KEY}"]
+    # what does not read the training split keeps its key: smp on the data's own sentences, a
+    # method that reads no data, and every method on data without a train split
+    for method, p in (("smp", {"sentences": "eval"}), ("magnitude", {})):
         assert list(session.keys("scores", method, "head", get_method(method).validate(p))) == ["fp32"]
     assert session.key("scores", "smp", "head", get_method("smp").validate({"sentences": "eval"})).data \
         == session.data.fingerprint
