@@ -53,6 +53,17 @@ def no_progress(fraction: float, message: str = "") -> None:
     """Default progress sink: does nothing."""
 
 
+# Which scores a method computes from the training split alone (their store key holds that split's
+# fingerprint): ``(method name, params) -> bool``. The methods layer installs it when imported
+# (:mod:`prunelens.analysis.methods`), so the session knows it without importing a later layer.
+_training_split_rule: Callable[[str, dict], bool] | None = None
+
+
+def set_training_split_rule(rule: Callable[[str, dict], bool]) -> None:
+    global _training_split_rule
+    _training_split_rule = rule
+
+
 @dataclass
 class Session:
     """What a method, a trainer and an operation may use: the loaded model, the data, the store,
@@ -107,10 +118,12 @@ class Session:
             return self.data.fingerprint
         from prunelens.analysis.batches import training_fingerprint
         from prunelens.analysis.errors import PrunelensError
-        from prunelens.analysis.methods import get_method
 
+        if _training_split_rule is None:  # a bug: the methods layer installs it when imported
+            raise RuntimeError("prunelens.analysis.methods is not imported: no rule says which "
+                               "scores read only the training split")
         try:
-            if not get_method(method).reads_training_split(params):
+            if not _training_split_rule(method, params):
                 return self.data.fingerprint
             return training_fingerprint(self)
         except PrunelensError:  # an unknown method, a train split that cannot be read: the data's

@@ -13,6 +13,7 @@ import threading
 
 from prunelens.analysis.errors import ParamError
 from prunelens.analysis.methods.base import UNITS, Method, Param
+from prunelens.analysis.session import set_training_split_rule
 
 _MODULES = ("michel", "ablation", "magnitude", "random_scores", "admm", "admm_quant", "smp", "smp_pruner", "pins",
             "platon", "snip")
@@ -68,5 +69,13 @@ def get_method(name: str) -> Method:
         raise ParamError(f"unknown method '{name}' (choose one of: {', '.join(methods)})")
     return methods[name]
 
+
+def reads_training_split(name: str, params: dict) -> bool:
+    """Whether method ``name``'s scores with ``params`` come from the training split alone (the
+    session keys them by that split: :meth:`Session.keys <prunelens.analysis.session.Session.keys>`)."""
+    return get_method(name).reads_training_split(params)
+
+
+set_training_split_rule(reads_training_split)
 
 __all__ = ["UNITS", "Method", "Param", "all_methods", "get_method"]
