@@ -401,7 +401,11 @@ class Evaluator:
         on_gpu = str(self.device).startswith("cuda")
         native = native_bf16() if not on_gpu else no_native_bf16_reason(self.device) is None
         path, why = path_choice(self.precision, native, self.device)
-        if self.precision == "fp32":
+        if self.precision == "fp32" and self.objective == "embedding":
+            reason = "the embedding objective"
+            path, why = "fp32", ("exact fp32 under the embedding objective (checked bf16 recomputes close "
+                                 "predictions in fp32; a sentence vector has none to check)")
+        elif self.precision == "fp32":
             reason = "fp32 requested"
         elif self.precision == "auto" and not native:
             reason = f"{'this GPU' if on_gpu else 'this CPU'} has no native bf16 matmul"

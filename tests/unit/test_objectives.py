@@ -318,6 +318,8 @@ def test_bench_runs_under_each_label_free_objective(encoder_dir, text_csv, tiny_
     assert out["naive_max_abs_logit_difference"] < 1e-4  # the naive loop computes the same outputs
     assert out["ratio"] == pytest.approx(out["naive_s"] / out["eval_p50_s"])
     assert out["prediction_agreement"] == 1.0 and out["min_cosine_vs_fp32"] == pytest.approx(1.0)
+    if objective == "embedding":  # the path says why it is exact fp32 (not "fp32 requested")
+        assert out["path"] == "fp32" and out["why"].startswith("exact fp32 under the embedding objective")
     # a headless encoder's "same prediction": the nearest exact vector is the example's own
     vectors = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
     assert _same_predictions(vectors, vectors, headless=True) == 3
