@@ -691,7 +691,7 @@ OFFICIAL_TRAINING = (
           "the pruning warm-up's steps, then linear decay to 0 (both official codes); constant (0.2)",
           choices=("constant", "linear")),
     Param("clip_grad", "float", 1.0, "clip the gradient norm at this before the importance update "
-          "and the step (official max_grad_norm: 1.0; 0 = off, as 0.2)", 0.0, 100.0),
+          "and the step (official max_grad_norm: 1.0; 0 = off, as 0.2)", 0.0, 100.0, step=0.1),
     Param("bias_pool", "bool", True, "score and prune the six matrices' biases together with their "
           "weights (the official pool: on; off: weights only, as 0.2)"),
 )
