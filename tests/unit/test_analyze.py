@@ -254,9 +254,12 @@ def test_a_training_run_is_estimated_at_its_measured_cost_per_pass(tiny_session,
     _, plan = plan_analysis(tiny_session, target_of(tiny_bert_dir, tiny_csv), ["snip"], training=True,
                             extra_training=True)
     est = estimate(plan, tiny_session, example_seconds=0.01)
-    [run] = [t for t in plan.todo if t.kind == "train-run" and t.param_dict()["seed"] == 0]
+    runs = [t for t in plan.todo if t.kind == "train-run"]
+    [run] = [t for t in runs if t.param_dict() == get_trainer("snip").validate({})]  # the default run
     assert est.of(run) == pytest.approx(get_trainer("snip").work(run.param_dict()) * TRAINING_PASS_COST * 0.01)
-    assert sorted(t.param_dict()["seed"] for t in plan.todo if t.kind == "train-run") == [0, 1, 2]
+    # the fidelity report's arms ship too: SN + prior and SN off over 5 seeds, exact SN once
+    arms = sorted((t.param_dict()["sn"], t.param_dict()["seed"]) for t in runs)
+    assert arms == [("cap", s) for s in range(5)] + [("exact", 0)] + [("off", s) for s in range(5)]
     _, user_plan = plan_analysis(tiny_session, target_of(tiny_bert_dir, tiny_csv), ["snip"], training=True)
     assert [t.param_dict()["seed"] for t in user_plan.todo if t.kind == "train-run"] == [0]  # analyze: defaults
 
