@@ -51,6 +51,17 @@ def _chips(driver) -> list[str]:
         By.CSS_SELECTOR, ".st-key-att-heads button[data-variant='pills'][aria-pressed='true']")]
 
 
+def _click_button(driver, label: str) -> bool:
+    """Click the first button whose text holds ``label``; False while there is none."""
+    from selenium.webdriver.common.by import By
+
+    buttons = [b for b in driver.find_elements(By.CSS_SELECTOR, "button") if label in b.text]
+    if not buttons:
+        return False
+    buttons[0].click()
+    return True
+
+
 def test_first_click_on_the_heatmap_selects_that_head(tiny_bert_dir, tiny_csv, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -83,9 +94,9 @@ def test_first_click_on_the_heatmap_selects_that_head(tiny_bert_dir, tiny_csv, t
             button.click()
             wait_for(driver, lambda d: _chips(d), WAIT, "the Attention page's head chips")
             assert _chips(driver) == ["3"]  # the chosen head alone
-            all_heads = [b for b in driver.find_elements(By.CSS_SELECTOR, "button")
-                         if "All heads" in b.text][0]
-            all_heads.click()
+            # found and clicked in one retried step: the page may rerun (and replace its buttons)
+            # between finding the button and clicking it
+            wait_for(driver, lambda d: _click_button(d, "All heads"), WAIT, "the 'All heads' button")
             wait_for(driver, lambda d: _chips(d) == ["0", "1", "2", "3"], WAIT, "every head shown")
         except BaseException:
             driver.save_screenshot(str(tmp_path / "failure.png"))
