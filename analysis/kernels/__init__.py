@@ -35,6 +35,9 @@ class Ends:
     def __init__(self, model: nn.Module, device: torch.device, headless: bool):
         self.device = device
         self.headless = headless  # a sentence encoder: no head (its output is pooled)
+        from prunelens.analysis.fastpath import on_device  # (fastpath imports this module)
+
+        self.embeddings = on_device(model.base_model.embeddings, device)  # every family has them here
 
     def embed(self, batch) -> torch.Tensor:
         """Hidden states (batch, seq, hidden) entering the first layer."""

@@ -19,7 +19,6 @@ class AlbertEnds(Ends):
     def __init__(self, model: nn.Module, device: torch.device, headless: bool):
         super().__init__(model, device, headless)
         base = model.base_model
-        self.embeddings = on_device(base.embeddings, device)
         self.project = on_device(base.encoder.embedding_hidden_mapping_in, device)
         if not headless:
             self.pooler = on_device(base.pooler, device)

@@ -17,7 +17,6 @@ class BertEnds(Ends):
     def __init__(self, model: nn.Module, device: torch.device, headless: bool):
         super().__init__(model, device, headless)
         base = model.base_model
-        self.embeddings = on_device(base.embeddings, device)
         project = getattr(base, "embeddings_project", None)
         self.project = None if project is None else on_device(project, device)
         pooler = getattr(base, "pooler", None)

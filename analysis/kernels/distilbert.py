@@ -15,7 +15,6 @@ from prunelens.analysis.kernels import Ends, Kernel
 class DistilBertEnds(Ends):
     def __init__(self, model: nn.Module, device: torch.device, headless: bool):
         super().__init__(model, device, headless)
-        self.embeddings = on_device(model.base_model.embeddings, device)
         if not headless:
             self.pre_classifier = on_device(model.pre_classifier, device)
             self.classifier = on_device(model.classifier, device)

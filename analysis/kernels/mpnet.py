@@ -21,7 +21,6 @@ class MPNetEnds(Ends):
     def __init__(self, model: nn.Module, device: torch.device, headless: bool):
         super().__init__(model, device, headless)
         base = model.base_model
-        self.embeddings = on_device(base.embeddings, device)
         self.table = on_device(base.encoder.relative_attention_bias, device)
         self.bucket = base.encoder.relative_position_bucket
         # the bucket count transformers' ``compute_position_bias`` uses (its default argument)
