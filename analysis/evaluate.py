@@ -12,8 +12,9 @@ text pairs or positives, each embedded on its own).
 Speed (see docs/PERFORMANCE.md): masked outputs come from :mod:`prunelens.analysis.fastpath` when it agrees
 with the reference forward; :meth:`Evaluator.evaluate_many` shares layer prefixes between masks;
 :meth:`Evaluator.estimate` answers first on a fixed random subset with its error bar. Pruned masks
-use checked bf16 where the CPU has native bf16 (:mod:`prunelens.analysis.precision`: predictions equal
-fp32's; ``PRUNELENS_PRECISION=fp32`` for exact fp32 everywhere), exact fp32 elsewhere;
+use checked bf16 where the CPU has native bf16 (:mod:`prunelens.analysis.precision`: predictions, or
+a sentence encoder's nearest neighbours, equal fp32's; ``PRUNELENS_PRECISION=fp32`` for exact fp32
+everywhere), exact fp32 elsewhere;
 :attr:`Evaluator.masked_path` says which path ran and why.
 """
 
@@ -42,7 +43,7 @@ from prunelens.analysis.objectives import (
     metric_name,
     model_output,
 )
-from prunelens.analysis.precision import KNOWN_GUARD, Calibration, calibrate, recheck, resolve
+from prunelens.analysis.precision import KNOWN_GUARD, Calibration, calibrate, calibrate_vectors, recheck, resolve
 from prunelens.analysis.precision import masked_path as path_choice
 
 METRICS = ("accuracy", "loss", "margin")
@@ -272,8 +273,6 @@ class Evaluator:
         self.layout: PairLayout | None = None
         if objective == "embedding":
             data, self.layout = sentences_of(data)
-            # checked bf16 guards argmax decisions; a sentence vector has none: exact fp32
-            precision = "fp32"
         self.precision = resolve(precision)
         self._low = None  # the bf16 FastEncoder once calibrated (see prunelens.analysis.precision)
         self._low_checked = False
@@ -401,14 +400,14 @@ class Evaluator:
         on_gpu = str(self.device).startswith("cuda")
         native = native_bf16() if not on_gpu else no_native_bf16_reason(self.device) is None
         path, why = path_choice(self.precision, native, self.device)
-        if self.precision == "fp32" and self.objective == "embedding":
-            reason = "the embedding objective"
-            path, why = "fp32", ("exact fp32 under the embedding objective (checked bf16 recomputes close "
-                                 "predictions in fp32; a sentence vector has none to check)")
-        elif self.precision == "fp32":
+        if self.precision == "fp32":
             reason = "fp32 requested"
         elif self.precision == "auto" and not native:
             reason = f"{'this GPU' if on_gpu else 'this CPU'} has no native bf16 matmul"
+        elif self.layout is not None:
+            reason = f"{self.layout.kind} pairs"
+            path, why = "fp32", (f"exact fp32: the data pairs its sentences ({self.layout.kind}), and the "
+                                 "checked bf16 path protects nearest neighbours, not pair ranks")
         elif self.fast_encoder() is None or not self.batches:
             reason = "the fast path is off"
             path, why = "fp32", f"the fast path is off ({self.fast_note or 'no data'})"
@@ -417,14 +416,16 @@ class Evaluator:
                                   pooling=self.loaded.pooling)
             low = self._low_logits(encoder, None)  # (the unpruned layer inputs stay cached)
             name = "bf16" if self.low_dtype == torch.bfloat16 else "int8"
-            self.calibration, reason = calibrate(self.base_outputs.logits, low, name)
+            check = calibrate_vectors if self.loaded.pooling is not None else calibrate
+            self.calibration, reason = check(self.base_outputs.logits, low, name)
             if reason is not None:
                 path, why = "fp32", f"checked {name} refused: {reason}"
             else:
                 if name != "bf16":
                     path, why = f"checked-{name}", f"{name} requested (low_dtype)"
-                why += (f"; calibration error {self.calibration.error:.3g} "
-                        f"(logit scale {self.calibration.scale:.3g})")
+                scale = ("unit sentence vectors" if self.calibration.kind == "vectors"
+                         else f"logit scale {self.calibration.scale:.3g}")
+                why += f"; calibration error {self.calibration.error:.3g} ({scale})"
                 self._low = encoder
                 # pruned masks no longer start from the fp32 layer inputs: free them (re-checks
                 # run without that cache); the unpruned fp32 outputs stay in ``base_outputs``
@@ -555,7 +556,8 @@ class Evaluator:
     def _recheck(self, low_logits: np.ndarray, masks: Masks | None,
                  known: tuple[np.ndarray, np.ndarray] | None = None,
                  measured: np.ndarray | None = None) -> np.ndarray:
-        """Recompute the bf16 close calls in fp32 (see :mod:`prunelens.analysis.precision`)."""
+        """Recompute the bf16 close calls (or uncertain nearest neighbours) in fp32 (see
+        :mod:`prunelens.analysis.precision`)."""
 
         def exact_of(rows: np.ndarray) -> np.ndarray:
             subs = self._batches_of(rows, self.fast_batches, self.batch_size, float("inf"))

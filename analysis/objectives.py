@@ -274,6 +274,12 @@ def _nearest_others(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return index, best
 
 
+def nearest_neighbours(vectors: np.ndarray) -> np.ndarray:
+    """The index of each row's most similar other row (cosine)."""
+    unit = unit_rows(vectors)
+    return _nearest_others(unit, unit)[0]
+
+
 def example_vectors(objective: str, outputs: np.ndarray, reference: np.ndarray | None,
                     labels: np.ndarray) -> dict[str, np.ndarray]:
     """The per-example ``accuracy`` (the objective's score), ``loss``, ``margin`` and ``correct``

@@ -1,4 +1,5 @@
-"""Matmul precision of masked evaluation: exact fp32, or bf16 whose predictions are fp32's.
+"""Matmul precision of masked evaluation: exact fp32, or bf16 whose predictions (or nearest
+neighbours) are fp32's.
 
 Owns the choice (``auto`` / ``fp32`` / ``bf16``, :func:`resolve`, ``PRUNELENS_PRECISION``) and
 the rule that keeps the bf16 path's *predictions* equal to fp32's:
@@ -18,7 +19,26 @@ the rule that keeps the bf16 path's *predictions* equal to fp32's:
    unpruned one; logits shrink with heavy pruning, and so do their rounding errors).
 
 Everywhere else the bf16 margin is several times the largest error seen, so the predicted class
-is fp32's. Losses and margins of confident examples keep a bf16 rounding error (measured in
+is fp32's.
+
+Sentence vectors (the embedding objective) have no class; the decision they make is each
+sentence's **nearest neighbour** in the data set (``neighbour_agreement`` and the per-example
+``correct``). The same three steps with distances of unit vectors instead of logit differences
+(``Calibration.kind == "vectors"``): ``error`` is the largest distance between a sentence's unit
+vector in bf16 and in fp32; every cosine between two sentences then moves by at most
+``δ_i + δ_j + δ_i δ_j``, with ``δ = RECHECK_SAFETY × max(error, the mask's own error)`` for a bf16
+row and 0 for an exact one; a sentence whose best similarity could be overtaken by another
+within those bounds is recomputed in fp32 *with every such candidate*
+(:func:`uncertain_neighbours`), until no row is uncertain, so every nearest neighbour is fp32's.
+bf16 is refused for sentence vectors when the unpruned model's own check would recompute more than
+``MAX_RECHECK_SHARE`` of the sentences: then it cannot pay. On ``default-embedding`` it is refused
+(measured: bf16 moves a unit vector by up to 0.0077, median 0.0044, while most sentences' best
+and second-best neighbours are closer than that; 97 % of the sentences would be recomputed),
+so that model runs exact fp32.
+The cosines to the unpruned vectors (the reported score, its loss and margin) keep a bf16
+rounding error, as losses do for classifiers (measured in docs/PERFORMANCE.md). Data that pairs
+its sentences (STS scores, query/positive retrieval) stays exact fp32: its rank metrics are not
+checked. Losses and margins of confident examples keep a bf16 rounding error (measured in
 docs/PERFORMANCE.md: at most a few 1e-4 on the mean loss of the default).
 
 ``auto`` uses bf16 only where the CPU multiplies bf16 natively (``avx512_bf16`` / ``amx_bf16``,
@@ -49,6 +69,9 @@ SCALE_FLOOR = 0.05  # the threshold shrinks with the logit scale, never below th
 MAX_RELATIVE_ERROR = 0.25  # bf16 is refused when its calibration error exceeds this x scale
 GUARD_SIZE = 16  # examples recomputed in fp32 for every mask, to measure that mask's own error
 KNOWN_GUARD = 32  # of an estimate's exact examples, those run in bf16 too (the mask's own error)
+MAX_VECTOR_ERROR = 0.1  # bf16 is refused when it moves an unpruned unit sentence vector further
+MAX_RECHECK_SHARE = 0.25  # ... or when more of the sentences than this would be recomputed in fp32
+NEIGHBOUR_CELLS = 1 << 22  # similarities computed at once by the neighbour check (32 MiB of float64)
 
 
 def resolve(precision: str | None = None) -> str:
@@ -146,16 +169,32 @@ def logit_scale(logits: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class Calibration:
-    """bf16 against fp32 on the unpruned model (see the module docstring)."""
+    """bf16 against fp32 on the unpruned model (see the module docstring). ``kind`` is what the
+    outputs are: ``logits`` (a class to protect) or ``vectors`` (sentence vectors: nearest
+    neighbours to protect)."""
 
-    error: float  # largest change of a logit difference, any example
-    scale: float  # median largest |logit|, fp32
-    agreement: float  # share of examples with the same predicted class before any re-check
+    error: float  # logits: largest change of a logit difference; vectors: of a unit vector
+    scale: float  # median largest |logit|, fp32 (vectors: 1, unit length)
+    agreement: float  # share of examples with the same prediction / neighbour before any re-check
+    kind: str = "logits"
 
     def threshold(self, low_logits: np.ndarray) -> float:
         """Examples with a bf16 margin below this are recomputed in fp32."""
         ratio = 1.0 if self.scale <= 0 else logit_scale(low_logits) / self.scale
         return RECHECK_SAFETY * self.error * float(np.clip(ratio, SCALE_FLOOR, 1.0))
+
+    def own_error(self, exact: np.ndarray, low: np.ndarray) -> float:
+        """The largest error of the rows a mask computed both ways (:func:`pair_error` or
+        :func:`vector_error`)."""
+        return vector_error(exact, low) if self.kind == "vectors" else pair_error(exact, low)
+
+    def uncertain(self, low: np.ndarray, current: np.ndarray, exact_rows: np.ndarray, own: float) -> np.ndarray:
+        """Rows (bool) to recompute in fp32: close calls (logits), or the sentences whose nearest
+        neighbour could differ in fp32 and their candidate neighbours (vectors)."""
+        if self.kind == "vectors":
+            bound = RECHECK_SAFETY * max(self.error, own)
+            return uncertain_neighbours(current, exact_rows, bound)
+        return close_calls(low, self, own)
 
 
 def pair_error(exact: np.ndarray, low: np.ndarray) -> float:
@@ -179,6 +218,74 @@ def calibrate(exact: np.ndarray, low: np.ndarray, name: str = "bf16"
         return None, f"{name} changes the unpruned logits by up to {error:.3g} (scale {scale:.3g})"
     agreement = float(np.mean(exact.argmax(1) == low.argmax(1))) if len(exact) else 1.0
     return Calibration(error, scale, agreement), None
+
+
+def vector_error(exact: np.ndarray, low: np.ndarray) -> float:
+    """The largest distance between a row's unit vector in the two precisions: a bound on how far
+    any cosine similarity involving that row moves (``|Δ cos| ≤ δ_i + δ_j + δ_i δ_j``)."""
+    if not len(exact):
+        return 0.0
+    from prunelens.analysis.objectives import unit_rows
+
+    return float(np.linalg.norm(unit_rows(low) - unit_rows(exact), axis=1).max())
+
+
+def _chunk_rows(n: int) -> int:
+    return max(1, NEIGHBOUR_CELLS // max(n, 1))
+
+
+def uncertain_neighbours(vectors: np.ndarray, exact_rows: np.ndarray, bound: float) -> np.ndarray:
+    """Rows (bool) whose nearest neighbour among ``vectors`` (cosine, itself excluded) is not
+    certain to be fp32's when every row not in ``exact_rows`` is off by at most ``bound`` (unit
+    vector distance), together with each such row's candidates: every row whose similarity could
+    still reach the best one's. Once a row and its candidates are exact, its neighbour is fp32's
+    (the others stay below the best by more than their error)."""
+    from prunelens.analysis.objectives import unit_rows
+
+    n = len(vectors)
+    todo = np.zeros(n, dtype=bool)
+    if n < 3:  # one candidate: nothing to decide
+        return todo
+    unit = unit_rows(vectors)
+    eps = np.where(exact_rows, 0.0, float(bound))
+    step = _chunk_rows(n)
+    for start in range(0, n, step):
+        sims = unit[start:start + step] @ unit.T
+        rows = np.arange(len(sims))
+        sims[rows, start + rows] = -np.inf
+        own_eps = eps[start:start + step, None]
+        err = own_eps + eps[None, :] + own_eps * eps[None, :]  # |Δ cos| of every pair
+        best = sims.argmax(1)
+        floor = sims[rows, best] - err[rows, best]  # the best one's fp32 similarity is at least this
+        candidates = sims + err >= floor[:, None]  # (the best one included)
+        unsure = candidates.sum(1) > 1
+        todo[start + rows[unsure]] = True
+        todo |= candidates[unsure].any(0)
+    return todo
+
+
+def neighbour_agreement(exact: np.ndarray, low: np.ndarray) -> float:
+    """Share of rows whose nearest neighbour (cosine, itself excluded) is the same in both."""
+    from prunelens.analysis.objectives import nearest_neighbours
+
+    if len(exact) < 2:
+        return 1.0
+    return float(np.mean(nearest_neighbours(exact) == nearest_neighbours(low)))
+
+
+def calibrate_vectors(exact: np.ndarray, low: np.ndarray, name: str = "bf16"
+                      ) -> tuple[Calibration | None, str | None]:
+    """A :class:`Calibration` of sentence vectors (``kind="vectors"``), or None and the reason
+    the low precision ``name`` must not be used."""
+    error = vector_error(exact, low)
+    if not np.isfinite(error) or error > MAX_VECTOR_ERROR:
+        return None, f"{name} moves the unpruned sentence vectors by up to {error:.3g} (unit length)"
+    # the re-check an unpruned-like mask would need: it pays only when few neighbours are close calls
+    share = float(uncertain_neighbours(low, np.zeros(len(low), dtype=bool), RECHECK_SAFETY * error).mean())
+    if share > MAX_RECHECK_SHARE:
+        return None, (f"it would recompute {share:.0%} of the sentences in fp32 (their nearest-neighbour "
+                      f"gaps are below what {name} moves a unit sentence vector: up to {error:.3g})")
+    return Calibration(error, 1.0, neighbour_agreement(exact, low), kind="vectors"), None
 
 
 def close_calls(low_logits: np.ndarray, calibration: Calibration, own_error: float = 0.0) -> np.ndarray:
@@ -224,8 +331,8 @@ def recheck(low_logits: np.ndarray, calibration: Calibration, exact_of,
         recomputed = int(guard.sum())
         done |= guard
     while True:
-        own = pair_error(logits[done & measured], low_logits[done & measured])
-        todo = close_calls(low_logits, calibration, own) & ~done
+        own = calibration.own_error(logits[done & measured], low_logits[done & measured])
+        todo = calibration.uncertain(low_logits, logits, done, own) & ~done
         if not todo.any():
             return logits, recomputed
         logits[todo] = exact_of(todo)

@@ -146,7 +146,7 @@ def test_embedding_fast_path_matches_the_reference_and_the_unpruned_cosine_is_on
     from prunelens.analysis.models import load_model
 
     loaded = load_model(str(encoder_dir))
-    evaluator = Evaluator(loaded, load_data(str(text_csv)), objective="embedding")
+    evaluator = Evaluator(loaded, load_data(str(text_csv)), objective="embedding", precision="fp32")
     assert evaluator.fast_encoder() is not None, evaluator.fast_note  # pooled full last layer
     mask = np.ones((2, 4))
     mask[0, :3] = 0
@@ -317,10 +317,12 @@ def test_bench_runs_under_each_label_free_objective(encoder_dir, text_csv, tiny_
     out = run_bench(session, quick=True, threads=1, progress=lambda msg: None, skip_ablation=True)
     assert out["naive_max_abs_logit_difference"] < 1e-4  # the naive loop computes the same outputs
     assert out["ratio"] == pytest.approx(out["naive_s"] / out["eval_p50_s"])
-    assert out["prediction_agreement"] == 1.0 and out["min_cosine_vs_fp32"] == pytest.approx(1.0)
-    if objective == "embedding":  # the path says why it is exact fp32 (not "fp32 requested")
-        assert out["path"] == "fp32" and out["why"].startswith("exact fp32 under the embedding objective")
-    # a headless encoder's "same prediction": the nearest exact vector is the example's own
-    vectors = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
-    assert _same_predictions(vectors, vectors, headless=True) == 3
-    assert _same_predictions(vectors[[0, 2, 1]], vectors, headless=True) == 1
+    # checked bf16 keeps classes and nearest neighbours; sentence vectors keep a rounding error
+    assert out["prediction_agreement"] == 1.0 and out["min_cosine_vs_fp32"] > 0.99
+    if objective == "embedding":  # (tests/unit/test_precision.py: why bf16 is refused for these vectors)
+        assert out["path"] == "fp32"
+    # a headless encoder's "same prediction": the same nearest neighbour in the data set
+    vectors = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])  # neighbours 2, 2, 0
+    assert _same_predictions(vectors * 3, vectors, headless=True) == 3
+    moved = np.array([[1.0, 0.0], [0.0, 1.0], [0.1, 1.0]])  # neighbours 2, 2, 1
+    assert _same_predictions(moved, vectors, headless=True) == 2

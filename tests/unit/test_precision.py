@@ -383,3 +383,125 @@ def test_int8_candidate_under_the_shared_rule_keeps_fp32_predictions(tiny_sessio
         np.testing.assert_array_equal(a.logits.argmax(1), b.logits.argmax(1))
         assert low.rechecked >= precision.GUARD_SIZE
         assert 0 < np.abs(a.logits - b.logits).max() < 0.5  # really int8, and close
+
+
+# ---------------------------------------------------------------------------------------------
+# sentence vectors (the embedding objective): nearest neighbours instead of classes
+
+
+def _unit_circle(degrees):
+    angles = np.radians(degrees)
+    return np.stack([np.cos(angles), np.sin(angles)], 1)
+
+
+def test_vector_calibration_by_hand():
+    exact = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 2.0]])  # neighbours 2, 2, 1, gaps 0.45 and more
+    low = exact.copy()
+    low[0] = [1.0, 0.01]  # turned by atan(0.01): a unit-vector distance of 2 sin(angle / 2)
+    cal, reason = precision.calibrate_vectors(exact, low)
+    assert reason is None and cal.kind == "vectors" and cal.scale == 1.0
+    assert cal.error == pytest.approx(2 * np.sin(np.arctan(0.01) / 2))
+    assert cal.agreement == 1.0
+    low[0] = [1.0, 1.0]  # 45 degrees: refused
+    cal, reason = precision.calibrate_vectors(exact, low)
+    assert cal is None and reason == "bf16 moves the unpruned sentence vectors by up to 0.765 (unit length)"
+    tie = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])  # row 2 is as close to row 0 as to row 1
+    cal, reason = precision.calibrate_vectors(tie, tie + [[0.0, 0.01], [0.0, 0.0], [0.0, 0.0]])
+    assert cal is None and reason.startswith("it would recompute 100% of the sentences in fp32")
+
+
+def test_uncertain_neighbours_are_a_close_call_and_its_candidates():
+    # row 0's best is row 1 (cos 10° = 0.98481) just ahead of row 2 (cos 12° = 0.97815): a gap of
+    # 0.00666; rows 1, 2, 3 decide by 0.0146, 0.0212 and 0.0343
+    vectors = _unit_circle([0, 10, 12, 90]) * [[1], [2], [3], [4]]  # lengths do not matter
+    none_exact = np.zeros(4, dtype=bool)
+    assert not precision.uncertain_neighbours(vectors, none_exact, 0.0).any()
+    # a bound of 0.002 per vector moves a cosine by up to 0.004004: row 0's gap is below twice that;
+    # row 2 could still overtake row 1, row 3 could not
+    assert precision.uncertain_neighbours(vectors, none_exact, 0.002).tolist() == [True, True, True, False]
+    # once row 0 and its candidates are exact, its neighbour is decided
+    exact = np.array([True, True, True, False])
+    assert not precision.uncertain_neighbours(vectors, exact, 0.002).any()
+    # at 0.004 (cosines move by 0.008016) row 1's gap is a close call too: the same three rows
+    assert precision.uncertain_neighbours(vectors, none_exact, 0.004).tolist() == [True, True, True, False]
+    # at 0.009 (0.018081) row 3's gap of 0.0343 is one as well
+    assert precision.uncertain_neighbours(vectors, none_exact, 0.009).all()
+
+
+def test_recheck_of_sentence_vectors_keeps_every_nearest_neighbour():
+    from prunelens.analysis.objectives import nearest_neighbours
+
+    rng = np.random.default_rng(0)
+    exact = rng.normal(size=(300, 16))
+    low = exact + rng.normal(size=exact.shape) * 0.001  # the mask rounds worse than calibrated
+    cal = Calibration(error=0.0005, scale=1.0, agreement=1.0, kind="vectors")
+    asked = []
+
+    def exact_of(rows):
+        asked.append(int(rows.sum()))
+        return exact[rows]
+
+    vectors, n = recheck(low, cal, exact_of)
+    assert (nearest_neighbours(low) != nearest_neighbours(exact)).any()  # bf16 alone would be wrong
+    assert (nearest_neighbours(vectors) == nearest_neighbours(exact)).all()
+    assert len(asked) >= 3 and n == sum(asked) and precision.GUARD_SIZE < n < len(exact)
+
+
+@pytest.fixture(scope="module")
+def sentences(tmp_path_factory):
+    """A tiny headless encoder (random, mean pooling, normalized) and 40 sentences."""
+    from prunelens.analysis.data import load_data
+    from prunelens.analysis.models import load_model
+    from tests.unit.test_objectives import write_tiny_encoder
+    from tests.tiny import tiny_frame
+
+    folder = write_tiny_encoder(tmp_path_factory.mktemp("encoder"), "mean", normalize=True)
+    csv = tmp_path_factory.mktemp("sentences") / "text.csv"
+    tiny_frame(40)[["text"]].to_csv(csv, index=False)
+    return load_model(str(folder)), load_data(str(csv))
+
+
+def test_bf16_is_refused_where_most_neighbours_are_close_calls(sentences):
+    """The tiny random encoder's 40 vectors sit closer together than bf16's error: checking them
+    would recompute nearly all, so the evaluator stays exact and says why."""
+    ev = Evaluator(*sentences, batch_size=8, precision="bf16", objective="embedding")
+    assert ev.low_encoder() is None and ev.precision_for(Masks(head=np.ones((2, 4), np.float32) * 0.5)) == "fp32"
+    path, why = ev.masked_path
+    assert path == "fp32" and why.startswith("checked bf16 refused: it would recompute")
+    assert "of the sentences in fp32 (their nearest-neighbour gaps are below" in why
+
+
+def test_bf16_sentence_vectors_keep_fp32_nearest_neighbours(sentences, monkeypatch):
+    from prunelens.analysis.objectives import nearest_neighbours
+
+    monkeypatch.setattr(precision, "MAX_RECHECK_SHARE", 1.0)  # check them all the same
+    low = Evaluator(*sentences, batch_size=8, precision="bf16", objective="embedding")
+    exact = Evaluator(*sentences, batch_size=8, precision="fp32", objective="embedding")
+    assert low.low_encoder() is not None, low.low_note
+    assert low.masked_path[0] == "checked-bf16" and low.calibration.kind == "vectors"
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        masks = Masks(head=(rng.random((2, 4)) > 0.4).astype(np.float32))
+        assert low.precision_for(masks) == "bf16"
+        a, b = low.outputs(masks), exact.outputs(masks)
+        np.testing.assert_array_equal(nearest_neighbours(a.logits), nearest_neighbours(b.logits))
+        assert low.evaluate(masks).extras["neighbour_agreement"] == exact.evaluate(masks).extras["neighbour_agreement"]
+        assert abs(low.evaluate(masks).accuracy - exact.evaluate(masks).accuracy) < 5e-3  # mean cosine: rounding
+        assert low.rechecked >= precision.GUARD_SIZE
+
+
+def test_paired_sentences_stay_exact_fp32(tmp_path):
+    from prunelens.analysis.data import load_data
+    from prunelens.analysis.models import load_model
+    from tests.unit.test_objectives import write_tiny_encoder
+    from tests.tiny import tiny_frame
+
+    folder = write_tiny_encoder(tmp_path / "encoder", "mean")
+    frame = tiny_frame(12)
+    pd_frame = frame.assign(text_pair=frame["text"].iloc[::-1].to_numpy(), score=np.arange(12) / 12)
+    pd_frame[["text", "text_pair", "score"]].to_csv(tmp_path / "sts.csv", index=False)
+    ev = Evaluator(load_model(str(folder)), load_data(str(tmp_path / "sts.csv")), precision="bf16",
+                   objective="embedding")
+    assert ev.masked_path == ("fp32", "exact fp32: the data pairs its sentences (sts), and the checked bf16 "
+                                      "path protects nearest neighbours, not pair ranks")
+    assert ev.low_encoder() is None
