@@ -69,11 +69,11 @@ HEAD_SCOPES = ("global", "layer")
 # halves, three seeds). ``prunelens analyze --training`` runs each mode's defaults only.
 _LEAN = {"finetune_baseline": False}  # ADMM's own arm only (the λ_W comparisons need no baseline)
 EXTRA_TRAINING = {
-    "pins": [{"seed": 1}, {"seed": 2},
-             *({"target_sparsity": 0.9, "seed": seed} for seed in (0, 1, 2)),
+    "pins": [*({"seed": seed} for seed in (1, 2, 3, 4)),
+             *({"target_sparsity": 0.9, "seed": seed} for seed in (0, 1, 2, 3, 4)),
              {"signed": True, "baseline": "none", "compare_self_reg": False}],
-    "platon": [*({"target_sparsity": 0.8, "baseline": "none", "seed": seed} for seed in (1, 2)),
-               *({"target_sparsity": 0.9, "baseline": "none", "seed": seed} for seed in (0, 1, 2))],
+    "platon": [*({"target_sparsity": 0.8, "baseline": "none", "seed": seed} for seed in (1, 2, 3, 4)),
+               *({"target_sparsity": 0.9, "baseline": "none", "seed": seed} for seed in (0, 1, 2, 3, 4))],
     "admm": [*({"seed": seed} for seed in (1, 2, 3, 4)),
              *({**_LEAN, "decay": 0.0, "seed": seed} for seed in (0, 1, 2)),
              *({**_LEAN, "srste_optimizer": "sgd", **decay, "seed": seed}
