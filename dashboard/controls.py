@@ -254,26 +254,26 @@ def developer() -> bool:
     return not demo.active()
 
 
-def download_table(frame: pd.DataFrame | list[dict], name: str, key: str) -> None:
-    """CSV and JSON download buttons for a table."""
+def download_table(frame: pd.DataFrame | list[dict], name: str, key: str, row=None) -> None:
+    """CSV and JSON download buttons for a table, side by side in ``row`` (default: a new
+    horizontal row)."""
     df = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
-    if not developer():  # demo mode: the CSV only
-        st.download_button("CSV", df.to_csv(index=False), file_name=f"{name}.csv", mime="text/csv",
-                           key=f"{key}.csv", on_click="ignore", icon=":material/download:")
-        return
-    c1, c2 = st.columns(2)
-    c1.download_button("CSV", df.to_csv(index=False), file_name=f"{name}.csv", mime="text/csv",
-                       key=f"{key}.csv", on_click="ignore", icon=":material/download:")
-    c2.download_button("JSON", df.to_json(orient="records", indent=1), file_name=f"{name}.json",
-                       mime="application/json", key=f"{key}.json", on_click="ignore",
-                       icon=":material/download:")
+    row = row if row is not None else st.container(horizontal=True, gap="small")
+    row.download_button("CSV", df.to_csv(index=False), file_name=f"{name}.csv", mime="text/csv",
+                        key=f"{key}.csv", on_click="ignore", icon=":material/download:")
+    if developer():  # demo mode: the CSV only
+        row.download_button("JSON", df.to_json(orient="records", indent=1), file_name=f"{name}.json",
+                            mime="application/json", key=f"{key}.json", on_click="ignore",
+                            icon=":material/download:")
 
 
-def download_json(payload: Any, name: str, key: str, label: str = "JSON") -> None:
+def download_json(payload: Any, name: str, key: str, label: str = "JSON", row=None) -> None:
+    """A JSON download button (in ``row`` when given); none in demo mode."""
     if not developer():  # demo mode hides raw JSON
         return
-    st.download_button(label, json.dumps(payload, indent=1, default=str), file_name=f"{name}.json",
-                       mime="application/json", key=key, on_click="ignore", icon=":material/download:")
+    (row if row is not None else st).download_button(
+        label, json.dumps(payload, indent=1, default=str), file_name=f"{name}.json",
+        mime="application/json", key=key, on_click="ignore", icon=":material/download:")
 
 
 def show_figure(fig: go.Figure, name: str, key: str, **chart_kwargs: Any):

@@ -56,6 +56,15 @@ def _layout(fig: go.Figure, title: str, height: int | None = None, top: int = 50
     return fig
 
 
+def same_height(*figs: go.Figure) -> None:
+    """Give figures drawn side by side the tallest one's height, so the rows under them (their
+    download buttons) line up."""
+    tallest = max((fig.layout.height or 0) for fig in figs)
+    if tallest:
+        for fig in figs:
+            fig.update_layout(height=tallest)
+
+
 def _legend_on_top(fig: go.Figure) -> go.Figure:
     """A horizontal legend between the title and the plot, so narrow charts keep their width."""
     fig.update_layout(legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 1.0,

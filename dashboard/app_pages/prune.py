@@ -155,12 +155,13 @@ def live() -> None:
                                    f"{base['margin']:.3f}." + (f" Pruned:{extras}" if extras else "")
                                    + _precision_note(result))
     pruned, delta = result["pruned"], result["delta"]
+    bars, heatmap = figures.delta_bars(delta, label="masked", names=NAMES), figures.mask_heatmap(result["mask"], unit)
+    figures.same_height(bars, heatmap)  # their download rows line up
     left, right = st.columns(2)
     with left:
-        controls.show_figure(figures.delta_bars(delta, label="masked", names=NAMES), "prune_deltas",
-                             "prune.deltas")
+        controls.show_figure(bars, "prune_deltas", "prune.deltas")
     with right:
-        controls.show_figure(figures.mask_heatmap(result["mask"], unit), "prune_mask", "prune.mask")
+        controls.show_figure(heatmap, "prune_mask", "prune.mask")
     source = "read from the result store" if result.get("from_store") else "computed now"
     if "physical" in result:
         phys = result["physical"]
@@ -182,11 +183,9 @@ def live() -> None:
         timing = [{"model": f"masked ({source})", "seconds": result["masked_seconds"],
                    NAMES["accuracy"]: pruned["accuracy"], "loss": pruned["loss"]}]
         st.dataframe(timing, hide_index=True)
-    d1, d2 = st.columns(2)
-    with d1:
-        controls.download_json(result, f"prune_{method.name}_{unit}", "prune.json", label="Result (JSON)")
-    with d2:
-        controls.download_table(timing, "prune_timing", "prune.timing")
+    downloads = st.container(horizontal=True, gap="small")  # one row: the result, then the table
+    controls.download_json(result, f"prune_{method.name}_{unit}", "prune.json", label="Result (JSON)", row=downloads)
+    controls.download_table(timing, "prune_timing", "prune.timing", row=downloads)
     export_view.flipped_table(session, result)  # issue 18: what the pruned model gets wrong, and export
     export_view.export_button(session, method.name, unit, params, sparsity, threshold, scope, keep_one)
 
