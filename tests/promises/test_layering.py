@@ -19,7 +19,7 @@ LAYERS = [
     ("methods", {"methods"}),
     ("operations", {"operations", "training", "spectral_store", "compare", "flips", "precompute", "analyze", "export",
                     "bench", "sweep", "families_doc"}),
-    ("interfaces", {"cli", "__main__"}),
+    ("interfaces", {"cli", "cli_parser", "cli_args", "cli_commands", "__main__"}),
 ]
 RANK = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}
 # exceptions to the layering: none (models -> export went when the pruned-folder format moved to

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from prunelens.analysis.cli import FINETUNE_OUT, main
+from prunelens.analysis.cli import main
+from prunelens.analysis.cli_args import FINETUNE_OUT
 
 
 def test_train_prints_a_summary_and_the_json_only_when_asked(tiny_bert_dir, tiny_csv, store, tmp_path, capsys):
