@@ -19,7 +19,8 @@ the rule that keeps the bf16 path's *predictions* equal to fp32's:
    unpruned one; logits shrink with heavy pruning, and so do their rounding errors).
 
 Everywhere else the bf16 margin is several times the largest error seen, so the predicted class
-is fp32's.
+is fp32's. Losses and margins of confident examples keep a bf16 rounding error (measured in
+docs/PERFORMANCE.md: at most a few 1e-4 on the mean loss of the default).
 
 Sentence vectors (the embedding objective) have no class; the decision they make is each
 sentence's **nearest neighbour** in the data set (``neighbour_agreement`` and the per-example
@@ -39,8 +40,7 @@ at 30 % and 50 % head sparsity), so that model runs exact fp32.
 The cosines to the unpruned vectors (the reported score, its loss and margin) keep a bf16
 rounding error, as losses do for classifiers (measured in docs/PERFORMANCE.md). Data that pairs
 its sentences (STS scores, query/positive retrieval) stays exact fp32: its rank metrics are not
-checked. Losses and margins of confident examples keep a bf16 rounding error (measured in
-docs/PERFORMANCE.md: at most a few 1e-4 on the mean loss of the default).
+checked.
 
 ``auto`` uses bf16 only where the CPU multiplies bf16 natively (``avx512_bf16`` / ``amx_bf16``,
 about 2.3x the fp32 matmul throughput, and oneDNN is not capped below them by
@@ -62,6 +62,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from prunelens.analysis.objectives import nearest_neighbours, unit_rows
 
 PRECISIONS = ("auto", "fp32", "bf16")
 ENV = "PRUNELENS_PRECISION"
@@ -226,8 +228,6 @@ def vector_error(exact: np.ndarray, low: np.ndarray) -> float:
     any cosine similarity involving that row moves (``|Δ cos| ≤ δ_i + δ_j + δ_i δ_j``)."""
     if not len(exact):
         return 0.0
-    from prunelens.analysis.objectives import unit_rows
-
     return float(np.linalg.norm(unit_rows(low) - unit_rows(exact), axis=1).max())
 
 
@@ -241,8 +241,6 @@ def uncertain_neighbours(vectors: np.ndarray, exact_rows: np.ndarray, bound: flo
     vector distance), together with each such row's candidates: every row whose similarity could
     still reach the best one's. Once a row and its candidates are exact, its neighbour is fp32's
     (the others stay below the best by more than their error)."""
-    from prunelens.analysis.objectives import unit_rows
-
     n = len(vectors)
     todo = np.zeros(n, dtype=bool)
     if n < 3:  # one candidate: nothing to decide
@@ -267,8 +265,6 @@ def uncertain_neighbours(vectors: np.ndarray, exact_rows: np.ndarray, bound: flo
 
 def neighbour_agreement(exact: np.ndarray, low: np.ndarray) -> float:
     """Share of rows whose nearest neighbour (cosine, itself excluded) is the same in both."""
-    from prunelens.analysis.objectives import nearest_neighbours
-
     if len(exact) < 2:
         return 1.0
     return float(np.mean(nearest_neighbours(exact) == nearest_neighbours(low)))
