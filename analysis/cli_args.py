@@ -18,7 +18,7 @@ from pathlib import Path
 from prunelens.analysis.errors import ParamError, PrunelensError, shown, usable_path
 
 
-def _parse_params(pairs: list[str] | None) -> dict:
+def parse_params(pairs: list[str] | None) -> dict:
     params = {}
     for pair in pairs or []:
         if "=" not in pair:
@@ -31,7 +31,7 @@ def _parse_params(pairs: list[str] | None) -> dict:
     return params
 
 
-def _floats(text: str, what: str) -> list[float]:
+def parse_floats(text: str, what: str) -> list[float]:
     try:
         values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -60,7 +60,7 @@ def finite_json(payload) -> tuple[object, int]:
     return clean(payload), count
 
 
-def _write_json(path: str | None, kind: str, payload: dict) -> None:
+def write_json(path: str | None, kind: str, payload: dict) -> None:
     """Write (or print, without ``path``) a ``kind`` output, stamped with its schema and the
     version (:mod:`prunelens.analysis.json_outputs` declares every kind); a value that is not a
     finite number is written as null, with a note."""
@@ -75,7 +75,7 @@ def _write_json(path: str | None, kind: str, payload: dict) -> None:
     text = json.dumps(payload, indent=2, allow_nan=False)
     if path:
         try:
-            Path(path).expanduser().write_text(text + "\n")  # _check_output expanded it too
+            Path(path).expanduser().write_text(text + "\n")  # check_output expanded it too
         except OSError as exc:
             raise PrunelensError(f"cannot write {path}: {exc.strerror} (choose a writable path)") from None
         print(f"wrote {path}", file=sys.stderr)
@@ -83,7 +83,7 @@ def _write_json(path: str | None, kind: str, payload: dict) -> None:
         print(text)
 
 
-def _check_output(path: str | None) -> None:
+def check_output(path: str | None) -> None:
     """Refuse an output path that cannot be written before any work is done: its folder is
     missing, ``~user`` names no user, or the name is too long for the file system."""
     if not path:
@@ -111,7 +111,7 @@ def _check_output(path: str | None) -> None:
         raise PrunelensError(f"cannot write {path}: its folder does not exist (create it first)")
 
 
-def _folder_arg(path: str | None, flag: str) -> Path | None:
+def folder_arg(path: str | None, flag: str) -> Path | None:
     """A folder argument (``--out``, ``--store``) checked before any work: expandable, not too
     long, not a file. None when not given."""
     if path is None:
@@ -145,14 +145,14 @@ def check_device(device: str | None) -> str:
     return text
 
 
-def _check_method_args(method_name: str, unit: str | None, raw_params: list[str] | None,
+def check_method_args(method_name: str, unit: str | None, raw_params: list[str] | None,
                        training: bool = False) -> None:
     """Method, unit and parameters checked before anything loads (one ``error:`` line)."""
     from prunelens.analysis.methods import get_method
     from prunelens.analysis.operations import default_unit
 
     method = get_method(method_name)
-    params = _parse_params(raw_params)
+    params = parse_params(raw_params)
     if training:
         from prunelens.analysis.training import get_trainer
 
@@ -162,7 +162,7 @@ def _check_method_args(method_name: str, unit: str | None, raw_params: list[str]
     method.validate(params)
 
 
-def _head_scopes(text: str | None) -> tuple[str, ...] | None:
+def parse_head_scopes(text: str | None) -> tuple[str, ...] | None:
     """``--head-scopes global[,layer]`` (None: both)."""
     if text is None:
         return None
@@ -173,7 +173,7 @@ def _head_scopes(text: str | None) -> tuple[str, ...] | None:
     return scopes
 
 
-def _curve_points(step: float | None) -> tuple[float, ...] | None:
+def parse_curve_points(step: float | None) -> tuple[float, ...] | None:
     """``--curve-step S``: head curves at 0, S, 2S, ... below 1 (None: the Prune slider's 5% grid)."""
     if step is None:
         return None
@@ -182,7 +182,7 @@ def _curve_points(step: float | None) -> tuple[float, ...] | None:
     return tuple(round(step * i, 4) for i in range(int(round(1 / step))) if step * i < 1 - 1e-9)
 
 
-def _objective_of(args) -> str | None:
+def objective_of(args) -> str | None:
     """``--objective`` as given (None: the model's and data's default)."""
     return getattr(args, "objective", None)
 
@@ -198,7 +198,7 @@ def finetune_target(out: str | None, overwrite_shipped: bool) -> Path:
         raise ParamError("give --out or --overwrite-shipped, not both")
     if overwrite_shipped:
         return CHECKPOINT_DIR
-    target = _folder_arg(out, "--out") or Path(FINETUNE_OUT)
+    target = folder_arg(out, "--out") or Path(FINETUNE_OUT)
     if target.resolve() == CHECKPOINT_DIR.resolve():
         raise ParamError(f"--out {out} is the shipped checkpoint (add --overwrite-shipped instead, "
                          "knowing it orphans every shipped result)")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from prunelens.analysis.cli_args import (_check_method_args, _check_output, _curve_points,
-                                         _floats, _folder_arg, _head_scopes, _objective_of,
-                                         _parse_params, _write_json, check_device, finetune_target)
+from prunelens.analysis.cli_args import (check_device, check_method_args, check_output,
+                                         finetune_target, folder_arg, objective_of,
+                                         parse_curve_points, parse_floats, parse_head_scopes,
+                                         parse_params, write_json)
 from prunelens.analysis.errors import ParamError, PartialFailure, PrunelensError, shown, terminal
 
 
@@ -53,8 +54,8 @@ def _session(args):
     from prunelens.analysis.models import check_model_spec
     from prunelens.analysis.operations import open_session
 
-    _check_output(getattr(args, "json", None))
-    _check_output(getattr(args, "csv", None))
+    check_output(getattr(args, "json", None))
+    check_output(getattr(args, "csv", None))
     device = check_device(getattr(args, "device", "cpu"))
     check_data_spec(args.data, args.limit)  # --limit, and the data file exists and can be read
     check_model_spec(args.model)  # not blank; a folder exists, its files and config.json are sane
@@ -70,7 +71,7 @@ def cmd_methods(args) -> int:
 
     payload = [m.describe() for m in all_methods().values()]
     if args.json:
-        _write_json(args.json, "methods", {"methods": payload})
+        write_json(args.json, "methods", {"methods": payload})
     else:
         for m in payload:
             params = ", ".join(f"{p['name']}={p['default']}" for p in m["params"]) or "no parameters"
@@ -85,14 +86,14 @@ def cmd_score(args) -> int:
     from prunelens.analysis.compare import constant_scores_warning
     from prunelens.analysis.operations import compute_scores
 
-    _check_method_args(args.method, args.unit, args.param)
+    check_method_args(args.method, args.unit, args.param)
     session = _session(args)
     progress = _progress_printer(not args.quiet)
-    result = compute_scores(session, args.method, args.unit, _parse_params(args.param), progress,
+    result = compute_scores(session, args.method, args.unit, parse_params(args.param), progress,
                             use_store=not args.no_cache)
     payload = result.as_json(session)
     if args.json:
-        _write_json(args.json, "score", payload)
+        write_json(args.json, "score", payload)
     else:
         import numpy as np
 
@@ -109,9 +110,9 @@ def cmd_prune(args) -> int:
     from prunelens.analysis.pruning import check_selection
 
     check_selection(args.sparsity, args.threshold)
-    _check_method_args(args.method, args.unit, args.param)
+    check_method_args(args.method, args.unit, args.param)
     session = _session(args)
-    out = prune(session, args.method, args.sparsity, args.unit, args.scope, _parse_params(args.param),
+    out = prune(session, args.method, args.sparsity, args.unit, args.scope, parse_params(args.param),
                 physical=args.physical, threshold=args.threshold,
                 keep_one_per_layer=args.keep_one_per_layer, progress=_progress_printer(not args.quiet))
     capped = out.get("notes", [])
@@ -120,7 +121,7 @@ def cmd_prune(args) -> int:
     for note in capped:
         print(f"note: {terminal(note)}", file=sys.stderr)
     if args.json:
-        _write_json(args.json, "prune", out)
+        write_json(args.json, "prune", out)
     else:
         b, p, d, c = out["base"], out["pruned"], out["delta"], out["compression"]
         removed_units = sum(1 for v in _flatten(out["mask"]) if v == 0)
@@ -154,7 +155,7 @@ def cmd_export(args) -> int:
     if default_unit(args.method, args.unit) not in UNITS:
         raise ParamError(f"unit '{default_unit(args.method, args.unit)}' cannot be cut out of the "
                          f"weights (give --unit {' or '.join(UNITS)})")
-    params = _parse_params(args.param)
+    params = parse_params(args.param)
     get_method(args.method).validate(params)
     if not args.no_onnx:
         check_onnx_available()
@@ -163,7 +164,7 @@ def cmd_export(args) -> int:
                  onnx=not args.no_onnx, progress=_progress_printer(not args.quiet))
     _print_notes(session)
     if args.json:
-        _write_json(args.json, "export", out)
+        write_json(args.json, "export", out)
     diff = out["max_abs_logit_difference"]
     print(f"{out['method']} {out['unit']} at sparsity {out['sparsity']:.1%}: wrote {out['out']} "
           f"(encoder params {out['encoder_params']['pruned']:,} of {out['encoder_params']['unpruned']:,})")
@@ -194,10 +195,10 @@ def cmd_curve(args) -> int:
         raise ParamError("--methods needs at least one method name")
     for name in methods:
         get_method(name).check_unit(args.unit)
-    for sparsity in _floats(args.sparsities, "--sparsities"):
+    for sparsity in parse_floats(args.sparsities, "--sparsities"):
         check_sparsity(sparsity)
     session = _session(args)
-    rows = curve(session, methods, _floats(args.sparsities, "--sparsities"), args.unit, args.scope,
+    rows = curve(session, methods, parse_floats(args.sparsities, "--sparsities"), args.unit, args.scope,
                  progress=_progress_printer(not args.quiet))
     _print_notes(session)
     if args.csv:
@@ -210,7 +211,7 @@ def cmd_curve(args) -> int:
         print(f"wrote {args.csv}", file=sys.stderr)
     if args.json or not args.csv:
         if args.json:
-            _write_json(args.json, "curve", {"rows": rows})
+            write_json(args.json, "curve", {"rows": rows})
         else:
             for r in rows:
                 print(f"{r['method']:<12} {r['sparsity']:>5.2f}  acc {r['accuracy']:.4f}  loss {r['loss']:.4f}  margin {r['margin']:.3f}")
@@ -233,7 +234,7 @@ def cmd_finetune(args) -> int:
     recipe = Recipe(epochs=args.epochs, seed=args.seed)
     manifest = finetune(recipe, out_dir=out_dir)
     print(f"wrote {out_dir}", file=sys.stderr)
-    _write_json(args.json, "finetune", manifest)
+    write_json(args.json, "finetune", manifest)
     return 0
 
 
@@ -243,15 +244,15 @@ def cmd_precompute(args) -> int:
     from prunelens.analysis.sweep.spec import Target
 
     methods = check_methods([m for m in (args.methods or "").split(",") if m.strip()])
-    out_dir = _folder_arg(args.out, "--out")
-    head_scopes = _head_scopes(args.head_scopes)  # checked before anything loads
-    curve_points = _curve_points(args.curve_step)
+    out_dir = folder_arg(args.out, "--out")
+    head_scopes = parse_head_scopes(args.head_scopes)  # checked before anything loads
+    curve_points = parse_curve_points(args.curve_step)
     session = _session(args)
-    summary = precompute(session, Target(args.model, args.data, args.limit, _objective_of(args)),
+    summary = precompute(session, Target(args.model, args.data, args.limit, objective_of(args)),
                          out_dir=out_dir, methods=methods,
                          include_training=not args.skip_training, progress=not args.quiet,
                          head_scopes=head_scopes, curve_sparsities=curve_points)
-    _write_json(args.json, "precompute", summary)
+    write_json(args.json, "precompute", summary)
     return 0
 
 
@@ -262,13 +263,13 @@ def cmd_analyze(args) -> int:
     from prunelens.analysis.sweep.spec import Target
 
     methods = check_methods([m for m in (args.methods or "").split(",") if m.strip()])
-    store_dir = _folder_arg(args.store, "--store")
-    head_scopes = _head_scopes(args.head_scopes)  # checked before anything loads
-    curve_points = _curve_points(args.curve_step)
+    store_dir = folder_arg(args.store, "--store")
+    head_scopes = parse_head_scopes(args.head_scopes)  # checked before anything loads
+    curve_points = parse_curve_points(args.curve_step)
     session = _session(args)
     if store_dir is not None:
         session.store = ResultStore(user_dir=store_dir)
-    done = run_analysis(session, Target(args.model, args.data, args.limit, _objective_of(args)), methods,
+    done = run_analysis(session, Target(args.model, args.data, args.limit, objective_of(args)), methods,
                         training=args.train, progress=not args.quiet, dry_run=args.dry_run,
                         head_scopes=head_scopes, curve_sparsities=curve_points)
     print_report(done.report)
@@ -276,7 +277,7 @@ def cmd_analyze(args) -> int:
         print(f"estimated {format_seconds(done.estimated_seconds)}, took "
               f"{format_seconds(done.report.wall_seconds)}; every page now answers from the store")
     if args.json:
-        _write_json(args.json, "analyze", done.as_json())
+        write_json(args.json, "analyze", done.as_json())
     failed = done.report.count("failed")
     if failed:
         raise PartialFailure(f"{failed} task(s) failed twice (listed above); everything else is "
@@ -290,7 +291,7 @@ def cmd_bench(args) -> int:
     session = _session(args)
     result = run_bench(session, quick=args.quick, specs=(args.model, args.data, args.limit),
                        skip_ablation=args.skip_ablation)
-    _write_json(args.json, "bench", result)
+    write_json(args.json, "bench", result)
     return 0
 
 
@@ -298,15 +299,15 @@ def cmd_sweep(args) -> int:
     from prunelens.analysis.cache import ResultStore
     from prunelens.analysis.sweep import SweepFailed, load_spec, print_report, run_sweep
 
-    _check_output(args.json)
-    store_dir = _folder_arg(args.store, "--store")
+    check_output(args.json)
+    store_dir = folder_arg(args.store, "--store")
     spec = load_spec(args.spec)
     store = ResultStore(user_dir=store_dir) if store_dir is not None else ResultStore()
     report = run_sweep(spec, store, args.executor, args.workers, args.threads, args.address,
                        args.device, args.gpus_per_task, progress=not args.quiet, dry_run=args.dry_run)
     print_report(report)
     if args.json:
-        _write_json(args.json, "sweep", report.as_json())
+        write_json(args.json, "sweep", report.as_json())
     failed = report.count("failed")
     if failed:
         raise SweepFailed(f"{failed} of {len(report.records)} tasks failed twice (listed above); "
@@ -317,15 +318,15 @@ def cmd_sweep(args) -> int:
 def cmd_train(args) -> int:
     from prunelens.analysis.training import get_trainer, train_command
 
-    _check_method_args(args.method, None, args.param, training=True)
+    check_method_args(args.method, None, args.param, training=True)
     reason = get_trainer(args.method).is_compatible(args.objective or "labels")
     if args.objective and reason:  # refused before anything loads
         raise ParamError(f"training mode '{args.method}' cannot run here: {reason}")
     session = _session(args)
-    out = train_command(session, args.method, _parse_params(args.param),
+    out = train_command(session, args.method, parse_params(args.param),
                         progress=_progress_printer(not args.quiet), use_store=not args.no_cache)
     if args.json:
-        _write_json(args.json, "train", out)
+        write_json(args.json, "train", out)
     else:
         print(train_summary(out))
     return 0
