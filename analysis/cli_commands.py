@@ -238,18 +238,24 @@ def cmd_finetune(args) -> int:
     return 0
 
 
-def cmd_precompute(args) -> int:
+def _analysis_args(args) -> tuple:
+    """What ``precompute`` and ``analyze`` check before anything loads: the methods, the head
+    scopes and the curve's points; and the target they fill."""
     from prunelens.analysis.analyze import check_methods
-    from prunelens.analysis.precompute import precompute
     from prunelens.analysis.sweep.spec import Target
 
     methods = check_methods([m for m in (args.methods or "").split(",") if m.strip()])
+    head_scopes, curve_points = parse_head_scopes(args.head_scopes), parse_curve_points(args.curve_step)
+    return methods, head_scopes, curve_points, Target(args.model, args.data, args.limit, objective_of(args))
+
+
+def cmd_precompute(args) -> int:
+    from prunelens.analysis.precompute import precompute
+
+    methods, head_scopes, curve_points, target = _analysis_args(args)
     out_dir = folder_arg(args.out, "--out")
-    head_scopes = parse_head_scopes(args.head_scopes)  # checked before anything loads
-    curve_points = parse_curve_points(args.curve_step)
     session = _session(args)
-    summary = precompute(session, Target(args.model, args.data, args.limit, objective_of(args)),
-                         out_dir=out_dir, methods=methods,
+    summary = precompute(session, target, out_dir=out_dir, methods=methods,
                          include_training=not args.skip_training, progress=not args.quiet,
                          head_scopes=head_scopes, curve_sparsities=curve_points)
     write_json(args.json, "precompute", summary)
@@ -257,21 +263,17 @@ def cmd_precompute(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from prunelens.analysis.analyze import check_methods, format_seconds, run_analysis
+    from prunelens.analysis.analyze import format_seconds, run_analysis
     from prunelens.analysis.cache import ResultStore
     from prunelens.analysis.sweep import print_report
-    from prunelens.analysis.sweep.spec import Target
 
-    methods = check_methods([m for m in (args.methods or "").split(",") if m.strip()])
+    methods, head_scopes, curve_points, target = _analysis_args(args)
     store_dir = folder_arg(args.store, "--store")
-    head_scopes = parse_head_scopes(args.head_scopes)  # checked before anything loads
-    curve_points = parse_curve_points(args.curve_step)
     session = _session(args)
     if store_dir is not None:
         session.store = ResultStore(user_dir=store_dir)
-    done = run_analysis(session, Target(args.model, args.data, args.limit, objective_of(args)), methods,
-                        training=args.train, progress=not args.quiet, dry_run=args.dry_run,
-                        head_scopes=head_scopes, curve_sparsities=curve_points)
+    done = run_analysis(session, target, methods, training=args.train, progress=not args.quiet,
+                        dry_run=args.dry_run, head_scopes=head_scopes, curve_sparsities=curve_points)
     print_report(done.report)
     if not args.dry_run and done.report.count("done"):
         print(f"estimated {format_seconds(done.estimated_seconds)}, took "
