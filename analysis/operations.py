@@ -223,7 +223,7 @@ def physical_timing(session: Session, masks: Masks, progress: Progress = no_prog
 
 
 def _result_of(outputs, session: Session) -> dict:
-    from prunelens.analysis.evaluate import EvalResult
+    from prunelens.analysis.eval_results import EvalResult
 
     return EvalResult.from_outputs(outputs, session.data.metric).as_dict()
 

@@ -28,7 +28,7 @@ from prunelens.analysis.cache import canonical  # noqa: E402
 from prunelens.analysis.compare import PairedDifference, joint_rule, paired_difference  # noqa: E402
 from prunelens.analysis.gates import Masks  # noqa: E402
 from prunelens.analysis.methods.admm import VARIANT_ORDER  # noqa: E402
-from prunelens.analysis.evaluate import correct_flags  # noqa: E402
+from prunelens.analysis.eval_results import correct_flags  # noqa: E402
 from prunelens.analysis.methods import all_methods  # noqa: E402
 from prunelens.analysis.operations import compute_scores, curve, mask_for, open_session  # noqa: E402
 

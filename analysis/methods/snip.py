@@ -355,7 +355,7 @@ def _train(loaded, data: TextData, params: dict, lam: float, progress, span: tup
 def pruned_comparison(evaluator, models: dict[str, tuple[nn.Module, FunctionNorms]]) -> list[dict]:
     """Each model pruned by its own function norms (lowest first, global) at :data:`PRUNE_GRID`,
     evaluated on the same examples: accuracy and loss per model."""
-    from prunelens.analysis.evaluate import EvalResult, correctness
+    from prunelens.analysis.eval_results import EvalResult, correctness
     from prunelens.analysis.gates import Masks
     from prunelens.analysis.pruning import select
 

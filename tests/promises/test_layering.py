@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS = [
     ("core", {"errors", "json_outputs", "plugins", "files", "model_bounds", "hub", "checkpoints", "fingerprints", "store_schema", "cache", "models",
               "data", "layout", "shared_layers", "hooks", "gates", "patterns", "precision", "run_result", "pruned_folder", "slicing", "timing",
-              "objectives"}),
+              "objectives", "eval_results"}),
     ("engine", {"fastpath", "kernels", "prefix", "evaluate", "pruning", "spectral", "attention", "finetune"}),
     ("session", {"session", "batches"}),
     ("methods", {"methods"}),

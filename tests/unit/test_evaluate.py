@@ -80,7 +80,8 @@ def test_the_bench_judges_a_bert_base_sized_model_by_its_own_targets():
 
 
 def test_record_is_evaluate_with_each_examples_correctness(tiny_loaded, tiny_session):
-    from prunelens.analysis.evaluate import Evaluator, correct_flags, correctness
+    from prunelens.analysis.eval_results import correct_flags, correctness
+    from prunelens.analysis.evaluate import Evaluator
     from prunelens.analysis.gates import Masks
 
     ev = Evaluator(tiny_loaded, tiny_session.data, batch_size=8)
