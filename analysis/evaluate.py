@@ -15,19 +15,19 @@ with the reference forward; :meth:`Evaluator.evaluate_many` shares layer prefixe
 :meth:`Evaluator.estimate` answers first on a fixed random subset with its error bar. Pruned masks
 use checked bf16 where the CPU has native bf16 (:mod:`prunelens.analysis.precision`: predictions, or
 a sentence encoder's nearest neighbours, equal fp32's; ``PRUNELENS_PRECISION=fp32`` for exact fp32
-everywhere), exact fp32 elsewhere;
+everywhere), exact fp32 elsewhere; that path is :mod:`prunelens.analysis.checked_path`'s, and
 :attr:`Evaluator.masked_path` says which path ran and why.
 """
 
 from __future__ import annotations
 
-import ctypes
 import threading
 from collections import OrderedDict
 
 import numpy as np
 import torch
 
+from prunelens.analysis.checked_path import CheckedLowPrecision
 from prunelens.analysis.checkpoints import checkpoint
 from prunelens.analysis.data import TextData, merge_batches, tokenize_batches
 from prunelens.analysis.errors import ModelError, shown
@@ -37,8 +37,7 @@ from prunelens.analysis.prefix import ReferencePrefixCache
 from prunelens.analysis.gates import Masks, gated
 from prunelens.analysis.models import LoadedModel
 from prunelens.analysis.objectives import PairLayout, model_output
-from prunelens.analysis.precision import KNOWN_GUARD, Calibration, calibrate, calibrate_vectors, recheck, resolve
-from prunelens.analysis.precision import masked_path as path_choice
+from prunelens.analysis.precision import Calibration, resolve
 
 FAST_TOLERANCE = 1e-4  # max |logit difference| fast vs reference path on the probe batch
 FAST_BATCH_ROWS = 128  # rows per fast-path batch (2 x the tokenizer's batches of 64)
@@ -65,15 +64,6 @@ def first_estimate_size(encoder_params: int) -> int:
 def _needs_grad(masks: Masks | None) -> bool:
     return masks is not None and any(isinstance(v, torch.Tensor) and v.requires_grad
                                      for v in (masks.head, masks.attention, masks.ffn, masks.neuron))
-
-
-def release_free_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere), so a
-    dropped layer cache lowers the process's resident memory."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 class Evaluator:
@@ -103,14 +93,9 @@ class Evaluator:
         if objective == "embedding":
             data, self.layout = sentences_of(data)
         self.precision = resolve(precision)
-        self._low = None  # the bf16 FastEncoder once calibrated (see prunelens.analysis.precision)
-        self._low_checked = False
         self._fast_batches: list | None = None
         self._setup_lock = threading.RLock()  # the fast-path check and the bf16 calibration
-        self.calibration: Calibration | None = None
-        self.low_note: str | None = None
-        self._path: tuple[str, str] | None = None  # see masked_path
-        self.rechecked = 0  # close calls recomputed in fp32 by the last bf16 evaluation
+        self.low_precision = CheckedLowPrecision(self)  # the checked bf16 path (see its module)
         self.loaded = loaded
         self.data = data
         self.device = device
@@ -123,7 +108,6 @@ class Evaluator:
         self.fast_note: str | None = None
         self._outputs_lru: OrderedDict[bytes, Outputs] = OrderedDict()
         self._subsets: dict[tuple[int, int], Evaluator] = {}
-        self._low_split: tuple[list, list, np.ndarray] | None = None  # see low_batches
         self._reference_prefix: ReferencePrefixCache | None = None  # the reference path's layer cache
 
     @property
@@ -212,73 +196,50 @@ class Evaluator:
                 self._fast_wanted = False  # checked
         return self._fast
 
+    # -- the checked bf16 path (:class:`~prunelens.analysis.checked_path.CheckedLowPrecision`) --
+
     def low_encoder(self):
-        """The calibrated bf16 :class:`~prunelens.analysis.fastpath.FastEncoder`, or None (fp32 only).
-
-        The first call runs the unpruned model in bf16 over the whole data set (the calibration,
-        which also fills the bf16 layer cache with the unpruned layer inputs)."""
-        with self._setup_lock:  # sessions sharing this evaluator calibrate once
-            if not self._low_checked:
-                self._calibrate_low()
-        return self._low
-
-    def _calibrate_low(self) -> None:
-        from prunelens.analysis.precision import native_bf16, no_native_bf16_reason
-
-        reason = None
-        on_gpu = str(self.device).startswith("cuda")
-        native = native_bf16() if not on_gpu else no_native_bf16_reason(self.device) is None
-        path, why = path_choice(self.precision, native, self.device)
-        if self.precision == "fp32":
-            reason = "fp32 requested"
-        elif self.precision == "auto" and not native:
-            reason = f"{'this GPU' if on_gpu else 'this CPU'} has no native bf16 matmul"
-        elif self.layout is not None:
-            reason = f"{self.layout.kind} pairs"
-            path, why = "fp32", (f"exact fp32: the data pairs its sentences ({self.layout.kind}), and the "
-                                 "checked bf16 path protects nearest neighbours, not pair ranks")
-        elif self.fast_encoder() is None or not self.batches:
-            reason = "the fast path is off"
-            path, why = "fp32", f"the fast path is off ({self.fast_note or 'no data'})"
-        if reason is None:
-            encoder = FastEncoder(self.loaded.model, dtype=self.low_dtype, device=self.device,
-                                  pooling=self.loaded.pooling)
-            low = self._low_logits(encoder, None)  # (the unpruned layer inputs stay cached)
-            name = "bf16" if self.low_dtype == torch.bfloat16 else "int8"
-            check = calibrate_vectors if self.loaded.pooling is not None else calibrate
-            self.calibration, reason = check(self.base_outputs.logits, low, name)
-            if reason is not None:
-                path, why = "fp32", f"checked {name} refused: {reason}"
-            else:
-                if name != "bf16":
-                    path, why = f"checked-{name}", f"{name} requested (low_dtype)"
-                scale = ("unit sentence vectors" if self.calibration.kind == "vectors"
-                         else f"logit scale {self.calibration.scale:.3g}")
-                why += f"; calibration error {self.calibration.error:.3g} ({scale})"
-                self._low = encoder
-                # pruned masks no longer start from the fp32 layer inputs: free them (re-checks
-                # run without that cache); the unpruned fp32 outputs stay in ``base_outputs``
-                self._fast.caches.pop(id(self.fast_batches), None)
-                release_free_memory()
-        self.low_note = reason
-        self._path = (path, why)
-        self._low_checked = True  # only once it ran to the end: an interrupted one runs again
+        """The calibrated bf16 encoder, or None (fp32 only): :meth:`CheckedLowPrecision.low_encoder`."""
+        return self.low_precision.low_encoder()
 
     @property
     def masked_path(self) -> tuple[str, str]:
-        """(path, why) of pruned masks' evaluation: ``"checked-bf16"`` or ``"fp32"``, and the
-        reason (the CPU's bf16 support, the requested precision, the calibration; see
-        :func:`prunelens.analysis.precision.masked_path`)."""
-        self.low_encoder()
-        return self._path or ("fp32", self.low_note or "fp32")
+        """(path, why) of pruned masks' evaluation (:attr:`CheckedLowPrecision.masked_path`)."""
+        return self.low_precision.masked_path
 
     @property
     def masked_precision(self) -> str:
-        """``"bf16"`` when pruned masks are evaluated on the checked bf16 path, else ``"fp32"``
-        (``"int8"`` for the measured-only int8 candidate, which the store has no key for)."""
-        if self.low_encoder() is None:
-            return "fp32"
-        return "bf16" if self.low_dtype == torch.bfloat16 else "int8"
+        """``"bf16"``, ``"fp32"`` or ``"int8"`` (:attr:`CheckedLowPrecision.masked_precision`)."""
+        return self.low_precision.masked_precision
+
+    @property
+    def low_batches(self) -> tuple[list, list, np.ndarray]:
+        """The bf16 path's ``main`` and ``rest`` batches (:attr:`CheckedLowPrecision.batches`)."""
+        return self.low_precision.batches
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The checked path's calibration (None until it ran, or where it did not)."""
+        return self.low_precision.calibration
+
+    @property
+    def low_note(self) -> str | None:
+        """Why pruned masks run in fp32 (None on the checked bf16 path)."""
+        return self.low_precision.note
+
+    @property
+    def rechecked(self) -> int:
+        """Close calls recomputed in fp32 by the last bf16 evaluation."""
+        return self.low_precision.rechecked
+
+    @property
+    def _low(self):
+        """The calibrated bf16 encoder if :meth:`low_encoder` ran (None otherwise): no calibration."""
+        return self.low_precision.encoder
+
+    def _known_exact(self, masks: Masks | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """:meth:`CheckedLowPrecision.known_exact`."""
+        return self.low_precision.known_exact(masks)
 
     def precision_for(self, masks: Masks | None = None) -> str:
         """The precision :meth:`outputs` uses for ``masks`` (the unpruned model is always fp32)."""
@@ -295,23 +256,6 @@ class Evaluator:
             self._fast_batches = merge_batches(self.batches, FAST_BATCH_ROWS, FAST_BATCH_STRETCH)
         return self._fast_batches
 
-    @property
-    def low_batches(self) -> tuple[list, list, np.ndarray]:
-        """The bf16 path's batches: ``main`` (every example but most of the default estimate
-        subset's) and ``rest`` (those), with ``rest``'s rows (bool). Once a first estimate computed
-        a mask's subset exactly, ``rest`` is not run in bf16 for that mask: its exact logits are
-        used as they are, and the ``KNOWN_GUARD`` subset examples left in ``main`` measure the
-        mask's own error (:func:`prunelens.analysis.precision.recheck`)."""
-        with self._setup_lock:  # one split per evaluator: its layer caches are keyed by the lists
-            if self._low_split is None:
-                rest = np.zeros(self.n, dtype=bool)
-                if self.estimate_size < self.n:
-                    rows = self.subset_rows(self.estimate_size, 0)
-                    rest[np.random.default_rng(0).choice(rows, max(0, len(rows) - KNOWN_GUARD),
-                                                         replace=False)] = True
-                self._low_split = (self._batches_of(~rest), self._batches_of(rest), rest)
-            return self._low_split
-
     def _batches_of(self, rows: np.ndarray, batches: list | None = None,
                     max_rows: int = FAST_BATCH_ROWS, max_stretch: float = FAST_BATCH_STRETCH) -> list:
         """The examples where ``rows`` is true, cut out of ``batches`` (default: the tokenized
@@ -319,14 +263,6 @@ class Evaluator:
         parts = [batch.rows(torch.as_tensor(rows[batch.index.numpy()]))
                  for batch in (self.batches if batches is None else batches)]
         return merge_batches([part for part in parts if len(part.index)], max_rows, max_stretch)
-
-    def _low_logits(self, encoder: FastEncoder, masks: Masks | None, with_rest: bool = True) -> np.ndarray:
-        """bf16 logits of :attr:`low_batches` (data-set order); ``rest``'s rows stay 0 without it."""
-        main, rest, _ = self.low_batches
-        low = self._scatter(main, encoder.logits(main, masks))
-        if rest and with_rest:
-            self._scatter(rest, encoder.logits(rest, masks), into=low)
-        return low
 
     def _fast_usable(self, masks: Masks | None, model) -> bool:
         if model is not None and model is not self.loaded.model:
@@ -368,12 +304,7 @@ class Evaluator:
             self._outputs_lru.move_to_end(key)
             return hit
         if self.precision_for(masks) != "fp32":  # checked bf16 (or the int8 candidate)
-            rest_rows = self.low_batches[2]
-            known = self._known_exact(masks)
-            # ``rest`` need not run when this mask's estimate computed it exactly
-            skip_rest = known is not None and bool(known[0][rest_rows].all())
-            low = self._low_logits(self._low, masks, with_rest=not skip_rest)
-            logits = self._recheck(low, masks, known, ~rest_rows if skip_rest else None)
+            logits = self.low_precision.logits(masks)
         else:
             logits = self._scatter(self.fast_batches, encoder.logits(self.fast_batches, masks))
         out = self._wrap(logits)
@@ -381,31 +312,6 @@ class Evaluator:
         while len(self._outputs_lru) > self.OUTPUTS_LRU:
             self._outputs_lru.popitem(last=False)
         return out
-
-    def _recheck(self, low_logits: np.ndarray, masks: Masks | None,
-                 known: tuple[np.ndarray, np.ndarray] | None = None,
-                 measured: np.ndarray | None = None) -> np.ndarray:
-        """Recompute the bf16 close calls (or uncertain nearest neighbours) in fp32 (see
-        :mod:`prunelens.analysis.precision`)."""
-
-        def exact_of(rows: np.ndarray) -> np.ndarray:
-            subs = self._batches_of(rows, self.fast_batches, self.batch_size, float("inf"))
-            logits = self._scatter(subs, self._fast.logits(subs, masks, use_cache=False))
-            return logits[rows]
-
-        logits, self.rechecked = recheck(low_logits, self.calibration, exact_of, known, measured)
-        return logits
-
-    def _known_exact(self, masks: Masks | None) -> tuple[np.ndarray, np.ndarray] | None:
-        """(rows, fp32 logits) of this mask already computed by an estimate subset, if any."""
-        key = prefix_keys(mask_rows(masks, len(self._fast.layers)))[-1]
-        for child in self._subsets.values():
-            hit = child._outputs_lru.get(key)
-            if hit is not None:
-                rows = np.zeros(self.n, dtype=bool)
-                rows[child.subset_rows] = True
-                return rows, hit.logits  # subset_rows is sorted: the subset's data order
-        return None
 
     def _scatter(self, batches, per_batch: list[torch.Tensor], into: np.ndarray | None = None) -> np.ndarray:
         """Per-batch logits written to their examples' rows of ``into`` (default: a zero array)."""

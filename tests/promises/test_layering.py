@@ -14,7 +14,7 @@ LAYERS = [
     ("core", {"errors", "json_outputs", "plugins", "files", "model_bounds", "hub", "checkpoints", "fingerprints", "store_schema", "cache", "models",
               "data", "layout", "shared_layers", "hooks", "gates", "patterns", "precision", "run_result", "pruned_folder", "slicing", "timing",
               "objectives", "eval_results"}),
-    ("engine", {"fastpath", "kernels", "prefix", "evaluate", "pruning", "spectral", "attention", "finetune"}),
+    ("engine", {"fastpath", "kernels", "prefix", "checked_path", "evaluate", "pruning", "spectral", "attention", "finetune"}),
     ("session", {"session", "batches"}),
     ("methods", {"methods"}),
     ("operations", {"operations", "training", "spectral_store", "compare", "flips", "precompute", "analyze", "export",

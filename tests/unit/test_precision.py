@@ -259,10 +259,10 @@ def test_recheck_measures_the_own_error_only_on_rows_run_in_bf16():
 
 
 def test_full_evaluation_reuses_the_estimates_exact_rows(tiny_session, monkeypatch):
-    from prunelens.analysis import evaluate
+    from prunelens.analysis import checked_path, evaluate
 
     monkeypatch.setattr(evaluate, "ESTIMATE_SIZE", 16)
-    monkeypatch.setattr(evaluate, "KNOWN_GUARD", 4)
+    monkeypatch.setattr(checked_path, "KNOWN_GUARD", 4)
     low = Evaluator(tiny_session.loaded, tiny_session.data, batch_size=8, precision="bf16")
     exact = Evaluator(tiny_session.loaded, tiny_session.data, batch_size=8, precision="fp32")
     main, rest, rest_rows = low.low_batches
