@@ -230,10 +230,20 @@ def _plain(value):
     raise TypeError(f"cannot store {type(value).__name__}")
 
 
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):  # (a symlink loop)
+        return False
+
+
 class ResultStore:
     def __init__(self, user_dir: Path | str | None = None, shipped_dir: Path | str | None = SHIPPED_DIR):
         self.user_dir = Path(user_dir) if user_dir is not None else default_user_dir()
         self.shipped_dir = Path(shipped_dir) if shipped_dir is not None else None
+        # the user store may be the shipped folder under another spelling (PRUNELENS_CACHE=cached_results,
+        # precompute --out cached_results): its manifest then vouches for it there too
+        self._user_is_shipped = self.shipped_dir is not None and _same_folder(self.user_dir, self.shipped_dir)
 
     def _path(self, root: Path, key: Key) -> Path:
         digest = key.digest
@@ -282,7 +292,8 @@ class ResultStore:
     def _authentic(self, root: Path, entry: dict, raw: bytes) -> bool:
         """User entries carry an HMAC under this user's secret; shipped ones are listed,
         with the SHA-256 of their bytes, in the shipped folder's manifest."""
-        if root == self.shipped_dir and load_manifest(root).get(entry["digest"]) == hashlib.sha256(raw).hexdigest():
+        shipped = root == self.shipped_dir or (root == self.user_dir and self._user_is_shipped)
+        if shipped and load_manifest(root).get(entry["digest"]) == hashlib.sha256(raw).hexdigest():
             return True  # (also when the shipped folder is the one being written: precompute --out)
         secret = store_secret(create=False)
         return secret is not None and hmac.compare_digest(str(entry.get("mac", "")), _mac(secret, entry))

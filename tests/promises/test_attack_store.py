@@ -285,6 +285,29 @@ def test_a_shipped_entry_must_be_in_the_manifest(tmp_path):
         assert store.get(KEY) is None
 
 
+def test_a_user_store_that_is_the_shipped_folder_reads_its_manifest_without_warning(tmp_path):
+    """``PRUNELENS_CACHE=cached_results`` (a relative path to the shipped folder): an entry another
+    machine signed is vouched for by the manifest in either role; it warned "not written by this
+    store" (then found it as shipped)."""
+    import warnings
+
+    shipped = ResultStore(tmp_path / "shipped", shipped_dir=None)
+    shipped.put(KEY, {"v": "listed"})
+    path = tmp_path / "shipped" / KEY.digest[:2] / f"{KEY.digest}.json"
+    entry = json.loads(path.read_text())
+    entry["mac"] = "0" * 64  # signed by someone else's secret
+    path.write_text(canonical(entry))
+    write_manifest(tmp_path / "shipped")
+    store = ResultStore(tmp_path / "shipped" / ".." / "shipped", shipped_dir=tmp_path / "shipped")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StoreWarning)
+        assert store.get(KEY) == {"v": "listed"}
+    other = ResultStore(tmp_path / "user", shipped_dir=tmp_path / "shipped")  # a real user store: signatures
+    _plant(other, KEY, {"v": "unsigned"})
+    with pytest.warns(StoreWarning, match="not written by this store"):
+        assert other.get(KEY) == {"v": "listed"}  # the user copy is refused, the shipped one read
+
+
 def test_a_shipped_store_from_before_0_3_keeps_its_manifest(tmp_path):
     """A store written by 0.2's precompute lists its entries in MANIFEST.json: still read."""
     from prunelens.analysis.cache import MANIFEST_NAME, OLD_MANIFEST_NAME
