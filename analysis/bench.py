@@ -174,12 +174,13 @@ TARGETS = (
 # a BERT-base-sized model (issue 14): its own targets where they differ from the default's
 LARGE_TARGETS = {"eval_p50_s": None, "first_estimate_s": 0.5, "curve_cold_s": None,
                  "ablation_vs_forward": None, "rss_mb": 4096.0}
-LARGE_MODEL_PARAMS = 40_000_000  # encoder parameters above which the large-model targets apply
+LARGE_MODEL_PARAMS = 40_000_000  # encoder parameters a token passes through (a shared layer at
+# every depth) above which the large-model targets apply
 
 
 def targets_for(out: dict) -> list[tuple]:
     """:data:`TARGETS`, with :data:`LARGE_TARGETS` for a model over :data:`LARGE_MODEL_PARAMS`."""
-    large = (out.get("encoder_params") or 0) > LARGE_MODEL_PARAMS
+    large = (out.get("encoder_cost_params") or out.get("encoder_params") or 0) > LARGE_MODEL_PARAMS
     return [(label, key, LARGE_TARGETS.get(key, target) if large else target, kind)
             for label, key, target, kind in TARGETS]
 
@@ -210,7 +211,8 @@ def _run(session, quick: bool, say, threads: int, store: ResultStore,
     loaded, data = session.loaded, session.data
     out: dict = {"model": loaded.describe(), "data": data.describe(), "threads": threads,
                  "quick": quick, "load_average_before": list(os.getloadavg()),
-                 "encoder_params": loaded.inventory.encoder_params}
+                 "encoder_params": loaded.inventory.encoder_params,
+                 "encoder_cost_params": loaded.inventory.cost_params}
     ev = Evaluator(loaded, data, device=session.device, objective=session.objective)
     # a fresh session (same objective) on an empty temporary store: nothing is read from or
     # written to the user's

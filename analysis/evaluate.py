@@ -53,11 +53,12 @@ def available_devices() -> list[str]:
     return ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 
 
-def first_estimate_size(encoder_params: int) -> int:
+def first_estimate_size(cost_params: int) -> int:
     """Examples in the first estimate: :data:`ESTIMATE_SIZE` on a model the size of the default,
-    fewer on a larger one, in proportion to its encoder's cost per token (BERT-base, ~8x: 16), so
-    the first number arrives in about the same time whatever the model (docs/PERFORMANCE.md)."""
-    scaled = round(ESTIMATE_SIZE * DEFAULT_ENCODER_PARAMS / max(1, int(encoder_params)))
+    fewer on a larger one, in proportion to its encoder's cost per token (the parameters a token
+    passes through, a shared layer at every depth: BERT-base and ALBERT-base ~8x: 16), so the
+    first number arrives in about the same time whatever the model (docs/PERFORMANCE.md)."""
+    scaled = round(ESTIMATE_SIZE * DEFAULT_ENCODER_PARAMS / max(1, int(cost_params)))
     return int(min(ESTIMATE_SIZE, max(MIN_ESTIMATE_SIZE, scaled)))
 
 
@@ -410,7 +411,7 @@ class Evaluator:
     @property
     def estimate_size(self) -> int:
         """Examples in the first estimate (:func:`first_estimate_size` of this model)."""
-        return first_estimate_size(self.loaded.inventory.encoder_params)
+        return first_estimate_size(self.loaded.inventory.cost_params)
 
     @property
     def estimate_sizes(self) -> list[int]:

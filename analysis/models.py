@@ -134,6 +134,14 @@ class Inventory:
     roles: tuple[str, ...] | None = None  # the matrices a layer has, in order (layout roles)
     # (layer, head) a shared-layer export gates off at that depth although the weights keep it
     gated_off: tuple[tuple[int, int], ...] = ()
+    # parameters a token passes through: each layer counted at every depth it runs (ALBERT's one
+    # shared layer 12 times), what a forward pass costs; None: ``encoder_params``
+    applied_params: int | None = None
+
+    @property
+    def cost_params(self) -> int:
+        """The parameters a forward pass applies to each token (:attr:`applied_params`)."""
+        return self.applied_params if self.applied_params is not None else self.encoder_params
 
     def head_grid_mask(self) -> np.ndarray:
         """(layers, heads): 1 for a head the model has, 0 for one it no longer has."""
@@ -306,6 +314,7 @@ def inventory_of(model: nn.Module) -> Inventory:
     return Inventory(
         layers=len(layers), heads=heads, head_size=head_size, hidden=hidden, ffn=ffn,
         encoder_params=sum(p.numel() for p in unique_parameters(layers)),
+        applied_params=sum(p.numel() for layer in layers for p in layer.parameters()),
         family=family.name, layer_heads=tuple(len(p) for p in present), unit_sizes=sizes,
         sharing=None if groups is None or all(len(g) == 1 for g in groups) else tuple(map(tuple, groups)),
         present=None if all(len(p) == heads for p in present) else tuple(tuple(int(h) for h in p) for p in present),

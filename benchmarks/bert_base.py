@@ -12,7 +12,7 @@ fine-tuned on RT is ~0.88, so it is *shaped* like BERT-base, not as good as one)
     python benchmarks/bert_base.py --out /tmp/bert-base-rt
     prunelens bench --model /tmp/bert-base-rt --data /tmp/bert-base-rt/dev.csv
 
-``--family distilbert|mpnet|deberta-v2|modernbert`` builds the same shape from that family's
+``--family distilbert|mpnet|albert|deberta-v2|modernbert`` builds the same shape from that family's
 transformers config instead (random weights, seed 0, not trained: for speed measurements only),
 with the same tokenizer and dev CSV:
 
@@ -124,6 +124,7 @@ FAMILY_CONFIGS: dict[str, tuple[str, dict]] = {
     "bert-random": ("BertConfig", _BASE),  # BERT untrained: the families' equal for speed work
     "distilbert": ("DistilBertConfig", dict(dim=768, n_layers=12, n_heads=12, hidden_dim=3072)),
     "mpnet": ("MPNetConfig", _BASE),
+    "albert": ("AlbertConfig", dict(_BASE, embedding_size=128)),  # one layer's weights shared by all 12
     "deberta-v2": ("DebertaV2Config", dict(_BASE, relative_attention=True, pos_att_type=["p2c", "c2p"],
                                            position_biased_input=False, type_vocab_size=0)),
     "modernbert": ("ModernBertConfig", _BASE),  # FFN 3072 = the GLU's width (Wi is 2 x 3072)

@@ -28,14 +28,34 @@ def test_first_estimate_size_follows_the_encoders_cost(default_loaded):
     assert first_estimate_size(1_000) == ESTIMATE_SIZE  # a tiny model: never more than 96
 
 
+def test_a_shared_layer_model_costs_every_depth_it_runs(tmp_path):
+    """ALBERT runs its one layer at every depth: the first estimate is sized by the parameters a
+    token passes through (a 12-layer ALBERT-base costs what BERT-base does: 16 examples), not by
+    the unique ones (it had 96, seven times BERT's first-estimate time)."""
+    from prunelens.analysis.layout import encoder_layers
+    from prunelens.analysis.models import load_model
+    from tests.tiny import write_tiny_family
+
+    loaded = load_model(str(write_tiny_family(tmp_path / "albert", "albert")))
+    layers = encoder_layers(loaded.model)
+    one_layer = sum(p.numel() for p in layers[0].parameters())
+    inventory = loaded.inventory
+    assert len(layers) == 3 and inventory.sharing == ((0, 1, 2),)
+    assert inventory.encoder_params == one_layer and inventory.cost_params == 3 * one_layer
+    ev = Evaluator.__new__(Evaluator)
+    ev.loaded = _Loaded(DEFAULT_ENCODER_PARAMS, cost_params=12 * DEFAULT_ENCODER_PARAMS // 6)
+    assert ev.estimate_size == 48  # sized by the cost, not by the unique parameters (96)
+
+
 class _Inventory:
-    def __init__(self, encoder_params):
+    def __init__(self, encoder_params, cost_params=None):
         self.encoder_params = encoder_params
+        self.cost_params = encoder_params if cost_params is None else cost_params
 
 
 class _Loaded:
-    def __init__(self, encoder_params):
-        self.inventory = _Inventory(encoder_params)
+    def __init__(self, encoder_params, cost_params=None):
+        self.inventory = _Inventory(encoder_params, cost_params)
 
 
 @pytest.mark.parametrize("params, n, stages", [
