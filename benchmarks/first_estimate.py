@@ -14,7 +14,6 @@ is in docs/PERFORMANCE.md).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -25,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import report  # noqa: E402
 from prunelens.analysis.gates import Masks  # noqa: E402
 from prunelens.analysis.operations import open_session  # noqa: E402
 from prunelens.analysis.pruning import select  # noqa: E402
@@ -66,15 +66,10 @@ def main() -> None:
                      "wall_p50_s": float(np.median(walls[name])), "cpu_p50_s": float(np.median(cpus[name])),
                      "wall_vs_first": float(np.median(np.array(walls[name]) / np.array(walls[first]))),
                      "cpu_vs_first": float(np.median(np.array(cpus[name]) / np.array(cpus[first])))})
-    print(f"{'folder':14} {'path':14} {'n':>3} {'wall p50':>9} {'CPU p50':>8} {'wall/first':>10} {'CPU/first':>9}")
-    for r in rows:
-        print(f"{r['folder']:14} {r['path']:14} {r['estimate_size']:3d} {r['wall_p50_s']:9.3f} "
-              f"{r['cpu_p50_s']:8.3f} {r['wall_vs_first']:10.2f} {r['cpu_vs_first']:9.2f}")
-    print(f"load average (1 min) per round: {[round(x, 1) for x in loads]}")
-    if args.json:
-        args.json.write_text(json.dumps({"rounds": args.rounds, "limit": args.limit, "loads": loads,
-                                         "rows": rows}, indent=2) + "\n")
-
+    report(rows, [("folder", "folder", ""), ("path", "path", ""), ("estimate_size", "n", "d"),
+                  ("wall_p50_s", "wall p50", ".3f"), ("cpu_p50_s", "CPU p50", ".3f"),
+                  ("wall_vs_first", "wall/first", ".2f"), ("cpu_vs_first", "CPU/first", ".2f")],
+           loads, args.json, rounds=args.rounds, limit=args.limit)
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,6 @@ prints, per objective, the naive loop and slider p50 (wall and CPU) and their ra
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import report  # noqa: E402
 from prunelens.analysis.bench import naive_loop, timed  # noqa: E402
 from prunelens.analysis.gates import Masks  # noqa: E402
 from prunelens.analysis.operations import open_session  # noqa: E402
@@ -73,15 +73,10 @@ def main() -> None:
         rows.append({"objective": objective, "model": session.loaded.name, "path": session.evaluator.masked_path[0],
                      "naive_p50_s": n_wall, "naive_p50_cpu_s": n_cpu, "slider_p50_s": s_wall,
                      "slider_p50_cpu_s": s_cpu, "ratio": n_wall / s_wall, "ratio_cpu": n_cpu / s_cpu})
-    print(f"{'objective':10} {'model':18} {'path':14} {'naive p50':>9} {'slider p50':>10} {'ratio':>6} {'CPU ratio':>9}")
-    for r in rows:
-        print(f"{r['objective']:10} {r['model']:18} {r['path']:14} {r['naive_p50_s']:9.2f} "
-              f"{r['slider_p50_s']:10.3f} {r['ratio']:6.2f} {r['ratio_cpu']:9.2f}")
-    print(f"load average (1 min) per round: {[round(x, 1) for x in loads]}")
-    if args.json:
-        args.json.write_text(json.dumps({"rounds": args.rounds, "steps": STEPS, "loads": loads, "rows": rows},
-                                        indent=2) + "\n")
-
+    report(rows, [("objective", "objective", ""), ("model", "model", ""), ("path", "path", ""),
+                  ("naive_p50_s", "naive p50", ".2f"), ("slider_p50_s", "slider p50", ".3f"),
+                  ("ratio", "ratio", ".2f"), ("ratio_cpu", "CPU ratio", ".2f")],
+           loads, args.json, rounds=args.rounds, steps=STEPS)
 
 if __name__ == "__main__":
     main()
